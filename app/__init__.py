@@ -1,0 +1,1 @@
+"""caseapi: case-information exchange between law-enforcement agencies."""

@@ -1,0 +1,160 @@
+"""The one place that decides what a client may see and do in a case.
+
+Seeing: participants see a case and everything under it. Under TLP:AMBER,
+so do the sub-agencies of participants (agencies whose parent_id is a
+participant). Under TLP:GREEN and TLP:CLEAR every agency sees the case's own
+fields ("summary" access) but nothing under it. Anything else is invisible
+and answers 404, exactly as if it did not exist.
+
+Changing: lead and partners with the `write` scope change the case and what
+is under it; only the lead changes participants and the handling code.
+"""
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.auth.models import Scope
+from app.auth.service import Principal
+from app.cases.models import Case, HandlingCode
+from app.errors import AppError, forbidden, not_found
+from app.participants.models import Participant, Role
+
+PUBLIC_CODES = (HandlingCode.green, HandlingCode.clear)
+
+Level = Literal["full", "summary"]
+
+
+@dataclass(frozen=True)
+class CaseAccess:
+    case: Case
+    level: Level
+    role: Role | None  # the caller's own agency's role, None if not a participant
+
+
+def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: uuid.UUID) -> sa.Exists:
+    return sa.exists().where(Participant.case_id == case_id, Participant.agency_id == agency_id)
+
+
+def full_access_clause(p: Principal) -> sa.ColumnElement[bool]:
+    """SQL: the caller sees this case and everything under it."""
+    clause: sa.ColumnElement[bool] = _is_participant(Case.id, p.agency_id)
+    if p.parent_agency_id is not None:
+        clause = sa.or_(
+            clause,
+            sa.and_(Case.handling_code == HandlingCode.amber, _is_participant(Case.id, p.parent_agency_id)),
+        )
+    return clause
+
+
+def visible_clause(p: Principal) -> sa.ColumnElement[bool]:
+    """SQL: the caller sees at least this case's own fields."""
+    return sa.or_(Case.handling_code.in_(PUBLIC_CODES), full_access_clause(p))
+
+
+def level_of(case: Case, roles: dict[uuid.UUID, Role], p: Principal) -> Level | None:
+    """Access to one case, given the roles of the caller's agency and its parent."""
+    if p.agency_id in roles:
+        return "full"
+    if case.handling_code == HandlingCode.amber and p.parent_agency_id in roles:
+        return "full"
+    if case.handling_code in PUBLIC_CODES:
+        return "summary"
+    return None
+
+
+def case_access(
+    session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
+) -> CaseAccess:
+    """The case and the caller's access to it; 404 when the caller may not see it."""
+    stmt = sa.select(Case).where(Case.id == case_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    case = session.execute(stmt).scalar_one_or_none()
+    if case is None:
+        raise not_found("case")
+    agencies = [a for a in (p.agency_id, p.parent_agency_id) if a is not None]
+    roles = dict(
+        session.execute(
+            sa.select(Participant.agency_id, Participant.role).where(
+                Participant.case_id == case_id, Participant.agency_id.in_(agencies)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    level = level_of(case, roles, p)
+    if level is None:
+        raise not_found("case")
+    return CaseAccess(case=case, level=level, role=roles.get(p.agency_id))
+
+
+def readable_case(session: Session, p: Principal, case_id: uuid.UUID) -> Case:
+    """A case whose contents the caller may read; 404 otherwise."""
+    access = case_access(session, p, case_id)
+    if access.level != "full":
+        raise not_found("case")
+    return access.case
+
+
+def require_writer(access: CaseAccess, p: Principal) -> None:
+    if access.level != "full":
+        raise not_found("case")
+    if not p.has(Scope.write):
+        raise AppError(403, "This action needs the 'write' scope.", slug="forbidden")
+    if access.role not in (Role.lead, Role.partner):
+        raise forbidden("Only the lead and partner agencies change this case.")
+
+
+def writable_case(
+    session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
+) -> CaseAccess:
+    """A case the caller may change (lead or partner with `write`)."""
+    access = case_access(session, p, case_id, for_update=for_update)
+    require_writer(access, p)
+    return access
+
+
+def require_lead(access: CaseAccess, detail: str) -> None:
+    if access.role != Role.lead:
+        raise forbidden(detail)
+
+
+class CaseChild(Protocol):
+    id: uuid.UUID
+    case_id: uuid.UUID
+
+
+C = TypeVar("C", bound=CaseChild)
+
+
+def readable_child(session: Session, p: Principal, model: type[C], child_id: uuid.UUID) -> C:
+    """A row under a case (location, seized item, detainee) the caller may read."""
+    row = session.get(model, child_id)
+    if row is None:
+        raise not_found(model.__tablename__)  # type: ignore[attr-defined]
+    try:
+        readable_case(session, p, row.case_id)
+    except AppError as exc:
+        raise not_found(model.__tablename__) from exc  # type: ignore[attr-defined]
+    return row
+
+
+def writable_child(
+    session: Session, p: Principal, model: type[C], child_id: uuid.UUID
+) -> tuple[C, CaseAccess]:
+    """A row under a case the caller may change, locked until commit."""
+    row = session.get(model, child_id, with_for_update=True)
+    if row is None:
+        raise not_found(model.__tablename__)  # type: ignore[attr-defined]
+    try:
+        acc = case_access(session, p, row.case_id)
+        if acc.level != "full":
+            raise not_found("case")
+    except AppError as exc:
+        raise not_found(model.__tablename__) from exc  # type: ignore[attr-defined]
+    require_writer(acc, p)
+    return row, acc

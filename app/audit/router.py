@@ -1,0 +1,42 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.audit import service
+from app.audit.models import AuditEntryPublic, AuditVerification
+from app.auth.deps import current_principal
+from app.auth.models import Scope
+from app.auth.service import Principal
+from app.db import SessionDep
+from app.errors import AppError
+from app.pagination import Page, PageDep
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def _auditor(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not (principal.has(Scope.read) or principal.has(Scope.admin)):
+        raise AppError(403, "Reading the audit log needs the 'read' or 'admin' scope.", slug="forbidden")
+    return principal
+
+
+Auditor = Annotated[Principal, Depends(_auditor)]
+
+
+@router.get("", response_model=Page[AuditEntryPublic])
+def list_entries(
+    session: SessionDep,
+    p: Auditor,
+    page: PageDep,
+    case_id: uuid.UUID | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[AuditEntryPublic]:
+    """Admin: every entry. Others: what their agency did, and what was done to cases it leads."""
+    items, cursor = service.list_entries(session, p, page, case_id=case_id, action=action)
+    return Page(items=[AuditEntryPublic.model_validate(e) for e in items], next_cursor=cursor)
+
+
+@router.get("/verify", response_model=AuditVerification)
+def verify(session: SessionDep, _: Auditor) -> AuditVerification:
+    return service.verify(session)

@@ -1,0 +1,109 @@
+"""The hash-chained audit trail: append under the journal lock, verify end to end."""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEntry, AuditVerification
+from app.auth.models import Scope
+from app.cases.models import Case
+from app.pagination import PageParams, keyset, page_of
+
+if TYPE_CHECKING:
+    from app.auth.service import Principal
+    from app.journal import Change
+
+GENESIS = "0" * 64
+
+
+def _str(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def entry_hash(entry: AuditEntry) -> str:
+    canonical = json.dumps(
+        {
+            "seq": entry.seq,
+            "at": entry.at.isoformat(),
+            "agency_id": _str(entry.agency_id),
+            "client_id": _str(entry.client_id),
+            "action": entry.action,
+            "resource_type": entry.resource_type,
+            "resource_id": _str(entry.resource_id),
+            "case_id": _str(entry.case_id),
+            "purpose": entry.purpose,
+            "prev_hash": entry.prev_hash,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def append_entries(session: Session, changes: Sequence["Change"], at: datetime) -> None:
+    """Called with the journal lock held: the head cannot move under us."""
+    head = session.execute(
+        sa.select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+    for change in changes:
+        seq += 1
+        entry = AuditEntry(
+            seq=seq,
+            at=at,
+            agency_id=change.actor.agency_id,
+            client_id=change.actor.client_id,
+            action=change.action,
+            resource_type=change.resource_type,
+            resource_id=change.resource_id,
+            case_id=change.case_id,
+            purpose=change.purpose,
+            prev_hash=prev,
+        )
+        entry.hash = entry_hash(entry)
+        prev = entry.hash
+        session.add(entry)
+
+
+def verify_chain(entries: Iterable[AuditEntry]) -> AuditVerification:
+    """Walk the chain in seq order; the first entry that does not verify is named."""
+    count, prev, expected_seq = 0, GENESIS, 1
+    for entry in entries:
+        if entry.seq != expected_seq or entry.prev_hash != prev or entry.hash != entry_hash(entry):
+            return AuditVerification(ok=False, entries=count, head=prev, first_bad_seq=entry.seq)
+        count, prev, expected_seq = count + 1, entry.hash, expected_seq + 1
+    return AuditVerification(ok=True, entries=count, head=prev)
+
+
+def verify(session: Session) -> AuditVerification:
+    rows = session.execute(
+        sa.select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)
+    ).scalars()
+    return verify_chain(rows)
+
+
+def list_entries(
+    session: Session,
+    p: "Principal",
+    params: PageParams,
+    *,
+    case_id: uuid.UUID | None,
+    action: str | None,
+) -> tuple[list[AuditEntry], str | None]:
+    stmt = sa.select(AuditEntry)
+    if not p.has(Scope.admin):
+        led = sa.select(Case.id).where(Case.lead_agency_id == p.agency_id)
+        stmt = stmt.where(sa.or_(AuditEntry.agency_id == p.agency_id, AuditEntry.case_id.in_(led)))
+    if case_id is not None:
+        stmt = stmt.where(AuditEntry.case_id == case_id)
+    if action is not None:
+        stmt = stmt.where(AuditEntry.action == action)
+    stmt = keyset(stmt, params, scope="audit", keys=(AuditEntry.seq,), types=(int,))
+    rows = session.execute(stmt).scalars().all()
+    return page_of(rows, params, scope="audit", key_of=lambda e: (e.seq,))

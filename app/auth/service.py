@@ -1,0 +1,119 @@
+"""API clients: keys are shown once and stored only as a hash."""
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.agencies.models import Agency
+from app.auth.models import ApiClient, Scope
+from app.db import utcnow
+from app.errors import AppError
+from app.journal import CLI, Actor, record
+
+KEY_PREFIX = "cak_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: one API client of one agency, with its scopes."""
+
+    client_id: uuid.UUID
+    agency_id: uuid.UUID
+    parent_agency_id: uuid.UUID | None
+    scopes: frozenset[str]
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(agency_id=self.agency_id, client_id=self.client_id)
+
+    def has(self, scope: Scope) -> bool:
+        return scope.value in self.scopes
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def authenticate(session: Session, key: str) -> Principal | None:
+    row = session.execute(
+        sa.select(ApiClient.id, ApiClient.agency_id, ApiClient.scopes, Agency.parent_id)
+        .join(Agency, Agency.id == ApiClient.agency_id)
+        .where(ApiClient.key_hash == hash_key(key), ApiClient.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    return Principal(row.id, row.agency_id, row.parent_id, frozenset(row.scopes))
+
+
+def create_client(
+    session: Session,
+    *,
+    agency_code: str,
+    name: str,
+    scopes: Iterable[Scope],
+    actor: Actor = CLI,
+) -> tuple[ApiClient, str]:
+    agency = session.execute(sa.select(Agency).where(Agency.code == agency_code)).scalar_one_or_none()
+    if agency is None:
+        raise AppError(404, f"No agency with code {agency_code!r}.", slug="not-found")
+    if not name.strip() or len(name) > 200:
+        raise AppError(422, "A client name is 1 to 200 characters.", slug="validation-error")
+    key = new_key()
+    client = ApiClient(
+        agency_id=agency.id,
+        name=name,
+        key_hash=hash_key(key),
+        scopes=sorted({s.value for s in scopes} or {Scope.read.value}),
+    )
+    session.add(client)
+    session.flush()
+    record(
+        session,
+        actor,
+        action="api_client.created",
+        resource_type="api_client",
+        resource_id=client.id,
+        case_id=None,
+        emit_event=False,
+    )
+    return client, key
+
+
+def list_clients(session: Session) -> Sequence[tuple[ApiClient, str]]:
+    rows = session.execute(
+        sa.select(ApiClient, Agency.code)
+        .join(Agency, Agency.id == ApiClient.agency_id)
+        .order_by(ApiClient.created_at, ApiClient.id)
+    ).all()
+    return [(client, code) for client, code in rows]
+
+
+def revoke_client(session: Session, id_or_key: str, *, actor: Actor = CLI) -> ApiClient:
+    try:
+        where = ApiClient.id == uuid.UUID(id_or_key)
+    except ValueError:
+        where = ApiClient.key_hash == hash_key(id_or_key)
+    client = session.execute(sa.select(ApiClient).where(where)).scalar_one_or_none()
+    if client is None:
+        raise AppError(404, "No such API client.", slug="not-found")
+    if client.revoked_at is None:
+        client.revoked_at = utcnow()
+        record(
+            session,
+            actor,
+            action="api_client.revoked",
+            resource_type="api_client",
+            resource_id=client.id,
+            case_id=None,
+            emit_event=False,
+        )
+    return client

@@ -1,0 +1,147 @@
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app import access
+from app.access import CaseAccess, Level
+from app.agencies.models import Agency
+from app.auth.service import Principal
+from app.cases.models import (
+    Case,
+    CaseCreate,
+    CasePublic,
+    CaseStatus,
+    CaseSummary,
+    CaseUpdate,
+    CategoryCount,
+    HandlingCode,
+)
+from app.crud import add_recorded, delete_recorded, update_recorded
+from app.db import utcnow
+from app.detainees.models import Detainee
+from app.errors import conflict
+from app.evidence.models import SeizedItem
+from app.locations.models import Location
+from app.pagination import PageParams, keyset, page_of
+from app.participants.models import Participant, Role
+
+
+def to_public(case: Case, level: Level) -> CasePublic:
+    return CasePublic.model_validate(case, update={"access": level})
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_cases(
+    session: Session,
+    p: Principal,
+    params: PageParams,
+    *,
+    status: CaseStatus | None,
+    q: str | None,
+    handling_code: HandlingCode | None,
+    participant: str | None,
+) -> tuple[list[CasePublic], str | None]:
+    full = access.full_access_clause(p)
+    stmt = sa.select(Case, full.label("full")).where(access.visible_clause(p))
+    if status is not None:
+        stmt = stmt.where(Case.status == status)
+    if handling_code is not None:
+        stmt = stmt.where(Case.handling_code == handling_code)
+    if q:
+        pattern = f"%{_escape_like(q)}%"
+        stmt = stmt.where(
+            sa.or_(*(col.ilike(pattern, escape="\\") for col in (Case.reference, Case.title, Case.summary)))
+        )
+    if participant:
+        stmt = stmt.where(
+            sa.exists().where(
+                Participant.case_id == Case.id,
+                Participant.agency_id == Agency.id,
+                Agency.code == participant,
+            )
+        )
+    stmt = keyset(stmt, params, scope="cases", keys=(Case.created_at, Case.id), types=(datetime, uuid.UUID))
+    rows: Sequence[sa.Row[tuple[Case, bool]]] = session.execute(stmt).all()
+    page, cursor = page_of(rows, params, scope="cases", key_of=lambda r: (r[0].created_at, r[0].id))
+    return [to_public(case, "full" if is_full else "summary") for case, is_full in page], cursor
+
+
+def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
+    if session.execute(sa.select(Case.id).where(Case.reference == data.reference)).first():
+        raise conflict(f"A case with reference {data.reference!r} exists.")
+    now = utcnow()
+    case = Case.model_validate(data, update={"lead_agency_id": p.agency_id})
+    case.opened_at = case.opened_at or now
+    if case.status == CaseStatus.closed and case.closed_at is None:
+        case.closed_at = now
+    add_recorded(session, case, p.actor, resource_type="case", case_id=case.id)
+    lead = Participant(case_id=case.id, agency_id=p.agency_id, role=Role.lead)
+    add_recorded(
+        session, lead, p.actor, resource_type="participant", case_id=case.id, resource_id=p.agency_id
+    )
+    return case
+
+
+def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdate) -> Case:
+    changes = data.changes()
+    case = acc.case
+    if "handling_code" in changes and changes["handling_code"] != case.handling_code:
+        access.require_lead(acc, "Only the lead agency changes the handling code.")
+    if "reference" in changes and changes["reference"] != case.reference:
+        taken = session.execute(
+            sa.select(Case.id).where(Case.reference == changes["reference"], Case.id != case.id)
+        ).first()
+        if taken:
+            raise conflict(f"A case with reference {changes['reference']!r} exists.")
+    if changes.get("status") == CaseStatus.closed and case.closed_at is None:
+        changes.setdefault("closed_at", utcnow())
+    update_recorded(session, case, changes, p.actor, resource_type="case", case_id=case.id)
+    return case
+
+
+def delete_case(session: Session, p: Principal, acc: CaseAccess) -> None:
+    case = acc.case
+    for model in (Location, SeizedItem, Detainee):
+        if session.execute(sa.select(model.id).where(model.case_id == case.id).limit(1)).first():
+            raise conflict(
+                "The case still holds locations, seized items or detainees; "
+                "set its status to 'closed' instead."
+            )
+    session.execute(sa.delete(Participant).where(Participant.case_id == case.id))
+    delete_recorded(session, case, p.actor, resource_type="case", case_id=case.id)
+
+
+def summarize(session: Session, case: Case) -> CaseSummary:
+    locations = session.execute(
+        sa.select(sa.func.count()).select_from(Location).where(Location.case_id == case.id)
+    ).scalar_one()
+    items = session.execute(
+        sa.select(
+            SeizedItem.category,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(SeizedItem.quantity), 0),
+            sa.func.count().filter(SeizedItem.quantity.is_(None)),
+        )
+        .where(SeizedItem.case_id == case.id)
+        .group_by(SeizedItem.category)
+    ).all()
+    detainees = session.execute(
+        sa.select(Detainee.custody_status, sa.func.count())
+        .where(Detainee.case_id == case.id)
+        .group_by(Detainee.custody_status)
+    ).all()
+    return CaseSummary(
+        case_id=case.id,
+        locations=locations,
+        seized_items={
+            str(cat.value): CategoryCount(items=n, quantity=int(total), unknown_quantity=unknown)
+            for cat, n, total, unknown in items
+        },
+        detainees={str(status.value): n for status, n in detainees},
+    )

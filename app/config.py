@@ -1,0 +1,34 @@
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every setting comes from a `CASEAPI_` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="CASEAPI_", extra="ignore")
+
+    database_url: str = "sqlite:///./caseapi.db"
+    # Pool sized so that every worker thread can hold a connection: fewer
+    # connections than threads deadlocks a sync service under load.
+    pool_size: int = Field(default=20, ge=1, le=500)
+    pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Signs list cursors so that a garbled or hand-made one is refused.
+    # Visibility never depends on it: a forged cursor can only move a
+    # caller within what it may already see.
+    cursor_secret: str = "caseapi-cursor-v1"
+    seed_dir: Path = PROJECT_ROOT / "seed"
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    # How long a cached API-key lookup is trusted; a revocation takes
+    # effect within this time.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,85 @@
+"""The versioned-write pattern every changeable resource shares."""
+
+import uuid
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.journal import Actor, record
+
+
+class Versioned(Protocol):
+    id: Any
+    version: int
+    updated_at: Any
+
+
+def add_recorded(
+    session: Session,
+    obj: Any,
+    actor: Actor,
+    *,
+    resource_type: str,
+    case_id: uuid.UUID | None,
+    resource_id: uuid.UUID | None = None,
+) -> None:
+    session.add(obj)
+    session.flush()
+    record(
+        session,
+        actor,
+        action=f"{resource_type}.created",
+        resource_type=resource_type,
+        resource_id=resource_id or obj.id,
+        case_id=case_id,
+    )
+
+
+def update_recorded(
+    session: Session,
+    obj: Versioned,
+    changes: dict[str, Any],
+    actor: Actor,
+    *,
+    resource_type: str,
+    case_id: uuid.UUID | None,
+    resource_id: uuid.UUID | None = None,
+) -> None:
+    """Apply changes to a row the caller has locked and whose If-Match it checked."""
+    for name, value in changes.items():
+        setattr(obj, name, value)
+    obj.version += 1
+    obj.updated_at = utcnow()
+    session.add(obj)
+    session.flush()
+    record(
+        session,
+        actor,
+        action=f"{resource_type}.updated",
+        resource_type=resource_type,
+        resource_id=resource_id or obj.id,
+        case_id=case_id,
+    )
+
+
+def delete_recorded(
+    session: Session,
+    obj: Any,
+    actor: Actor,
+    *,
+    resource_type: str,
+    case_id: uuid.UUID | None,
+    resource_id: uuid.UUID | None = None,
+) -> None:
+    rid = resource_id or obj.id
+    session.delete(obj)
+    session.flush()
+    record(
+        session,
+        actor,
+        action=f"{resource_type}.deleted",
+        resource_type=resource_type,
+        resource_id=rid,
+        case_id=case_id,
+    )

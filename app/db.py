@@ -1,0 +1,134 @@
+"""Engine, column types and the one transaction every request or command runs in."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    SQLite has no time-zone type: values are stored as naive UTC and come
+    back aware, so that comparisons and JSON output agree everywhere.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def str_enum(enum_cls: type[Enum], name: str) -> sa.Enum:
+    """A str enum stored as its value in a VARCHAR with a CHECK constraint."""
+    return sa.Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=max(len(str(m.value)) for m in enum_cls),  # type: ignore[attr-defined]
+        values_callable=lambda cls: [m.value for m in cls],
+        validate_strings=True,
+    )
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own transaction handling is turned off so that the
+    # "begin" hook below decides between BEGIN and BEGIN IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    # FULL: an acknowledged commit survives a power loss, not just a crash.
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    # A writer takes the write lock up front; a deferred transaction that
+    # reads first and writes later fails with SQLITE_BUSY under concurrency.
+    if conn.get_execution_options().get("caseapi_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def create_db_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 5.0) -> Engine:
+    if url.startswith("sqlite"):
+        # A file database is cheap to open; NullPool avoids sharing a
+        # connection across threads.
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Session]:
+    """One unit of work: committed when the block ends, rolled back on error.
+
+    Writers announce themselves so that SQLite takes its write lock at
+    BEGIN. Pending audit entries and events are written by the session's
+    before-commit hook (app.journal), inside this same transaction.
+    """
+    with Session(engine, expire_on_commit=False, autoflush=False) as session:
+        if write:
+            session.connection(execution_options={"caseapi_write": True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    write = request.method not in SAFE_METHODS or "x-purpose" in request.headers
+    with transaction(request.app.state.engine, write=write) as session:
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so a
+# failed commit becomes an error response, never a false success.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

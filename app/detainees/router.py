@@ -1,0 +1,92 @@
+import uuid
+
+from fastapi import APIRouter, Request, Response
+
+from app import access
+from app.auth.deps import Reader, Writer
+from app.db import SessionDep
+from app.detainees import service
+from app.detainees.models import Detainee, DetaineeCreate, DetaineePublic, DetaineeUpdate
+from app.http import Purpose, api_path, check_if_match, created, with_etag
+from app.idempotency.service import IdempotencyDep, create_once
+from app.pagination import Page, PageDep
+
+router = APIRouter(tags=["detainees"])
+
+
+@router.get("/cases/{case_id}/detainees", response_model=Page[DetaineePublic])
+def list_detainees(
+    session: SessionDep,
+    p: Reader,
+    case_id: uuid.UUID,
+    page: PageDep,
+    purpose: Purpose = None,
+    review_overdue: bool | None = None,
+) -> Page[DetaineePublic]:
+    access.readable_case(session, p, case_id)
+    rows, cursor = service.list_detainees(session, case_id, page, review_overdue=review_overdue)
+    items = service.present(session, p, purpose, rows, case_id=case_id, resource_id=None)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.post("/cases/{case_id}/detainees", status_code=201, response_model=DetaineePublic)
+def create_detainee(
+    session: SessionDep,
+    p: Writer,
+    case_id: uuid.UUID,
+    body: DetaineeCreate,
+    idem: IdempotencyDep,
+    purpose: Purpose = None,
+) -> Response:
+    access.writable_case(session, p, case_id)
+
+    def create() -> Response:
+        detainee = service.create_detainee(session, p, case_id, body)
+        [public] = service.present(session, p, purpose, [detainee], case_id=case_id, resource_id=detainee.id)
+        return created(public, location=api_path("detainees", detainee.id), version=detainee.version)
+
+    return create_once(session, p, idem, create)
+
+
+@router.get("/detainees/{detainee_id}", response_model=DetaineePublic)
+def get_detainee(
+    session: SessionDep,
+    p: Reader,
+    detainee_id: uuid.UUID,
+    response: Response,
+    purpose: Purpose = None,
+) -> DetaineePublic:
+    detainee = access.readable_child(session, p, Detainee, detainee_id)
+    with_etag(response, detainee.version)
+    [public] = service.present(
+        session, p, purpose, [detainee], case_id=detainee.case_id, resource_id=detainee.id
+    )
+    return public
+
+
+@router.patch("/detainees/{detainee_id}", response_model=DetaineePublic)
+def update_detainee(
+    request: Request,
+    session: SessionDep,
+    p: Writer,
+    detainee_id: uuid.UUID,
+    body: DetaineeUpdate,
+    response: Response,
+    purpose: Purpose = None,
+) -> DetaineePublic:
+    detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
+    check_if_match(request, detainee.version)
+    detainee = service.update_detainee(session, p, detainee, body)
+    with_etag(response, detainee.version)
+    [public] = service.present(
+        session, p, purpose, [detainee], case_id=detainee.case_id, resource_id=detainee.id
+    )
+    return public
+
+
+@router.delete("/detainees/{detainee_id}", status_code=204)
+def delete_detainee(request: Request, session: SessionDep, p: Writer, detainee_id: uuid.UUID) -> Response:
+    detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
+    check_if_match(request, detainee.version)
+    service.delete_detainee(session, p, detainee)
+    return Response(status_code=204)

@@ -1,0 +1,205 @@
+"""Every error leaves as application/problem+json (RFC 9457)."""
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+log = logging.getLogger("caseapi")
+security_log = logging.getLogger("caseapi.security")
+
+PROBLEM_JSON = "application/problem+json"
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    428: "Precondition Required",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class AppError(Exception):
+    """An error a client can act on. `slug` names the problem type."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title or _TITLES.get(status, "Error")
+        self.slug = slug or self.title.lower().replace(" ", "-")
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def not_found(what: str = "resource") -> AppError:
+    # The same words whether the thing is missing or hidden from the caller.
+    return AppError(404, f"No such {what}.", slug="not-found")
+
+
+def forbidden(detail: str) -> AppError:
+    return AppError(403, detail, slug="forbidden")
+
+
+def conflict(detail: str) -> AppError:
+    return AppError(409, detail, slug="conflict")
+
+
+def invalid(loc: list[str | int], msg: str) -> AppError:
+    """A 422 for a rule that needs the database (a reference to another row)."""
+    return AppError(
+        422,
+        msg,
+        slug="validation-error",
+        extra={"errors": [{"loc": loc, "msg": msg}]},
+    )
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    title = title or _TITLES.get(status, "Error")
+    body = {
+        "type": f"urn:caseapi:problem:{slug or title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **(extra or {}),
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route offers for this path (Starlette names only the first route's)."""
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    )
+
+
+def _log_denied(request: Request, exc: AppError) -> None:
+    """One structured line per refused attempt, for the operator's SIEM."""
+    principal = getattr(request.state, "principal", None)
+    security_log.warning(
+        json.dumps(
+            {
+                "event": "access_denied",
+                "status": exc.status,
+                "reason": exc.detail,
+                "method": request.method,
+                "path": request.url.path,
+                "client_id": str(principal.client_id) if principal else None,
+                "agency_id": str(principal.agency_id) if principal else None,
+                "remote": request.client.host if request.client else None,
+            }
+        )
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err.get("loc", [])), "msg": err.get("msg", "invalid"), "type": err.get("type")}
+        for err in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        if exc.status in (401, 403):
+            _log_denied(request, exc)
+        return problem_response(
+            exc.status,
+            exc.detail,
+            slug=exc.slug,
+            title=exc.title,
+            headers=exc.headers,
+            extra=exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response(400, "The request body is not valid JSON.", slug="malformed-json")
+        return problem_response(
+            422,
+            "The request does not match the schema.",
+            slug="validation-error",
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        if exc.status_code == 404:
+            detail = "No such resource."
+        return problem_response(exc.status_code, detail, headers=headers)
+
+    @app.exception_handler(sa_exc.IntegrityError)
+    async def _integrity(_: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
+        log.info("integrity error: %s", exc.orig)
+        return problem_response(409, "The change conflicts with existing data.", slug="conflict")
+
+    @app.exception_handler(sa_exc.OperationalError)
+    async def _db_down(_: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return problem_response(
+            503,
+            "The database is unavailable; try again shortly.",
+            slug="database-unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        log.warning("no database connection free: %s", exc)
+        return problem_response(
+            503,
+            "The service is busy; try again shortly.",
+            slug="busy",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "An unexpected error occurred.", slug="internal-error")

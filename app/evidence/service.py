@@ -1,0 +1,164 @@
+"""Seized items and their chain of custody.
+
+The chain is append-only: its first event is the seizure, written with the
+item; each later event must not predate the one before; a transfer must
+start at the current custodian and moves the item to the receiving agency;
+after `returned` or `destroyed` the chain is closed.
+"""
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.agencies.service import require_agencies
+from app.auth.service import Principal
+from app.crud import add_recorded, delete_recorded, update_recorded
+from app.db import utcnow
+from app.errors import conflict, invalid
+from app.evidence.models import (
+    Category,
+    CustodyAction,
+    CustodyEvent,
+    CustodyEventCreate,
+    ItemStatus,
+    SeizedItem,
+    SeizedItemCreate,
+    SeizedItemUpdate,
+)
+from app.locations.service import require_location_in_case
+from app.pagination import PageParams, keyset, page_of
+
+_STATUS_AFTER = {
+    CustodyAction.transferred: ItemStatus.transferred,
+    CustodyAction.examined: ItemStatus.under_examination,
+    CustodyAction.returned: ItemStatus.returned,
+    CustodyAction.destroyed: ItemStatus.destroyed,
+}
+_CLOSED = (ItemStatus.returned, ItemStatus.destroyed)
+
+
+def list_items(
+    session: Session, case_id: uuid.UUID, params: PageParams, *, category: Category | None
+) -> tuple[list[SeizedItem], str | None]:
+    stmt = sa.select(SeizedItem).where(SeizedItem.case_id == case_id)
+    if category is not None:
+        stmt = stmt.where(SeizedItem.category == category)
+    scope = f"seized-items:{case_id}"
+    stmt = keyset(
+        stmt, params, scope=scope, keys=(SeizedItem.created_at, SeizedItem.id), types=(datetime, uuid.UUID)
+    )
+    rows = session.execute(stmt).scalars().all()
+    return page_of(rows, params, scope=scope, key_of=lambda r: (r.created_at, r.id))
+
+
+def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> SeizedItem:
+    seized_by = data.seized_by_agency_id or p.agency_id
+    custodian = data.custodian_agency_id or seized_by
+    require_agencies(session, {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian})
+    require_location_in_case(session, data.location_id, case_id)
+    item = SeizedItem.model_validate(
+        data.model_dump(exclude={"seized_by_agency_id", "custodian_agency_id"}),
+        update={"case_id": case_id, "seized_by_agency_id": seized_by, "custodian_agency_id": custodian},
+    )
+    add_recorded(session, item, p.actor, resource_type="seized_item", case_id=case_id)
+    seizure = CustodyEvent(
+        seized_item_id=item.id,
+        seq=1,
+        action=CustodyAction.seized,
+        from_agency_id=None,
+        to_agency_id=custodian,
+        at=item.seized_at or utcnow(),
+        recorded_by_agency_id=p.agency_id,
+    )
+    add_recorded(session, seizure, p.actor, resource_type="custody_event", case_id=case_id)
+    return item
+
+
+def update_item(session: Session, p: Principal, item: SeizedItem, data: SeizedItemUpdate) -> SeizedItem:
+    changes = data.changes()
+    if "location_id" in changes:
+        require_location_in_case(session, changes["location_id"], item.case_id)
+    update_recorded(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
+    return item
+
+
+def _chain(session: Session, item_id: uuid.UUID) -> list[CustodyEvent]:
+    return list(
+        session.execute(
+            sa.select(CustodyEvent).where(CustodyEvent.seized_item_id == item_id).order_by(CustodyEvent.seq)
+        ).scalars()
+    )
+
+
+def delete_item(session: Session, p: Principal, item: SeizedItem) -> None:
+    chain = _chain(session, item.id)
+    if any(event.action != CustodyAction.seized for event in chain):
+        raise conflict(
+            "The chain of custody has events after the seizure; record 'returned' or "
+            "'destroyed' instead of deleting."
+        )
+    for event in chain:
+        session.delete(event)
+    delete_recorded(session, item, p.actor, resource_type="seized_item", case_id=item.case_id)
+
+
+def custody_chain(
+    session: Session, item_id: uuid.UUID, params: PageParams
+) -> tuple[list[CustodyEvent], str | None]:
+    scope = f"custody:{item_id}"
+    stmt = keyset(
+        sa.select(CustodyEvent).where(CustodyEvent.seized_item_id == item_id),
+        params,
+        scope=scope,
+        keys=(CustodyEvent.seq,),
+        types=(int,),
+    )
+    rows = session.execute(stmt).scalars().all()
+    return page_of(rows, params, scope=scope, key_of=lambda r: (r.seq,))
+
+
+def add_custody_event(
+    session: Session, p: Principal, item: SeizedItem, data: CustodyEventCreate
+) -> CustodyEvent:
+    """Append one event; the caller holds the item's row lock."""
+    require_agencies(session, {"from_agency_id": data.from_agency_id, "to_agency_id": data.to_agency_id})
+    if data.action == CustodyAction.seized:
+        raise conflict("An item is seized once: the seizure is the first event of its chain.")
+    if item.status in _CLOSED:
+        raise conflict(f"The item was {item.status.value}; its chain of custody is closed.")
+    last = _chain(session, item.id)[-1]
+    at = data.at or utcnow()
+    if at < last.at:
+        raise conflict("A custody event cannot predate the previous event of the chain.")
+    from_agency = data.from_agency_id
+    changes: dict[str, object] = {"status": _STATUS_AFTER[data.action]}
+    if data.action == CustodyAction.transferred:
+        if data.to_agency_id is None:
+            raise invalid(["body", "to_agency_id"], "A transfer names the receiving agency.")
+        from_agency = from_agency or item.custodian_agency_id
+        if from_agency != item.custodian_agency_id:
+            raise conflict("A transfer starts at the item's current custodian.")
+        if data.to_agency_id == item.custodian_agency_id:
+            raise conflict("The receiving agency already holds the item.")
+        changes["custodian_agency_id"] = data.to_agency_id
+    event = CustodyEvent(
+        seized_item_id=item.id,
+        seq=last.seq + 1,
+        action=data.action,
+        from_agency_id=from_agency,
+        to_agency_id=data.to_agency_id,
+        at=at,
+        note=data.note,
+        recorded_by_agency_id=p.agency_id,
+    )
+    add_recorded(session, event, p.actor, resource_type="custody_event", case_id=item.case_id)
+    update_recorded(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
+    return event
+
+
+def get_custody_event(session: Session, item_id: uuid.UUID, event_id: uuid.UUID) -> CustodyEvent | None:
+    return session.execute(
+        sa.select(CustodyEvent).where(CustodyEvent.id == event_id, CustodyEvent.seized_item_id == item_id)
+    ).scalar_one_or_none()

@@ -1,0 +1,108 @@
+"""The one place every change is recorded.
+
+Services call `record()` for each change; the session's before-commit hook
+then writes the audit entries and feed events in the same transaction,
+under one lock held until commit. The lock is what keeps the audit hash
+chain linear and makes feed sequence numbers visible in order.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session as OrmSession
+
+from app.audit.service import append_entries
+from app.db import utcnow
+from app.events.models import Event
+
+_JOURNAL = "caseapi_journal"
+# An arbitrary constant naming the journal lock among PostgreSQL's advisory locks.
+_PG_JOURNAL_LOCK = 0x63617365
+
+
+@dataclass(frozen=True)
+class Actor:
+    agency_id: uuid.UUID | None
+    client_id: uuid.UUID | None
+
+
+CLI = Actor(agency_id=None, client_id=None)
+
+
+@dataclass(frozen=True)
+class Change:
+    actor: Actor
+    action: str
+    resource_type: str
+    resource_id: uuid.UUID | None
+    case_id: uuid.UUID | None
+    purpose: str | None
+    emit_event: bool
+    request_parties: tuple[uuid.UUID, uuid.UUID] | None
+
+
+def record(
+    session: OrmSession,
+    actor: Actor,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: uuid.UUID | None,
+    case_id: uuid.UUID | None,
+    purpose: str | None = None,
+    emit_event: bool = True,
+    request_parties: tuple[uuid.UUID, uuid.UUID] | None = None,
+) -> None:
+    """Note a change (or a disclosure, with emit_event=False) for this transaction."""
+    session.info.setdefault(_JOURNAL, []).append(
+        Change(actor, action, resource_type, resource_id, case_id, purpose, emit_event, request_parties)
+    )
+
+
+def _lock(session: OrmSession) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_JOURNAL_LOCK})
+    # SQLite: a writing transaction already holds the database's write lock
+    # (BEGIN IMMEDIATE, see app.db).
+
+
+def _append_events(session: OrmSession, changes: list[Change], at: datetime) -> None:
+    if not changes:
+        return
+    last = session.execute(sa.select(sa.func.max(Event.seq))).scalar_one_or_none() or 0
+    for seq, change in enumerate(changes, start=last + 1):
+        assert change.resource_id is not None, "an event names its resource"
+        parties = change.request_parties
+        session.add(
+            Event(
+                seq=seq,
+                type=change.action,
+                resource_type=change.resource_type,
+                resource_id=change.resource_id,
+                case_id=change.case_id,
+                request_from_agency_id=parties[0] if parties else None,
+                request_to_agency_id=parties[1] if parties else None,
+                at=at,
+            )
+        )
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _write_journal(session: OrmSession) -> None:
+    changes: list[Change] = session.info.pop(_JOURNAL, [])
+    if not changes:
+        return
+    session.flush()
+    _lock(session)
+    at = utcnow()
+    append_entries(session, changes, at)
+    _append_events(session, [c for c in changes if c.emit_event], at)
+    session.flush()
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _drop_journal(session: OrmSession) -> None:
+    session.info.pop(_JOURNAL, None)

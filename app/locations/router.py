@@ -1,0 +1,71 @@
+import uuid
+
+from fastapi import APIRouter, Request, Response
+
+from app import access
+from app.auth.deps import Reader, Writer
+from app.db import SessionDep
+from app.http import api_path, check_if_match, created, with_etag
+from app.idempotency.service import IdempotencyDep, create_once
+from app.locations import service
+from app.locations.models import Location, LocationCreate, LocationPublic, LocationUpdate
+from app.pagination import Page, PageDep
+
+router = APIRouter(tags=["locations"])
+
+
+@router.get("/cases/{case_id}/locations", response_model=Page[LocationPublic])
+def list_locations(session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep) -> Page[LocationPublic]:
+    access.readable_case(session, p, case_id)
+    items, cursor = service.list_locations(session, case_id, page)
+    return Page(items=[LocationPublic.model_validate(x) for x in items], next_cursor=cursor)
+
+
+@router.post("/cases/{case_id}/locations", status_code=201, response_model=LocationPublic)
+def create_location(
+    session: SessionDep, p: Writer, case_id: uuid.UUID, body: LocationCreate, idem: IdempotencyDep
+) -> Response:
+    access.writable_case(session, p, case_id)
+
+    def create() -> Response:
+        location = service.create_location(session, p, case_id, body)
+        return created(
+            LocationPublic.model_validate(location),
+            location=api_path("locations", location.id),
+            version=location.version,
+        )
+
+    return create_once(session, p, idem, create)
+
+
+@router.get("/locations/{location_id}", response_model=LocationPublic)
+def get_location(
+    session: SessionDep, p: Reader, location_id: uuid.UUID, response: Response
+) -> LocationPublic:
+    location = access.readable_child(session, p, Location, location_id)
+    with_etag(response, location.version)
+    return LocationPublic.model_validate(location)
+
+
+@router.patch("/locations/{location_id}", response_model=LocationPublic)
+def update_location(
+    request: Request,
+    session: SessionDep,
+    p: Writer,
+    location_id: uuid.UUID,
+    body: LocationUpdate,
+    response: Response,
+) -> LocationPublic:
+    location, _ = access.writable_child(session, p, Location, location_id)
+    check_if_match(request, location.version)
+    location = service.update_location(session, p, location, body)
+    with_etag(response, location.version)
+    return LocationPublic.model_validate(location)
+
+
+@router.delete("/locations/{location_id}", status_code=204)
+def delete_location(request: Request, session: SessionDep, p: Writer, location_id: uuid.UUID) -> Response:
+    location, _ = access.writable_child(session, p, Location, location_id)
+    check_if_match(request, location.version)
+    service.delete_location(session, p, location)
+    return Response(status_code=204)

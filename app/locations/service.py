@@ -1,0 +1,60 @@
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.agencies.service import require_agencies
+from app.auth.service import Principal
+from app.crud import add_recorded, delete_recorded, update_recorded
+from app.detainees.models import Detainee
+from app.errors import conflict, invalid
+from app.evidence.models import SeizedItem
+from app.locations.models import Location, LocationCreate, LocationUpdate
+from app.pagination import PageParams, keyset, page_of
+
+
+def require_location_in_case(session: Session, location_id: uuid.UUID | None, case_id: uuid.UUID) -> None:
+    if location_id is None:
+        return
+    found = session.execute(
+        sa.select(Location.id).where(Location.id == location_id, Location.case_id == case_id)
+    ).first()
+    if not found:
+        raise invalid(["body", "location_id"], "No location with this id in this case.")
+
+
+def list_locations(
+    session: Session, case_id: uuid.UUID, params: PageParams
+) -> tuple[list[Location], str | None]:
+    stmt = keyset(
+        sa.select(Location).where(Location.case_id == case_id),
+        params,
+        scope=f"locations:{case_id}",
+        keys=(Location.created_at, Location.id),
+        types=(datetime, uuid.UUID),
+    )
+    rows = session.execute(stmt).scalars().all()
+    return page_of(rows, params, scope=f"locations:{case_id}", key_of=lambda r: (r.created_at, r.id))
+
+
+def create_location(session: Session, p: Principal, case_id: uuid.UUID, data: LocationCreate) -> Location:
+    require_agencies(session, {"searched_by_agency_id": data.searched_by_agency_id})
+    location = Location.model_validate(data, update={"case_id": case_id})
+    add_recorded(session, location, p.actor, resource_type="location", case_id=case_id)
+    return location
+
+
+def update_location(session: Session, p: Principal, location: Location, data: LocationUpdate) -> Location:
+    changes = data.changes()
+    require_agencies(session, {"searched_by_agency_id": changes.get("searched_by_agency_id")})
+    update_recorded(session, location, changes, p.actor, resource_type="location", case_id=location.case_id)
+    return location
+
+
+def delete_location(session: Session, p: Principal, location: Location) -> None:
+    for model in (SeizedItem, Detainee):
+        used = session.execute(sa.select(model.id).where(model.location_id == location.id).limit(1)).first()
+        if used:
+            raise conflict("Seized items or detainees refer to this location.")
+    delete_recorded(session, location, p.actor, resource_type="location", case_id=location.case_id)

@@ -1,0 +1,84 @@
+import uuid
+
+from fastapi import APIRouter, Request, Response
+
+from app import access
+from app.auth.deps import Reader, Writer
+from app.db import SessionDep
+from app.http import api_path, check_if_match, created, with_etag
+from app.idempotency.service import IdempotencyDep, create_once
+from app.pagination import Page, PageDep
+from app.participants import service
+from app.participants.models import ParticipantCreate, ParticipantPublic, ParticipantUpdate
+
+router = APIRouter(prefix="/cases/{case_id}/participants", tags=["participants"])
+
+_LEAD_ONLY = "Only the lead agency changes the participants."
+
+
+@router.get("", response_model=Page[ParticipantPublic])
+def list_participants(
+    session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep
+) -> Page[ParticipantPublic]:
+    access.readable_case(session, p, case_id)
+    items, cursor = service.list_participants(session, case_id, page)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.post("", status_code=201, response_model=ParticipantPublic)
+def add_participant(
+    session: SessionDep, p: Writer, case_id: uuid.UUID, body: ParticipantCreate, idem: IdempotencyDep
+) -> Response:
+    acc = access.writable_case(session, p, case_id, for_update=True)
+    access.require_lead(acc, _LEAD_ONLY)
+
+    def create() -> Response:
+        public = service.add_participant(session, p, acc, body)
+        return created(
+            public,
+            location=api_path("cases", case_id, "participants", body.agency_id),
+            version=public.version,
+        )
+
+    return create_once(session, p, idem, create)
+
+
+@router.get("/{agency_id}", response_model=ParticipantPublic)
+def get_participant(
+    session: SessionDep, p: Reader, case_id: uuid.UUID, agency_id: uuid.UUID, response: Response
+) -> ParticipantPublic:
+    access.readable_case(session, p, case_id)
+    participant = service.get_participant(session, case_id, agency_id)
+    with_etag(response, participant.version)
+    return service.to_public(participant, service.agency_code(session, agency_id))
+
+
+@router.patch("/{agency_id}", response_model=ParticipantPublic)
+def change_role(
+    request: Request,
+    session: SessionDep,
+    p: Writer,
+    case_id: uuid.UUID,
+    agency_id: uuid.UUID,
+    body: ParticipantUpdate,
+    response: Response,
+) -> ParticipantPublic:
+    acc = access.writable_case(session, p, case_id)
+    access.require_lead(acc, _LEAD_ONLY)
+    participant = service.get_participant(session, case_id, agency_id, for_update=True)
+    check_if_match(request, participant.version)
+    public = service.change_role(session, p, participant, body)
+    with_etag(response, public.version)
+    return public
+
+
+@router.delete("/{agency_id}", status_code=204)
+def remove_participant(
+    request: Request, session: SessionDep, p: Writer, case_id: uuid.UUID, agency_id: uuid.UUID
+) -> Response:
+    acc = access.writable_case(session, p, case_id)
+    access.require_lead(acc, _LEAD_ONLY)
+    participant = service.get_participant(session, case_id, agency_id, for_update=True)
+    check_if_match(request, participant.version)
+    service.remove_participant(session, p, participant)
+    return Response(status_code=204)
