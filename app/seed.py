@@ -53,7 +53,7 @@ def load(session: Session, seed_dir: Path) -> int:
     """Insert what is missing; return how many rows were added."""
     added = 0
     agencies = json.loads((seed_dir / "agencies.json").read_text())["agencies"]
-    codes: dict[str, uuid.UUID] = dict(session.execute(sa.select(Agency.code, Agency.id)).tuples().all())
+    codes: dict[str, uuid.UUID] = dict(session.execute(sa.select(Agency.code, Agency.id)).all())
     for record in agencies:
         if record["code"] in codes:
             continue

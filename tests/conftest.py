@@ -1,0 +1,206 @@
+"""Fixtures: every test runs on SQLite, and on PostgreSQL when
+CASEAPI_TEST_POSTGRES_URL names a server (CI always does).
+
+The schema is built once per backend with `alembic upgrade head` in a fresh
+database. Tests commit for real (the commit-before-response rule, row locks
+and concurrent writers are part of what is tested), so instead of rolling
+back, every table is emptied after each test.
+"""
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+warnings.filterwarnings("ignore", message=".*httpx2.*")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import app.models  # noqa: E402,F401
+from app import migrate  # noqa: E402
+from app.agencies.models import Agency, AgencyKind  # noqa: E402
+from app.auth import service as auth  # noqa: E402
+from app.auth.models import Scope  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.db import create_db_engine, transaction  # noqa: E402
+from app.main import create_app  # noqa: E402
+
+POSTGRES_URL = os.environ.get("CASEAPI_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+def _fresh_postgres(base_url: str) -> tuple[str, sa.Engine, str]:
+    """A new, empty database on the given server, dropped at the end of the run."""
+    name = f"caseapi_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False), admin, name
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = Path(tmp_path_factory.mktemp("db")) / "caseapi.db"
+        yield f"sqlite:///{path}"
+        return
+    assert POSTGRES_URL
+    url, admin, name = _fresh_postgres(POSTGRES_URL)
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = create_db_engine(database_url)
+    with engine.begin() as conn:
+        migrate.upgrade(conn)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture(scope="session")
+def application(settings: Settings, engine: sa.Engine) -> Iterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    application.state.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "engine" not in request.fixturenames:
+        return
+    engine: sa.Engine = request.getfixturevalue("engine")
+    with engine.begin() as conn:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture
+def client(application: FastAPI) -> Iterator[TestClient]:
+    with TestClient(application, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def backend(engine: sa.Engine) -> str:
+    return engine.dialect.name
+
+
+# --- factories -------------------------------------------------------------
+
+
+@dataclass
+class Caller:
+    """An API client of one agency, ready to send requests."""
+
+    agency_id: uuid.UUID
+    agency_code: str
+    client_id: uuid.UUID
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def h(self, **extra: str) -> dict[str, str]:
+        """Headers with extras: h(if_match='"1"') -> If-Match."""
+        return {**self.headers, **{k.replace("_", "-").title(): v for k, v in extra.items()}}
+
+
+def make_agency(
+    engine: sa.Engine,
+    code: str,
+    *,
+    parent_id: uuid.UUID | None = None,
+    country: str | None = "KZ",
+    kind: AgencyKind = AgencyKind.police,
+) -> uuid.UUID:
+    with transaction(engine, write=True) as session:
+        agency = Agency(code=code, name=f"Agency {code}", country=country, kind=kind, parent_id=parent_id)
+        session.add(agency)
+        session.flush()
+        return agency.id
+
+
+def make_caller(engine: sa.Engine, code: str, *scopes: Scope, parent_id: uuid.UUID | None = None) -> Caller:
+    """A new agency (unless it exists) and a client of it with the given scopes."""
+    with transaction(engine, write=False) as session:
+        existing = session.execute(sa.select(Agency.id).where(Agency.code == code)).scalar_one_or_none()
+    agency_id = existing or make_agency(engine, code, parent_id=parent_id)
+    with transaction(engine, write=True) as session:
+        api_client, key = auth.create_client(
+            session, agency_code=code, name=f"test {code}", scopes=scopes or (Scope.read, Scope.write)
+        )
+    return Caller(agency_id=agency_id, agency_code=code, client_id=api_client.id, key=key)
+
+
+@pytest.fixture
+def lead(engine: sa.Engine) -> Caller:
+    """KZ agency with read, write and personal_data."""
+    return make_caller(engine, "KZ-LEAD", Scope.read, Scope.write, Scope.personal_data)
+
+
+@pytest.fixture
+def partner(engine: sa.Engine) -> Caller:
+    return make_caller(engine, "UA-PARTNER", Scope.read, Scope.write)
+
+
+@pytest.fixture
+def outsider(engine: sa.Engine) -> Caller:
+    """An agency in no case, with every scope."""
+    return make_caller(engine, "XX-OUTSIDER", *Scope)
+
+
+@pytest.fixture
+def admin(engine: sa.Engine) -> Caller:
+    return make_caller(engine, "ADMIN-AGENCY", Scope.read, Scope.admin)
+
+
+def new_case(client: TestClient, caller: Caller, **fields: Any) -> dict[str, Any]:
+    body = {"reference": f"REF-{uuid.uuid4().hex[:10]}", "title": "A case", **fields}
+    response = client.post("/api/v1/cases", json=body, headers=caller.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def join(client: TestClient, lead: Caller, case_id: str, member: Caller, role: str = "partner") -> None:
+    response = client.post(
+        f"/api/v1/cases/{case_id}/participants",
+        json={"agency_id": str(member.agency_id), "role": role},
+        headers=lead.headers,
+    )
+    assert response.status_code == 201, response.text
+
+
+def walk(client: TestClient, url: str, headers: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
+    """Follow next_cursor to the end; return every item."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        response = client.get(url, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
