@@ -82,9 +82,7 @@ def case_access(
             sa.select(Participant.agency_id, Participant.role).where(
                 Participant.case_id == case_id, Participant.agency_id.in_(agencies)
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     level = level_of(case, roles, p)
     if level is None:
