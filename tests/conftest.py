@@ -87,7 +87,9 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
     if "engine" not in request.fixturenames:
         return
     engine: sa.Engine = request.getfixturevalue("engine")
+    agency = SQLModel.metadata.tables["agency"]
     with engine.begin() as conn:
+        conn.execute(agency.update().values(parent_id=None))  # self-reference first
         for table in reversed(SQLModel.metadata.sorted_tables):
             conn.execute(table.delete())
 

@@ -1,0 +1,124 @@
+"""The seed tells the article's story, and nothing more."""
+
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlmodel import SQLModel
+
+from app import seed
+from app.agencies.models import Agency
+from app.auth.models import Scope
+from app.cases.models import Case
+from app.config import Settings
+from app.db import transaction
+from app.detainees.models import Detainee
+from app.evidence.models import SeizedItem
+from app.locations.models import Location
+from app.participants.models import Participant
+from tests.conftest import make_caller, walk
+
+ARTICLE = Path(__file__).resolve().parents[2] / "shared" / "source-article.txt"
+REFERENCE = "KZ-UA-2025-KYIV-CALL-CENTRE"
+
+
+@pytest.fixture
+def seeded(engine: sa.Engine, settings: Settings) -> int:
+    with transaction(engine, write=True) as session:
+        return seed.load(session, settings.seed_dir)
+
+
+def _counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in SQLModel.metadata.sorted_tables
+        }
+
+
+def test_seed_twice_changes_nothing(engine: sa.Engine, settings: Settings, seeded: int) -> None:
+    assert seeded > 0
+    before = _counts(engine)
+    with transaction(engine, write=True) as session:
+        assert seed.load(session, settings.seed_dir) == 0
+    assert _counts(engine) == before
+
+
+def test_agencies_of_the_article(engine: sa.Engine, seeded: int) -> None:
+    with transaction(engine, write=False) as session:
+        agencies = {a.code: a for a in session.execute(sa.select(Agency)).scalars()}
+    kz = agencies["KZ-MVD"]
+    assert kz.country == "KZ" and kz.kind == "ministry"
+    assert "Ministry of Interior" in kz.name and "Kazakhstan" in kz.name
+    names = " ".join(a.name for a in agencies.values())
+    for named in ("Ukrainian law enforcement", "OSCE Programme Office in Astana", "UNICEF", "UNODC",
+                  "Interpol", "Group-IB", "Trend Micro", "Match Systems"):
+        assert named in names, named
+    cyber = {a.country for a in agencies.values() if a.code.endswith("-MVD-CYBER")}
+    assert cyber == {"AZ", "AM", "BY", "KZ", "KG", "RU", "TJ", "TM", "UZ"}
+    assert agencies["KZ-MVD-CYBER"].parent_id == kz.id
+    companies = [a for a in agencies.values() if a.kind == "private_company"]
+    # The article names no country for the companies: none is invented.
+    assert len(companies) == 3 and all(a.country is None for a in companies)
+
+
+def test_case_figures_match_the_article(engine: sa.Engine, seeded: int) -> None:
+    article = ARTICLE.read_text() if ARTICLE.exists() else ""
+    with transaction(engine, write=False) as session:
+        case = session.execute(sa.select(Case).where(Case.reference == REFERENCE)).scalar_one()
+        locations = session.execute(sa.select(Location).where(Location.case_id == case.id)).scalars().all()
+        items = {
+            i.category.value: i
+            for i in session.execute(sa.select(SeizedItem).where(SeizedItem.case_id == case.id)).scalars()
+        }
+        detainees = session.execute(sa.select(Detainee).where(Detainee.case_id == case.id)).scalars().all()
+        lead = session.get(Agency, case.lead_agency_id)
+        roles = {
+            session.get(Agency, p.agency_id).code: p.role.value  # type: ignore[union-attr]
+            for p in session.execute(sa.select(Participant).where(Participant.case_id == case.id)).scalars()
+        }
+    assert lead is not None and lead.code == "KZ-MVD"
+    assert roles == {"KZ-MVD": "lead", "UA-LE": "partner"}
+    assert sorted(case.victim_regions) == ["CIS", "EU", "KZ"]
+    for words in ("chargeback", "forged documents", "deepfake", "social engineering", "fees", "loans"):
+        assert any(words in mo for mo in case.modus_operandi), words
+
+    assert len(locations) == 11
+    assert all(loc.searched_at is not None and loc.searched_at.date().isoformat() == "2025-09-23"
+               for loc in locations)
+    # The article names no address, city or searching agency for any location.
+    assert all(loc.address is None and loc.city is None and loc.searched_by_agency_id is None
+               for loc in locations)
+
+    assert items["computer"].quantity == 41
+    assert items["mobile_phone"].quantity == 24
+    assert items["sim_card"].quantity is None
+    assert items["database"].quantity is None
+    assert "Kazakhstan" in items["database"].description
+    assert set(items) == {"computer", "mobile_phone", "sim_card", "database"}
+
+    assert len(detainees) == 9
+    assert all(d.nationality == "UA" for d in detainees)
+    assert sum(d.custody_status == "in_custody" for d in detainees) == 5
+    assert all(d.full_name is None and d.date_of_birth is None and d.id_document is None for d in detainees)
+    assert all(re.fullmatch(r"Detainee \d", d.label) for d in detainees)
+    assert all(d.charges == [] for d in detainees)
+    if article:  # the figures above are the article's own
+        for figure in ("11 locations", "41 computers", "24 mobile phones", "9 Ukrainian nationals",
+                       "5 of whom were placed in custody", "23 September"):
+            assert figure in article
+
+
+def test_seeded_case_summary_over_http(client: TestClient, engine: sa.Engine, seeded: int) -> None:
+    kz = make_caller(engine, "KZ-MVD", Scope.read)
+    [case] = walk(client, "/api/v1/cases", kz.headers)
+    summary = client.get(f"/api/v1/cases/{case['id']}/summary", headers=kz.headers).json()
+    assert summary["locations"] == 11
+    assert summary["seized_items"]["computer"] == {"items": 1, "quantity": 41, "unknown_quantity": 0}
+    assert summary["seized_items"]["mobile_phone"]["quantity"] == 24
+    assert summary["seized_items"]["sim_card"] == {"items": 1, "quantity": 0, "unknown_quantity": 1}
+    assert summary["detainees"] == {"in_custody": 5, "detained": 4}
+    # The seed is audited like any change, and the chain holds.
+    assert client.get("/api/v1/audit/verify", headers=kz.headers).json()["ok"] is True
