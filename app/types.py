@@ -1,9 +1,10 @@
 """Field types shared by the domains: bounded text, countries, request models."""
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
 import pycountry
-from pydantic import AfterValidator, ConfigDict, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, StringConstraints, model_validator
 from sqlmodel import SQLModel
 
 
@@ -28,6 +29,12 @@ def Text(max_length: int, min_length: int = 0) -> Any:
     ]
 
 
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# An RFC 3339 instant with an offset, normalised to UTC; a naive one is a 422.
+UTCInstant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
 Label = Text(200, 1)
 ShortText = Text(200)

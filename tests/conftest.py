@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 import sqlalchemy as sa
@@ -192,14 +193,16 @@ def join(client: TestClient, lead: Caller, case_id: str, member: Caller, role: s
 
 
 def walk(client: TestClient, url: str, headers: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
-    """Follow next_cursor to the end; return every item."""
+    """Follow next_cursor to the end; return every item. Query strings in `url` are kept."""
+    path, _, query = url.partition("?")
+    base = dict(parse_qsl(query))
     items: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {**base, "limit": limit}
         if cursor:
             params["cursor"] = cursor
-        response = client.get(url, params=params, headers=headers)
+        response = client.get(path, params=params, headers=headers)
         assert response.status_code == 200, response.text
         page = response.json()
         items.extend(page["items"])

@@ -53,8 +53,16 @@ def test_agencies_of_the_article(engine: sa.Engine, seeded: int) -> None:
     assert kz.country == "KZ" and kz.kind == "ministry"
     assert "Ministry of Interior" in kz.name and "Kazakhstan" in kz.name
     names = " ".join(a.name for a in agencies.values())
-    for named in ("Ukrainian law enforcement", "OSCE Programme Office in Astana", "UNICEF", "UNODC",
-                  "Interpol", "Group-IB", "Trend Micro", "Match Systems"):
+    for named in (
+        "Ukrainian law enforcement",
+        "OSCE Programme Office in Astana",
+        "UNICEF",
+        "UNODC",
+        "Interpol",
+        "Group-IB",
+        "Trend Micro",
+        "Match Systems",
+    ):
         assert named in names, named
     cyber = {a.country for a in agencies.values() if a.code.endswith("-MVD-CYBER")}
     assert cyber == {"AZ", "AM", "BY", "KZ", "KG", "RU", "TJ", "TM", "UZ"}
@@ -86,11 +94,14 @@ def test_case_figures_match_the_article(engine: sa.Engine, seeded: int) -> None:
         assert any(words in mo for mo in case.modus_operandi), words
 
     assert len(locations) == 11
-    assert all(loc.searched_at is not None and loc.searched_at.date().isoformat() == "2025-09-23"
-               for loc in locations)
+    assert all(
+        loc.searched_at is not None and loc.searched_at.date().isoformat() == "2025-09-23"
+        for loc in locations
+    )
     # The article names no address, city or searching agency for any location.
-    assert all(loc.address is None and loc.city is None and loc.searched_by_agency_id is None
-               for loc in locations)
+    assert all(
+        loc.address is None and loc.city is None and loc.searched_by_agency_id is None for loc in locations
+    )
 
     assert items["computer"].quantity == 41
     assert items["mobile_phone"].quantity == 24
@@ -106,8 +117,14 @@ def test_case_figures_match_the_article(engine: sa.Engine, seeded: int) -> None:
     assert all(re.fullmatch(r"Detainee \d", d.label) for d in detainees)
     assert all(d.charges == [] for d in detainees)
     if article:  # the figures above are the article's own
-        for figure in ("11 locations", "41 computers", "24 mobile phones", "9 Ukrainian nationals",
-                       "5 of whom were placed in custody", "23 September"):
+        for figure in (
+            "11 locations",
+            "41 computers",
+            "24 mobile phones",
+            "9 Ukrainian nationals",
+            "5 of whom were placed in custody",
+            "23 September",
+        ):
             assert figure in article
 
 

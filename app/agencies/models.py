@@ -3,11 +3,10 @@ from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import CountryCode, RequestModel, Text, UpdateModel
+from app.types import CountryCode, RequestModel, Text, UpdateModel, UTCInstant
 
 
 class AgencyKind(StrEnum):
@@ -61,5 +60,5 @@ class AgencyUpdate(UpdateModel):
 class AgencyPublic(AgencyBase):
     id: uuid.UUID
     version: int
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UTCInstant
+    updated_at: UTCInstant

@@ -4,11 +4,10 @@ from enum import StrEnum
 from typing import Literal
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import LongText, RequestModel, ShortText, Text, UpdateModel
+from app.types import LongText, RequestModel, ShortText, Text, UpdateModel, UTCInstant
 
 
 class CaseStatus(StrEnum):
@@ -49,8 +48,8 @@ class CaseBase(SQLModel):
         max_length=50,
         description="Countries (ISO 3166-1 alpha-2) or regions such as EU and CIS",
     )
-    opened_at: AwareDatetime | None = Field(default=None, sa_type=UTCDateTime)
-    closed_at: AwareDatetime | None = Field(default=None, sa_type=UTCDateTime)
+    opened_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
+    closed_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Case(CaseBase, table=True):
@@ -84,8 +83,8 @@ class CaseUpdate(UpdateModel):
     offence_types: Tags | None = Field(default=None, max_length=50)
     modus_operandi: Tags | None = Field(default=None, max_length=50)
     victim_regions: Tags | None = Field(default=None, max_length=50)
-    opened_at: AwareDatetime | None = None
-    closed_at: AwareDatetime | None = None
+    opened_at: UTCInstant | None = None
+    closed_at: UTCInstant | None = None
 
 
 class CasePublic(CaseBase):
@@ -95,8 +94,8 @@ class CasePublic(CaseBase):
         description="`summary`: the caller sees this case's own fields only (TLP:GREEN/CLEAR)"
     )
     version: int
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UTCInstant
+    updated_at: UTCInstant
 
 
 class CaseSummary(SQLModel):

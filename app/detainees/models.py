@@ -3,11 +3,10 @@ from datetime import date, datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import CountryCode, Label, RequestModel, ShortText, UpdateModel
+from app.types import CountryCode, Label, RequestModel, ShortText, UpdateModel, UTCInstant
 
 
 class CustodyStatus(StrEnum):
@@ -28,7 +27,7 @@ Charges = list[ShortText]  # type: ignore[valid-type]
 class DetaineeBase(SQLModel):
     label: Label = Field(sa_type=sa.String(200), description="A non-identifying label")
     nationality: CountryCode | None = Field(default=None, sa_type=sa.String(2))
-    detained_at: AwareDatetime | None = Field(default=None, sa_type=UTCDateTime)
+    detained_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
     location_id: uuid.UUID | None = Field(default=None, foreign_key="location.id", ondelete="RESTRICT")
     custody_status: CustodyStatus = Field(
         default=CustodyStatus.detained, sa_type=str_enum(CustodyStatus, "custody_status")
@@ -73,7 +72,7 @@ class DetaineeUpdate(UpdateModel):
 
     label: Label | None = None
     nationality: CountryCode | None = None
-    detained_at: AwareDatetime | None = None
+    detained_at: UTCInstant | None = None
     detained_by_agency_id: uuid.UUID | None = None
     location_id: uuid.UUID | None = None
     custody_status: CustodyStatus | None = None
@@ -91,5 +90,5 @@ class DetaineePublic(DetaineeBase):
     review_due: date
     personal_data_redacted: bool
     version: int
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UTCInstant
+    updated_at: UTCInstant

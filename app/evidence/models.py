@@ -3,11 +3,10 @@ from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import LongText, RequestModel, Sha256, Text, UpdateModel
+from app.types import LongText, RequestModel, Sha256, Text, UpdateModel, UTCInstant
 
 
 class Category(StrEnum):
@@ -51,7 +50,7 @@ class SeizedItemBase(SQLModel):
         default=None, ge=1, le=1_000_000_000, description="null when the count is unknown"
     )
     location_id: uuid.UUID | None = Field(default=None, foreign_key="location.id", ondelete="RESTRICT")
-    seized_at: AwareDatetime | None = Field(default=None, sa_type=UTCDateTime)
+    seized_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
     sha256: Sha256 | None = Field(
         default=None, sa_type=sa.String(64), description="Digest of digital evidence, 64 lowercase hex"
     )
@@ -89,7 +88,7 @@ class SeizedItemUpdate(UpdateModel):
     description: Description | None = None
     quantity: Quantity | None = Field(default=None, ge=1, le=1_000_000_000)
     location_id: uuid.UUID | None = None
-    seized_at: AwareDatetime | None = None
+    seized_at: UTCInstant | None = None
     sha256: Sha256 | None = None
 
 
@@ -100,15 +99,15 @@ class SeizedItemPublic(SeizedItemBase):
     custodian_agency_id: uuid.UUID | None
     status: ItemStatus
     version: int
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UTCInstant
+    updated_at: UTCInstant
 
 
 class CustodyEventBase(SQLModel):
     action: CustodyAction = Field(sa_type=str_enum(CustodyAction, "action"))
     from_agency_id: uuid.UUID | None = Field(default=None, foreign_key="agency.id", ondelete="RESTRICT")
     to_agency_id: uuid.UUID | None = Field(default=None, foreign_key="agency.id", ondelete="RESTRICT")
-    at: AwareDatetime = Field(sa_type=UTCDateTime)
+    at: UTCInstant = Field(sa_type=UTCDateTime)
     note: LongText | None = Field(default=None, sa_type=sa.Text)
 
 
@@ -128,7 +127,7 @@ class CustodyEvent(CustodyEventBase, table=True):
 
 
 class CustodyEventCreate(CustodyEventBase, RequestModel):
-    at: AwareDatetime | None = Field(default=None, description="Defaults to now")  # type: ignore[assignment]
+    at: UTCInstant | None = Field(default=None, description="Defaults to now")  # type: ignore[assignment]
 
 
 class CustodyEventPublic(CustodyEventBase):
@@ -136,4 +135,4 @@ class CustodyEventPublic(CustodyEventBase):
     seized_item_id: uuid.UUID
     seq: int
     recorded_by_agency_id: uuid.UUID | None
-    created_at: AwareDatetime
+    created_at: UTCInstant

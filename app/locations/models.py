@@ -2,11 +2,10 @@ import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
-from app.types import CountryCode, Label, RequestModel, ShortText, UpdateModel
+from app.types import CountryCode, Label, RequestModel, ShortText, UpdateModel, UTCInstant
 
 
 class LocationBase(SQLModel):
@@ -14,7 +13,7 @@ class LocationBase(SQLModel):
     address: ShortText | None = Field(default=None, sa_type=sa.String(200))
     city: ShortText | None = Field(default=None, sa_type=sa.String(200))
     country: CountryCode | None = Field(default=None, sa_type=sa.String(2))
-    searched_at: AwareDatetime | None = Field(default=None, sa_type=UTCDateTime)
+    searched_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
     searched_by_agency_id: uuid.UUID | None = Field(
         default=None, foreign_key="agency.id", ondelete="RESTRICT"
     )
@@ -42,7 +41,7 @@ class LocationUpdate(UpdateModel):
     address: ShortText | None = None
     city: ShortText | None = None
     country: CountryCode | None = None
-    searched_at: AwareDatetime | None = None
+    searched_at: UTCInstant | None = None
     searched_by_agency_id: uuid.UUID | None = None
 
 
@@ -50,5 +49,5 @@ class LocationPublic(LocationBase):
     id: uuid.UUID
     case_id: uuid.UUID
     version: int
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UTCInstant
+    updated_at: UTCInstant

@@ -3,11 +3,10 @@ from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import RequestModel, UpdateModel
+from app.types import RequestModel, UpdateModel, UTCInstant
 
 
 class Role(StrEnum):
@@ -54,5 +53,5 @@ class ParticipantPublic(SQLModel):
     agency_code: str
     role: Role
     version: int
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UTCInstant
+    updated_at: UTCInstant
