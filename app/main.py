@@ -19,6 +19,7 @@ from app.evidence.router import router as evidence
 from app.limits import BodySizeLimit
 from app.locations.router import router as locations
 from app.participants.router import router as participants
+from app.requests.router import router as information_requests
 
 DESCRIPTION = """
 Case-information exchange between law-enforcement agencies: joint
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detainees,
         events,
         audit,
+        information_requests,
     ):
         api.include_router(router)
     application.include_router(api)
