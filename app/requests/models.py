@@ -3,11 +3,10 @@ from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import RequestModel, Text
+from app.types import RequestModel, Text, UTCInstant
 
 
 class Priority(StrEnum):
@@ -72,7 +71,7 @@ class InformationRequestCreate(RequestModel):
     subject: Subject
     body: Body
     priority: Priority = Priority.normal
-    due_at: AwareDatetime | None = Field(
+    due_at: UTCInstant | None = Field(
         default=None, description="Defaults to 8 hours (urgent) or 7 days (normal) after sending"
     )
 
@@ -90,11 +89,11 @@ class InformationRequestPublic(SQLModel):
     body: str
     priority: Priority
     status: RequestStatus
-    due_at: AwareDatetime
+    due_at: UTCInstant
     overdue: bool
     version: int
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: UTCInstant
+    updated_at: UTCInstant
 
 
 class RequestMessage(SQLModel, table=True):
@@ -127,4 +126,4 @@ class RequestMessagePublic(SQLModel):
     body: str
     source_evaluation: SourceEvaluation | None
     information_evaluation: InformationEvaluation | None
-    created_at: AwareDatetime
+    created_at: UTCInstant

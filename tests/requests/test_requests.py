@@ -1,7 +1,7 @@
 """Information requests: who sees them, who moves them, and what each move records."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -84,6 +84,18 @@ def test_explicit_due_at_is_kept_and_a_past_one_refused(
     due = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     req = send(client, lead, partner, due_at=due.isoformat())
     assert parse(req["due_at"]) == due
+    # An instant with another offset comes back in UTC; a naive one is refused.
+    almaty = (due + timedelta(days=1)).astimezone(timezone(timedelta(hours=5)))
+    shifted = send(client, lead, partner, due_at=almaty.isoformat())
+    assert shifted["due_at"].endswith("Z") or shifted["due_at"].endswith("+00:00")
+    assert parse(shifted["due_at"]) == almaty
+    naive = {
+        "to_agency_id": str(partner.agency_id),
+        "subject": "S",
+        "body": "B",
+        "due_at": "2030-01-01T00:00:00",
+    }
+    assert client.post(URL, json=naive, headers=lead.headers).status_code == 422
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     body = {"to_agency_id": str(partner.agency_id), "subject": "S", "body": "B", "due_at": past}
     response = client.post(URL, json=body, headers=lead.headers)
