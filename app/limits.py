@@ -1,4 +1,8 @@
-"""Refuse request bodies over the limit before anything reads them."""
+"""Refuse what no route may receive, before anything reads it: bodies over
+the limit, and NUL characters in the query string (PostgreSQL cannot even
+compare a text with one; SQLite would quietly search for it)."""
+
+from urllib.parse import parse_qsl
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,8 +17,14 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"The request body is larger than {max_bytes} bytes.")
 
 
+def _nul_query_names(query_string: bytes) -> list[str]:
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    return [name.replace("\x00", "") for name, value in pairs if "\x00" in name or "\x00" in value]
+
+
 class BodySizeLimit:
-    """Pure ASGI: checks Content-Length up front and counts streamed bytes."""
+    """Pure ASGI: checks Content-Length up front and counts streamed bytes;
+    refuses a query string that carries a NUL character with a 422."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -23,6 +33,20 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        nul_names = _nul_query_names(scope.get("query_string", b""))
+        if nul_names:
+            response = problem_response(
+                422,
+                "NUL characters are not allowed in the query string.",
+                slug="validation-error",
+                extra={
+                    "errors": [
+                        {"loc": ["query", n], "msg": "NUL characters are not allowed"} for n in nul_names
+                    ]
+                },
+            )
+            await response(scope, receive, send)
             return
         for name, value in scope["headers"]:
             if name == b"content-length":

@@ -29,7 +29,15 @@ def Text(max_length: int, min_length: int = 0) -> Any:
     ]
 
 
+# Instants stay within years every backend stores and that date arithmetic
+# (a review due one year later) cannot push past datetime's own range.
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+
+
 def _to_utc(value: datetime) -> datetime:
+    if not _EARLIEST <= value <= _LATEST:
+        raise ValueError("instant out of range (years 0001 to 9998)")
     return value.astimezone(UTC)
 
 

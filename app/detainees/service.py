@@ -36,6 +36,8 @@ def _require_personal_scope(p: Principal, values: dict[str, object]) -> None:
 
 
 def one_year_after(day: date) -> date:
+    if day.year >= date.max.year:
+        return date.max
     try:
         return day.replace(year=day.year + 1)
     except ValueError:  # 29 February
