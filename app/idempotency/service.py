@@ -46,7 +46,12 @@ async def idempotency_key(
     if key is None:
         return None
     body = await request.body()
-    digest = hashlib.sha256(request.url.path.encode() + b"\n" + _canonical(body)).hexdigest()
+    # The stated purpose is part of the request: a replay must not hand a
+    # response holding personal data to a request that states another, or none.
+    purpose = request.headers.get("x-purpose", "").encode()
+    digest = hashlib.sha256(
+        request.url.path.encode() + b"\n" + purpose + b"\n" + _canonical(body)
+    ).hexdigest()
     return IdempotencyKey(key=key, fingerprint=digest)
 
 
@@ -74,7 +79,7 @@ def create_once(
             if record.fingerprint != idem.fingerprint:
                 raise AppError(
                     422,
-                    "This Idempotency-Key was used with another request body.",
+                    "This Idempotency-Key was used with another request body or X-Purpose.",
                     slug="idempotency-key-reused",
                 )
             headers = {"Idempotent-Replayed": "true"}

@@ -1,0 +1,189 @@
+"""Personal data of detainees: only with the `personal_data` scope and an
+X-Purpose, everywhere a detainee is shown, and every disclosure audited."""
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from app.auth.models import Scope
+from tests.conftest import Caller, make_caller, walk
+from tests.trust.world import World, build_world
+
+API = "/api/v1"
+PERSONAL = {"full_name": "Ivan Petrenko", "date_of_birth": "1990-01-02", "id_document": "P-1"}
+PURPOSE = "Extradition file KZ-2025-17"
+IDS = ("client_id", "resource_id", "case_id")
+
+
+@pytest.fixture
+def world(client: TestClient, lead: Caller, partner: Caller) -> World:
+    return build_world(client, lead, partner)
+
+
+@pytest.fixture
+def reader_with_scope(engine: sa.Engine, lead: Caller) -> Caller:
+    """Another client of the lead agency: personal_data scope but no write."""
+    return make_caller(engine, lead.agency_code, Scope.read, Scope.personal_data)
+
+
+def disclosures(engine: sa.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT client_id, resource_id, case_id, purpose FROM audit_entry "
+                "WHERE action = 'personal_data.disclosed' ORDER BY seq"
+            )
+        ).mappings()
+        return [
+            {
+                **{k: (str(uuid.UUID(str(row[k]))) if row[k] is not None else None) for k in IDS},
+                "purpose": row["purpose"],
+            }
+            for row in rows
+        ]
+
+
+def assert_redacted(detainee: dict[str, Any]) -> None:
+    assert detainee["personal_data_redacted"] is True
+    assert {k: detainee[k] for k in PERSONAL} == dict.fromkeys(PERSONAL)
+
+
+def assert_disclosed(detainee: dict[str, Any]) -> None:
+    assert detainee["personal_data_redacted"] is False
+    assert {k: detainee[k] for k in PERSONAL} == PERSONAL
+
+
+def _views(client: TestClient, world: World, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """The detainee as every read route shows it."""
+    one = client.get(f"{API}/detainees/{world.ids['detainee_id']}", headers=headers)
+    assert one.status_code == 200, one.text
+    listed = client.get(f"{API}/cases/{world.case_id}/detainees", headers=headers)
+    bundle = client.get(f"{API}/cases/{world.case_id}/bundle", headers=headers)
+    assert listed.status_code == bundle.status_code == 200
+    return [one.json(), *listed.json()["items"], *bundle.json()["detainees"]]
+
+
+def test_reads_without_scope_or_purpose_are_redacted(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller, partner: Caller
+) -> None:
+    for headers in (
+        lead.headers,  # scope, no purpose
+        lead.h(x_purpose="   "),  # scope, blank purpose
+        partner.h(x_purpose=PURPOSE),  # purpose, no scope
+    ):
+        for view in _views(client, world, headers):
+            assert_redacted(view)
+    assert disclosures(engine) == []
+
+
+def test_reads_with_scope_and_purpose_disclose_and_audit(
+    client: TestClient, engine: sa.Engine, world: World, reader_with_scope: Caller
+) -> None:
+    views = _views(client, world, reader_with_scope.h(x_purpose=PURPOSE))
+    assert len(views) == 3
+    for view in views:
+        assert_disclosed(view)
+    entries = disclosures(engine)
+    # One entry per response that disclosed: the single read, the list, the bundle.
+    assert len(entries) == 3
+    assert {e["purpose"] for e in entries} == {PURPOSE}
+    assert {e["client_id"] for e in entries} == {str(reader_with_scope.client_id)}
+    assert {e["case_id"] for e in entries} == {world.case_id}
+    assert entries[0]["resource_id"] == world.ids["detainee_id"]
+
+
+def test_an_empty_list_discloses_nothing(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller
+) -> None:
+    world = build_world(client, lead, partner)
+    client.delete(f"{API}/detainees/{world.ids['detainee_id']}", headers=lead.h(if_match='"1"'))
+    listed = client.get(f"{API}/cases/{world.case_id}/detainees", headers=lead.h(x_purpose=PURPOSE))
+    assert listed.json()["items"] == []
+    assert disclosures(engine) == []
+
+
+def test_create_and_patch_responses_follow_the_same_rule(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller
+) -> None:
+    url = f"{API}/cases/{world.case_id}/detainees"
+    before = len(disclosures(engine))
+    hidden = client.post(url, json={"label": "D-2", **PERSONAL}, headers=lead.headers)
+    assert hidden.status_code == 201
+    assert_redacted(hidden.json())
+    assert len(disclosures(engine)) == before
+    shown = client.post(url, json={"label": "D-3", **PERSONAL}, headers=lead.h(x_purpose=PURPOSE))
+    assert shown.status_code == 201
+    assert_disclosed(shown.json())
+    assert disclosures(engine)[-1]["resource_id"] == shown.json()["id"]
+    # What was stored without a purpose is there: a purposeful read shows it.
+    stored = client.get(f"{API}/detainees/{hidden.json()['id']}", headers=lead.h(x_purpose=PURPOSE))
+    assert_disclosed(stored.json())
+
+    patch_url = f"{API}/detainees/{hidden.json()['id']}"
+    patched = client.patch(patch_url, json={"label": "D-2b"}, headers=lead.h(if_match='"1"'))
+    assert patched.status_code == 200
+    assert_redacted(patched.json())
+    patched = client.patch(
+        patch_url, json={"label": "D-2c"}, headers=lead.h(if_match='"2"', x_purpose=PURPOSE)
+    )
+    assert_disclosed(patched.json())
+    assert len(disclosures(engine)) == before + 3
+
+
+def test_writing_personal_data_needs_the_scope(client: TestClient, world: World, partner: Caller) -> None:
+    url = f"{API}/cases/{world.case_id}/detainees"
+    for field, value in PERSONAL.items():
+        response = client.post(url, json={"label": "D", field: value}, headers=partner.h(x_purpose=PURPOSE))
+        assert response.status_code == 403, field
+        patch = client.patch(
+            f"{API}/detainees/{world.ids['detainee_id']}",
+            json={field: value},
+            headers=partner.h(if_match='"1"'),
+        )
+        assert patch.status_code == 403, field
+    # Without personal fields the partner may record a detainee.
+    plain = client.post(url, json={"label": "D"}, headers=partner.headers)
+    assert plain.status_code == 201
+    assert_redacted(plain.json())
+
+
+def test_an_idempotent_replay_needs_the_same_purpose(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller
+) -> None:
+    """A replay repeats the first response; it must not hand out personal data
+    to a request that states no purpose (the purpose is part of the request)."""
+    url = f"{API}/cases/{world.case_id}/detainees"
+    body = {"label": "D-9", **PERSONAL}
+    first = client.post(url, json=body, headers=lead.h(idempotency_key="k-1", x_purpose=PURPOSE))
+    assert first.status_code == 201
+    assert_disclosed(first.json())
+    again = client.post(url, json=body, headers=lead.h(idempotency_key="k-1", x_purpose=PURPOSE))
+    assert again.status_code == 201 and again.json() == first.json()
+    silent = client.post(url, json=body, headers=lead.h(idempotency_key="k-1"))
+    assert silent.status_code == 422
+    assert "full_name" not in silent.text or "Ivan" not in silent.text
+
+
+def test_purposes_are_bounded(client: TestClient, world: World, lead: Caller) -> None:
+    response = client.get(f"{API}/detainees/{world.ids['detainee_id']}", headers=lead.h(x_purpose="x" * 501))
+    assert response.status_code == 422
+
+
+def test_walk_of_a_long_list_discloses_on_every_page(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller
+) -> None:
+    for n in range(3):
+        client.post(
+            f"{API}/cases/{world.case_id}/detainees",
+            json={"label": f"X{n}", **PERSONAL},
+            headers=lead.headers,
+        )
+    before = len(disclosures(engine))
+    items = walk(client, f"{API}/cases/{world.case_id}/detainees", lead.h(x_purpose=PURPOSE), limit=2)
+    assert len(items) == 4
+    for item in items:
+        assert_disclosed(item)
+    assert len(disclosures(engine)) == before + 2
