@@ -9,6 +9,7 @@ import app.journal  # noqa: F401  (installs the audit/event hook on every sessio
 from app import health
 from app.agencies.router import router as agencies
 from app.audit.router import router as audit
+from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.config import Settings, get_settings
 from app.db import create_db_engine
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events,
         audit,
         information_requests,
+        bundles,
     ):
         api.include_router(router)
     application.include_router(api)

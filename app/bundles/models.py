@@ -1,0 +1,80 @@
+"""A case bundle: one case and everything under it, as one JSON document.
+
+The same model is what `GET /cases/{id}/bundle` answers and what
+`POST /bundles` accepts, so an export can be imported as it is. Every part
+extends the domain's Create model (unknown or read-only fields are a 422)
+with the `id` that references inside the bundle use: a seized item's or
+detainee's `location_id` names a location of the same bundle. Ids are only
+references: an import gives every row a new id.
+"""
+
+import uuid
+from typing import Literal
+
+from sqlmodel import Field
+
+from app.cases.models import CaseCreate
+from app.detainees.models import DetaineeCreate
+from app.evidence.models import CustodyEventBase, ItemStatus, SeizedItemCreate
+from app.locations.models import LocationCreate
+from app.participants.models import Role
+from app.types import RequestModel, UTCInstant
+
+# Far above any real case; a bound keeps a hostile document from pinning the server.
+MAX_ROWS = 200_000
+MAX_CHAIN = 1_000
+
+
+class BundleCase(CaseCreate):
+    id: uuid.UUID | None = Field(default=None, description="The case's id where it was exported; not kept")
+
+
+class BundleParticipant(RequestModel):
+    agency_id: uuid.UUID
+    role: Role
+
+
+class BundleLocation(LocationCreate):
+    id: uuid.UUID = Field(description="Referenced by `location_id` of items and detainees in the bundle")
+
+
+class BundleCustodyEvent(CustodyEventBase, RequestModel):
+    at: UTCInstant
+    recorded_by_agency_id: uuid.UUID | None = None
+
+
+class BundleSeizedItem(SeizedItemCreate):
+    id: uuid.UUID
+    seized_by_agency_id: uuid.UUID | None = Field(default=None, description="As exported; null when unknown")
+    custodian_agency_id: uuid.UUID | None = Field(
+        default=None, description="The current custodian: must be where the chain of custody ends"
+    )
+    status: ItemStatus | None = Field(
+        default=None, description="Must agree with the chain of custody; derived from it when omitted"
+    )
+    custody: list[BundleCustodyEvent] = Field(
+        min_length=1, max_length=MAX_CHAIN, description="The chain in order; the first event is `seized`"
+    )
+
+
+class BundleDetainee(DetaineeCreate):
+    id: uuid.UUID
+    detained_by_agency_id: uuid.UUID | None = Field(
+        default=None, description="As exported; null when unknown"
+    )
+    personal_data_redacted: bool = Field(
+        default=False, description="True when the export withheld full_name, date_of_birth and id_document"
+    )
+
+
+class Bundle(RequestModel):
+    bundle_version: Literal[1]
+    case: BundleCase
+    participants: list[BundleParticipant] = Field(
+        default_factory=list,
+        max_length=MAX_ROWS,
+        description="Informative: an import does not carry them over",
+    )
+    locations: list[BundleLocation] = Field(default_factory=list, max_length=MAX_ROWS)
+    seized_items: list[BundleSeizedItem] = Field(default_factory=list, max_length=MAX_ROWS)
+    detainees: list[BundleDetainee] = Field(default_factory=list, max_length=MAX_ROWS)
