@@ -191,6 +191,9 @@ def test_delete_needs_if_match_and_case_with_contents_is_409(
     join(client, lead, empty["id"], partner)
     assert client.delete(f"/api/v1/cases/{empty['id']}", headers=lead.h(if_match='"1"')).status_code == 204
     _problem(client.get(f"/api/v1/cases/{empty['id']}", headers=lead.headers), 404)
+    # The deletion is audited, the participants' removal with it.
+    actions = [e["action"] for e in walk(client, f"/api/v1/audit?case_id={empty['id']}", lead.headers)]
+    assert actions[-3:] == ["participant.deleted", "participant.deleted", "case.deleted"]
 
 
 def test_health_and_docs_without_auth(client: TestClient) -> None:

@@ -113,7 +113,16 @@ def delete_case(session: Session, p: Principal, acc: CaseAccess) -> None:
                 "The case still holds locations, seized items or detainees; "
                 "set its status to 'closed' instead."
             )
-    session.execute(sa.delete(Participant).where(Participant.case_id == case.id))
+    participants = session.execute(sa.select(Participant).where(Participant.case_id == case.id)).scalars()
+    for participant in participants.all():
+        delete_recorded(
+            session,
+            participant,
+            p.actor,
+            resource_type="participant",
+            case_id=case.id,
+            resource_id=participant.agency_id,
+        )
     delete_recorded(session, case, p.actor, resource_type="case", case_id=case.id)
 
 

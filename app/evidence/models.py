@@ -3,6 +3,7 @@ from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
+from pydantic import StrictInt
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
@@ -39,8 +40,9 @@ class CustodyAction(StrEnum):
 
 
 Description = Text(2000, 1)
-# Large enough for any real count, small enough for every database's integer.
-Quantity = int
+# A JSON number, not a string that looks like one; bounded below by the field
+# limits so that it fits every database's integer.
+Quantity = StrictInt
 
 
 class SeizedItemBase(SQLModel):

@@ -125,3 +125,13 @@ def test_category_filter_and_observer_reads_only(client: TestClient, lead: Calle
     assert [i["quantity"] for i in phones] == [24]
     denied = client.post(url, json={"category": "other", "description": "x"}, headers=partner.headers)
     assert denied.status_code == 403
+
+
+def test_quantity_is_a_json_number(client: TestClient, lead: Caller) -> None:
+    case = new_case(client, lead)
+    url = f"/api/v1/cases/{case['id']}/seized-items"
+    for quantity in ("1", 1.5, True):
+        response = client.post(
+            url, json={"category": "computer", "description": "x", "quantity": quantity}, headers=lead.headers
+        )
+        assert response.status_code == 422, quantity

@@ -140,11 +140,14 @@ def test_every_change_writes_exactly_one_entry(
             auth.revoke_client(session, str(api_client.id))
     assert rec() == [("api_client.revoked", "api_client", str(api_client.id))]
 
-    # A case without children can be deleted; that too is one entry.
+    # A case without children can be deleted: its lead's participation ends with it.
     empty = new_case(client, lead)
     rec()
     ok(client.delete(f"{API}/cases/{empty['id']}", headers=lead.h(if_match='"1"')), 204)
-    assert rec() == [("case.deleted", "case", empty["id"])]
+    assert rec() == [
+        ("participant.deleted", "participant", str(lead.agency_id)),
+        ("case.deleted", "case", empty["id"]),
+    ]
 
 
 def test_a_refused_or_failed_change_writes_nothing(
