@@ -73,21 +73,23 @@ def _append_events(session: OrmSession, changes: list[Change], at: datetime) -> 
     if not changes:
         return
     last = session.execute(sa.select(sa.func.max(Event.seq))).scalar_one_or_none() or 0
+    rows = []
     for seq, change in enumerate(changes, start=last + 1):
         assert change.resource_id is not None, "an event names its resource"
-        parties = change.request_parties
-        session.add(
-            Event(
-                seq=seq,
-                type=change.action,
-                resource_type=change.resource_type,
-                resource_id=change.resource_id,
-                case_id=change.case_id,
-                request_from_agency_id=parties[0] if parties else None,
-                request_to_agency_id=parties[1] if parties else None,
-                at=at,
-            )
+        parties = change.request_parties or (None, None)
+        rows.append(
+            {
+                "seq": seq,
+                "type": change.action,
+                "resource_type": change.resource_type,
+                "resource_id": change.resource_id,
+                "case_id": change.case_id,
+                "request_from_agency_id": parties[0],
+                "request_to_agency_id": parties[1],
+                "at": at,
+            }
         )
+    session.execute(sa.insert(Event.__table__), rows)  # type: ignore[attr-defined]
 
 
 @event.listens_for(OrmSession, "before_commit")
@@ -100,7 +102,6 @@ def _write_journal(session: OrmSession) -> None:
     at = utcnow()
     append_entries(session, changes, at)
     _append_events(session, [c for c in changes if c.emit_event], at)
-    session.flush()
 
 
 @event.listens_for(OrmSession, "after_rollback")

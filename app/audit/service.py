@@ -4,8 +4,9 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,7 +27,36 @@ def _str(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
-def entry_hash(entry: AuditEntry) -> str:
+class HashedContent(Protocol):
+    """What an entry's hash covers: every field but the hash itself."""
+
+    seq: int
+    at: datetime
+    agency_id: uuid.UUID | None
+    client_id: uuid.UUID | None
+    action: str
+    resource_type: str
+    resource_id: uuid.UUID | None
+    case_id: uuid.UUID | None
+    purpose: str | None
+    prev_hash: str
+
+
+@dataclass(slots=True)
+class _NewEntry:
+    seq: int
+    at: datetime
+    agency_id: uuid.UUID | None
+    client_id: uuid.UUID | None
+    action: str
+    resource_type: str
+    resource_id: uuid.UUID | None
+    case_id: uuid.UUID | None
+    purpose: str | None
+    prev_hash: str
+
+
+def entry_hash(entry: HashedContent) -> str:
     canonical = json.dumps(
         {
             "seq": entry.seq,
@@ -47,14 +77,19 @@ def entry_hash(entry: AuditEntry) -> str:
 
 
 def append_entries(session: Session, changes: Sequence["Change"], at: datetime) -> None:
-    """Called with the journal lock held: the head cannot move under us."""
+    """Called with the journal lock held: the head cannot move under us.
+
+    Rows go in with one executemany: a bundle import records tens of
+    thousands of changes, and ORM objects would cost more than the hashing.
+    """
     head = session.execute(
         sa.select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()
     seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+    rows = []
     for change in changes:
         seq += 1
-        entry = AuditEntry(
+        entry = _NewEntry(
             seq=seq,
             at=at,
             agency_id=change.actor.agency_id,
@@ -66,9 +101,9 @@ def append_entries(session: Session, changes: Sequence["Change"], at: datetime) 
             purpose=change.purpose,
             prev_hash=prev,
         )
-        entry.hash = entry_hash(entry)
-        prev = entry.hash
-        session.add(entry)
+        prev = entry_hash(entry)
+        rows.append({**asdict(entry), "hash": prev})
+    session.execute(sa.insert(AuditEntry.__table__), rows)  # type: ignore[attr-defined]
 
 
 def verify_chain(entries: Iterable[AuditEntry]) -> AuditVerification:
