@@ -31,10 +31,10 @@ from app.bundles.models import (
 from app.cases.models import Case
 from app.db import utcnow
 from app.detainees.models import PERSONAL_FIELDS, Detainee
-from app.detainees.service import _require_personal_scope, one_year_after, present
+from app.detainees.service import one_year_after, present, require_personal_scope
 from app.errors import conflict, invalid
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
-from app.evidence.service import _CLOSED, _STATUS_AFTER
+from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
 from app.journal import record
 from app.locations.models import Location
 from app.participants.models import Participant, Role
@@ -157,7 +157,7 @@ def _replay_chain(item: BundleSeizedItem, at: Loc) -> tuple[list[dict[str, Any]]
         loc = [*at, "custody", k]
         if event.action == CustodyAction.seized:
             raise invalid([*loc, "action"], "An item is seized once: the seizure is the first event.")
-        if status in _CLOSED:
+        if status in CLOSED_STATUSES:
             raise invalid([*loc, "action"], f"The item was {status.value}; its chain of custody is closed.")
         if event.at < item.custody[k - 1].at:
             raise invalid([*loc, "at"], "A custody event cannot predate the previous event of the chain.")
@@ -171,7 +171,7 @@ def _replay_chain(item: BundleSeizedItem, at: Loc) -> tuple[list[dict[str, Any]]
             if event.to_agency_id == custodian:
                 raise invalid([*loc, "to_agency_id"], "The receiving agency already holds the item.")
             custodian = event.to_agency_id
-        status = _STATUS_AFTER[event.action]
+        status = STATUS_AFTER[event.action]
         events.append(data)
     if item.custodian_agency_id != custodian:
         raise invalid([*at, "custodian_agency_id"], "The custodian is not where the chain of custody ends.")
@@ -203,7 +203,7 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
     _require_agencies(session, bundle)
     chains = [_replay_chain(item, ["body", "seized_items", n]) for n, item in enumerate(bundle.seized_items)]
     for det in bundle.detainees:
-        _require_personal_scope(p, det.model_dump(include=set(PERSONAL_FIELDS)))
+        require_personal_scope(p, det.model_dump(include=set(PERSONAL_FIELDS)))
     reference = bundle.case.reference
     if session.execute(sa.select(Case.id).where(Case.reference == reference)).first():
         raise conflict(f"A case with reference {reference!r} exists.")

@@ -30,7 +30,7 @@ def may_see_personal_data(p: Principal, purpose: str | None) -> bool:
     return p.has(Scope.personal_data) and bool(purpose and purpose.strip())
 
 
-def _require_personal_scope(p: Principal, values: dict[str, object]) -> None:
+def require_personal_scope(p: Principal, values: dict[str, object]) -> None:
     if any(values.get(f) is not None for f in PERSONAL_FIELDS) and not p.has(Scope.personal_data):
         raise AppError(403, "Writing personal data needs the 'personal_data' scope.", slug="forbidden")
 
@@ -94,7 +94,7 @@ def list_detainees(
 
 
 def create_detainee(session: Session, p: Principal, case_id: uuid.UUID, data: DetaineeCreate) -> Detainee:
-    _require_personal_scope(p, data.model_dump())
+    require_personal_scope(p, data.model_dump())
     detained_by = data.detained_by_agency_id or p.agency_id
     require_agencies(session, {"detained_by_agency_id": detained_by})
     require_location_in_case(session, data.location_id, case_id)
@@ -109,7 +109,7 @@ def create_detainee(session: Session, p: Principal, case_id: uuid.UUID, data: De
 
 def update_detainee(session: Session, p: Principal, detainee: Detainee, data: DetaineeUpdate) -> Detainee:
     changes = data.changes()
-    _require_personal_scope(p, changes)
+    require_personal_scope(p, changes)
     require_agencies(session, {"detained_by_agency_id": changes.get("detained_by_agency_id")})
     if "location_id" in changes:
         require_location_in_case(session, changes["location_id"], detainee.case_id)

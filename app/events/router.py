@@ -1,7 +1,10 @@
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app.auth.deps import Reader
 from app.db import SessionDep
+from app.errors import invalid
 from app.events import service
 from app.events.models import EventPublic
 from app.pagination import Page, PageDep
@@ -10,7 +13,23 @@ router = APIRouter(prefix="/events", tags=["events"])
 
 
 @router.get("", response_model=Page[EventPublic])
-def list_events(session: SessionDep, p: Reader, page: PageDep) -> Page[EventPublic]:
-    """The events of what the caller may see now, in `seq` order, each once."""
-    items, cursor = service.list_events(session, p, page)
+def list_events(
+    session: SessionDep,
+    p: Reader,
+    page: PageDep,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0, le=2**53, description="Resume after this `seq` (the last one you saw); not with `cursor`"
+        ),
+    ] = None,
+) -> Page[EventPublic]:
+    """The events of what the caller may see now, in `seq` order, each once.
+
+    `next_cursor` is null at the end of the feed; to keep polling, come back
+    with `after=<the last seq you saw>`.
+    """
+    if after is not None and page.cursor is not None:
+        raise invalid(["query", "after"], "Give either after or cursor, not both.")
+    items, cursor = service.list_events(session, p, page, after=after)
     return Page(items=[EventPublic.model_validate(e) for e in items], next_cursor=cursor)

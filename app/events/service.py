@@ -30,9 +30,12 @@ def visible_clause(p: Principal) -> sa.ColumnElement[bool]:
     )
 
 
-def list_events(session: Session, p: Principal, params: PageParams) -> tuple[list[Event], str | None]:
-    stmt = keyset(
-        sa.select(Event).where(visible_clause(p)), params, scope="events", keys=(Event.seq,), types=(int,)
-    )
+def list_events(
+    session: Session, p: Principal, params: PageParams, *, after: int | None = None
+) -> tuple[list[Event], str | None]:
+    stmt = sa.select(Event).where(visible_clause(p))
+    if after is not None:
+        stmt = stmt.where(Event.seq > after)
+    stmt = keyset(stmt, params, scope="events", keys=(Event.seq,), types=(int,))
     rows = session.execute(stmt).scalars().all()
     return page_of(rows, params, scope="events", key_of=lambda e: (e.seq,))

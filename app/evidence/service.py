@@ -30,13 +30,13 @@ from app.evidence.models import (
 from app.locations.service import require_location_in_case
 from app.pagination import PageParams, keyset, page_of
 
-_STATUS_AFTER = {
+STATUS_AFTER = {
     CustodyAction.transferred: ItemStatus.transferred,
     CustodyAction.examined: ItemStatus.under_examination,
     CustodyAction.returned: ItemStatus.returned,
     CustodyAction.destroyed: ItemStatus.destroyed,
 }
-_CLOSED = (ItemStatus.returned, ItemStatus.destroyed)
+CLOSED_STATUSES = (ItemStatus.returned, ItemStatus.destroyed)
 
 
 def list_items(
@@ -126,14 +126,14 @@ def add_custody_event(
     require_agencies(session, {"from_agency_id": data.from_agency_id, "to_agency_id": data.to_agency_id})
     if data.action == CustodyAction.seized:
         raise conflict("An item is seized once: the seizure is the first event of its chain.")
-    if item.status in _CLOSED:
+    if item.status in CLOSED_STATUSES:
         raise conflict(f"The item was {item.status.value}; its chain of custody is closed.")
     last = _chain(session, item.id)[-1]
     at = data.at or utcnow()
     if at < last.at:
         raise conflict("A custody event cannot predate the previous event of the chain.")
     from_agency = data.from_agency_id
-    changes: dict[str, object] = {"status": _STATUS_AFTER[data.action]}
+    changes: dict[str, object] = {"status": STATUS_AFTER[data.action]}
     if data.action == CustodyAction.transferred:
         if data.to_agency_id is None:
             raise invalid(["body", "to_agency_id"], "A transfer names the receiving agency.")

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from app.events.models import Event
-from app.pagination import encode_cursor
 from tests.conftest import Caller, join, make_caller, new_case, walk
 
 URL = "/api/v1/events"
@@ -251,10 +250,9 @@ def test_polling_reader_sees_every_event_once_while_writers_commit_concurrently(
     """Writers of the reader's agency and of others commit in parallel while a reader polls the feed.
 
     The feed gives no cursor once a page reaches its end (next_cursor is
-    null), so a poller resumes after the last seq it saw: here with the same
-    cursor the feed would have given for that event. Any event committed
-    with a seq below one the reader already passed would be lost, which
-    is what this test is after.
+    null), so a poller resumes with after=<the last seq it saw>. Any event
+    committed with a seq below one the reader already passed would be lost,
+    which is what this test is after.
     """
     writers = [Writer(make_caller(engine, lead.agency_code), partner) for _ in range(WRITERS - 1)]
     writers.append(Writer(outsider, partner))  # another agency: its case events never reach the reader
@@ -268,16 +266,14 @@ def test_polling_reader_sees_every_event_once_while_writers_commit_concurrently(
     cursor: str | None = None
 
     def poll() -> int:
+        # Follow next_cursor; at the end of the feed, resume with after=<last seq seen>.
         nonlocal cursor
-        params: dict[str, Any] = {"limit": 5, **({"cursor": cursor} if cursor else {})}
-        response = client.get(URL, params=params, headers=lead.headers)
+        resume = {"cursor": cursor} if cursor else ({"after": seen[-1]} if seen else {})
+        response = client.get(URL, params={"limit": 5, **resume}, headers=lead.headers)
         assert response.status_code == 200, response.text
         page = response.json()
         seen.extend(e["seq"] for e in page["items"])
-        if page["next_cursor"] is not None:
-            cursor = page["next_cursor"]
-        elif page["items"]:
-            cursor = encode_cursor("events", [page["items"][-1]["seq"]])
+        cursor = page["next_cursor"]
         return len(page["items"])
 
     polls = 0
@@ -326,3 +322,20 @@ def test_walk_is_the_same_whatever_the_page_size(
     reference = [e["seq"] for e in walk(client, URL, lead.headers, limit=200)]
     assert len(reference) == 2 + 1 + 4 * 2 + 3
     assert [e["seq"] for e in walk(client, URL, lead.headers, limit=limit)] == reference
+
+
+def test_resume_after_the_last_seq_seen(client: TestClient, lead: Caller) -> None:
+    for _ in range(3):
+        new_case(client, lead)
+    everything = [e["seq"] for e in walk(client, URL, lead.headers)]
+    assert len(everything) >= 6
+    tail = client.get(URL, params={"after": everything[2]}, headers=lead.headers).json()
+    assert [e["seq"] for e in tail["items"]] == everything[3:]
+    assert client.get(URL, params={"after": everything[-1]}, headers=lead.headers).json() == {
+        "items": [],
+        "next_cursor": None,
+    }
+    first = client.get(URL, params={"limit": 1}, headers=lead.headers).json()
+    both = client.get(URL, params={"after": 0, "cursor": first["next_cursor"]}, headers=lead.headers)
+    assert both.status_code == 422
+    assert client.get(URL, params={"after": -1}, headers=lead.headers).status_code == 422
