@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=20, ge=1, le=500)
     pool_timeout_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A bundle is a whole case in one document: a 10 000-item case is about 4 MiB.
+    max_bundle_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Signs list cursors so that a garbled or hand-made one is refused.
     # Visibility never depends on it: a forged cursor can only move a
     # caller within what it may already see.

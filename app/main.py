@@ -47,7 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_timeout=settings.pool_timeout_seconds,
     )
     install_error_handlers(application)
-    application.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    application.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        per_path={"/api/v1/bundles": settings.max_bundle_bytes},
+    )
 
     api = APIRouter(prefix="/api/v1")
     for router in (

@@ -209,3 +209,18 @@ def test_health_and_docs_without_auth(client: TestClient) -> None:
     assert client.get("/openapi.json").json()["info"]["title"] == "caseapi"
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     assert client.get("/static-offline-docs/redoc.standalone.js").status_code == 200
+
+
+def test_bundles_have_their_own_body_limit(client: TestClient, settings, lead: Caller) -> None:  # type: ignore[no-untyped-def]
+    from app.config import Settings
+    from app.main import create_app
+
+    two_mib = b'{"bundle_version": 1, "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    headers = {**lead.headers, "Content-Type": "application/json"}
+    # Over the general limit, under the bundle limit: read and judged on its content.
+    assert client.post("/api/v1/bundles", content=two_mib, headers=headers).status_code == 422
+    assert client.post("/api/v1/cases", content=two_mib, headers=headers).status_code == 413
+    strict = create_app(Settings(database_url=settings.database_url, max_bundle_bytes=1024 * 1024))
+    with TestClient(strict) as strict_client:
+        _problem(strict_client.post("/api/v1/bundles", content=two_mib, headers=headers), 413)
+    strict.state.engine.dispose()
