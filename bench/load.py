@@ -83,6 +83,9 @@ def _summary(
     tool: str,
 ) -> dict[str, Any]:
     ok = sum(n for c, n in codes.items() if 200 <= c < 300)
+    if requests == 0:
+        # Nothing completed within the run: no latency to speak of, and the run is a stall.
+        p50_ms = p99_ms = max_ms = None
     return {
         "tool": tool,
         "requests": requests,
@@ -95,6 +98,7 @@ def _summary(
         "timeouts": timeouts,
         "errors": socket_errors + sum(n for c, n in codes.items() if not 200 <= c < 300),
         "codes": {str(k): v for k, v in sorted(codes.items())},
+        "stalled": requests == 0,
     }
 
 

@@ -187,15 +187,18 @@ class PgDb(Db):
             return await cur.fetchall()
 
     async def write(self, fn: Callable[[Any], Any]) -> Any:
-        """fn(tx) runs in one transaction holding the journal lock; tx has .one() and .many()."""
+        """fn(tx) runs in one transaction; tx has .one(), .many() and .lock() (the journal lock)."""
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (JOURNAL_LOCK,))
             return await fn(_PgTx(conn))
 
 
 class _PgTx:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+
+    async def lock(self) -> None:
+        # Taken as late as caseapi takes it (its before-commit hook): held only for the journal and commit.
+        await self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (JOURNAL_LOCK,))
 
     async def one(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> Any:
         cur = await self.conn.execute(_pg_sql(sql), params)
@@ -263,6 +266,9 @@ def _drive(coro: Any) -> Any:
 class _SqliteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+
+    async def lock(self) -> None:
+        return None  # BEGIN IMMEDIATE already holds SQLite's write lock
 
     async def one(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> Any:
         row = self.conn.execute(sql.replace("%s", "?"), params).fetchone()
@@ -352,6 +358,7 @@ async def _journal(
     db: Db, tx: Any, actor: tuple[str, str], changes: list[tuple[str, str, str, str]], at: datetime
 ) -> None:
     """Audit entries (hash chain continued from the head) and feed events for the changes."""
+    await tx.lock()
     head = await tx.one("SELECT seq, hash FROM audit_entry ORDER BY seq DESC LIMIT 1")
     seq, prev = (head["seq"], head["hash"]) if head else (0, GENESIS)
     last = await tx.one("SELECT coalesce(max(seq), 0) AS seq FROM event")
