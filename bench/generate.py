@@ -47,7 +47,7 @@ from app.db import create_db_engine, transaction
 
 SIZES = {"small": 1_000, "medium": 100_000, "large": 1_000_000}
 DEFAULT_SEED = 20251123
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1  # the data; how it is loaded may change without it
 BUNDLE_ITEMS = 10_000
 CHUNK_CASES = 2_000
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -419,8 +419,31 @@ def seed_one_year_after(day: date) -> date:
 # ---- writers -----------------------------------------------------------------------------------------
 
 
+_PG_CONSTRAINTS = """
+SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.contype
+FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+WHERE n.nspname = current_schema() AND c.contype IN ('p', 'u', 'f')
+  AND (c.conrelid::regclass::text = ANY(%(tables)s) OR c.confrelid::regclass::text = ANY(%(tables)s))
+"""
+_PG_INDEXES = """
+SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = current_schema() AND t.relname = ANY(%(names)s)
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u'))
+"""
+
+
 class PostgresWriter:
-    def __init__(self, url: str) -> None:
+    """COPY into tables whose keys, indexes and foreign keys are dropped for the load and rebuilt after.
+
+    Random UUID keys make every index insert a random write: past a few million rows the load
+    slows to a crawl (measured: 1 300 cases/s at the start of a 1 M load, 60 cases/s at 86 %).
+    Building each index once, from sorted data, at the end is far cheaper. The definitions are
+    read from the catalog and put back under the same names, so the schema ends exactly as the
+    migrations made it.
+    """
+
+    def __init__(self, url: str, *, rebuild: bool = True) -> None:
         conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.conn = psycopg.connect(conninfo)
         try:
@@ -429,6 +452,27 @@ class PostgresWriter:
             self.conn.execute("SET session_replication_role = replica")
         except psycopg.Error:
             self.conn.rollback()
+        self.constraints: list[tuple[str, str, str, str]] = []
+        self.indexes: list[tuple[str, str]] = []
+        if rebuild:
+            self._drop_keys()
+
+    def _drop_keys(self) -> None:
+        tables = [f'"{t}"' if t == "case" else t for t in COLUMNS]
+        self.constraints = self.conn.execute(_PG_CONSTRAINTS, {"tables": tables}).fetchall()
+        self.indexes = self.conn.execute(_PG_INDEXES, {"names": list(COLUMNS)}).fetchall()
+        for table, name, _, _kind in sorted(self.constraints, key=lambda c: c[3] != "f"):
+            self.conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        for name, _ in self.indexes:
+            self.conn.execute(f"DROP INDEX {name}")
+        self.conn.commit()
+
+    def _restore_keys(self) -> None:
+        self.conn.execute("SET maintenance_work_mem = '1GB'")
+        for table, name, definition, _ in sorted(self.constraints, key=lambda c: c[3] == "f"):
+            self.conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        for _, definition in self.indexes:
+            self.conn.execute(definition)
 
     def write(self, batch: Batch) -> None:
         with self.conn.cursor() as cur:
@@ -447,6 +491,10 @@ class PostgresWriter:
 
     def finish(self) -> None:
         self.conn.commit()
+        started = time.monotonic()
+        self._restore_keys()
+        self.conn.commit()
+        print(f"keys and indexes rebuilt in {time.monotonic() - started:.1f} s", file=sys.stderr)
         self.conn.autocommit = True
         self.conn.execute("ANALYZE")
         self.conn.close()
