@@ -55,11 +55,11 @@ def visible_clause(p: Principal) -> sa.ColumnElement[bool]:
     return sa.or_(Case.handling_code.in_(PUBLIC_CODES), full_access_clause(p))
 
 
-def level_of(case: Case, roles: dict[uuid.UUID, Role], p: Principal) -> Level | None:
-    """Access to one case, given the roles of the caller's agency and its parent."""
-    if p.agency_id in roles:
+def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Level | None:
+    """Access to one case, given the role of the caller's agency and whether its parent takes part."""
+    if own_role is not None:
         return "full"
-    if case.handling_code == HandlingCode.amber and p.parent_agency_id in roles:
+    if case.handling_code == HandlingCode.amber and parent_takes_part:
         return "full"
     if case.handling_code in PUBLIC_CODES:
         return "summary"
@@ -69,25 +69,31 @@ def level_of(case: Case, roles: dict[uuid.UUID, Role], p: Principal) -> Level | 
 def case_access(
     session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
 ) -> CaseAccess:
-    """The case and the caller's access to it; 404 when the caller may not see it."""
-    stmt = sa.select(Case).where(Case.id == case_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    case = session.execute(stmt).scalar_one_or_none()
-    if case is None:
-        raise not_found("case")
-    agencies = [a for a in (p.agency_id, p.parent_agency_id) if a is not None]
-    roles = dict(
-        session.execute(
-            sa.select(Participant.agency_id, Participant.role).where(
-                Participant.case_id == case_id, Participant.agency_id.in_(agencies)
-            )
-        ).all()
+    """The case and the caller's access to it; 404 when the caller may not see it.
+
+    One round trip: the caller's role and its parent's participation come
+    with the case row.
+    """
+    own_role = (
+        sa.select(Participant.role)
+        .where(Participant.case_id == Case.id, Participant.agency_id == p.agency_id)
+        .scalar_subquery()
     )
-    level = level_of(case, roles, p)
+    parent_takes_part = (
+        _is_participant(Case.id, p.parent_agency_id) if p.parent_agency_id is not None else sa.false()
+    )
+    stmt = sa.select(Case, own_role, parent_takes_part).where(Case.id == case_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=Case)  # type: ignore[arg-type]
+    row = session.execute(stmt).first()
+    if row is None:
+        raise not_found("case")
+    case, role, parent_in = row
+    role = Role(role) if role is not None else None
+    level = level_of(case, role, bool(parent_in))
     if level is None:
         raise not_found("case")
-    return CaseAccess(case=case, level=level, role=roles.get(p.agency_id))
+    return CaseAccess(case=case, level=level, role=role)
 
 
 def readable_case(session: Session, p: Principal, case_id: uuid.UUID) -> Case:

@@ -26,9 +26,9 @@ class Settings(BaseSettings):
     cursor_secret: str = "caseapi-cursor-v1"
     seed_dir: Path = PROJECT_ROOT / "seed"
     idempotency_ttl_hours: int = Field(default=24, ge=1)
-    # How long a cached API-key lookup is trusted; a revocation takes
-    # effect within this time.
-    auth_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
+    # How long a worker trusts a key it looked up: a revocation takes effect
+    # within this time (the CLI itself takes longer than that to revoke).
+    auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
 
 
 @lru_cache

@@ -1,6 +1,6 @@
 """Engine, column types and the one transaction every request or command runs in."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel
@@ -99,22 +100,46 @@ def create_db_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 5.0
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
+        # No ping on checkout: it would cost a round trip on every request.
+        # A connection found dead fails its request (503) and invalidates the
+        # pool, so the next requests reconnect: the service recovers from a
+        # database restart without one of its own.
+        pool_pre_ping=False,
+        pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine and pool; its transactions announce a writer (SQLite: BEGIN IMMEDIATE)."""
+    return engine.execution_options(caseapi_write=True)
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine and pool, for requests that only read.
+
+    On PostgreSQL reads run in autocommit: each statement sees the latest
+    committed data, exactly as in a READ COMMITTED transaction, without the
+    BEGIN and ROLLBACK round trips around it.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
+def new_session(bind: Engine) -> Session:
+    # No connection is taken until the first statement.
+    return Session(bind, expire_on_commit=False, autoflush=False)
 
 
 @contextmanager
 def transaction(engine: Engine, *, write: bool) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back on error.
 
-    Writers announce themselves so that SQLite takes its write lock at
-    BEGIN. Pending audit entries and events are written by the session's
+    Pending audit entries and events are written by the session's
     before-commit hook (app.journal), inside this same transaction.
     """
-    with Session(engine, expire_on_commit=False, autoflush=False) as session:
-        if write:
-            session.connection(execution_options={"caseapi_write": True})
+    with new_session(writer(engine) if write else engine) as session:
         try:
             yield session
             session.commit()
@@ -123,10 +148,31 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Session]:
             raise
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's unit of work.
+
+    The session is opened here without touching the database, so that the
+    route function takes, uses and (for reads) gives back its connection
+    in one worker thread; the commit of a write runs before the response.
+    """
+    state = request.app.state
     write = request.method not in SAFE_METHODS or "x-purpose" in request.headers
-    with transaction(request.app.state.engine, write=write) as session:
+    session = new_session(state.write_engine if write else state.read_engine)
+    try:
         yield session
+        if write:
+            await run_in_threadpool(session.commit)
+    except BaseException:
+        await run_in_threadpool(session.rollback)
+        raise
+    finally:
+        if write:
+            await run_in_threadpool(session.close)
+        else:
+            # A reader has no transaction open on PostgreSQL (autocommit) and
+            # a local file on SQLite: giving the connection back does no I/O
+            # worth a thread.
+            session.close()
 
 
 # scope="function": the commit happens before the response is sent, so a

@@ -72,7 +72,9 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    # Keys are looked up on every request, so that a test may revoke one and
+    # expect 401 at once; tests/auth covers the cache itself.
+    return Settings(database_url=database_url, auth_cache_seconds=0)
 
 
 @pytest.fixture(scope="session")

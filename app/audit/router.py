@@ -15,7 +15,7 @@ from app.pagination import Page, PageDep
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-def _auditor(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def _auditor(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not (principal.has(Scope.read) or principal.has(Scope.admin)):
         raise AppError(403, "Reading the audit log needs the 'read' or 'admin' scope.", slug="forbidden")
     return principal

@@ -3,10 +3,10 @@
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -40,6 +40,10 @@ class HashedContent(Protocol):
     case_id: uuid.UUID | None
     purpose: str | None
     prev_hash: str
+
+
+class HashedStored(HashedContent, Protocol):
+    hash: str
 
 
 @dataclass(slots=True)
@@ -106,7 +110,7 @@ def append_entries(session: Session, changes: Sequence["Change"], at: datetime) 
     session.execute(sa.insert(AuditEntry.__table__), rows)  # type: ignore[attr-defined]
 
 
-def verify_chain(entries: Iterable[AuditEntry]) -> AuditVerification:
+def verify_chain(entries: Iterable[HashedStored]) -> AuditVerification:
     """Walk the chain in seq order; the first entry that does not verify is named."""
     count, prev, expected_seq = 0, GENESIS, 1
     for entry in entries:
@@ -116,11 +120,24 @@ def verify_chain(entries: Iterable[AuditEntry]) -> AuditVerification:
     return AuditVerification(ok=True, entries=count, head=prev)
 
 
+def _all_entries(session: Session, batch: int = 5000) -> Iterator[sa.Row[Any]]:
+    """Every entry in seq order, a batch at a time (keyset, so memory stays flat
+    and no server-side cursor is needed)."""
+    table = AuditEntry.__table__  # type: ignore[attr-defined]
+    after = None
+    while True:
+        stmt = sa.select(table).order_by(table.c.seq).limit(batch)
+        if after is not None:
+            stmt = stmt.where(table.c.seq > after)
+        rows = session.execute(stmt).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = rows[-1].seq
+
+
 def verify(session: Session) -> AuditVerification:
-    rows = session.execute(
-        sa.select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)
-    ).scalars()
-    return verify_chain(rows)
+    return verify_chain(_all_entries(session))
 
 
 def list_entries(

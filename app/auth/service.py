@@ -2,6 +2,7 @@
 
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,15 +44,47 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def authenticate(session: Session, key: str) -> Principal | None:
-    row = session.execute(
+def principal_for(conn: sa.Connection | Session, key_hash: str) -> Principal | None:
+    """The active client whose key has this hash, or None."""
+    row = conn.execute(
         sa.select(ApiClient.id, ApiClient.agency_id, ApiClient.scopes, Agency.parent_id)
         .join(Agency, Agency.id == ApiClient.agency_id)
-        .where(ApiClient.key_hash == hash_key(key), ApiClient.revoked_at.is_(None))
+        .where(ApiClient.key_hash == key_hash, ApiClient.revoked_at.is_(None))
     ).first()
     if row is None:
         return None
     return Principal(row.id, row.agency_id, row.parent_id, frozenset(row.scopes))
+
+
+class PrincipalCache:
+    """Recently seen keys, per worker, trusted for at most `ttl` seconds.
+
+    A revocation or a change of scopes, made by any worker or the CLI,
+    takes effect once the entry expires (the default ttl is one second).
+    Unknown keys are never cached.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key_hash: str) -> Principal | None:
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        expires, principal = entry
+        if time.monotonic() >= expires:
+            self._entries.pop(key_hash, None)
+            return None
+        return principal
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self.ttl, principal)
 
 
 def create_client(

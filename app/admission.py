@@ -1,0 +1,45 @@
+"""Admission control: never more requests at work than database connections.
+
+A sync route holds a pooled connection between worker-thread hops (the
+route, then the commit). If more requests were at work than there are
+connections, threads would wait on the pool while the requests holding
+connections wait for a thread: a stall that ends only in pool timeouts.
+Admitting at most `limit` requests at a time, and giving the thread pool
+more threads than that, means an admitted request always finds both. The
+rest wait on the event loop, where waiting is cheap, and get a 503 with
+Retry-After if no slot frees in time: bounded latency, never a hang.
+"""
+
+import asyncio
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import problem_response
+
+
+class AdmissionLimit:
+    def __init__(self, app: ASGIApp, limit: int, wait_seconds: float, prefix: str = "/api/") -> None:
+        self.app = app
+        self.limit = limit
+        self.wait_seconds = wait_seconds
+        self.prefix = prefix
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=self.wait_seconds)
+        except TimeoutError:
+            response = problem_response(
+                503, "The service is busy; try again shortly.", slug="busy", headers={"Retry-After": "1"}
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._slots.release()

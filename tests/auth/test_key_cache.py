@@ -1,0 +1,50 @@
+"""A worker trusts a key it looked up for at most auth_cache_seconds."""
+
+import time
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from app.auth import service as auth
+from app.auth.service import Principal, PrincipalCache
+from app.config import Settings
+from app.db import transaction
+from app.main import create_app
+from tests.conftest import Caller
+
+
+def test_revocation_is_honoured_within_the_cache_ttl(
+    settings: Settings, engine: sa.Engine, lead: Caller
+) -> None:
+    cached = create_app(Settings(database_url=settings.database_url, auth_cache_seconds=0.5))
+    with TestClient(cached) as client:
+        assert client.get("/api/v1/cases", headers=lead.headers).status_code == 200
+        with transaction(engine, write=True) as session:
+            auth.revoke_client(session, lead.key)
+        deadline = time.monotonic() + 5
+        status = 200
+        while status == 200 and time.monotonic() < deadline:
+            status = client.get("/api/v1/cases", headers=lead.headers).status_code
+            if status == 200:
+                time.sleep(0.05)
+        revoked_after = time.monotonic() - (deadline - 5)
+        assert status == 401
+        assert revoked_after < 1.0
+    cached.state.engine.dispose()
+
+
+def test_cache_expires_and_is_bounded() -> None:
+    import uuid
+
+    cache = PrincipalCache(ttl=0.05, max_entries=2)
+    principal = Principal(uuid.uuid4(), uuid.uuid4(), None, frozenset({"read"}))
+    cache.put("a", principal)
+    assert cache.get("a") is principal
+    time.sleep(0.06)
+    assert cache.get("a") is None
+    for key in ("a", "b", "c"):
+        cache.put(key, principal)
+    assert cache.get("a") is None and cache.get("c") is principal
+    off = PrincipalCache(ttl=0)
+    off.put("a", principal)
+    assert off.get("a") is None
