@@ -668,6 +668,8 @@ def main(argv: list[str] | None = None) -> None:
                     ref_loads[route],
                     args=args,
                     connections=args.connections,
+                    probe=app_loads["get_case"],
+                    ref_probe=ref_loads["get_case"],
                 )
             w2["stateless"] = stateless_check(app2, marker)
             log(f"workers 2 stateless: {w2['stateless']}")
