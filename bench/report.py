@@ -147,6 +147,11 @@ def _header(r: dict[str, Any]) -> list[str]:
         f"{m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB; Python {m['python']}; load: {m['load_tool']}; "
         f"load average at start {m['loadavg_start']}, at end {r.get('loadavg_end')}.",
         f"Versions: {versions}.",
+        *(
+            [f"The servers ran the working tree: app files changed but not committed: {', '.join(dirty)}."]
+            if (dirty := m.get("app_changes_not_committed"))
+            else []
+        ),
         f"Dataset: {counts}; generated in {d.get('seconds')} s.",
         f"Load: {s['connections']} connections, warm-up {s['warmup']} s discarded, {s['rounds']} interleaved "
         f"rounds of {s['duration']} s per server.",

@@ -539,6 +539,10 @@ def machine(db: str) -> dict[str, Any]:
         out = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
         wrk = out.splitlines()[0].split(" Copyright")[0] if out else "wrk"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    # The servers run the working tree: say so when it is not the commit.
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "app", "migrations"], cwd=ROOT, capture_output=True, text=True
+    )
     return {
         "nproc": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -548,6 +552,7 @@ def machine(db: str) -> dict[str, Any]:
         "load_tool": wrk or "python (asyncio raw HTTP/1.1)",
         "versions": versions,
         "git_commit": commit.stdout.strip() or None,
+        "app_changes_not_committed": [line[3:] for line in dirty.stdout.splitlines()],
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
 
