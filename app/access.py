@@ -39,19 +39,30 @@ def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: uuid.UUID) 
     return sa.exists().where(Participant.case_id == case_id, Participant.agency_id == agency_id)
 
 
+def full_access_case_ids(p: Principal) -> sa.Select[tuple[uuid.UUID]]:
+    """SQL: the ids of the cases the caller sees with everything under them.
+
+    Driven by the participant index on agency_id, so its cost follows the
+    caller's own cases, not the size of the case table.
+    """
+    ids = sa.select(Participant.case_id).where(Participant.agency_id == p.agency_id)
+    if p.parent_agency_id is None:
+        return ids
+    via_parent = (
+        sa.select(Participant.case_id)
+        .join(Case, Case.id == Participant.case_id)
+        .where(Participant.agency_id == p.parent_agency_id, Case.handling_code == HandlingCode.amber)
+    )
+    return sa.union(ids, via_parent)  # type: ignore[return-value]
+
+
 def full_access_clause(p: Principal) -> sa.ColumnElement[bool]:
-    """SQL: the caller sees this case and everything under it."""
-    clause: sa.ColumnElement[bool] = _is_participant(Case.id, p.agency_id)
-    if p.parent_agency_id is not None:
-        clause = sa.or_(
-            clause,
-            sa.and_(Case.handling_code == HandlingCode.amber, _is_participant(Case.id, p.parent_agency_id)),
-        )
-    return clause
+    """SQL, on Case: the caller sees this case and everything under it."""
+    return Case.id.in_(full_access_case_ids(p))
 
 
 def visible_clause(p: Principal) -> sa.ColumnElement[bool]:
-    """SQL: the caller sees at least this case's own fields."""
+    """SQL, on Case: the caller sees at least this case's own fields."""
     return sa.or_(Case.handling_code.in_(PUBLIC_CODES), full_access_clause(p))
 
 

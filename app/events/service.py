@@ -22,10 +22,11 @@ def visible_clause(p: Principal) -> sa.ColumnElement[bool]:
             sa.or_(Event.request_from_agency_id == p.agency_id, Event.request_to_agency_id == p.agency_id),
         ),
         sa.and_(~is_request, Event.case_id.is_(None), Event.resource_type == "agency"),
-        sa.and_(~is_request, Event.case_id.in_(sa.select(Case.id).where(access.full_access_clause(p)))),
+        sa.and_(~is_request, Event.case_id.in_(access.full_access_case_ids(p))),
+        # Summary access (TLP:GREEN, TLP:CLEAR) reaches the case's own events only.
         sa.and_(
             Event.resource_type == "case",
-            Event.case_id.in_(sa.select(Case.id).where(access.visible_clause(p))),
+            Event.case_id.in_(sa.select(Case.id).where(Case.handling_code.in_(access.PUBLIC_CODES))),
         ),
     )
 
