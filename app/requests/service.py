@@ -65,6 +65,26 @@ def _is_party(req: InformationRequest, p: Principal) -> bool:
     return p.agency_id in _parties(req)
 
 
+def _record(
+    session: Session,
+    p: Principal,
+    req: InformationRequest,
+    action: str,
+    resource_type: str,
+    resource_id: uuid.UUID,
+) -> None:
+    """Journal a change that only the request's two agencies may see (no case_id: see above)."""
+    record(
+        session,
+        p.actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        case_id=None,
+        request_parties=_parties(req),
+    )
+
+
 def get_request(
     session: Session, p: Principal, request_id: uuid.UUID, *, for_update: bool = False
 ) -> InformationRequest:
@@ -141,15 +161,7 @@ def create_request(session: Session, p: Principal, data: InformationRequestCreat
     )
     session.add(req)
     session.flush()
-    record(
-        session,
-        p.actor,
-        action="request.created",
-        resource_type=RESOURCE,
-        resource_id=req.id,
-        case_id=None,
-        request_parties=_parties(req),
-    )
+    _record(session, p, req, "request.created", RESOURCE, req.id)
     return req
 
 
@@ -175,15 +187,7 @@ def change_status(
     req.updated_at = utcnow()
     session.add(req)
     session.flush()
-    record(
-        session,
-        p.actor,
-        action="request.updated",
-        resource_type=RESOURCE,
-        resource_id=req.id,
-        case_id=None,
-        request_parties=_parties(req),
-    )
+    _record(session, p, req, "request.updated", RESOURCE, req.id)
     return req
 
 
@@ -201,15 +205,7 @@ def add_message(
     )
     session.add(message)
     session.flush()
-    record(
-        session,
-        p.actor,
-        action="request_message.created",
-        resource_type=MESSAGE_RESOURCE,
-        resource_id=message.id,
-        case_id=None,
-        request_parties=_parties(req),
-    )
+    _record(session, p, req, "request_message.created", MESSAGE_RESOURCE, message.id)
     return message
 
 
