@@ -12,10 +12,10 @@ is under it; only the lead changes participants and the handling code.
 
 import uuid
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.auth.models import Scope
 from app.auth.service import Principal
@@ -39,31 +39,32 @@ def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: uuid.UUID) 
     return sa.exists().where(Participant.case_id == case_id, Participant.agency_id == agency_id)
 
 
-def full_access_case_ids(p: Principal) -> sa.Select[tuple[uuid.UUID]]:
-    """SQL: the ids of the cases the caller sees with everything under them.
+def with_case_access(
+    stmt: sa.Select[Any],
+    p: Principal,
+    *,
+    case_id: sa.ColumnElement[uuid.UUID],
+    handling_code: sa.ColumnElement[Any],
+) -> tuple[sa.Select[Any], sa.ColumnElement[bool], sa.ColumnElement[bool]]:
+    """Outer-join the caller's participation (and its parent's) onto rows of cases.
 
-    Driven by the participant index on agency_id, so its cost follows the
-    caller's own cases, not the size of the case table.
+    Returns the statement and two row-level conditions: `full` (the caller
+    sees the case and everything under it) and `visible` (it sees at least
+    the case's own fields). Each row costs a primary-key probe of the
+    participant table, so a page costs the same at a thousand cases or a
+    million, however many cases the caller takes part in.
     """
-    ids = sa.select(Participant.case_id).where(Participant.agency_id == p.agency_id)
-    if p.parent_agency_id is None:
-        return ids
-    via_parent = (
-        sa.select(Participant.case_id)
-        .join(Case, Case.id == Participant.case_id)
-        .where(Participant.agency_id == p.parent_agency_id, Case.handling_code == HandlingCode.amber)
-    )
-    return sa.union(ids, via_parent)  # type: ignore[return-value]
-
-
-def full_access_clause(p: Principal) -> sa.ColumnElement[bool]:
-    """SQL, on Case: the caller sees this case and everything under it."""
-    return Case.id.in_(full_access_case_ids(p))
-
-
-def visible_clause(p: Principal) -> sa.ColumnElement[bool]:
-    """SQL, on Case: the caller sees at least this case's own fields."""
-    return sa.or_(Case.handling_code.in_(PUBLIC_CODES), full_access_clause(p))
+    own = aliased(Participant)
+    stmt = stmt.outerjoin(own, sa.and_(own.case_id == case_id, own.agency_id == p.agency_id))
+    full: sa.ColumnElement[bool] = own.agency_id.is_not(None)
+    if p.parent_agency_id is not None:
+        parent = aliased(Participant)
+        stmt = stmt.outerjoin(
+            parent, sa.and_(parent.case_id == case_id, parent.agency_id == p.parent_agency_id)
+        )
+        full = sa.or_(full, sa.and_(handling_code == HandlingCode.amber, parent.agency_id.is_not(None)))
+    visible = sa.or_(handling_code.in_(PUBLIC_CODES), full)
+    return stmt, full, visible
 
 
 def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Level | None:

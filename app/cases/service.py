@@ -47,8 +47,10 @@ def list_cases(
     handling_code: HandlingCode | None,
     participant: str | None,
 ) -> tuple[list[CasePublic], str | None]:
-    full = access.full_access_clause(p)
-    stmt = sa.select(Case, full.label("full")).where(access.visible_clause(p))
+    stmt, full, visible = access.with_case_access(
+        sa.select(Case), p, case_id=Case.id, handling_code=Case.handling_code
+    )
+    stmt = stmt.add_columns(full.label("full")).where(visible)
     if status is not None:
         stmt = stmt.where(Case.status == status)
     if handling_code is not None:

@@ -1,5 +1,7 @@
 """Reading the change feed. Events are written by app.journal."""
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -12,29 +14,31 @@ from app.pagination import PageParams, keyset, page_of
 REQUEST_TYPES = ("information_request", "request_message")
 
 
-def visible_clause(p: Principal) -> sa.ColumnElement[bool]:
+def visible_events(p: Principal) -> sa.Select[Any]:
     """Request events reach their two agencies; case events follow case access
     (summary access sees the case's own events only); agency events reach everyone."""
+    stmt = sa.select(Event).outerjoin(Case, Case.id == Event.case_id)
+    stmt, full, _ = access.with_case_access(stmt, p, case_id=Event.case_id, handling_code=Case.handling_code)
     is_request = Event.resource_type.in_(REQUEST_TYPES)
-    return sa.or_(
-        sa.and_(
-            is_request,
-            sa.or_(Event.request_from_agency_id == p.agency_id, Event.request_to_agency_id == p.agency_id),
-        ),
-        sa.and_(~is_request, Event.case_id.is_(None), Event.resource_type == "agency"),
-        sa.and_(~is_request, Event.case_id.in_(access.full_access_case_ids(p))),
-        # Summary access (TLP:GREEN, TLP:CLEAR) reaches the case's own events only.
-        sa.and_(
-            Event.resource_type == "case",
-            Event.case_id.in_(sa.select(Case.id).where(Case.handling_code.in_(access.PUBLIC_CODES))),
-        ),
+    return stmt.where(
+        sa.or_(
+            sa.and_(
+                is_request,
+                sa.or_(
+                    Event.request_from_agency_id == p.agency_id, Event.request_to_agency_id == p.agency_id
+                ),
+            ),
+            sa.and_(~is_request, Event.case_id.is_(None), Event.resource_type == "agency"),
+            sa.and_(~is_request, full),
+            sa.and_(Event.resource_type == "case", Case.handling_code.in_(access.PUBLIC_CODES)),
+        )
     )
 
 
 def list_events(
     session: Session, p: Principal, params: PageParams, *, after: int | None = None
 ) -> tuple[list[Event], str | None]:
-    stmt = sa.select(Event).where(visible_clause(p))
+    stmt = visible_events(p)
     if after is not None:
         stmt = stmt.where(Event.seq > after)
     stmt = keyset(stmt, params, scope="events", keys=(Event.seq,), types=(int,))
