@@ -50,9 +50,12 @@ ITEM_COLS = (
 PARTICIPANT = "EXISTS (SELECT 1 FROM participant p WHERE p.case_id = c.id AND p.agency_id = :agency)"
 
 SQL_CASE = f'SELECT {CASE_COLS}, {PARTICIPANT} AS full_access FROM "case" c WHERE c.id = :id'
+# The same visibility as app.access.with_case_access: an outer join on the participant key.
+C_COLS = ", ".join(f"c.{col}" for col in CASE_COLS.split(", "))
 SQL_CASES = (
-    f'SELECT {CASE_COLS}, {PARTICIPANT} AS full_access FROM "case" c '
-    f"WHERE (c.handling_code IN ('TLP:GREEN', 'TLP:CLEAR') OR {PARTICIPANT}) {{after}} "
+    f'SELECT {C_COLS}, own.agency_id IS NOT NULL AS full_access FROM "case" c '
+    "LEFT JOIN participant own ON own.case_id = c.id AND own.agency_id = :agency "
+    "WHERE (c.handling_code IN ('TLP:GREEN', 'TLP:CLEAR') OR own.agency_id IS NOT NULL) {after} "
     "ORDER BY c.created_at, c.id LIMIT :limit"
 )
 SQL_ITEMS = (
@@ -60,15 +63,15 @@ SQL_ITEMS = (
     "ORDER BY created_at, id LIMIT :limit"
 )
 SQL_EVENTS = (
-    "SELECT seq, type, resource_type, resource_id, case_id, at FROM event e WHERE ("
+    "SELECT e.seq, e.type, e.resource_type, e.resource_id, e.case_id, e.at FROM event e "
+    'LEFT JOIN "case" c ON c.id = e.case_id '
+    "LEFT JOIN participant own ON own.case_id = e.case_id AND own.agency_id = :agency WHERE ("
     " (e.resource_type IN ('information_request', 'request_message')"
     "   AND (e.request_from_agency_id = :agency OR e.request_to_agency_id = :agency))"
     " OR (e.resource_type NOT IN ('information_request', 'request_message')"
     "   AND e.case_id IS NULL AND e.resource_type = 'agency')"
-    " OR (e.resource_type NOT IN ('information_request', 'request_message')"
-    f'   AND e.case_id IN (SELECT c.id FROM "case" c WHERE {PARTICIPANT}))'
-    " OR (e.resource_type = 'case' AND e.case_id IN (SELECT c.id FROM \"case\" c"
-    f"   WHERE c.handling_code IN ('TLP:GREEN', 'TLP:CLEAR') OR {PARTICIPANT}))"
+    " OR (e.resource_type NOT IN ('information_request', 'request_message') AND own.agency_id IS NOT NULL)"
+    " OR (e.resource_type = 'case' AND c.handling_code IN ('TLP:GREEN', 'TLP:CLEAR'))"
     ") {after} ORDER BY e.seq LIMIT :limit"
 )
 
