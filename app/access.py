@@ -35,7 +35,7 @@ class CaseAccess:
     role: Role | None  # the caller's own agency's role, None if not a participant
 
 
-def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: uuid.UUID) -> sa.Exists:
+def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: Any) -> sa.Exists:
     return sa.exists().where(Participant.case_id == case_id, Participant.agency_id == agency_id)
 
 
@@ -78,6 +78,22 @@ def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Leve
     return None
 
 
+def _case_access_statement(*, for_update: bool) -> sa.Select[Any]:
+    own_role = (
+        sa.select(Participant.role)
+        .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
+        .scalar_subquery()
+    )
+    parent_takes_part = _is_participant(Case.id, sa.bindparam("parent_id"))
+    stmt = sa.select(Case, own_role, parent_takes_part).where(Case.id == sa.bindparam("case_id"))
+    return stmt.with_for_update(of=Case) if for_update else stmt  # type: ignore[arg-type]
+
+
+# Built once: this lookup runs on every request about a case, and building
+# and keying a statement costs more than the database takes to answer it.
+_CASE_ACCESS = {flag: _case_access_statement(for_update=flag) for flag in (False, True)}
+
+
 def case_access(
     session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
 ) -> CaseAccess:
@@ -86,18 +102,10 @@ def case_access(
     One round trip: the caller's role and its parent's participation come
     with the case row.
     """
-    own_role = (
-        sa.select(Participant.role)
-        .where(Participant.case_id == Case.id, Participant.agency_id == p.agency_id)
-        .scalar_subquery()
-    )
-    parent_takes_part = (
-        _is_participant(Case.id, p.parent_agency_id) if p.parent_agency_id is not None else sa.false()
-    )
-    stmt = sa.select(Case, own_role, parent_takes_part).where(Case.id == case_id)
-    if for_update:
-        stmt = stmt.with_for_update(of=Case)  # type: ignore[arg-type]
-    row = session.execute(stmt).first()
+    row = session.execute(
+        _CASE_ACCESS[for_update],
+        {"case_id": case_id, "agency_id": p.agency_id, "parent_id": p.parent_agency_id},
+    ).first()
     if row is None:
         raise not_found("case")
     case, role, parent_in = row

@@ -44,13 +44,16 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+_PRINCIPAL = (
+    sa.select(ApiClient.id, ApiClient.agency_id, ApiClient.scopes, Agency.parent_id)
+    .join(Agency, Agency.id == ApiClient.agency_id)
+    .where(ApiClient.key_hash == sa.bindparam("key_hash"), ApiClient.revoked_at.is_(None))
+)
+
+
 def principal_for(conn: sa.Connection | Session, key_hash: str) -> Principal | None:
     """The active client whose key has this hash, or None."""
-    row = conn.execute(
-        sa.select(ApiClient.id, ApiClient.agency_id, ApiClient.scopes, Agency.parent_id)
-        .join(Agency, Agency.id == ApiClient.agency_id)
-        .where(ApiClient.key_hash == key_hash, ApiClient.revoked_at.is_(None))
-    ).first()
+    row = conn.execute(_PRINCIPAL, {"key_hash": key_hash}).first()
     if row is None:
         return None
     return Principal(row.id, row.agency_id, row.parent_id, frozenset(row.scopes))
