@@ -15,7 +15,7 @@ from app.cases.models import (
     HandlingCode,
 )
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, with_etag
+from app.http import api_path, check_if_match, created, ok, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 
@@ -31,11 +31,11 @@ def list_cases(
     q: Annotated[str | None, Query(max_length=200, description="Text in reference, title or summary")] = None,
     handling_code: HandlingCode | None = None,
     participant: Annotated[str | None, Query(max_length=40, description="An agency code")] = None,
-) -> Page[CasePublic]:
+) -> Response:
     items, cursor = service.list_cases(
         session, p, page, status=status, q=q, handling_code=handling_code, participant=participant
     )
-    return Page(items=items, next_cursor=cursor)
+    return ok(Page(items=items, next_cursor=cursor))
 
 
 @router.post("", status_code=201, response_model=CasePublic)
@@ -52,10 +52,9 @@ def create_case(
 
 
 @router.get("/{case_id}", response_model=CasePublic)
-def get_case(session: SessionDep, p: Reader, case_id: uuid.UUID, response: Response) -> CasePublic:
+def get_case(session: SessionDep, p: Reader, case_id: uuid.UUID) -> Response:
     acc = access.case_access(session, p, case_id)
-    with_etag(response, acc.case.version)
-    return service.to_public(acc.case, acc.level)
+    return ok(service.to_public(acc.case, acc.level), version=acc.case.version)
 
 
 @router.patch("/{case_id}", response_model=CasePublic)

@@ -24,13 +24,14 @@ from app.db import utcnow
 from app.detainees.models import Detainee
 from app.errors import conflict
 from app.evidence.models import SeizedItem
+from app.http import public
 from app.locations.models import Location
 from app.pagination import PageParams, keyset, page_of
 from app.participants.models import Participant, Role
 
 
 def to_public(case: Case, level: Level) -> CasePublic:
-    return CasePublic.model_validate(case, update={"access": level})
+    return public(CasePublic, case, access=level)
 
 
 def _escape_like(text: str) -> str:

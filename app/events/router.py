@@ -1,12 +1,13 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.auth.deps import Reader
 from app.db import SessionDep
 from app.errors import invalid
 from app.events import service
 from app.events.models import EventPublic
+from app.http import ok, public
 from app.pagination import Page, PageDep
 
 router = APIRouter(prefix="/events", tags=["events"])
@@ -23,7 +24,7 @@ def list_events(
             ge=0, le=2**53, description="Resume after this `seq` (the last one you saw); not with `cursor`"
         ),
     ] = None,
-) -> Page[EventPublic]:
+) -> Response:
     """The events of what the caller may see now, in `seq` order, each once.
 
     `next_cursor` is null at the end of the feed; to keep polling, come back
@@ -32,4 +33,4 @@ def list_events(
     if after is not None and page.cursor is not None:
         raise invalid(["query", "after"], "Give either after or cursor, not both.")
     items, cursor = service.list_events(session, p, page, after=after)
-    return Page(items=[EventPublic.model_validate(e) for e in items], next_cursor=cursor)
+    return ok(Page(items=[public(EventPublic, e) for e in items], next_cursor=cursor))

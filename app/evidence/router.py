@@ -16,7 +16,7 @@ from app.evidence.models import (
     SeizedItemPublic,
     SeizedItemUpdate,
 )
-from app.http import api_path, check_if_match, created, with_etag
+from app.http import api_path, check_if_match, created, ok, public, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 
@@ -26,10 +26,10 @@ router = APIRouter(tags=["seized items"])
 @router.get("/cases/{case_id}/seized-items", response_model=Page[SeizedItemPublic])
 def list_items(
     session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep, category: Category | None = None
-) -> Page[SeizedItemPublic]:
+) -> Response:
     access.readable_case(session, p, case_id)
     items, cursor = service.list_items(session, case_id, page, category=category)
-    return Page(items=[SeizedItemPublic.model_validate(x) for x in items], next_cursor=cursor)
+    return ok(Page(items=[public(SeizedItemPublic, x) for x in items], next_cursor=cursor))
 
 
 @router.post("/cases/{case_id}/seized-items", status_code=201, response_model=SeizedItemPublic)
@@ -41,7 +41,7 @@ def create_item(
     def create() -> Response:
         item = service.create_item(session, p, case_id, body)
         return created(
-            SeizedItemPublic.model_validate(item),
+            public(SeizedItemPublic, item),
             location=api_path("seized-items", item.id),
             version=item.version,
         )
@@ -50,10 +50,9 @@ def create_item(
 
 
 @router.get("/seized-items/{item_id}", response_model=SeizedItemPublic)
-def get_item(session: SessionDep, p: Reader, item_id: uuid.UUID, response: Response) -> SeizedItemPublic:
+def get_item(session: SessionDep, p: Reader, item_id: uuid.UUID) -> Response:
     item = access.readable_child(session, p, SeizedItem, item_id)
-    with_etag(response, item.version)
-    return SeizedItemPublic.model_validate(item)
+    return ok(public(SeizedItemPublic, item), version=item.version)
 
 
 @router.patch("/seized-items/{item_id}", response_model=SeizedItemPublic)
