@@ -4,8 +4,8 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
@@ -46,20 +46,6 @@ class HashedStored(HashedContent, Protocol):
     hash: str
 
 
-@dataclass(slots=True)
-class _NewEntry:
-    seq: int
-    at: datetime
-    agency_id: uuid.UUID | None
-    client_id: uuid.UUID | None
-    action: str
-    resource_type: str
-    resource_id: uuid.UUID | None
-    case_id: uuid.UUID | None
-    purpose: str | None
-    prev_hash: str
-
-
 def entry_hash(entry: HashedContent) -> str:
     canonical = json.dumps(
         {
@@ -93,20 +79,20 @@ def append_entries(session: Session, changes: Sequence["Change"], at: datetime) 
     rows = []
     for change in changes:
         seq += 1
-        entry = _NewEntry(
-            seq=seq,
-            at=at,
-            agency_id=change.actor.agency_id,
-            client_id=change.actor.client_id,
-            action=change.action,
-            resource_type=change.resource_type,
-            resource_id=change.resource_id,
-            case_id=change.case_id,
-            purpose=change.purpose,
-            prev_hash=prev,
-        )
-        prev = entry_hash(entry)
-        rows.append({**asdict(entry), "hash": prev})
+        row = {
+            "seq": seq,
+            "at": at,
+            "agency_id": change.actor.agency_id,
+            "client_id": change.actor.client_id,
+            "action": change.action,
+            "resource_type": change.resource_type,
+            "resource_id": change.resource_id,
+            "case_id": change.case_id,
+            "purpose": change.purpose,
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = entry_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
+        rows.append(row)
     session.execute(sa.insert(AuditEntry.__table__), rows)  # type: ignore[attr-defined]
 
 
