@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import sqlalchemy as sa
 from fastapi import Depends, Query
 from pydantic import BaseModel
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.config import get_settings
 from app.errors import AppError
@@ -89,11 +90,10 @@ def keyset(
     *,
     scope: str,
     keys: Sequence[sa.ColumnElement[Any]],
-    types: Sequence[type],
 ) -> sa.Select[Any]:
     """Order by `keys` ascending, start after the cursor, fetch one extra row."""
     if params.cursor:
-        after = decode_cursor(params.cursor, scope, types)
+        after = decode_cursor(params.cursor, scope, [k.type.python_type for k in keys])
         stmt = stmt.where(
             sa.tuple_(*keys)
             > sa.tuple_(*[sa.literal(v, type_=k.type) for k, v in zip(keys, after, strict=True)])
@@ -112,3 +112,17 @@ def page_of(
     items = list(rows[: params.limit])
     more = len(rows) > params.limit
     return items, encode_cursor(scope, key_of(items[-1])) if more and items else None
+
+
+def paginate(
+    session: Session,
+    stmt: sa.Select[Any],
+    params: PageParams,
+    *,
+    scope: str,
+    keys: Sequence[InstrumentedAttribute[Any]],
+) -> tuple[list[Any], str | None]:
+    """One page of the entities `stmt` selects, ordered by `keys` (attributes of
+    the entity), and the cursor of the next page."""
+    rows = session.execute(keyset(stmt, params, scope=scope, keys=keys)).scalars().all()
+    return page_of(rows, params, scope=scope, key_of=lambda row: [getattr(row, k.key) for k in keys])

@@ -1,5 +1,4 @@
 import uuid
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -9,7 +8,7 @@ from app.auth.service import Principal
 from app.crud import add_recorded, update_recorded
 from app.errors import conflict, invalid, not_found
 from app.journal import CLI
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, paginate
 
 
 def require_agencies(session: Session, refs: dict[str, uuid.UUID | None]) -> None:
@@ -24,15 +23,7 @@ def require_agencies(session: Session, refs: dict[str, uuid.UUID | None]) -> Non
 
 
 def list_agencies(session: Session, params: PageParams) -> tuple[list[Agency], str | None]:
-    stmt = keyset(
-        sa.select(Agency),
-        params,
-        scope="agencies",
-        keys=(Agency.created_at, Agency.id),
-        types=(datetime, uuid.UUID),
-    )
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope="agencies", key_of=lambda a: (a.created_at, a.id))
+    return paginate(session, sa.select(Agency), params, scope="agencies", keys=(Agency.created_at, Agency.id))
 
 
 def get_agency(session: Session, agency_id: uuid.UUID, *, for_update: bool = False) -> Agency:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEntry, AuditVerification
 from app.auth.models import Scope
 from app.cases.models import Case
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, paginate
 
 if TYPE_CHECKING:
     from app.auth.service import Principal
@@ -142,6 +142,4 @@ def list_entries(
         stmt = stmt.where(AuditEntry.case_id == case_id)
     if action is not None:
         stmt = stmt.where(AuditEntry.action == action)
-    stmt = keyset(stmt, params, scope="audit", keys=(AuditEntry.seq,), types=(int,))
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope="audit", key_of=lambda e: (e.seq,))
+    return paginate(session, stmt, params, scope="audit", keys=(AuditEntry.seq,))

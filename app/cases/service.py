@@ -1,6 +1,4 @@
-import uuid
 from collections.abc import Sequence
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -69,7 +67,7 @@ def list_cases(
                 Agency.code == participant,
             )
         )
-    stmt = keyset(stmt, params, scope="cases", keys=(Case.created_at, Case.id), types=(datetime, uuid.UUID))
+    stmt = keyset(stmt, params, scope="cases", keys=(Case.created_at, Case.id))
     rows: Sequence[sa.Row[tuple[Case, bool]]] = session.execute(stmt).all()
     page, cursor = page_of(rows, params, scope="cases", key_of=lambda r: (r[0].created_at, r[0].id))
     return [to_public(case, "full" if is_full else "summary") for case, is_full in page], cursor

@@ -3,7 +3,7 @@ returned only to a client with the `personal_data` scope that states its
 purpose (X-Purpose); every such disclosure is audited."""
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from app.detainees.models import (
 from app.errors import AppError
 from app.journal import record
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, paginate
 
 
 def may_see_personal_data(p: Principal, purpose: str | None) -> bool:
@@ -86,11 +86,7 @@ def list_detainees(
     elif review_overdue is False:
         stmt = stmt.where(Detainee.review_due >= today)
     scope = f"detainees:{case_id}"
-    stmt = keyset(
-        stmt, params, scope=scope, keys=(Detainee.created_at, Detainee.id), types=(datetime, uuid.UUID)
-    )
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope=scope, key_of=lambda r: (r.created_at, r.id))
+    return paginate(session, stmt, params, scope=scope, keys=(Detainee.created_at, Detainee.id))
 
 
 def create_detainee(session: Session, p: Principal, case_id: uuid.UUID, data: DetaineeCreate) -> Detainee:

@@ -9,7 +9,7 @@ from app import access
 from app.auth.service import Principal
 from app.cases.models import Case
 from app.events.models import Event
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, paginate
 
 REQUEST_TYPES = ("information_request", "request_message")
 
@@ -41,6 +41,4 @@ def list_events(
     stmt = visible_events(p)
     if after is not None:
         stmt = stmt.where(Event.seq > after)
-    stmt = keyset(stmt, params, scope="events", keys=(Event.seq,), types=(int,))
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope="events", key_of=lambda e: (e.seq,))
+    return paginate(session, stmt, params, scope="events", keys=(Event.seq,))

@@ -7,7 +7,6 @@ after `returned` or `destroyed` the chain is closed.
 """
 
 import uuid
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -28,7 +27,7 @@ from app.evidence.models import (
     SeizedItemUpdate,
 )
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, paginate
 
 STATUS_AFTER = {
     CustodyAction.transferred: ItemStatus.transferred,
@@ -46,11 +45,7 @@ def list_items(
     if category is not None:
         stmt = stmt.where(SeizedItem.category == category)
     scope = f"seized-items:{case_id}"
-    stmt = keyset(
-        stmt, params, scope=scope, keys=(SeizedItem.created_at, SeizedItem.id), types=(datetime, uuid.UUID)
-    )
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope=scope, key_of=lambda r: (r.created_at, r.id))
+    return paginate(session, stmt, params, scope=scope, keys=(SeizedItem.created_at, SeizedItem.id))
 
 
 def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> SeizedItem:
@@ -108,15 +103,13 @@ def custody_chain(
     session: Session, item_id: uuid.UUID, params: PageParams
 ) -> tuple[list[CustodyEvent], str | None]:
     scope = f"custody:{item_id}"
-    stmt = keyset(
+    return paginate(
+        session,
         sa.select(CustodyEvent).where(CustodyEvent.seized_item_id == item_id),
         params,
         scope=scope,
         keys=(CustodyEvent.seq,),
-        types=(int,),
     )
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope=scope, key_of=lambda r: (r.seq,))
 
 
 def add_custody_event(

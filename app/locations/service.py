@@ -1,5 +1,4 @@
 import uuid
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -11,7 +10,7 @@ from app.detainees.models import Detainee
 from app.errors import conflict, invalid
 from app.evidence.models import SeizedItem
 from app.locations.models import Location, LocationCreate, LocationUpdate
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, paginate
 
 
 def require_location_in_case(session: Session, location_id: uuid.UUID | None, case_id: uuid.UUID) -> None:
@@ -27,15 +26,13 @@ def require_location_in_case(session: Session, location_id: uuid.UUID | None, ca
 def list_locations(
     session: Session, case_id: uuid.UUID, params: PageParams
 ) -> tuple[list[Location], str | None]:
-    stmt = keyset(
+    return paginate(
+        session,
         sa.select(Location).where(Location.case_id == case_id),
         params,
         scope=f"locations:{case_id}",
         keys=(Location.created_at, Location.id),
-        types=(datetime, uuid.UUID),
     )
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope=f"locations:{case_id}", key_of=lambda r: (r.created_at, r.id))
 
 
 def create_location(session: Session, p: Principal, case_id: uuid.UUID, data: LocationCreate) -> Location:

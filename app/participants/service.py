@@ -38,7 +38,6 @@ def list_participants(
         params,
         scope=scope,
         keys=(Participant.agency_id,),
-        types=(uuid.UUID,),
     )
     rows = session.execute(stmt).all()
     page, cursor = page_of(rows, params, scope=scope, key_of=lambda r: (r[0].agency_id,))

@@ -23,7 +23,7 @@ from app.auth.service import Principal
 from app.db import utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.journal import record
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, paginate
 from app.requests.models import (
     InformationRequest,
     InformationRequestCreate,
@@ -118,15 +118,9 @@ def list_requests(
         stmt = stmt.where(InformationRequest.status == status)
     # The cursor is bound to the list it came from: another box or filter refuses it.
     scope = f"requests:{box or 'all'}:{status.value if status else ''}"
-    stmt = keyset(
-        stmt,
-        params,
-        scope=scope,
-        keys=(InformationRequest.created_at, InformationRequest.id),
-        types=(datetime, uuid.UUID),
+    return paginate(
+        session, stmt, params, scope=scope, keys=(InformationRequest.created_at, InformationRequest.id)
     )
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope=scope, key_of=lambda r: (r.created_at, r.id))
 
 
 def _require_readable_case(session: Session, p: Principal, case_id: uuid.UUID | None) -> None:
@@ -213,15 +207,13 @@ def list_messages(
     session: Session, request_id: uuid.UUID, params: PageParams
 ) -> tuple[list[RequestMessage], str | None]:
     scope = f"request-messages:{request_id}"
-    stmt = keyset(
+    return paginate(
+        session,
         sa.select(RequestMessage).where(RequestMessage.request_id == request_id),
         params,
         scope=scope,
         keys=(RequestMessage.created_at, RequestMessage.id),
-        types=(datetime, uuid.UUID),
     )
-    rows = session.execute(stmt).scalars().all()
-    return page_of(rows, params, scope=scope, key_of=lambda r: (r.created_at, r.id))
 
 
 def get_message(session: Session, request_id: uuid.UUID, message_id: uuid.UUID) -> RequestMessage:
