@@ -22,6 +22,7 @@ from app.auth.service import Principal
 from app.cases.models import Case, HandlingCode
 from app.errors import AppError, forbidden, not_found
 from app.participants.models import Participant, Role
+from app.reads import Reads
 
 PUBLIC_CODES = (HandlingCode.green, HandlingCode.clear)
 
@@ -39,14 +40,20 @@ def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: Any) -> sa.
     return sa.exists().where(Participant.case_id == case_id, Participant.agency_id == agency_id)
 
 
+def principal_params(p: Principal) -> dict[str, Any]:
+    """Values of the caller's bind parameters (`agency_id`, `parent_id`) in the statements below."""
+    return {"agency_id": p.agency_id, "parent_id": p.parent_agency_id}
+
+
 def with_case_access(
     stmt: sa.Select[Any],
-    p: Principal,
     *,
     case_id: sa.ColumnElement[uuid.UUID],
     handling_code: sa.ColumnElement[Any],
+    with_parent: bool,
 ) -> tuple[sa.Select[Any], sa.ColumnElement[bool], sa.ColumnElement[bool]]:
-    """Outer-join the caller's participation (and its parent's) onto rows of cases.
+    """Outer-join the caller's participation (and, `with_parent`, its parent
+    agency's) onto rows of cases; run with principal_params().
 
     Returns the statement and two row-level conditions: `full` (the caller
     sees the case and everything under it) and `visible` (it sees at least
@@ -55,16 +62,21 @@ def with_case_access(
     million, however many cases the caller takes part in.
     """
     own = aliased(Participant)
-    stmt = stmt.outerjoin(own, sa.and_(own.case_id == case_id, own.agency_id == p.agency_id))
+    stmt = stmt.outerjoin(own, sa.and_(own.case_id == case_id, own.agency_id == sa.bindparam("agency_id")))
     full: sa.ColumnElement[bool] = own.agency_id.is_not(None)
-    if p.parent_agency_id is not None:
+    if with_parent:
         parent = aliased(Participant)
         stmt = stmt.outerjoin(
-            parent, sa.and_(parent.case_id == case_id, parent.agency_id == p.parent_agency_id)
+            parent, sa.and_(parent.case_id == case_id, parent.agency_id == sa.bindparam("parent_id"))
         )
         full = sa.or_(full, sa.and_(handling_code == HandlingCode.amber, parent.agency_id.is_not(None)))
-    visible = sa.or_(handling_code.in_(PUBLIC_CODES), full)
+    visible = sa.or_(is_public(handling_code), full)
     return stmt, full, visible
+
+
+def is_public(handling_code: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    # Not IN (...): the hot reads (app.reads) run statements without expanding lists.
+    return sa.or_(*(handling_code == code for code in PUBLIC_CODES))
 
 
 def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Level | None:
@@ -85,13 +97,27 @@ def _case_access_statement(*, for_update: bool) -> sa.Select[Any]:
         .scalar_subquery()
     )
     parent_takes_part = _is_participant(Case.id, sa.bindparam("parent_id"))
-    stmt = sa.select(Case, own_role, parent_takes_part).where(Case.id == sa.bindparam("case_id"))
+    stmt = sa.select(Case, own_role.label("role"), parent_takes_part.label("parent_in")).where(
+        Case.id == sa.bindparam("case_id")
+    )
     return stmt.with_for_update(of=Case) if for_update else stmt  # type: ignore[arg-type]
 
 
 # Built once: this lookup runs on every request about a case, and building
 # and keying a statement costs more than the database takes to answer it.
 _CASE_ACCESS = {flag: _case_access_statement(for_update=flag) for flag in (False, True)}
+
+
+def _params(p: Principal, case_id: uuid.UUID) -> dict[str, Any]:
+    return principal_params(p) | {"case_id": case_id}
+
+
+def _access(case: Case, role: str | None, parent_in: bool | None) -> CaseAccess:
+    own_role = Role(role) if role is not None else None
+    level = level_of(case, own_role, bool(parent_in))
+    if level is None:
+        raise not_found("case")
+    return CaseAccess(case=case, level=level, role=own_role)
 
 
 def case_access(
@@ -102,18 +128,24 @@ def case_access(
     One round trip: the caller's role and its parent's participation come
     with the case row.
     """
-    row = session.execute(
-        _CASE_ACCESS[for_update],
-        {"case_id": case_id, "agency_id": p.agency_id, "parent_id": p.parent_agency_id},
-    ).first()
+    row = session.execute(_CASE_ACCESS[for_update], _params(p, case_id)).first()
     if row is None:
         raise not_found("case")
-    case, role, parent_in = row
-    role = Role(role) if role is not None else None
-    level = level_of(case, role, bool(parent_in))
-    if level is None:
+    return _access(row.Case, row.role, row.parent_in)
+
+
+async def read_case_access(reads: Reads, p: Principal, case_id: uuid.UUID) -> CaseAccess:
+    """case_access() for the hot reads: `case` is then a row of the case's columns."""
+    row = await reads.first(_CASE_ACCESS[False], _params(p, case_id))
+    if row is None:
         raise not_found("case")
-    return CaseAccess(case=case, level=level, role=role)
+    return _access(row, row.role, row.parent_in)
+
+
+async def read_readable_case(reads: Reads, p: Principal, case_id: uuid.UUID) -> None:
+    """readable_case() for the hot reads: 404 unless the caller reads the case's contents."""
+    if (await read_case_access(reads, p, case_id)).level != "full":
+        raise not_found("case")
 
 
 def readable_case(session: Session, p: Principal, case_id: uuid.UUID) -> Case:

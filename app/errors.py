@@ -4,9 +4,11 @@ import json
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -301,12 +303,14 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("integrity error: %s", exc.orig)
         return problem_response(409, "The change conflicts with existing data.", slug="conflict")
 
+    # The hot reads (app.reads) meet psycopg's own errors, the rest SQLAlchemy's wrappers.
     @app.exception_handler(sa_exc.DataError)
-    async def _data_error(_: Request, exc: sa_exc.DataError) -> JSONResponse:
+    @app.exception_handler(psycopg.DataError)
+    async def _data_error(_: Request, exc: sa_exc.DataError | psycopg.DataError) -> JSONResponse:
         # A value the schema let through but the database cannot store or
         # compare: the client's input, so never a 500. Schemas should catch
         # it first; the log says which one did not.
-        log.warning("database refused a value: %s", exc.orig)
+        log.warning("database refused a value: %s", exc)
         return problem_response(
             422,
             "A value is out of the range the service can store.",
@@ -315,8 +319,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(sa_exc.OperationalError)
-    async def _db_down(_: Request, exc: sa_exc.OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc.orig)
+    @app.exception_handler(psycopg.OperationalError)
+    async def _db_down(_: Request, exc: sa_exc.OperationalError | psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
         return problem_response(
             503,
             "The database is unavailable; try again shortly.",
@@ -325,7 +330,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(sa_exc.TimeoutError)
-    async def _pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: sa_exc.TimeoutError | PoolTimeout) -> JSONResponse:
         log.warning("no database connection free: %s", exc)
         return problem_response(
             503,

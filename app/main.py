@@ -26,6 +26,7 @@ from app.evidence.router import router as evidence
 from app.limits import BodySizeLimit
 from app.locations.router import router as locations
 from app.participants.router import router as participants
+from app.reads import create_reads
 from app.requests.router import router as information_requests
 
 DESCRIPTION = """
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, in_flight + 8)
         yield
+        await application.state.reads.close()
 
     application = FastAPIOffline(
         title="caseapi",
@@ -80,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.engine = engine
     application.state.read_engine = reader(engine)
     application.state.write_engine = writer(engine)
+    application.state.reads = create_reads(
+        engine, size=settings.read_pool_size, timeout=settings.pool_timeout_seconds
+    )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     install_error_handlers(application)
     application.add_middleware(

@@ -6,6 +6,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.config import get_settings
 from app.errors import AppError
+from app.reads import Reads
 
 T = TypeVar("T")
 
@@ -27,20 +29,24 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
 class PageParams:
-    def __init__(
-        self,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
-        cursor: Annotated[
-            str | None,
-            Query(max_length=512, description="`next_cursor` of the previous page"),
-        ] = None,
-    ) -> None:
-        self.limit = limit
-        self.cursor = cursor
+    limit: int = 50
+    cursor: str | None = None
 
 
-PageDep = Annotated[PageParams, Depends()]
+# A coroutine, not the class itself: FastAPI would build a class in a worker thread.
+async def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="`next_cursor` of the previous page"),
+    ] = None,
+) -> PageParams:
+    return PageParams(limit, cursor)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
 
 _ENCODERS: dict[type, Callable[[Any], Any]] = {
     datetime: lambda v: v.isoformat(),
@@ -84,21 +90,22 @@ def decode_cursor(cursor: str, scope: str, types: Sequence[type]) -> list[Any]:
         raise bad from exc
 
 
-def keyset(
-    stmt: sa.Select[Any],
-    params: PageParams,
-    *,
-    scope: str,
-    keys: Sequence[sa.ColumnElement[Any]],
-) -> sa.Select[Any]:
-    """Order by `keys` ascending, start after the cursor, fetch one extra row."""
+def keyset(stmt: sa.Select[Any], *, keys: Sequence[sa.ColumnElement[Any]], after: bool) -> sa.Select[Any]:
+    """Order by `keys` ascending, fetch one extra row and, with `after`, start
+    after a cursor's key. The limit and the key are bind parameters, filled
+    by keyset_params(): a statement is built, and compiled, once per shape."""
+    if after:
+        bounds = [sa.bindparam(f"after_{i}", type_=k.type) for i, k in enumerate(keys)]
+        stmt = stmt.where(sa.tuple_(*keys) > sa.tuple_(*bounds))
+    return stmt.order_by(*keys).limit(sa.bindparam("limit", type_=sa.Integer))
+
+
+def keyset_params(params: PageParams, *, scope: str, keys: Sequence[sa.ColumnElement[Any]]) -> dict[str, Any]:
+    values: dict[str, Any] = {"limit": params.limit + 1}
     if params.cursor:
         after = decode_cursor(params.cursor, scope, [k.type.python_type for k in keys])
-        stmt = stmt.where(
-            sa.tuple_(*keys)
-            > sa.tuple_(*[sa.literal(v, type_=k.type) for k, v in zip(keys, after, strict=True)])
-        )
-    return stmt.order_by(*keys).limit(params.limit + 1)
+        values.update((f"after_{i}", v) for i, v in enumerate(after))
+    return values
 
 
 def page_of(
@@ -124,5 +131,25 @@ def paginate(
 ) -> tuple[list[Any], str | None]:
     """One page of the entities `stmt` selects, ordered by `keys` (attributes of
     the entity), and the cursor of the next page."""
-    rows = session.execute(keyset(stmt, params, scope=scope, keys=keys)).scalars().all()
-    return page_of(rows, params, scope=scope, key_of=lambda row: [getattr(row, k.key) for k in keys])
+    stmt = keyset(stmt, keys=keys, after=bool(params.cursor))
+    rows = session.execute(stmt, keyset_params(params, scope=scope, keys=keys)).scalars().all()
+    return page_of(rows, params, scope=scope, key_of=_key_of(keys))
+
+
+async def read_page(
+    reads: Reads,
+    stmt: sa.Select[Any],
+    values: dict[str, Any],
+    params: PageParams,
+    *,
+    scope: str,
+    keys: Sequence[InstrumentedAttribute[Any]],
+) -> tuple[list[Any], str | None]:
+    """paginate() for the hot reads: `stmt` is already keyset() for `params`
+    (built once per shape); rows hold the columns it selects."""
+    rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))
+    return page_of(rows, params, scope=scope, key_of=_key_of(keys))
+
+
+def _key_of(keys: Sequence[InstrumentedAttribute[Any]]) -> Callable[[Any], list[Any]]:
+    return lambda row: [getattr(row, k.key) for k in keys]

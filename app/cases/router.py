@@ -18,13 +18,14 @@ from app.db import SessionDep
 from app.http import api_path, check_if_match, created, ok, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
+from app.reads import ReadsDep
 
 router = APIRouter(prefix="/cases", tags=["cases"])
 
 
 @router.get("", response_model=Page[CasePublic])
-def list_cases(
-    session: SessionDep,
+async def list_cases(
+    reads: ReadsDep,
     p: Reader,
     page: PageDep,
     status: CaseStatus | None = None,
@@ -32,8 +33,8 @@ def list_cases(
     handling_code: HandlingCode | None = None,
     participant: Annotated[str | None, Query(max_length=40, description="An agency code")] = None,
 ) -> Response:
-    items, cursor = service.list_cases(
-        session, p, page, status=status, q=q, handling_code=handling_code, participant=participant
+    items, cursor = await service.list_cases(
+        reads, p, page, status=status, q=q, handling_code=handling_code, participant=participant
     )
     return ok(Page(items=items, next_cursor=cursor))
 
@@ -52,8 +53,8 @@ def create_case(
 
 
 @router.get("/{case_id}", response_model=CasePublic)
-def get_case(session: SessionDep, p: Reader, case_id: uuid.UUID) -> Response:
-    acc = access.case_access(session, p, case_id)
+async def get_case(reads: ReadsDep, p: Reader, case_id: uuid.UUID) -> Response:
+    acc = await access.read_case_access(reads, p, case_id)
     return ok(service.to_public(acc.case, acc.level), version=acc.case.version)
 
 

@@ -1,4 +1,5 @@
-from collections.abc import Sequence
+import functools
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,8 +25,9 @@ from app.errors import conflict
 from app.evidence.models import SeizedItem
 from app.http import public
 from app.locations.models import Location
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, keyset, keyset_params, page_of
 from app.participants.models import Participant, Role
+from app.reads import Reads
 
 
 def to_public(case: Case, level: Level) -> CasePublic:
@@ -36,26 +38,24 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def list_cases(
-    session: Session,
-    p: Principal,
-    params: PageParams,
-    *,
-    status: CaseStatus | None,
-    q: str | None,
-    handling_code: HandlingCode | None,
-    participant: str | None,
-) -> tuple[list[CasePublic], str | None]:
+CASE_KEYS = (Case.created_at, Case.id)
+
+
+@functools.cache
+def _list_statement(
+    *, with_parent: bool, status: bool, handling_code: bool, q: bool, participant: bool, after: bool
+) -> sa.Select[Any]:
+    """The case list, one statement per combination of filters (values are bind parameters)."""
     stmt, full, visible = access.with_case_access(
-        sa.select(Case), p, case_id=Case.id, handling_code=Case.handling_code
+        sa.select(Case), case_id=Case.id, handling_code=Case.handling_code, with_parent=with_parent
     )
     stmt = stmt.add_columns(full.label("full")).where(visible)
-    if status is not None:
-        stmt = stmt.where(Case.status == status)
-    if handling_code is not None:
-        stmt = stmt.where(Case.handling_code == handling_code)
+    if status:
+        stmt = stmt.where(Case.status == sa.bindparam("status"))
+    if handling_code:
+        stmt = stmt.where(Case.handling_code == sa.bindparam("handling_code"))
     if q:
-        pattern = f"%{_escape_like(q)}%"
+        pattern = sa.bindparam("pattern", type_=sa.String)
         stmt = stmt.where(
             sa.or_(*(col.ilike(pattern, escape="\\") for col in (Case.reference, Case.title, Case.summary)))
         )
@@ -64,13 +64,40 @@ def list_cases(
             sa.exists().where(
                 Participant.case_id == Case.id,
                 Participant.agency_id == Agency.id,
-                Agency.code == participant,
+                Agency.code == sa.bindparam("participant"),
             )
         )
-    stmt = keyset(stmt, params, scope="cases", keys=(Case.created_at, Case.id))
-    rows: Sequence[sa.Row[tuple[Case, bool]]] = session.execute(stmt).all()
-    page, cursor = page_of(rows, params, scope="cases", key_of=lambda r: (r[0].created_at, r[0].id))
-    return [to_public(case, "full" if is_full else "summary") for case, is_full in page], cursor
+    return keyset(stmt, keys=CASE_KEYS, after=after)
+
+
+async def list_cases(
+    reads: Reads,
+    p: Principal,
+    params: PageParams,
+    *,
+    status: CaseStatus | None,
+    q: str | None,
+    handling_code: HandlingCode | None,
+    participant: str | None,
+) -> tuple[list[CasePublic], str | None]:
+    stmt = _list_statement(
+        with_parent=p.parent_agency_id is not None,
+        status=status is not None,
+        handling_code=handling_code is not None,
+        q=bool(q),
+        participant=bool(participant),
+        after=bool(params.cursor),
+    )
+    values = access.principal_params(p) | {
+        "status": status,
+        "handling_code": handling_code,
+        "pattern": f"%{_escape_like(q)}%" if q else None,
+        "participant": participant,
+    }
+    values |= keyset_params(params, scope="cases", keys=CASE_KEYS)
+    rows = await reads.all(stmt, values)
+    page, cursor = page_of(rows, params, scope="cases", key_of=lambda r: (r.created_at, r.id))
+    return [to_public(row, "full" if row.full else "summary") for row in page], cursor
 
 
 def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:

@@ -3,19 +3,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.auth.deps import Reader
-from app.db import SessionDep
 from app.errors import invalid
 from app.events import service
 from app.events.models import EventPublic
 from app.http import ok, public
 from app.pagination import Page, PageDep
+from app.reads import ReadsDep
 
 router = APIRouter(prefix="/events", tags=["events"])
 
 
 @router.get("", response_model=Page[EventPublic])
-def list_events(
-    session: SessionDep,
+async def list_events(
+    reads: ReadsDep,
     p: Reader,
     page: PageDep,
     after: Annotated[
@@ -32,5 +32,5 @@ def list_events(
     """
     if after is not None and page.cursor is not None:
         raise invalid(["query", "after"], "Give either after or cursor, not both.")
-    items, cursor = service.list_events(session, p, page, after=after)
+    items, cursor = await service.list_events(reads, p, page, after=after)
     return ok(Page(items=[public(EventPublic, e) for e in items], next_cursor=cursor))

@@ -1,44 +1,60 @@
 """Reading the change feed. Events are written by app.journal."""
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from app import access
 from app.auth.service import Principal
 from app.cases.models import Case
 from app.events.models import Event
-from app.pagination import PageParams, paginate
+from app.pagination import PageParams, keyset, read_page
+from app.reads import Reads
 
 REQUEST_TYPES = ("information_request", "request_message")
 
 
-def visible_events(p: Principal) -> sa.Select[Any]:
+EVENT_KEYS = (Event.seq,)
+
+
+@functools.cache
+def visible_events(*, with_parent: bool) -> sa.Select[Any]:
     """Request events reach their two agencies; case events follow case access
-    (summary access sees the case's own events only); agency events reach everyone."""
+    (summary access sees the case's own events only); agency events reach everyone.
+    Run with access.principal_params()."""
     stmt = sa.select(Event).outerjoin(Case, Case.id == Event.case_id)
-    stmt, full, _ = access.with_case_access(stmt, p, case_id=Event.case_id, handling_code=Case.handling_code)
-    is_request = Event.resource_type.in_(REQUEST_TYPES)
+    stmt, full, _ = access.with_case_access(
+        stmt, case_id=Event.case_id, handling_code=Case.handling_code, with_parent=with_parent
+    )
+    is_request = sa.or_(*(Event.resource_type == t for t in REQUEST_TYPES))
+    agency_id = sa.bindparam("agency_id")
     return stmt.where(
         sa.or_(
             sa.and_(
                 is_request,
-                sa.or_(
-                    Event.request_from_agency_id == p.agency_id, Event.request_to_agency_id == p.agency_id
-                ),
+                sa.or_(Event.request_from_agency_id == agency_id, Event.request_to_agency_id == agency_id),
             ),
             sa.and_(~is_request, Event.case_id.is_(None), Event.resource_type == "agency"),
             sa.and_(~is_request, full),
-            sa.and_(Event.resource_type == "case", Case.handling_code.in_(access.PUBLIC_CODES)),
+            sa.and_(Event.resource_type == "case", access.is_public(Case.handling_code)),
         )
     )
 
 
-def list_events(
-    session: Session, p: Principal, params: PageParams, *, after: int | None = None
-) -> tuple[list[Event], str | None]:
-    stmt = visible_events(p)
-    if after is not None:
-        stmt = stmt.where(Event.seq > after)
-    return paginate(session, stmt, params, scope="events", keys=(Event.seq,))
+@functools.cache
+def _feed_statement(*, with_parent: bool, since: bool, after: bool) -> sa.Select[Any]:
+    stmt = visible_events(with_parent=with_parent)
+    if since:
+        stmt = stmt.where(Event.seq > sa.bindparam("since"))
+    return keyset(stmt, keys=EVENT_KEYS, after=after)
+
+
+async def list_events(
+    reads: Reads, p: Principal, params: PageParams, *, after: int | None = None
+) -> tuple[list[Any], str | None]:
+    stmt = _feed_statement(
+        with_parent=p.parent_agency_id is not None, since=after is not None, after=bool(params.cursor)
+    )
+    values = access.principal_params(p) | {"since": after}
+    return await read_page(reads, stmt, values, params, scope="events", keys=EVENT_KEYS)

@@ -19,16 +19,17 @@ from app.evidence.models import (
 from app.http import api_path, check_if_match, created, ok, public, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
+from app.reads import ReadsDep
 
 router = APIRouter(tags=["seized items"])
 
 
 @router.get("/cases/{case_id}/seized-items", response_model=Page[SeizedItemPublic])
-def list_items(
-    session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep, category: Category | None = None
+async def list_items(
+    reads: ReadsDep, p: Reader, case_id: uuid.UUID, page: PageDep, category: Category | None = None
 ) -> Response:
-    access.readable_case(session, p, case_id)
-    items, cursor = service.list_items(session, case_id, page, category=category)
+    await access.read_readable_case(reads, p, case_id)
+    items, cursor = await service.list_items(reads, case_id, page, category=category)
     return ok(Page(items=[public(SeizedItemPublic, x) for x in items], next_cursor=cursor))
 
 

@@ -6,7 +6,9 @@ start at the current custodian and moves the item to the receiving agency;
 after `returned` or `destroyed` the chain is closed.
 """
 
+import functools
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -27,7 +29,8 @@ from app.evidence.models import (
     SeizedItemUpdate,
 )
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, paginate
+from app.pagination import PageParams, keyset, paginate, read_page
+from app.reads import Reads
 
 STATUS_AFTER = {
     CustodyAction.transferred: ItemStatus.transferred,
@@ -38,14 +41,23 @@ STATUS_AFTER = {
 CLOSED_STATUSES = (ItemStatus.returned, ItemStatus.destroyed)
 
 
-def list_items(
-    session: Session, case_id: uuid.UUID, params: PageParams, *, category: Category | None
-) -> tuple[list[SeizedItem], str | None]:
-    stmt = sa.select(SeizedItem).where(SeizedItem.case_id == case_id)
-    if category is not None:
-        stmt = stmt.where(SeizedItem.category == category)
-    scope = f"seized-items:{case_id}"
-    return paginate(session, stmt, params, scope=scope, keys=(SeizedItem.created_at, SeizedItem.id))
+ITEM_KEYS = (SeizedItem.created_at, SeizedItem.id)
+
+
+@functools.cache
+def _items_statement(*, category: bool, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(SeizedItem).where(SeizedItem.case_id == sa.bindparam("case_id"))
+    if category:
+        stmt = stmt.where(SeizedItem.category == sa.bindparam("category"))
+    return keyset(stmt, keys=ITEM_KEYS, after=after)
+
+
+async def list_items(
+    reads: Reads, case_id: uuid.UUID, params: PageParams, *, category: Category | None
+) -> tuple[list[Any], str | None]:
+    stmt = _items_statement(category=category is not None, after=bool(params.cursor))
+    values = {"case_id": case_id, "category": category}
+    return await read_page(reads, stmt, values, params, scope=f"seized-items:{case_id}", keys=ITEM_KEYS)
 
 
 def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> SeizedItem:

@@ -9,7 +9,7 @@ from app.agencies.service import require_agencies
 from app.auth.service import Principal
 from app.crud import add_recorded, delete_recorded, update_recorded
 from app.errors import conflict, invalid, not_found
-from app.pagination import PageParams, keyset, page_of
+from app.pagination import PageParams, keyset, keyset_params, page_of
 from app.participants.models import (
     Participant,
     ParticipantCreate,
@@ -31,15 +31,15 @@ def list_participants(
     session: Session, case_id: uuid.UUID, params: PageParams
 ) -> tuple[list[ParticipantPublic], str | None]:
     scope = f"participants:{case_id}"
+    keys = (Participant.agency_id,)
     stmt = keyset(
         sa.select(Participant, Agency.code)
         .join(Agency, Agency.id == Participant.agency_id)
         .where(Participant.case_id == case_id),
-        params,
-        scope=scope,
-        keys=(Participant.agency_id,),
+        keys=keys,
+        after=bool(params.cursor),
     )
-    rows = session.execute(stmt).all()
+    rows = session.execute(stmt, keyset_params(params, scope=scope, keys=keys)).all()
     page, cursor = page_of(rows, params, scope=scope, key_of=lambda r: (r[0].agency_id,))
     return [to_public(part, code) for part, code in page], cursor
 
