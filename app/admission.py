@@ -32,7 +32,10 @@ class AdmissionLimit:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limit)
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=self.wait_seconds)
+            if self._slots.locked():
+                await asyncio.wait_for(self._slots.acquire(), timeout=self.wait_seconds)
+            else:
+                await self._slots.acquire()  # free: returns at once, without wait_for's timer
         except TimeoutError:
             response = problem_response(
                 503, "The service is busy; try again shortly.", slug="busy", headers={"Retry-After": "1"}

@@ -86,6 +86,7 @@ def _serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         proxy_headers=False,
         server_header=False,
+        access_log=get_settings().access_log,
     )
 
 

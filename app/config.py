@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     cursor_secret: str = "caseapi-cursor-v1"
     seed_dir: Path = PROJECT_ROOT / "seed"
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    # uvicorn's line per request. Off by default: the audit trail records
+    # every change and disclosure and the security log every refusal, while
+    # an access log would copy search terms (`q=`) into plain-text logs.
+    access_log: bool = False
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
     auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)

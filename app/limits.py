@@ -18,6 +18,8 @@ class BodyTooLarge(HTTPException):
 
 
 def _nul_query_names(query_string: bytes) -> list[str]:
+    if b"\x00" not in query_string and b"%00" not in query_string:
+        return []
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
     return [name.replace("\x00", "") for name, value in pairs if "\x00" in name or "\x00" in value]
 
@@ -50,15 +52,23 @@ class BodySizeLimit:
             await response(scope, receive, send)
             return
         limit = self.per_path.get(scope["path"], self.max_bytes)
+        has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    too_large = int(value) > limit
+                    length = int(value)
                 except ValueError:
-                    too_large = False
-                if too_large:
+                    length = 1  # let the server's parser and the route refuse it
+                if length > limit:
                     await self._refuse(scope, receive, send, limit)
                     return
+                has_body = has_body or length > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:
+            # HTTP/1.1 frames a body by Content-Length or Transfer-Encoding: without either there is none.
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = False
 

@@ -1,12 +1,13 @@
 """create_app(): routers under /api/v1, problem+json errors, local docs assets."""
 
 import ctypes
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 import app.journal  # noqa: F401  (installs the audit/event hook on every session)
@@ -53,6 +54,20 @@ def _limit_malloc_arenas() -> None:
         pass  # not glibc: nothing to tune
 
 
+def _tune_garbage_collector() -> None:
+    """Keep the collector's pauses out of the latency tail.
+
+    Everything built at startup (modules, the app, its schemas) lives until
+    the process ends, yet each full collection walked all of it again: at
+    32 connections that showed as a p99 five times the median. Frozen, it
+    is left out; the young generation is collected less often, as requests
+    allocate many short-lived objects that reference counting frees anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO)
@@ -64,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # More threads than admitted requests: an admitted request never waits for one.
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, in_flight + 8)
+        _tune_garbage_collector()
         yield
         await application.state.reads.close()
 
@@ -94,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     application.add_middleware(AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds)
 
-    api = APIRouter(prefix="/api/v1")
+    # Each router straight on the app: FastAPI matches a request level by
+    # level, and a router of routers adds a level to every request.
     for router in (
         health.router,
         agencies,
@@ -108,8 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         information_requests,
         bundles,
     ):
-        api.include_router(router)
-    application.include_router(api)
+        application.include_router(router, prefix="/api/v1")
     # Probes of load balancers and orchestrators look at the root.
     application.include_router(health.router, include_in_schema=False)
     return application

@@ -1,11 +1,13 @@
 """API clients: keys are shown once and stored only as a hash."""
 
+import asyncio
 import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -15,6 +17,7 @@ from app.auth.models import ApiClient, Scope
 from app.db import utcnow
 from app.errors import AppError
 from app.journal import CLI, Actor, record
+from app.reads import Reads
 
 KEY_PREFIX = "cak_"
 
@@ -51,9 +54,9 @@ _PRINCIPAL = (
 )
 
 
-def principal_for(conn: sa.Connection | Session, key_hash: str) -> Principal | None:
+async def read_principal(reads: Reads, key_hash: str) -> Principal | None:
     """The active client whose key has this hash, or None."""
-    row = conn.execute(_PRINCIPAL, {"key_hash": key_hash}).first()
+    row = await reads.first(_PRINCIPAL, {"key_hash": key_hash})
     if row is None:
         return None
     return Principal(row.id, row.agency_id, row.parent_id, frozenset(row.scopes))
@@ -64,13 +67,35 @@ class PrincipalCache:
 
     A revocation or a change of scopes, made by any worker or the CLI,
     takes effect once the entry expires (the default ttl is one second).
-    Unknown keys are never cached.
+    Unknown keys are never cached. Requests that miss the same key at once
+    share one lookup: when an entry expires under load, the database sees
+    one query, not one per waiting request.
     """
 
     def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, Principal]] = {}
+        # Keyed by event loop too: a task belongs to the loop that runs it.
+        self._loading: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[Principal | None]] = {}
+
+    async def load(
+        self, key_hash: str, fetch: Callable[[], Coroutine[Any, Any, Principal | None]]
+    ) -> Principal | None:
+        """The cached principal, or the one `fetch` finds (shared with concurrent misses)."""
+        principal = self.get(key_hash)
+        if principal is not None:
+            return principal
+        key = (asyncio.get_running_loop(), key_hash)
+        task = self._loading.get(key)
+        if task is None:
+            task = self._loading[key] = asyncio.ensure_future(fetch())
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        # Shielded: a waiter that goes away does not cancel the others' lookup.
+        principal = await asyncio.shield(task)
+        if principal is not None:
+            self.put(key_hash, principal)
+        return principal
 
     def get(self, key_hash: str) -> Principal | None:
         entry = self._entries.get(key_hash)
