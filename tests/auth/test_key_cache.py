@@ -48,3 +48,29 @@ def test_cache_expires_and_is_bounded() -> None:
     off = PrincipalCache(ttl=0)
     off.put("a", principal)
     assert off.get("a") is None
+
+
+def test_concurrent_misses_share_one_lookup_and_failures_are_not_cached() -> None:
+    import asyncio
+    import uuid
+
+    principal = Principal(uuid.uuid4(), uuid.uuid4(), None, frozenset({"read"}))
+    calls = 0
+
+    async def fetch() -> Principal:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls == 1:
+            raise ConnectionError("database down")
+        return principal
+
+    async def scenario() -> None:
+        cache = PrincipalCache(ttl=10)
+        failed = await asyncio.gather(*(cache.load("k", fetch) for _ in range(10)), return_exceptions=True)
+        assert calls == 1 and all(isinstance(r, ConnectionError) for r in failed)
+        found = await asyncio.gather(*(cache.load("k", fetch) for _ in range(10)))
+        assert calls == 2 and all(r is principal for r in found)
+        assert await cache.load("k", fetch) is principal and calls == 2  # now cached
+
+    asyncio.run(scenario())
