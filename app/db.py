@@ -164,19 +164,26 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     session = new_session(state.write_engine if write else state.read_engine)
     try:
         yield session
-        if write:
-            await run_in_threadpool(session.commit)
     except BaseException:
-        await run_in_threadpool(session.rollback)
+        await run_in_threadpool(_end, session, commit=False)
         raise
-    finally:
-        if write:
-            await run_in_threadpool(session.close)
+    if write:
+        await run_in_threadpool(_end, session, commit=True)  # one thread hop for both
+    else:
+        # A reader has no transaction open on PostgreSQL (autocommit) and
+        # a local file on SQLite: giving the connection back does no I/O
+        # worth a thread.
+        session.close()
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
         else:
-            # A reader has no transaction open on PostgreSQL (autocommit) and
-            # a local file on SQLite: giving the connection back does no I/O
-            # worth a thread.
-            session.close()
+            session.rollback()
+    finally:
+        session.close()
 
 
 # scope="function": the commit happens before the response is sent, so a

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
 
-from app.audit.service import append_entries
+from app.audit.service import AUDIT_HEAD, append_entries
 from app.db import utcnow
 from app.events.models import Event
 
@@ -69,10 +69,18 @@ def _lock(session: OrmSession) -> None:
     # (BEGIN IMMEDIATE, see app.db).
 
 
-def _append_events(session: OrmSession, changes: list[Change], at: datetime) -> None:
+# Both heads in one round trip: the journal lock is held until commit, so
+# every round trip under it is one that every other writer waits for.
+_HEADS = sa.select(
+    AUDIT_HEAD.c.seq,
+    AUDIT_HEAD.c.hash,
+    sa.select(sa.func.max(Event.seq)).scalar_subquery().label("event_seq"),
+).select_from(sa.select(sa.literal(1)).subquery().outerjoin(AUDIT_HEAD, sa.true()))
+
+
+def _append_events(session: OrmSession, changes: list[Change], at: datetime, last: int) -> None:
     if not changes:
         return
-    last = session.execute(sa.select(sa.func.max(Event.seq))).scalar_one_or_none() or 0
     rows = []
     for seq, change in enumerate(changes, start=last + 1):
         assert change.resource_id is not None, "an event names its resource"
@@ -99,9 +107,10 @@ def _write_journal(session: OrmSession) -> None:
         return
     session.flush()
     _lock(session)
+    heads = session.execute(_HEADS).one()
     at = utcnow()
-    append_entries(session, changes, at)
-    _append_events(session, [c for c in changes if c.emit_event], at)
+    append_entries(session, changes, at, heads.seq, heads.hash)
+    _append_events(session, [c for c in changes if c.emit_event], at, heads.event_seq or 0)
 
 
 @event.listens_for(OrmSession, "after_rollback")

@@ -66,16 +66,19 @@ def entry_hash(entry: HashedContent) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def append_entries(session: Session, changes: Sequence["Change"], at: datetime) -> None:
-    """Called with the journal lock held: the head cannot move under us.
+AUDIT_HEAD = sa.select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1).subquery()
+
+
+def append_entries(
+    session: Session, changes: Sequence["Change"], at: datetime, head_seq: int | None, head_hash: str | None
+) -> None:
+    """Called with the journal lock held and the head read under it
+    (AUDIT_HEAD; None for an empty chain): the chain cannot move under us.
 
     Rows go in with one executemany: a bundle import records tens of
     thousands of changes, and ORM objects would cost more than the hashing.
     """
-    head = session.execute(
-        sa.select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+    seq, prev = head_seq or 0, head_hash or GENESIS
     rows = []
     for change in changes:
         seq += 1
