@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from psycopg import sql as psycopg_sql
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel
@@ -189,3 +190,42 @@ def _end(session: Session, *, commit: bool) -> None:
 # scope="function": the commit happens before the response is sent, so a
 # failed commit becomes an error response, never a false success.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+# Below this many rows a multi-row INSERT costs about what COPY does.
+_COPY_FROM_ROWS = 100
+
+
+def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows (all with the same keys) in the session's transaction.
+
+    PostgreSQL: COPY, several times faster than SQLAlchemy's multi-row
+    INSERTs for the tens of thousands of rows of a bundle import and its
+    journal; values pass through the column types' own bind processors and
+    missing columns get their Python-side defaults, as with an INSERT.
+    Elsewhere: one executemany INSERT.
+    """
+    if not rows:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql" or len(rows) < _COPY_FROM_ROWS:
+        conn.execute(sa.insert(table), rows)
+        return
+    given = [name for name in rows[0] if name in table.c]  # extra keys are ignored, as by INSERT
+    defaulted = [c for c in table.columns if c.key not in rows[0] and c.default is not None]
+    columns = [table.c[name] for name in given] + defaulted
+    procs = [c.type.bind_processor(conn.dialect) for c in columns]
+
+    def default_of(column: sa.Column[Any]) -> Any:
+        default: Any = column.default
+        return default.arg(None) if default.is_callable else default.arg
+
+    copy_sql = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
+        psycopg_sql.Identifier(table.name),
+        psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(c.name) for c in columns),
+    )
+    driver: Any = conn.connection.driver_connection  # psycopg's Connection, in this transaction
+    with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        for row in rows:
+            values = [row[name] for name in given] + [default_of(c) for c in defaulted]
+            copy.write_row([proc(v) if proc else v for proc, v in zip(procs, values, strict=True)])

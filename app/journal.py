@@ -15,7 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
 
 from app.audit.service import AUDIT_HEAD, append_entries
-from app.db import utcnow
+from app.db import bulk_insert, utcnow
 from app.events.models import Event
 
 _JOURNAL = "caseapi_journal"
@@ -97,7 +97,7 @@ def _append_events(session: OrmSession, changes: list[Change], at: datetime, las
                 "at": at,
             }
         )
-    session.execute(sa.insert(Event.__table__), rows)  # type: ignore[attr-defined]
+    bulk_insert(session, Event.__table__, rows)  # type: ignore[attr-defined]
 
 
 @event.listens_for(OrmSession, "before_commit")

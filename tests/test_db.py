@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.agencies.models import Agency, AgencyKind
-from app.db import transaction
+from app.db import bulk_insert, transaction
 
 
 def test_sqlite_pragmas(engine: sa.Engine, backend: str) -> None:
@@ -72,3 +72,31 @@ def test_a_failed_commit_is_never_a_success(
     assert response.headers["content-type"] == "application/problem+json"
     monkeypatch.undo()
     assert client.get("/api/v1/cases", headers=lead.headers).json()["items"] == []
+
+
+@pytest.mark.parametrize("count", [3, 150])  # below and above the size where PostgreSQL switches to COPY
+def test_bulk_insert_stores_what_an_insert_would(engine: sa.Engine, count: int) -> None:
+    kyiv = timezone(timedelta(hours=3))
+    moment = datetime(2025, 9, 23, 6, 30, tzinfo=kyiv)
+    rows = [
+        # No id, version or updated_at: their defaults apply. "unknown" is not a column: ignored.
+        {
+            "code": f"BULK-{n}",
+            "name": f'Bulk\'s \t"{n}"\n',
+            "kind": AgencyKind.police,
+            "country": None,
+            "parent_id": None,
+            "created_at": moment,
+            "unknown": n,
+        }
+        for n in range(count)
+    ]
+    with transaction(engine, write=True) as session:
+        bulk_insert(session, Agency.__table__, rows)  # type: ignore[arg-type]
+    with transaction(engine, write=False) as session:
+        stored = session.execute(sa.select(Agency).where(Agency.code.like("BULK-%"))).scalars().all()
+    assert sorted(a.name for a in stored) == sorted(r["name"] for r in rows)
+    assert {a.kind for a in stored} == {AgencyKind.police}
+    assert {a.created_at for a in stored} == {moment}
+    assert {a.version for a in stored} == {1}
+    assert len({a.id for a in stored}) == count and all(a.updated_at for a in stored)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEntry, AuditVerification
 from app.auth.models import Scope
 from app.cases.models import Case
+from app.db import bulk_insert
 from app.pagination import PageParams, paginate
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def append_entries(
         }
         row["hash"] = prev = entry_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
         rows.append(row)
-    session.execute(sa.insert(AuditEntry.__table__), rows)  # type: ignore[attr-defined]
+    bulk_insert(session, AuditEntry.__table__, rows)  # type: ignore[attr-defined]
 
 
 def verify_chain(entries: Iterable[HashedStored]) -> AuditVerification:

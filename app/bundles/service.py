@@ -29,7 +29,7 @@ from app.bundles.models import (
     BundleSeizedItem,
 )
 from app.cases.models import Case
-from app.db import utcnow
+from app.db import bulk_insert, utcnow
 from app.detainees.models import PERSONAL_FIELDS, Detainee
 from app.detainees.service import one_year_after, present, require_personal_scope
 from app.errors import conflict, invalid
@@ -278,9 +278,7 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
         (CustodyEvent, custody),
         (Detainee, detainees),
     ):
-        if rows:
-            # Core executemany: one batched INSERT per table, no ORM object per row.
-            session.execute(sa.insert(model.__table__), rows)  # type: ignore[attr-defined]
+        bulk_insert(session, model.__table__, rows)  # type: ignore[attr-defined]
 
     _journal(session, p, case, locations=locations, items=items, custody=custody, detainees=detainees)
     return case
