@@ -112,15 +112,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Each router straight on the app: FastAPI matches a request level by
     # level, and a router of routers adds a level to every request.
+    # The routers agency tools poll most come first: a request is matched
+    # against the routes in order (no two of them match the same path).
     for router in (
+        cases,
+        evidence,
+        events,
         health.router,
         agencies,
-        cases,
         participants,
         locations,
-        evidence,
         detainees,
-        events,
         audit,
         information_requests,
         bundles,
