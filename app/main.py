@@ -1,6 +1,7 @@
 """create_app(): routers under /api/v1, problem+json errors, local docs assets."""
 
 import ctypes
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -54,6 +55,7 @@ def _limit_malloc_arenas() -> None:
         pass  # not glibc: nothing to tune
 
 
+@functools.cache  # once per process, however many apps it starts (tests start hundreds)
 def _tune_garbage_collector() -> None:
     """Keep the collector's pauses out of the latency tail.
 
