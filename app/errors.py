@@ -8,7 +8,6 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from psycopg_pool import PoolTimeout
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -330,8 +329,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(sa_exc.TimeoutError)
-    @app.exception_handler(PoolTimeout)
-    async def _pool_exhausted(_: Request, exc: sa_exc.TimeoutError | PoolTimeout) -> JSONResponse:
+    async def _pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
         log.warning("no database connection free: %s", exc)
         return problem_response(
             503,
