@@ -1,5 +1,6 @@
 """Engine, column types and the one transaction every request or command runs in."""
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,7 +12,6 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from psycopg import sql as psycopg_sql
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel
 
 SQLModel.metadata.naming_convention = {
@@ -70,7 +70,17 @@ def str_enum(enum_cls: type[Enum], name: str) -> sa.Enum:
     )
 
 
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+def _file_identity(path: str | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _sqlite_on_connect(dbapi_conn: Any, record: Any) -> None:
     # The driver's own transaction handling is turned off so that the
     # "begin" hook below decides between BEGIN and BEGIN IMMEDIATE.
     dbapi_conn.isolation_level = None
@@ -80,7 +90,20 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     # FULL: an acknowledged commit survives a power loss, not just a crash.
     cur.execute("PRAGMA synchronous=FULL")
+    path = cur.execute("PRAGMA database_list").fetchone()[2] or None  # None: in memory
     cur.close()
+    record.info["caseapi_file"] = (path, _file_identity(path))
+
+
+def _sqlite_on_checkout(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    # A pooled connection keeps the file it opened even after the file is
+    # moved away or replaced (a volume unmounted, a backup restored): it
+    # would go on serving a database that is no longer the configured one.
+    # Such a connection is dropped, and the new one fails (503) or opens
+    # what is at the path now.
+    path, identity = record.info["caseapi_file"]
+    if path is not None and _file_identity(path) != identity:
+        raise sa.exc.DisconnectionError("the database file moved or was replaced")
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
@@ -94,10 +117,17 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
 
 def create_db_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 5.0) -> Engine:
     if url.startswith("sqlite"):
-        # A file database is cheap to open; NullPool avoids sharing a
-        # connection across threads.
-        engine = sa.create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+        # Pooled: opening the file and setting its pragmas costs more than
+        # most reads. A connection is used by one thread at a time.
+        engine = sa.create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=pool_timeout,
+            connect_args={"check_same_thread": False},
+        )
         sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "checkout", _sqlite_on_checkout)
         sa.event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     return sa.create_engine(
@@ -199,7 +229,7 @@ _COPY_FROM_ROWS = 100
 def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert many rows (all with the same keys) in the session's transaction.
 
-    PostgreSQL: COPY, several times faster than SQLAlchemy's multi-row
+    PostgreSQL through psycopg: COPY, several times faster than SQLAlchemy's multi-row
     INSERTs for the tens of thousands of rows of a bundle import and its
     journal; values pass through the column types' own bind processors and
     missing columns get their Python-side defaults, as with an INSERT.
@@ -208,7 +238,7 @@ def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
     if not rows:
         return
     conn = session.connection()
-    if conn.dialect.name != "postgresql" or len(rows) < _COPY_FROM_ROWS:
+    if conn.dialect.driver != "psycopg" or len(rows) < _COPY_FROM_ROWS:
         conn.execute(sa.insert(table), rows)
         return
     given = [name for name in rows[0] if name in table.c]  # extra keys are ignored, as by INSERT

@@ -12,8 +12,9 @@ builder), whose values are all bind parameters:
   a READ COMMITTED transaction. Parameters and results pass through the
   column types' own SQLAlchemy processors, so rows hold exactly the values
   the ORM would give.
-- SQLite: the statement runs on the sync engine in a worker thread (a
-  local file: there is no round trip to save).
+- SQLite (and PostgreSQL through another driver than psycopg): the
+  statement runs on the sync engine in a worker thread (for SQLite, a local
+  file: there is no round trip to save).
 
 Everything that writes, and every other read, uses the ORM session
 (app.db). Both ways share the statements and the access rules (app.access).
@@ -195,7 +196,8 @@ async def _run(engine: AsyncEngine, sql: str, values: dict[str, Any]) -> list[Tu
 
 
 def create_reads(engine: sa.Engine, *, size: int, timeout: float) -> Reads:
-    if engine.dialect.name == "postgresql":
+    # Another PostgreSQL driver than psycopg (3) has no async twin here: it reads as SQLite does.
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return PostgresReads(engine, size=size, timeout=timeout)
     return EngineReads(engine)
 
