@@ -118,11 +118,12 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
 def create_db_engine(url: str, *, pool_size: int = 20, pool_timeout: float = 5.0) -> Engine:
     if url.startswith("sqlite"):
         # Pooled: opening the file and setting its pragmas costs more than
-        # most reads. A connection is used by one thread at a time.
+        # most reads. A connection is used by one thread at a time, and no
+        # more are open than requests are admitted (each holds its page cache).
         engine = sa.create_engine(
             url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=0,
             pool_timeout=pool_timeout,
             connect_args={"check_same_thread": False},
         )
