@@ -17,6 +17,7 @@ def test_sqlite_pragmas(engine: sa.Engine, backend: str) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -256  # KiB, per pooled connection
 
 
 def test_aware_utc_round_trip(engine: sa.Engine) -> None:
