@@ -25,7 +25,7 @@ from app.errors import conflict
 from app.evidence.models import SeizedItem
 from app.http import public
 from app.locations.models import Location
-from app.pagination import PageParams, keyset, keyset_params, page_of
+from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
 from app.reads import Reads
 
@@ -94,9 +94,7 @@ async def list_cases(
         "pattern": f"%{_escape_like(q)}%" if q else None,
         "participant": participant,
     }
-    values |= keyset_params(params, scope="cases", keys=CASE_KEYS)
-    rows = await reads.all(stmt, values)
-    page, cursor = page_of(rows, params, scope="cases", key_of=lambda r: (r.created_at, r.id))
+    page, cursor = await read_page(reads, stmt, values, params, scope="cases", keys=CASE_KEYS)
     return [to_public(row, "full" if row.full else "summary") for row in page], cursor
 
 
