@@ -336,6 +336,34 @@ def test_import_records_each_row_in_feed_and_audit(
     ]
 
 
+def test_a_large_import_keeps_the_audit_chain_and_the_feed_whole(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller
+) -> None:
+    """Enough rows that PostgreSQL writes them, their audit entries and events with COPY."""
+    case_id = build_case(client, lead, partner, items=1)
+    bundle = export(client, lead, case_id)
+    bundle["case"]["reference"] = "COPY-LARGE"
+    [item] = bundle["seized_items"]
+    bundle["seized_items"] = [{**copy.deepcopy(item), "id": str(uuid.uuid4())} for _ in range(120)]
+    new_id = import_(client, lead, bundle).json()["id"]
+    assert client.get("/api/v1/audit/verify", headers=lead.headers).json()["ok"] is True
+    feed = walk(client, "/api/v1/events", lead.headers, limit=200)
+    seqs = [e["seq"] for e in feed]
+    assert seqs == sorted(set(seqs))
+    mine = [e["type"] for e in feed if e["case_id"] == new_id]
+    assert mine.count("seized_item.created") == 120
+    assert mine.count("custody_event.created") == 120 * len(item["custody"])
+    items = walk(client, f"/api/v1/cases/{new_id}/seized-items", lead.headers, limit=200)
+    assert [x["description"] for x in items] == [item["description"]] * 120
+    with engine.connect() as conn:
+        actions = (
+            conn.execute(sa.select(AuditEntry.action).where(AuditEntry.case_id == uuid.UUID(new_id)))
+            .scalars()
+            .all()
+        )
+    assert actions.count("seized_item.created") == 120
+
+
 def test_import_idempotency(client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller) -> None:
     case_id = build_case(client, lead, partner, items=1)
     bundle = export(client, lead, case_id)
