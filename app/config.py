@@ -1,10 +1,14 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A setting the service cannot run with; the message names it, in one line."""
 
 
 class Settings(BaseSettings):
@@ -23,10 +27,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # A bundle is a whole case in one document: a 10 000-item case is about 4 MiB.
     max_bundle_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-    # Signs list cursors so that a garbled or hand-made one is refused.
-    # Visibility never depends on it: a forged cursor can only move a
-    # caller within what it may already see.
-    cursor_secret: str = "caseapi-cursor-v1"
+    # The audit chain's HMAC key and the cursors' signing key (app.secrets):
+    # never in the source, never in the database.
+    audit_key: SecretStr | None = None
+    cursor_secret: SecretStr | None = None
+    # Where an SQLite instance keeps the keys it generated when none is set.
+    key_file: Path = Path("./caseapi.key")
     seed_dir: Path = PROJECT_ROOT / "seed"
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # uvicorn's line per request. Off by default: the audit trail records

@@ -18,6 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from app.config import get_settings
 from app.errors import AppError
 from app.reads import Reads
+from app.secrets import cursor_key
 
 T = TypeVar("T")
 
@@ -61,7 +62,7 @@ _DECODERS: dict[type, Callable[[Any], Any]] = {
 
 
 def _sign(payload: bytes) -> str:
-    key = get_settings().cursor_secret.encode()
+    key = cursor_key(get_settings())
     return hmac.new(key, payload, hashlib.sha256).hexdigest()[:24]
 
 

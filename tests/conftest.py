@@ -34,6 +34,11 @@ from app.config import Settings  # noqa: E402
 from app.db import create_db_engine, transaction  # noqa: E402
 from app.main import create_app  # noqa: E402
 
+# The server's secrets as an operator sets them (app.secrets); tests that are
+# about a missing or wrong key pass their own settings.
+os.environ.setdefault("CASEAPI_AUDIT_KEY", "test-audit-key-" + "0" * 32)
+os.environ.setdefault("CASEAPI_CURSOR_SECRET", "test-cursor-secret-" + "0" * 32)
+
 POSTGRES_URL = os.environ.get("CASEAPI_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 

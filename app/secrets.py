@@ -1,0 +1,65 @@
+"""The server's secrets: the audit chain's key and the key that signs list cursors.
+
+Neither lives in the source nor in the database: someone who can write to
+the database must not be able to forge an audit entry or a cursor.
+
+`CASEAPI_AUDIT_KEY` keys the audit chain; `CASEAPI_CURSOR_SECRET`, when
+set, signs cursors, else a key derived from the audit key does. On
+PostgreSQL (a production database, reached by several hosts) the audit key
+must be set: every worker on every host has to hold the same one. On
+SQLite (one host) an unset key is generated once into `CASEAPI_KEY_FILE`,
+readable by its owner only, so that a demo is keyed without a setting.
+"""
+
+import hashlib
+import hmac
+import os
+import secrets
+from functools import cache
+from pathlib import Path
+
+from app.config import ConfigError, Settings
+
+
+def _key_file(path: Path) -> bytes:
+    """The key stored at `path`, created at random on first use.
+
+    O_EXCL: of several workers starting at once, one creates the file and
+    the others read what it wrote.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if len(key) < 32:
+            raise ConfigError(f"CASEAPI_KEY_FILE: {path} holds no key (delete it for a new one)") from None
+        return key.encode()
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key.encode()
+
+
+@cache
+def _audit_key(audit_key: str | None, database_url: str, key_file: Path) -> bytes:
+    if audit_key:
+        return audit_key.encode()
+    if not database_url.startswith("sqlite"):
+        raise ConfigError(
+            "CASEAPI_AUDIT_KEY is not set: a server on PostgreSQL needs the audit chain's key "
+            "(the same on every host; e.g. `python3 -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
+    return _key_file(key_file)
+
+
+def audit_key(settings: Settings) -> bytes:
+    """The key of the audit chain's HMAC."""
+    secret = settings.audit_key.get_secret_value() if settings.audit_key else None
+    return _audit_key(secret, settings.database_url, settings.key_file.resolve())
+
+
+def cursor_key(settings: Settings) -> bytes:
+    """The key that signs list cursors."""
+    if settings.cursor_secret:
+        return settings.cursor_secret.get_secret_value().encode()
+    return hmac.new(audit_key(settings), b"caseapi cursor signing v1", hashlib.sha256).digest()
