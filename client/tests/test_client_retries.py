@@ -1,6 +1,7 @@
 """Retries: 429 and 503 after Retry-After, and a create whose answer was lost,
 against a live server behind a transport that misbehaves on purpose."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 import sqlalchemy as sa
-from caseapi_client import Client, RateLimited, RetryPolicy, ServiceUnavailable
+from caseapi_client import AsyncClient, Client, RateLimited, RetryPolicy, ServiceUnavailable
 from caseapi_client._core import retry_after
 
 from tests.conftest import Caller
@@ -119,3 +120,31 @@ def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # already past
     assert retry_after("soon") is None
     assert retry_after(None) is None
+
+
+def test_the_async_client_retries_as_the_sync_one_does(
+    live_server: str, kz: Caller, engine: sa.Engine
+) -> None:
+    sent: list[httpx.Request] = []
+
+    class AsyncFlaky(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            if len(sent) == 1:
+                return problem(503, **{"Retry-After": "1"})
+            return await self.inner.handle_async_request(request)
+
+    reference = f"KZ-UA-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> None:
+        async with AsyncClient(live_server, kz.key, transport=AsyncFlaky()) as client:
+            await client.cases.create(reference=reference, title="Kyiv")
+
+    started = time.monotonic()
+    asyncio.run(scenario())
+    assert time.monotonic() - started >= 1.0
+    assert count_cases(engine, reference) == 1
+    assert len(sent) == 2 and sent[0].headers["idempotency-key"] == sent[1].headers["idempotency-key"]
