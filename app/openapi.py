@@ -273,7 +273,7 @@ def problem_codes(method: str, operation: dict[str, Any]) -> set[int]:
     return codes
 
 
-def _problem(doc: dict[str, Any], code: int, operation: dict[str, Any], kept: str | None) -> dict[str, Any]:
+def _problem(code: int, operation: dict[str, Any], kept: str | None) -> dict[str, Any]:
     description = kept or _PROBLEM_DESCRIPTIONS[code]
     if code == 409:
         reasons = [CONFLICTS[operation["operationId"]]] if operation["operationId"] in CONFLICTS else []
@@ -322,7 +322,7 @@ def _complete_operation(doc: dict[str, Any], method: str, operation: dict[str, A
     for code in sorted(wanted):
         # A route's own description of a status (the readiness probe's 503) is kept.
         kept = responses.get(str(code), {}).get("description")
-        responses[str(code)] = _problem(doc, code, operation, kept if code != 422 else None)
+        responses[str(code)] = _problem(code, operation, kept if code != 422 else None)
 
 
 def complete(doc: dict[str, Any]) -> dict[str, Any]:
