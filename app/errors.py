@@ -18,7 +18,6 @@ security_log = logging.getLogger("caseapi.security")
 PROBLEM_JSON = "application/problem+json"
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-SAFE_HTTP_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _TITLES = {
     400: "Bad Request",
@@ -140,128 +139,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "title": "Problem",
-    "description": "RFC 9457 problem details",
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "description": "On a 422: what is wrong, and where",
-            "items": {
-                "type": "object",
-                "required": ["loc", "msg"],
-                "properties": {
-                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
-                    "msg": {"type": "string"},
-                    "type": {"type": ["string", "null"]},
-                },
-            },
-        },
-    },
-}
-
-_PROBLEM_DESCRIPTIONS = {
-    400: "Malformed JSON or a garbled cursor",
-    401: "Missing, unknown or revoked API key",
-    403: "The key lacks the scope, or the agency the role, this action needs",
-    404: "No such resource, or one the caller may not see",
-    409: "The change conflicts with the current state",
-    412: "If-Match does not name the current version",
-    413: "The request body is too large",
-    422: "The request does not match the schema or a rule",
-    428: "If-Match is required",
-    503: "The database is unavailable",
-}
-_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
-
-
-def problem_responses(method: str, *, secured: bool, has_body: bool) -> dict[int, dict[str, Any]]:
-    """The problem+json responses an operation can give, whatever its router.
-
-    Every route can meet a bad request, a missing resource, invalid input
-    and an unavailable database; the rest depends on the method, on
-    authentication and on whether the operation takes a body.
-    """
-    codes = {400, 404, 422, 503}
-    if secured:
-        codes |= {401, 403}
-    if method.upper() not in SAFE_HTTP_METHODS:
-        codes.add(409)
-    if method.upper() in ("PATCH", "PUT", "DELETE"):
-        codes |= {412, 428}
-    if has_body:
-        codes.add(413)
-    responses: dict[int, dict[str, Any]] = {}
-    for code in sorted(codes):
-        response: dict[str, Any] = {
-            "description": _PROBLEM_DESCRIPTIONS[code],
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-        if code == 401:
-            response["headers"] = {
-                "WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}
-            }
-        responses[code] = response
-    return responses
-
-
-def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
-    """Add the problem+json responses to every operation of an OpenAPI document.
-
-    FastAPI documents its own 422 as application/json with a `detail`
-    list; the error handlers below answer every error as problem+json, so
-    that entry is replaced, and FastAPI's validation schemas go with it.
-    """
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["Problem"] = PROBLEM_SCHEMA
-    for path_item in schema.get("paths", {}).values():
-        for method, operation in path_item.items():
-            if method.upper() not in _METHODS:
-                continue
-            responses = operation.setdefault("responses", {})
-            documented = problem_responses(
-                method,
-                secured=bool(operation.get("security")),
-                has_body="requestBody" in operation,
-            )
-            for code, response in documented.items():
-                existing = responses.get(str(code), {})
-                # A route's own description of the status (e.g. a 503 of the
-                # readiness probe) is kept; only the body shape is set.
-                if "description" in existing:
-                    response = {**response, "description": existing["description"]}
-                responses[str(code)] = response
-    if _FASTAPI_VALIDATION_SCHEMAS[0] not in json.dumps(schema.get("paths", {})):
-        for name in _FASTAPI_VALIDATION_SCHEMAS:
-            components.pop(name, None)
-    return schema
-
-
-def install_problem_docs(app: FastAPI) -> None:
-    """Make /openapi.json document the problem+json responses of every route.
-
-    Wraps `app.openapi`, which FastAPI builds lazily on the first request,
-    so routers included after this call are covered too.
-    """
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = document_problems(build())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    install_problem_docs(app)
-
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         if exc.status in (401, 403):

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 import app.journal  # noqa: F401  (installs the audit/event hook on every session)
-from app import health
+from app import health, openapi
 from app.admission import AdmissionLimit
 from app.agencies.router import router as agencies
 from app.audit.router import router as audit
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     engine = create_db_engine(
         settings.database_url,
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     install_error_handlers(application)
+    openapi.install(application)
     application.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

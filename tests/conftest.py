@@ -8,6 +8,9 @@ back, every table is emptied after each test.
 """
 
 import os
+import socket
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
@@ -106,6 +110,28 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
 def client(application: FastAPI) -> Iterator[TestClient]:
     with TestClient(application, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, engine: sa.Engine) -> Iterator[str]:
+    """The base URL of the app served by uvicorn on a free port over the test
+    database, for clients that speak real HTTP. An app of its own: the hot
+    reads' pool belongs to the event loop that serves it."""
+    served = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(served, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the live server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
+    served.state.engine.dispose()
 
 
 @pytest.fixture

@@ -13,16 +13,21 @@ from app.pagination import Page, PageDep
 router = APIRouter(prefix="/agencies", tags=["agencies"])
 
 
-@router.get("", response_model=Page[AgencyPublic])
+@router.get("", response_model=Page[AgencyPublic], summary="List the agencies")
 def list_agencies(session: SessionDep, _: Reader, page: PageDep) -> Page[AgencyPublic]:
+    """Scope `read`. The directory of agencies is open to every key, whatever cases they take part in."""
     items, cursor = service.list_agencies(session, page)
     return Page(items=[AgencyPublic.model_validate(a) for a in items], next_cursor=cursor)
 
 
-@router.post("", status_code=201, response_model=AgencyPublic)
+@router.post("", status_code=201, response_model=AgencyPublic, summary="Register an agency")
 def create_agency(
     request: Request, session: SessionDep, p: Admin, body: AgencyCreate, idem: IdempotencyDep
 ) -> Response:
+    """Scope `admin`. `parent_id` is set here and changed only on the host (`caseapi agency`): it decides
+    who reads AMBER cases. Honours `Idempotency-Key`.
+    """
+
     def create() -> Response:
         agency = service.create_agency(session, p, body)
         return created(
@@ -34,14 +39,15 @@ def create_agency(
     return create_once(session, p, idem, create)
 
 
-@router.get("/{agency_id}", response_model=AgencyPublic)
+@router.get("/{agency_id}", response_model=AgencyPublic, summary="Read an agency")
 def get_agency(session: SessionDep, _: Reader, agency_id: uuid.UUID, response: Response) -> AgencyPublic:
+    """Scope `read`. Every agency is visible to every key; an unknown id answers 404."""
     agency = service.get_agency(session, agency_id)
     with_etag(response, agency.version)
     return AgencyPublic.model_validate(agency)
 
 
-@router.patch("/{agency_id}", response_model=AgencyPublic)
+@router.patch("/{agency_id}", response_model=AgencyPublic, summary="Change an agency")
 def update_agency(
     request: Request,
     session: SessionDep,
@@ -50,6 +56,7 @@ def update_agency(
     body: AgencyUpdate,
     response: Response,
 ) -> AgencyPublic:
+    """Scope `admin`. Needs `If-Match`. `parent_id` cannot change over HTTP. An unknown id answers 404."""
     agency = service.get_agency(session, agency_id, for_update=True)
     check_if_match(request, agency.version)
     agency = service.update_agency(session, p, agency, body)

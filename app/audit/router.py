@@ -24,7 +24,7 @@ async def _auditor(principal: Annotated[Principal, Depends(current_principal)]) 
 Auditor = Annotated[Principal, Depends(_auditor)]
 
 
-@router.get("", response_model=Page[AuditEntryPublic])
+@router.get("", response_model=Page[AuditEntryPublic], summary="Read the audit trail")
 def list_entries(
     session: SessionDep,
     p: Auditor,
@@ -32,11 +32,18 @@ def list_entries(
     case_id: uuid.UUID | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[AuditEntryPublic]:
-    """Admin: every entry. Others: what their agency did, and what was done to cases it leads."""
+    """Scope `admin`: every entry. Scope `read`: what the caller's agency did, and what was done to cases it
+    leads. Filters `case_id` and `action`; entries the caller may not see are left out.
+    """
     items, cursor = service.list_entries(session, p, page, case_id=case_id, action=action)
     return Page(items=[AuditEntryPublic.model_validate(e) for e in items], next_cursor=cursor)
 
 
-@router.get("/verify", response_model=AuditVerification)
+@router.get(
+    "/verify", response_model=AuditVerification, summary="Verify the audit chain", operation_id="audit.verify"
+)
 def verify(session: SessionDep, _: Auditor) -> AuditVerification:
+    """Scope `read` or scope `admin`. Recomputes the hash chain: `ok`, the number of entries, and the
+    head hash to record somewhere the database administrators cannot write.
+    """
     return service.verify(session)

@@ -15,20 +15,34 @@ from app.idempotency.service import IdempotencyDep, create_once
 router = APIRouter(tags=["case bundles"])
 
 
-@router.get("/cases/{case_id}/bundle", response_model=Bundle)
+@router.get(
+    "/cases/{case_id}/bundle",
+    response_model=Bundle,
+    summary="Export a case as one document",
+    operation_id="cases.bundle",
+)
 def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: Purpose = None) -> Bundle:
-    """The case and everything under it as one document (full access only).
-
-    Detainees' personal data is included only for a client with the
-    `personal_data` scope that sends `X-Purpose`; the disclosure is audited.
+    """Scope `read`; full access to the case. The case and everything under it, with `bundle_version: 1`.
+    `full_name`, `date_of_birth` and `id_document` are returned only to a key with `personal_data` that
+    sends `X-Purpose` (the disclosure is audited); otherwise they are null and `personal_data_redacted` is
+    true. A case the caller may not see answers 404, exactly as one that does not exist.
     """
     case = access.readable_case(session, p, case_id)
     return service.export_case(session, p, case, purpose=purpose)
 
 
-@router.post("/bundles", status_code=201, response_model=CasePublic)
+@router.post(
+    "/bundles",
+    status_code=201,
+    response_model=CasePublic,
+    summary="Import a case bundle",
+    operation_id="bundles.import",
+)
 def import_bundle(session: SessionDep, p: Writer, body: Bundle, idem: IdempotencyDep) -> Response:
-    """Import a bundle as a new case led by the caller's agency: all of it, or on any error nothing."""
+    """Scope `write` (and `personal_data` to import personal data). A new case led by the caller's agency
+    with new ids for every row: all of it, or on any error 422 and nothing. Participants are not carried
+    over. Honours `Idempotency-Key`.
+    """
 
     def create() -> Response:
         case = service.import_bundle(session, p, body)

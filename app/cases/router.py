@@ -23,7 +23,7 @@ from app.reads import ReadsDep
 router = APIRouter(prefix="/cases", tags=["cases"])
 
 
-@router.get("", response_model=Page[CasePublic])
+@router.get("", response_model=Page[CasePublic], summary="List the cases the caller sees")
 async def list_cases(
     reads: ReadsDep,
     p: Reader,
@@ -33,16 +33,24 @@ async def list_cases(
     handling_code: HandlingCode | None = None,
     participant: Annotated[str | None, Query(max_length=40, description="An agency code")] = None,
 ) -> Response:
+    """Scope `read`. Every case the caller's agency takes part in (or reads as a sub-agency of a participant
+    under TLP:AMBER), and TLP:GREEN and TLP:CLEAR cases of other agencies with `"access": "summary"`. Cases
+    the caller may not see are left out, never counted or hinted at.
+    """
     items, cursor = await service.list_cases(
         reads, p, page, status=status, q=q, handling_code=handling_code, participant=participant
     )
     return ok(Page(items=items, next_cursor=cursor))
 
 
-@router.post("", status_code=201, response_model=CasePublic)
+@router.post("", status_code=201, response_model=CasePublic, summary="Open a case")
 def create_case(
     request: Request, session: SessionDep, p: Writer, body: CaseCreate, idem: IdempotencyDep
 ) -> Response:
+    """Scope `write`. The caller's agency becomes the case's lead. `reference` is unique per lead agency.
+    Honours `Idempotency-Key`.
+    """
+
     def create() -> Response:
         case = service.create_case(session, p, body)
         return created(
@@ -52,13 +60,17 @@ def create_case(
     return create_once(session, p, idem, create)
 
 
-@router.get("/{case_id}", response_model=CasePublic)
+@router.get("/{case_id}", response_model=CasePublic, summary="Read a case")
 async def get_case(reads: ReadsDep, p: Reader, case_id: uuid.UUID) -> Response:
+    """Scope `read`. Participants (and, under TLP:AMBER, their sub-agencies) read it in full; under
+    TLP:GREEN and TLP:CLEAR every agency reads its own fields (`"access": "summary"`). A case the caller may
+    not see answers 404, exactly as one that does not exist.
+    """
     acc = await access.read_case_access(reads, p, case_id)
     return ok(service.to_public(acc.case, acc.level), version=acc.case.version)
 
 
-@router.patch("/{case_id}", response_model=CasePublic)
+@router.patch("/{case_id}", response_model=CasePublic, summary="Change a case")
 def update_case(
     request: Request,
     session: SessionDep,
@@ -67,6 +79,9 @@ def update_case(
     body: CaseUpdate,
     response: Response,
 ) -> CasePublic:
+    """Scope `write`; role lead or partner. Only the lead changes the handling code. Needs `If-Match`. A
+    case the caller may not see answers 404, exactly as one that does not exist.
+    """
     acc = access.writable_case(session, p, case_id, for_update=True)
     check_if_match(request, acc.case.version)
     case = service.update_case(session, p, acc, body)
@@ -74,8 +89,12 @@ def update_case(
     return service.to_public(case, "full")
 
 
-@router.delete("/{case_id}", status_code=204)
+@router.delete("/{case_id}", status_code=204, summary="Delete an empty case")
 def delete_case(request: Request, session: SessionDep, p: Writer, case_id: uuid.UUID) -> Response:
+    """Scope `write`; role lead. Only a case that holds no locations, seized items or detainees (409
+    otherwise: close it instead). Needs `If-Match`. A case the caller may not see answers 404, exactly as
+    one that does not exist.
+    """
     acc = access.writable_case(session, p, case_id, for_update=True)
     access.require_lead(acc, "Only the lead agency deletes a case.")
     check_if_match(request, acc.case.version)
@@ -83,6 +102,15 @@ def delete_case(request: Request, session: SessionDep, p: Writer, case_id: uuid.
     return Response(status_code=204)
 
 
-@router.get("/{case_id}/summary", response_model=CaseSummary)
+@router.get(
+    "/{case_id}/summary",
+    response_model=CaseSummary,
+    summary="Count what a case holds",
+    operation_id="cases.summary",
+)
 def case_summary(session: SessionDep, p: Reader, case_id: uuid.UUID) -> CaseSummary:
+    """Scope `read`; full access to the case. Locations, seized items by category (sum of known quantities
+    and how many are unknown), detainees by custody status. A case the caller may not see answers 404,
+    exactly as one that does not exist.
+    """
     return service.summarize(session, access.readable_case(session, p, case_id))

@@ -14,7 +14,9 @@ from app.pagination import Page, PageDep
 router = APIRouter(tags=["detainees"])
 
 
-@router.get("/cases/{case_id}/detainees", response_model=Page[DetaineePublic])
+@router.get(
+    "/cases/{case_id}/detainees", response_model=Page[DetaineePublic], summary="List a case's detainees"
+)
 def list_detainees(
     session: SessionDep,
     p: Reader,
@@ -23,13 +25,20 @@ def list_detainees(
     purpose: Purpose = None,
     review_overdue: bool | None = None,
 ) -> Page[DetaineePublic]:
+    """Scope `read`; full access to the case. `review_overdue=true` lists those whose retention review is
+    past due. `full_name`, `date_of_birth` and `id_document` are returned only to a key with `personal_data`
+    that sends `X-Purpose` (the disclosure is audited); otherwise they are null and `personal_data_redacted`
+    is true. A case the caller may not see answers 404, exactly as one that does not exist.
+    """
     access.readable_case(session, p, case_id)
     rows, cursor = service.list_detainees(session, case_id, page, review_overdue=review_overdue)
     items = service.present(session, p, purpose, rows, case_id=case_id, resource_id=None)
     return Page(items=items, next_cursor=cursor)
 
 
-@router.post("/cases/{case_id}/detainees", status_code=201, response_model=DetaineePublic)
+@router.post(
+    "/cases/{case_id}/detainees", status_code=201, response_model=DetaineePublic, summary="Record a detainee"
+)
 def create_detainee(
     session: SessionDep,
     p: Writer,
@@ -38,6 +47,10 @@ def create_detainee(
     idem: IdempotencyDep,
     purpose: Purpose = None,
 ) -> Response:
+    """Scope `write`; role lead or partner; writing personal data needs `personal_data` too. `review_due`
+    defaults to one year after `detained_at`. Honours `Idempotency-Key`. A case the caller may not see
+    answers 404, exactly as one that does not exist.
+    """
     access.writable_case(session, p, case_id)
 
     def create() -> Response:
@@ -48,7 +61,7 @@ def create_detainee(
     return create_once(session, p, idem, create)
 
 
-@router.get("/detainees/{detainee_id}", response_model=DetaineePublic)
+@router.get("/detainees/{detainee_id}", response_model=DetaineePublic, summary="Read a detainee")
 def get_detainee(
     session: SessionDep,
     p: Reader,
@@ -56,6 +69,11 @@ def get_detainee(
     response: Response,
     purpose: Purpose = None,
 ) -> DetaineePublic:
+    """Scope `read`; full access to its case. `full_name`, `date_of_birth` and `id_document` are returned
+    only to a key with `personal_data` that sends `X-Purpose` (the disclosure is audited); otherwise they
+    are null and `personal_data_redacted` is true. A detainee of a case the caller may not see answers 404,
+    exactly as one that does not exist.
+    """
     detainee = access.readable_child(session, p, Detainee, detainee_id)
     with_etag(response, detainee.version)
     [public] = service.present(
@@ -64,7 +82,7 @@ def get_detainee(
     return public
 
 
-@router.patch("/detainees/{detainee_id}", response_model=DetaineePublic)
+@router.patch("/detainees/{detainee_id}", response_model=DetaineePublic, summary="Change a detainee")
 def update_detainee(
     request: Request,
     session: SessionDep,
@@ -74,6 +92,9 @@ def update_detainee(
     response: Response,
     purpose: Purpose = None,
 ) -> DetaineePublic:
+    """Scope `write`; role lead or partner; writing personal data needs `personal_data` too. Needs `If-
+    Match`. A detainee of a case the caller may not see answers 404, exactly as one that does not exist.
+    """
     detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)
     detainee = service.update_detainee(session, p, detainee, body)
@@ -84,8 +105,11 @@ def update_detainee(
     return public
 
 
-@router.delete("/detainees/{detainee_id}", status_code=204)
+@router.delete("/detainees/{detainee_id}", status_code=204, summary="Delete a detainee")
 def delete_detainee(request: Request, session: SessionDep, p: Writer, detainee_id: uuid.UUID) -> Response:
+    """Scope `write`; role lead or partner. Needs `If-Match`. A detainee of a case the caller may not see
+    answers 404, exactly as one that does not exist.
+    """
     detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)
     service.delete_detainee(session, p, detainee)

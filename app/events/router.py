@@ -13,7 +13,7 @@ from app.reads import ReadsDep
 router = APIRouter(prefix="/events", tags=["events"])
 
 
-@router.get("", response_model=Page[EventPublic])
+@router.get("", response_model=Page[EventPublic], summary="Follow the event feed")
 async def list_events(
     reads: ReadsDep,
     p: Reader,
@@ -25,10 +25,10 @@ async def list_events(
         ),
     ] = None,
 ) -> Response:
-    """The events of what the caller may see now, in `seq` order, each once.
+    """Scope `read`. The events of what the caller may see now, in `seq` order, each once.
 
-    `next_cursor` is null at the end of the feed; to keep polling, come back
-    with `after=<the last seq you saw>`.
+    `next_cursor` is null at the end of the feed; to keep polling, come back with `after=<the last seq you
+    saw>`. Events of records the caller may not see are left out.
     """
     if after is not None and page.cursor is not None:
         raise invalid(["query", "after"], "Give either after or cursor, not both.")

@@ -24,19 +24,35 @@ from app.reads import ReadsDep
 router = APIRouter(tags=["seized items"])
 
 
-@router.get("/cases/{case_id}/seized-items", response_model=Page[SeizedItemPublic])
+@router.get(
+    "/cases/{case_id}/seized-items",
+    response_model=Page[SeizedItemPublic],
+    summary="List a case's seized items",
+)
 async def list_items(
     reads: ReadsDep, p: Reader, case_id: uuid.UUID, page: PageDep, category: Category | None = None
 ) -> Response:
+    """Scope `read`; full access to the case. Filter by `category`. A case the caller may not see answers
+    404, exactly as one that does not exist.
+    """
     await access.read_readable_case(reads, p, case_id)
     items, cursor = await service.list_items(reads, case_id, page, category=category)
     return ok(Page(items=[public(SeizedItemPublic, x) for x in items], next_cursor=cursor))
 
 
-@router.post("/cases/{case_id}/seized-items", status_code=201, response_model=SeizedItemPublic)
+@router.post(
+    "/cases/{case_id}/seized-items",
+    status_code=201,
+    response_model=SeizedItemPublic,
+    summary="Record a seized item",
+)
 def create_item(
     session: SessionDep, p: Writer, case_id: uuid.UUID, body: SeizedItemCreate, idem: IdempotencyDep
 ) -> Response:
+    """Scope `write`; role lead or partner. The seizure becomes the first event of the item's chain of
+    custody. Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as one that does
+    not exist.
+    """
     access.writable_case(session, p, case_id)
 
     def create() -> Response:
@@ -50,13 +66,16 @@ def create_item(
     return create_once(session, p, idem, create)
 
 
-@router.get("/seized-items/{item_id}", response_model=SeizedItemPublic)
+@router.get("/seized-items/{item_id}", response_model=SeizedItemPublic, summary="Read a seized item")
 def get_item(session: SessionDep, p: Reader, item_id: uuid.UUID) -> Response:
+    """Scope `read`; full access to its case. An item of a case the caller may not see answers 404, exactly
+    as one that does not exist.
+    """
     item = access.readable_child(session, p, SeizedItem, item_id)
     return ok(public(SeizedItemPublic, item), version=item.version)
 
 
-@router.patch("/seized-items/{item_id}", response_model=SeizedItemPublic)
+@router.patch("/seized-items/{item_id}", response_model=SeizedItemPublic, summary="Change a seized item")
 def update_item(
     request: Request,
     session: SessionDep,
@@ -65,6 +84,10 @@ def update_item(
     body: SeizedItemUpdate,
     response: Response,
 ) -> SeizedItemPublic:
+    """Scope `write`; role lead or partner. The custodian and status change only through custody events.
+    Needs `If-Match`. An item of a case the caller may not see answers 404, exactly as one that does not
+    exist.
+    """
     item, _ = access.writable_child(session, p, SeizedItem, item_id)
     check_if_match(request, item.version)
     item = service.update_item(session, p, item, body)
@@ -72,8 +95,12 @@ def update_item(
     return SeizedItemPublic.model_validate(item)
 
 
-@router.delete("/seized-items/{item_id}", status_code=204)
+@router.delete("/seized-items/{item_id}", status_code=204, summary="Delete a seized item")
 def delete_item(request: Request, session: SessionDep, p: Writer, item_id: uuid.UUID) -> Response:
+    """Scope `write`; role lead or partner. Only while its chain of custody holds nothing but the seizure
+    (409 otherwise: record `returned` or `destroyed`). Needs `If-Match`. An item of a case the caller may
+    not see answers 404, exactly as one that does not exist.
+    """
     item, _ = access.writable_child(session, p, SeizedItem, item_id)
     check_if_match(request, item.version)
     service.delete_item(session, p, item)
@@ -81,11 +108,17 @@ def delete_item(request: Request, session: SessionDep, p: Writer, item_id: uuid.
 
 
 @router.get(
-    "/seized-items/{item_id}/custody", response_model=Page[CustodyEventPublic], tags=["chain of custody"]
+    "/seized-items/{item_id}/custody",
+    response_model=Page[CustodyEventPublic],
+    tags=["chain of custody"],
+    summary="List an item's chain of custody",
 )
 def custody_chain(
     session: SessionDep, p: Reader, item_id: uuid.UUID, page: PageDep
 ) -> Page[CustodyEventPublic]:
+    """Scope `read`; full access to the item's case. The events in order. An item of a case the caller may
+    not see answers 404, exactly as one that does not exist.
+    """
     access.readable_child(session, p, SeizedItem, item_id)
     events, cursor = service.custody_chain(session, item_id, page)
     return Page(items=[CustodyEventPublic.model_validate(e) for e in events], next_cursor=cursor)
@@ -96,6 +129,7 @@ def custody_chain(
     status_code=201,
     response_model=CustodyEventPublic,
     tags=["chain of custody"],
+    summary="Append a custody event",
 )
 def add_custody_event(
     session: SessionDep,
@@ -104,6 +138,10 @@ def add_custody_event(
     body: CustodyEventCreate,
     idem: IdempotencyDep,
 ) -> Response:
+    """Scope `write`; role lead or partner. Events are never changed or deleted; a transfer starts at the
+    current custodian and moves the item to the receiving agency. Honours `Idempotency-Key`. An item of a
+    case the caller may not see answers 404, exactly as one that does not exist.
+    """
     item, _ = access.writable_child(session, p, SeizedItem, item_id)
 
     def create() -> Response:
@@ -118,11 +156,17 @@ def add_custody_event(
 
 
 @router.get(
-    "/seized-items/{item_id}/custody/{event_id}", response_model=CustodyEventPublic, tags=["chain of custody"]
+    "/seized-items/{item_id}/custody/{event_id}",
+    response_model=CustodyEventPublic,
+    tags=["chain of custody"],
+    summary="Read one custody event",
 )
 def get_custody_event(
     session: SessionDep, p: Reader, item_id: uuid.UUID, event_id: uuid.UUID
 ) -> CustodyEventPublic:
+    """Scope `read`; full access to the item's case. An item of a case the caller may not see answers 404,
+    exactly as one that does not exist.
+    """
     access.readable_child(session, p, SeizedItem, item_id)
     event = service.get_custody_event(session, item_id, event_id)
     if event is None:

@@ -16,19 +16,25 @@ router = APIRouter(prefix="/cases/{case_id}/participants", tags=["participants"]
 _LEAD_ONLY = "Only the lead agency changes the participants."
 
 
-@router.get("", response_model=Page[ParticipantPublic])
+@router.get("", response_model=Page[ParticipantPublic], summary="List a case's participants")
 def list_participants(
     session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep
 ) -> Page[ParticipantPublic]:
+    """Scope `read`; full access to the case. A case the caller may not see answers 404, exactly as one that
+    does not exist.
+    """
     access.readable_case(session, p, case_id)
     items, cursor = service.list_participants(session, case_id, page)
     return Page(items=items, next_cursor=cursor)
 
 
-@router.post("", status_code=201, response_model=ParticipantPublic)
+@router.post("", status_code=201, response_model=ParticipantPublic, summary="Add an agency to a case")
 def add_participant(
     session: SessionDep, p: Writer, case_id: uuid.UUID, body: ParticipantCreate, idem: IdempotencyDep
 ) -> Response:
+    """Scope `write`; role lead. The role is `partner` or `observer`. Honours `Idempotency-Key`. A case the
+    caller may not see answers 404, exactly as one that does not exist.
+    """
     acc = access.writable_case(session, p, case_id, for_update=True)
     access.require_lead(acc, _LEAD_ONLY)
 
@@ -43,17 +49,20 @@ def add_participant(
     return create_once(session, p, idem, create)
 
 
-@router.get("/{agency_id}", response_model=ParticipantPublic)
+@router.get("/{agency_id}", response_model=ParticipantPublic, summary="Read a participant")
 def get_participant(
     session: SessionDep, p: Reader, case_id: uuid.UUID, agency_id: uuid.UUID, response: Response
 ) -> ParticipantPublic:
+    """Scope `read`; full access to the case. A case the caller may not see answers 404, exactly as one that
+    does not exist.
+    """
     access.readable_case(session, p, case_id)
     participant = service.get_participant(session, case_id, agency_id)
     with_etag(response, participant.version)
     return service.to_public(participant, service.agency_code(session, agency_id))
 
 
-@router.patch("/{agency_id}", response_model=ParticipantPublic)
+@router.patch("/{agency_id}", response_model=ParticipantPublic, summary="Change a participant's role")
 def change_role(
     request: Request,
     session: SessionDep,
@@ -63,6 +72,9 @@ def change_role(
     body: ParticipantUpdate,
     response: Response,
 ) -> ParticipantPublic:
+    """Scope `write`; role lead. The lead's own role cannot change. Needs `If-Match`. A case the caller may
+    not see answers 404, exactly as one that does not exist.
+    """
     acc = access.writable_case(session, p, case_id)
     access.require_lead(acc, _LEAD_ONLY)
     participant = service.get_participant(session, case_id, agency_id, for_update=True)
@@ -72,10 +84,13 @@ def change_role(
     return public
 
 
-@router.delete("/{agency_id}", status_code=204)
+@router.delete("/{agency_id}", status_code=204, summary="Remove an agency from a case")
 def remove_participant(
     request: Request, session: SessionDep, p: Writer, case_id: uuid.UUID, agency_id: uuid.UUID
 ) -> Response:
+    """Scope `write`; role lead. The lead cannot be removed. Needs `If-Match`. A case the caller may not see
+    answers 404, exactly as one that does not exist.
+    """
     acc = access.writable_case(session, p, case_id)
     access.require_lead(acc, _LEAD_ONLY)
     participant = service.get_participant(session, case_id, agency_id, for_update=True)

@@ -21,7 +21,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.auth.models import Scope
-from app.errors import document_problems
 from tests.conftest import Caller, make_caller
 from tests.trust.world import World, build_world
 
@@ -31,36 +30,12 @@ CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance,
 MAX_EXAMPLES = 25
 
 
-def _documented(application: FastAPI) -> dict[str, Any]:
-    """The served OpenAPI document, with the problem+json responses even
-    before main.py installs the hook (document_problems is idempotent)."""
-    return document_problems(application.openapi())
-
-
-def test_openapi_documents_problem_responses(client: TestClient, application: FastAPI) -> None:
-    served = client.get("/openapi.json").json()
-    doc = _documented(application)
-    assert served == doc, "app.errors.install_problem_docs is not installed"
-    assert doc["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status", "detail"]
-    for path, item in doc["paths"].items():
-        for method, op in item.items():
-            codes = set(op["responses"])
-            assert {"400", "404", "422", "503"} <= codes, (method, path)
-            assert op["responses"]["422"]["content"].keys() == {"application/problem+json"}
-            if op.get("security"):
-                assert {"401", "403"} <= codes, (method, path)
-            if method in ("patch", "delete"):
-                assert {"409", "412", "428"} <= codes, (method, path)
-            if "requestBody" in op:
-                assert "413" in codes, (method, path)
-
-
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     client: TestClient, application: FastAPI, engine: sa.Engine, lead: Caller, partner: Caller
 ) -> None:
     world = build_world(client, lead, partner)
     caller = make_caller(engine, lead.agency_code, *Scope)
-    doc = _documented(application)
+    doc = application.openapi()
     schema = schemathesis.openapi.from_dict(doc)
     failures: Counter[str] = Counter()
     examples: dict[str, str] = {}
