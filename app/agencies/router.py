@@ -51,6 +51,7 @@ def update_agency(
     response: Response,
 ) -> AgencyPublic:
     agency = service.get_agency(session, agency_id, for_update=True)
+    service.require_managed(session, p, agency)
     check_if_match(request, agency.version)
     agency = service.update_agency(session, p, agency, body)
     with_etag(response, agency.version)
