@@ -29,10 +29,11 @@ from app.bundles.models import (
     BundleSeizedItem,
 )
 from app.cases.models import Case
+from app.cases.service import require_reference_free
 from app.db import bulk_insert, utcnow
 from app.detainees.models import Detainee
 from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
-from app.errors import conflict, invalid
+from app.errors import invalid
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
 from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
 from app.journal import record
@@ -202,9 +203,7 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
     chains = [_replay_chain(item, ["body", "seized_items", n]) for n, item in enumerate(bundle.seized_items)]
     for det in bundle.detainees:
         require_personal_scope(p, personal_fields_set(det))
-    reference = bundle.case.reference
-    if session.execute(sa.select(Case.id).where(Case.reference == reference)).first():
-        raise conflict(f"A case with reference {reference!r} exists.")
+    require_reference_free(session, p.agency_id, bundle.case.reference)
 
     now = utcnow()
     # Rows get creation times a microsecond apart in bundle order: lists are
