@@ -3,7 +3,7 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from app.agencies import service
-from app.agencies.models import AgencyCreate, AgencyPublic, AgencyUpdate
+from app.agencies.models import Agency, AgencyCreate, AgencyPublic, AgencyUpdate
 from app.auth.deps import Admin, Reader
 from app.db import SessionDep
 from app.http import api_path, check_if_match, created, with_etag
@@ -23,15 +23,20 @@ def list_agencies(session: SessionDep, _: Reader, page: PageDep) -> Page[AgencyP
 def create_agency(
     request: Request, session: SessionDep, p: Admin, body: AgencyCreate, idem: IdempotencyDep
 ) -> Response:
-    def create() -> Response:
-        agency = service.create_agency(session, p, body)
+    def respond(agency: Agency) -> Response:
         return created(
             AgencyPublic.model_validate(agency),
             location=api_path("agencies", agency.id),
             version=agency.version,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_agency(session, p, body)),
+        lambda agency_id: respond(service.get_agency(session, agency_id)),
+    )
 
 
 @router.get("/{agency_id}", response_model=AgencyPublic)

@@ -7,9 +7,9 @@ from app.auth.deps import Reader, Writer
 from app.bundles import service
 from app.bundles.models import Bundle
 from app.cases.models import CasePublic
-from app.cases.service import to_public
+from app.cases.service import created_case, replay_created_case
 from app.db import SessionDep
-from app.http import Purpose, api_path, created
+from app.http import Purpose
 from app.idempotency.service import IdempotencyDep, create_once
 
 router = APIRouter(tags=["case bundles"])
@@ -30,8 +30,10 @@ def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: P
 def import_bundle(session: SessionDep, p: Writer, body: Bundle, idem: IdempotencyDep) -> Response:
     """Import a bundle as a new case led by the caller's agency: all of it, or on any error nothing."""
 
-    def create() -> Response:
-        case = service.import_bundle(session, p, body)
-        return created(to_public(case, "full"), location=api_path("cases", case.id), version=case.version)
-
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: created_case(service.import_bundle(session, p, body)),
+        lambda case_id: replay_created_case(session, p, case_id),
+    )

@@ -40,12 +40,17 @@ def create_detainee(
 ) -> Response:
     access.writable_case(session, p, case_id)
 
-    def create() -> Response:
-        detainee = service.create_detainee(session, p, case_id, body)
+    def respond(detainee: Detainee) -> Response:
         [public] = service.present(session, p, purpose, [detainee], case_id=case_id)
         return created(public, location=api_path("detainees", detainee.id), version=detainee.version)
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_detainee(session, p, case_id, body)),
+        lambda detainee_id: respond(access.readable_child(session, p, Detainee, detainee_id)),
+    )
 
 
 @router.get("/detainees/{detainee_id}", response_model=DetaineePublic)
