@@ -2,11 +2,15 @@
 so no API key may move an agency in it, place a new one under another agency, or
 rewrite another agency's record."""
 
+import time
+
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.agencies.models import Agency
 from app.auth.models import Scope
+from app.config import Settings
+from app.main import create_app
 from tests.conftest import Caller, make_caller
 from tests.trust.world import World, build_world
 
@@ -98,3 +102,26 @@ def test_an_admin_cannot_rewrite_another_agencys_record(
         f"{API}/agencies/{attacker.agency_id}", json={"name": "Honest"}, headers=attacker.h(if_match='"1"')
     )
     assert own.status_code == 200, own.text
+
+
+def test_a_host_change_of_the_hierarchy_reaches_cached_keys_within_the_ttl(
+    settings: Settings, engine: sa.Engine, lead: Caller, partner: Caller
+) -> None:
+    """The key cache holds the caller's parent too: when the host moves a sub-agency
+    away from a participant, its cached keys lose the AMBER case as a revoked key
+    would (CASEAPI_AUTH_CACHE_SECONDS, at most one second), not later."""
+    sub = make_caller(engine, "UA-PARTNER-CYBER", Scope.read, parent_id=partner.agency_id)
+    cached = create_app(settings.model_copy(update={"auth_cache_seconds": 0.5}))
+    with TestClient(cached) as client:
+        world = build_world(client, lead, partner, handling_code="TLP:AMBER")
+        url = f"{API}/cases/{world.case_id}/locations"
+        assert client.get(url, headers=sub.headers).status_code == 200
+        with engine.begin() as conn:
+            t = Agency.__table__  # type: ignore[attr-defined]
+            conn.execute(t.update().where(t.c.id == sub.agency_id).values(parent_id=None))
+        moved = time.monotonic()
+        while client.get(url, headers=sub.headers).status_code == 200:
+            assert time.monotonic() - moved < 1.0, "a cached key kept its old parent"
+            time.sleep(0.05)
+        assert client.get(url, headers=sub.headers).status_code == 404
+    cached.state.engine.dispose()
