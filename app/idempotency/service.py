@@ -26,8 +26,8 @@ from app.db import utcnow
 from app.errors import AppError
 from app.idempotency.models import IdempotencyRecord
 
-# Records purged per creating POST: more than keys are created at, so the
-# table shrinks back to its time to live, and a bounded cost per request.
+# Expired records removed per creating POST. Each such POST adds at most one
+# record, so expired ones cannot pile up, and no request pays for a backlog.
 PURGE_BATCH = 100
 
 _EXPIRED = (
