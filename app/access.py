@@ -190,22 +190,26 @@ C = TypeVar("C", bound=CaseChild)
 
 @functools.cache
 def _child_statement(model: type[CaseChild], *, for_update: bool) -> sa.Select[Any]:
-    """The row, its case and the caller's access to the case, in one statement.
-
-    One round trip whether the row is missing or hidden: a hidden id must
-    not answer measurably slower than a random one (a second query only for
-    rows that exist would tell them apart).
+    """The row and its case, only when the caller sees the case in full, with
+    the caller's role: one statement, and a hidden row answers as a missing
+    one does, no row at all. A second query only for rows that exist, or
+    more work for the rows found, would let a prober time one against the other.
     """
     own_role = (
         sa.select(Participant.role)
         .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
         .scalar_subquery()
     )
-    parent_in = _is_participant(Case.id, sa.bindparam("parent_id"))
+    full = sa.or_(
+        _is_participant(Case.id, sa.bindparam("agency_id")),
+        sa.and_(
+            Case.handling_code == HandlingCode.amber, _is_participant(Case.id, sa.bindparam("parent_id"))
+        ),
+    )
     stmt = (
-        sa.select(model, Case, own_role.label("role"), parent_in.label("parent_in"))
+        sa.select(model, Case, own_role.label("role"))
         .join(Case, Case.id == model.case_id)
-        .where(model.id == sa.bindparam("child_id"))
+        .where(model.id == sa.bindparam("child_id"), full)
     )
     return stmt.with_for_update(of=model) if for_update else stmt  # type: ignore[arg-type]
 
@@ -216,9 +220,9 @@ def _child(
     """The row and full access to its case; 404 (the row's) when missing or not fully visible."""
     stmt = _child_statement(model, for_update=for_update)  # type: ignore[arg-type]
     row = session.execute(stmt, principal_params(p) | {"child_id": child_id}).first()
-    role = Role(row.role) if row is not None and row.role is not None else None
-    if row is None or level_of(row.Case, role, bool(row.parent_in)) != "full":
+    if row is None:
         raise not_found(model.__tablename__)  # type: ignore[attr-defined]
+    role = Role(row.role) if row.role is not None else None
     return row[0], CaseAccess(case=row.Case, level="full", role=role)
 
 
