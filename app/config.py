@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
     auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
+    # A client with this many 404s on id routes within the window is reported
+    # to the security log (app.probes), and again at each further multiple.
+    probe_log_threshold: int = Field(default=20, ge=1)
+    probe_log_window_seconds: float = Field(default=60.0, gt=0)
 
 
 @lru_cache

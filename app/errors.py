@@ -12,6 +12,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.probes import note_not_found
+
 log = logging.getLogger("caseapi")
 security_log = logging.getLogger("caseapi.security")
 
@@ -144,6 +146,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         if exc.status in (401, 403):
             _log_denied(request, exc)
+        elif exc.status == 404:
+            note_not_found(request)
         return problem_response(
             exc.status,
             exc.detail,

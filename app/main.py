@@ -28,6 +28,7 @@ from app.evidence.router import router as evidence
 from app.limits import BodySizeLimit
 from app.locations.router import router as locations
 from app.participants.router import router as participants
+from app.probes import ProbeCounter
 from app.reads import create_reads
 from app.requests.router import router as information_requests
 
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine, size=settings.read_pool_size, timeout=settings.pool_timeout_seconds
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
+    application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)
     install_error_handlers(application)
     openapi.install(application)
     application.add_middleware(

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.agencies.models import Agency, AgencyCreate
-from app.cases.models import Case, CaseCreate
+from app.cases.models import Case, CaseCreate, reference_key
 from app.crud import add_recorded
 from app.detainees.models import Detainee, DetaineeCreate
 from app.detainees.service import one_year_after
@@ -75,12 +75,17 @@ def _agency(codes: dict[str, uuid.UUID], code: str | None) -> uuid.UUID | None:
 def _load_case(session: Session, doc: dict[str, Any], codes: dict[str, uuid.UUID]) -> int:
     spec = doc["case"]
     ref = spec["reference"]
-    existing = session.execute(sa.select(Case.id).where(Case.reference == ref)).scalar_one_or_none()
+    # References are unique per lead agency: another agency's case of the same
+    # reference is not the article's.
+    lead_id = codes[spec["lead"]]
+    existing = session.execute(
+        sa.select(Case.id).where(Case.lead_agency_id == lead_id, Case.reference_key == reference_key(ref))
+    ).scalar_one_or_none()
     case_id = existing or seed_id("case", ref)
     added = 0
     if existing is None:
         data = CaseCreate.model_validate(_data(spec, "lead"))
-        case = Case.model_validate(data, update={"id": case_id, "lead_agency_id": codes[spec["lead"]]})
+        case = Case.model_validate(data, update={"id": case_id, "lead_agency_id": lead_id})
         added += _add(session, case, "case", case_id)
     members = [{"agency": spec["lead"], "role": Role.lead}, *doc.get("participants", [])]
     for member in members:

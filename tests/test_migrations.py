@@ -1,6 +1,7 @@
 """The schema comes from Alembic alone: one head, models and migrations agree,
 and the migrations go down and up again, on every backend."""
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
+import app.db
 from app import migrate
 from app.db import create_db_engine
 from tests.conftest import POSTGRES_URL, _fresh_postgres
@@ -65,3 +67,55 @@ def test_upgrade_downgrade_upgrade(blank_engine: sa.Engine) -> None:
         migrate.upgrade(conn)
     assert set(SQLModel.metadata.tables) <= set(sa.inspect(blank_engine).get_table_names())
     assert _differences(blank_engine) == []
+
+
+def _old_case(conn: sa.Connection, agency_id: uuid.UUID, reference: str) -> None:
+    conn.execute(
+        sa.text(
+            'INSERT INTO "case" (id, reference, title, status, handling_code, offence_types, '
+            "modus_operandi, victim_regions, lead_agency_id, version, created_at, updated_at) "
+            "VALUES (:id, :ref, 'T', 'open', 'TLP:AMBER', '[]', '[]', '[]', :lead, 1, :now, :now)"
+        ).bindparams(
+            sa.bindparam("id", type_=sa.Uuid()),
+            sa.bindparam("lead", type_=sa.Uuid()),
+            sa.bindparam("now", type_=app.db.UTCDateTime()),
+        ),
+        {"id": uuid.uuid4(), "ref": reference, "lead": agency_id, "now": app.db.utcnow()},
+    )
+
+
+def _old_agency(conn: sa.Connection, code: str) -> uuid.UUID:
+    agency_id = uuid.uuid4()
+    conn.execute(
+        sa.text(
+            "INSERT INTO agency (id, code, name, kind, version, created_at, updated_at) "
+            "VALUES (:id, :code, 'N', 'police', 1, :now, :now)"
+        ).bindparams(sa.bindparam("id", type_=sa.Uuid()), sa.bindparam("now", type_=app.db.UTCDateTime())),
+        {"id": agency_id, "code": code, "now": app.db.utcnow()},
+    )
+    return agency_id
+
+
+def test_0002_fills_the_reference_key_of_existing_cases(blank_engine: sa.Engine) -> None:
+    with blank_engine.begin() as conn:
+        migrate.upgrade(conn, "0001")
+        kz = _old_agency(conn, "KZ")
+        _old_case(conn, kz, "\uff32\uff25\uff26-1")  # REF-1 in full-width letters
+        _old_case(conn, kz, "Straße-2")
+    with blank_engine.begin() as conn:
+        migrate.upgrade(conn)
+    with blank_engine.connect() as conn:
+        keys = set(conn.execute(sa.text('SELECT reference_key FROM "case"')).scalars())
+    assert keys == {"ref-1", "strasse-2"}
+
+
+def test_0002_refuses_twins_it_cannot_tell_apart(blank_engine: sa.Engine) -> None:
+    """Two cases of one lead whose references differ only in case: the migration
+    names them rather than picking one."""
+    with blank_engine.begin() as conn:
+        migrate.upgrade(conn, "0001")
+        kz = _old_agency(conn, "KZ")
+        _old_case(conn, kz, "REF-1")
+        _old_case(conn, kz, "ref-1")
+    with pytest.raises(RuntimeError, match="REF-1"), blank_engine.begin() as conn:
+        migrate.upgrade(conn)

@@ -139,3 +139,31 @@ def test_seeded_case_summary_over_http(client: TestClient, engine: sa.Engine, se
     assert summary["detainees"] == {"in_custody": 5, "detained": 4}
     # The seed is audited like any change, and the chain holds.
     assert client.get("/api/v1/audit/verify", headers=kz.headers).json()["ok"] is True
+
+
+def test_another_agencys_case_of_the_same_reference_is_left_alone(
+    client: TestClient, engine: sa.Engine, settings: Settings
+) -> None:
+    """References are unique per lead agency: an instance where another agency already
+    uses the article's reference still gets the article's case, and that agency's
+    case gets none of its participants or rows."""
+    other = make_caller(engine, "XX-OTHER", Scope.read, Scope.write)
+    created = client.post(
+        "/api/v1/cases", json={"reference": REFERENCE, "title": "Ours"}, headers=other.headers
+    )
+    assert created.status_code == 201
+    with transaction(engine, write=True) as session:
+        seed.load(session, settings.seed_dir)
+    with engine.connect() as conn:
+        leads = conn.execute(
+            sa.select(Agency.code)
+            .join(Case, Case.lead_agency_id == Agency.id)
+            .where(Case.reference == REFERENCE)
+        ).scalars()
+        assert sorted(leads) == ["KZ-MVD", "XX-OTHER"]
+    ours = client.get(f"/api/v1/cases/{created.json()['id']}/participants", headers=other.headers).json()
+    assert [p["agency_code"] for p in ours["items"]] == ["XX-OTHER"]
+    assert (
+        client.get(f"/api/v1/cases/{created.json()['id']}/summary", headers=other.headers).json()["locations"]
+        == 0
+    )

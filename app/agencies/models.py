@@ -48,13 +48,15 @@ class AgencyCreate(AgencyBase, RequestModel):
 
 
 class AgencyUpdate(UpdateModel):
+    """No parent_id: the hierarchy decides who reads AMBER cases, so no API key
+    changes it (it is set at creation; the host changes it with `caseapi agency`)."""
+
     not_nullable = frozenset({"code", "name", "kind"})
 
     code: AgencyCode | None = None
     name: AgencyName | None = None
     country: CountryCode | None = None
     kind: AgencyKind | None = None
-    parent_id: uuid.UUID | None = None
 
 
 class AgencyPublic(AgencyBase):

@@ -3,7 +3,7 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from app.agencies import service
-from app.agencies.models import AgencyCreate, AgencyPublic, AgencyUpdate
+from app.agencies.models import Agency, AgencyCreate, AgencyPublic, AgencyUpdate
 from app.auth.deps import Admin, Reader
 from app.db import SessionDep
 from app.http import api_path, check_if_match, created, with_etag
@@ -28,15 +28,20 @@ def create_agency(
     who reads AMBER cases. Honours `Idempotency-Key`.
     """
 
-    def create() -> Response:
-        agency = service.create_agency(session, p, body)
+    def respond(agency: Agency) -> Response:
         return created(
             AgencyPublic.model_validate(agency),
             location=api_path("agencies", agency.id),
             version=agency.version,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_agency(session, p, body)),
+        lambda agency_id: respond(service.get_agency(session, agency_id)),
+    )
 
 
 @router.get("/{agency_id}", response_model=AgencyPublic, summary="Read an agency")
@@ -58,6 +63,7 @@ def update_agency(
 ) -> AgencyPublic:
     """Scope `admin`. Needs `If-Match`. `parent_id` cannot change over HTTP. An unknown id answers 404."""
     agency = service.get_agency(session, agency_id, for_update=True)
+    service.require_managed(session, p, agency)
     check_if_match(request, agency.version)
     agency = service.update_agency(session, p, agency, body)
     with_etag(response, agency.version)

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 from app.agencies.models import Agency, AgencyCreate, AgencyUpdate
 from app.auth.service import Principal
 from app.crud import add_recorded, update_recorded
-from app.errors import conflict, invalid, not_found
+from app.errors import conflict, forbidden, invalid, not_found
 from app.journal import CLI
 from app.pagination import PageParams, paginate
 
@@ -41,34 +41,52 @@ def _check_code_free(session: Session, code: str, agency_id: uuid.UUID | None) -
         raise conflict(f"An agency with code {code!r} exists.")
 
 
-def _check_parent(session: Session, agency_id: uuid.UUID | None, parent_id: uuid.UUID) -> None:
-    """The parent exists and is not the agency itself or one of its descendants."""
-    seen: set[uuid.UUID] = set()
+def _ancestry(session: Session, parent_id: uuid.UUID) -> list[uuid.UUID]:
+    """The parent and its ancestors, nearest first; 422 when the parent does not exist."""
+    chain: list[uuid.UUID] = []
     current: uuid.UUID | None = parent_id
     while current is not None:
-        if current == agency_id or current in seen:
-            raise invalid(["body", "parent_id"], "An agency cannot be its own ancestor.")
-        seen.add(current)
+        if current in chain:  # a cycle written on the host: never loop on it
+            raise invalid(["body", "parent_id"], "The parent's hierarchy has a cycle.")
+        chain.append(current)
         parent = session.get(Agency, current)
         if parent is None:
             raise invalid(["body", "parent_id"], "No agency with this id.")
         current = parent.parent_id
+    return chain
 
 
 def create_agency(session: Session, p: Principal | None, data: AgencyCreate) -> Agency:
+    """`p` None is the host (CLI), which places an agency anywhere in the hierarchy.
+
+    An admin key places a new agency only under its own agency or one of its
+    sub-agencies: a sub-agency reads the AMBER cases its parent takes part
+    in, so a key placing one under another agency would hand whoever gets
+    the new agency's keys that agency's cases.
+    """
     _check_code_free(session, data.code, None)
     if data.parent_id is not None:
-        _check_parent(session, None, data.parent_id)
+        ancestry = _ancestry(session, data.parent_id)
+        if p is not None and p.agency_id not in ancestry:
+            raise forbidden("An admin key creates agencies under its own agency only.")
     agency = Agency.model_validate(data)
     add_recorded(session, agency, p.actor if p else CLI, resource_type="agency", case_id=None)
     return agency
+
+
+def require_managed(session: Session, p: Principal, agency: Agency) -> None:
+    """An admin key changes the records of its own agency and of the agencies
+    under it only: another agency's code names it to every agency (filters,
+    the CLI), and its name and kind are that agency's to state."""
+    if agency.id == p.agency_id:
+        return
+    if agency.parent_id is None or p.agency_id not in _ancestry(session, agency.parent_id):
+        raise forbidden("An admin key changes its own agency and the agencies under it only.")
 
 
 def update_agency(session: Session, p: Principal, agency: Agency, data: AgencyUpdate) -> Agency:
     changes = data.changes()
     if "code" in changes:
         _check_code_free(session, changes["code"], agency.id)
-    if changes.get("parent_id") is not None:
-        _check_parent(session, agency.id, changes["parent_id"])
     update_recorded(session, agency, changes, p.actor, resource_type="agency", case_id=None)
     return agency

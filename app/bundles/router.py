@@ -7,9 +7,9 @@ from app.auth.deps import Reader, Writer
 from app.bundles import service
 from app.bundles.models import Bundle
 from app.cases.models import CasePublic
-from app.cases.service import to_public
+from app.cases.service import created_case, replay_created_case
 from app.db import SessionDep
-from app.http import Purpose, api_path, created
+from app.http import Purpose
 from app.idempotency.service import IdempotencyDep, create_once
 
 router = APIRouter(tags=["case bundles"])
@@ -44,8 +44,10 @@ def import_bundle(session: SessionDep, p: Writer, body: Bundle, idem: Idempotenc
     over. Honours `Idempotency-Key`.
     """
 
-    def create() -> Response:
-        case = service.import_bundle(session, p, body)
-        return created(to_public(case, "full"), location=api_path("cases", case.id), version=case.version)
-
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: created_case(service.import_bundle(session, p, body)),
+        lambda case_id: replay_created_case(session, p, case_id),
+    )

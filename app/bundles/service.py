@@ -29,10 +29,11 @@ from app.bundles.models import (
     BundleSeizedItem,
 )
 from app.cases.models import Case
+from app.cases.service import require_reference_free
 from app.db import bulk_insert, utcnow
-from app.detainees.models import PERSONAL_FIELDS, Detainee
-from app.detainees.service import one_year_after, present, require_personal_scope
-from app.errors import conflict, invalid
+from app.detainees.models import Detainee
+from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
+from app.errors import invalid
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
 from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
 from app.journal import record
@@ -68,9 +69,7 @@ def export_case(session: Session, p: Principal, case: Case, *, purpose: str | No
         .order_by(CustodyEvent.seized_item_id, CustodyEvent.seq)
     ).scalars():
         chains[event.seized_item_id].append(event)
-    detainees = present(
-        session, p, purpose, _ordered(session, Detainee, case.id), case_id=case.id, resource_id=None
-    )
+    detainees = present(session, p, purpose, _ordered(session, Detainee, case.id), case_id=case.id)
 
     def fields(model: type[Any], row: Any) -> dict[str, Any]:
         return {name: getattr(row, name) for name in model.model_fields if hasattr(row, name)}
@@ -203,10 +202,8 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
     _require_agencies(session, bundle)
     chains = [_replay_chain(item, ["body", "seized_items", n]) for n, item in enumerate(bundle.seized_items)]
     for det in bundle.detainees:
-        require_personal_scope(p, det.model_dump(include=set(PERSONAL_FIELDS)))
-    reference = bundle.case.reference
-    if session.execute(sa.select(Case.id).where(Case.reference == reference)).first():
-        raise conflict(f"A case with reference {reference!r} exists.")
+        require_personal_scope(p, personal_fields_set(det))
+    require_reference_free(session, p.agency_id, bundle.case.reference)
 
     now = utcnow()
     # Rows get creation times a microsecond apart in bundle order: lists are

@@ -1,9 +1,11 @@
+import unicodedata
 import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
@@ -33,7 +35,10 @@ Tags = list[ShortText]  # type: ignore[valid-type]
 
 
 class CaseBase(SQLModel):
-    reference: Reference = Field(sa_type=sa.String(100), description="Unique case reference")
+    reference: Reference = Field(
+        sa_type=sa.String(100),
+        description="Unique among the lead agency's cases, ignoring case and Unicode compatibility forms",
+    )
     title: Title = Field(sa_type=sa.String(300))
     summary: LongText | None = Field(default=None, sa_type=sa.Text)
     status: CaseStatus = Field(default=CaseStatus.open, sa_type=str_enum(CaseStatus, "status"))
@@ -52,18 +57,35 @@ class CaseBase(SQLModel):
     closed_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
 
 
+def reference_key(reference: str) -> str:
+    """The form in which two references are the same one: NFKC and case-folded
+    (Unicode's NFKC_Casefold), so `REF-1`, `ref-1` and `REF-1` in full-width letters
+    are one reference. Case folding can undo NFKC, hence the second pass."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", reference).casefold())
+
+
 class Case(CaseBase, table=True):
     __tablename__ = "case"
     __table_args__ = (
-        sa.UniqueConstraint("reference"),
+        # References are the lead agency's own numbering: unique per lead, never
+        # across agencies (a refusal would tell one agency another's references).
+        sa.Index("ux_case_lead_agency_id_reference_key", "lead_agency_id", "reference_key", unique=True),
         sa.Index("ix_case_created_at_id", "created_at", "id"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     lead_agency_id: uuid.UUID = Field(foreign_key="agency.id", ondelete="RESTRICT", index=True)
+    # Kept by the listener below, so that no way of writing a case can forget it.
+    reference_key: str = Field(default="", sa_type=sa.String(400))
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+@event.listens_for(Case, "before_insert")
+@event.listens_for(Case, "before_update")
+def _keep_reference_key(_mapper: object, _connection: object, case: Case) -> None:
+    case.reference_key = reference_key(case.reference)
 
 
 class CaseCreate(CaseBase, RequestModel):

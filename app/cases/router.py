@@ -15,7 +15,7 @@ from app.cases.models import (
     HandlingCode,
 )
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, ok, with_etag
+from app.http import check_if_match, ok, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.reads import ReadsDep
@@ -51,13 +51,13 @@ def create_case(
     Honours `Idempotency-Key`.
     """
 
-    def create() -> Response:
-        case = service.create_case(session, p, body)
-        return created(
-            service.to_public(case, "full"), location=api_path("cases", case.id), version=case.version
-        )
-
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: service.created_case(service.create_case(session, p, body)),
+        lambda case_id: service.replay_created_case(session, p, case_id),
+    )
 
 
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case")

@@ -1,7 +1,9 @@
 import functools
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from fastapi import Response
 from sqlalchemy.orm import Session
 
 from app import access
@@ -17,13 +19,14 @@ from app.cases.models import (
     CaseUpdate,
     CategoryCount,
     HandlingCode,
+    reference_key,
 )
 from app.crud import add_recorded, delete_recorded, update_recorded
 from app.db import utcnow
 from app.detainees.models import Detainee
 from app.errors import conflict
 from app.evidence.models import SeizedItem
-from app.http import public
+from app.http import api_path, created, public
 from app.locations.models import Location
 from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
@@ -32,6 +35,19 @@ from app.reads import Reads
 
 def to_public(case: Case, level: Level) -> CasePublic:
     return public(CasePublic, case, access=level)
+
+
+def created_case(case: Case) -> Response:
+    """The answer to a case's creation (or import): the caller's agency leads it."""
+    return created(to_public(case, "full"), location=api_path("cases", case.id), version=case.version)
+
+
+def replay_created_case(session: Session, p: Principal, case_id: uuid.UUID) -> Response:
+    """The same answer to an Idempotency-Key replay, for the case as the caller sees it now."""
+    acc = access.case_access(session, p, case_id)
+    return created(
+        to_public(acc.case, acc.level), location=api_path("cases", case_id), version=acc.case.version
+    )
 
 
 def _escape_like(text: str) -> str:
@@ -60,12 +76,15 @@ def _list_statement(
             sa.or_(*(col.ilike(pattern, escape="\\") for col in (Case.reference, Case.title, Case.summary)))
         )
     if participant:
+        # Who takes part is under the case: a summary reader must not rebuild
+        # the participants by filtering, so the filter matches full access only.
         stmt = stmt.where(
+            full,
             sa.exists().where(
                 Participant.case_id == Case.id,
                 Participant.agency_id == Agency.id,
                 Agency.code == sa.bindparam("participant"),
-            )
+            ),
         )
     return keyset(stmt, keys=CASE_KEYS, after=after)
 
@@ -98,9 +117,23 @@ async def list_cases(
     return [to_public(row, "full" if row.full else "summary") for row in page], cursor
 
 
+def require_reference_free(
+    session: Session, lead_agency_id: uuid.UUID, reference: str, *, case_id: uuid.UUID | None = None
+) -> None:
+    """409 when the lead agency has another case with this reference (up to
+    case and Unicode compatibility forms). Only the lead's own cases count:
+    another agency's references are never confirmed, whatever their code."""
+    stmt = sa.select(Case.id).where(
+        Case.lead_agency_id == lead_agency_id, Case.reference_key == reference_key(reference)
+    )
+    if case_id is not None:
+        stmt = stmt.where(Case.id != case_id)
+    if session.execute(stmt).first():
+        raise conflict(f"Your agency already has a case with reference {reference!r}.")
+
+
 def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
-    if session.execute(sa.select(Case.id).where(Case.reference == data.reference)).first():
-        raise conflict(f"A case with reference {data.reference!r} exists.")
+    require_reference_free(session, p.agency_id, data.reference)
     now = utcnow()
     case = Case.model_validate(data, update={"lead_agency_id": p.agency_id})
     case.opened_at = case.opened_at or now
@@ -120,11 +153,10 @@ def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdat
     if "handling_code" in changes and changes["handling_code"] != case.handling_code:
         access.require_lead(acc, "Only the lead agency changes the handling code.")
     if "reference" in changes and changes["reference"] != case.reference:
-        taken = session.execute(
-            sa.select(Case.id).where(Case.reference == changes["reference"], Case.id != case.id)
-        ).first()
-        if taken:
-            raise conflict(f"A case with reference {changes['reference']!r} exists.")
+        # The reference is the lead's numbering, and whether it is free tells
+        # of the lead's other cases, which a partner may not see.
+        access.require_lead(acc, "Only the lead agency changes the reference.")
+        require_reference_free(session, case.lead_agency_id, changes["reference"], case_id=case.id)
     if changes.get("status") == CaseStatus.closed and case.closed_at is None:
         changes.setdefault("closed_at", utcnow())
     update_recorded(session, case, changes, p.actor, resource_type="case", case_id=case.id)

@@ -32,7 +32,7 @@ def list_detainees(
     """
     access.readable_case(session, p, case_id)
     rows, cursor = service.list_detainees(session, case_id, page, review_overdue=review_overdue)
-    items = service.present(session, p, purpose, rows, case_id=case_id, resource_id=None)
+    items = service.present(session, p, purpose, rows, case_id=case_id)
     return Page(items=items, next_cursor=cursor)
 
 
@@ -53,12 +53,17 @@ def create_detainee(
     """
     access.writable_case(session, p, case_id)
 
-    def create() -> Response:
-        detainee = service.create_detainee(session, p, case_id, body)
-        [public] = service.present(session, p, purpose, [detainee], case_id=case_id, resource_id=detainee.id)
+    def respond(detainee: Detainee) -> Response:
+        [public] = service.present(session, p, purpose, [detainee], case_id=case_id)
         return created(public, location=api_path("detainees", detainee.id), version=detainee.version)
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_detainee(session, p, case_id, body)),
+        lambda detainee_id: respond(access.readable_child(session, p, Detainee, detainee_id)),
+    )
 
 
 @router.get("/detainees/{detainee_id}", response_model=DetaineePublic, summary="Read a detainee")
@@ -76,9 +81,7 @@ def get_detainee(
     """
     detainee = access.readable_child(session, p, Detainee, detainee_id)
     with_etag(response, detainee.version)
-    [public] = service.present(
-        session, p, purpose, [detainee], case_id=detainee.case_id, resource_id=detainee.id
-    )
+    [public] = service.present(session, p, purpose, [detainee], case_id=detainee.case_id)
     return public
 
 
@@ -99,9 +102,7 @@ def update_detainee(
     check_if_match(request, detainee.version)
     detainee = service.update_detainee(session, p, detainee, body)
     with_etag(response, detainee.version)
-    [public] = service.present(
-        session, p, purpose, [detainee], case_id=detainee.case_id, resource_id=detainee.id
-    )
+    [public] = service.present(session, p, purpose, [detainee], case_id=detainee.case_id)
     return public
 
 

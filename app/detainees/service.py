@@ -3,6 +3,7 @@ returned only to a client with the `personal_data` scope that states its
 purpose (X-Purpose); every such disclosure is audited."""
 
 import uuid
+from collections.abc import Iterable
 from datetime import date
 
 import sqlalchemy as sa
@@ -30,9 +31,19 @@ def may_see_personal_data(p: Principal, purpose: str | None) -> bool:
     return p.has(Scope.personal_data) and bool(purpose and purpose.strip())
 
 
-def require_personal_scope(p: Principal, values: dict[str, object]) -> None:
-    if any(values.get(f) is not None for f in PERSONAL_FIELDS) and not p.has(Scope.personal_data):
+def require_personal_scope(p: Principal, written: Iterable[str]) -> None:
+    """403 unless the key may write the personal fields among `written`.
+
+    Erasing is writing: a null sent for a personal field, or deleting a
+    record that holds personal data, needs the scope as setting one does.
+    """
+    if not p.has(Scope.personal_data) and any(f in PERSONAL_FIELDS for f in written):
         raise AppError(403, "Writing personal data needs the 'personal_data' scope.", slug="forbidden")
+
+
+def personal_fields_set(row: object) -> list[str]:
+    """The personal fields that hold a value in `row` (a detainee, or one to create)."""
+    return [f for f in PERSONAL_FIELDS if getattr(row, f) is not None]
 
 
 def one_year_after(day: date) -> date:
@@ -58,21 +69,25 @@ def present(
     detainees: list[Detainee],
     *,
     case_id: uuid.UUID,
-    resource_id: uuid.UUID | None,
 ) -> list[DetaineePublic]:
-    """Public views of detainees, with personal data only when allowed, audited when shown."""
+    """Public views of detainees, with personal data only when allowed.
+
+    Each detainee shown with personal data is one audit entry naming it, so
+    the log answers "whose data did this list or bundle disclose?".
+    """
     disclose = may_see_personal_data(p, purpose)
-    if disclose and detainees:
-        record(
-            session,
-            p.actor,
-            action="personal_data.disclosed",
-            resource_type="detainee",
-            resource_id=resource_id,
-            case_id=case_id,
-            purpose=purpose,
-            emit_event=False,
-        )
+    if disclose:
+        for detainee in detainees:
+            record(
+                session,
+                p.actor,
+                action="personal_data.disclosed",
+                resource_type="detainee",
+                resource_id=detainee.id,
+                case_id=case_id,
+                purpose=purpose,
+                emit_event=False,
+            )
     return [to_public(d, disclose=disclose) for d in detainees]
 
 
@@ -90,7 +105,7 @@ def list_detainees(
 
 
 def create_detainee(session: Session, p: Principal, case_id: uuid.UUID, data: DetaineeCreate) -> Detainee:
-    require_personal_scope(p, data.model_dump())
+    require_personal_scope(p, personal_fields_set(data))
     detained_by = data.detained_by_agency_id or p.agency_id
     require_agencies(session, {"detained_by_agency_id": detained_by})
     require_location_in_case(session, data.location_id, case_id)
@@ -114,4 +129,5 @@ def update_detainee(session: Session, p: Principal, detainee: Detainee, data: De
 
 
 def delete_detainee(session: Session, p: Principal, detainee: Detainee) -> None:
+    require_personal_scope(p, personal_fields_set(detainee))
     delete_recorded(session, detainee, p.actor, resource_type="detainee", case_id=detainee.case_id)

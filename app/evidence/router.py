@@ -5,10 +5,10 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
-from app.errors import not_found
 from app.evidence import service
 from app.evidence.models import (
     Category,
+    CustodyEvent,
     CustodyEventCreate,
     CustodyEventPublic,
     SeizedItem,
@@ -55,15 +55,20 @@ def create_item(
     """
     access.writable_case(session, p, case_id)
 
-    def create() -> Response:
-        item = service.create_item(session, p, case_id, body)
+    def respond(item: SeizedItem) -> Response:
         return created(
             public(SeizedItemPublic, item),
             location=api_path("seized-items", item.id),
             version=item.version,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_item(session, p, case_id, body)),
+        lambda item_id: respond(access.readable_child(session, p, SeizedItem, item_id)),
+    )
 
 
 @router.get("/seized-items/{item_id}", response_model=SeizedItemPublic, summary="Read a seized item")
@@ -144,15 +149,20 @@ def add_custody_event(
     """
     item, _ = access.writable_child(session, p, SeizedItem, item_id)
 
-    def create() -> Response:
-        event = service.add_custody_event(session, p, item, body)
+    def respond(event: CustodyEvent) -> Response:
         return created(
             CustodyEventPublic.model_validate(event),
             location=api_path("seized-items", item.id, "custody", event.id),
             version=None,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.add_custody_event(session, p, item, body)),
+        lambda event_id: respond(service.get_custody_event(session, item.id, event_id)),
+    )
 
 
 @router.get(
@@ -168,7 +178,4 @@ def get_custody_event(
     exactly as one that does not exist.
     """
     access.readable_child(session, p, SeizedItem, item_id)
-    event = service.get_custody_event(session, item_id, event_id)
-    if event is None:
-        raise not_found("custody event")
-    return CustodyEventPublic.model_validate(event)
+    return CustodyEventPublic.model_validate(service.get_custody_event(session, item_id, event_id))

@@ -17,7 +17,7 @@ from app.agencies.service import require_agencies
 from app.auth.service import Principal
 from app.crud import add_recorded, delete_recorded, update_recorded
 from app.db import utcnow
-from app.errors import conflict, invalid
+from app.errors import conflict, invalid, not_found
 from app.evidence.models import (
     Category,
     CustodyAction,
@@ -163,7 +163,10 @@ def add_custody_event(
     return event
 
 
-def get_custody_event(session: Session, item_id: uuid.UUID, event_id: uuid.UUID) -> CustodyEvent | None:
-    return session.execute(
+def get_custody_event(session: Session, item_id: uuid.UUID, event_id: uuid.UUID) -> CustodyEvent:
+    event = session.execute(
         sa.select(CustodyEvent).where(CustodyEvent.id == event_id, CustodyEvent.seized_item_id == item_id)
     ).scalar_one_or_none()
+    if event is None:
+        raise not_found("custody event")
+    return event

@@ -8,7 +8,12 @@ from app.db import UTCDateTime, utcnow
 
 
 class IdempotencyRecord(SQLModel, table=True):
-    """The first response to a creating POST, kept to answer its repeats."""
+    """A creating POST that was answered, kept to answer its repeats.
+
+    It holds where the created resource is, never the response body: a
+    repeat re-reads the resource for the caller as it may see it then, and
+    personal data stays in its own record (erased there, erased everywhere).
+    """
 
     __tablename__ = "idempotency_record"
 
@@ -16,7 +21,5 @@ class IdempotencyRecord(SQLModel, table=True):
     key: str = Field(sa_type=sa.String(200), primary_key=True)
     fingerprint: str = Field(sa_type=sa.String(64))
     status_code: int
-    body: bytes = Field(sa_type=sa.LargeBinary)
     location: str | None = Field(default=None, sa_type=sa.String(500))
-    etag: str | None = Field(default=None, sa_type=sa.String(100))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

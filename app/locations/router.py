@@ -42,15 +42,20 @@ def create_location(
     """
     access.writable_case(session, p, case_id)
 
-    def create() -> Response:
-        location = service.create_location(session, p, case_id, body)
+    def respond(location: Location) -> Response:
         return created(
             LocationPublic.model_validate(location),
             location=api_path("locations", location.id),
             version=location.version,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_location(session, p, case_id, body)),
+        lambda location_id: respond(access.readable_child(session, p, Location, location_id)),
+    )
 
 
 @router.get("/locations/{location_id}", response_model=LocationPublic, summary="Read a search location")

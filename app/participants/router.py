@@ -38,15 +38,20 @@ def add_participant(
     acc = access.writable_case(session, p, case_id, for_update=True)
     access.require_lead(acc, _LEAD_ONLY)
 
-    def create() -> Response:
-        public = service.add_participant(session, p, acc, body)
+    def respond(public: ParticipantPublic) -> Response:
         return created(
             public,
-            location=api_path("cases", case_id, "participants", body.agency_id),
+            location=api_path("cases", case_id, "participants", public.agency_id),
             version=public.version,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.add_participant(session, p, acc, body)),
+        lambda agency_id: respond(service.read_participant(session, case_id, agency_id)),
+    )
 
 
 @router.get("/{agency_id}", response_model=ParticipantPublic, summary="Read a participant")
@@ -57,9 +62,9 @@ def get_participant(
     does not exist.
     """
     access.readable_case(session, p, case_id)
-    participant = service.get_participant(session, case_id, agency_id)
-    with_etag(response, participant.version)
-    return service.to_public(participant, service.agency_code(session, agency_id))
+    public = service.read_participant(session, case_id, agency_id)
+    with_etag(response, public.version)
+    return public
 
 
 @router.patch("/{agency_id}", response_model=ParticipantPublic, summary="Change a participant's role")

@@ -53,6 +53,11 @@ def get_participant(
     return participant
 
 
+def read_participant(session: Session, case_id: uuid.UUID, agency_id: uuid.UUID) -> ParticipantPublic:
+    """A participant of a case the caller was found to read."""
+    return to_public(get_participant(session, case_id, agency_id), agency_code(session, agency_id))
+
+
 def add_participant(
     session: Session, p: Principal, acc: CaseAccess, data: ParticipantCreate
 ) -> ParticipantPublic:

@@ -10,9 +10,11 @@ from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.requests import service
 from app.requests.models import (
+    InformationRequest,
     InformationRequestCreate,
     InformationRequestPublic,
     InformationRequestUpdate,
+    RequestMessage,
     RequestMessageCreate,
     RequestMessagePublic,
     RequestStatus,
@@ -47,11 +49,16 @@ def create_request(
     `normal`. Honours `Idempotency-Key`.
     """
 
-    def create() -> Response:
-        req = service.create_request(session, p, body)
+    def respond(req: InformationRequest) -> Response:
         return created(service.to_public(req), location=api_path("requests", req.id), version=req.version)
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_request(session, p, body)),
+        lambda request_id: respond(service.get_request(session, p, request_id)),
+    )
 
 
 @router.get("/{request_id}", response_model=InformationRequestPublic, summary="Read an information request")
@@ -117,15 +124,20 @@ def add_message(
     # Locked so that a message and a withdrawal cannot cross each other.
     req = service.get_request(session, p, request_id, for_update=True)
 
-    def create() -> Response:
-        message = service.add_message(session, p, req, body)
+    def respond(message: RequestMessage) -> Response:
         return created(
             RequestMessagePublic.model_validate(message),
             location=api_path("requests", req.id, "messages", message.id),
             version=None,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.add_message(session, p, req, body)),
+        lambda message_id: respond(service.get_message(session, req.id, message_id)),
+    )
 
 
 @router.get(

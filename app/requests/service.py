@@ -61,8 +61,12 @@ def _parties(req: InformationRequest) -> tuple[uuid.UUID, uuid.UUID]:
     return (req.from_agency_id, req.to_agency_id)
 
 
-def _is_party(req: InformationRequest, p: Principal) -> bool:
-    return p.agency_id in _parties(req)
+def _party(p: Principal) -> sa.ColumnElement[bool]:
+    """The caller's agency sent or received the request."""
+    return sa.or_(
+        InformationRequest.from_agency_id == p.agency_id,
+        InformationRequest.to_agency_id == p.agency_id,
+    )
 
 
 def _record(
@@ -88,9 +92,14 @@ def _record(
 def get_request(
     session: Session, p: Principal, request_id: uuid.UUID, *, for_update: bool = False
 ) -> InformationRequest:
-    """A request the caller's agency sent or received; 404 for anyone else."""
-    req = session.get(InformationRequest, request_id, with_for_update=for_update)
-    if req is None or not _is_party(req, p):
+    """A request the caller's agency sent or received; 404 for anyone else.
+
+    The parties are checked in the query: someone else's request comes back
+    as no row, exactly like a missing one.
+    """
+    stmt = sa.select(InformationRequest).where(InformationRequest.id == request_id, _party(p))
+    req = session.execute(stmt.with_for_update() if for_update else stmt).scalar_one_or_none()
+    if req is None:
         raise not_found("information request")
     return req
 
@@ -108,12 +117,7 @@ def list_requests(
     elif box == "outbox":
         stmt = sa.select(InformationRequest).where(InformationRequest.from_agency_id == p.agency_id)
     else:
-        stmt = sa.select(InformationRequest).where(
-            sa.or_(
-                InformationRequest.from_agency_id == p.agency_id,
-                InformationRequest.to_agency_id == p.agency_id,
-            )
-        )
+        stmt = sa.select(InformationRequest).where(_party(p))
     if status is not None:
         stmt = stmt.where(InformationRequest.status == status)
     # The cursor is bound to the list it came from: another box or filter refuses it.

@@ -125,7 +125,9 @@ def test_every_change_writes_exactly_one_entry(
 
     # Administration.
     agency = client.post(
-        f"{API}/agencies", json={"code": "KG-MVD", "name": "N", "kind": "ministry"}, headers=admin.headers
+        f"{API}/agencies",
+        json={"code": "KG-MVD", "name": "N", "kind": "ministry", "parent_id": str(admin.agency_id)},
+        headers=admin.headers,
     )
     ok(agency, 201)
     aid = agency.json()["id"]

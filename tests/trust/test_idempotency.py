@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
+from app.idempotency.service import PURGE_BATCH
 from tests.conftest import Caller, make_caller
 from tests.trust.world import World, build_world
 
@@ -179,3 +180,126 @@ def test_a_concurrent_duplicate_creates_one_row(
             assert r.headers["content-type"] == "application/problem+json"
     assert count(engine, "case") == 1
     assert count(engine, "idempotency_record") == 1
+
+
+PERSONAL = {"full_name": "Ivan Petrenko", "date_of_birth": "1990-01-02", "id_document": "P-1"}
+PURPOSE = "Extradition file KZ-2025-17"
+
+
+def _disclosures(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT count(*) FROM audit_entry WHERE action = 'personal_data.disclosed'")
+        ).scalar_one()
+
+
+def test_a_replay_discloses_only_what_the_record_holds_now(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller
+) -> None:
+    """The attack: replay a create to get back personal data that was erased since."""
+    url = f"{API}/cases/{world.case_id}/detainees"
+    body = {"label": "D-9", **PERSONAL}
+    headers = lead.h(idempotency_key="d-9", x_purpose=PURPOSE)
+    first = client.post(url, json=body, headers=headers)
+    assert first.status_code == 201 and first.json()["full_name"] == PERSONAL["full_name"]
+    detainee_url = first.headers["location"]
+
+    # Each replay that shows personal data is a disclosure, audited like a read.
+    before = _disclosures(engine)
+    replay = client.post(url, json=body, headers=headers)
+    assert replay.status_code == 201 and replay.json() == first.json()
+    assert replay.headers["location"] == detainee_url and replay.headers["etag"] == first.headers["etag"]
+    assert _disclosures(engine) == before + 1
+
+    erased = client.patch(
+        detainee_url, json=dict.fromkeys(PERSONAL), headers=lead.h(if_match='"1"', x_purpose=PURPOSE)
+    )
+    assert erased.status_code == 200
+    replay = client.post(url, json=body, headers=headers)
+    assert replay.status_code == 201
+    assert {k: replay.json()[k] for k in PERSONAL} == dict.fromkeys(PERSONAL)
+    assert replay.headers["etag"] == '"2"'
+    assert "Ivan" not in replay.text
+
+    assert client.delete(detainee_url, headers=lead.h(if_match='"2"')).status_code == 204
+    gone = client.post(url, json=body, headers=headers)
+    assert gone.status_code == 404, gone.text
+    assert gone.json() == client.get(detainee_url, headers=lead.headers).json()
+    assert count(engine, "detainee") == 1, "the replay of a deleted record must not create it again"
+
+
+def test_a_replay_answers_as_the_read_path_does_for_the_caller_now(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller, partner: Caller
+) -> None:
+    """A partner removed from the case cannot read back what it created there by replaying."""
+    url = f"{API}/cases/{world.case_id}/locations"
+    body = {"label": "Safe house", "address": "Kyiv, Khreshchatyk 1"}
+    first = client.post(url, json=body, headers=partner.h(idempotency_key="loc-1"))
+    assert first.status_code == 201
+    parts = f"{API}/cases/{world.case_id}/participants/{partner.agency_id}"
+    assert client.delete(parts, headers=lead.h(if_match='"1"')).status_code == 204
+    replay = client.post(url, json=body, headers=partner.h(idempotency_key="loc-1"))
+    assert replay.status_code == 404
+    assert "Khreshchatyk" not in replay.text
+    assert count(engine, "location") == 2  # the world's and the partner's: nothing created again
+
+
+def test_no_response_body_is_kept(client: TestClient, engine: sa.Engine, world: World, lead: Caller) -> None:
+    url = f"{API}/cases/{world.case_id}/detainees"
+    response = client.post(
+        url, json={"label": "D-7", **PERSONAL}, headers=lead.h(idempotency_key="d-7", x_purpose=PURPOSE)
+    )
+    assert response.status_code == 201
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM idempotency_record")).mappings().all()
+    assert len(rows) == 1
+    assert set(rows[0]) == {"client_id", "key", "fingerprint", "status_code", "location", "created_at"}
+    assert rows[0]["location"] == response.headers["location"]
+    assert all("Ivan" not in str(value) and "P-1" not in str(value) for value in rows[0].values())
+
+
+def test_expired_records_are_purged_in_bounded_batches(
+    client: TestClient, engine: sa.Engine, lead: Caller
+) -> None:
+    table = sa.table(
+        "idempotency_record",
+        sa.column("client_id", sa.Uuid()),
+        sa.column("key", sa.String()),
+        sa.column("fingerprint", sa.String()),
+        sa.column("status_code", sa.Integer()),
+        sa.column("location", sa.String()),
+        sa.column("created_at", sa.DateTime()),
+    )
+    old = _hours_ago(engine, 25)
+    expired = PURGE_BATCH + 20
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "client_id": lead.client_id,
+                    "key": f"old-{n}",
+                    "fingerprint": "0" * 64,
+                    "status_code": 201,
+                    "location": "/api/v1/cases/00000000-0000-0000-0000-000000000000",
+                    "created_at": old,
+                }
+                for n in range(expired)
+            ],
+        )
+    fresh = client.post(
+        f"{API}/cases", json={"reference": "R-1", "title": "T"}, headers=lead.h(idempotency_key="new")
+    )
+    assert fresh.status_code == 201
+    # One creating POST purges one batch; the fresh record stays.
+    assert count(engine, "idempotency_record") == expired - PURGE_BATCH + 1
+    # Any creating POST purges, with a key or without one.
+    assert (
+        client.post(f"{API}/cases", json={"reference": "R-2", "title": "T"}, headers=lead.headers).status_code
+        == 201
+    )
+    assert count(engine, "idempotency_record") == 1
+    replay = client.post(
+        f"{API}/cases", json={"reference": "R-1", "title": "T"}, headers=lead.h(idempotency_key="new")
+    )
+    assert replay.status_code == 201 and replay.json() == fresh.json()

@@ -87,8 +87,9 @@ def test_reads_with_scope_and_purpose_disclose_and_audit(
     for view in views:
         assert_disclosed(view)
     entries = disclosures(engine)
-    # One entry per response that disclosed: the single read, the list, the bundle.
+    # One entry per detainee shown: by the single read, the list, the bundle.
     assert len(entries) == 3
+    assert {e["resource_id"] for e in entries} == {world.ids["detainee_id"]}
     assert {e["purpose"] for e in entries} == {PURPOSE}
     assert {e["client_id"] for e in entries} == {str(reader_with_scope.client_id)}
     assert {e["case_id"] for e in entries} == {world.case_id}
@@ -150,6 +151,49 @@ def test_writing_personal_data_needs_the_scope(client: TestClient, world: World,
     assert_redacted(plain.json())
 
 
+def test_erasing_personal_data_needs_the_scope(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller, partner: Caller
+) -> None:
+    """A partner without `personal_data` may not wipe what the lead recorded: not
+    by nulling a field, not by deleting the record, not all at once."""
+    url = f"{API}/detainees/{world.ids['detainee_id']}"
+    for body in (
+        {"full_name": None},
+        {"date_of_birth": None},
+        {"id_document": None},
+        dict.fromkeys(PERSONAL),
+    ):
+        response = client.patch(url, json=body, headers=partner.h(if_match='"1"'))
+        assert response.status_code == 403, (body, response.text)
+    assert client.delete(url, headers=partner.h(if_match='"1"')).status_code == 403
+    assert_disclosed(client.get(url, headers=lead.h(x_purpose=PURPOSE)).json())
+    # A record without personal data is the partner's to change and delete.
+    plain = client.post(
+        f"{API}/cases/{world.case_id}/detainees", json={"label": "D"}, headers=partner.headers
+    )
+    plain_url = f"{API}/detainees/{plain.json()['id']}"
+    assert client.patch(plain_url, json={"label": "D2"}, headers=partner.h(if_match='"1"')).status_code == 200
+    assert client.delete(plain_url, headers=partner.h(if_match='"2"')).status_code == 204
+    # The key with the scope erases.
+    erased = client.patch(
+        url, json=dict.fromkeys(PERSONAL), headers=lead.h(if_match='"1"', x_purpose=PURPOSE)
+    )
+    assert erased.status_code == 200
+    assert erased.json()["full_name"] is None and erased.json()["personal_data_redacted"] is False
+
+
+def test_importing_personal_data_needs_the_scope(
+    client: TestClient, world: World, lead: Caller, partner: Caller
+) -> None:
+    bundle = client.get(f"{API}/cases/{world.case_id}/bundle", headers=lead.h(x_purpose=PURPOSE)).json()
+    bundle["case"]["reference"] = "COPY-PD"
+    refused = client.post(f"{API}/bundles", json=bundle, headers=partner.headers)
+    assert refused.status_code == 403, refused.text
+    for detainee in bundle["detainees"]:
+        detainee.update(dict.fromkeys(PERSONAL))
+    assert client.post(f"{API}/bundles", json=bundle, headers=partner.headers).status_code == 201
+
+
 def test_an_idempotent_replay_needs_the_same_purpose(
     client: TestClient, engine: sa.Engine, world: World, lead: Caller
 ) -> None:
@@ -186,4 +230,6 @@ def test_walk_of_a_long_list_discloses_on_every_page(
     assert len(items) == 4
     for item in items:
         assert_disclosed(item)
-    assert len(disclosures(engine)) == before + 2
+    # One entry per detainee shown, naming it: the log says whose data each page disclosed.
+    shown = disclosures(engine)[before:]
+    assert sorted(e["resource_id"] for e in shown) == sorted(item["id"] for item in items)

@@ -202,7 +202,8 @@ def test_admin_only_routes_refuse_other_keys(
     doc = application.openapi()
     ops = {(m, p): op for m, p, op in operations(application)}
     assert set(ops) >= ADMIN_ONLY
-    ids = {"agency_id": str(lead.agency_id)}
+    # An admin key changes its own agency's record (tests/trust/test_hierarchy.py: not another's).
+    ids = {"agency_id": str(outsider.agency_id)}
     for method, path in sorted(ADMIN_ONLY):
         body = minimal_body(ops[(method, path)], doc)
         for extra in ({}, {"If-Match": '"1"'}):

@@ -1,0 +1,176 @@
+"""Probing ids: a hostile agency with a valid key tries the ids of rows it may not see.
+
+A hidden row must cost exactly what a missing one costs (the same SQL
+statements, so the same time), and a run of 404s on id routes is reported to
+the security log.
+"""
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.auth.models import Scope
+from app.config import Settings
+from app.main import create_app
+from app.probes import ProbeCounter
+from app.reads import PostgresReads
+from tests.conftest import Caller, make_caller
+from tests.trust.test_route_walker import FILLABLE, case_routes, fill, send
+from tests.trust.world import World, build_world, minimal_body
+
+API = "/api/v1"
+
+
+@contextmanager
+def statements(application: FastAPI) -> Iterator[list[str]]:
+    """Every SQL statement the app sends while the block runs: through the
+    engine, and (PostgreSQL) through the hot reads' own driver connections."""
+    seen: list[str] = []
+    engine: sa.Engine = application.state.engine
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", on_execute)
+    reads = application.state.reads
+    hot = isinstance(reads, PostgresReads)
+    if hot:
+        fetch = reads._fetch
+
+        async def counted(sql: str, values: dict[str, Any]) -> Any:
+            seen.append(sql)
+            return await fetch(sql, values)
+
+        reads._fetch = counted  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", on_execute)
+        if hot:
+            del reads._fetch
+
+
+@pytest.fixture
+def world(client: TestClient, lead: Caller, partner: Caller) -> World:
+    return build_world(client, lead, partner, handling_code="TLP:AMBER")
+
+
+@pytest.mark.parametrize("scopes", [(Scope.read,), (Scope.read, Scope.write, Scope.personal_data)])
+def test_hidden_and_missing_ids_cost_the_same_statements(
+    client: TestClient,
+    application: FastAPI,
+    engine: sa.Engine,
+    world: World,
+    scopes: tuple[Scope, ...],
+) -> None:
+    """For every route with an id, a hidden id and a random one send the very same SQL."""
+    prober = make_caller(engine, "XX-PROBE", *scopes)
+    doc = application.openapi()
+    routes = case_routes(application)
+    assert len(routes) >= 30
+    headers = prober.h(if_match='"1"')
+    for method, path, op in routes:
+        body = minimal_body(op, doc)
+        random_ids = {name: str(uuid.uuid4()) for name in FILLABLE}
+        send(client, method, fill(path, random_ids), body, headers)  # warm the statement caches
+        with statements(application) as hidden_sql:
+            hidden = send(client, method, fill(path, world.ids), body, headers)
+        with statements(application) as missing_sql:
+            missing = send(client, method, fill(path, random_ids), body, headers)
+        where = f"{method} {path}"
+        if hidden.status_code == 403:  # a scope refused before any lookup: the same for both
+            assert missing.status_code == 403, where
+        else:
+            assert hidden.status_code == missing.status_code == 404, (where, hidden.text)
+        assert hidden.json() == missing.json(), where
+        assert hidden_sql, where
+        assert hidden_sql == missing_sql, where
+
+
+def _probe_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "caseapi.security" and '"id_probe"' in r.getMessage()
+    ]
+
+
+@pytest.fixture
+def probing_app(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
+    app = create_app(settings.model_copy(update={"probe_log_threshold": 3, "probe_log_window_seconds": 600}))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+    app.state.engine.dispose()
+
+
+def test_a_run_of_404s_on_ids_is_a_security_event(
+    probing_app: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    partner: Caller,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = build_world(probing_app, lead, partner, handling_code="TLP:RED")
+    prober = make_caller(engine, "XX-PROBE", Scope.read)
+    caplog.set_level(logging.WARNING, logger="caseapi.security")
+    urls = [
+        f"{API}/detainees/{world.ids['detainee_id']}",
+        f"{API}/cases/{world.case_id}/bundle",
+        f"{API}/locations/{uuid.uuid4()}",
+    ]
+    for url in urls[:2]:
+        assert probing_app.get(url, headers=prober.headers).status_code == 404
+    assert _probe_lines(caplog) == [], "below the threshold: no event"
+    # Lists and routes without an id are not probes: their 404s (none here) and 200s do not count.
+    assert probing_app.get(f"{API}/cases", headers=prober.headers).status_code == 200
+    assert probing_app.get(urls[2], headers=prober.headers).status_code == 404
+    [line] = _probe_lines(caplog)
+    assert line == {
+        "event": "id_probe",
+        "count": 3,
+        "window_seconds": 600,
+        "method": "GET",
+        "route": "/api/v1/locations/{location_id}",
+        "client_id": str(prober.client_id),
+        "agency_id": str(prober.agency_id),
+        "remote": "testclient",
+    }
+    # The ids tried never reach the log: only the route's template does.
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert world.ids["detainee_id"] not in logged and world.case_id not in logged
+    # Another client's 404s are counted apart; the prober is reported again at 6.
+    for _ in range(2):
+        probing_app.get(urls[0], headers=lead.headers)
+    for url in urls:
+        probing_app.get(url, headers=prober.headers)
+    assert [line["count"] for line in _probe_lines(caplog)] == [3, 6]
+
+
+def test_the_counter_forgets_an_old_window() -> None:
+    now = [0.0]
+    counter = ProbeCounter(3, 60, clock=lambda: now[0])
+    assert [counter.note("a") for _ in range(2)] == [None, None]
+    now[0] = 61.0
+    assert [counter.note("a") for _ in range(3)] == [None, None, 3]
+    assert counter.note("b") is None
+
+
+def test_the_counter_stays_bounded() -> None:
+    now = [0.0]
+    counter = ProbeCounter(2, 60, max_clients=10, clock=lambda: now[0])
+    for n in range(10):
+        counter.note(f"client-{n}")
+    now[0] = 100.0
+    counter.note("newcomer")
+    assert len(counter._windows) == 1
+    for n in range(30):
+        counter.note(f"flood-{n}")
+    assert len(counter._windows) <= 10
