@@ -17,6 +17,7 @@ from app.cases.models import (
     CaseUpdate,
     CategoryCount,
     HandlingCode,
+    origin_of,
 )
 from app.crud import add_recorded, delete_recorded, update_recorded
 from app.db import utcnow
@@ -31,7 +32,7 @@ from app.reads import Reads
 
 
 def to_public(case: Case, level: Level) -> CasePublic:
-    return public(CasePublic, case, access=level)
+    return public(CasePublic, case, access=level, origin=origin_of(case))
 
 
 def _escape_like(text: str) -> str:
