@@ -26,6 +26,11 @@ class HandlingCode(StrEnum):
     green = "TLP:GREEN"
     clear = "TLP:CLEAR"
 
+    @property
+    def strictness(self) -> int:
+        """Higher is stricter: CLEAR 0 < GREEN < AMBER < AMBER+STRICT < RED 4."""
+        return len(HandlingCode) - 1 - list(HandlingCode).index(self)
+
 
 Reference = Text(100, 1)
 Title = Text(300, 1)
