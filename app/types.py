@@ -63,8 +63,9 @@ class RequestModel(SQLModel):
     @model_validator(mode="before")
     @classmethod
     def _bound_unknown_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict) and len(data) > len(cls.model_fields) + MAX_UNKNOWN_FIELDS:
-            unknown = sum(1 for name in data if name not in cls.model_fields)
+        fields = cls.model_fields
+        if isinstance(data, dict) and len(data) > len(fields) + MAX_UNKNOWN_FIELDS:
+            unknown = len(data.keys() - fields.keys())
             if unknown > MAX_UNKNOWN_FIELDS:
                 raise ValueError(f"{unknown} fields this object does not have")
         return data
