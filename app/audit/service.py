@@ -194,8 +194,10 @@ def _checkpoint(session: Session, audit_key: bytes) -> tuple[int, str] | None:
     return row.seq, row.hash
 
 
-def _advance_checkpoint(session: Session, audit_key: bytes, seq: int, hash_: str) -> None:
-    """Store (seq, hash) unless a checkpoint at least as new is there already."""
+def _advance_checkpoint(session: Session, audit_key: bytes, seq: int, hash_: str, *, replace: bool) -> None:
+    """Store (seq, hash) unless a checkpoint at least as new is there already
+    (a concurrent verification), or in any case with `replace` (the stored one
+    is missing or forged)."""
     values = {
         "id": _CHECKPOINT_ID,
         "seq": seq,
@@ -210,7 +212,7 @@ def _advance_checkpoint(session: Session, audit_key: bytes, seq: int, hash_: str
         stmt.on_conflict_do_update(
             index_elements=[table.c.id],
             set_={name: stmt.excluded[name] for name in values if name != "id"},
-            where=table.c.seq < stmt.excluded.seq,
+            where=None if replace else table.c.seq < stmt.excluded.seq,
         )
     )
 
@@ -243,7 +245,7 @@ def verify(
         _entries(session, start[0]), audit_key, start=start, checkpoint=checkpoint, on_entry=on_entry
     )
     if result.ok and result.entries:
-        _advance_checkpoint(session, audit_key, result.entries, result.head)
+        _advance_checkpoint(session, audit_key, result.entries, result.head, replace=checkpoint is None)
     return result
 
 

@@ -282,3 +282,15 @@ def test_cli_shows_progress_on_a_terminal_only(
     assert on_tty.returncode == 0
     assert f"audit chain intact: {head(engine)[0]} entries" in on_tty.stdout
     assert b"verifying the audit chain: 100%" in shown
+
+
+def test_a_good_chain_replaces_a_forged_checkpoint(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller
+) -> None:
+    """A checkpoint forged far ahead would otherwise never be replaced, and
+    every call would walk the whole chain."""
+    new_case(client, lead)
+    http_verify(client, admin)
+    tamper(engine, "UPDATE audit_checkpoint SET seq = 1000000")
+    assert http_verify(client, admin)["ok"] is True
+    assert checkpoint(engine) == head(engine)
