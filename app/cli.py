@@ -69,24 +69,23 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
     """The whole chain from genesis; progress on stderr when it is a terminal."""
     expected = args.expect_head
     found = expected is None
-    with transaction(_engine(), write=True) as session:
+    engine = _engine()
+    with transaction(engine, write=False) as session:
         total = audit.head_seq(session)
-        show = sys.stderr.isatty() and total > 0
-        step = max(total // 100, 1)
+    show = sys.stderr.isatty() and total > 0
+    step = max(total // 100, 1)
 
-        def seen(entry: audit.HashedStored) -> None:
-            nonlocal found
-            found = found or entry.hash == expected
-            if show and entry.seq % step == 0:
-                print(
-                    f"\rverifying the audit chain: {min(entry.seq * 100 // total, 100)}%",
-                    end="",
-                    file=sys.stderr,
-                )
+    def seen(entry: audit.HashedStored) -> None:
+        nonlocal found
+        found = found or entry.hash == expected
+        if show and entry.seq % step == 0:
+            print(
+                f"\rverifying the audit chain: {min(entry.seq * 100 // total, 100)}%", end="", file=sys.stderr
+            )
 
-        result = audit.verify(session, full=True, on_entry=seen)
-        if show:
-            print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    result = audit.check(engine, full=True, on_entry=seen)
+    if show:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if not result.ok:
         raise CommandError(
             f"audit chain broken at entry {result.first_bad_seq} (after {result.entries} good entries)"

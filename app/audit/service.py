@@ -28,7 +28,7 @@ from app.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from app.auth.models import Scope
 from app.cases.models import Case
 from app.config import get_settings
-from app.db import bulk_insert, utcnow
+from app.db import bulk_insert, transaction, utcnow
 from app.pagination import PageParams, paginate
 from app.secrets import audit_key
 
@@ -194,27 +194,17 @@ def _checkpoint(session: Session, audit_key: bytes) -> tuple[int, str] | None:
     return row.seq, row.hash
 
 
-def _advance_checkpoint(session: Session, audit_key: bytes, seq: int, hash_: str, *, replace: bool) -> None:
-    """Store (seq, hash) unless a checkpoint at least as new is there already
-    (a concurrent verification), or in any case with `replace` (the stored one
-    is missing or forged)."""
-    values = {
-        "id": _CHECKPOINT_ID,
-        "seq": seq,
-        "hash": hash_,
-        "mac": _checkpoint_mac(audit_key, seq, hash_),
-        "at": utcnow(),
-    }
+def _save_checkpoint(session: Session, audit_key: bytes, seq: int, hash_: str) -> None:
+    """Store (seq, hash) unless a valid checkpoint at least as new is there
+    (a concurrent verification got further); a forged one is replaced."""
+    current = _checkpoint(session, audit_key)
+    if current is not None and current[0] >= seq:
+        return
+    values = {"seq": seq, "hash": hash_, "mac": _checkpoint_mac(audit_key, seq, hash_), "at": utcnow()}
     table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(values)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={name: stmt.excluded[name] for name in values if name != "id"},
-            where=None if replace else table.c.seq < stmt.excluded.seq,
-        )
-    )
+    stmt = dialect.insert(table).values(id=_CHECKPOINT_ID, **values)
+    session.execute(stmt.on_conflict_do_update(index_elements=[table.c.id], set_=values))
 
 
 def verify(
@@ -223,13 +213,13 @@ def verify(
     full: bool,
     on_entry: Callable[[HashedStored], None] | None = None,
 ) -> AuditVerification:
-    """Verify the chain and move the checkpoint to its head.
+    """Verify the chain; reads only.
 
     Incremental (`full=False`): only the entries after the checkpoint are
     read. `full=True` walks from genesis, and its entry at the checkpoint
     must still carry the checkpoint's hash. A checkpoint whose MAC does not
     hold was not written by this server: it is ignored, so the walk starts
-    at genesis, and a good result replaces it.
+    at genesis.
     """
     audit_key = key()
     checkpoint = _checkpoint(session, audit_key)
@@ -241,11 +231,22 @@ def verify(
         if prev is None:
             return AuditVerification(ok=False, entries=seq - 1, head=GENESIS, first_bad_seq=seq)
         start = (seq - 1, prev)
-    result = verify_chain(
+    return verify_chain(
         _entries(session, start[0]), audit_key, start=start, checkpoint=checkpoint, on_entry=on_entry
     )
+
+
+def check(
+    engine: sa.Engine, *, full: bool, on_entry: Callable[[HashedStored], None] | None = None
+) -> AuditVerification:
+    """verify() in a reading transaction, then a good result's head saved as
+    the checkpoint in a short writing one: a long walk never holds writers
+    back (SQLite has one write lock for the whole database)."""
+    with transaction(engine, write=False) as session:
+        result = verify(session, full=full, on_entry=on_entry)
     if result.ok and result.entries:
-        _advance_checkpoint(session, audit_key, result.entries, result.head, replace=checkpoint is None)
+        with transaction(engine, write=True) as session:
+            _save_checkpoint(session, key(), result.entries, result.head)
     return result
 
 
