@@ -84,6 +84,7 @@ def _canonical(entry: HashedContent) -> bytes:
 
 
 def key() -> bytes:
+    """The chain's HMAC key, from this process's settings (app.secrets)."""
     return audit_key(get_settings())
 
 
@@ -187,7 +188,7 @@ def _checkpoint_mac(audit_key: bytes, seq: int, hash_: str) -> str:
 
 
 def _checkpoint(session: Session, audit_key: bytes) -> tuple[int, str] | None:
-    """The checkpoint, if its MAC holds and its entry still carries its hash."""
+    """The checkpoint (seq, hash), if its MAC holds."""
     row = session.get(AuditCheckpoint, _CHECKPOINT_ID)
     if row is None or not hmac.compare_digest(row.mac, _checkpoint_mac(audit_key, row.seq, row.hash)):
         return None
