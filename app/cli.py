@@ -65,12 +65,34 @@ def cmd_client_revoke(args: argparse.Namespace) -> None:
     print(f"client {client.id} revoked")
 
 
-def cmd_audit_verify(_: argparse.Namespace) -> None:
-    with transaction(_engine(), write=False) as session:
-        result = audit.verify(session)
+def cmd_audit_verify(args: argparse.Namespace) -> None:
+    """The whole chain from genesis; progress on stderr when it is a terminal."""
+    expected = args.expect_head
+    found = expected is None
+    engine = _engine()
+    with transaction(engine, write=False) as session:
+        total = audit.head_seq(session)
+    show = sys.stderr.isatty() and total > 0
+    step = max(total // 100, 1)
+
+    def seen(entry: audit.HashedStored) -> None:
+        nonlocal found
+        found = found or entry.hash == expected
+        if show and entry.seq % step == 0:
+            print(
+                f"\rverifying the audit chain: {min(entry.seq * 100 // total, 100)}%", end="", file=sys.stderr
+            )
+
+    result = audit.check(engine, full=True, on_entry=seen)
+    if show:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if not result.ok:
         raise CommandError(
             f"audit chain broken at entry {result.first_bad_seq} (after {result.entries} good entries)"
+        )
+    if not found:
+        raise CommandError(
+            f"head {expected} is not in the audit chain ({result.entries} entries, head {result.head})"
         )
     print(f"audit chain intact: {result.entries} entries, head {result.head}")
 
@@ -153,7 +175,11 @@ def _parser() -> argparse.ArgumentParser:
         func=cmd_demo
     )
     audit_cmd = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
-    audit_cmd.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    verify = audit_cmd.add_parser("verify", help="check the whole hash chain")
+    verify.add_argument(
+        "--expect-head", metavar="HASH", help="fail unless this hash, recorded earlier, is in the chain"
+    )
+    verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 

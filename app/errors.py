@@ -2,6 +2,7 @@
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -73,6 +74,10 @@ def conflict(detail: str) -> AppError:
     return AppError(409, detail, slug="conflict")
 
 
+def malformed_json() -> AppError:
+    return AppError(400, "The request body is not valid JSON.", slug="malformed-json")
+
+
 def invalid(loc: list[str | int], msg: str) -> AppError:
     """A 422 for a rule that needs the database (a reference to another row)."""
     return AppError(
@@ -134,11 +139,38 @@ def _log_denied(request: Request, exc: AppError) -> None:
     )
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(err.get("loc", [])), "msg": err.get("msg", "invalid"), "type": err.get("type")}
-        for err in exc.errors()
-    ]
+# A 422 names this many errors and counts the rest: its size never grows with
+# the input (a body of a million unknown keys is a million errors).
+MAX_ERRORS = 20
+_MAX_TEXT = 200
+
+
+def _clip(value: Any) -> Any:
+    """A string of the error (a key in `loc`, a message) cut short: a problem
+    body points at the input, it does not echo it back."""
+    if isinstance(value, str) and len(value) > _MAX_TEXT:
+        return value[:_MAX_TEXT] + "..."
+    return value
+
+
+def shown_error(err: Mapping[str, Any]) -> dict[str, Any]:
+    """One error as a 422 shows it: where and what, never the input value."""
+    return {
+        "loc": [_clip(part) for part in err.get("loc", ())],
+        "msg": _clip(err.get("msg", "invalid")),
+        "type": err.get("type"),
+    }
+
+
+def validation_problem(errors: list[dict[str, Any]], total: int) -> AppError:
+    """The 422 of a request that does not match its schema: the first
+    MAX_ERRORS errors as shown_error() makes them, and how many there were."""
+    return AppError(
+        422,
+        "The request does not match the schema.",
+        slug="validation-error",
+        extra={"errors": errors[:MAX_ERRORS], "error_count": total},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -158,15 +190,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _validation_errors(exc)
-        if any(e["type"] == "json_invalid" for e in errors):
-            return problem_response(400, "The request body is not valid JSON.", slug="malformed-json")
-        return problem_response(
-            422,
-            "The request does not match the schema.",
-            slug="validation-error",
-            extra={"errors": errors},
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return await _app_error(request, malformed_json())
+        return await _app_error(
+            request, validation_problem([shown_error(e) for e in errors[:MAX_ERRORS]], len(errors))
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -9,6 +9,7 @@ chain linear and makes feed sequence numbers visible in order.
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, text
@@ -42,6 +43,7 @@ class Change:
     purpose: str | None
     emit_event: bool
     request_parties: tuple[uuid.UUID, uuid.UUID] | None
+    detail: dict[str, Any] | None = None
 
 
 def record(
@@ -55,10 +57,16 @@ def record(
     purpose: str | None = None,
     emit_event: bool = True,
     request_parties: tuple[uuid.UUID, uuid.UUID] | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> None:
-    """Note a change (or a disclosure, with emit_event=False) for this transaction."""
+    """Note a change (or a disclosure, with emit_event=False) for this transaction.
+
+    `detail` (JSON) goes into the audit entry, for a change of many rows
+    that is recorded once (a bundle import)."""
     session.info.setdefault(_JOURNAL, []).append(
-        Change(actor, action, resource_type, resource_id, case_id, purpose, emit_event, request_parties)
+        Change(
+            actor, action, resource_type, resource_id, case_id, purpose, emit_event, request_parties, detail
+        )
     )
 
 

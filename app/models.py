@@ -1,7 +1,7 @@
 """Imports every table so that SQLModel.metadata is complete (Alembic, tests)."""
 
 from app.agencies.models import Agency
-from app.audit.models import AuditEntry
+from app.audit.models import AuditCheckpoint, AuditEntry
 from app.auth.models import ApiClient
 from app.cases.models import Case
 from app.detainees.models import Detainee
@@ -15,6 +15,7 @@ from app.requests.models import InformationRequest, RequestMessage
 __all__ = [
     "Agency",
     "ApiClient",
+    "AuditCheckpoint",
     "AuditEntry",
     "Case",
     "CustodyEvent",

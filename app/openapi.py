@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.errors import PROBLEM_JSON
+from app.errors import MAX_ERRORS, PROBLEM_JSON
 
 OPERATION_ID = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _API_PREFIX = "/api/v1"
@@ -65,6 +65,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                     "type": {"type": ["string", "null"]},
                 },
             },
+        },
+        "error_count": {
+            "type": "integer",
+            "description": "On a 422 of a request that does not match its schema: how many errors it has "
+            f"(`errors` shows the first {MAX_ERRORS})",
         },
     },
 }

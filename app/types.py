@@ -50,10 +50,25 @@ LongText = Text(10_000)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+# More unknown fields than this in one object are one error, not one each:
+# a body of a million unknown keys must not cost a million errors.
+MAX_UNKNOWN_FIELDS = 20
+
+
 class RequestModel(SQLModel):
     """Base of every request body: unknown or read-only fields are a 422."""
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bound_unknown_fields(cls, data: Any) -> Any:
+        fields = cls.model_fields
+        if isinstance(data, dict) and len(data) > len(fields) + MAX_UNKNOWN_FIELDS:
+            unknown = len(data.keys() - fields.keys())
+            if unknown > MAX_UNKNOWN_FIELDS:
+                raise ValueError(f"{unknown} fields this object does not have")
+        return data
 
 
 class UpdateModel(RequestModel):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 import app.journal
 import app.models  # noqa: F401
 from app import migrate, seed
-from app.audit.service import GENESIS, entry_hash
+from app.audit.service import GENESIS, entry_hash, key
 from app.auth.models import Scope
 from app.auth.service import create_client
 from app.config import get_settings
@@ -148,8 +148,8 @@ class _Entry:
     """What app.audit.service.entry_hash reads off an AuditEntry, without the ORM's cost."""
 
     __slots__ = (
-        "action", "agency_id", "at", "case_id", "client_id", "prev_hash", "purpose", "resource_id",
-        "resource_type", "seq",
+        "action", "agency_id", "at", "case_id", "client_id", "detail", "prev_hash", "purpose",
+        "resource_id", "resource_type", "seq",
     )  # fmt: skip
 
     def __init__(self, **kw: Any) -> None:
@@ -197,6 +197,7 @@ class Generator:
         self.agencies = agencies  # code -> id hex
         self.codes = sorted(agencies)
         self.audit_seq, self.prev_hash = audit_head
+        self.audit_key = key()
         self.event_seq = event_seq
         self.step = SPAN / max(n_cases, 1)
         self._weights: dict[int, tuple[list[str], list[int]]] = {}
@@ -239,9 +240,10 @@ class Generator:
             resource_id=_dash(rid),
             case_id=_dash(case_id),
             purpose=None,
+            detail=None,
             prev_hash=self.prev_hash,
         )
-        digest = entry_hash(entry)  # type: ignore[arg-type]
+        digest = entry_hash(entry, self.audit_key)  # type: ignore[arg-type]
         batch.rows["audit_entry"].append(
             (self.audit_seq, at_txt, agency, None, action, rtype, rid, case_id, None, self.prev_hash, digest)
         )

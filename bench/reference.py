@@ -16,6 +16,7 @@ set of clients would do no more.
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -101,9 +102,9 @@ def _now() -> datetime:
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
-    """The audit chain's canonical form, written out by hand (see app.audit.service)."""
+    """The audit chain's canonical form and HMAC, written out by hand (see app.audit.service)."""
     canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(os.environ["CASEAPI_AUDIT_KEY"].encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def encode_cursor(values: Iterable[Any]) -> str:

@@ -596,6 +596,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag in ("bundle", "many", "walk", "workers2"):
         p.add_argument(f"--skip-{flag}", action="store_true")
     args = p.parse_args(argv)
+    # Both servers and the generator key the audit chain alike: the operator's key, else a bench one.
+    os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
     db = args.db or default_url(args.size)
     backend = "sqlite" if db.startswith("sqlite") else "postgresql"
     key = f"{backend}-{args.size}"

@@ -129,7 +129,7 @@ def test_case_figures_match_the_article(engine: sa.Engine, seeded: int) -> None:
 
 
 def test_seeded_case_summary_over_http(client: TestClient, engine: sa.Engine, seeded: int) -> None:
-    kz = make_caller(engine, "KZ-MVD", Scope.read)
+    kz = make_caller(engine, "KZ-MVD", Scope.read, Scope.admin)
     [case] = walk(client, "/api/v1/cases", kz.headers)
     summary = client.get(f"/api/v1/cases/{case['id']}/summary", headers=kz.headers).json()
     assert summary["locations"] == 11

@@ -1,5 +1,6 @@
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import AwareDatetime
@@ -9,9 +10,10 @@ from app.db import UTCDateTime
 
 
 class AuditEntry(SQLModel, table=True):
-    """Append-only and hash-chained: `hash` covers the entry's canonical
-    content and `prev_hash`, so an altered, deleted or reordered row breaks
-    the chain from that point on."""
+    """Append-only and hash-chained: `hash` is an HMAC, under the server's
+    audit key, of the entry's canonical content and `prev_hash`, so an
+    altered, deleted, reordered or inserted row breaks the chain from that
+    point on, and only a holder of the key can write a row that verifies."""
 
     __tablename__ = "audit_entry"
 
@@ -24,8 +26,27 @@ class AuditEntry(SQLModel, table=True):
     resource_id: uuid.UUID | None = None
     case_id: uuid.UUID | None = Field(default=None, index=True)
     purpose: str | None = Field(default=None, sa_type=sa.String(500))
+    # What a change of many rows did, e.g. a bundle import's counts and digest.
+    detail: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     prev_hash: str = Field(sa_type=sa.String(64))
     hash: str = Field(sa_type=sa.String(64))
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """The newest entry a verification found intact (one row, id 1).
+
+    `mac` is an HMAC of seq and hash under the audit key: the database alone
+    cannot move the checkpoint past a forged entry. Verification starts
+    from here, and the entry at `seq` must still carry `hash`.
+    """
+
+    __tablename__ = "audit_checkpoint"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int
+    hash: str = Field(sa_type=sa.String(64))
+    mac: str = Field(sa_type=sa.String(64))
+    at: datetime = Field(sa_type=UTCDateTime)
 
 
 class AuditEntryPublic(SQLModel):
@@ -38,6 +59,7 @@ class AuditEntryPublic(SQLModel):
     resource_id: uuid.UUID | None
     case_id: uuid.UUID | None
     purpose: str | None
+    detail: dict[str, Any] | None
     prev_hash: str
     hash: str
 

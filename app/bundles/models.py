@@ -13,7 +13,7 @@ from typing import Literal
 
 from sqlmodel import Field
 
-from app.cases.models import CaseCreate
+from app.cases.models import CaseCreate, CaseOrigin
 from app.detainees.models import DetaineeCreate
 from app.evidence.models import CustodyEventBase, ItemStatus, SeizedItemCreate
 from app.locations.models import LocationCreate
@@ -27,6 +27,20 @@ MAX_CHAIN = 1_000
 
 class BundleCase(CaseCreate):
     id: uuid.UUID | None = Field(default=None, description="The case's id where it was exported; not kept")
+    origin: CaseOrigin | None = Field(
+        default=None,
+        description="Informative: where the exported case was itself imported from. An import "
+        "records where its own bundle came from (`exported_from`) instead",
+    )
+
+
+class BundleSource(RequestModel):
+    """Where and when a bundle was exported. Claims: an import keeps them as
+    the new case's `origin` and vouches for none of them."""
+
+    case_id: uuid.UUID | None = None
+    lead_agency_id: uuid.UUID | None = None
+    exported_at: UTCInstant | None = None
 
 
 class BundleParticipant(RequestModel):
@@ -40,7 +54,10 @@ class BundleLocation(LocationCreate):
 
 class BundleCustodyEvent(CustodyEventBase, RequestModel):
     at: UTCInstant
-    recorded_by_agency_id: uuid.UUID | None = None
+    recorded_by_agency_id: uuid.UUID | None = Field(
+        default=None,
+        description="Who recorded the event where it was exported; an import records the importer instead",
+    )
 
 
 class BundleSeizedItem(SeizedItemCreate):
@@ -69,6 +86,9 @@ class BundleDetainee(DetaineeCreate):
 
 class Bundle(RequestModel):
     bundle_version: Literal[1]
+    exported_from: BundleSource | None = Field(
+        default=None, description="Set by the export; kept by an import as the new case's `origin`"
+    )
     case: BundleCase
     participants: list[BundleParticipant] = Field(
         default_factory=list,

@@ -3,11 +3,15 @@
 An import is all or nothing. The whole document is checked before the
 first row is written (shape by the models, references, agencies and chains
 of custody here), so a bad bundle answers 422 naming the bad field and
-leaves nothing behind. Rows are then written in bulk, one INSERT per table
-and not one flush per row, each recorded in the journal like a single
-create would be.
+leaves nothing behind. The check is bounded work whatever the document
+holds: rows are validated one at a time, and a 422 shows the first errors
+and counts the rest. Rows are then written in bulk, one INSERT (or COPY)
+per table, before the journal lock is taken; the import is recorded as one
+change, with one audit entry and one feed event (see _journal).
 """
 
+import hashlib
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,11 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from app import access
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.bundles.models import (
+    MAX_ROWS,
     Bundle,
     BundleCase,
     BundleCustodyEvent,
@@ -27,18 +34,27 @@ from app.bundles.models import (
     BundleLocation,
     BundleParticipant,
     BundleSeizedItem,
+    BundleSource,
 )
-from app.cases.models import Case
+from app.cases.models import Case, origin_of
 from app.cases.service import require_reference_free
 from app.db import bulk_insert, utcnow
 from app.detainees.models import Detainee
 from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
-from app.errors import invalid
+from app.errors import (
+    MAX_ERRORS,
+    AppError,
+    invalid,
+    malformed_json,
+    shown_error,
+    validation_problem,
+)
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
 from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
 from app.journal import record
 from app.locations.models import Location
 from app.participants.models import Participant, Role
+from app.types import RequestModel
 
 Loc = list[str | int]
 
@@ -76,7 +92,10 @@ def export_case(session: Session, p: Principal, case: Case, *, purpose: str | No
 
     return Bundle.model_construct(
         bundle_version=1,
-        case=BundleCase.model_construct(**fields(BundleCase, case)),
+        exported_from=BundleSource.model_construct(
+            case_id=case.id, lead_agency_id=case.lead_agency_id, exported_at=utcnow()
+        ),
+        case=BundleCase.model_construct(**fields(BundleCase, case), origin=origin_of(case)),
         participants=[
             BundleParticipant.model_construct(agency_id=x.agency_id, role=x.role) for x in participants
         ],
@@ -93,6 +112,71 @@ def export_case(session: Session, p: Principal, case: Case, *, purpose: str | No
         ],
         detainees=[BundleDetainee.model_construct(**fields(BundleDetainee, d)) for d in detainees],
     )
+
+
+# --- import: parsing ------------------------------------------------------------------------------------
+
+_SECTIONS: dict[str, type[RequestModel]] = {
+    "participants": BundleParticipant,
+    "locations": BundleLocation,
+    "seized_items": BundleSeizedItem,
+    "detainees": BundleDetainee,
+}
+
+
+class _Errors:
+    """The first MAX_ERRORS validation errors, and how many there were."""
+
+    def __init__(self) -> None:
+        self.shown: list[dict[str, Any]] = []
+        self.total = 0
+
+    def add(self, exc: ValidationError, prefix: Loc) -> None:
+        self.total += exc.error_count()
+        room = MAX_ERRORS - len(self.shown)
+        if room > 0:
+            for err in exc.errors(include_url=False, include_context=False, include_input=False)[:room]:
+                self.shown.append(shown_error({**err, "loc": [*prefix, *err["loc"]]}))
+
+
+def digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def parse_bundle(raw: bytes) -> Bundle:
+    """The request body as a Bundle, or a 400/422 whose size and cost do not
+    grow with the number of errors in it.
+
+    Validating the document in one go would hold every error at once (a
+    32 MiB body of unknown keys is millions of them); the rows of each
+    section are validated one at a time instead, keeping the first errors
+    and counting the rest. An object with more unknown fields than any
+    request model allows is one error (app.types.RequestModel).
+    """
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise malformed_json() from None
+    errors = _Errors()
+    if isinstance(document, dict):
+        for name, model in _SECTIONS.items():
+            rows = document.get(name)
+            if not isinstance(rows, list) or len(rows) > MAX_ROWS:
+                continue  # the Bundle's own validation below names the problem
+            valid = []
+            for n, row in enumerate(rows):
+                try:
+                    valid.append(model.model_validate(row))
+                except ValidationError as exc:
+                    errors.add(exc, ["body", name, n])
+            document[name] = valid
+    try:
+        bundle = Bundle.model_validate(document)
+    except ValidationError as exc:
+        errors.add(exc, ["body"])
+    if errors.total:
+        raise validation_problem(errors.shown, errors.total)
+    return bundle
 
 
 # --- import: checks -------------------------------------------------------------------------------------
@@ -121,7 +205,7 @@ def _agency_refs(bundle: Bundle) -> Iterator[tuple[Loc, uuid.UUID | None]]:
         yield ["body", "seized_items", n, "seized_by_agency_id"], item.seized_by_agency_id
         yield ["body", "seized_items", n, "custodian_agency_id"], item.custodian_agency_id
         for k, event in enumerate(item.custody):
-            for name in ("from_agency_id", "to_agency_id", "recorded_by_agency_id"):
+            for name in ("from_agency_id", "to_agency_id"):
                 yield ["body", "seized_items", n, "custody", k, name], getattr(event, name)
     for n, det in enumerate(bundle.detainees):
         yield ["body", "detainees", n, "detained_by_agency_id"], det.detained_by_agency_id
@@ -179,10 +263,35 @@ def _replay_chain(item: BundleSeizedItem, at: Loc) -> tuple[list[dict[str, Any]]
     return events, status
 
 
+def _require_handling_code(session: Session, p: Principal, bundle: Bundle) -> None:
+    """The bundle's handling code, or a stricter one, never a looser one.
+
+    The document's own code is the importer's to raise: an import keeps it.
+    A document can be edited, so where it names a case of this instance
+    (its id, or `exported_from`) that the caller sees, that case's code is
+    the floor: an observer of a TLP:RED case cannot re-import it as its
+    own TLP:CLEAR case. A case the caller does not see is not consulted, so
+    the answer tells nothing about it.
+    """
+    wanted = bundle.case.handling_code
+    claimed = (bundle.case.id, bundle.exported_from.case_id if bundle.exported_from else None)
+    for case_id in {x for x in claimed if x is not None}:
+        try:
+            source = access.case_access(session, p, case_id).case
+        except AppError:  # not there, or not for this caller: the same to it
+            continue
+        if source.handling_code.strictness > wanted.strictness:
+            raise invalid(
+                ["body", "case", "handling_code"],
+                f"The case this bundle was exported from is {source.handling_code.value}: "
+                "an import keeps its handling code or takes a stricter one.",
+            )
+
+
 # --- import: writing ------------------------------------------------------------------------------------
 
 
-def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
+def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str) -> Case:
     """Create the bundle's case, led by the caller's agency, with new ids for every row.
 
     The bundle's participants are not carried over: on this instance, who
@@ -195,11 +304,18 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
 
     Values are kept as exported, not defaulted as a single create would:
     an unknown seizing agency stays unknown rather than becoming the importer.
+    The agencies named (seized by, custodian, custody from and to, detained
+    by, searched by) are what the bundle states, as a writer states them
+    through the single routes; what this instance records as fact is who
+    imported them: every custody event is recorded by the importing agency,
+    the case carries the bundle's `origin` and digest, and the one audit
+    entry names the importing client and agency.
     """
     for section in ("locations", "seized_items", "detainees"):
         _unique_ids(getattr(bundle, section), section)
     _require_locations(bundle)
     _require_agencies(session, bundle)
+    _require_handling_code(session, p, bundle)
     chains = [_replay_chain(item, ["body", "seized_items", n]) for n, item in enumerate(bundle.seized_items)]
     for det in bundle.detainees:
         require_personal_scope(p, personal_fields_set(det))
@@ -215,8 +331,17 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
         at = next(ticks)
         return {"created_at": at, "updated_at": at}
 
+    source = bundle.exported_from or BundleSource()
     case = Case.model_validate(
-        bundle.case.model_dump(exclude={"id"}), update={"lead_agency_id": p.agency_id, **stamps()}
+        bundle.case.model_dump(exclude={"id", "origin"}),
+        update={
+            "lead_agency_id": p.agency_id,
+            "origin_bundle_sha256": digest,
+            "origin_case_id": source.case_id or bundle.case.id,
+            "origin_lead_agency_id": source.lead_agency_id,
+            "origin_exported_at": source.exported_at,
+            **stamps(),
+        },
     )
     session.add(case)
     session.flush()
@@ -250,7 +375,14 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
             }
         )
         custody.extend(
-            {**event, "id": uuid.uuid4(), "seized_item_id": item_id, **stamps()} for event in chain
+            {
+                **event,
+                "id": uuid.uuid4(),
+                "seized_item_id": item_id,
+                "recorded_by_agency_id": p.agency_id,
+                **stamps(),
+            }
+            for event in chain
         )
     detainees = []
     for det in bundle.detainees:
@@ -277,32 +409,42 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
     ):
         bulk_insert(session, model.__table__, rows)  # type: ignore[attr-defined]
 
-    _journal(session, p, case, locations=locations, items=items, custody=custody, detainees=detainees)
+    _journal(
+        session,
+        p,
+        case,
+        digest,
+        participants=[lead],
+        locations=locations,
+        seized_items=items,
+        custody_events=custody,
+        detainees=detainees,
+    )
     return case
 
 
-def _journal(session: Session, p: Principal, case: Case, **sections: list[dict[str, Any]]) -> None:
-    """One record per created row, like the single routes, and one for the import itself."""
+def _journal(
+    session: Session, p: Principal, case: Case, digest: str, **sections: list[dict[str, Any]]
+) -> None:
+    """The import is one change, recorded once: one audit entry and one feed event.
 
-    def note(action: str, resource_type: str, resource_id: uuid.UUID, *, emit: bool = True) -> None:
-        record(
-            session,
-            p.actor,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            case_id=case.id,
-            emit_event=emit,
-        )
-
-    note("case.created", "case", case.id)
-    note("participant.created", "participant", p.agency_id)
-    for section, resource_type in (
-        ("locations", "location"),
-        ("items", "seized_item"),
-        ("custody", "custody_event"),
-        ("detainees", "detainee"),
-    ):
-        for row in sections[section]:
-            note(f"{resource_type}.created", resource_type, row["id"])
-    note("bundle.imported", "case", case.id, emit=False)
+    An entry and an event per row would have to be written under the
+    journal lock, which every writer of the instance waits for: a large
+    import held it for seconds. The entry names the importing client and
+    agency, the digest of the document and how many rows of each kind it
+    created; the rows themselves are the case's, each row's own `created_at`
+    is the import's, and feed readers learn of them from `case.imported`.
+    """
+    record(
+        session,
+        p.actor,
+        action="case.imported",
+        resource_type="case",
+        resource_id=case.id,
+        case_id=case.id,
+        detail={
+            "bundle_sha256": digest,
+            "origin_case_id": None if case.origin_case_id is None else str(case.origin_case_id),
+            "rows": {name: len(rows) for name, rows in sections.items()},
+        },
+    )

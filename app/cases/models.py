@@ -2,7 +2,7 @@ import unicodedata
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -27,6 +27,11 @@ class HandlingCode(StrEnum):
     amber = "TLP:AMBER"
     green = "TLP:GREEN"
     clear = "TLP:CLEAR"
+
+    @property
+    def strictness(self) -> int:
+        """Higher is stricter: CLEAR 0 < GREEN < AMBER < AMBER+STRICT < RED 4."""
+        return len(HandlingCode) - 1 - list(HandlingCode).index(self)
 
 
 Reference = Text(100, 1)
@@ -80,6 +85,35 @@ class Case(CaseBase, table=True):
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set when the case was imported from a bundle (app.bundles): the digest of
+    # the document, and what it claimed about where it came from. The ids may
+    # name another instance's rows, hence no foreign keys.
+    origin_bundle_sha256: str | None = Field(default=None, sa_type=sa.String(64))
+    origin_case_id: uuid.UUID | None = None
+    origin_lead_agency_id: uuid.UUID | None = None
+    origin_exported_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class CaseOrigin(SQLModel):
+    """Where an imported case came from, as its bundle claimed: nothing here is
+    vouched for by this instance but the digest of the document imported."""
+
+    bundle_sha256: str = Field(description="SHA-256 of the imported document, as in the import's audit entry")
+    case_id: uuid.UUID | None = Field(description="The case's id where it was exported")
+    lead_agency_id: uuid.UUID | None = Field(description="Its lead agency there")
+    exported_at: UTCInstant | None = Field(description="When it was exported")
+
+
+def origin_of(case: Any) -> CaseOrigin | None:
+    """The origin of a case row (an ORM object or a row of its columns); None unless imported."""
+    if case.origin_bundle_sha256 is None:
+        return None
+    return CaseOrigin.model_construct(
+        bundle_sha256=case.origin_bundle_sha256,
+        case_id=case.origin_case_id,
+        lead_agency_id=case.origin_lead_agency_id,
+        exported_at=case.origin_exported_at,
+    )
 
 
 @event.listens_for(Case, "before_insert")
@@ -118,6 +152,9 @@ class CasePublic(CaseBase):
     version: int
     created_at: UTCInstant
     updated_at: UTCInstant
+    origin: CaseOrigin | None = Field(
+        default=None, description="Set on a case imported from a bundle: what the bundle claimed"
+    )
 
 
 class CaseSummary(SQLModel):

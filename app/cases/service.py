@@ -20,6 +20,7 @@ from app.cases.models import (
     CategoryCount,
     HandlingCode,
     reference_key,
+    origin_of,
 )
 from app.crud import add_recorded, delete_recorded, update_recorded
 from app.db import utcnow
@@ -34,7 +35,7 @@ from app.reads import Reads
 
 
 def to_public(case: Case, level: Level) -> CasePublic:
-    return public(CasePublic, case, access=level)
+    return public(CasePublic, case, access=level, origin=origin_of(case))
 
 
 def created_case(case: Case) -> Response:

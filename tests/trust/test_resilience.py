@@ -96,7 +96,9 @@ def _free_port() -> int:
 def _key(engine: sa.Engine, code: str) -> str:
     make_agency(engine, code)
     with transaction(engine, write=True) as session:
-        _, key = auth.create_client(session, agency_code=code, name="t", scopes=[Scope.read, Scope.write])
+        _, key = auth.create_client(
+            session, agency_code=code, name="t", scopes=[Scope.read, Scope.write, Scope.admin]
+        )
     return key
 
 

@@ -1,0 +1,296 @@
+"""The keyed audit chain under attack: a database writer without the audit key
+cannot add, forge or hide entries; verification over HTTP is admin only and
+incremental from a MAC'ed checkpoint; the CLI checks the whole chain and a
+head recorded earlier."""
+
+import hashlib
+import hmac
+import json
+import os
+import pty
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from app import cli
+from app.audit.models import AuditEntry
+from app.audit.service import GENESIS
+from app.config import get_settings
+from tests.conftest import Caller, new_case
+
+API = "/api/v1"
+
+
+def _canonical(row: dict[str, Any]) -> bytes:
+    """The entry's content as app.audit.service hashes it, written out here
+    the way an attacker reading the source would."""
+    content = {k: row[k] for k in ("seq", "at", "action", "resource_type", "purpose", "prev_hash")}
+    for k in ("agency_id", "client_id", "resource_id", "case_id"):
+        content[k] = str(row[k]) if row[k] is not None else None
+    return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+
+
+def plain_sha256(row: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(row)).hexdigest()
+
+
+def wrong_key(row: dict[str, Any]) -> str:
+    return hmac.new(b"a guess at the audit key", _canonical(row), hashlib.sha256).hexdigest()
+
+
+def head(engine: sa.Engine) -> tuple[int, str]:
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT seq, hash FROM audit_entry ORDER BY seq DESC LIMIT 1")).first()
+    return (row.seq, row.hash) if row else (0, GENESIS)
+
+
+def append_straight(engine: sa.Engine, digest: Any, actor: Caller) -> int:
+    """What a hostile database writer does: an entry crediting `actor` with a
+    case deletion, linked to the head and hashed as well as it can."""
+    seq, prev = head(engine)
+    row = {
+        "seq": seq + 1,
+        "at": datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+        "agency_id": actor.agency_id,
+        "client_id": actor.client_id,
+        "action": "case.deleted",
+        "resource_type": "case",
+        "resource_id": uuid.uuid4(),
+        "case_id": None,
+        "purpose": None,
+        "prev_hash": prev,
+    }
+    row["hash"] = digest(row)
+    with engine.begin() as conn:
+        conn.execute(AuditEntry.__table__.insert(), {**row, "at": datetime(2026, 1, 1, tzinfo=UTC)})  # type: ignore[attr-defined]
+    return seq + 1
+
+
+def tamper(engine: sa.Engine, *statements: str) -> None:
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
+    monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    try:
+        cli.main(["audit", "verify", *args])
+    except SystemExit as exc:
+        return (exc.code if isinstance(exc.code, int) else 1), str(exc.code)
+    return 0, capsys.readouterr().out
+
+
+def http_verify(client: TestClient, admin: Caller) -> dict[str, Any]:
+    response = client.get(f"{API}/audit/verify", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def checkpoint(engine: sa.Engine) -> tuple[int, str] | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT seq, hash FROM audit_checkpoint")).first()
+    return (row.seq, row.hash) if row else None
+
+
+# --- the key ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digest", [plain_sha256, wrong_key], ids=["sha256", "wrong-key"])
+def test_an_entry_written_straight_into_the_database_fails(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    admin: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+    digest: Any,
+) -> None:
+    new_case(client, lead)
+    forged = append_straight(engine, digest, lead)
+    verdict = http_verify(client, admin)
+    assert (verdict["ok"], verdict["first_bad_seq"], verdict["entries"]) == (False, forged, forged - 1)
+    code, out = run_cli(capsys)
+    assert code == 1
+    assert f"broken at entry {forged}" in out
+    # Nor does a checkpoint move past it.
+    assert checkpoint(engine) is None
+
+
+def test_entries_from_before_the_key_verify_as_the_chain_s_beginning_only(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller
+) -> None:
+    # A chain written by an earlier version: plain SHA-256 entries (the
+    # fixtures' own keyed entries make way for it).
+    tamper(engine, "DELETE FROM audit_entry")
+    legacy = [append_straight(engine, plain_sha256, lead) for _ in range(3)]
+    assert legacy == [1, 2, 3]
+    new_case(client, lead)  # appended keyed, after them
+    seq, hash_ = head(engine)
+    assert http_verify(client, admin) == {"ok": True, "entries": seq, "head": hash_, "first_bad_seq": None}
+    # Once the chain is keyed, an unkeyed entry is a forgery.
+    forged = append_straight(engine, plain_sha256, lead)
+    verdict = http_verify(client, admin)
+    assert (verdict["ok"], verdict["first_bad_seq"]) == (False, forged)
+
+
+# --- GET /audit/verify --------------------------------------------------------------------------------
+
+
+def test_verify_over_http_is_admin_only(
+    client: TestClient, engine: sa.Engine, lead: Caller, outsider: Caller, admin: Caller
+) -> None:
+    new_case(client, lead)
+    response = client.get(f"{API}/audit/verify", headers=lead.headers)  # read and write, no admin
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+    assert client.get(f"{API}/audit/verify").status_code == 401
+    assert checkpoint(engine) is None, "a refused call verifies nothing"
+    assert http_verify(client, outsider)["ok"] is True  # every scope, admin among them
+
+
+def test_verify_starts_from_the_checkpoint_and_moves_it(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    admin: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for _ in range(2):
+        new_case(client, lead)
+    first = head(engine)
+    assert http_verify(client, admin)["head"] == first[1]
+    assert checkpoint(engine) == first
+    # An entry before the checkpoint is altered: the next call reads only what came after.
+    tamper(engine, "UPDATE audit_entry SET purpose = 'quiet' WHERE seq = 1")
+    new_case(client, lead)
+    second = head(engine)
+    assert http_verify(client, admin) == {
+        "ok": True,
+        "entries": second[0],
+        "head": second[1],
+        "first_bad_seq": None,
+    }
+    assert checkpoint(engine) == second
+    # ... while the whole chain, from the command line, shows it.
+    code, out = run_cli(capsys)
+    assert (code, "entry 1 " in out) == (1, True)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "UPDATE audit_entry SET purpose = 'quiet' WHERE seq = (SELECT seq FROM audit_checkpoint)",
+        "DELETE FROM audit_entry WHERE seq >= (SELECT seq FROM audit_checkpoint)",
+    ],
+    ids=["checkpoint-entry-altered", "tail-cut"],
+)
+def test_the_checkpoint_entry_must_keep_its_hash(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller, attack: str
+) -> None:
+    for _ in range(2):
+        new_case(client, lead)
+    seq, _ = head(engine)
+    http_verify(client, admin)
+    tamper(engine, attack)
+    verdict = http_verify(client, admin)
+    assert (verdict["ok"], verdict["first_bad_seq"]) == (False, seq)
+
+
+def test_a_forged_checkpoint_is_ignored(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller
+) -> None:
+    """The database writer appends an entry and moves the checkpoint past it: without
+    the key its MAC fails, so the walk starts at genesis and finds the entry."""
+    new_case(client, lead)
+    http_verify(client, admin)
+    forged = append_straight(engine, plain_sha256, lead)
+    seq, hash_ = head(engine)
+    tamper(engine, f"UPDATE audit_checkpoint SET seq = {seq}, hash = '{hash_}'")
+    verdict = http_verify(client, admin)
+    assert (verdict["ok"], verdict["first_bad_seq"]) == (False, forged)
+
+
+# --- caseapi audit verify -----------------------------------------------------------------------------
+
+
+def test_cli_expect_head(
+    client: TestClient, engine: sa.Engine, lead: Caller, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new_case(client, lead)
+    recorded = head(engine)[1]
+    new_case(client, lead)
+    assert run_cli(capsys, "--expect-head", recorded)[0] == 0
+    code, out = run_cli(capsys, "--expect-head", "f" * 64)
+    assert code == 1
+    assert f"head {'f' * 64} is not in the audit chain" in out
+    # History rewritten from the recorded head on, and the checkpoint with it:
+    # the chain left verifies, but the recorded head is gone.
+    tamper(engine, "DELETE FROM audit_checkpoint", "DELETE FROM audit_entry WHERE seq >= 3")
+    assert run_cli(capsys)[0] == 0
+    code, out = run_cli(capsys, "--expect-head", recorded)
+    assert code == 1
+    assert recorded in out
+
+
+def _cli_process(database_url: str, **stderr: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CASEAPI_DATABASE_URL": database_url}
+    command = [sys.executable, "-c", "from app.cli import main; main()", "audit", "verify"]
+    return subprocess.run(
+        command, env=env, stdout=subprocess.PIPE, text=True, timeout=60, check=False, **stderr
+    )
+
+
+def test_cli_shows_progress_on_a_terminal_only(
+    client: TestClient, engine: sa.Engine, lead: Caller, database_url: str
+) -> None:
+    for _ in range(3):
+        new_case(client, lead)
+    piped = _cli_process(database_url, stderr=subprocess.PIPE)
+    assert piped.returncode == 0
+    assert piped.stderr == ""
+    controller, terminal = pty.openpty()
+    try:
+        on_tty = _cli_process(database_url, stderr=terminal)
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal side is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert on_tty.returncode == 0
+    assert f"audit chain intact: {head(engine)[0]} entries" in on_tty.stdout
+    assert b"verifying the audit chain: 100%" in shown
+
+
+def test_a_good_chain_replaces_a_forged_checkpoint(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller
+) -> None:
+    """A checkpoint forged far ahead would otherwise never be replaced, and
+    every call would walk the whole chain."""
+    new_case(client, lead)
+    http_verify(client, admin)
+    tamper(engine, "UPDATE audit_checkpoint SET seq = 1000000")
+    assert http_verify(client, admin)["ok"] is True
+    assert checkpoint(engine) == head(engine)
