@@ -19,8 +19,8 @@ from app.cases.models import (
     CaseUpdate,
     CategoryCount,
     HandlingCode,
-    reference_key,
     origin_of,
+    reference_key,
 )
 from app.crud import add_recorded, delete_recorded, update_recorded
 from app.db import utcnow

@@ -1,7 +1,7 @@
 """keyed audit chain checkpoint, audit entry detail, imported case origin
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-29 13:30:00
 
 Existing audit entries keep their unkeyed SHA-256 hashes: a migration cannot
@@ -17,7 +17,7 @@ from alembic import op
 import app.db
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
