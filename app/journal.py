@@ -42,6 +42,8 @@ class Change:
     purpose: str | None
     emit_event: bool
     request_parties: tuple[uuid.UUID, uuid.UUID] | None
+    notify: tuple[uuid.UUID, uuid.UUID] | None = None
+    audit: bool = True
 
 
 def record(
@@ -55,10 +57,29 @@ def record(
     purpose: str | None = None,
     emit_event: bool = True,
     request_parties: tuple[uuid.UUID, uuid.UUID] | None = None,
+    notify: tuple[uuid.UUID, uuid.UUID] | None = None,
+    audit: bool = True,
 ) -> None:
-    """Note a change (or a disclosure, with emit_event=False) for this transaction."""
+    """Note a change (or a disclosure, with emit_event=False) for this transaction.
+
+    `notify` = (from agency, recipient agency): an event only the recipient
+    sees (app.events.service), such as a hit in a case hidden from the
+    searcher. `audit=False` for such notifications: an audit entry naming the
+    hidden case would show it to the searching agency, which reads what it did.
+    """
     session.info.setdefault(_JOURNAL, []).append(
-        Change(actor, action, resource_type, resource_id, case_id, purpose, emit_event, request_parties)
+        Change(
+            actor,
+            action,
+            resource_type,
+            resource_id,
+            case_id,
+            purpose,
+            emit_event,
+            request_parties,
+            notify,
+            audit,
+        )
     )
 
 
@@ -85,6 +106,7 @@ def _append_events(session: OrmSession, changes: list[Change], at: datetime, las
     for seq, change in enumerate(changes, start=last + 1):
         assert change.resource_id is not None, "an event names its resource"
         parties = change.request_parties or (None, None)
+        notify = change.notify or (None, None)
         rows.append(
             {
                 "seq": seq,
@@ -94,6 +116,8 @@ def _append_events(session: OrmSession, changes: list[Change], at: datetime, las
                 "case_id": change.case_id,
                 "request_from_agency_id": parties[0],
                 "request_to_agency_id": parties[1],
+                "from_agency_id": notify[0],
+                "recipient_agency_id": notify[1],
                 "at": at,
             }
         )
@@ -109,7 +133,7 @@ def _write_journal(session: OrmSession) -> None:
     _lock(session)
     heads = session.execute(_HEADS).one()
     at = utcnow()
-    append_entries(session, changes, at, heads.seq, heads.hash)
+    append_entries(session, [c for c in changes if c.audit], at, heads.seq, heads.hash)
     _append_events(session, [c for c in changes if c.emit_event], at, heads.event_seq or 0)
 
 

@@ -24,6 +24,7 @@ from app.bundles.models import (
     BundleCase,
     BundleCustodyEvent,
     BundleDetainee,
+    BundleIdentifier,
     BundleLocation,
     BundleParticipant,
     BundleSeizedItem,
@@ -35,6 +36,7 @@ from app.detainees.service import one_year_after, present, require_personal_scop
 from app.errors import conflict, invalid
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
 from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
+from app.identifiers import service as identifiers
 from app.journal import record
 from app.locations.models import Location
 from app.participants.models import Participant, Role
@@ -93,6 +95,10 @@ def export_case(session: Session, p: Principal, case: Case, *, purpose: str | No
             for item in items
         ],
         detainees=[BundleDetainee.model_construct(**fields(BundleDetainee, d)) for d in detainees],
+        identifiers=[
+            BundleIdentifier.model_construct(**fields(BundleIdentifier, x))
+            for x in identifiers.export_for_bundle(session, case.id)
+        ],
     )
 
 
@@ -204,6 +210,9 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
     chains = [_replay_chain(item, ["body", "seized_items", n]) for n, item in enumerate(bundle.seized_items)]
     for det in bundle.detainees:
         require_personal_scope(p, det.model_dump(include=set(PERSONAL_FIELDS)))
+    identifier_rows = identifiers.rows_for_import(
+        session, bundle.identifiers, lead_agency_id=p.agency_id, loc=["body", "identifiers"]
+    )
     reference = bundle.case.reference
     if session.execute(sa.select(Case.id).where(Case.reference == reference)).first():
         raise conflict(f"A case with reference {reference!r} exists.")
@@ -281,6 +290,9 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle) -> Case:
         bulk_insert(session, model.__table__, rows)  # type: ignore[attr-defined]
 
     _journal(session, p, case, locations=locations, items=items, custody=custody, detainees=detainees)
+    identifiers.insert_imported(
+        session, p, case.id, [{**row, "created_at": stamps()["created_at"]} for row in identifier_rows]
+    )
     return case
 
 

@@ -52,11 +52,29 @@ class CaseBase(SQLModel):
     closed_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
 
 
+def search_text(reference: str, title: str, summary: str | None) -> str:
+    """What `q=` searches: reference, title and summary, case-folded in Python.
+
+    Stored rather than folded by the database at query time: SQLite's
+    lower() and LIKE fold ASCII only, so `q=киеве` would miss "Киеве".
+    """
+    return "\n".join((reference, title, summary or "")).casefold()
+
+
 class Case(CaseBase, table=True):
     __tablename__ = "case"
     __table_args__ = (
         sa.UniqueConstraint("reference"),
         sa.Index("ix_case_created_at_id", "created_at", "id"),
+        # A trigram index answers `search_text LIKE '%...%'` without reading
+        # the table (a q= that matches nothing costs an index probe).
+        sa.Index(
+            "ix_case_search_text_trgm",
+            "search_text",
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+            info={"only_on": "postgresql"},  # migrations/env.py
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -64,6 +82,13 @@ class Case(CaseBase, table=True):
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    search_text: str = Field(default="", sa_type=sa.Text, description="search_text() of the case, for q=")
+
+
+@sa.event.listens_for(Case, "before_insert")
+@sa.event.listens_for(Case, "before_update")
+def _fill_search_text(_mapper: object, _conn: object, case: Case) -> None:
+    case.search_text = search_text(case.reference, case.title, case.summary)
 
 
 class CaseCreate(CaseBase, RequestModel):
