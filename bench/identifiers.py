@@ -64,7 +64,9 @@ def load_identifiers(url: str, per_case: int) -> int:
     plain = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain) as conn, conn.cursor() as cur:
         cur.execute("TRUNCATE identifier")
-        with cur.copy("COPY identifier (id, case_id, kind, value, normalized, version, created_at) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY identifier (id, case_id, kind, value, normalized, version, created_at) FROM STDIN"
+        ) as copy:
             n = 0
             now = datetime.now(UTC)
             for case_id in cases:

@@ -1,4 +1,4 @@
-"""GET /cases/{id}/stix: a STIX 2.1 bundle that validates, every object marked with the case's TLP 2.0 level."""
+"""GET /cases/{id}/stix: a STIX 2.1 bundle that validates, each object marked with its TLP 2.0 level."""
 
 import json
 import uuid
