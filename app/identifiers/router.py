@@ -61,7 +61,22 @@ def get_identifier(session: SessionDep, p: Reader, identifier_id: uuid.UUID) -> 
     return ok(public(IdentifierPublic, identifier), version=identifier.version)
 
 
-@router.delete("/identifiers/{identifier_id}", status_code=204, operation_id="identifiers.delete")
+# Declared for generated clients; checked by check_if_match(), which answers 428 when it is missing.
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The ETag last read; a stale one answers 412",
+}
+
+
+@router.delete(
+    "/identifiers/{identifier_id}",
+    status_code=204,
+    operation_id="identifiers.delete",
+    openapi_extra={"parameters": [_IF_MATCH]},
+)
 def delete_identifier(request: Request, session: SessionDep, p: Writer, identifier_id: uuid.UUID) -> Response:
     """Remove an identifier recorded by mistake (lead or partner; `If-Match` required)."""
     identifier, _ = access.writable_child(session, p, Identifier, identifier_id)
