@@ -170,12 +170,27 @@ def _hits_statement() -> sa.Select[Any]:
     stmt, full, visible = access.with_case_access(
         stmt, case_id=Identifier.case_id, handling_code=Case.handling_code, with_parent=True
     )
-    pairs = sa.bindparam("pairs", expanding=True)
+    # One IN list per kind, not one list of (kind, value) pairs: PostgreSQL plans
+    # a thousand pairs as a thousand OR-ed conditions (a second of planning),
+    # a list as one index condition (`normalized = ANY(...)`).
+    by_kind = sa.or_(
+        *(
+            sa.and_(
+                Identifier.kind == kind,
+                Identifier.normalized.in_(sa.bindparam(_values_param(kind), expanding=True)),
+            )
+            for kind in IdentifierKind
+        )
+    )
     return (
         stmt.add_columns(full.label("full"), visible.label("visible"))
-        .where(sa.tuple_(Identifier.kind, Identifier.normalized).in_(pairs))
+        .where(by_kind)
         .order_by(Identifier.case_id, Identifier.created_at, Identifier.id)
     )
+
+
+def _values_param(kind: IdentifierKind) -> str:
+    return f"values_{kind.value}"
 
 
 def _digest(key: bytes, kind: IdentifierKind, value: str) -> str:
@@ -190,7 +205,10 @@ def search_hits(session: Session, p: Principal, items: Sequence[HitItem]) -> Hit
         (item.kind, normalized(item.kind, item.value, country=country, loc=["body", "items", n, "value"]))
         for n, item in enumerate(items)
     ]
-    rows = session.execute(_hits_statement(), access.principal_params(p) | {"pairs": sorted(set(keys))}).all()
+    values: dict[str, list[str]] = {_values_param(kind): [] for kind in IdentifierKind}
+    for kind, norm in sorted(set(keys)):
+        values[_values_param(kind)].append(norm)
+    rows = session.execute(_hits_statement(), access.principal_params(p) | values).all()
     by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for row in rows:
         by_key[(row.kind, row.normalized)].append(row)
