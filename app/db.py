@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
@@ -195,8 +195,20 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     route function takes, uses and (for reads) gives back its connection
     in one worker thread; the commit of a write runs before the response.
     """
-    state = request.app.state
     write = request.method not in SAFE_METHODS or "x-purpose" in request.headers
+    async with _unit_of_work(request, write=write) as session:
+        yield session
+
+
+async def get_write_session(request: Request) -> AsyncIterator[Session]:
+    """get_session() that always commits: for a read that is audited (an export)."""
+    async with _unit_of_work(request, write=True) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _unit_of_work(request: Request, *, write: bool) -> AsyncIterator[Session]:
+    state = request.app.state
     session = new_session(state.write_engine if write else state.read_engine)
     try:
         yield session
@@ -225,6 +237,7 @@ def _end(session: Session, *, commit: bool) -> None:
 # scope="function": the commit happens before the response is sent, so a
 # failed commit becomes an error response, never a false success.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
 
 
 # Below this many rows a multi-row INSERT costs about what COPY does.

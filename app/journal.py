@@ -44,6 +44,8 @@ class Change:
     emit_event: bool
     request_parties: tuple[uuid.UUID, uuid.UUID] | None
     detail: dict[str, Any] | None = None
+    notify: tuple[uuid.UUID, uuid.UUID] | None = None
+    audit: bool = True
 
 
 def record(
@@ -58,14 +60,31 @@ def record(
     emit_event: bool = True,
     request_parties: tuple[uuid.UUID, uuid.UUID] | None = None,
     detail: dict[str, Any] | None = None,
+    notify: tuple[uuid.UUID, uuid.UUID] | None = None,
+    audit: bool = True,
 ) -> None:
     """Note a change (or a disclosure, with emit_event=False) for this transaction.
 
     `detail` (JSON) goes into the audit entry, for a change of many rows
-    that is recorded once (a bundle import)."""
+    that is recorded once (a bundle import). `notify` = (from agency,
+    recipient agency): an event only the recipient sees (app.events.service),
+    such as a hit in a case hidden from the searcher. `audit=False` for such
+    notifications: an audit entry naming the hidden case would show it to the
+    searching agency, which reads what it did.
+    """
     session.info.setdefault(_JOURNAL, []).append(
         Change(
-            actor, action, resource_type, resource_id, case_id, purpose, emit_event, request_parties, detail
+            actor,
+            action,
+            resource_type,
+            resource_id,
+            case_id,
+            purpose,
+            emit_event,
+            request_parties,
+            detail,
+            notify,
+            audit,
         )
     )
 
@@ -93,6 +112,7 @@ def _append_events(session: OrmSession, changes: list[Change], at: datetime, las
     for seq, change in enumerate(changes, start=last + 1):
         assert change.resource_id is not None, "an event names its resource"
         parties = change.request_parties or (None, None)
+        notify = change.notify or (None, None)
         rows.append(
             {
                 "seq": seq,
@@ -102,6 +122,8 @@ def _append_events(session: OrmSession, changes: list[Change], at: datetime, las
                 "case_id": change.case_id,
                 "request_from_agency_id": parties[0],
                 "request_to_agency_id": parties[1],
+                "from_agency_id": notify[0],
+                "recipient_agency_id": notify[1],
                 "at": at,
             }
         )
@@ -117,7 +139,7 @@ def _write_journal(session: OrmSession) -> None:
     _lock(session)
     heads = session.execute(_HEADS).one()
     at = utcnow()
-    append_entries(session, changes, at, heads.seq, heads.hash)
+    append_entries(session, [c for c in changes if c.audit], at, heads.seq, heads.hash)
     _append_events(session, [c for c in changes if c.emit_event], at, heads.event_seq or 0)
 
 

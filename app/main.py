@@ -25,12 +25,14 @@ from app.detainees.router import router as detainees
 from app.errors import install_error_handlers
 from app.events.router import router as events
 from app.evidence.router import router as evidence
+from app.identifiers.router import router as identifiers
 from app.limits import BodySizeLimit
 from app.locations.router import router as locations
 from app.participants.router import router as participants
 from app.probes import ProbeCounter
 from app.reads import create_reads
 from app.requests.router import router as information_requests
+from app.stix.router import router as stix
 
 DESCRIPTION = """
 Case-information exchange between law-enforcement agencies: joint
@@ -132,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         information_requests,
         bundles,
+        identifiers,
+        stix,
     ):
         application.include_router(router, prefix="/api/v1")
     # Probes of load balancers and orchestrators look at the root.

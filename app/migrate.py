@@ -1,5 +1,7 @@
 """Alembic, driven from code: the CLI and the tests use the same entry points."""
 
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
@@ -20,3 +22,14 @@ def upgrade(connection: Connection | None = None, revision: str = "head") -> Non
 
 def downgrade(connection: Connection | None = None, revision: str = "base") -> None:
     command.downgrade(alembic_config(connection), revision)
+
+
+def include_in_comparison(dialect: str) -> Any:
+    """Alembic's include_object for `dialect`: an index made for one database only
+    (info={"only_on": "postgresql"}) is not expected on the others."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        only_on = obj.info.get("only_on") if type_ == "index" else None
+        return only_on is None or only_on == dialect
+
+    return include

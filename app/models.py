@@ -8,6 +8,7 @@ from app.detainees.models import Detainee
 from app.events.models import Event
 from app.evidence.models import CustodyEvent, SeizedItem
 from app.idempotency.models import IdempotencyRecord
+from app.identifiers.models import HitSearchTerm, Identifier
 from app.locations.models import Location
 from app.participants.models import Participant
 from app.requests.models import InformationRequest, RequestMessage
@@ -21,7 +22,9 @@ __all__ = [
     "CustodyEvent",
     "Detainee",
     "Event",
+    "HitSearchTerm",
     "IdempotencyRecord",
+    "Identifier",
     "InformationRequest",
     "Location",
     "Participant",

@@ -63,3 +63,8 @@ def cursor_key(settings: Settings) -> bytes:
     if settings.cursor_secret:
         return settings.cursor_secret.get_secret_value().encode()
     return hmac.new(audit_key(settings), b"caseapi cursor signing v1", hashlib.sha256).digest()
+
+
+def search_term_key(settings: Settings) -> bytes:
+    """The key of the keyed hashes that record hit/no-hit searches without their values."""
+    return hmac.new(audit_key(settings), b"caseapi hit search terms v1", hashlib.sha256).digest()

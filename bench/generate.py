@@ -42,6 +42,7 @@ from app import migrate, seed
 from app.audit.service import GENESIS, entry_hash, key
 from app.auth.models import Scope
 from app.auth.service import create_client
+from app.cases.models import search_text
 from app.config import get_settings
 from app.db import create_db_engine, transaction
 
@@ -63,7 +64,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "case": (
         "reference", "title", "summary", "status", "handling_code", "offence_types", "modus_operandi",
         "victim_regions", "opened_at", "closed_at", "id", "lead_agency_id", "version", "created_at",
-        "updated_at",
+        "updated_at", "search_text",
     ),
     "participant": ("case_id", "agency_id", "role", "version", "created_at", "updated_at"),
     "location": (
@@ -273,13 +274,18 @@ class Generator:
         lead_id = self.agencies[lead_code]
         status = self.pick(CASE_STATUS)
         closed = b.ts(t0 + timedelta(days=rng.randint(30, 400))) if status == "closed" else None
+        reference = reference or f"BENCH-{n:07d}"
+        title = f"Synthetic case {n}: {rng.choice(OFFENCES)} in {rng.choice(CITIES)}"
+        summary = (
+            None
+            if rng.random() < 0.2
+            else f"{rng.choice(MODUS).capitalize()}; victims in {rng.choice(REGIONS)}."
+        )
         rows["case"].append(
             (
-                reference or f"BENCH-{n:07d}",
-                f"Synthetic case {n}: {rng.choice(OFFENCES)} in {rng.choice(CITIES)}",
-                None
-                if rng.random() < 0.2
-                else f"{rng.choice(MODUS).capitalize()}; victims in {rng.choice(REGIONS)}.",
+                reference,
+                title,
+                summary,
                 status,
                 handling or self.pick(HANDLING),
                 json.dumps(rng.sample(OFFENCES, rng.randint(1, 2))),
@@ -292,6 +298,7 @@ class Generator:
                 1,
                 ts,
                 ts,
+                search_text(reference, title, summary),
             )
         )
         self.record(batch, "case.created", "case", case_id, case_id, lead_id, t0, ts)
@@ -482,9 +489,7 @@ class PostgresWriter:
                 rows = batch.rows[table]
                 if not rows:
                     continue
-                text = "".join(
-                    "\t".join("\\N" if v is None else str(v) for v in row) + "\n" for row in rows
-                ).encode()
+                text = "".join("\t".join(_copy_text(v) for v in row) + "\n" for row in rows).encode()
                 with cur.copy(f'COPY "{table}" ({", ".join(COLUMNS[table])}) FROM STDIN') as copy:
                     copy.write(text)
 
@@ -500,6 +505,13 @@ class PostgresWriter:
         self.conn.autocommit = True
         self.conn.execute("ANALYZE")
         self.conn.close()
+
+
+def _copy_text(value: Any) -> str:
+    """A value in COPY's text format (a case's search_text holds newlines)."""
+    if value is None:
+        return "\\N"
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
 
 
 class SqliteWriter:

@@ -4,6 +4,7 @@ from sqlmodel import SQLModel
 import app.models  # noqa: F401  (fills SQLModel.metadata)
 from app.config import get_settings
 from app.db import create_db_engine
+from app.migrate import include_in_comparison
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -26,6 +27,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_in_comparison(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

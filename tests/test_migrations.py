@@ -44,7 +44,10 @@ def test_single_head() -> None:
 
 def _differences(engine: sa.Engine) -> list[object]:
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn,
+            opts={"compare_type": True, "include_object": migrate.include_in_comparison(conn.dialect.name)},
+        )
         return list(compare_metadata(context, SQLModel.metadata))
 
 

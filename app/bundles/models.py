@@ -16,6 +16,7 @@ from sqlmodel import Field
 from app.cases.models import CaseCreate, CaseOrigin
 from app.detainees.models import DetaineeCreate
 from app.evidence.models import CustodyEventBase, ItemStatus, SeizedItemCreate
+from app.identifiers.models import IdentifierTransfer as BundleIdentifier
 from app.locations.models import LocationCreate
 from app.participants.models import Role
 from app.types import RequestModel, UTCInstant
@@ -98,3 +99,4 @@ class Bundle(RequestModel):
     locations: list[BundleLocation] = Field(default_factory=list, max_length=MAX_ROWS)
     seized_items: list[BundleSeizedItem] = Field(default_factory=list, max_length=MAX_ROWS)
     detainees: list[BundleDetainee] = Field(default_factory=list, max_length=MAX_ROWS)
+    identifiers: list[BundleIdentifier] = Field(default_factory=list, max_length=MAX_ROWS)

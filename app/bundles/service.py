@@ -31,6 +31,7 @@ from app.bundles.models import (
     BundleCase,
     BundleCustodyEvent,
     BundleDetainee,
+    BundleIdentifier,
     BundleLocation,
     BundleParticipant,
     BundleSeizedItem,
@@ -51,6 +52,7 @@ from app.errors import (
 )
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
 from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
+from app.identifiers import service as identifiers
 from app.journal import record
 from app.locations.models import Location
 from app.participants.models import Participant, Role
@@ -111,6 +113,10 @@ def export_case(session: Session, p: Principal, case: Case, *, purpose: str | No
             for item in items
         ],
         detainees=[BundleDetainee.model_construct(**fields(BundleDetainee, d)) for d in detainees],
+        identifiers=[
+            BundleIdentifier.model_construct(**fields(BundleIdentifier, x))
+            for x in identifiers.export_for_bundle(session, case.id)
+        ],
     )
 
 
@@ -319,6 +325,9 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str
     chains = [_replay_chain(item, ["body", "seized_items", n]) for n, item in enumerate(bundle.seized_items)]
     for det in bundle.detainees:
         require_personal_scope(p, personal_fields_set(det))
+    identifier_rows = identifiers.rows_for_import(
+        session, bundle.identifiers, lead_agency_id=p.agency_id, loc=["body", "identifiers"]
+    )
     require_reference_free(session, p.agency_id, bundle.case.reference)
 
     now = utcnow()
@@ -409,6 +418,10 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str
     ):
         bulk_insert(session, model.__table__, rows)  # type: ignore[attr-defined]
 
+    identifier_rows = [
+        {**row, "case_id": case.id, "created_at": stamps()["created_at"]} for row in identifier_rows
+    ]
+    identifiers.insert_imported(session, identifier_rows)
     _journal(
         session,
         p,
@@ -419,6 +432,7 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str
         seized_items=items,
         custody_events=custody,
         detainees=detainees,
+        identifiers=identifier_rows,
     )
     return case
 

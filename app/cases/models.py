@@ -69,6 +69,15 @@ def reference_key(reference: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", reference).casefold())
 
 
+def search_text(reference: str, title: str, summary: str | None) -> str:
+    """What `q=` searches: reference, title and summary, case-folded in Python.
+
+    Stored rather than folded by the database at query time: SQLite's
+    lower() and LIKE fold ASCII only, so `q=киеве` would miss "Киеве".
+    """
+    return "\n".join((reference, title, summary or "")).casefold()
+
+
 class Case(CaseBase, table=True):
     __tablename__ = "case"
     __table_args__ = (
@@ -76,6 +85,15 @@ class Case(CaseBase, table=True):
         # across agencies (a refusal would tell one agency another's references).
         sa.Index("ux_case_lead_agency_id_reference_key", "lead_agency_id", "reference_key", unique=True),
         sa.Index("ix_case_created_at_id", "created_at", "id"),
+        # A trigram index answers `search_text LIKE '%...%'` without reading
+        # the table (a q= that matches nothing costs an index probe).
+        sa.Index(
+            "ix_case_search_text_trgm",
+            "search_text",
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+            info={"only_on": "postgresql"},  # migrations/env.py
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -85,6 +103,7 @@ class Case(CaseBase, table=True):
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    search_text: str = Field(default="", sa_type=sa.Text, description="search_text() of the case, for q=")
     # Set when the case was imported from a bundle (app.bundles): the digest of
     # the document, and what it claimed about where it came from. The ids may
     # name another instance's rows, hence no foreign keys.
@@ -118,8 +137,9 @@ def origin_of(case: Any) -> CaseOrigin | None:
 
 @event.listens_for(Case, "before_insert")
 @event.listens_for(Case, "before_update")
-def _keep_reference_key(_mapper: object, _connection: object, case: Case) -> None:
+def _keep_derived_columns(_mapper: object, _connection: object, case: Case) -> None:
     case.reference_key = reference_key(case.reference)
+    case.search_text = search_text(case.reference, case.title, case.summary)
 
 
 class CaseCreate(CaseBase, RequestModel):

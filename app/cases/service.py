@@ -28,6 +28,7 @@ from app.detainees.models import Detainee
 from app.errors import conflict
 from app.evidence.models import SeizedItem
 from app.http import api_path, created, public
+from app.identifiers.models import Identifier
 from app.locations.models import Location
 from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
@@ -73,9 +74,7 @@ def _list_statement(
         stmt = stmt.where(Case.handling_code == sa.bindparam("handling_code"))
     if q:
         pattern = sa.bindparam("pattern", type_=sa.String)
-        stmt = stmt.where(
-            sa.or_(*(col.ilike(pattern, escape="\\") for col in (Case.reference, Case.title, Case.summary)))
-        )
+        stmt = stmt.where(Case.search_text.like(pattern, escape="\\"))
     if participant:
         # Who takes part is under the case: a summary reader must not rebuild
         # the participants by filtering, so the filter matches full access only.
@@ -111,7 +110,7 @@ async def list_cases(
     values = access.principal_params(p) | {
         "status": status,
         "handling_code": handling_code,
-        "pattern": f"%{_escape_like(q)}%" if q else None,
+        "pattern": f"%{_escape_like(q.casefold())}%" if q else None,
         "participant": participant,
     }
     page, cursor = await read_page(reads, stmt, values, params, scope="cases", keys=CASE_KEYS)
@@ -166,10 +165,10 @@ def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdat
 
 def delete_case(session: Session, p: Principal, acc: CaseAccess) -> None:
     case = acc.case
-    for model in (Location, SeizedItem, Detainee):
+    for model in (Location, SeizedItem, Detainee, Identifier):
         if session.execute(sa.select(model.id).where(model.case_id == case.id).limit(1)).first():
             raise conflict(
-                "The case still holds locations, seized items or detainees; "
+                "The case still holds locations, seized items, detainees or identifiers; "
                 "set its status to 'closed' instead."
             )
     participants = session.execute(sa.select(Participant).where(Participant.case_id == case.id)).scalars()

@@ -22,6 +22,10 @@ class Event(SQLModel, table=True):
     # The two agencies of an information request: only they see its events.
     request_from_agency_id: uuid.UUID | None = None
     request_to_agency_id: uuid.UUID | None = None
+    # A notification (hit.received) goes to one agency only; from_agency_id
+    # names the agency whose action caused it.
+    recipient_agency_id: uuid.UUID | None = None
+    from_agency_id: uuid.UUID | None = None
     at: datetime = Field(sa_type=UTCDateTime)
 
 
@@ -31,4 +35,7 @@ class EventPublic(SQLModel):
     resource_type: str
     resource_id: uuid.UUID
     case_id: uuid.UUID | None
+    from_agency_id: uuid.UUID | None = Field(
+        default=None, description="hit.received: the agency whose search matched an identifier of the case"
+    )
     at: AwareDatetime

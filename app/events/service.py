@@ -21,7 +21,9 @@ EVENT_KEYS = (Event.seq,)
 @functools.cache
 def visible_events(*, with_parent: bool) -> sa.Select[Any]:
     """Request events reach their two agencies; case events follow case access
-    (summary access sees the case's own events only); agency events reach everyone.
+    (summary access sees the case's own events only); agency events reach everyone;
+    a notification (hit.received) reaches its recipient agency and nobody else,
+    not even the other participants of its case.
     Run with access.principal_params()."""
     stmt = sa.select(Event).outerjoin(Case, Case.id == Event.case_id)
     stmt, full, _ = access.with_case_access(
@@ -31,13 +33,21 @@ def visible_events(*, with_parent: bool) -> sa.Select[Any]:
     agency_id = sa.bindparam("agency_id")
     return stmt.where(
         sa.or_(
+            Event.recipient_agency_id == agency_id,
             sa.and_(
-                is_request,
-                sa.or_(Event.request_from_agency_id == agency_id, Event.request_to_agency_id == agency_id),
+                Event.recipient_agency_id.is_(None),
+                sa.or_(
+                    sa.and_(
+                        is_request,
+                        sa.or_(
+                            Event.request_from_agency_id == agency_id, Event.request_to_agency_id == agency_id
+                        ),
+                    ),
+                    sa.and_(~is_request, Event.case_id.is_(None), Event.resource_type == "agency"),
+                    sa.and_(~is_request, full),
+                    sa.and_(Event.resource_type == "case", access.is_public(Case.handling_code)),
+                ),
             ),
-            sa.and_(~is_request, Event.case_id.is_(None), Event.resource_type == "agency"),
-            sa.and_(~is_request, full),
-            sa.and_(Event.resource_type == "case", access.is_public(Case.handling_code)),
         )
     )
 

@@ -156,7 +156,8 @@ def test_each_client_sees_exactly_what_it_may_see(
 def test_event_fields(client: TestClient, lead: Caller) -> None:
     case = new_case(client, lead)
     [created, participant] = feed(client, lead)
-    assert set(created) == {"seq", "type", "resource_type", "resource_id", "case_id", "at"}
+    assert set(created) == {"seq", "type", "resource_type", "resource_id", "case_id", "from_agency_id", "at"}
+    assert created["from_agency_id"] is None  # set on hit.received only (tests/hits)
     assert (created["type"], created["resource_type"], created["resource_id"], created["case_id"]) == (
         "case.created",
         "case",

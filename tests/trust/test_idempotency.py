@@ -71,6 +71,10 @@ def bodies(
         ),
         f"{API}/requests/{{request_id}}/messages": ("request_message", lambda n: {"body": f"M-{n}"}),
         f"{API}/bundles": ("case", bundle_body),
+        f"{API}/cases/{{case_id}}/identifiers": (
+            "identifier",
+            lambda n: {"kind": "phone", "value": f"+7 701 000 {n // 100 % 100:02d} {n % 100:02d}"},
+        ),
     }
 
 

@@ -31,6 +31,7 @@ FILLABLE = {
     "detainee_id",
     "request_id",
     "message_id",
+    "identifier_id",
 }
 
 # Routes about no case: the agency directory is open to every reader (contract §4).
@@ -119,6 +120,8 @@ def test_walker_covers_every_route(application: FastAPI) -> None:
         "/cases/{case_id}/detainees",
         "/seized-items/{item_id}/custody/{event_id}",
         "/requests/{request_id}",
+        "/identifiers/{identifier_id}",
+        "/cases/{case_id}/stix",
     ):
         assert ("GET", API + path) in walked
     assert not set(SKIPPED) - {(m, p) for m, p, _ in ops}, "SKIPPED names a route that no longer exists"

@@ -54,6 +54,9 @@ def build_world(client: TestClient, lead: Caller, partner: Caller, **case_fields
         {"to_agency_id": str(partner.agency_id), "case_id": cid, "subject": "S", "body": "B"},
     )
     message = post(client, lead, f"/api/v1/requests/{request['id']}/messages", {"body": "More"})
+    identifier = post(
+        client, lead, f"/api/v1/cases/{cid}/identifiers", {"kind": "phone", "value": "+7 701 000 00 01"}
+    )
     return World(
         case=case,
         ids={
@@ -65,6 +68,7 @@ def build_world(client: TestClient, lead: Caller, partner: Caller, **case_fields
             "detainee_id": detainee["id"],
             "request_id": request["id"],
             "message_id": message["id"],
+            "identifier_id": identifier["id"],
         },
     )
 

@@ -1,0 +1,153 @@
+import uuid
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import ConfigDict
+from sqlmodel import Field, SQLModel
+
+from app.cases.models import HandlingCode
+from app.db import UTCDateTime, str_enum, utcnow
+from app.identifiers.normalize import IdentifierKind
+from app.types import RequestModel, Text, UTCInstant
+
+MAX_VALUE = 500
+# IDNA's ASCII form of a host can be longer than the value as written.
+MAX_NORMALIZED = 1000
+MAX_HIT_ITEMS = 1000
+
+Value = Text(MAX_VALUE, 1)
+Note = Text(2000)
+
+
+class IdentifierBase(SQLModel):
+    kind: IdentifierKind = Field(sa_type=str_enum(IdentifierKind, "kind"))
+    value: Value = Field(sa_type=sa.String(MAX_VALUE), description="As given")
+    note: Note | None = Field(default=None, sa_type=sa.String(2000))
+
+
+class Identifier(IdentifierBase, table=True):
+    """A phone number, account, wallet, domain... found in a case.
+
+    (kind, normalized) is what hit/no-hit searches look up across cases.
+    """
+
+    __tablename__ = "identifier"
+    __table_args__ = (
+        sa.Index("ix_identifier_case_id_created_at_id", "case_id", "created_at", "id"),
+        sa.Index("ix_identifier_kind_normalized", "kind", "normalized"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID = Field(foreign_key="case.id", ondelete="RESTRICT")
+    normalized: str = Field(sa_type=sa.String(MAX_NORMALIZED))
+    version: int = Field(default=1)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class IdentifierCreate(IdentifierBase, RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "phone",
+                    "value": "+7 701 000 00 01",
+                    "note": "Number that called victims in Kazakhstan offering 'chargeback' recovery",
+                }
+            ]
+        }
+    )
+
+
+class IdentifierTransfer(IdentifierCreate):
+    """An identifier in a case bundle."""
+
+    normalized: str | None = Field(
+        default=None,
+        max_length=MAX_NORMALIZED,
+        description="As exported. An import validates and normalises it again and prefers it to "
+        "`value`: a phone number written without country code is another number in another country",
+    )
+
+
+class IdentifierPublic(IdentifierBase):
+    id: uuid.UUID
+    case_id: uuid.UUID
+    normalized: str
+    version: int
+    created_at: UTCInstant
+
+
+# --- hit/no-hit ---------------------------------------------------------------------------------------
+
+
+class HitItem(RequestModel):
+    kind: IdentifierKind
+    value: Value
+
+
+class HitSearch(RequestModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"kind": "phone", "value": "+7 701 000 00 01"},
+                        {"kind": "iban", "value": "KZ86 125K ZT50 0410 0100"},
+                    ]
+                }
+            ]
+        }
+    )
+
+    items: list[HitItem] = Field(min_length=1, max_length=MAX_HIT_ITEMS)
+
+
+class HitCase(SQLModel):
+    id: uuid.UUID
+    reference: str
+    title: str
+    handling_code: HandlingCode
+    lead_agency_id: uuid.UUID
+
+
+class HitIdentifier(SQLModel):
+    id: uuid.UUID
+    case_id: uuid.UUID
+    kind: IdentifierKind
+    normalized: str
+    note: str | None
+
+
+class HitMatch(SQLModel):
+    access: Literal["full", "summary"] = Field(
+        description="`summary`: a TLP:GREEN/CLEAR case the caller takes no part in; ask its lead to join"
+    )
+    case: HitCase
+    identifier: HitIdentifier | None = Field(description="Only with full access to the case")
+
+
+class HitResult(SQLModel):
+    kind: IdentifierKind
+    normalized: str
+    hit: bool
+    matches: list[HitMatch]
+
+
+class HitResults(SQLModel):
+    items: list[HitResult]
+
+
+class HitSearchTerm(SQLModel, table=True):
+    """What a search looked for, as keyed hashes: the audit entry of the search
+    (resource_id = search_id) says who searched and when; an auditor holding
+    the server's key can tell whether a given value was searched, and nobody
+    reading the database learns the values."""
+
+    __tablename__ = "hit_search_term"
+    __table_args__ = (sa.Index("ix_hit_search_term_digest", "digest"),)
+
+    search_id: uuid.UUID = Field(primary_key=True)
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    kind: IdentifierKind = Field(sa_type=str_enum(IdentifierKind, "kind"))
+    digest: str = Field(sa_type=sa.String(64), description="HMAC-SHA256 of kind and normalized value")

@@ -1,0 +1,35 @@
+import uuid
+
+from fastapi import APIRouter, Response
+
+from app import access
+from app.auth.deps import Reader
+from app.db import WriteSessionDep
+from app.journal import record
+from app.stix import service
+
+router = APIRouter(tags=["STIX"])
+
+
+@router.get(
+    "/cases/{case_id}/stix",
+    operation_id="cases.stix",
+    response_class=Response,
+    responses={200: {"content": {service.MEDIA_TYPE: {"schema": {"type": "object"}}}}},
+)
+def export_stix(session: WriteSessionDep, p: Reader, case_id: uuid.UUID) -> Response:
+    """The case as a STIX 2.1 bundle (full access only): a `report`, the lead agency's
+    `identity`, the identifiers as observables, each marked with the TLP 2.0
+    marking definition of the case's handling code. Every export is audited."""
+    case = access.readable_case(session, p, case_id)
+    body = service.case_bundle(session, case)
+    record(
+        session,
+        p.actor,
+        action="case.stix_exported",
+        resource_type="case",
+        resource_id=case.id,
+        case_id=case.id,
+        emit_event=False,
+    )
+    return Response(body, media_type=service.MEDIA_TYPE)
