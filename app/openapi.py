@@ -203,6 +203,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "source_evaluation": "B",
         "information_evaluation": "2",
     },
+    # The article names the seized databases of Kazakhstan numbers but no number: this one is fictitious.
+    "identifiers.create": {
+        "kind": "phone",
+        "value": "+7 701 000 00 01",
+        "note": "Fictitious: a number of the kind the seized databases held (Kazakhstan's operators)",
+    },
+    "hits.search": {"items": [{"kind": "phone", "value": "+7 701 000 00 01"}]},
     "bundles.import": {
         "bundle_version": 1,
         "case": {

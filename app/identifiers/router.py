@@ -17,12 +17,18 @@ router = APIRouter(tags=["identifiers"])
 
 
 @router.get(
-    "/cases/{case_id}/identifiers", response_model=Page[IdentifierPublic], operation_id="identifiers.list"
+    "/cases/{case_id}/identifiers",
+    response_model=Page[IdentifierPublic],
+    operation_id="identifiers.list",
+    summary="List a case's identifiers",
 )
 async def list_identifiers(
     reads: ReadsDep, p: Reader, case_id: uuid.UUID, page: PageDep, kind: IdentifierKind | None = None
 ) -> Response:
-    """The phone numbers, accounts, cards, wallets, domains... recorded in a case (full access only)."""
+    """Scope `read`; full access to the case. The phone numbers, accounts, cards, wallets, domains...
+    recorded in it, filtered by `kind`. A case the caller may not see answers 404, exactly as one that does
+    not exist.
+    """
     await access.read_readable_case(reads, p, case_id)
     items, cursor = await service.list_identifiers(reads, case_id, page, kind=kind)
     return ok(Page(items=[public(IdentifierPublic, x) for x in items], next_cursor=cursor))
@@ -33,61 +39,73 @@ async def list_identifiers(
     status_code=201,
     response_model=IdentifierPublic,
     operation_id="identifiers.create",
+    summary="Record an identifier",
 )
 def create_identifier(
     session: SessionDep, p: Writer, case_id: uuid.UUID, body: IdentifierCreate, idem: IdempotencyDep
 ) -> Response:
-    """Record an identifier; it is validated and normalised (`normalized`), an invalid value is a 422.
-
-    A phone number written without country code is read in the country of the case's lead agency.
+    """Scope `write`; role lead or partner. The value is validated and normalised (`normalized`); an
+    invalid value answers 422. A phone number written without country code is read in the country of the
+    case's lead agency. Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as
+    one that does not exist.
     """
     acc = access.writable_case(session, p, case_id)
 
-    def create() -> Response:
-        identifier = service.create_identifier(session, p, acc.case, body)
+    def respond(identifier: Identifier) -> Response:
         return created(
             public(IdentifierPublic, identifier),
             location=api_path("identifiers", identifier.id),
             version=identifier.version,
         )
 
-    return create_once(session, p, idem, create)
+    return create_once(
+        session,
+        p,
+        idem,
+        lambda: respond(service.create_identifier(session, p, acc.case, body)),
+        lambda identifier_id: respond(access.readable_child(session, p, Identifier, identifier_id)),
+    )
 
 
-@router.get("/identifiers/{identifier_id}", response_model=IdentifierPublic, operation_id="identifiers.get")
+@router.get(
+    "/identifiers/{identifier_id}",
+    response_model=IdentifierPublic,
+    operation_id="identifiers.get",
+    summary="Read an identifier",
+)
 def get_identifier(session: SessionDep, p: Reader, identifier_id: uuid.UUID) -> Response:
-    """One identifier of a case the caller sees in full."""
+    """Scope `read`; full access to its case. An identifier the caller may not see answers 404, exactly as
+    one that does not exist.
+    """
     identifier = access.readable_child(session, p, Identifier, identifier_id)
     return ok(public(IdentifierPublic, identifier), version=identifier.version)
-
-
-# Declared for generated clients; checked by check_if_match(), which answers 428 when it is missing.
-_IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "The ETag last read; a stale one answers 412",
-}
 
 
 @router.delete(
     "/identifiers/{identifier_id}",
     status_code=204,
     operation_id="identifiers.delete",
-    openapi_extra={"parameters": [_IF_MATCH]},
+    summary="Remove an identifier",
 )
 def delete_identifier(request: Request, session: SessionDep, p: Writer, identifier_id: uuid.UUID) -> Response:
-    """Remove an identifier recorded by mistake (lead or partner; `If-Match` required)."""
+    """Scope `write`; role lead or partner. Removes an identifier recorded by mistake; needs `If-Match`.
+    An identifier the caller may not see answers 404, exactly as one that does not exist.
+    """
     identifier, _ = access.writable_child(session, p, Identifier, identifier_id)
     check_if_match(request, identifier.version)
     service.delete_identifier(session, p, identifier)
     return Response(status_code=204)
 
 
-@router.post("/hits", response_model=HitResults, operation_id="hits.search", tags=["hit/no-hit"])
+@router.post(
+    "/hits",
+    response_model=HitResults,
+    operation_id="hits.search",
+    tags=["hit/no-hit"],
+    summary="Ask whether any case holds these identifiers",
+)
 def search_hits(session: SessionDep, p: Reader, body: HitSearch) -> HitResults:
-    """Does any case hold these identifiers? Each item is answered in order.
+    """Scope `read`. Does any case hold these identifiers (1 to 1 000)? Each item is answered in order.
 
     A match in a case the caller sees in full names the case and the
     identifier; in a TLP:GREEN or TLP:CLEAR case it takes no part in, only

@@ -14,13 +14,16 @@ router = APIRouter(tags=["STIX"])
 @router.get(
     "/cases/{case_id}/stix",
     operation_id="cases.stix",
+    summary="Export a case as a STIX 2.1 bundle",
     response_class=Response,
     responses={200: {"content": {service.MEDIA_TYPE: {"schema": {"type": "object"}}}}},
 )
 def export_stix(session: WriteSessionDep, p: Reader, case_id: uuid.UUID) -> Response:
-    """The case as a STIX 2.1 bundle (full access only): a `report`, the lead agency's
-    `identity`, the identifiers as observables, each marked with the TLP 2.0
-    marking definition of the case's handling code. Every export is audited."""
+    """Scope `read`; full access to the case. The case as a STIX 2.1 bundle: a `report`, the lead
+    agency's `identity`, the identifiers as observables, each marked with the TLP 2.0 marking definition
+    of the case's handling code. Every export is audited. A case the caller may not see answers 404,
+    exactly as one that does not exist.
+    """
     case = access.readable_case(session, p, case_id)
     body = service.case_bundle(session, case)
     record(

@@ -345,6 +345,7 @@ def test_an_import_is_one_audit_entry_and_one_event(
             "seized_items": 3,
             "custody_events": 6,
             "detainees": 1,
+            "identifiers": 0,
         },
     }
     assert client.get("/api/v1/audit/verify", headers=admin.headers).json()["ok"] is True
