@@ -2,6 +2,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app import migrate
 from app.errors import problem_response
 
 router = APIRouter(tags=["health"])
@@ -13,12 +14,24 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready", responses={503: {"description": "The database does not answer"}})
+@router.get(
+    "/health/ready",
+    responses={503: {"description": "The database does not answer, or its schema is not the newest"}},
+)
 def ready(request: Request) -> JSONResponse:
-    """The database answers."""
+    """The database answers and its schema is at the revision this code expects."""
     try:
         with request.app.state.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            try:
+                found = conn.execute(migrate.REVISION_QUERY).scalars().all()
+            except sa.exc.DBAPIError:
+                found = []  # no alembic_version table: never migrated
     except Exception:
         return problem_response(503, "The database does not answer.", slug="database-unavailable")
+    if found != [request.app.state.schema_head]:
+        return problem_response(
+            503,
+            "The database schema is not at the newest revision: run `caseapi migrate`.",
+            slug="schema-not-migrated",
+        )
     return JSONResponse({"status": "ready"})
