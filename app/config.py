@@ -20,10 +20,10 @@ class ConfigError(Exception):
 def shipped(name: str) -> Path:
     """A data folder that ships with the code: `migrations` or `seed`.
 
-    An installed package carries it inside (`app/<name>`, mapped there by
-    setup.py); a checkout has it at the top of the repository.
+    An installed package carries it inside as `app/_<name>` (setup.py maps
+    it there); a checkout has it at the top of the repository.
     """
-    installed = Path(str(resources.files("app"))) / name
+    installed = Path(str(resources.files("app"))) / f"_{name}"
     if installed.is_dir():
         return installed
     checkout = PROJECT_ROOT / name
