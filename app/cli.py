@@ -7,6 +7,7 @@ import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from typing import NoReturn
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
 from app.config import PROJECT_ROOT, ConfigError, get_settings
 from app.db import create_db_engine, transaction
-from app.errors import AppError
+from app.errors import AppError, database_reason
 from app.journal import CLI
 
 DEMO_CLIENT = "demo"
@@ -261,28 +262,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(status: int, reason: str) -> None:
-    print(f"caseapi: {reason}", file=sys.stderr)
-    sys.exit(status)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         get_settings()
     except ValidationError as exc:
-        _fail(EXIT_SETTING, _one_line(exc, lambda field: f"CASEAPI_{field.upper()}"))
+        _setting_failure(_one_line(exc, lambda field: f"CASEAPI_{field.upper()}"))
     try:
         if args.needs_schema:
             with _engine().connect() as conn:
                 migrate.require_head(conn)
         func(args)
     except ConfigError as exc:
-        _fail(EXIT_SETTING, str(exc))
+        _setting_failure(str(exc))
     except (CommandError, AppError, migrate.NotMigrated) as exc:
-        _fail(1, str(exc))
+        sys.exit(f"caseapi: {exc}")
     except sa_exc.OperationalError as exc:
-        _fail(1, f"database unavailable: {str(exc.orig).strip().splitlines()[0]}")
+        sys.exit(f"caseapi: database unavailable: {database_reason(exc)}")
     except sa_exc.SQLAlchemyError as exc:
-        _fail(1, f"database error: {str(exc).strip().splitlines()[0]}")
+        sys.exit(f"caseapi: database error: {database_reason(exc)}")
+
+
+def _setting_failure(reason: str) -> NoReturn:
+    print(f"caseapi: {reason}", file=sys.stderr)
+    sys.exit(EXIT_SETTING)

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import sys
 import tomllib
 import uuid
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,10 @@ def run(
             cli.main(list(args))
             code = 0
         except SystemExit as exc:
-            code = int(exc.code or 0)
+            # sys.exit("message") prints the message and exits with status 1.
+            code = 1 if isinstance(exc.code, str) else int(exc.code or 0)
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -138,8 +142,9 @@ def _exit_of(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[i
             cli.main(list(argv))
     finally:
         get_settings.cache_clear()
-    assert isinstance(exc.value.code, int)
-    return exc.value.code, capsys.readouterr().err
+    if isinstance(exc.value.code, str):  # sys.exit("message"): printed, status 1
+        return 1, exc.value.code + "\n"
+    return int(exc.value.code or 0), capsys.readouterr().err
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

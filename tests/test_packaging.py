@@ -65,10 +65,12 @@ def test_the_installed_package_works_from_any_directory(wheel: Path, tmp_path: P
     _run(sys.executable, "-m", "venv", "--without-pip", venv)
     python = venv / "bin" / "python"
     purelib = _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").strip()
+    _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel)
     # The dependencies come from the environment running the tests, behind
     # the new venv's own site-packages: caseapi itself only from the wheel.
+    # (Added after the install: pip would take a caseapi installed in the
+    # running environment for this one.)
     (Path(purelib) / "test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # A fresh operator's shell: no checkout on the path, default settings.
