@@ -7,7 +7,6 @@ import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import NoReturn
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -266,16 +265,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
-        get_settings()
-    except ValidationError as exc:
-        _setting_failure(_one_line(exc, lambda field: f"CASEAPI_{field.upper()}"))
-    try:
+        _check_settings()
         if args.needs_schema:
             with _engine().connect() as conn:
                 migrate.require_head(conn)
         func(args)
     except ConfigError as exc:
-        _setting_failure(str(exc))
+        print(f"caseapi: {exc}", file=sys.stderr)
+        sys.exit(EXIT_SETTING)
     except (CommandError, AppError, migrate.NotMigrated) as exc:
         sys.exit(f"caseapi: {exc}")
     except sa_exc.OperationalError as exc:
@@ -284,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"caseapi: database error: {database_reason(exc)}")
 
 
-def _setting_failure(reason: str) -> NoReturn:
-    print(f"caseapi: {reason}", file=sys.stderr)
-    sys.exit(EXIT_SETTING)
+def _check_settings() -> None:
+    """Read the settings once, up front: a bad one is a ConfigError naming it."""
+    try:
+        get_settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, lambda field: f"CASEAPI_{field.upper()}")) from None
