@@ -1,27 +1,50 @@
 """The `caseapi` command. Thin: each command calls a service in one transaction."""
 
 import argparse
+import errno
+import socket
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 import app.journal  # noqa: F401  (installs the audit/event hook on every session)
 from app import migrate, seed
-from app.agencies.models import Agency
+from app.agencies import service as agencies
+from app.agencies.models import Agency, AgencyCreate, AgencyKind
 from app.audit import service as audit
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
-from app.config import get_settings
+from app.config import PROJECT_ROOT, ConfigError, get_settings
 from app.db import create_db_engine, transaction
-from app.errors import AppError
+from app.errors import AppError, database_reason
+from app.journal import CLI
 
 DEMO_CLIENT = "demo"
+# The exit status of a setting the service cannot run with (as for a usage error).
+EXIT_SETTING = 2
 
 
 class CommandError(Exception):
     """A failure with a one-line reason for the operator."""
+
+
+def version() -> str:
+    """The installed distribution's version; in a checkout run without installing, pyproject's."""
+    try:
+        return metadata.version("caseapi")
+    except metadata.PackageNotFoundError:
+        return str(tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def _one_line(exc: ValidationError, name: Callable[[str], str]) -> str:
+    """Pydantic's errors on one line, each after the name of what was wrong (never the value given)."""
+    return "; ".join(f"{name(str(err['loc'][0]))}: {err['msg']}" for err in exc.errors())
 
 
 def _engine() -> sa.Engine:
@@ -65,6 +88,37 @@ def cmd_client_revoke(args: argparse.Namespace) -> None:
     print(f"client {client.id} revoked")
 
 
+def cmd_agency_create(args: argparse.Namespace) -> None:
+    fields = {"code": args.code, "name": args.name, "kind": args.kind, "country": args.country}
+    try:
+        data = AgencyCreate.model_validate(fields)
+    except ValidationError as exc:
+        raise CommandError(_one_line(exc, lambda field: f"--{field}")) from None
+    with transaction(_engine(), write=True) as session:
+        if args.parent:
+            data.parent_id = agencies.get_agency_by_code(session, args.parent).id
+        agency = agencies.create_agency(session, None, data)
+    print(f"agency {agency.code} created; its id:")
+    print(agency.id)
+
+
+def cmd_agency_list(_: argparse.Namespace) -> None:
+    with transaction(_engine(), write=False) as session:
+        rows = agencies.agencies_with_parents(session)
+    for agency, parent_code in rows:
+        fields = (agency.id, agency.code, agency.name, agency.kind.value, agency.country, parent_code)
+        print("\t".join("-" if value is None else str(value) for value in fields))
+
+
+def cmd_agency_set_parent(args: argparse.Namespace) -> None:
+    with transaction(_engine(), write=True) as session:
+        agency = agencies.get_agency_by_code(session, args.code, for_update=True)
+        parent = None if args.none else agencies.get_agency_by_code(session, args.parent)
+        changed = agencies.set_parent(session, CLI, agency, parent.id if parent else None)
+    where = f"under {parent.code}" if parent else "at the top of the hierarchy"
+    print(f"agency {agency.code} {'now' if changed else 'already'} {where}")
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> None:
     """The whole chain from genesis; progress on stderr when it is a terminal."""
     expected = args.expect_head
@@ -97,7 +151,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
     print(f"audit chain intact: {result.entries} entries, head {result.head}")
 
 
-def _serve(host: str, port: int, workers: int) -> None:
+def _serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
+    """Serve on host:port, or on the listening socket `fd` when one is given."""
     import uvicorn
 
     uvicorn.run(
@@ -105,6 +160,7 @@ def _serve(host: str, port: int, workers: int) -> None:
         factory=True,
         host=host,
         port=port,
+        fd=fd,
         workers=workers,
         proxy_headers=False,
         server_header=False,
@@ -116,9 +172,34 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _serve(args.host, args.port, args.workers)
 
 
-def cmd_demo(_: argparse.Namespace) -> None:
-    cmd_migrate(_)
-    cmd_seed(_)
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or a one-line failure.
+
+    Listening at once, not only bound: on Linux two sockets with SO_REUSEADDR
+    may both bind a port that no one listens on yet.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    # The port first: a demo that cannot serve must not revoke the keys of
+    # the one already serving there, nor touch its database.
+    with _listen(args.host, args.port) as sock:
+        _demo(args, sock)
+
+
+def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
+    cmd_migrate(args)
+    cmd_seed(args)
     settings = get_settings()
     with transaction(_engine(), write=True) as session:
         # Only the keys printed now work: earlier demo keys are revoked.
@@ -137,16 +218,38 @@ def cmd_demo(_: argparse.Namespace) -> None:
     print("demo keys (read, write, personal_data; KZ-MVD also admin):")
     for code, key in keys:
         print(f"  {code:<14} {key}")
-    print(f"database: {settings.database_url}")
-    print("explorer: http://127.0.0.1:8000/docs")
-    _serve("127.0.0.1", 8000, 1)
+    print(f"database: {make_url(settings.database_url).render_as_string(hide_password=True)}")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"explorer: http://{host}:{sock.getsockname()[1]}/docs", flush=True)
+    _serve(args.host, args.port, 1, fd=sock.fileno())
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caseapi", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"caseapi {version()}")
+    # Every command but these needs a schema at the newest revision.
+    parser.set_defaults(needs_schema=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="bring the schema to the newest revision").set_defaults(func=cmd_migrate)
+    sub.add_parser("migrate", help="bring the schema to the newest revision").set_defaults(
+        func=cmd_migrate, needs_schema=False
+    )
     sub.add_parser("seed", help="load the article's data (idempotent)").set_defaults(func=cmd_seed)
+
+    agency = sub.add_parser("agency", help="agencies").add_subparsers(dest="action", required=True)
+    agency_create = agency.add_parser("create", help="create an agency and print its id")
+    agency_create.add_argument("--code", required=True, help="unique short code, e.g. KZ-MVD")
+    agency_create.add_argument("--name", required=True)
+    agency_create.add_argument("--kind", required=True, choices=[k.value for k in AgencyKind])
+    agency_create.add_argument("--country", help="ISO 3166-1 alpha-2; omit for international bodies")
+    agency_create.add_argument("--parent", metavar="CODE", help="the agency it belongs to")
+    agency_create.set_defaults(func=cmd_agency_create)
+    agency.add_parser("list", help="one line per agency").set_defaults(func=cmd_agency_list)
+    set_parent = agency.add_parser("set-parent", help="move an agency in the hierarchy (audited)")
+    set_parent.add_argument("code")
+    new_parent = set_parent.add_mutually_exclusive_group(required=True)
+    new_parent.add_argument("--parent", metavar="CODE")
+    new_parent.add_argument("--none", action="store_true", help="no parent: a top-level agency")
+    set_parent.set_defaults(func=cmd_agency_set_parent)
 
     client = sub.add_parser("client", help="API clients").add_subparsers(dest="action", required=True)
     create = client.add_parser("create", help="create a client and print its key")
@@ -171,9 +274,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
 
-    sub.add_parser("demo", help="migrate, seed, print demo keys, serve on 127.0.0.1:8000").set_defaults(
-        func=cmd_demo
-    )
+    demo = sub.add_parser("demo", help="migrate, seed, print demo keys, serve (127.0.0.1:8000)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(func=cmd_demo, needs_schema=False)
     audit_cmd = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
     verify = audit_cmd.add_parser("verify", help="check the whole hash chain")
     verify.add_argument(
@@ -187,10 +291,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
+        _check_settings()
+        if args.needs_schema:
+            with _engine().connect() as conn:
+                migrate.require_head(conn)
         func(args)
-    except (CommandError, AppError) as exc:
+    except ConfigError as exc:
+        print(f"caseapi: {exc}", file=sys.stderr)
+        sys.exit(EXIT_SETTING)
+    except (CommandError, AppError, migrate.NotMigrated) as exc:
         sys.exit(f"caseapi: {exc}")
     except sa_exc.OperationalError as exc:
-        sys.exit(f"caseapi: database unavailable: {str(exc.orig).strip().splitlines()[0]}")
+        sys.exit(f"caseapi: database unavailable: {database_reason(exc)}")
     except sa_exc.SQLAlchemyError as exc:
-        sys.exit(f"caseapi: database error: {str(exc).strip().splitlines()[0]}")
+        sys.exit(f"caseapi: database error: {database_reason(exc)}")
+
+
+def _check_settings() -> None:
+    """Read the settings once, up front: a bad one is a ConfigError naming it."""
+    try:
+        get_settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, lambda field: f"CASEAPI_{field.upper()}")) from None

@@ -1,14 +1,35 @@
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# The dialect+driver pairs the service is built and tested on.
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
 
 
 class ConfigError(Exception):
     """A setting the service cannot run with; the message names it, in one line."""
+
+
+def shipped(name: str) -> Path:
+    """A data folder that ships with the code: `migrations` or `seed`.
+
+    An installed package carries it inside as `app/_<name>` (setup.py maps
+    it there); a checkout has it at the top of the repository.
+    """
+    installed = Path(str(resources.files("app"))) / f"_{name}"
+    if installed.is_dir():
+        return installed
+    checkout = PROJECT_ROOT / name
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    raise ConfigError(f"caseapi is installed without its {name}/ folder: reinstall the package")
 
 
 class Settings(BaseSettings):
@@ -33,7 +54,7 @@ class Settings(BaseSettings):
     cursor_secret: SecretStr | None = None
     # Where an SQLite instance keeps the keys it generated when none is set.
     key_file: Path = Path("./caseapi.key")
-    seed_dir: Path = PROJECT_ROOT / "seed"
+    seed_dir: Path = Field(default_factory=lambda: shipped("seed"))
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # uvicorn's line per request. Off by default: the audit trail records
     # every change and disclosure and the security log every refusal, while
@@ -46,6 +67,23 @@ class Settings(BaseSettings):
     # to the security log (app.probes), and again at each further multiple.
     probe_log_threshold: int = Field(default=20, ge=1)
     probe_log_window_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        # Checked here so that a wrong URL is one line naming the setting, not
+        # a driver's traceback on the first query. The URL is never echoed:
+        # it may hold a password.
+        try:
+            scheme = make_url(url).drivername
+        except ArgumentError:
+            raise ValueError("not a database URL") from None
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                f"unsupported database {scheme!r}: use sqlite:///PATH or "
+                "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB"
+            )
+        return url
 
 
 @lru_cache

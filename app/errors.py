@@ -88,6 +88,14 @@ def invalid(loc: list[str | int], msg: str) -> AppError:
     )
 
 
+def database_reason(exc: BaseException) -> str:
+    """The driver's one-line reason, without the statement and its parameters:
+    those carry API-key hashes, search terms and personal data into the log."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -220,7 +228,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # A value the schema let through but the database cannot store or
         # compare: the client's input, so never a 500. Schemas should catch
         # it first; the log says which one did not.
-        log.warning("database refused a value: %s", exc)
+        log.warning("database refused a value: %s", database_reason(exc))
         return problem_response(
             422,
             "A value is out of the range the service can store.",
@@ -231,11 +239,28 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(_: Request, exc: sa_exc.OperationalError | psycopg.OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
+        log.warning("database unavailable: %s", database_reason(exc))
         return problem_response(
             503,
             "The database is unavailable; try again shortly.",
             slug="database-unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    # A table or column the code expects is missing: the schema is behind the
+    # code (`caseapi migrate` has not run); /health/ready says so too.
+    @app.exception_handler(sa_exc.ProgrammingError)
+    @app.exception_handler(psycopg.errors.UndefinedTable)
+    @app.exception_handler(psycopg.errors.UndefinedColumn)
+    async def _schema_behind(request: Request, exc: Exception) -> JSONResponse:
+        orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        if not isinstance(orig, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
+            return await _unexpected(request, exc)
+        log.error("database schema behind the code, run `caseapi migrate`: %s", database_reason(exc))
+        return problem_response(
+            503,
+            "The service is not ready; try again shortly.",
+            slug="schema-not-migrated",
             headers={"Retry-After": "1"},
         )
 

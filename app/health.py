@@ -2,6 +2,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app import migrate
 from app.errors import problem_response
 
 router = APIRouter(tags=["health"])
@@ -15,15 +16,25 @@ def health() -> dict[str, str]:
 
 @router.get(
     "/health/ready",
-    responses={503: {"description": "The database does not answer"}},
-    summary="Is the database reachable",
+    responses={503: {"description": "The database does not answer, or its schema is not the newest"}},
+    summary="Is the database reachable and migrated",
     operation_id="health.ready",
 )
 def ready(request: Request) -> JSONResponse:
-    """No API key needed. 200 when the database answers, 503 when it does not."""
+    """No API key needed. 200 when the database answers and its schema is at the revision this code
+    expects; 503 otherwise."""
     try:
         with request.app.state.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            try:
+                found = conn.execute(migrate.REVISION_QUERY).scalars().all()
+            except sa.exc.DBAPIError:
+                found = []  # no alembic_version table: never migrated
     except Exception:
         return problem_response(503, "The database does not answer.", slug="database-unavailable")
+    if found != [request.app.state.schema_head]:
+        return problem_response(
+            503,
+            "The database schema is not at the newest revision: run `caseapi migrate`.",
+            slug="schema-not-migrated",
+        )
     return JSONResponse({"status": "ready"})

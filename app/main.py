@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 import app.journal  # noqa: F401  (installs the audit/event hook on every session)
-from app import health, openapi
+from app import health, migrate, openapi
 from app.admission import AdmissionLimit
 from app.agencies.router import router as agencies
 from app.audit.router import router as audit
@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_timeout=settings.pool_timeout_seconds,
     )
     application.state.engine = engine
+    # What /health/ready compares the database with; read once, not per probe.
+    application.state.schema_head = migrate.head()
     application.state.read_engine = reader(engine)
     application.state.write_engine = writer(engine)
     application.state.reads = create_reads(

@@ -1,13 +1,21 @@
 """The `caseapi` command, run in-process against the test database."""
 
-from collections.abc import Iterator
+import os
+import socket
+import sys
+import tomllib
+import uuid
+from collections.abc import Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app import cli
-from app.config import get_settings
+from app import cli, secrets
+from app.audit.models import AuditEntry
+from app.config import PROJECT_ROOT, Settings, get_settings
+from app.db import transaction
+from tests.conftest import Caller, new_case
 
 
 @pytest.fixture
@@ -22,9 +30,10 @@ def run(
             cli.main(list(args))
             code = 0
         except SystemExit as exc:
+            # sys.exit("message") prints the message and exits with status 1.
             code = 1 if isinstance(exc.code, str) else int(exc.code or 0)
             if isinstance(exc.code, str):
-                print(exc.code, file=__import__("sys").stderr)
+                print(exc.code, file=sys.stderr)
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -66,28 +75,196 @@ def test_migrate_seed_and_clients(run, client: TestClient) -> None:  # type: ign
     assert code == 0 and "intact" in out
 
 
-def test_demo_prints_a_working_key_per_agency(run, client: TestClient, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    served: list[tuple[str, int, int]] = []
-    monkeypatch.setattr(cli, "_serve", lambda host, port, workers: served.append((host, port, workers)))
-    code, out, _ = run("demo")
+def _bound_port(fd: int) -> int:
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return int(sock.getsockname()[1])
+
+
+def test_demo_prints_a_working_key_per_agency(run, client: TestClient, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    served: list[tuple[str, int]] = []
+    second_demo: list[tuple[int, str, str]] = []
+
+    def serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
+        assert fd is not None and workers == 1
+        served.append((host, _bound_port(fd)))
+        if len(served) == 1:
+            # While the first demo serves, a second one is started on its port.
+            first_output.append(capsys.readouterr().out)
+            second_demo.append(run("demo", "--port", str(_bound_port(fd))))
+
+    first_output: list[str] = []
+    monkeypatch.setattr(cli, "_serve", serve)
+    code, _, _ = run("demo", "--port", "0")
     assert code == 0
-    assert served == [("127.0.0.1", 8000, 1)]
+    [(host, port)] = served
+    assert host == "127.0.0.1" and port > 0
+    [out] = first_output
+    assert f"http://127.0.0.1:{port}/docs" in out
     keys = dict(line.split() for line in out.splitlines() if line.startswith("  "))
     assert len(keys) == 18 and "KZ-MVD" in keys and "UA-LE" in keys
     kz = {"Authorization": f"Bearer {keys['KZ-MVD']}"}
     [case] = client.get("/api/v1/cases", headers=kz).json()["items"]
     assert case["reference"] == "KZ-UA-2025-KYIV-CALL-CENTRE"
-    # The demo is repeatable: a second run revokes the first run's keys.
-    run("demo")
+
+    # The second demo failed on the busy port before anything else: the
+    # first one's keys still work.
+    [(code, out, err)] = second_demo
+    assert code == 1 and out == ""
+    assert err == f"caseapi: cannot listen on 127.0.0.1:{port}: port in use\n"
+    assert client.get("/api/v1/cases", headers=kz).status_code == 200
+
+    # A demo that does start revokes the keys of earlier ones.
+    assert run("demo", "--port", "0")[0] == 0
     assert client.get("/api/v1/cases", headers=kz).status_code == 401
+
+
+def test_demo_on_a_busy_port_leaves_the_database_alone(monkeypatch, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    database = tmp_path / "untouched.db"
+    monkeypatch.setenv("CASEAPI_DATABASE_URL", f"sqlite:///{database}")
+    monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: pytest.fail("served"))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        code, err = _exit_of(["demo", "--port", str(busy.getsockname()[1])], capsys)
+    assert code == 1 and "port in use" in err
+    assert not database.exists()
 
 
 def test_unreachable_database_is_a_one_line_failure(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CASEAPI_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    code, err = _exit_of(["seed"], capsys)
+    assert code == 1 and err.startswith("caseapi: database unavailable: ") and err.count("\n") == 1
+
+
+def _exit_of(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run a command that must end with SystemExit; its status and stderr."""
     get_settings.cache_clear()
     try:
         with pytest.raises(SystemExit) as exc:
-            cli.main(["seed"])
+            cli.main(list(argv))
     finally:
         get_settings.cache_clear()
-    assert isinstance(exc.value.code, str) and "\n" not in exc.value.code
+    if isinstance(exc.value.code, str):  # sys.exit("message"): printed, status 1
+        return 1, exc.value.code + "\n"
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert capsys.readouterr().out == f"caseapi {project['version']}\n"
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve"], ["demo"], ["agency", "list"], ["seed"]])
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("CASEAPI_POOL_SIZE", "abc", "Input should be a valid integer"),
+        ("CASEAPI_POOL_SIZE", "0", "Input should be greater than or equal to 1"),
+        ("CASEAPI_DATABASE_URL", "mysql://root:hunter2@db/caseapi", "unsupported database 'mysql'"),
+        ("CASEAPI_DATABASE_URL", "postgresql://root:hunter2@db/caseapi", "unsupported database 'postgresql'"),
+        ("CASEAPI_DATABASE_URL", "hunter2", "not a database URL"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(  # type: ignore[no-untyped-def]
+    command, variable, value, reason, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: pytest.fail("served"))
+    code, err = _exit_of(command, capsys)
+    assert code == 2
+    assert err.startswith(f"caseapi: {variable}: ") and reason in err
+    assert err.count("\n") == 1 and "hunter2" not in err  # a URL may carry a password
+
+
+def test_a_config_error_is_one_line_exit_2(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    def needs_audit_key(_: object) -> None:
+        secrets.audit_key(Settings(database_url="postgresql+psycopg://caseapi@db/caseapi", audit_key=None))
+
+    monkeypatch.setattr(cli, "cmd_migrate", needs_audit_key)
+    code, err = _exit_of(["migrate"], capsys)
+    assert code == 2 and err.startswith("caseapi: CASEAPI_AUDIT_KEY is not set") and err.count("\n") == 1
+
+
+def test_an_unmigrated_database_says_to_migrate(blank_database_url, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CASEAPI_DATABASE_URL", blank_database_url)
+    monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: pytest.fail("served unmigrated"))
+    for command in (["serve"], ["seed"], ["agency", "list"], ["client", "list"], ["audit", "verify"]):
+        code, err = _exit_of(command, capsys)
+        assert code == 1, command
+        assert err.startswith("caseapi: the database is not migrated (revision none, newest ")
+        assert err.endswith("): run `caseapi migrate`\n") and err.count("\n") == 1
+    monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: None)
+    for command in (["migrate"], ["agency", "list"], ["serve"]):
+        get_settings.cache_clear()
+        cli.main(command)
+    assert capsys.readouterr().err == ""
+
+
+def _agency_lines(run) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    code, out, _ = run("agency", "list")
+    assert code == 0
+    return {line.split("\t")[1]: line.split("\t") for line in out.splitlines()}
+
+
+def test_agency_create_list_and_set_parent(run, client: TestClient, engine: sa.Engine, lead: Caller) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run("agency", "create", "--code", "KZ-MVD", "--name", "Ministry of Interior",
+                       "--kind", "ministry", "--country", "KZ")  # fmt: skip
+    assert code == 0
+    ministry = out.splitlines()[-1]
+    shown = client.get(f"/api/v1/agencies/{ministry}", headers=lead.headers).json()
+    assert (shown["code"], shown["name"], shown["kind"], shown["country"], shown["parent_id"]) == (
+        "KZ-MVD", "Ministry of Interior", "ministry", "KZ", None)  # fmt: skip
+
+    code, out, _ = run("agency", "create", "--code", "KZ-CYBER", "--name", "Cyber police",
+                       "--kind", "police", "--country", "KZ", "--parent", "KZ-MVD")  # fmt: skip
+    cyber = out.splitlines()[-1]
+    assert code == 0 and uuid.UUID(cyber)
+    code, out, _ = run("agency", "create", "--code", "INTERPOL", "--name", "Interpol",
+                       "--kind", "international_organization")  # fmt: skip
+    interpol = out.splitlines()[-1]
+    lines = _agency_lines(run)
+    assert lines["KZ-CYBER"] == [cyber, "KZ-CYBER", "Cyber police", "police", "KZ", "KZ-MVD"]
+    assert lines["INTERPOL"] == [interpol, "INTERPOL", "Interpol", "international_organization", "-", "-"]
+
+    for args, reason in [
+        (["--code", "KZ-MVD", "--name", "Again", "--kind", "police"], "An agency with code 'KZ-MVD' exists."),
+        (["--code", "KZ-X", "--name", "X", "--kind", "police", "--parent", "NOPE"], "No agency with code"),
+        (["--code", "KZ-X", "--name", "X", "--kind", "police", "--country", "QQ"], "--country: "),
+        (["--code", "K", "--name", "X", "--kind", "police"], "--code: "),
+    ]:
+        code, out, err = run("agency", "create", *args)
+        assert code == 1 and out == "" and err.startswith(f"caseapi: {reason}") and err.count("\n") == 1
+    assert "KZ-X" not in _agency_lines(run)
+
+    # The hierarchy moves on the host only, audited as the command line's change.
+    code, out, _ = run("agency", "set-parent", "KZ-MVD", "--parent", "KZ-CYBER")
+    assert code == 1 and "own ancestor" in _
+    assert run("agency", "set-parent", "KZ-CYBER", "--parent", "INTERPOL")[0] == 0
+    assert _agency_lines(run)["KZ-CYBER"][5] == "INTERPOL"
+    assert run("agency", "set-parent", "KZ-CYBER", "--none")[0] == 0
+    code, out, _ = run("agency", "set-parent", "KZ-CYBER", "--none")
+    assert code == 0 and "already" in out
+    assert client.get(f"/api/v1/agencies/{cyber}", headers=lead.headers).json()["parent_id"] is None
+    with transaction(engine, write=False) as session:
+        entries = session.execute(
+            sa.select(AuditEntry.action, AuditEntry.agency_id, AuditEntry.client_id)
+            .where(AuditEntry.resource_id == uuid.UUID(cyber))
+            .order_by(AuditEntry.seq)
+        ).all()
+    # created, moved under INTERPOL, moved to the top; the no-op wrote nothing
+    assert entries == [("agency.created", None, None)] + [("agency.updated", None, None)] * 2
+    assert run("agency", "set-parent", "NOPE", "--none")[0] == 1
+    assert run("audit", "verify")[0] == 0
+
+
+def test_set_parent_decides_who_reads_amber_cases(  # type: ignore[no-untyped-def]
+    run, client: TestClient, lead: Caller, outsider: Caller
+) -> None:
+    case = new_case(client, lead)  # TLP:AMBER by default: participants and their sub-agencies read
+    url = f"/api/v1/cases/{case['id']}"
+    assert client.get(url, headers=outsider.headers).status_code == 404
+    assert run("agency", "set-parent", outsider.agency_code, "--parent", lead.agency_code)[0] == 0
+    assert client.get(url, headers=outsider.headers).status_code == 200
+    assert run("agency", "set-parent", outsider.agency_code, "--none")[0] == 0
+    assert client.get(url, headers=outsider.headers).status_code == 404

@@ -15,26 +15,14 @@ from sqlmodel import SQLModel
 import app.db
 from app import migrate
 from app.db import create_db_engine
-from tests.conftest import POSTGRES_URL, _fresh_postgres
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def blank_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[sa.Engine]:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def blank_engine(blank_database_url: str) -> Iterator[sa.Engine]:
     """An empty database of its own, so that downgrading does not disturb other tests."""
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
-        yield engine
-        engine.dispose()
-        return
-    if not POSTGRES_URL:
-        pytest.skip("CASEAPI_TEST_POSTGRES_URL not set")
-    url, admin, name = _fresh_postgres(POSTGRES_URL)
-    engine = create_db_engine(url)
+    engine = create_db_engine(blank_database_url)
     yield engine
     engine.dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def test_single_head() -> None:

@@ -1,13 +1,13 @@
 import uuid
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.agencies.models import Agency, AgencyCreate, AgencyUpdate
 from app.auth.service import Principal
 from app.crud import add_recorded, update_recorded
-from app.errors import conflict, forbidden, invalid, not_found
-from app.journal import CLI
+from app.errors import AppError, conflict, forbidden, invalid, not_found
+from app.journal import CLI, Actor
 from app.pagination import PageParams, paginate
 
 
@@ -31,6 +31,24 @@ def get_agency(session: Session, agency_id: uuid.UUID, *, for_update: bool = Fal
     if agency is None:
         raise not_found("agency")
     return agency
+
+
+def get_agency_by_code(session: Session, code: str, *, for_update: bool = False) -> Agency:
+    """The agency with this code (the host's commands name agencies by code)."""
+    stmt = sa.select(Agency).where(Agency.code == code)
+    agency = session.execute(stmt.with_for_update() if for_update else stmt).scalar_one_or_none()
+    if agency is None:
+        raise AppError(404, f"No agency with code {code!r}.", slug="not-found")
+    return agency
+
+
+def agencies_with_parents(session: Session) -> list[tuple[Agency, str | None]]:
+    """Every agency with its parent's code, by code."""
+    parent = aliased(Agency)
+    stmt = (
+        sa.select(Agency, parent.code).outerjoin(parent, parent.id == Agency.parent_id).order_by(Agency.code)
+    )
+    return [(agency, parent_code) for agency, parent_code in session.execute(stmt)]
 
 
 def _check_code_free(session: Session, code: str, agency_id: uuid.UUID | None) -> None:
@@ -90,3 +108,17 @@ def update_agency(session: Session, p: Principal, agency: Agency, data: AgencyUp
         _check_code_free(session, changes["code"], agency.id)
     update_recorded(session, agency, changes, p.actor, resource_type="agency", case_id=None)
     return agency
+
+
+def set_parent(session: Session, actor: Actor, agency: Agency, parent_id: uuid.UUID | None) -> bool:
+    """Move an agency in the hierarchy (which decides who reads AMBER cases).
+
+    The caller has locked the row. Returns whether anything changed: setting
+    the parent it already has writes nothing and records nothing.
+    """
+    if parent_id == agency.parent_id:
+        return False
+    if parent_id is not None and agency.id in _ancestry(session, parent_id):
+        raise invalid(["parent_id"], "An agency cannot be its own ancestor.")
+    update_recorded(session, agency, {"parent_id": parent_id}, actor, resource_type="agency", case_id=None)
+    return True
