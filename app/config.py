@@ -1,8 +1,11 @@
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.ratelimit.service import Rate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +45,36 @@ class Settings(BaseSettings):
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
     auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
+    # app.observability: one JSON object per line, or a readable line.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # GET /metrics answers only `Authorization: Bearer <token>` when set.
+    metrics_token: SecretStr | None = None
+    # Per API client, e.g. "20/second" or "600/minute"; unset: no limit.
+    rate_limit: str | None = None
+    # Shared rate-limit state for every worker and host.
+    redis_url: str | None = None
+    redis_prefix: str = "caseapi:"
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a proxy
+    # on this host by default); "" believes none, "*" every peer.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("rate_limit", "redis_url", "metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            Rate.parse(value)
+        return value
 
 
 @lru_cache

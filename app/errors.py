@@ -12,6 +12,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.observability.logs import request_id_var
+
 log = logging.getLogger("caseapi")
 security_log = logging.getLogger("caseapi.security")
 
@@ -32,6 +34,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     428: "Precondition Required",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -99,6 +102,9 @@ def problem_response(
         "detail": detail,
         **(extra or {}),
     }
+    request_id = request_id_var.get()
+    if request_id is not None:  # set for every request by app.observability
+        body["request_id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -118,18 +124,16 @@ def _log_denied(request: Request, exc: AppError) -> None:
     """One structured line per refused attempt, for the operator's SIEM."""
     principal = getattr(request.state, "principal", None)
     security_log.warning(
-        json.dumps(
-            {
-                "event": "access_denied",
-                "status": exc.status,
-                "reason": exc.detail,
-                "method": request.method,
-                "path": request.url.path,
-                "client_id": str(principal.client_id) if principal else None,
-                "agency_id": str(principal.agency_id) if principal else None,
-                "remote": request.client.host if request.client else None,
-            }
-        )
+        "access_denied",
+        extra={
+            "status": exc.status,
+            "reason": exc.detail,
+            "method": request.method,
+            "path": request.url.path,
+            "client_id": str(principal.client_id) if principal else None,
+            "agency_id": str(principal.agency_id) if principal else None,
+            "remote": request.client.host if request.client else None,
+        },
     )
 
 
@@ -337,8 +341,3 @@ def install_error_handlers(app: FastAPI) -> None:
             slug="busy",
             headers={"Retry-After": "1"},
         )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(500, "An unexpected error occurred.", slug="internal-error")

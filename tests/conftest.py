@@ -10,7 +10,8 @@ back, every table is emptied after each test.
 import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,19 @@ def walk(client: TestClient, url: str, headers: dict[str, str], limit: int = 50)
         cursor = page["next_cursor"]
         if cursor is None:
             return items
+
+
+@pytest.fixture
+def app_with(settings: Settings, engine: sa.Engine) -> Callable[..., AbstractContextManager[TestClient]]:
+    """A client of an app of its own, with some settings changed (its metrics start at zero)."""
+
+    @contextmanager
+    def build(**changes: Any) -> Iterator[TestClient]:
+        application = create_app(settings.model_copy(update=changes))
+        try:
+            with TestClient(application, raise_server_exceptions=False) as test_client:
+                yield test_client
+        finally:
+            application.state.engine.dispose()
+
+    return build
