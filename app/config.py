@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.ratelimit.service import Rate
+from app.ratelimit.rate import Rate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

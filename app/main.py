@@ -32,7 +32,8 @@ from app.observability.metrics import Metrics
 from app.observability.middleware import RequestObserver
 from app.participants.router import router as participants
 from app.ratelimit.middleware import RateLimit
-from app.ratelimit.service import Rate, create_limiter
+from app.ratelimit.rate import Rate
+from app.ratelimit.service import create_limiter
 from app.reads import create_reads
 from app.requests.router import router as information_requests
 

@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import problem_response
 from app.observability.metrics import Metrics
-from app.ratelimit.service import Limiter, retry_after
+from app.ratelimit.rate import retry_after
+from app.ratelimit.service import Limiter
 
 EXEMPT = frozenset({"/api/v1/health", "/api/v1/health/ready"})
 

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.auth.models import Scope
-from app.ratelimit.service import LocalLimiter, Rate, RedisLimiter, retry_after
+from app.ratelimit.rate import Rate, retry_after
+from app.ratelimit.service import LocalLimiter, RedisLimiter
 from tests.conftest import Caller, make_caller
 
 API = "/api/v1"
