@@ -120,10 +120,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         per_path={"/api/v1/bundles": settings.max_bundle_bytes},
     )
-    application.add_middleware(AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds)
+    metrics = application.state.metrics = Metrics()
+    application.add_middleware(
+        AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds, waiting=metrics.waiting
+    )
     # Added last, so run first: a refused request costs nothing further, and
     # every answer, refusals included, carries a request id and is counted.
-    metrics = application.state.metrics = Metrics()
     limiter = (
         create_limiter(Rate.parse(settings.rate_limit), settings.redis_url, settings.redis_prefix)
         if settings.rate_limit

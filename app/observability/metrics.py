@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -100,6 +100,12 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "caseapi_rate_limited", "Requests refused with 429 by the rate limit", registry=self.registry
+        )
+        self.waiting = Gauge(
+            "caseapi_requests_waiting",
+            "Requests waiting for a database connection slot (admission control)",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         # The labelled children, looked up once per label combination: a
         # lookup through .labels() costs more than the observation itself.

@@ -90,6 +90,7 @@ def test_gauges_read_the_pool_and_the_journal_when_scraped(app_with, engine: sa.
     assert samples["caseapi_db_pool_size"][0].value == 7
     assert samples["caseapi_db_pool_checked_out"][0].value == 0  # nothing in flight while scraping
     assert samples["caseapi_db_pool_overflow"][0].value == 0
+    assert samples["caseapi_requests_waiting"][0].value == 0
 
 
 def test_metrics_are_outside_the_api_and_its_schema(client: TestClient) -> None:
