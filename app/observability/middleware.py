@@ -6,9 +6,9 @@ closure, one list copy of the response headers, two metric updates.
 """
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +32,7 @@ def request_id_of(scope: Scope) -> str:
             if _SANE_REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as a uuid4, at a fraction of its cost
 
 
 class RequestObserver:
