@@ -124,15 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.add_middleware(
         AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds, waiting=metrics.waiting
     )
-    # Added last, so run first: a refused request costs nothing further, and
-    # every answer, refusals included, carries a request id and is counted.
     limiter = (
         create_limiter(Rate.parse(settings.rate_limit), settings.redis_url, settings.redis_prefix)
         if settings.rate_limit
         else None
     )
-    if limiter is not None:
-        application.add_middleware(RateLimit, limiter=limiter, metrics=metrics)
 
     # Each router straight on the app: FastAPI matches a request level by
     # level, and a router of routers adds a level to every request.
@@ -153,13 +149,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in api_routers:
         application.include_router(router, prefix=API_PREFIX)
+    # Probes of load balancers and orchestrators look at the root.
+    application.include_router(health.router, include_in_schema=False)
+    application.include_router(observability.router)
+
+    # Added last, so run first: a refused request costs nothing further, and
+    # every answer, refusals included, carries a request id and is counted.
+    if limiter is not None:
+        application.add_middleware(RateLimit, limiter=limiter, metrics=metrics)
     application.add_middleware(
         RequestObserver,
         metrics=metrics,
         api_prefix=API_PREFIX,
         api_routes=[route for router in api_routers for route in router.routes],
     )
-    # Probes of load balancers and orchestrators look at the root.
-    application.include_router(health.router, include_in_schema=False)
-    application.include_router(observability.router)
     return application

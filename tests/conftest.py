@@ -200,6 +200,14 @@ def join(client: TestClient, lead: Caller, case_id: str, member: Caller, role: s
     assert response.status_code == 201, response.text
 
 
+def problem_of(response: Any) -> dict[str, Any]:
+    """A problem body without its request_id, which names the one request (and its
+    X-Request-ID header): what to compare when two answers must be the same."""
+    body: dict[str, Any] = response.json()
+    assert body.pop("request_id") == response.headers["x-request-id"]
+    return body
+
+
 def walk(client: TestClient, url: str, headers: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
     """Follow next_cursor to the end; return every item. Query strings in `url` are kept."""
     path, _, query = url.partition("?")

@@ -82,7 +82,6 @@ class RequestObserver:
             # that a client reporting a 500 can be matched with its cause.
             log.exception("unhandled error")
             if status == 0:
-                status = 500
                 response = problem_response(500, "An unexpected error occurred.", slug="internal-error")
                 await response(scope, receive, send_with_id)
             # Else the response was under way: the server closes the connection.
