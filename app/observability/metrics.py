@@ -112,10 +112,12 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "other"  # before the cache too: made-up methods must not grow it
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:
-            labels = (method if method in _METHODS else "other", route, str(status))
+            labels = (method, route, str(status))
             children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
         children[0].inc()
         children[1].observe(seconds)

@@ -49,6 +49,10 @@ def test_requests_are_counted_by_route_template_never_by_raw_path(app_with, engi
     assert _count(samples, method="GET", route="unmatched", status="404") == 1
     # A method a client made up is one label value, not a new one per request.
     assert _count(samples, method="other") == 1 and _count(samples, method="BREW") == 0
+    metrics = client.app.state.metrics
+    for n in range(50):
+        metrics.observe(f"M{n}", "unmatched", 405, 0.001)
+    assert len(metrics._children) < 10  # nor do they grow the worker's memory
     # No id and no raw path reaches a label.
     assert case["id"] not in text and str(missing) not in text and "/no/such" not in text
     histogram = [
