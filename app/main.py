@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _tune_garbage_collector()
         yield
         await application.state.reads.close()
+        metrics.close()
         if limiter is not None:
             await limiter.close()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from app.audit.models import AuditEntry
@@ -121,6 +121,12 @@ class Metrics:
             children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
         children[0].inc()
         children[1].observe(seconds)
+
+    def close(self) -> None:
+        """At a worker's end: its live gauges leave the sum (its counts stay)."""
+        directory = multiprocess_dir()
+        if directory:
+            mark_process_dead(os.getpid(), directory)
 
     def exposition(self, pool: sa.Pool, heads: JournalHeads | None) -> bytes:
         scrape = CollectorRegistry(auto_describe=False)

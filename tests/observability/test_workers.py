@@ -57,6 +57,9 @@ def served(database_url: str, engine: sa.Engine, tmp_path: Path) -> Iterator[tup
     finally:
         process.terminate()
         process.wait(30)
+    # A worker that ends takes its live gauges out of the sum; its counts stay.
+    assert not list(metrics_dir.glob("gauge_livesum_*.db"))
+    assert list(metrics_dir.glob("histogram_*.db"))
 
 
 def _count(text: str, route: str) -> float:
