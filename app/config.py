@@ -1,6 +1,7 @@
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,17 @@ class Settings(BaseSettings):
     def _rate(cls, value: str | None) -> str | None:
         if value is not None:
             Rate.parse(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        # Checked here, not at the first rate-limited request.
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("expected redis://host:port/db, rediss://... or unix://...")
+            _ = parts.port  # raises ValueError for a port that is not a number
         return value
 
 

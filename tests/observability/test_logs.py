@@ -93,7 +93,13 @@ def test_the_level_filters_and_text_is_one_readable_line_per_event() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("CASEAPI_LOG_FORMAT", "xml"), ("CASEAPI_LOG_LEVEL", "loud"), ("CASEAPI_RATE_LIMIT", "20/fortnight")],
+    [
+        ("CASEAPI_LOG_FORMAT", "xml"),
+        ("CASEAPI_LOG_LEVEL", "loud"),
+        ("CASEAPI_RATE_LIMIT", "20/fortnight"),
+        ("CASEAPI_REDIS_URL", "127.0.0.1:6379"),
+        ("CASEAPI_REDIS_URL", "redis://127.0.0.1:port/0"),
+    ],
 )
 def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
@@ -105,8 +111,10 @@ def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("CASEAPI_LOG_LEVEL", "debug")
     monkeypatch.setenv("CASEAPI_LOG_FORMAT", "json")
     monkeypatch.setenv("CASEAPI_RATE_LIMIT", "")
+    monkeypatch.setenv("CASEAPI_REDIS_URL", "rediss://:secret@redis.internal:6380/2")
     settings = Settings()
     assert (settings.log_level, settings.log_format, settings.rate_limit) == ("DEBUG", "json", None)
+    assert settings.redis_url == "rediss://:secret@redis.internal:6380/2"
 
 
 def _served(monkeypatch: pytest.MonkeyPatch, workers: int, **env: str) -> dict[str, Any]:
