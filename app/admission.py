@@ -11,17 +11,29 @@ Retry-After if no slot frees in time: bounded latency, never a hang.
 """
 
 import asyncio
+from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import problem_response
 
 
+class Gauge(Protocol):
+    def inc(self) -> None: ...
+
+    def dec(self) -> None: ...
+
+
 class AdmissionLimit:
-    def __init__(self, app: ASGIApp, limit: int, wait_seconds: float, prefix: str = "/api/") -> None:
+    """`waiting` counts the requests waiting for a slot (a metric)."""
+
+    def __init__(
+        self, app: ASGIApp, limit: int, wait_seconds: float, waiting: Gauge, prefix: str = "/api/"
+    ) -> None:
         self.app = app
         self.limit = limit
         self.wait_seconds = wait_seconds
+        self.waiting = waiting
         self.prefix = prefix
         self._slots: asyncio.Semaphore | None = None
 
@@ -33,7 +45,11 @@ class AdmissionLimit:
             self._slots = asyncio.Semaphore(self.limit)
         try:
             if self._slots.locked():
-                await asyncio.wait_for(self._slots.acquire(), timeout=self.wait_seconds)
+                self.waiting.inc()
+                try:
+                    await asyncio.wait_for(self._slots.acquire(), timeout=self.wait_seconds)
+                finally:
+                    self.waiting.dec()
             else:
                 await self._slots.acquire()  # free: returns at once, without wait_for's timer
         except TimeoutError:

@@ -155,17 +155,21 @@ def _serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
     """Serve on host:port, or on the listening socket `fd` when one is given."""
     import uvicorn
 
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        fd=fd,
-        workers=workers,
-        proxy_headers=False,
-        server_header=False,
-        access_log=get_settings().access_log,
-    )
+    from app.observability.serving import metrics_directory, uvicorn_options
+
+    settings = get_settings()
+    with metrics_directory(workers):
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            fd=fd,
+            workers=workers,
+            server_header=False,
+            access_log=settings.access_log,
+            **uvicorn_options(settings),
+        )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

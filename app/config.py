@@ -1,11 +1,15 @@
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from app.ratelimit.rate import Rate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +88,48 @@ class Settings(BaseSettings):
                 "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB"
             )
         return url
+
+    # app.observability: one JSON object per line, or a readable line.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # GET /metrics answers only `Authorization: Bearer <token>` when set.
+    metrics_token: SecretStr | None = None
+    # Per API client, e.g. "20/second" or "600/minute"; unset: no limit.
+    rate_limit: str | None = None
+    # Shared rate-limit state for every worker and host.
+    redis_url: str | None = None
+    redis_prefix: str = "caseapi:"
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a proxy
+    # on this host by default); "" believes none, "*" every peer.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("rate_limit", "redis_url", "metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            Rate.parse(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        # Checked here, not at the first rate-limited request.
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("expected redis://host:port/db, rediss://... or unix://...")
+            _ = parts.port  # raises ValueError for a port that is not a number
+        return value
 
 
 @lru_cache

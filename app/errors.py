@@ -1,6 +1,5 @@
 """Every error leaves as application/problem+json (RFC 9457)."""
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.observability.logs import request_id_var
 from app.probes import note_not_found
 
 log = logging.getLogger("caseapi")
@@ -34,6 +34,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     428: "Precondition Required",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -113,6 +114,9 @@ def problem_response(
         "detail": detail,
         **(extra or {}),
     }
+    request_id = request_id_var.get()
+    if request_id is not None:  # set for every request by app.observability
+        body["request_id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -132,18 +136,16 @@ def _log_denied(request: Request, exc: AppError) -> None:
     """One structured line per refused attempt, for the operator's SIEM."""
     principal = getattr(request.state, "principal", None)
     security_log.warning(
-        json.dumps(
-            {
-                "event": "access_denied",
-                "status": exc.status,
-                "reason": exc.detail,
-                "method": request.method,
-                "path": request.url.path,
-                "client_id": str(principal.client_id) if principal else None,
-                "agency_id": str(principal.agency_id) if principal else None,
-                "remote": request.client.host if request.client else None,
-            }
-        )
+        "access_denied",
+        extra={
+            "status": exc.status,
+            "reason": exc.detail,
+            "method": request.method,
+            "path": request.url.path,
+            "client_id": str(principal.client_id) if principal else None,
+            "agency_id": str(principal.agency_id) if principal else None,
+            "remote": request.client.host if request.client else None,
+        },
     )
 
 
@@ -252,10 +254,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.ProgrammingError)
     @app.exception_handler(psycopg.errors.UndefinedTable)
     @app.exception_handler(psycopg.errors.UndefinedColumn)
-    async def _schema_behind(request: Request, exc: Exception) -> JSONResponse:
+    async def _schema_behind(_: Request, exc: Exception) -> JSONResponse:
         orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
         if not isinstance(orig, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
-            return await _unexpected(request, exc)
+            raise exc  # not the schema's fault: a 500, answered by RequestObserver
         log.error("database schema behind the code, run `caseapi migrate`: %s", database_reason(exc))
         return problem_response(
             503,
@@ -273,8 +275,3 @@ def install_error_handlers(app: FastAPI) -> None:
             slug="busy",
             headers={"Retry-After": "1"},
         )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(500, "An unexpected error occurred.", slug="internal-error")

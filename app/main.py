@@ -3,7 +3,6 @@
 import ctypes
 import functools
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,8 +27,15 @@ from app.evidence.router import router as evidence
 from app.identifiers.router import router as identifiers
 from app.limits import BodySizeLimit
 from app.locations.router import router as locations
+from app.observability import router as observability
+from app.observability.logs import configure_logging
+from app.observability.metrics import Metrics
+from app.observability.middleware import RequestObserver
 from app.participants.router import router as participants
 from app.probes import ProbeCounter
+from app.ratelimit.middleware import RateLimit
+from app.ratelimit.rate import Rate
+from app.ratelimit.service import create_limiter
 from app.reads import create_reads
 from app.requests.router import router as information_requests
 from app.stix.router import router as stix
@@ -44,6 +50,7 @@ Keys come from `caseapi client create`; `caseapi demo` prints one per agency.
 """
 
 
+API_PREFIX = "/api/v1"
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
@@ -75,18 +82,21 @@ def _tune_garbage_collector() -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    logging.basicConfig(level=logging.INFO)
+    configure_logging(settings.log_format, settings.log_level)
     in_flight = settings.pool_size
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         _limit_malloc_arenas()
         # More threads than admitted requests: an admitted request never waits for one.
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, in_flight + 8)
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, in_flight + 8)
         _tune_garbage_collector()
         yield
         await application.state.reads.close()
+        metrics.close()
+        if limiter is not None:
+            await limiter.close()
 
     application = FastAPIOffline(
         title="caseapi",
@@ -101,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_size=settings.pool_size,
         pool_timeout=settings.pool_timeout_seconds,
     )
+    application.state.settings = settings
     application.state.engine = engine
     # What /health/ready compares the database with; read once, not per probe.
     application.state.schema_head = migrate.head()
@@ -118,13 +129,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         per_path={"/api/v1/bundles": settings.max_bundle_bytes},
     )
-    application.add_middleware(AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds)
+    metrics = application.state.metrics = Metrics()
+    application.add_middleware(
+        AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds, waiting=metrics.waiting
+    )
+    limiter = (
+        create_limiter(Rate.parse(settings.rate_limit), settings.redis_url, settings.redis_prefix)
+        if settings.rate_limit
+        else None
+    )
 
     # Each router straight on the app: FastAPI matches a request level by
     # level, and a router of routers adds a level to every request.
     # The routers agency tools poll most come first: a request is matched
     # against the routes in order (no two of them match the same path).
-    for router in (
+    api_routers = (
         cases,
         evidence,
         events,
@@ -138,8 +157,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bundles,
         identifiers,
         stix,
-    ):
-        application.include_router(router, prefix="/api/v1")
+    )
+    for router in api_routers:
+        application.include_router(router, prefix=API_PREFIX)
     # Probes of load balancers and orchestrators look at the root.
     application.include_router(health.router, include_in_schema=False)
+    application.include_router(observability.router)
+
+    # Added last, so run first: a refused request costs nothing further, and
+    # every answer, refusals included, carries a request id and is counted.
+    if limiter is not None:
+        application.add_middleware(RateLimit, limiter=limiter, metrics=metrics)
+    application.add_middleware(
+        RequestObserver,
+        metrics=metrics,
+        api_prefix=API_PREFIX,
+        api_routes=[route for router in api_routers for route in router.routes],
+    )
     return application

@@ -13,7 +13,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,14 @@ def join(client: TestClient, lead: Caller, case_id: str, member: Caller, role: s
     assert response.status_code == 201, response.text
 
 
+def problem_of(response: Any) -> dict[str, Any]:
+    """A problem body without its request_id, which names the one request (and its
+    X-Request-ID header): what to compare when two answers must be the same."""
+    body: dict[str, Any] = response.json()
+    assert body.pop("request_id") == response.headers["x-request-id"]
+    return body
+
+
 def walk(client: TestClient, url: str, headers: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
     """Follow next_cursor to the end; return every item. Query strings in `url` are kept."""
     path, _, query = url.partition("?")
@@ -257,3 +266,19 @@ def walk(client: TestClient, url: str, headers: dict[str, str], limit: int = 50)
         cursor = page["next_cursor"]
         if cursor is None:
             return items
+
+
+@pytest.fixture
+def app_with(settings: Settings, engine: sa.Engine) -> Callable[..., AbstractContextManager[TestClient]]:
+    """A client of an app of its own, with some settings changed (its metrics start at zero)."""
+
+    @contextmanager
+    def build(**changes: Any) -> Iterator[TestClient]:
+        application = create_app(settings.model_copy(update=changes))
+        try:
+            with TestClient(application, raise_server_exceptions=False) as test_client:
+                yield test_client
+        finally:
+            application.state.engine.dispose()
+
+    return build

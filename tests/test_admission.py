@@ -4,6 +4,7 @@ import asyncio
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 
 from app.admission import AdmissionLimit
 
@@ -22,14 +23,20 @@ def _slow_app(started: list[str], release: asyncio.Event):  # type: ignore[no-un
 async def test_excess_requests_wait_then_get_503() -> None:
     started: list[str] = []
     release = asyncio.Event()
-    limited = AdmissionLimit(_slow_app(started, release), limit=2, wait_seconds=0.2)
+    registry = CollectorRegistry()
+    waiting = Gauge("waiting", "requests waiting", registry=registry)
+    limited = AdmissionLimit(_slow_app(started, release), limit=2, wait_seconds=0.2, waiting=waiting)
     transport = httpx.ASGITransport(app=limited)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         first = asyncio.create_task(client.get("/api/v1/a"))
         second = asyncio.create_task(client.get("/api/v1/b"))
         await asyncio.sleep(0.05)
-        third = await client.get("/api/v1/c")  # both slots taken for longer than the wait
-        assert third.status_code == 503
+        waits = asyncio.create_task(client.get("/api/v1/c"))
+        await asyncio.sleep(0.05)
+        assert registry.get_sample_value("waiting") == 1  # the metric sees it wait
+        third = await waits
+        assert third.status_code == 503  # both slots taken for longer than the wait
+        assert registry.get_sample_value("waiting") == 0
         assert third.headers["retry-after"] == "1"
         assert third.headers["content-type"] == "application/problem+json"
         assert sorted(started) == ["/api/v1/a", "/api/v1/b"]

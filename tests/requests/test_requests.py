@@ -12,7 +12,7 @@ from app.audit.models import AuditEntry
 from app.auth.models import Scope
 from app.db import transaction
 from app.requests.models import InformationRequest, RequestMessage
-from tests.conftest import Caller, join, make_caller, new_case, walk
+from tests.conftest import Caller, join, make_caller, new_case, problem_of, walk
 
 URL = "/api/v1/requests"
 
@@ -161,7 +161,7 @@ def test_case_must_be_one_the_sender_reads_without_revealing_others(
         body = {"to_agency_id": str(partner.agency_id), "subject": "S", "body": "B", "case_id": case_id}
         response = client.post(URL, json=body, headers=lead.headers)
         assert response.status_code == 422
-        answers.append(response.json())
+        answers.append(problem_of(response))
     # The same words whether the case is hidden, only summarised, or missing.
     assert answers[0] == answers[1] == answers[2]
     assert answers[0]["errors"][0]["loc"] == ["body", "case_id"]

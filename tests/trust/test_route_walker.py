@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from tests.conftest import Caller, make_caller
+from tests.conftest import Caller, make_caller, problem_of
 from tests.trust.world import World, build_world, minimal_body
 
 API = "/api/v1"
@@ -153,7 +153,7 @@ def test_outsider_gets_404_on_every_route_of_a_hidden_case(
                 assert hidden.headers["content-type"] == "application/problem+json", where
                 assert "etag" not in hidden.headers, where
                 # Hidden and non-existent answer the very same body.
-                assert hidden.json() == missing.json(), where
+                assert problem_of(hidden) == problem_of(missing), where
     assert audit_count(engine) == before, "a refused request wrote to the audit trail"
 
     # The ids really name rows the lead can reach: the 404s above are not vacuous.
@@ -199,7 +199,7 @@ def test_a_request_cannot_name_a_hidden_case(
     for case_id in (world.case_id, str(uuid.uuid4())):
         body = {"to_agency_id": str(lead.agency_id), "case_id": case_id, "subject": "S", "body": "B"}
         response = client.post(f"{API}/requests", json=body, headers=outsider_plain.headers)
-        answers.append((response.status_code, response.json()))
+        answers.append((response.status_code, problem_of(response)))
     assert answers[0] == answers[1]
     assert answers[0][0] in (404, 422)
 

@@ -1,0 +1,90 @@
+"""Log lines in one shape, whoever writes them: the service, uvicorn, libraries.
+
+Every module logs through the standard library (`logging.getLogger(...)`,
+fields passed as `extra`); structlog's ProcessorFormatter turns each record
+into `ts` (RFC 3339, UTC), `level`, `logger`, `event`, the extra fields and,
+inside a request, `request_id`, then renders it as one JSON object per line
+or as a readable text line. The configuration is a plain dictConfig whose
+values are strings only, so that uvicorn can hand it to worker processes.
+"""
+
+import functools
+import logging.config
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["text", "json"]
+
+# Set by the request middleware for the time of one request; read by the log
+# formatter and by problem_response.
+request_id_var: ContextVar[str | None] = ContextVar("caseapi_request_id", default=None)
+
+# uvicorn's loggers, which otherwise come with handlers and formats of their own.
+# Not "uvicorn.access": uvicorn turns it off (CASEAPI_ACCESS_LOG=false) before the
+# app starts, and configuring it again here would turn it back on; unconfigured,
+# it writes through the root handler like the rest.
+_UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+
+
+def _add_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    request_id = request_id_var.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # uvicorn passes a coloured copy of its message as an extra field.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def formatter(log_format: LogFormat) -> structlog.stdlib.ProcessorFormatter:
+    """The formatter every handler uses (named by the dictConfig below)."""
+    renderer: Processor
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer()
+        tail: list[Processor] = [structlog.processors.format_exc_info, renderer]
+    else:
+        # The plain traceback: the default one prints every frame's local
+        # variables, which may hold keys and personal data.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False,
+            timestamp_key="ts",
+            exception_formatter=structlog.dev.plain_traceback,
+            pad_event_to=0,
+        )
+        tail = [renderer]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            _drop_color_message,
+            _add_request_id,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    )
+
+
+def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
+    """A logging.config.dictConfig for the whole process, uvicorn's loggers included."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"caseapi": {"()": f"{__name__}.formatter", "log_format": log_format}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "caseapi", "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {name: {"handlers": [], "propagate": True, "level": level} for name in _UVICORN},
+    }
+
+
+@functools.cache  # once per process and configuration: tests build many apps
+def configure_logging(log_format: LogFormat, level: str) -> None:
+    logging.config.dictConfig(logging_config(log_format, level))

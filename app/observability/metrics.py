@@ -1,0 +1,139 @@
+"""Prometheus metrics: what the middleware counts, and gauges read when scraped.
+
+Each app has its own registry (tests build many apps in one process). With
+several worker processes (`caseapi serve --workers N`), `caseapi serve`
+sets PROMETHEUS_MULTIPROC_DIR: every worker writes its counters and
+histograms to files there, and a scrape, whichever worker answers it, sums
+them all (prometheus-client's multiprocess mode).
+"""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from app.audit.models import AuditEntry
+from app.events.models import Event
+from app.reads import Reads
+
+UNMATCHED = "unmatched"  # the route label of a request no route answered
+# Any other method is one label value, so that clients cannot mint label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LABELS = ("method", "route", "status")
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+_AUDIT_HEAD = sa.select(sa.func.max(AuditEntry.seq).label("seq"))
+_FEED_HEAD = sa.select(sa.func.max(Event.seq).label("seq"))
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@dataclass(frozen=True)
+class JournalHeads:
+    audit_seq: int
+    event_seq: int
+
+
+async def _head(reads: Reads, stmt: sa.Select[tuple[int | None]]) -> int:
+    row = await reads.first(stmt)
+    return (row.seq if row else None) or 0  # max() of an empty table is NULL
+
+
+async def read_journal_heads(reads: Reads) -> JournalHeads:
+    """Two index lookups (the highest primary key of each table)."""
+    return JournalHeads(await _head(reads, _AUDIT_HEAD), await _head(reads, _FEED_HEAD))
+
+
+class _StateCollector(Collector):
+    """Gauges of one scrape: this worker's connection pool and the journal heads."""
+
+    def __init__(self, pool: sa.Pool, heads: JournalHeads | None) -> None:
+        self.pool = pool
+        self.heads = heads
+
+    def collect(self) -> Iterator[Metric]:
+        heads_known = int(self.heads is not None)
+        if isinstance(self.pool, sa.QueuePool):
+            for name, doc, value in (
+                ("caseapi_db_pool_size", "Connections the pool keeps", self.pool.size()),
+                ("caseapi_db_pool_checked_out", "Connections in use", self.pool.checkedout()),
+                ("caseapi_db_pool_idle", "Open connections waiting in the pool", self.pool.checkedin()),
+                # The pool counts from -size; only what is above its size is overflow.
+                (
+                    "caseapi_db_pool_overflow",
+                    "Connections beyond the pool size",
+                    max(0, self.pool.overflow()),
+                ),
+            ):
+                yield GaugeMetricFamily(name, doc, value=value)
+        # 0 when the database did not answer the scrape: the rest is still worth reporting.
+        yield GaugeMetricFamily("caseapi_db_up", "The database answered this scrape", value=heads_known)
+        if self.heads is None:
+            return
+        yield GaugeMetricFamily(
+            "caseapi_audit_entries", "Audit entries written (seq of the newest)", value=self.heads.audit_seq
+        )
+        yield GaugeMetricFamily(
+            "caseapi_feed_seq", "Seq of the newest event of the feed", value=self.heads.event_seq
+        )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "caseapi_http_requests", "HTTP requests answered", _LABELS, registry=self.registry
+        )
+        self.latency = Histogram(
+            "caseapi_http_request_duration_seconds",
+            "Time from the request's arrival to the end of its response",
+            _LABELS,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "caseapi_rate_limited", "Requests refused with 429 by the rate limit", registry=self.registry
+        )
+        self.waiting = Gauge(
+            "caseapi_requests_waiting",
+            "Requests waiting for a database connection slot (admission control)",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        # The labelled children, looked up once per label combination: a
+        # lookup through .labels() costs more than the observation itself.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "other"  # before the cache too: made-up methods must not grow it
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def close(self) -> None:
+        """At a worker's end: its live gauges leave the sum (its counts stay)."""
+        directory = multiprocess_dir()
+        if directory:
+            mark_process_dead(os.getpid(), directory)
+
+    def exposition(self, pool: sa.Pool, heads: JournalHeads | None) -> bytes:
+        scrape = CollectorRegistry(auto_describe=False)
+        directory = multiprocess_dir()
+        if directory:
+            MultiProcessCollector(scrape, path=directory)
+        else:
+            scrape.register(self.registry)
+        scrape.register(_StateCollector(pool, heads))
+        return generate_latest(scrape)

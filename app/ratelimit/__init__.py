@@ -1,0 +1,1 @@
+"""Per-client rate limits, in the worker or shared through Redis."""

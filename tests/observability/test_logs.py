@@ -1,0 +1,156 @@
+"""Log lines (contract §6): ts, level, logger, event, request_id, fields as fields;
+uvicorn's loggers in the same format; what `caseapi serve` hands uvicorn."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from pydantic import ValidationError
+
+from app import cli
+from app.config import Settings, get_settings
+from app.observability.serving import MULTIPROC_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Logs as a served worker does, in a process of its own (pytest has its own logging setup).
+PROGRAM = textwrap.dedent(
+    """
+    import logging, sys
+    from app.observability.logs import configure_logging, request_id_var
+    configure_logging(sys.argv[1], sys.argv[2])
+    logging.getLogger("uvicorn.error").info("Started server process")
+    logging.getLogger("caseapi").debug("below the level")
+    token = request_id_var.set("req-42")
+    logging.getLogger("caseapi.security").warning(
+        "access_denied", extra={"status": 403, "path": "/api/v1/cases", "client_id": None}
+    )
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("caseapi").exception("unhandled error")
+    request_id_var.reset(token)
+    logging.getLogger("caseapi").info("after the request")
+    """
+)
+
+
+def _log(log_format: str, level: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROGRAM, log_format, level],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=True,
+    )
+    return result.stderr.splitlines()
+
+
+def test_json_lines_carry_the_contract_fields() -> None:
+    lines = [json.loads(line) for line in _log("json", "INFO") if line.startswith("{")]
+    by_event = {line["event"]: line for line in lines}
+    assert set(by_event) == {
+        "Started server process",
+        "access_denied",
+        "unhandled error",
+        "after the request",
+    }
+    for line in lines:
+        assert {"ts", "level", "logger", "event"} <= set(line)
+        stamp = datetime.fromisoformat(line["ts"])
+        assert stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    started = by_event["Started server process"]
+    assert (started["logger"], started["level"]) == ("uvicorn.error", "info")
+    assert "color_message" not in started
+    denied = by_event["access_denied"]
+    # Fields as fields, not a JSON string inside the message.
+    assert denied["logger"] == "caseapi.security" and denied["level"] == "warning"
+    assert (denied["status"], denied["path"], denied["client_id"]) == (403, "/api/v1/cases", None)
+    assert denied["request_id"] == "req-42"
+    error = by_event["unhandled error"]
+    assert error["request_id"] == "req-42" and "ValueError: boom" in error["exception"]
+    assert "request_id" not in by_event["after the request"]
+
+
+def test_the_level_filters_and_text_is_one_readable_line_per_event() -> None:
+    lines = _log("text", "WARNING")
+    assert not any("Started server process" in line or "after the request" in line for line in lines)
+    [denied] = [line for line in lines if "access_denied" in line]
+    assert denied.split(" ", 1)[0].endswith("Z")  # the ts first
+    assert "[warning" in denied and "[caseapi.security]" in denied
+    assert "status=403" in denied and "request_id=req-42" in denied
+    assert any("ValueError: boom" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CASEAPI_LOG_FORMAT", "xml"),
+        ("CASEAPI_LOG_LEVEL", "loud"),
+        ("CASEAPI_RATE_LIMIT", "20/fortnight"),
+        ("CASEAPI_REDIS_URL", "127.0.0.1:6379"),
+        ("CASEAPI_REDIS_URL", "redis://127.0.0.1:port/0"),
+    ],
+)
+def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.removeprefix("CASEAPI_").lower()):
+        Settings()
+
+
+def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASEAPI_LOG_LEVEL", "debug")
+    monkeypatch.setenv("CASEAPI_LOG_FORMAT", "json")
+    monkeypatch.setenv("CASEAPI_RATE_LIMIT", "")
+    monkeypatch.setenv("CASEAPI_REDIS_URL", "rediss://:secret@redis.internal:6380/2")
+    settings = Settings()
+    assert (settings.log_level, settings.log_format, settings.rate_limit) == ("DEBUG", "json", None)
+    assert settings.redis_url == "rediss://:secret@redis.internal:6380/2"
+
+
+def _served(monkeypatch: pytest.MonkeyPatch, workers: int, **env: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def run(app: str, **options: Any) -> None:
+        seen.update(options, multiproc_dir=os.environ.get(MULTIPROC_ENV))
+        if seen["multiproc_dir"]:
+            assert Path(seen["multiproc_dir"]).is_dir()
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        cli.main(["serve", "--workers", str(workers)])
+    finally:
+        get_settings.cache_clear()
+    return seen
+
+
+def test_serve_trusts_forwarded_headers_only_from_the_local_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = _served(monkeypatch, 1, CASEAPI_LOG_FORMAT="json")
+    assert options["proxy_headers"] is True
+    assert options["forwarded_allow_ips"] == "127.0.0.1,::1"
+    formatter = options["log_config"]["formatters"]["caseapi"]
+    assert formatter["log_format"] == "json"
+    assert options["multiproc_dir"] is None  # one worker: its own registry
+    assert _served(monkeypatch, 1, CASEAPI_FORWARDED_ALLOW_IPS="")["proxy_headers"] is False
+    trusted = _served(monkeypatch, 1, CASEAPI_FORWARDED_ALLOW_IPS="10.0.0.0/8")
+    assert (trusted["proxy_headers"], trusted["forwarded_allow_ips"]) == (True, "10.0.0.0/8")
+
+
+def test_serve_gives_several_workers_a_shared_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = _served(monkeypatch, 3)
+    directory = options["multiproc_dir"]
+    assert directory is not None
+    assert not Path(directory).exists() and MULTIPROC_ENV not in os.environ  # cleaned up

@@ -1,0 +1,113 @@
+"""GET /metrics (contract §6): Prometheus text, route templates as labels, pool and journal gauges."""
+
+import uuid
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from tests.conftest import Caller, new_case
+
+API = "/api/v1"
+
+
+def _samples(client: TestClient, headers: dict[str, str] | None = None) -> dict[str, list]:  # type: ignore[type-arg]
+    response = client.get("/metrics", headers=headers or {})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    out: dict[str, list] = {}  # type: ignore[type-arg]
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def _count(samples: dict[str, list], **labels: str) -> float:  # type: ignore[type-arg]
+    return sum(
+        s.value
+        for s in samples.get("caseapi_http_requests_total", [])
+        if all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_requests_are_counted_by_route_template_never_by_raw_path(app_with, engine, lead: Caller) -> None:  # type: ignore[no-untyped-def]
+    missing = uuid.uuid4()
+    with app_with() as client:
+        case = new_case(client, lead)
+        for _ in range(3):
+            assert client.get(f"{API}/cases/{case['id']}", headers=lead.headers).status_code == 200
+        assert client.get(f"{API}/cases/{missing}", headers=lead.headers).status_code == 404
+        assert client.get(f"/no/such/{missing}").status_code == 404
+        assert client.request("BREW", f"{API}/cases").status_code in (400, 405)
+        text = client.get("/metrics").text
+        samples = _samples(client)
+    template = "/api/v1/cases/{case_id}"
+    assert _count(samples, method="GET", route=template, status="200") == 3
+    assert _count(samples, method="GET", route=template, status="404") == 1
+    assert _count(samples, method="POST", route="/api/v1/cases", status="201") == 1
+    assert _count(samples, method="GET", route="unmatched", status="404") == 1
+    # A method a client made up is one label value, not a new one per request.
+    assert _count(samples, method="other") == 1 and _count(samples, method="BREW") == 0
+    metrics = client.app.state.metrics
+    for n in range(50):
+        metrics.observe(f"M{n}", "unmatched", 405, 0.001)
+    assert len(metrics._children) < 10  # nor do they grow the worker's memory
+    # No id and no raw path reaches a label.
+    assert case["id"] not in text and str(missing) not in text and "/no/such" not in text
+    histogram = [
+        s
+        for s in samples["caseapi_http_request_duration_seconds_count"]
+        if s.labels == {"method": "GET", "route": template, "status": "200"}
+    ]
+    assert [s.value for s in histogram] == [3]
+    buckets = [
+        s
+        for s in samples["caseapi_http_request_duration_seconds_bucket"]
+        if s.labels.get("route") == template and s.labels.get("status") == "200"
+    ]
+    assert buckets and buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == 3
+
+
+def test_the_health_routes_at_the_root_and_under_the_api_are_told_apart(app_with) -> None:  # type: ignore[no-untyped-def]
+    with app_with() as client:
+        client.get("/health")
+        client.get(f"{API}/health")
+        client.get(f"{API}/health")
+        samples = _samples(client)
+    assert _count(samples, route="/health") == 1
+    assert _count(samples, route="/api/v1/health") == 2
+
+
+def test_gauges_read_the_pool_and_the_journal_when_scraped(app_with, engine: sa.Engine, lead: Caller) -> None:  # type: ignore[no-untyped-def]
+    with app_with(pool_size=7) as client:
+        new_case(client, lead)
+        new_case(client, lead)
+        samples = _samples(client)
+    with engine.connect() as conn:
+        audit_head = conn.execute(sa.text("SELECT max(seq) FROM audit_entry")).scalar_one()
+        feed_head = conn.execute(sa.text("SELECT max(seq) FROM event")).scalar_one()
+    assert audit_head >= 2 and feed_head >= 2
+    assert samples["caseapi_audit_entries"][0].value == audit_head
+    assert samples["caseapi_feed_seq"][0].value == feed_head
+    assert samples["caseapi_db_up"][0].value == 1
+    assert samples["caseapi_db_pool_size"][0].value == 7
+    assert samples["caseapi_db_pool_checked_out"][0].value == 0  # nothing in flight while scraping
+    assert samples["caseapi_db_pool_overflow"][0].value == 0
+    assert samples["caseapi_requests_waiting"][0].value == 0
+
+
+def test_metrics_are_outside_the_api_and_its_schema(client: TestClient) -> None:
+    assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+    assert client.get(f"{API}/metrics").status_code == 404
+
+
+def test_a_metrics_token_guards_the_scrape(app_with) -> None:  # type: ignore[no-untyped-def]
+    with app_with(metrics_token=SecretStr("scrape-secret-0123456789")) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-secret-0123456789"}):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert "caseapi_" not in refused.text
+        assert _samples(client, {"Authorization": "Bearer scrape-secret-0123456789"})
