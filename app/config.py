@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
     auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
+    # How far in the future an instant of something that happened (a seizure,
+    # a search) may lie: the clocks of the agencies' systems differ a little.
+    clock_skew_seconds: int = Field(default=300, ge=0, le=86_400)
 
 
 @lru_cache

@@ -65,7 +65,7 @@ def create_agency(session: Session, p: Principal | None, data: AgencyCreate) -> 
 
 
 def update_agency(session: Session, p: Principal, agency: Agency, data: AgencyUpdate) -> Agency:
-    changes = data.changes()
+    changes = data.changes(agency)
     if "code" in changes:
         _check_code_free(session, changes["code"], agency.id)
     if changes.get("parent_id") is not None:

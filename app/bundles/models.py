@@ -18,7 +18,7 @@ from app.detainees.models import DetaineeCreate
 from app.evidence.models import CustodyEventBase, ItemStatus, SeizedItemCreate
 from app.locations.models import LocationCreate
 from app.participants.models import Role
-from app.types import RequestModel, UTCInstant
+from app.types import PastInstant, RequestModel
 
 # Far above any real case; a bound keeps a hostile document from pinning the server.
 MAX_ROWS = 200_000
@@ -39,7 +39,7 @@ class BundleLocation(LocationCreate):
 
 
 class BundleCustodyEvent(CustodyEventBase, RequestModel):
-    at: UTCInstant
+    at: PastInstant
     recorded_by_agency_id: uuid.UUID | None = None
 
 

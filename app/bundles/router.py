@@ -9,14 +9,14 @@ from app.bundles.models import Bundle
 from app.cases.models import CasePublic
 from app.cases.service import to_public
 from app.db import SessionDep
-from app.http import Purpose, api_path, created
+from app.http import Purpose, StrictJSONRoute, api_path, created
 from app.idempotency.service import IdempotencyDep, create_once
 
-router = APIRouter(tags=["case bundles"])
+router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)
 
 
 @router.get("/cases/{case_id}/bundle", response_model=Bundle)
-def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: Purpose = None) -> Bundle:
+def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: Purpose) -> Bundle:
     """The case and everything under it as one document (full access only).
 
     Detainees' personal data is included only for a client with the

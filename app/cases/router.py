@@ -15,12 +15,12 @@ from app.cases.models import (
     HandlingCode,
 )
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, ok, with_etag
+from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.reads import ReadsDep
 
-router = APIRouter(prefix="/cases", tags=["cases"])
+router = APIRouter(prefix="/cases", tags=["cases"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=Page[CasePublic])

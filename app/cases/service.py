@@ -9,6 +9,7 @@ from app.access import CaseAccess, Level
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.cases.models import (
+    CASE_ORDER,
     Case,
     CaseCreate,
     CasePublic,
@@ -28,6 +29,7 @@ from app.locations.models import Location
 from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
 from app.reads import Reads
+from app.types import require_order
 
 
 def to_public(case: Case, level: Level) -> CasePublic:
@@ -104,8 +106,10 @@ def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
     now = utcnow()
     case = Case.model_validate(data, update={"lead_agency_id": p.agency_id})
     case.opened_at = case.opened_at or now
+    # Both sent were checked by the schema; a default has to agree as well.
+    require_order(CASE_ORDER, {"opened_at": case.opened_at, "closed_at": case.closed_at}, {"closed_at"})
     if case.status == CaseStatus.closed and case.closed_at is None:
-        case.closed_at = now
+        case.closed_at = max(now, case.opened_at)
     add_recorded(session, case, p.actor, resource_type="case", case_id=case.id)
     lead = Participant(case_id=case.id, agency_id=p.agency_id, role=Role.lead)
     add_recorded(
@@ -115,7 +119,7 @@ def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
 
 
 def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdate) -> Case:
-    changes = data.changes()
+    changes = data.changes(acc.case)
     case = acc.case
     if "handling_code" in changes and changes["handling_code"] != case.handling_code:
         access.require_lead(acc, "Only the lead agency changes the handling code.")
@@ -126,7 +130,8 @@ def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdat
         if taken:
             raise conflict(f"A case with reference {changes['reference']!r} exists.")
     if changes.get("status") == CaseStatus.closed and case.closed_at is None:
-        changes.setdefault("closed_at", utcnow())
+        opened_at = changes.get("opened_at", case.opened_at)
+        changes.setdefault("closed_at", max(utcnow(), opened_at) if opened_at else utcnow())
     update_recorded(session, case, changes, p.actor, resource_type="case", case_id=case.id)
     return case
 

@@ -7,11 +7,11 @@ from app.auth.deps import Reader, Writer
 from app.db import SessionDep
 from app.detainees import service
 from app.detainees.models import Detainee, DetaineeCreate, DetaineePublic, DetaineeUpdate
-from app.http import Purpose, api_path, check_if_match, created, with_etag
+from app.http import Purpose, StrictJSONRoute, api_path, check_if_match, created, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 
-router = APIRouter(tags=["detainees"])
+router = APIRouter(tags=["detainees"], route_class=StrictJSONRoute)
 
 
 @router.get("/cases/{case_id}/detainees", response_model=Page[DetaineePublic])
@@ -20,7 +20,7 @@ def list_detainees(
     p: Reader,
     case_id: uuid.UUID,
     page: PageDep,
-    purpose: Purpose = None,
+    purpose: Purpose,
     review_overdue: bool | None = None,
 ) -> Page[DetaineePublic]:
     access.readable_case(session, p, case_id)
@@ -36,7 +36,7 @@ def create_detainee(
     case_id: uuid.UUID,
     body: DetaineeCreate,
     idem: IdempotencyDep,
-    purpose: Purpose = None,
+    purpose: Purpose,
 ) -> Response:
     access.writable_case(session, p, case_id)
 
@@ -54,7 +54,7 @@ def get_detainee(
     p: Reader,
     detainee_id: uuid.UUID,
     response: Response,
-    purpose: Purpose = None,
+    purpose: Purpose,
 ) -> DetaineePublic:
     detainee = access.readable_child(session, p, Detainee, detainee_id)
     with_etag(response, detainee.version)
@@ -72,7 +72,7 @@ def update_detainee(
     detainee_id: uuid.UUID,
     body: DetaineeUpdate,
     response: Response,
-    purpose: Purpose = None,
+    purpose: Purpose,
 ) -> DetaineePublic:
     detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)
