@@ -51,7 +51,8 @@ def _forbidden(pattern: re.Pattern[str], value: str) -> None:
         raise ValueError(f"character U+{ord(found.group()):04X} is not allowed here")
 
 
-def _nfc(value: str) -> str:
+def nfc(value: str) -> str:
+    """Unicode NFC, the form every text is stored in."""
     return value if unicodedata.is_normalized("NFC", value) else unicodedata.normalize("NFC", value)
 
 
@@ -59,7 +60,7 @@ def clean_line(value: str) -> str:
     """One line of text as stored: NFC and trimmed; a ValueError names a
     character it may not hold."""
     _forbidden(_SINGLE_LINE_FORBIDDEN, value)
-    return _nfc(value).strip()
+    return nfc(value).strip()
 
 
 def _single_line(value: str, info: ValidationInfo) -> str:
@@ -76,7 +77,7 @@ def _multi_line(value: str, info: ValidationInfo) -> str:
     # Text pasted from another system keeps its line breaks as LF.
     value = _NEWLINES.sub("\n", value)
     _forbidden(_MULTI_LINE_FORBIDDEN, value)
-    return _nfc(value)
+    return nfc(value)
 
 
 def _not_blank(value: str, info: ValidationInfo) -> str:

@@ -29,7 +29,7 @@ from app.locations.models import Location
 from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
 from app.reads import Reads
-from app.types import require_order
+from app.types import nfc, require_order
 
 
 def to_public(case: Case, level: Level) -> CasePublic:
@@ -93,7 +93,8 @@ async def list_cases(
     values = access.principal_params(p) | {
         "status": status,
         "handling_code": handling_code,
-        "pattern": f"%{_escape_like(q)}%" if q else None,
+        # Text is stored in NFC: a search spelled otherwise would find nothing.
+        "pattern": f"%{_escape_like(nfc(q))}%" if q else None,
         "participant": participant,
     }
     page, cursor = await read_page(reads, stmt, values, params, scope="cases", keys=CASE_KEYS)
