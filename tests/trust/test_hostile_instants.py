@@ -3,13 +3,17 @@ in the single routes, on PATCH against the stored values, and in bundle import."
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from app.cases.models import Case
 from app.config import get_settings
+from app.detainees.models import Detainee
+from app.evidence.models import CustodyEvent
 from tests.conftest import Caller
 from tests.trust.world import World, build_world
 
@@ -277,3 +281,37 @@ def test_bundle_import_applies_the_same_rules(client: TestClient, lead: Caller) 
     doc["detainees"][0]["detained_at"] = FAR
     refused(doc, "detainees", 0, "detained_at")
     assert len(client.get(f"{API}/cases", headers=lead.headers).json()["items"]) == 1
+
+
+def test_rows_stored_before_the_rules_stay_readable(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller
+) -> None:
+    """The rules hold for what comes in; a row written before them is still served."""
+    ids = world.ids
+    far = datetime(9000, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(Case.__table__)  # type: ignore[attr-defined]
+            .where(Case.id == uuid.UUID(ids["case_id"]))
+            .values(title=" Kyiv\u202e ", opened_at=far, closed_at=datetime(2025, 1, 1, tzinfo=UTC))
+        )
+        conn.execute(
+            sa.update(CustodyEvent.__table__)  # type: ignore[attr-defined]
+            .where(CustodyEvent.seized_item_id == uuid.UUID(ids["item_id"]))
+            .values(at=far, note="a\x1bb")
+        )
+        conn.execute(
+            sa.update(Detainee.__table__)  # type: ignore[attr-defined]
+            .where(Detainee.id == uuid.UUID(ids["detainee_id"]))
+            .values(detained_at=far, date_of_birth=date(9000, 1, 1), label="D\u200b")
+        )
+    for url in (
+        f"{API}/cases/{ids['case_id']}",
+        f"{API}/cases/{ids['case_id']}/bundle",
+        f"{API}/seized-items/{ids['item_id']}/custody",
+        f"{API}/detainees/{ids['detainee_id']}",
+        f"{API}/cases/{ids['case_id']}/detainees",
+    ):
+        response = client.get(url, headers=lead.h(x_purpose="p"))
+        assert response.status_code == 200, (url, response.text)
+    assert client.get(f"{API}/cases/{ids['case_id']}", headers=lead.headers).json()["title"] == " Kyiv\u202e "
