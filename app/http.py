@@ -135,7 +135,8 @@ def api_path(*parts: str | uuid.UUID) -> str:
     return "/api/v1/" + "/".join(str(p) for p in parts)
 
 
-def read_purpose(
+# A coroutine: FastAPI would run a plain function in a worker thread.
+async def read_purpose(
     x_purpose: Annotated[
         str | None,
         Header(alias="X-Purpose", max_length=500, description="Why personal data is needed (audited)"),

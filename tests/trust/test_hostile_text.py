@@ -1,6 +1,7 @@
 """Text as it is stored: NFC, trimmed, no invisible or control characters where
 a human compares values by eye; X-Purpose as the client wrote it (UTF-8)."""
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -189,7 +190,7 @@ def test_x_purpose_that_is_not_utf8_is_refused() -> None:
     re-encodes header values, so this is checked where the header is read)."""
     for raw in (b"\xff\xfe", "caf\u00e9".encode("latin-1"), b"\xc3"):
         with pytest.raises(AppError) as refused:
-            read_purpose(raw.decode("latin-1"))
+            asyncio.run(read_purpose(raw.decode("latin-1")))
         assert refused.value.status == 422
         assert refused.value.extra["errors"][0]["loc"] == ["header", "X-Purpose"]
-    assert read_purpose("M\u00fcnchen ".encode().decode("latin-1")) == "M\u00fcnchen"
+    assert asyncio.run(read_purpose("M\u00fcnchen ".encode().decode("latin-1"))) == "M\u00fcnchen"
