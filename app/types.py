@@ -45,55 +45,52 @@ _MULTI_LINE_FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _NEWLINES = re.compile("\r\n?")
 
 
-def _forbidden(pattern: re.Pattern[str], value: str) -> None:
-    found = pattern.search(value)
-    if found:
-        raise ValueError(f"character U+{ord(found.group()):04X} is not allowed here")
+def _refuse(found: re.Match[str]) -> None:
+    raise ValueError(f"character U+{ord(found.group()):04X} is not allowed here")
 
 
 def nfc(value: str) -> str:
-    """Unicode NFC, the form every text is stored in."""
-    return value if unicodedata.is_normalized("NFC", value) else unicodedata.normalize("NFC", value)
+    """Unicode NFC, the form every text is stored in (ASCII always is)."""
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
 
 
 def clean_line(value: str) -> str:
     """One line of text as stored: NFC and trimmed; a ValueError names a
     character it may not hold."""
-    _forbidden(_SINGLE_LINE_FORBIDDEN, value)
+    found = _SINGLE_LINE_FORBIDDEN.search(value)
+    if found:
+        _refuse(found)
     return nfc(value).strip()
 
 
-def _single_line(value: str, info: ValidationInfo) -> str:
-    if "\x00" in value:  # never stored, whatever the model
-        raise ValueError("NUL characters are not allowed")
-    return clean_line(value) if _in_request_body(info) else value
+def _text(max_length: int, min_length: int, *, multi_line: bool) -> Any:
+    """A bounded string with the rules of its kind, in one Python call per
+    value (every text field of every request pays for it). The bounds hold
+    for what is sent (checked first, natively, and documented in the
+    schema) and again for what is stored."""
 
-
-def _multi_line(value: str, info: ValidationInfo) -> str:
-    if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
-    if not _in_request_body(info):
+    def check(value: str, info: ValidationInfo) -> str:
+        if not _in_request_body(info):
+            if "\x00" in value:  # never stored, whatever the model
+                raise ValueError("NUL characters are not allowed")
+            return value
+        if multi_line:
+            if "\r" in value:  # text pasted from another system keeps its line breaks, as LF
+                value = _NEWLINES.sub("\n", value)
+            found = _MULTI_LINE_FORBIDDEN.search(value)
+            if found:
+                _refuse(found)
+            value = nfc(value)
+        else:
+            value = clean_line(value)
+        if min_length and not value.strip():
+            raise ValueError("must not be empty or only whitespace")
+        if not min_length <= len(value) <= max_length:
+            raise ValueError(f"must be {min_length} to {max_length} characters once normalised")
         return value
-    # Text pasted from another system keeps its line breaks as LF.
-    value = _NEWLINES.sub("\n", value)
-    _forbidden(_MULTI_LINE_FORBIDDEN, value)
-    return nfc(value)
 
-
-def _not_blank(value: str, info: ValidationInfo) -> str:
-    if not value.strip() and _in_request_body(info):
-        raise ValueError("must not be empty or only whitespace")
-    return value
-
-
-def _text(check: Any, max_length: int, min_length: int) -> Any:
-    # The length is checked after normalisation, on what is stored.
-    required = (AfterValidator(_not_blank),) if min_length else ()
     return Annotated[
-        str,
-        AfterValidator(check),
-        *required,
-        StringConstraints(min_length=min_length, max_length=max_length),
+        str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(check)
     ]
 
 
@@ -101,13 +98,13 @@ def Text(max_length: int, min_length: int = 0) -> Any:
     """One line of text (a reference, title, label, code, name, subject): NFC,
     trimmed, no control, bidi or zero-width characters; required (min_length
     >= 1) means not blank."""
-    return _text(_single_line, max_length, min_length)
+    return _text(max_length, min_length, multi_line=False)
 
 
 def MultilineText(max_length: int, min_length: int = 0) -> Any:
     """Free text (a summary, body, note, description): NFC, line breaks as LF,
     tabs and newlines allowed, no other control characters."""
-    return _text(_multi_line, max_length, min_length)
+    return _text(max_length, min_length, multi_line=True)
 
 
 # Instants stay within years every backend stores and that date arithmetic

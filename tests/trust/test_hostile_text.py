@@ -125,6 +125,19 @@ def test_text_is_stored_in_nfc_and_trimmed(client: TestClient, lead: Caller) -> 
         assert [c["id"] for c in found] == [case["id"]], spelling
 
 
+def test_the_length_bound_holds_for_what_is_stored(client: TestClient, lead: Caller) -> None:
+    # U+0958 is one character as sent and two in NFC: 300 of them fit as sent, not as stored.
+    response = client.post(
+        f"{API}/cases", json={"reference": ref(), "title": "\u0958" * 300}, headers=lead.headers
+    )
+    assert_422_at(response, "title")
+    response = client.post(
+        f"{API}/cases", json={"reference": ref(), "title": "\u0958" * 150}, headers=lead.headers
+    )
+    assert response.status_code == 201, response.text
+    assert len(response.json()["title"]) == 300
+
+
 def test_required_text_is_not_blank(client: TestClient, world: World, lead: Caller, partner: Caller) -> None:
     cid = world.case_id
     for blank in ("   ", "\u3000", "\u00a0 "):
