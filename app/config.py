@@ -131,6 +131,10 @@ class Settings(BaseSettings):
             _ = parts.port  # raises ValueError for a port that is not a number
         return value
 
+    # How far in the future an instant of something that happened (a seizure,
+    # a search) may lie: the clocks of the agencies' systems differ a little.
+    clock_skew_seconds: int = Field(default=300, ge=0, le=86_400)
+
 
 @lru_cache
 def get_settings() -> Settings:

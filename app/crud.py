@@ -45,9 +45,14 @@ def update_recorded(
     resource_type: str,
     case_id: uuid.UUID | None,
     resource_id: uuid.UUID | None = None,
-) -> None:
-    """Apply changes to a row the caller has locked and whose If-Match it checked."""
-    for name, value in changes.items():
+) -> bool:
+    """Apply changes to a row the caller has locked and whose If-Match it
+    checked. Values equal to the stored ones are no change: when nothing is
+    left, the row keeps its version and nothing is recorded (False)."""
+    changed = {name: value for name, value in changes.items() if getattr(obj, name) != value}
+    if not changed:
+        return False
+    for name, value in changed.items():
         setattr(obj, name, value)
     obj.version += 1
     obj.updated_at = utcnow()
@@ -61,6 +66,7 @@ def update_recorded(
         resource_id=resource_id or obj.id,
         case_id=case_id,
     )
+    return True
 
 
 def delete_recorded(

@@ -1,22 +1,84 @@
-"""HTTP conventions shared by every route: ETags, If-Match, creation responses."""
+"""HTTP conventions shared by every route: JSON bodies, ETags, If-Match,
+creation responses, the X-Purpose header."""
 
+import json
+import re
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Header, Request, Response
+from fastapi import Depends, Header, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.errors import AppError
+from app.errors import AppError, invalid
+from app.types import clean_line
 
 JSON = "application/json"
+
+
+class DuplicateKey(HTTPException):
+    """An HTTPException, so that FastAPI's body parsing lets it through."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(400, f"The JSON body gives the key {key[:100]!r} twice in one object.")
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+# One decoder for every request: json.loads() with a hook would build a new
+# one per call, which costs more than parsing a small body.
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=no_duplicate_keys)
+
+
+def strict_json(body: bytes) -> Any:
+    """json.loads(body), refusing a key given twice in one object."""
+    return _STRICT_DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON body may not give a key twice in one object: a
+    parser keeps the last, a proxy or a log reader may see the first."""
+
+    async def json(self) -> Any:
+        return strict_json(await self.body())
+
+
+class StrictJSONRoute(APIRoute):
+    """The route class of every router that takes a JSON body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict
 
 
 def etag(version: int) -> str:
     return f'"{version}"'
 
 
+# A client names the version it read, or a few it would accept; more is a
+# list of guesses, i.e. a blind overwrite.
+MAX_IF_MATCH_TAGS = 4
+_STRONG_TAG = r'"[\x21\x23-\x7e]*"'
+_IF_MATCH = re.compile(rf"{_STRONG_TAG}(?:[ \t]*,[ \t]*{_STRONG_TAG}){{0,{MAX_IF_MATCH_TAGS - 1}}}")
+
+
 def check_if_match(request: Request, version: int) -> None:
-    """Strong comparison (RFC 9110 13.1.1): missing -> 428, stale -> 412.
+    """Strong comparison (RFC 9110 13.1.1): missing -> 428, stale -> 412,
+    anything but a list of up to MAX_IF_MATCH_TAGS strong entity tags -> 400.
 
     `If-Match: *` is refused: it would let a client overwrite a change it
     has never seen, which is what this header is here to prevent.
@@ -24,7 +86,14 @@ def check_if_match(request: Request, version: int) -> None:
     header = request.headers.get("if-match")
     if header is None or header.strip() == "*":
         raise AppError(428, "Send If-Match with the ETag you last read.", slug="precondition-required")
-    tags = [t.strip() for t in header.split(",")]
+    header = header.strip(" \t")
+    if len(header) > 200 or not _IF_MATCH.fullmatch(header):
+        raise AppError(
+            400,
+            f"If-Match takes up to {MAX_IF_MATCH_TAGS} strong entity tags, such as the ETag you read.",
+            slug="invalid-if-match",
+        )
+    tags = re.findall(_STRONG_TAG, header)
     if etag(version) not in tags:
         raise AppError(
             412,
@@ -66,7 +135,22 @@ def api_path(*parts: str | uuid.UUID) -> str:
     return "/api/v1/" + "/".join(str(p) for p in parts)
 
 
-Purpose = Annotated[
-    str | None,
-    Header(alias="X-Purpose", max_length=500, description="Why personal data is needed (audited)"),
-]
+# A coroutine: FastAPI would run a plain function in a worker thread.
+async def read_purpose(
+    x_purpose: Annotated[
+        str | None,
+        Header(alias="X-Purpose", max_length=500, description="Why personal data is needed (audited)"),
+    ] = None,
+) -> str | None:
+    """The stated purpose as the client wrote it: header values arrive as
+    latin-1 bytes, and a purpose in any language is sent as UTF-8."""
+    if x_purpose is None:
+        return None
+    try:
+        return clean_line(x_purpose.encode("latin-1").decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError is one
+        reason = "is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise invalid(["header", "X-Purpose"], f"X-Purpose {reason}.") from exc
+
+
+Purpose = Annotated[str | None, Depends(read_purpose)]

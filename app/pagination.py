@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from app.config import get_settings
 from app.errors import AppError
 from app.reads import Reads
 from app.secrets import cursor_key
+from app.types import EARLIEST, LATEST
 
 T = TypeVar("T")
 
@@ -54,11 +55,35 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     uuid.UUID: str,
     int: int,
 }
-_DECODERS: dict[type, Callable[[Any], Any]] = {
-    datetime: datetime.fromisoformat,
-    uuid.UUID: uuid.UUID,
-    int: int,
-}
+
+
+# A cursor is signed, yet its values are checked as strictly as any input: a
+# value the database cannot bind or compare must be a 400, never a 500 (the
+# key may leak; a cursor signed with it must still not reach the database
+# with what no page of this list could have produced).
+def _instant(value: Any) -> datetime:
+    if type(value) is not str or len(value) > 40:
+        raise ValueError("not an instant")
+    instant = datetime.fromisoformat(value)
+    if instant.tzinfo is None or not EARLIEST <= instant <= LATEST:
+        raise ValueError("not an instant in range")
+    return instant.astimezone(UTC)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    if type(value) is not str or len(value) != 36:
+        raise ValueError("not a uuid")
+    return uuid.UUID(value)
+
+
+def _int(value: Any) -> int:
+    # Keys are sequence numbers: from 1, and within every backend's BIGINT.
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError("not a sequence number")
+    return value
+
+
+_DECODERS: dict[type, Callable[[Any], Any]] = {datetime: _instant, uuid.UUID: _uuid, int: _int}
 
 
 def _sign(payload: bytes) -> str:
@@ -87,7 +112,7 @@ def decode_cursor(cursor: str, scope: str, types: Sequence[type]) -> list[Any]:
         return [_DECODERS[t](v) for t, v in zip(types, values, strict=True)]
     except AppError:
         raise
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise bad from exc
 
 

@@ -1,17 +1,149 @@
-"""Field types shared by the domains: bounded text, countries, request models."""
+"""Field types shared by the domains: bounded text, instants, countries, request models.
 
-from datetime import UTC, datetime
+The rules on input (text normalised and free of invisible characters,
+instants of what happened not in the future, dates in their order) hold in
+request bodies only: the models that forbid extra fields. Public models
+validate stored rows with the same field types, and a value stored before a
+rule existed must stay readable.
+"""
+
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
 import pycountry
-from pydantic import AfterValidator, AwareDatetime, ConfigDict, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from sqlmodel import SQLModel
 
+from app.config import get_settings
+from app.errors import invalid
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
+
+def _in_request_body(info: ValidationInfo) -> bool:
+    return info.config is not None and info.config.get("extra_fields_behavior") == "forbid"
+
+
+# C0 and C1 controls, DEL and lone surrogates (JSON's "\ud800", which no
+# database stores); in one line also line and paragraph separators, bidi
+# controls (they make a reference read otherwise than it is: "Trojan
+# Source") and zero-width characters (two values that look the same).
+_SINGLE_LINE_FORBIDDEN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ud800-\udfff\ufeff]"
+)
+_MULTI_LINE_FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_NEWLINES = re.compile("\r\n?")
+
+
+def _refuse(found: re.Match[str]) -> None:
+    raise ValueError(f"character U+{ord(found.group()):04X} is not allowed here")
+
+
+def nfc(value: str) -> str:
+    """Unicode NFC, the form every text is stored in (ASCII always is)."""
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
+
+
+def clean_line(value: str) -> str:
+    """One line of text as stored: NFC and trimmed; a ValueError names a
+    character it may not hold."""
+    found = _SINGLE_LINE_FORBIDDEN.search(value)
+    if found:
+        _refuse(found)
+    return nfc(value).strip()
+
+
+def _text(max_length: int, min_length: int, *, multi_line: bool) -> Any:
+    """A bounded string with the rules of its kind, in one Python call per
+    value (every text field of every request pays for it). The bounds hold
+    for what is sent (checked first, natively, and documented in the
+    schema) and again for what is stored."""
+
+    def check(value: str, info: ValidationInfo) -> str:
+        if not _in_request_body(info):
+            if "\x00" in value:  # never stored, whatever the model
+                raise ValueError("NUL characters are not allowed")
+            return value
+        if multi_line:
+            if "\r" in value:  # text pasted from another system keeps its line breaks, as LF
+                value = _NEWLINES.sub("\n", value)
+            found = _MULTI_LINE_FORBIDDEN.search(value)
+            if found:
+                _refuse(found)
+            value = nfc(value)
+        else:
+            value = clean_line(value)
+        if min_length and not value.strip():
+            raise ValueError("must not be empty or only whitespace")
+        if not min_length <= len(value) <= max_length:
+            raise ValueError(f"must be {min_length} to {max_length} characters once normalised")
+        return value
+
+    return Annotated[
+        str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(check)
+    ]
+
+
+def Text(max_length: int, min_length: int = 0) -> Any:
+    """One line of text (a reference, title, label, code, name, subject): NFC,
+    trimmed, no control, bidi or zero-width characters; required (min_length
+    >= 1) means not blank."""
+    return _text(max_length, min_length, multi_line=False)
+
+
+def MultilineText(max_length: int, min_length: int = 0) -> Any:
+    """Free text (a summary, body, note, description): NFC, line breaks as LF,
+    tabs and newlines allowed, no other control characters."""
+    return _text(max_length, min_length, multi_line=True)
+
+
+# Instants stay within years every backend stores and that date arithmetic
+# (a review due one year later) cannot push past datetime's own range.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("instant out of range (years 0001 to 9998)")
+    return value.astimezone(UTC)
+
+
+def latest_past() -> datetime:
+    """The latest instant a record of something that happened may name: now,
+    give or take the clocks of the agencies' systems."""
+    return datetime.now(UTC) + timedelta(seconds=get_settings().clock_skew_seconds)
+
+
+def _happened(value: datetime, info: ValidationInfo) -> datetime:
+    if _in_request_body(info) and value > latest_past():
+        raise ValueError("must not be in the future")
     return value
+
+
+def _born(value: date, info: ValidationInfo) -> date:
+    # A day, not an instant: tomorrow in UTC is already today east of it.
+    if _in_request_body(info) and value > (latest_past() + timedelta(days=1)).date():
+        raise ValueError("must not be in the future")
+    return value
+
+
+# An RFC 3339 instant with an offset, normalised to UTC; a naive one is a 422.
+UTCInstant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+# An instant at which something happened (a seizure, a search, a detention):
+# one far in the future would freeze every rule of order that follows it.
+PastInstant = Annotated[AwareDatetime, AfterValidator(_to_utc), AfterValidator(_happened)]
+PastDate = Annotated[date, AfterValidator(_born)]
 
 
 def _country(value: str) -> str:
@@ -20,34 +152,43 @@ def _country(value: str) -> str:
     return value
 
 
-def Text(max_length: int, min_length: int = 0) -> Any:
-    """A string of bounded length with no NUL characters."""
-    return Annotated[
-        str,
-        StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(_no_nul),
-    ]
-
-
-# Instants stay within years every backend stores and that date arithmetic
-# (a review due one year later) cannot push past datetime's own range.
-_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
-
-
-def _to_utc(value: datetime) -> datetime:
-    if not _EARLIEST <= value <= _LATEST:
-        raise ValueError("instant out of range (years 0001 to 9998)")
-    return value.astimezone(UTC)
-
-
-# An RFC 3339 instant with an offset, normalised to UTC; a naive one is a 422.
-UTCInstant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
 Label = Text(200, 1)
 ShortText = Text(200)
-LongText = Text(10_000)
+LongText = MultilineText(10_000)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+# Pairs of fields (earlier, later) whose values must come in this order.
+Ordering = tuple[tuple[str, str], ...]
+
+
+def _day(value: date) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def order_violations(
+    ordering: Ordering, values: Mapping[str, Any], sent: set[str]
+) -> Iterator[tuple[str, str]]:
+    """(field, message) for each pair out of order, naming the field that was
+    sent (the later one when both were). A day compared with an instant
+    allows a day either way: the instant is in UTC, the day in local time."""
+    for early, late in ordering:
+        first, then = values.get(early), values.get(late)
+        if first is None or then is None:
+            continue
+        if isinstance(first, datetime) != isinstance(then, datetime):
+            out_of_order = _day(then) < _day(first) - timedelta(days=1)
+        else:
+            out_of_order = then < first
+        if out_of_order:
+            field = early if early in sent and late not in sent else late
+            yield field, f"{late} must not be before {early}"
+
+
+def require_order(ordering: Ordering, values: Mapping[str, Any], sent: set[str]) -> None:
+    """A 422 naming the body field of the first pair out of order."""
+    for field, msg in order_violations(ordering, values, sent):
+        raise invalid(["body", field], msg)
 
 
 # More unknown fields than this in one object are one error, not one each:
@@ -70,6 +211,23 @@ class RequestModel(SQLModel):
                 raise ValueError(f"{unknown} fields this object does not have")
         return data
 
+    ordering: ClassVar[Ordering] = ()
+
+    @model_validator(mode="after")
+    def _in_order(self) -> "RequestModel":
+        if not self.ordering:
+            return self
+        values = {name: getattr(self, name, None) for pair in self.ordering for name in pair}
+        errors = [
+            InitErrorDetails(type=PydanticCustomError("order", msg), loc=(field,), input=values[field])
+            for field, msg in order_violations(self.ordering, values, self.model_fields_set)
+        ]
+        if errors:
+            # Raised here, the error keeps its place in the document (a bundle's
+            # ["body", "detainees", 3, "review_due"]), which a ValueError would lose.
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
 
 class UpdateModel(RequestModel):
     """A PATCH body: only the fields sent change; a required field cannot be nulled."""
@@ -83,5 +241,11 @@ class UpdateModel(RequestModel):
                 raise ValueError(f"{name} cannot be null")
         return self
 
-    def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True)
+    def changes(self, stored: Any) -> dict[str, Any]:
+        """The fields sent, in order with the stored values of the fields not sent."""
+        changes = self.model_dump(exclude_unset=True)
+        if self.ordering:
+            names = {name for pair in self.ordering for name in pair}
+            merged = {name: changes.get(name, getattr(stored, name)) for name in names}
+            require_order(self.ordering, merged, set(changes))
+        return changes

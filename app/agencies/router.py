@@ -6,11 +6,11 @@ from app.agencies import service
 from app.agencies.models import Agency, AgencyCreate, AgencyPublic, AgencyUpdate
 from app.auth.deps import Admin, Reader
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, with_etag
+from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 
-router = APIRouter(prefix="/agencies", tags=["agencies"])
+router = APIRouter(prefix="/agencies", tags=["agencies"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=Page[AgencyPublic], summary="List the agencies")

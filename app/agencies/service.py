@@ -103,7 +103,7 @@ def require_managed(session: Session, p: Principal, agency: Agency) -> None:
 
 
 def update_agency(session: Session, p: Principal, agency: Agency, data: AgencyUpdate) -> Agency:
-    changes = data.changes()
+    changes = data.changes(agency)
     if "code" in changes:
         _check_code_free(session, changes["code"], agency.id)
     update_recorded(session, agency, changes, p.actor, resource_type="agency", case_id=None)

@@ -19,7 +19,7 @@ from app.evidence.models import CustodyEventBase, ItemStatus, SeizedItemCreate
 from app.identifiers.models import IdentifierTransfer as BundleIdentifier
 from app.locations.models import LocationCreate
 from app.participants.models import Role
-from app.types import RequestModel, UTCInstant
+from app.types import PastInstant, RequestModel, UTCInstant
 
 # Far above any real case; a bound keeps a hostile document from pinning the server.
 MAX_ROWS = 200_000
@@ -54,7 +54,7 @@ class BundleLocation(LocationCreate):
 
 
 class BundleCustodyEvent(CustodyEventBase, RequestModel):
-    at: UTCInstant
+    at: PastInstant
     recorded_by_agency_id: uuid.UUID | None = Field(
         default=None,
         description="Who recorded the event where it was exported; an import records the importer instead",

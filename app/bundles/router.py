@@ -10,10 +10,10 @@ from app.bundles.models import Bundle
 from app.cases.models import CasePublic
 from app.cases.service import created_case, replay_created_case
 from app.db import SessionDep
-from app.http import Purpose
+from app.http import Purpose, StrictJSONRoute
 from app.idempotency.service import IdempotencyDep, create_once
 
-router = APIRouter(tags=["case bundles"])
+router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)
 
 
 @router.get(
@@ -22,7 +22,7 @@ router = APIRouter(tags=["case bundles"])
     summary="Export a case as one document",
     operation_id="cases.bundle",
 )
-def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: Purpose = None) -> Bundle:
+def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: Purpose) -> Bundle:
     """Scope `read`; full access to the case. The case and everything under it, with `bundle_version: 1`.
     `full_name`, `date_of_birth` and `id_document` are returned only to a key with `personal_data` that
     sends `X-Purpose` (the disclosure is audited); otherwise they are null and `personal_data_redacted` is

@@ -250,6 +250,8 @@ def _replay_chain(item: BundleSeizedItem, at: Loc) -> tuple[list[dict[str, Any]]
             raise invalid([*loc, "action"], f"The item was {status.value}; its chain of custody is closed.")
         if event.at < item.custody[k - 1].at:
             raise invalid([*loc, "at"], "A custody event cannot predate the previous event of the chain.")
+        if item.seized_at is not None and event.at < item.seized_at:
+            raise invalid([*loc, "at"], "A custody event cannot predate the seizure (seized_at).")
         data = {**event.model_dump(), "seq": k + 1}
         if event.action == CustodyAction.transferred:
             if event.to_agency_id is None:

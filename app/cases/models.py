@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import LongText, RequestModel, ShortText, Text, UpdateModel, UTCInstant
+from app.types import LongText, Ordering, PastInstant, RequestModel, ShortText, Text, UpdateModel, UTCInstant
 
 
 class CaseStatus(StrEnum):
@@ -37,6 +37,7 @@ class HandlingCode(StrEnum):
 Reference = Text(100, 1)
 Title = Text(300, 1)
 Tags = list[ShortText]  # type: ignore[valid-type]
+CASE_ORDER: Ordering = (("opened_at", "closed_at"),)
 
 
 class CaseBase(SQLModel):
@@ -58,8 +59,8 @@ class CaseBase(SQLModel):
         max_length=50,
         description="Countries (ISO 3166-1 alpha-2) or regions such as EU and CIS",
     )
-    opened_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
-    closed_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
+    opened_at: PastInstant | None = Field(default=None, sa_type=UTCDateTime)
+    closed_at: PastInstant | None = Field(default=None, sa_type=UTCDateTime)
 
 
 def reference_key(reference: str) -> str:
@@ -143,10 +144,11 @@ def _keep_derived_columns(_mapper: object, _connection: object, case: Case) -> N
 
 
 class CaseCreate(CaseBase, RequestModel):
-    pass
+    ordering = CASE_ORDER
 
 
 class CaseUpdate(UpdateModel):
+    ordering = CASE_ORDER
     not_nullable = frozenset(
         {"reference", "title", "status", "handling_code", "offence_types", "modus_operandi", "victim_regions"}
     )
@@ -159,8 +161,8 @@ class CaseUpdate(UpdateModel):
     offence_types: Tags | None = Field(default=None, max_length=50)
     modus_operandi: Tags | None = Field(default=None, max_length=50)
     victim_regions: Tags | None = Field(default=None, max_length=50)
-    opened_at: UTCInstant | None = None
-    closed_at: UTCInstant | None = None
+    opened_at: PastInstant | None = None
+    closed_at: PastInstant | None = None
 
 
 class CasePublic(CaseBase):

@@ -15,12 +15,12 @@ from app.cases.models import (
     HandlingCode,
 )
 from app.db import SessionDep
-from app.http import check_if_match, ok, with_etag
+from app.http import StrictJSONRoute, check_if_match, ok, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.reads import ReadsDep
 
-router = APIRouter(prefix="/cases", tags=["cases"])
+router = APIRouter(prefix="/cases", tags=["cases"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=Page[CasePublic], summary="List the cases the caller sees")

@@ -11,6 +11,7 @@ from app.access import CaseAccess, Level
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.cases.models import (
+    CASE_ORDER,
     Case,
     CaseCreate,
     CasePublic,
@@ -33,6 +34,7 @@ from app.locations.models import Location
 from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
 from app.reads import Reads
+from app.types import nfc, require_order
 
 
 def to_public(case: Case, level: Level) -> CasePublic:
@@ -110,7 +112,8 @@ async def list_cases(
     values = access.principal_params(p) | {
         "status": status,
         "handling_code": handling_code,
-        "pattern": f"%{_escape_like(q.casefold())}%" if q else None,
+        # Text is stored in NFC and searched case-folded: a search spelled otherwise would find nothing.
+        "pattern": f"%{_escape_like(nfc(q).casefold())}%" if q else None,
         "participant": participant,
     }
     page, cursor = await read_page(reads, stmt, values, params, scope="cases", keys=CASE_KEYS)
@@ -137,8 +140,10 @@ def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
     now = utcnow()
     case = Case.model_validate(data, update={"lead_agency_id": p.agency_id})
     case.opened_at = case.opened_at or now
+    # Both sent were checked by the schema; a default has to agree as well.
+    require_order(CASE_ORDER, {"opened_at": case.opened_at, "closed_at": case.closed_at}, {"closed_at"})
     if case.status == CaseStatus.closed and case.closed_at is None:
-        case.closed_at = now
+        case.closed_at = max(now, case.opened_at)
     add_recorded(session, case, p.actor, resource_type="case", case_id=case.id)
     lead = Participant(case_id=case.id, agency_id=p.agency_id, role=Role.lead)
     add_recorded(
@@ -148,7 +153,7 @@ def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
 
 
 def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdate) -> Case:
-    changes = data.changes()
+    changes = data.changes(acc.case)
     case = acc.case
     if "handling_code" in changes and changes["handling_code"] != case.handling_code:
         access.require_lead(acc, "Only the lead agency changes the handling code.")
@@ -158,7 +163,8 @@ def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdat
         access.require_lead(acc, "Only the lead agency changes the reference.")
         require_reference_free(session, case.lead_agency_id, changes["reference"], case_id=case.id)
     if changes.get("status") == CaseStatus.closed and case.closed_at is None:
-        changes.setdefault("closed_at", utcnow())
+        opened_at = changes.get("opened_at", case.opened_at)
+        changes.setdefault("closed_at", max(utcnow(), opened_at) if opened_at else utcnow())
     update_recorded(session, case, changes, p.actor, resource_type="case", case_id=case.id)
     return case
 

@@ -6,7 +6,17 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import CountryCode, Label, RequestModel, ShortText, UpdateModel, UTCInstant
+from app.types import (
+    CountryCode,
+    Label,
+    Ordering,
+    PastDate,
+    PastInstant,
+    RequestModel,
+    ShortText,
+    UpdateModel,
+    UTCInstant,
+)
 
 
 class CustodyStatus(StrEnum):
@@ -22,19 +32,21 @@ class CustodyStatus(StrEnum):
 PERSONAL_FIELDS = ("full_name", "date_of_birth", "id_document")
 
 Charges = list[ShortText]  # type: ignore[valid-type]
+# Born before detained; the review of a detention comes after it.
+DETAINEE_ORDER: Ordering = (("date_of_birth", "detained_at"), ("detained_at", "review_due"))
 
 
 class DetaineeBase(SQLModel):
     label: Label = Field(sa_type=sa.String(200), description="A non-identifying label")
     nationality: CountryCode | None = Field(default=None, sa_type=sa.String(2))
-    detained_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
+    detained_at: PastInstant | None = Field(default=None, sa_type=UTCDateTime)
     location_id: uuid.UUID | None = Field(default=None, foreign_key="location.id", ondelete="RESTRICT")
     custody_status: CustodyStatus = Field(
         default=CustodyStatus.detained, sa_type=str_enum(CustodyStatus, "custody_status")
     )
     charges: Charges = Field(default_factory=list, sa_type=sa.JSON, max_length=50)
     full_name: ShortText | None = Field(default=None, sa_type=sa.String(200))
-    date_of_birth: date | None = None
+    date_of_birth: PastDate | None = None
     id_document: ShortText | None = Field(default=None, sa_type=sa.String(200))
     review_due: date | None = Field(
         default=None,
@@ -62,23 +74,26 @@ class Detainee(DetaineeBase, table=True):
 
 
 class DetaineeCreate(DetaineeBase, RequestModel):
+    ordering = DETAINEE_ORDER
+
     detained_by_agency_id: uuid.UUID | None = Field(
         default=None, description="Defaults to the caller's agency"
     )
 
 
 class DetaineeUpdate(UpdateModel):
+    ordering = DETAINEE_ORDER
     not_nullable = frozenset({"label", "custody_status", "charges", "review_due"})
 
     label: Label | None = None
     nationality: CountryCode | None = None
-    detained_at: UTCInstant | None = None
+    detained_at: PastInstant | None = None
     detained_by_agency_id: uuid.UUID | None = None
     location_id: uuid.UUID | None = None
     custody_status: CustodyStatus | None = None
     charges: Charges | None = Field(default=None, max_length=50)
     full_name: ShortText | None = None
-    date_of_birth: date | None = None
+    date_of_birth: PastDate | None = None
     id_document: ShortText | None = None
     review_due: date | None = None
 

@@ -7,11 +7,11 @@ from app.auth.deps import Reader, Writer
 from app.db import SessionDep
 from app.detainees import service
 from app.detainees.models import Detainee, DetaineeCreate, DetaineePublic, DetaineeUpdate
-from app.http import Purpose, api_path, check_if_match, created, with_etag
+from app.http import Purpose, StrictJSONRoute, api_path, check_if_match, created, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 
-router = APIRouter(tags=["detainees"])
+router = APIRouter(tags=["detainees"], route_class=StrictJSONRoute)
 
 
 @router.get(
@@ -22,7 +22,7 @@ def list_detainees(
     p: Reader,
     case_id: uuid.UUID,
     page: PageDep,
-    purpose: Purpose = None,
+    purpose: Purpose,
     review_overdue: bool | None = None,
 ) -> Page[DetaineePublic]:
     """Scope `read`; full access to the case. `review_overdue=true` lists those whose retention review is
@@ -45,7 +45,7 @@ def create_detainee(
     case_id: uuid.UUID,
     body: DetaineeCreate,
     idem: IdempotencyDep,
-    purpose: Purpose = None,
+    purpose: Purpose,
 ) -> Response:
     """Scope `write`; role lead or partner; writing personal data needs `personal_data` too. `review_due`
     defaults to one year after `detained_at`. Honours `Idempotency-Key`. A case the caller may not see
@@ -72,7 +72,7 @@ def get_detainee(
     p: Reader,
     detainee_id: uuid.UUID,
     response: Response,
-    purpose: Purpose = None,
+    purpose: Purpose,
 ) -> DetaineePublic:
     """Scope `read`; full access to its case. `full_name`, `date_of_birth` and `id_document` are returned
     only to a key with `personal_data` that sends `X-Purpose` (the disclosure is audited); otherwise they
@@ -93,7 +93,7 @@ def update_detainee(
     detainee_id: uuid.UUID,
     body: DetaineeUpdate,
     response: Response,
-    purpose: Purpose = None,
+    purpose: Purpose,
 ) -> DetaineePublic:
     """Scope `write`; role lead or partner; writing personal data needs `personal_data` too. Needs `If-
     Match`. A detainee of a case the caller may not see answers 404, exactly as one that does not exist.

@@ -119,7 +119,7 @@ def create_detainee(session: Session, p: Principal, case_id: uuid.UUID, data: De
 
 
 def update_detainee(session: Session, p: Principal, detainee: Detainee, data: DetaineeUpdate) -> Detainee:
-    changes = data.changes()
+    changes = data.changes(detainee)
     require_personal_scope(p, changes)
     require_agencies(session, {"detained_by_agency_id": changes.get("detained_by_agency_id")})
     if "location_id" in changes:

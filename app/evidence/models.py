@@ -7,7 +7,7 @@ from pydantic import StrictInt
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import LongText, RequestModel, Sha256, Text, UpdateModel, UTCInstant
+from app.types import LongText, MultilineText, PastInstant, RequestModel, Sha256, UpdateModel, UTCInstant
 
 
 class Category(StrEnum):
@@ -39,7 +39,7 @@ class CustodyAction(StrEnum):
     destroyed = "destroyed"
 
 
-Description = Text(2000, 1)
+Description = MultilineText(2000, 1)
 # A JSON number, not a string that looks like one; bounded below by the field
 # limits so that it fits every database's integer.
 Quantity = StrictInt
@@ -52,7 +52,7 @@ class SeizedItemBase(SQLModel):
         default=None, ge=1, le=1_000_000_000, description="null when the count is unknown"
     )
     location_id: uuid.UUID | None = Field(default=None, foreign_key="location.id", ondelete="RESTRICT")
-    seized_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
+    seized_at: PastInstant | None = Field(default=None, sa_type=UTCDateTime)
     sha256: Sha256 | None = Field(
         default=None, sa_type=sa.String(64), description="Digest of digital evidence, 64 lowercase hex"
     )
@@ -90,7 +90,7 @@ class SeizedItemUpdate(UpdateModel):
     description: Description | None = None
     quantity: Quantity | None = Field(default=None, ge=1, le=1_000_000_000)
     location_id: uuid.UUID | None = None
-    seized_at: UTCInstant | None = None
+    seized_at: PastInstant | None = None
     sha256: Sha256 | None = None
 
 
@@ -109,7 +109,7 @@ class CustodyEventBase(SQLModel):
     action: CustodyAction = Field(sa_type=str_enum(CustodyAction, "action"))
     from_agency_id: uuid.UUID | None = Field(default=None, foreign_key="agency.id", ondelete="RESTRICT")
     to_agency_id: uuid.UUID | None = Field(default=None, foreign_key="agency.id", ondelete="RESTRICT")
-    at: UTCInstant = Field(sa_type=UTCDateTime)
+    at: PastInstant = Field(sa_type=UTCDateTime)
     note: LongText | None = Field(default=None, sa_type=sa.Text)
 
 
@@ -129,7 +129,7 @@ class CustodyEvent(CustodyEventBase, table=True):
 
 
 class CustodyEventCreate(CustodyEventBase, RequestModel):
-    at: UTCInstant | None = Field(default=None, description="Defaults to now")  # type: ignore[assignment]
+    at: PastInstant | None = Field(default=None, description="Defaults to now")  # type: ignore[assignment]
 
 
 class CustodyEventPublic(CustodyEventBase):

@@ -16,12 +16,12 @@ from app.evidence.models import (
     SeizedItemPublic,
     SeizedItemUpdate,
 )
-from app.http import api_path, check_if_match, created, ok, public, with_etag
+from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.reads import ReadsDep
 
-router = APIRouter(tags=["seized items"])
+router = APIRouter(tags=["seized items"], route_class=StrictJSONRoute)
 
 
 @router.get(

@@ -1,7 +1,8 @@
 """Seized items and their chain of custody.
 
 The chain is append-only: its first event is the seizure, written with the
-item; each later event must not predate the one before; a transfer must
+item; each later event must not predate the one before, nor the item's
+`seized_at` (which cannot move past the events that followed); a transfer must
 start at the current custodian and moves the item to the receiving agency;
 after `returned` or `destroyed` the chain is closed.
 """
@@ -84,7 +85,12 @@ def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: Seized
 
 
 def update_item(session: Session, p: Principal, item: SeizedItem, data: SeizedItemUpdate) -> SeizedItem:
-    changes = data.changes()
+    changes = data.changes(item)
+    seized_at = changes.get("seized_at")
+    if seized_at is not None and seized_at != item.seized_at:
+        later = [event.at for event in _chain(session, item.id)[1:]]
+        if later and seized_at > min(later):
+            raise invalid(["body", "seized_at"], "seized_at must not be after the events that followed it.")
     if "location_id" in changes:
         require_location_in_case(session, changes["location_id"], item.case_id)
     update_recorded(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
@@ -137,6 +143,8 @@ def add_custody_event(
     at = data.at or utcnow()
     if at < last.at:
         raise conflict("A custody event cannot predate the previous event of the chain.")
+    if item.seized_at is not None and at < item.seized_at:
+        raise conflict("A custody event cannot predate the seizure.")
     from_agency = data.from_agency_id
     changes: dict[str, object] = {"status": STATUS_AFTER[data.action]}
     if data.action == CustodyAction.transferred:

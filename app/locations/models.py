@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
-from app.types import CountryCode, Label, RequestModel, ShortText, UpdateModel, UTCInstant
+from app.types import CountryCode, Label, PastInstant, RequestModel, ShortText, UpdateModel, UTCInstant
 
 
 class LocationBase(SQLModel):
@@ -13,7 +13,7 @@ class LocationBase(SQLModel):
     address: ShortText | None = Field(default=None, sa_type=sa.String(200))
     city: ShortText | None = Field(default=None, sa_type=sa.String(200))
     country: CountryCode | None = Field(default=None, sa_type=sa.String(2))
-    searched_at: UTCInstant | None = Field(default=None, sa_type=UTCDateTime)
+    searched_at: PastInstant | None = Field(default=None, sa_type=UTCDateTime)
     searched_by_agency_id: uuid.UUID | None = Field(
         default=None, foreign_key="agency.id", ondelete="RESTRICT"
     )
@@ -41,7 +41,7 @@ class LocationUpdate(UpdateModel):
     address: ShortText | None = None
     city: ShortText | None = None
     country: CountryCode | None = None
-    searched_at: UTCInstant | None = None
+    searched_at: PastInstant | None = None
     searched_by_agency_id: uuid.UUID | None = None
 
 

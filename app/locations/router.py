@@ -5,13 +5,13 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, with_etag
+from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.locations import service
 from app.locations.models import Location, LocationCreate, LocationPublic, LocationUpdate
 from app.pagination import Page, PageDep
 
-router = APIRouter(tags=["locations"])
+router = APIRouter(tags=["locations"], route_class=StrictJSONRoute)
 
 
 @router.get(

@@ -43,7 +43,7 @@ def create_location(session: Session, p: Principal, case_id: uuid.UUID, data: Lo
 
 
 def update_location(session: Session, p: Principal, location: Location, data: LocationUpdate) -> Location:
-    changes = data.changes()
+    changes = data.changes(location)
     require_agencies(session, {"searched_by_agency_id": changes.get("searched_by_agency_id")})
     update_recorded(session, location, changes, p.actor, resource_type="location", case_id=location.case_id)
     return location

@@ -5,13 +5,13 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, with_etag
+from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.participants import service
 from app.participants.models import ParticipantCreate, ParticipantPublic, ParticipantUpdate
 
-router = APIRouter(prefix="/cases/{case_id}/participants", tags=["participants"])
+router = APIRouter(prefix="/cases/{case_id}/participants", tags=["participants"], route_class=StrictJSONRoute)
 
 _LEAD_ONLY = "Only the lead agency changes the participants."
 

@@ -81,7 +81,7 @@ def add_participant(
 def change_role(
     session: Session, p: Principal, participant: Participant, data: ParticipantUpdate
 ) -> ParticipantPublic:
-    changes = data.changes()
+    changes = data.changes(participant)
     if participant.role == Role.lead and changes.get("role", Role.lead) != Role.lead:
         raise conflict("The lead's role cannot change.")
     if changes.get("role") == Role.lead and participant.role != Role.lead:

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, str_enum, utcnow
-from app.types import RequestModel, Text, UTCInstant
+from app.types import MultilineText, RequestModel, Text, UTCInstant
 
 
 class Priority(StrEnum):
@@ -41,7 +41,7 @@ class InformationEvaluation(StrEnum):
 
 
 Subject = Text(300, 1)
-Body = Text(20_000, 1)
+Body = MultilineText(20_000, 1)
 
 
 class InformationRequest(SQLModel, table=True):

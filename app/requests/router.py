@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, with_etag
+from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.requests import service
@@ -20,7 +20,7 @@ from app.requests.models import (
     RequestStatus,
 )
 
-router = APIRouter(prefix="/requests", tags=["information requests"])
+router = APIRouter(prefix="/requests", tags=["information requests"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=Page[InformationRequestPublic], summary="List information requests")

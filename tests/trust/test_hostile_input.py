@@ -136,7 +136,7 @@ def test_numbers_and_instants_out_of_range(client: TestClient, world: World, lea
             assert response.status_code == 422, (url, instant, response.text)
     latest = client.post(
         f"{API}/cases/{cid}/detainees",
-        json={"label": "D", "detained_at": "9998-12-31T00:00:00Z"},
+        json={"label": "D", "detained_at": "2025-09-23T06:00:00Z", "review_due": "9999-12-31"},
         headers=lead.headers,
     )
     assert latest.status_code == 201
