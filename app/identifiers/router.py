@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
-from app.http import api_path, check_if_match, created, ok, public
+from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
 from app.idempotency.service import IdempotencyDep, create_once
 from app.identifiers import service
 from app.identifiers.models import HitResults, HitSearch, Identifier, IdentifierCreate, IdentifierPublic
@@ -13,7 +13,7 @@ from app.identifiers.normalize import IdentifierKind
 from app.pagination import Page, PageDep
 from app.reads import ReadsDep
 
-router = APIRouter(tags=["identifiers"])
+router = APIRouter(tags=["identifiers"], route_class=StrictJSONRoute)
 
 
 @router.get(
