@@ -1,6 +1,7 @@
 """The `caseapi` command. Thin: each command calls a service in one transaction."""
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,7 @@ from app.auth.models import ApiClient, Scope
 from app.config import get_settings
 from app.db import create_db_engine, transaction
 from app.errors import AppError
+from app.webhooks import delivery
 
 DEMO_CLIENT = "demo"
 
@@ -73,6 +75,10 @@ def cmd_audit_verify(_: argparse.Namespace) -> None:
             f"audit chain broken at entry {result.first_bad_seq} (after {result.entries} good entries)"
         )
     print(f"audit chain intact: {result.entries} entries, head {result.head}")
+
+
+def cmd_deliver(args: argparse.Namespace) -> None:
+    asyncio.run(delivery.deliver(_engine(), get_settings(), once=args.once))
 
 
 def _serve(host: str, port: int, workers: int) -> None:
@@ -148,6 +154,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
+
+    deliver_cmd = sub.add_parser("deliver", help="deliver webhooks (without serving the API)")
+    deliver_cmd.add_argument("--once", action="store_true", help="deliver what is due, then exit")
+    deliver_cmd.set_defaults(func=cmd_deliver)
 
     sub.add_parser("demo", help="migrate, seed, print demo keys, serve on 127.0.0.1:8000").set_defaults(
         func=cmd_demo

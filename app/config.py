@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
     auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
+    # Webhooks (app.webhooks): whether `caseapi serve` delivers (else run
+    # `caseapi deliver`), private or plain-http URLs allowed (tests, closed
+    # networks only), the time each of connecting, sending and reading may
+    # take, consecutive failed attempts before a subscription is disabled,
+    # how often an idle deliverer looks for events, and how many
+    # subscriptions one process delivers to at once.
+    webhook_delivery: bool = True
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=16, ge=1, le=1000)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_concurrency: int = Field(default=20, ge=1, le=500)
 
 
 @lru_cache

@@ -1,5 +1,6 @@
 """create_app(): routers under /api/v1, problem+json errors, local docs assets."""
 
+import asyncio
 import ctypes
 import functools
 import gc
@@ -30,6 +31,8 @@ from app.locations.router import router as locations
 from app.participants.router import router as participants
 from app.reads import create_reads
 from app.requests.router import router as information_requests
+from app.webhooks.delivery import Deliverer
+from app.webhooks.router import router as webhooks
 
 DESCRIPTION = """
 Case-information exchange between law-enforcement agencies: joint
@@ -82,7 +85,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, in_flight + 8)
         _tune_garbage_collector()
+        stop = asyncio.Event()
+        # Every worker delivers webhooks; leases keep them off each other's subscriptions.
+        delivering = (
+            asyncio.create_task(Deliverer(engine, settings).run(stop)) if settings.webhook_delivery else None
+        )
         yield
+        stop.set()
+        if delivering is not None:
+            await delivering
         await application.state.reads.close()
 
     application = FastAPIOffline(
@@ -98,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool_timeout=settings.pool_timeout_seconds,
     )
     application.state.engine = engine
+    application.state.settings = settings
     application.state.read_engine = reader(engine)
     application.state.write_engine = writer(engine)
     application.state.reads = create_reads(
@@ -128,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         information_requests,
         bundles,
+        webhooks,
     ):
         application.include_router(router, prefix="/api/v1")
     # Probes of load balancers and orchestrators look at the root.

@@ -11,6 +11,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.locations.models import Location
 from app.participants.models import Participant
 from app.requests.models import InformationRequest, RequestMessage
+from app.webhooks.models import WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "Agency",
@@ -26,4 +27,6 @@ __all__ = [
     "Participant",
     "RequestMessage",
     "SeizedItem",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

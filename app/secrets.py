@@ -63,3 +63,9 @@ def cursor_key(settings: Settings) -> bytes:
     if settings.cursor_secret:
         return settings.cursor_secret.get_secret_value().encode()
     return hmac.new(audit_key(settings), b"caseapi cursor signing v1", hashlib.sha256).digest()
+
+
+def webhook_key(settings: Settings) -> bytes:
+    """The AES-256 key that seals webhook signing secrets at rest. Derived
+    from the audit key: a copy of the database alone does not reveal them."""
+    return hmac.new(audit_key(settings), b"caseapi webhook secrets v1", hashlib.sha256).digest()
