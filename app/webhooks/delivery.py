@@ -161,6 +161,7 @@ class Deliverer:
                 if matches(claim.event_types, event.type):
                     assert target is not None
                     attempt = await self._attempt(http, signer, target, event)
+                    attempt["subscription_id"] = claim.id
                     attempt["attempt"] = (claim.failures if not attempts else 0) + 1
                     attempts.append(attempt)
                     if attempt["error"] is not None:

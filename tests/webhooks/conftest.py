@@ -21,16 +21,20 @@ API = "/api/v1"
 
 
 class Clock:
-    """The deliverer's time, moved by the test: retries become due without waiting."""
+    """The deliverer's time, moved ahead by the test: retries become due without waiting."""
 
     def __init__(self) -> None:
-        self.now = utcnow()
+        self.offset = timedelta()
+
+    @property
+    def now(self) -> datetime:
+        return utcnow() + self.offset
 
     def __call__(self) -> datetime:
         return self.now
 
     def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+        self.offset += timedelta(seconds=seconds)
 
 
 @pytest.fixture(scope="module")

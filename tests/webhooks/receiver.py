@@ -17,7 +17,7 @@ class Received:
     at: float
 
 
-# path, how many requests reached it before this one -> (status, seconds to wait before answering)
+# path, how many requests arrived there before this one -> (status, seconds to wait before answering)
 Behaviour = Callable[[str, int], tuple[int, float]]
 
 
@@ -33,6 +33,7 @@ class Receiver:
     # Requests to one path being answered at the same moment, at most.
     max_in_flight: dict[str, int] = field(default_factory=dict)
     _in_flight: dict[str, int] = field(default_factory=dict)
+    _arrived: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str = "/hook") -> str:
@@ -53,7 +54,8 @@ def receiving(behaviour: Behaviour = always_ok) -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with receiver._lock:
-                seen = sum(1 for r in receiver.received if r.path == self.path)
+                seen = receiver._arrived.get(self.path, 0)
+                receiver._arrived[self.path] = seen + 1
                 receiver._in_flight[self.path] = receiver._in_flight.get(self.path, 0) + 1
                 receiver.max_in_flight[self.path] = max(
                     receiver.max_in_flight.get(self.path, 0), receiver._in_flight[self.path]
@@ -67,7 +69,7 @@ def receiving(behaviour: Behaviour = always_ok) -> Iterator[Receiver]:
             finally:
                 with receiver._lock:
                     receiver._in_flight[self.path] -= 1
-            answer = b'{"secret": "a receiver body the server must not keep"}'
+            answer = b"" if status == 204 else b'{"secret": "a receiver body the server must not keep"}'
             self.send_response(status)
             if 300 <= status < 400:
                 self.send_header("Location", receiver.url("/redirected"))
