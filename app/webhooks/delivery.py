@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import signal
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
-import httpx
+import httpcore
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
@@ -81,7 +82,9 @@ class Deliverer:
         self.clock = clock
         self.rng = rng or random.Random()
         timeout = settings.webhook_timeout_seconds
-        self.timeout = httpx.Timeout(timeout)
+        self.timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        # Loading the CA certificates takes longer than many deliveries: once per deliverer.
+        self.tls = ssl.create_default_context()
         # Connect, send and read, each bounded; a receiver that drips its
         # answer byte by byte is cut off here.
         self.attempt_limit = 3 * timeout
@@ -154,7 +157,9 @@ class Deliverer:
             except RefusedTarget as exc:
                 target = exc
         signer = Webhook(claim.secret)
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False) as http:
+        # httpcore rather than httpx: a quarter less CPU per delivery (bench/webhooks.py),
+        # and no redirects, cookies or proxies from the environment to switch off.
+        async with httpcore.AsyncConnectionPool(ssl_context=self.tls, max_connections=1) as http:
             for event in events:
                 if time.monotonic() - started > self.budget:
                     break
@@ -207,7 +212,7 @@ class Deliverer:
 
     async def _attempt(
         self,
-        http: httpx.AsyncClient,
+        http: httpcore.AsyncConnectionPool,
         signer: Webhook,
         target: Target | RefusedTarget,
         event: EventPublic,
@@ -227,7 +232,11 @@ class Deliverer:
         }
 
     async def _post(
-        self, http: httpx.AsyncClient, signer: Webhook, target: Target | RefusedTarget, event: EventPublic
+        self,
+        http: httpcore.AsyncConnectionPool,
+        signer: Webhook,
+        target: Target | RefusedTarget,
+        event: EventPublic,
     ) -> tuple[int | None, DeliveryError | None]:
         if isinstance(target, RefusedTarget):
             refused = DeliveryError.unresolvable if target.unresolvable else DeliveryError.address_refused
@@ -235,39 +244,37 @@ class Deliverer:
         body = event.model_dump_json()
         message_id = f"evt_{event.seq}"
         signed_at = utcnow()
-        headers = {
-            **target.headers(),
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "webhook-id": message_id,
-            "webhook-timestamp": str(int(signed_at.timestamp())),
-            "webhook-signature": signer.sign(message_id, signed_at, body),
-        }
+        headers = [
+            *target.headers().items(),
+            ("Content-Type", "application/json"),
+            ("User-Agent", USER_AGENT),
+            ("webhook-id", message_id),
+            ("webhook-timestamp", str(int(signed_at.timestamp()))),
+            ("webhook-signature", signer.sign(message_id, signed_at, body)),
+        ]
         try:
-            async with asyncio.timeout(self.attempt_limit):
-                request = http.build_request(
+            async with (
+                asyncio.timeout(self.attempt_limit),
+                http.stream(
                     "POST",
-                    target.request_url(),
-                    content=body,
+                    str(target.request_url()),
                     headers=headers,
-                    extensions=target.extensions(),
-                )
-                response = await http.send(request, stream=True)
-                try:
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read >= MAX_RESPONSE_BYTES:
-                            break
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException):
+                    content=body.encode(),
+                    extensions={"timeout": self.timeouts, **target.extensions()},
+                ) as response,
+            ):
+                read = 0
+                async for chunk in response.aiter_stream():
+                    read += len(chunk)
+                    if read >= MAX_RESPONSE_BYTES:
+                        break
+        except (TimeoutError, httpcore.TimeoutException):
             return None, DeliveryError.timeout
-        except httpx.HTTPError:
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError):
             return None, DeliveryError.connection
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, DeliveryError.http_status
+        if 200 <= response.status < 300:
+            return response.status, None
+        return response.status, DeliveryError.http_status
 
 
 async def deliver(engine: sa.Engine, settings: Settings, *, once: bool) -> None:
