@@ -46,6 +46,8 @@ from app.webhooks.targets import RefusedTarget, resolve
 
 RESOURCE = "subscription"
 _NONCE_BYTES = 12
+# How long a subscription's delivery log keeps its attempts.
+DELIVERY_LOG_DAYS = 30
 
 
 def new_secret() -> str:
@@ -313,4 +315,10 @@ def complete(engine: sa.Engine, claim: Claim, outcome: Outcome, *, now: datetime
             _record(session, CLI, sub, "disabled")
         session.flush()
         bulk_insert(session, WebhookDelivery.__table__, outcome.attempts)  # type: ignore[attr-defined]
+        session.execute(
+            sa.delete(WebhookDelivery).where(
+                WebhookDelivery.subscription_id == sub.id,
+                WebhookDelivery.attempted_at < now - timedelta(days=DELIVERY_LOG_DAYS),
+            )
+        )
     return True

@@ -70,6 +70,10 @@ def bodies(
         ),
         f"{API}/requests/{{request_id}}/messages": ("request_message", lambda n: {"body": f"M-{n}"}),
         f"{API}/bundles": ("case", bundle_body),
+        f"{API}/subscriptions": (
+            "webhook_subscription",
+            lambda n: {"url": f"https://93.184.215.14/hooks/{n}"},  # a public address: no DNS
+        ),
     }
 
 

@@ -3,7 +3,7 @@
 import asyncio
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +15,8 @@ from app.auth.models import Scope
 from app.config import Settings
 from app.events.models import EventPublic
 from app.main import create_app
-from app.webhooks.delivery import RETRY_DELAYS, Deliverer
+from app.webhooks import service
+from app.webhooks.delivery import LEASE, RETRY_DELAYS, Deliverer
 from tests.conftest import Caller, join, make_caller, new_case, walk
 from tests.webhooks.conftest import API, Clock, deliver, events_of, subscribe
 from tests.webhooks.receiver import receiving
@@ -355,3 +356,37 @@ def test_serve_delivers(settings: Settings, engine: sa.Engine, kz_admin: Caller,
             assert got == ["subscription.created", "case.created", "participant.created"]
     finally:
         application.state.engine.dispose()
+
+
+def test_a_leased_subscription_is_not_claimed_again(
+    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, private_settings: Settings, clock: Clock
+) -> None:
+    """What keeps two deliverers from sending to one subscription at once."""
+    sub = subscribe(hooks, kz_admin, "http://127.0.0.1:9/hook")
+    lease = LEASE.total_seconds()
+    first = service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE)
+    assert [str(c.id) for c in first] == [sub["id"]]
+    assert service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE) == []
+    clock.advance(lease * 0.9)
+    assert service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE) == []
+    # A deliverer that died keeps it only until the lease expires.
+    clock.advance(lease * 0.2)
+    again = service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE)
+    assert [str(c.id) for c in again] == [sub["id"]]
+    # The first holder's results are refused: its lease is gone.
+    outcome = service.Outcome(10**6, [], 0, None, clock.now, False)
+    assert not service.complete(engine, first[0], outcome, now=clock.now)
+    assert service.complete(engine, again[0], outcome, now=clock.now)
+
+
+def test_the_delivery_log_keeps_thirty_days(
+    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, lead: Caller, deliverer: Deliverer, clock: Clock
+) -> None:
+    with receiving() as receiver:
+        sub = subscribe(hooks, kz_admin, receiver.url())
+        deliver(deliverer)
+        clock.advance(timedelta(days=service.DELIVERY_LOG_DAYS, hours=1).total_seconds())
+        new_case(hooks, lead)
+        deliver(deliverer)
+    kept = _deliveries(hooks, kz_admin, sub["id"])
+    assert [d["event_type"] for d in kept] == ["case.created", "participant.created"]

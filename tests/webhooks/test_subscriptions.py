@@ -1,6 +1,9 @@
 """/subscriptions: admin of the agency only, SSRF refusals, the secret shown once, 404 for others."""
 
+import socket
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -207,3 +210,31 @@ def test_list_pages(client: TestClient, admin: Caller) -> None:
     assert [s["id"] for s in walk(client, f"{API}/subscriptions", admin.headers, limit=2)] == ids
     assert client.get(f"{API}/subscriptions?limit=0", headers=admin.headers).status_code == 422
     assert client.get(f"{API}/subscriptions?cursor=garbage", headers=admin.headers).status_code == 400
+
+
+def _resolving_to(*addresses: str) -> Callable[..., list[tuple[Any, ...]]]:
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+    return getaddrinfo
+
+
+def test_every_address_of_a_name_must_be_public(
+    client: TestClient, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name whose DNS answer mixes a public and a private address is refused:
+    its owner, not the server, would choose which one is reached."""
+    url = "https://hooks.example.org/caseapi"
+    monkeypatch.setattr(socket, "getaddrinfo", _resolving_to("93.184.215.14", "10.0.0.5"))
+    refused = client.post(f"{API}/subscriptions", json={"url": url}, headers=admin.headers)
+    assert refused.status_code == 422, refused.text
+    assert "10.0.0.5" in refused.json()["detail"]
+    monkeypatch.setattr(socket, "getaddrinfo", _resolving_to("fe80::1%eth0"))
+    assert client.post(f"{API}/subscriptions", json={"url": url}, headers=admin.headers).status_code == 422
+    monkeypatch.setattr(
+        socket, "getaddrinfo", _resolving_to("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c")
+    )
+    assert subscribe(client, admin, url)["url"] == url
