@@ -78,7 +78,7 @@ def cmd_audit_verify(_: argparse.Namespace) -> None:
 
 
 def cmd_deliver(args: argparse.Namespace) -> None:
-    asyncio.run(delivery.deliver(_engine(), get_settings(), once=args.once))
+    asyncio.run(delivery.deliver(get_settings(), once=args.once))
 
 
 def _serve(host: str, port: int, workers: int) -> None:

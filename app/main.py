@@ -31,7 +31,7 @@ from app.locations.router import router as locations
 from app.participants.router import router as participants
 from app.reads import create_reads
 from app.requests.router import router as information_requests
-from app.webhooks.delivery import Deliverer
+from app.webhooks.delivery import deliver
 from app.webhooks.router import router as webhooks
 
 DESCRIPTION = """
@@ -87,9 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _tune_garbage_collector()
         stop = asyncio.Event()
         # Every worker delivers webhooks; leases keep them off each other's subscriptions.
-        delivering = (
-            asyncio.create_task(Deliverer(engine, settings).run(stop)) if settings.webhook_delivery else None
-        )
+        delivering = asyncio.create_task(deliver(settings, stop=stop)) if settings.webhook_delivery else None
         yield
         stop.set()
         if delivering is not None:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from app.config import Settings
-from app.db import utcnow
+from app.db import create_db_engine, utcnow
 from app.events.models import EventPublic
 from app.webhooks import service
 from app.webhooks.models import DeliveryError, matches
@@ -277,13 +277,26 @@ class Deliverer:
         return response.status, DeliveryError.http_status
 
 
-async def deliver(engine: sa.Engine, settings: Settings, *, once: bool) -> None:
-    """`caseapi deliver`: until SIGINT or SIGTERM, or one pass with `once`."""
-    if once:
-        await Deliverer(engine, settings).run_once()
-        return
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await Deliverer(engine, settings).run(stop)
+def delivery_engine(settings: Settings) -> sa.Engine:
+    """The deliverer's own few connections: in `caseapi serve` it must not take
+    the ones the admitted requests count on. Its statements are short (two a
+    batch), so two serve every subscription it delivers to at once."""
+    return create_db_engine(settings.database_url, pool_size=2, pool_timeout=settings.pool_timeout_seconds)
+
+
+async def deliver(settings: Settings, *, once: bool = False, stop: asyncio.Event | None = None) -> None:
+    """Deliver until `stop` is set (by default: until SIGINT or SIGTERM), or what is due with `once`."""
+    engine = delivery_engine(settings)
+    try:
+        deliverer = Deliverer(engine, settings)
+        if once:
+            await deliverer.run_once()
+            return
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        await deliverer.run(stop)
+    finally:
+        engine.dispose()

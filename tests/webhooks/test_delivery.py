@@ -6,13 +6,15 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
+from app import cli
 from app.audit.models import AuditEntry
 from app.auth.models import Scope
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.events.models import EventPublic
 from app.main import create_app
 from app.webhooks import service
@@ -390,3 +392,20 @@ def test_the_delivery_log_keeps_thirty_days(
         deliver(deliverer)
     kept = _deliveries(hooks, kz_admin, sub["id"])
     assert [d["event_type"] for d in kept] == ["case.created", "participant.created"]
+
+
+def test_caseapi_deliver_once(
+    hooks: TestClient, database_url: str, kz_admin: Caller, lead: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
+    monkeypatch.setenv("CASEAPI_WEBHOOK_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()
+    try:
+        with receiving() as receiver:
+            subscribe(hooks, kz_admin, receiver.url())
+            new_case(hooks, lead)
+            cli.main(["deliver", "--once"])
+            got = [e["type"] for e in events_of(receiver.bodies())]
+    finally:
+        get_settings.cache_clear()
+    assert got == ["subscription.created", "case.created", "participant.created"]
