@@ -149,9 +149,8 @@ class Deliverer:
         last_seq = claim.last_seq
         attempts: list[dict[str, Any]] = []
         failure: tuple[EventPublic, dict[str, Any]] | None = None
-        wanted = [e for e in events if matches(claim.event_types, e.type)]
         target: Target | RefusedTarget | None = None
-        if wanted:
+        if any(matches(claim.event_types, e.type) for e in events):
             try:
                 target = await resolve_async(claim.url, allow_private=self.settings.webhook_allow_private)
             except RefusedTarget as exc:

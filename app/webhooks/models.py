@@ -125,6 +125,7 @@ class SubscriptionPublic(SQLModel):
     status: Literal["active", "disabled"]
     last_delivered_seq: int
     consecutive_failures: int
+    failing_since: UTCInstant | None
     next_attempt_at: UTCInstant | None
     disabled_at: UTCInstant | None
     created_at: UTCInstant

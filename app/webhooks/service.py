@@ -76,6 +76,7 @@ def to_public(sub: WebhookSubscription) -> SubscriptionPublic:
         status="disabled" if sub.disabled_at else "active",
         last_delivered_seq=sub.last_seq,
         consecutive_failures=sub.failures,
+        failing_since=sub.failing_since,
         next_attempt_at=None if sub.disabled_at else sub.next_attempt_at,
         disabled_at=sub.disabled_at,
         created_at=sub.created_at,

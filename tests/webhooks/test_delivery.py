@@ -187,6 +187,8 @@ def test_retried_after_500_with_growing_delays(
         state = hooks.get(f"{API}/subscriptions/{sub['id']}", headers=kz_admin.headers).json()
         assert state["consecutive_failures"] == 2
         assert datetime.fromisoformat(state["next_attempt_at"]) > clock.now
+        first_failure = _deliveries(hooks, kz_admin, sub["id"])[0]["attempted_at"]
+        assert state["failing_since"] == first_failure
         clock.advance(RETRY_DELAYS[1].total_seconds() * 1.2)
         assert deliver(deliverer) == 3  # the failed event, then the case's two
         got = events_of(receiver.bodies())
@@ -210,6 +212,7 @@ def test_retried_after_500_with_growing_delays(
     assert RETRY_DELAYS[1].total_seconds() * 0.9 <= second <= RETRY_DELAYS[1].total_seconds() * 1.1
     state = hooks.get(f"{API}/subscriptions/{sub['id']}", headers=kz_admin.headers).json()
     assert state["consecutive_failures"] == 0
+    assert state["failing_since"] is None
     assert state["last_delivered_seq"] == got[-1]["seq"]
 
 
