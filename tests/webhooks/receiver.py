@@ -1,6 +1,7 @@
 """A webhook receiver on 127.0.0.1 that records what it gets and answers as told."""
 
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +46,7 @@ class Receiver:
 
 
 @contextmanager
-def receiving(behaviour: Behaviour = always_ok) -> Iterator[Receiver]:
+def receiving(behaviour: Behaviour = always_ok, *, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
     receiver = Receiver(port=0, behaviour=behaviour)
 
     class Handler(BaseHTTPRequestHandler):
@@ -82,6 +83,8 @@ def receiving(behaviour: Behaviour = always_ok) -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
