@@ -74,7 +74,15 @@ class WebhookDelivery(SQLModel, table=True):
 
     __tablename__ = "webhook_delivery"
     __table_args__ = (
-        sa.Index("ix_webhook_delivery_subscription_attempted", "subscription_id", "attempted_at", "id"),
+        # The log's order; attempts of one batch may share an instant (a coarse clock).
+        sa.Index(
+            "ix_webhook_delivery_subscription_attempted",
+            "subscription_id",
+            "attempted_at",
+            "event_seq",
+            "attempt",
+            "id",
+        ),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)

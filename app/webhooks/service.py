@@ -158,7 +158,12 @@ def list_deliveries(
         sa.select(WebhookDelivery).where(WebhookDelivery.subscription_id == sub.id),
         params,
         scope=f"deliveries:{sub.id}",
-        keys=(WebhookDelivery.attempted_at, WebhookDelivery.id),
+        keys=(
+            WebhookDelivery.attempted_at,
+            WebhookDelivery.event_seq,
+            WebhookDelivery.attempt,
+            WebhookDelivery.id,
+        ),
     )
 
 

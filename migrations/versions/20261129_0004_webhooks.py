@@ -88,7 +88,7 @@ def upgrade() -> None:
     with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
         batch_op.create_index(
             "ix_webhook_delivery_subscription_attempted",
-            ["subscription_id", "attempted_at", "id"],
+            ["subscription_id", "attempted_at", "event_seq", "attempt", "id"],
             unique=False,
         )
 

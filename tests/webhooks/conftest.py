@@ -21,20 +21,18 @@ API = "/api/v1"
 
 
 class Clock:
-    """The deliverer's time, moved ahead by the test: retries become due without waiting."""
+    """The deliverer's time, stopped, and moved by the test: retries become due
+    without waiting, and only when the test says. It starts an hour ahead, so
+    that subscriptions the test creates (at the real time) are due at once."""
 
     def __init__(self) -> None:
-        self.offset = timedelta()
-
-    @property
-    def now(self) -> datetime:
-        return utcnow() + self.offset
+        self.now = utcnow() + timedelta(hours=1)
 
     def __call__(self) -> datetime:
         return self.now
 
     def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
+        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture(scope="module")
