@@ -30,7 +30,7 @@ from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.config import Settings
 from app.db import bulk_insert, transaction
-from app.errors import invalid, not_found
+from app.errors import conflict, invalid, not_found
 from app.events.models import Event, EventPublic
 from app.events.service import visible_events
 from app.journal import CLI, Actor, record
@@ -48,6 +48,9 @@ RESOURCE = "subscription"
 _NONCE_BYTES = 12
 # How long a subscription's delivery log keeps its attempts.
 DELIVERY_LOG_DAYS = 30
+# Each subscription is a stream of POSTs the server sends on the agency's
+# behalf: a bound keeps one key from turning it into a flood.
+MAX_SUBSCRIPTIONS_PER_AGENCY = 25
 
 
 def new_secret() -> str:
@@ -122,6 +125,15 @@ def create_subscription(
     session: Session, p: Principal, data: SubscriptionCreate, settings: Settings
 ) -> tuple[WebhookSubscription, str]:
     """The new subscription and its secret. It receives the events written from now on."""
+    # The agency's row, locked: two creations at once cannot both take the last place.
+    session.get(Agency, p.agency_id, with_for_update=True)
+    held = session.execute(
+        sa.select(sa.func.count()).where(WebhookSubscription.agency_id == p.agency_id)
+    ).scalar_one()
+    if held >= MAX_SUBSCRIPTIONS_PER_AGENCY:
+        raise conflict(
+            f"An agency has at most {MAX_SUBSCRIPTIONS_PER_AGENCY} subscriptions; delete one first."
+        )
     try:
         resolve(data.url, allow_private=settings.webhook_allow_private)
     except RefusedTarget as exc:

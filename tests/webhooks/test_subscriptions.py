@@ -238,3 +238,13 @@ def test_every_address_of_a_name_must_be_public(
         socket, "getaddrinfo", _resolving_to("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c")
     )
     assert subscribe(client, admin, url)["url"] == url
+
+
+def test_subscriptions_per_agency_are_bounded(client: TestClient, admin: Caller, engine: sa.Engine) -> None:
+    for n in range(service.MAX_SUBSCRIPTIONS_PER_AGENCY):
+        subscribe(client, admin, f"{PUBLIC}/{n}")
+    over = client.post(f"{API}/subscriptions", json={"url": PUBLIC}, headers=admin.headers)
+    assert over.status_code == 409, over.text
+    # Another agency has its own allowance.
+    other = make_caller(engine, "UA-ADMIN", Scope.admin)
+    assert client.post(f"{API}/subscriptions", json={"url": PUBLIC}, headers=other.headers).status_code == 201
