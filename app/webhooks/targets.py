@@ -39,17 +39,10 @@ class Target:
     url: httpx.URL
     address: str
 
-    def request_url(self) -> httpx.URL:
-        """The URL with the checked address in place of the host name."""
-        return self.url.copy_with(host=self.address)
-
-    def headers(self) -> dict[str, str]:
-        # The server sees the name it was subscribed with, as without the rewrite.
-        return {"Host": self.url.netloc.decode("ascii")}
-
-    def extensions(self) -> dict[str, str]:
-        # TLS: the certificate is checked against the name, not the address.
-        return {"sni_hostname": self.url.host} if self.url.scheme == "https" else {}
+    @property
+    def authority(self) -> str:
+        """The Host header: the server sees the name it was subscribed with."""
+        return self.url.netloc.decode("ascii")
 
 
 def parse_url(url: str, *, allow_private: bool) -> httpx.URL:
