@@ -13,6 +13,7 @@ open.
 
 import base64
 import functools
+import logging
 import os
 import secrets
 import uuid
@@ -43,6 +44,8 @@ from app.webhooks.models import (
     WebhookSubscription,
 )
 from app.webhooks.targets import RefusedTarget, resolve
+
+log = logging.getLogger("caseapi.webhooks")
 
 RESOURCE = "subscription"
 _NONCE_BYTES = 12
@@ -261,6 +264,7 @@ def claim_due(
             except InvalidTag:
                 # Sealed under another audit key: left leased, so that it is
                 # tried (and logged) once a lease, not at every poll.
+                log.error("webhook subscription %s: its secret does not open with this audit key", sub.id)
                 continue
             claims.append(
                 Claim(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from app import cli
@@ -412,3 +413,19 @@ def test_caseapi_deliver_once(
     finally:
         get_settings.cache_clear()
     assert got == ["subscription.created", "case.created", "participant.created"]
+
+
+def test_a_secret_sealed_under_another_audit_key_is_not_used(
+    hooks: TestClient,
+    engine: sa.Engine,
+    kz_admin: Caller,
+    private_settings: Settings,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = private_settings.model_copy(update={"audit_key": SecretStr("another-audit-key-" + "2" * 32)})
+    with receiving() as receiver:
+        sub = subscribe(hooks, kz_admin, receiver.url())
+        assert deliver(Deliverer(engine, other, clock=clock)) == 0
+        assert receiver.received == []
+    assert f"webhook subscription {sub['id']}: its secret does not open" in caplog.text
