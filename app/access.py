@@ -43,7 +43,12 @@ def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: Any) -> sa.
 
 def principal_params(p: Principal) -> dict[str, Any]:
     """Values of the caller's bind parameters (`agency_id`, `parent_id`) in the statements below."""
-    return {"agency_id": p.agency_id, "parent_id": p.parent_agency_id}
+    return agency_params(p.agency_id, p.parent_agency_id)
+
+
+def agency_params(agency_id: uuid.UUID, parent_id: uuid.UUID | None) -> dict[str, Any]:
+    """principal_params() for an agency rather than a caller (webhook delivery)."""
+    return {"agency_id": agency_id, "parent_id": parent_id}
 
 
 def with_case_access(

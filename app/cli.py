@@ -1,6 +1,7 @@
 """The `caseapi` command. Thin: each command calls a service in one transaction."""
 
 import argparse
+import asyncio
 import errno
 import socket
 import sys
@@ -24,6 +25,7 @@ from app.config import PROJECT_ROOT, ConfigError, get_settings
 from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
 from app.journal import CLI
+from app.webhooks import delivery
 
 DEMO_CLIENT = "demo"
 # The exit status of a setting the service cannot run with (as for a usage error).
@@ -149,6 +151,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
             f"head {expected} is not in the audit chain ({result.entries} entries, head {result.head})"
         )
     print(f"audit chain intact: {result.entries} entries, head {result.head}")
+
+
+def cmd_deliver(args: argparse.Namespace) -> None:
+    asyncio.run(delivery.deliver(get_settings(), once=args.once))
 
 
 def _serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
@@ -277,6 +283,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
+
+    deliver_cmd = sub.add_parser("deliver", help="deliver webhooks (without serving the API)")
+    deliver_cmd.add_argument("--once", action="store_true", help="deliver what is due, then exit")
+    deliver_cmd.set_defaults(func=cmd_deliver)
 
     demo = sub.add_parser("demo", help="migrate, seed, print demo keys, serve (127.0.0.1:8000)")
     demo.add_argument("--host", default="127.0.0.1")

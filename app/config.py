@@ -135,6 +135,19 @@ class Settings(BaseSettings):
     # a search) may lie: the clocks of the agencies' systems differ a little.
     clock_skew_seconds: int = Field(default=300, ge=0, le=86_400)
 
+    # Webhooks (app.webhooks): whether `caseapi serve` delivers (else run
+    # `caseapi deliver`), private or plain-http URLs allowed (tests, closed
+    # networks only), the time each of connecting, sending and reading may
+    # take, consecutive failed attempts before a subscription is disabled,
+    # how often an idle deliverer looks for events, and how many
+    # subscriptions one process delivers to at once.
+    webhook_delivery: bool = True
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=16, ge=1, le=1000)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_concurrency: int = Field(default=20, ge=1, le=500)
+
 
 @lru_cache
 def get_settings() -> Settings:

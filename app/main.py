@@ -1,5 +1,6 @@
 """create_app(): routers under /api/v1, problem+json errors, local docs assets."""
 
+import asyncio
 import ctypes
 import functools
 import gc
@@ -39,6 +40,8 @@ from app.ratelimit.service import create_limiter
 from app.reads import create_reads
 from app.requests.router import router as information_requests
 from app.stix.router import router as stix
+from app.webhooks.delivery import deliver
+from app.webhooks.router import router as webhooks
 
 DESCRIPTION = """
 Case-information exchange between law-enforcement agencies: joint
@@ -92,7 +95,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, in_flight + 8)
         _tune_garbage_collector()
+        stop = asyncio.Event()
+        # Every worker delivers webhooks; leases keep them off each other's subscriptions.
+        delivering = asyncio.create_task(deliver(settings, stop=stop)) if settings.webhook_delivery else None
         yield
+        stop.set()
+        if delivering is not None:
+            await delivering
         await application.state.reads.close()
         metrics.close()
         if limiter is not None:
@@ -157,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bundles,
         identifiers,
         stix,
+        webhooks,
     )
     for router in api_routers:
         application.include_router(router, prefix=API_PREFIX)

@@ -12,6 +12,7 @@ from app.identifiers.models import HitSearchTerm, Identifier
 from app.locations.models import Location
 from app.participants.models import Participant
 from app.requests.models import InformationRequest, RequestMessage
+from app.webhooks.models import WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "Agency",
@@ -30,4 +31,6 @@ __all__ = [
     "Participant",
     "RequestMessage",
     "SeizedItem",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -68,3 +68,9 @@ def cursor_key(settings: Settings) -> bytes:
 def search_term_key(settings: Settings) -> bytes:
     """The key of the keyed hashes that record hit/no-hit searches without their values."""
     return hmac.new(audit_key(settings), b"caseapi hit search terms v1", hashlib.sha256).digest()
+
+
+def webhook_key(settings: Settings) -> bytes:
+    """The AES-256 key that seals webhook signing secrets at rest. Derived
+    from the audit key: a copy of the database alone does not reveal them."""
+    return hmac.new(audit_key(settings), b"caseapi webhook secrets v1", hashlib.sha256).digest()

@@ -99,7 +99,8 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 def settings(database_url: str) -> Settings:
     # Keys are looked up on every request, so that a test may revoke one and
     # expect 401 at once; tests/auth covers the cache itself.
-    return Settings(database_url=database_url, auth_cache_seconds=0)
+    # Webhook tests drive delivery themselves (tests/webhooks).
+    return Settings(database_url=database_url, auth_cache_seconds=0, webhook_delivery=False)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ class Event(SQLModel, table=True):
     resource_type: str = Field(sa_type=sa.String(40))
     resource_id: uuid.UUID
     case_id: uuid.UUID | None = Field(default=None, index=True)
-    # The two agencies of an information request: only they see its events.
+    # The two agencies of an information request (for a webhook subscription,
+    # its agency twice): only they see its events.
     request_from_agency_id: uuid.UUID | None = None
     request_to_agency_id: uuid.UUID | None = None
     # A notification (hit.received) goes to one agency only; from_agency_id

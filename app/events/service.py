@@ -13,6 +13,9 @@ from app.pagination import PageParams, keyset, read_page
 from app.reads import Reads
 
 REQUEST_TYPES = ("information_request", "request_message")
+# Events addressed to named agencies (journal.record's request_parties): the
+# two of a request, or the one that owns a webhook subscription.
+ADDRESSED_TYPES = (*REQUEST_TYPES, "subscription")
 
 
 EVENT_KEYS = (Event.seq,)
@@ -20,16 +23,17 @@ EVENT_KEYS = (Event.seq,)
 
 @functools.cache
 def visible_events(*, with_parent: bool) -> sa.Select[Any]:
-    """Request events reach their two agencies; case events follow case access
-    (summary access sees the case's own events only); agency events reach everyone;
-    a notification (hit.received) reaches its recipient agency and nobody else,
-    not even the other participants of its case.
+    """Request events reach their two agencies, subscription events their owner;
+    case events follow case access (summary access sees the case's own events
+    only); agency events reach everyone; a notification (hit.received) reaches
+    its recipient agency and nobody else, not even the other participants of
+    its case.
     Run with access.principal_params()."""
     stmt = sa.select(Event).outerjoin(Case, Case.id == Event.case_id)
     stmt, full, _ = access.with_case_access(
         stmt, case_id=Event.case_id, handling_code=Case.handling_code, with_parent=with_parent
     )
-    is_request = sa.or_(*(Event.resource_type == t for t in REQUEST_TYPES))
+    is_request = sa.or_(*(Event.resource_type == t for t in ADDRESSED_TYPES))
     agency_id = sa.bindparam("agency_id")
     return stmt.where(
         sa.or_(

@@ -75,6 +75,10 @@ def bodies(
             "identifier",
             lambda n: {"kind": "phone", "value": f"+7 701 000 {n // 100 % 100:02d} {n % 100:02d}"},
         ),
+        f"{API}/subscriptions": (
+            "webhook_subscription",
+            lambda n: {"url": f"https://93.184.215.14/hooks/{n}"},  # a public address: no DNS
+        ),
     }
 
 

@@ -34,8 +34,13 @@ FILLABLE = {
     "identifier_id",
 }
 
-# Routes about no case: the agency directory is open to every reader (contract §4).
-NOT_CASE_RELATED = {f"{API}/agencies/{{agency_id}}"}
+# Routes about no case: the agency directory is open to every reader (contract §4);
+# an agency's own webhook subscriptions (tests/webhooks: another agency gets 404).
+NOT_CASE_RELATED = {
+    f"{API}/agencies/{{agency_id}}",
+    f"{API}/subscriptions/{{subscription_id}}",
+    f"{API}/subscriptions/{{subscription_id}}/deliveries",
+}
 
 # Routes only an `admin` key may call.
 ADMIN_ONLY = {
@@ -50,6 +55,9 @@ SKIPPED: dict[tuple[str, str], str] = {}
 
 # Lists an admin key reads in full by contract: "GET /audit (admin: everything)".
 ADMIN_READS_ALL = {f"{API}/audit"}
+
+# Lists only an admin key reads at all (contract §7: webhooks); others get 403.
+ADMIN_LISTS = {f"{API}/subscriptions"}
 
 PARAM = re.compile(r"{(\w+)}")
 
@@ -176,7 +184,7 @@ def test_lists_never_mention_a_hidden_case(
             if key is outsider and path in ADMIN_READS_ALL:
                 continue
             response = client.get(path, headers=key.headers)
-            admin_only = key is outsider_plain and ("GET", path) in ADMIN_ONLY
+            admin_only = key is outsider_plain and (("GET", path) in ADMIN_ONLY or path in ADMIN_LISTS)
             assert response.status_code == (403 if admin_only else 200), (path, response.text)
             leaked = [s for s in secrets if s in response.text]
             assert not leaked, (path, leaked)

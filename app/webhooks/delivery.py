@@ -1,0 +1,286 @@
+"""Delivering the event feed to webhooks: at least once, in feed order per subscription.
+
+The feed is the outbox. Each subscription keeps its cursor (`last_seq`);
+a deliverer leases a subscription (service.claim_due), reads the events
+after the cursor that the agency may see now, POSTs them one by one, and
+stores the new cursor with a log row per attempt (service.complete). The
+cursor moves only past a 2xx (or an event not visible or not wanted):
+after a failure the same event is tried again later, with growing delays,
+and the batch stops so that order holds. A crash before `complete` sends
+the batch again (at least once); a lease keeps two deliverers from sending
+to one subscription at the same time.
+
+`caseapi serve` runs a Deliverer in each worker (CASEAPI_WEBHOOK_DELIVERY),
+`caseapi deliver` runs one alone.
+"""
+
+import asyncio
+import logging
+import random
+import signal
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio.to_thread
+import sqlalchemy as sa
+from standardwebhooks import Webhook
+
+from app.config import Settings
+from app.db import create_db_engine, utcnow
+from app.events.models import EventPublic
+from app.webhooks import service
+from app.webhooks.client import Connection, ReceiverError
+from app.webhooks.models import DeliveryError, matches
+from app.webhooks.targets import RefusedTarget, Target, resolve_async
+
+log = logging.getLogger("caseapi.webhooks")
+
+# The wait after the n-th consecutive failure; the last one repeats. With the
+# default CASEAPI_WEBHOOK_MAX_ATTEMPTS (16) a subscription is disabled about
+# three days after its first failure.
+RETRY_DELAYS = (
+    timedelta(seconds=5),
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(hours=1),
+    timedelta(hours=2),
+    timedelta(hours=4),
+    timedelta(hours=8),
+)
+# Each delay is drawn within ±10%: receivers that failed together do not all retry at once.
+JITTER = 0.1
+BATCH = 200  # events read and sent per lease
+LEASE = timedelta(minutes=5)
+USER_AGENT = "caseapi-webhooks/1"
+
+
+def retry_delay(failures: int, rng: random.Random) -> timedelta:
+    """The wait after `failures` (>= 1) consecutive failed attempts."""
+    base = RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
+    return base * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng or random.Random()
+        timeout = settings.webhook_timeout_seconds
+        self.timeout = timeout
+        # Loading the CA certificates takes longer than many deliveries: once per deliverer.
+        self.tls = ssl.create_default_context()
+        # Connect, send and read, each bounded; a receiver that drips its
+        # answer byte by byte is cut off here.
+        self.attempt_limit = 3 * timeout
+        # Nothing is sent past this point of a lease, so that its last
+        # attempt ends before the lease does.
+        self.budget = LEASE.total_seconds() - 2 * self.attempt_limit
+
+    async def _claim(self, limit: int) -> list[service.Claim]:
+        return await anyio.to_thread.run_sync(
+            lambda: service.claim_due(self.engine, self.settings, now=self.clock(), limit=limit, lease=LEASE)
+        )
+
+    async def run_once(self) -> int:
+        """Deliver until nothing is due (caught up, or waiting for a retry);
+        the number of attempts made."""
+        attempts = 0
+        while claims := await self._claim(self.settings.webhook_concurrency):
+            attempts += sum(await asyncio.gather(*(self.deliver(c) for c in claims)))
+        return attempts
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; up to CASEAPI_WEBHOOK_CONCURRENCY subscriptions at once."""
+        active: set[asyncio.Task[int]] = set()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.settings.webhook_concurrency - len(active)
+                if free > 0:
+                    try:
+                        claims = await self._claim(free)
+                    except Exception:
+                        log.exception("webhook delivery: claiming subscriptions failed")
+                        claims = []
+                    active.update(asyncio.ensure_future(self.deliver(c)) for c in claims)
+                done, _ = await asyncio.wait(
+                    {*active, stopping},
+                    timeout=self.settings.webhook_poll_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                active -= done
+        finally:
+            stopping.cancel()
+            # Batches in flight end within one attempt, as a lease expects.
+            if active:
+                await asyncio.wait(active, timeout=self.attempt_limit + 5)
+                for task in active:
+                    task.cancel()
+
+    async def deliver(self, claim: service.Claim) -> int:
+        """One batch of one subscription; the number of attempts made. Never raises."""
+        try:
+            return await self._deliver(claim)
+        except Exception:
+            log.exception("webhook delivery to subscription %s failed", claim.id)
+            return 0
+
+    async def _deliver(self, claim: service.Claim) -> int:
+        started = time.monotonic()
+        events, head = await anyio.to_thread.run_sync(
+            lambda: service.pending_events(self.engine, claim, limit=BATCH)
+        )
+        last_seq = claim.last_seq
+        attempts: list[dict[str, Any]] = []
+        failure: tuple[EventPublic, dict[str, Any]] | None = None
+        target: Target | RefusedTarget | None = None
+        if any(matches(claim.event_types, e.type) for e in events):
+            try:
+                target = await resolve_async(claim.url, allow_private=self.settings.webhook_allow_private)
+            except RefusedTarget as exc:
+                target = exc
+        signer = Webhook(claim.secret)
+        connection = Connection(target, self.tls, self.timeout) if isinstance(target, Target) else None
+        try:
+            for event in events:
+                if time.monotonic() - started > self.budget:
+                    break
+                if matches(claim.event_types, event.type):
+                    assert target is not None
+                    attempt = await self._attempt(connection, signer, target, event)
+                    attempt["subscription_id"] = claim.id
+                    attempt["attempt"] = (claim.failures if not attempts else 0) + 1
+                    attempts.append(attempt)
+                    if attempt["error"] is not None:
+                        failure = (event, attempt)
+                        break
+                last_seq = event.seq
+            else:
+                last_seq = max(last_seq, head)
+        finally:
+            if connection is not None:
+                await connection.close()
+        outcome = self._outcome(claim, last_seq, attempts, failure)
+        stored = await anyio.to_thread.run_sync(
+            lambda: service.complete(self.engine, claim, outcome, now=self.clock())
+        )
+        if not stored:
+            log.info("webhook subscription %s went away during delivery", claim.id)
+        return len(attempts)
+
+    def _outcome(
+        self,
+        claim: service.Claim,
+        last_seq: int,
+        attempts: list[dict[str, Any]],
+        failure: tuple[EventPublic, dict[str, Any]] | None,
+    ) -> service.Outcome:
+        now = self.clock()
+        if failure is None:
+            failed_before = claim.failures if not attempts else 0
+            return service.Outcome(
+                last_seq, attempts, failed_before, claim.failing_since if failed_before else None, now, False
+            )
+        _, attempt = failure
+        failures = attempt["attempt"]
+        disable = failures >= self.settings.webhook_max_attempts
+        next_at = now + retry_delay(failures, self.rng)
+        attempt["next_attempt_at"] = None if disable else next_at
+        return service.Outcome(
+            last_seq,
+            attempts,
+            failures,
+            claim.failing_since if failures > 1 else attempt["attempted_at"],
+            next_at,
+            disable,
+        )
+
+    async def _attempt(
+        self,
+        connection: Connection | None,
+        signer: Webhook,
+        target: Target | RefusedTarget,
+        event: EventPublic,
+    ) -> dict[str, Any]:
+        attempted_at = self.clock()
+        started = time.monotonic()
+        status, error = await self._post(connection, signer, target, event)
+        return {
+            "id": uuid.uuid4(),
+            "event_seq": event.seq,
+            "event_type": event.type,
+            "attempted_at": attempted_at,
+            "status_code": status,
+            "error": error,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+            "next_attempt_at": None,
+        }
+
+    async def _post(
+        self,
+        connection: Connection | None,
+        signer: Webhook,
+        target: Target | RefusedTarget,
+        event: EventPublic,
+    ) -> tuple[int | None, DeliveryError | None]:
+        if isinstance(target, RefusedTarget) or connection is None:
+            unresolvable = isinstance(target, RefusedTarget) and target.unresolvable
+            return None, DeliveryError.unresolvable if unresolvable else DeliveryError.address_refused
+        body = event.model_dump_json()
+        message_id = f"evt_{event.seq}"
+        signed_at = utcnow()
+        headers = [
+            ("Content-Type", "application/json"),
+            ("User-Agent", USER_AGENT),
+            ("webhook-id", message_id),
+            ("webhook-timestamp", str(int(signed_at.timestamp()))),
+            ("webhook-signature", signer.sign(message_id, signed_at, body)),
+        ]
+        try:
+            async with asyncio.timeout(self.attempt_limit):
+                status = await connection.post(headers, body.encode())
+        except TimeoutError:
+            return None, DeliveryError.timeout
+        except ReceiverError:
+            return None, DeliveryError.connection
+        if 200 <= status < 300:
+            return status, None
+        return status, DeliveryError.http_status
+
+
+def delivery_engine(settings: Settings) -> sa.Engine:
+    """The deliverer's own few connections: in `caseapi serve` it must not take
+    the ones the admitted requests count on. Its statements are short (two a
+    batch), so two serve every subscription it delivers to at once."""
+    return create_db_engine(settings.database_url, pool_size=2, pool_timeout=settings.pool_timeout_seconds)
+
+
+async def deliver(settings: Settings, *, once: bool = False, stop: asyncio.Event | None = None) -> None:
+    """Deliver until `stop` is set (by default: until SIGINT or SIGTERM), or what is due with `once`."""
+    engine = delivery_engine(settings)
+    try:
+        deliverer = Deliverer(engine, settings)
+        if once:
+            await deliverer.run_once()
+            return
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        await deliverer.run(stop)
+    finally:
+        engine.dispose()
