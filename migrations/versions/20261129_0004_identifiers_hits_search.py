@@ -1,6 +1,6 @@
 """identifiers, hit/no-hit search terms, notifications in the feed, case-folded case search
 
-Revision ID: 0005
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-29 13:15:11.863390
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import app.db
 
-revision: str = "0005"
+revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
