@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.http import MAX_IF_MATCH_TAGS
-from tests.conftest import Caller
+from tests.conftest import Caller, problem_of
 from tests.trust.world import World, build_world
 
 API = "/api/v1"
@@ -86,7 +86,7 @@ def test_a_hidden_record_answers_404_whatever_if_match_says(
         f"{API}/cases/{world.case_id}", json={"title": "x"}, headers=outsider.h(if_match=GUESSES)
     )
     assert missing.status_code == hidden.status_code == 404
-    assert missing.json() == hidden.json()
+    assert problem_of(missing) == problem_of(hidden)
 
 
 # --- PATCH that changes nothing -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from app.idempotency.service import PURGE_BATCH
-from tests.conftest import Caller, make_caller
+from tests.conftest import Caller, make_caller, problem_of
 from tests.trust.world import World, build_world
 
 API = "/api/v1"
@@ -232,7 +232,7 @@ def test_a_replay_discloses_only_what_the_record_holds_now(
     assert client.delete(detainee_url, headers=lead.h(if_match='"2"')).status_code == 204
     gone = client.post(url, json=body, headers=headers)
     assert gone.status_code == 404, gone.text
-    assert gone.json() == client.get(detainee_url, headers=lead.headers).json()
+    assert problem_of(gone) == problem_of(client.get(detainee_url, headers=lead.headers))
     assert count(engine, "detainee") == 1, "the replay of a deleted record must not create it again"
 
 

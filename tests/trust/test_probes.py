@@ -22,7 +22,7 @@ from app.config import Settings
 from app.main import create_app
 from app.probes import ProbeCounter
 from app.reads import PostgresReads
-from tests.conftest import Caller, make_caller
+from tests.conftest import Caller, make_caller, problem_of
 from tests.trust.test_route_walker import FILLABLE, case_routes, fill, send
 from tests.trust.world import World, build_world, minimal_body
 
@@ -90,7 +90,7 @@ def test_hidden_and_missing_ids_cost_the_same_statements(
             assert missing.status_code == 403, where
         else:
             assert hidden.status_code == missing.status_code == 404, (where, hidden.text)
-        assert hidden.json() == missing.json(), where
+        assert problem_of(hidden) == problem_of(missing), where
         assert hidden_sql, where
         assert hidden_sql == missing_sql, where
 
