@@ -210,6 +210,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "note": "Fictitious: a number of the kind the seized databases held (Kazakhstan's operators)",
     },
     "hits.search": {"items": [{"kind": "phone", "value": "+7 701 000 00 01"}]},
+    "subscriptions.create": {
+        "url": "https://hooks.cyberpolice.kz/caseapi",
+        "event_types": ["request.*", "seized_item.created"],
+        "description": "KZ-MVD duty desk: urgent requests about the Kyiv call centre",
+    },
     "bundles.import": {
         "bundle_version": 1,
         "case": {

@@ -6,7 +6,6 @@ Counts are kept per worker in fixed windows: with N workers a prober is
 reported once it passes the threshold in one of them.
 """
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -72,16 +71,14 @@ def note_not_found(request: Request) -> None:
     if count is None:
         return
     security_log.warning(
-        json.dumps(
-            {
-                "event": "id_probe",
-                "count": count,
-                "window_seconds": probes.window,
-                "method": request.method,
-                "route": route_template(request),
-                "client_id": str(principal.client_id),
-                "agency_id": str(principal.agency_id),
-                "remote": request.client.host if request.client else None,
-            }
-        )
+        "id_probe",
+        extra={
+            "count": count,
+            "window_seconds": probes.window,
+            "method": request.method,
+            "route": route_template(request),
+            "client_id": str(principal.client_id),
+            "agency_id": str(principal.agency_id),
+            "remote": request.client.host if request.client else None,
+        },
     )

@@ -3,6 +3,7 @@ and says only what the service really does."""
 
 import json
 import re
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,11 @@ OPERATION_IDS = {
     ("DELETE", "/identifiers/{identifier_id}"): "identifiers.delete",
     ("POST", "/hits"): "hits.search",
     ("GET", "/cases/{case_id}/stix"): "cases.stix",
+    ("GET", "/subscriptions"): "subscriptions.list",
+    ("POST", "/subscriptions"): "subscriptions.create",
+    ("GET", "/subscriptions/{subscription_id}"): "subscriptions.get",
+    ("DELETE", "/subscriptions/{subscription_id}"): "subscriptions.delete",
+    ("GET", "/subscriptions/{subscription_id}/deliveries"): "deliveries.list",
     ("GET", "/health"): "health.live",
     ("GET", "/health/ready"): "health.ready",
 }
@@ -151,21 +157,42 @@ def test_every_operation_has_a_summary_and_says_who_may_call_it(doc: dict[str, A
             assert "404" in description, where
 
 
+def world_with_subscription(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, str], Caller]:
+    """The ids of a world (tests.trust.world) and of a webhook subscription of the lead's
+    agency, and a key of that agency with every scope, which reads them all."""
+    world = build_world(client, lead, partner)
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *_args, **_kwargs: public)
+    every = make_caller(engine, lead.agency_code, *Scope)
+    response = client.post(
+        f"{API}/subscriptions", json={"url": "https://hooks.example"}, headers=every.headers
+    )
+    assert response.status_code == 201, response.text
+    return {**world.ids, "subscription_id": response.json()["id"]}, every
+
+
 def named_scopes(description: str) -> set[str]:
     return set(re.findall(r"[Ss]cope `(\w+)`", description))
 
 
 def test_the_scope_each_description_names_is_the_one_enforced(
-    client: TestClient, doc: dict[str, Any], engine: sa.Engine, lead: Caller, partner: Caller
+    client: TestClient,
+    doc: dict[str, Any],
+    engine: sa.Engine,
+    lead: Caller,
+    partner: Caller,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A key without the scopes a description names is refused for lack of
     scope; a key with only them is not (it may still meet a role rule)."""
-    world = build_world(client, lead, partner)
+    ids, _ = world_with_subscription(client, engine, lead, partner, monkeypatch)
     for method, path, op in operations(doc):
         if not op.get("security"):
             continue
         scopes = named_scopes(op["description"])
-        url = PARAM.sub(lambda m: world.ids[m.group(1)], path)
+        url = PARAM.sub(lambda m: ids[m.group(1)], path)
         body = minimal_body(op, doc)
         headers = {"If-Match": '"1"', "X-Purpose": "test"}
         without = make_caller(engine, lead.agency_code, *[s for s in Scope if s.value not in scopes])
@@ -221,20 +248,26 @@ def test_response_headers_are_declared(doc: dict[str, Any]) -> None:
 
 
 def test_etag_is_declared_exactly_where_a_read_sends_it(
-    client: TestClient, doc: dict[str, Any], lead: Caller, partner: Caller
+    client: TestClient,
+    doc: dict[str, Any],
+    engine: sa.Engine,
+    lead: Caller,
+    partner: Caller,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    world = build_world(client, lead, partner)
+    ids, every = world_with_subscription(client, engine, lead, partner, monkeypatch)
     declared = 0
     for method, path, op in operations(doc):
         if method != "GET" or "{" not in path:
             continue
-        response = client.get(PARAM.sub(lambda m: world.ids[m.group(1)], path), headers=lead.headers)
+        response = client.get(PARAM.sub(lambda m: ids[m.group(1)], path), headers=every.h(x_purpose="test"))
         assert response.status_code == 200, (path, response.text)
         says = "ETag" in op["responses"]["200"]["headers"]
         assert says == ("etag" in response.headers), path
         declared += says
-    # cases, participants, locations, seized items, detainees, requests, agencies, identifiers
-    assert declared == 8
+    # cases, participants, locations, seized items, detainees, requests, agencies, identifiers,
+    # subscriptions
+    assert declared == 9
 
 
 # --- examples ----------------------------------------------------------------
@@ -283,10 +316,13 @@ def substitute(value: Any, ids: dict[str, str]) -> Any:
 
 
 def test_the_examples_are_accepted_by_the_api(
-    client: TestClient, doc: dict[str, Any], engine: sa.Engine
+    client: TestClient, doc: dict[str, Any], engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every example, sent as the seed story goes, with the instance's real ids;
     creates answer the headers the document declares."""
+    # The webhook example's host, resolved as a public address would be (no DNS here).
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *_args, **_kwargs: public)
     kz = make_caller(engine, "KZ-MVD", *Scope)
     ua = make_caller(engine, "UA-LE", Scope.read, Scope.write)
     ids = {openapi.EXAMPLE_KZ_MVD: str(kz.agency_id), openapi.EXAMPLE_UA_LE: str(ua.agency_id)}
@@ -327,6 +363,7 @@ def test_the_examples_are_accepted_by_the_api(
     send("messages.create", ua, {"request_id": request["id"]})
     send("identifiers.create", kz, {"case_id": case["id"]})
     send("hits.search", kz, {})
+    send("subscriptions.create", kz, {})
     imported = send("bundles.import", ua, {})
     assert imported["reference"] == "UA-2025-KYIV-CALL-CENTRE"
     assert set(made) == set(examples), "an example was not sent"

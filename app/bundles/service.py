@@ -11,7 +11,6 @@ change, with one audit entry and one feed event (see _journal).
 """
 
 import hashlib
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ from app.errors import (
 )
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
 from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
+from app.http import strict_json
 from app.identifiers import service as identifiers
 from app.journal import record
 from app.locations.models import Location
@@ -160,7 +160,7 @@ def parse_bundle(raw: bytes) -> Bundle:
     request model allows is one error (app.types.RequestModel).
     """
     try:
-        document = json.loads(raw)
+        document = strict_json(raw)  # a key given twice is a 400, as on every route with a body
     except (ValueError, RecursionError):
         raise malformed_json() from None
     errors = _Errors()

@@ -108,8 +108,9 @@ def update_detainee(
 
 @router.delete("/detainees/{detainee_id}", status_code=204, summary="Delete a detainee")
 def delete_detainee(request: Request, session: SessionDep, p: Writer, detainee_id: uuid.UUID) -> Response:
-    """Scope `write`; role lead or partner. Needs `If-Match`. A detainee of a case the caller may not see
-    answers 404, exactly as one that does not exist.
+    """Scope `write`; role lead or partner; and scope `personal_data` when the record holds personal data
+    (deleting it erases that data). Needs `If-Match`. A detainee of a case the caller may not see answers
+    404, exactly as one that does not exist.
     """
     detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)

@@ -95,7 +95,7 @@ def test_a_hidden_record_answers_404_whatever_if_match_says(
 def test_a_patch_that_changes_nothing_changes_nothing(
     client: TestClient, engine: sa.Engine, world: World, lead: Caller, partner: Caller, admin: Caller
 ) -> None:
-    agency = f"{API}/agencies/{partner.agency_id}"
+    agency = f"{API}/agencies/{admin.agency_id}"  # an admin key changes its own agency only
     targets = [(url, lead, body) for url, body in patches(world, partner)] + [
         (agency, admin, {"name": "Renamed"})
     ]
