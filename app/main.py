@@ -15,6 +15,9 @@ import app.journal  # noqa: F401  (installs the audit/event hook on every sessio
 from app import health
 from app.admission import AdmissionLimit
 from app.agencies.router import router as agencies
+from app.attachments.router import ATTACHMENT_UPLOADS
+from app.attachments.router import router as attachments
+from app.attachments.storage import LocalStorage
 from app.audit.router import router as audit
 from app.auth.service import PrincipalCache
 from app.bundles.router import router as bundles
@@ -104,11 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine, size=settings.read_pool_size, timeout=settings.pool_timeout_seconds
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
+    application.state.storage = LocalStorage(settings.storage_dir)
+    application.state.max_attachment_bytes = settings.max_attachment_bytes
     install_error_handlers(application)
     application.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         per_path={"/api/v1/bundles": settings.max_bundle_bytes},
+        per_pattern=[(pattern, settings.max_attachment_bytes) for pattern in ATTACHMENT_UPLOADS],
     )
     application.add_middleware(AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds)
 
@@ -128,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         information_requests,
         bundles,
+        attachments,
     ):
         application.include_router(router, prefix="/api/v1")
     # Probes of load balancers and orchestrators look at the root.

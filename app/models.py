@@ -1,6 +1,7 @@
 """Imports every table so that SQLModel.metadata is complete (Alembic, tests)."""
 
 from app.agencies.models import Agency
+from app.attachments.models import Attachment
 from app.audit.models import AuditEntry
 from app.auth.models import ApiClient
 from app.cases.models import Case
@@ -15,6 +16,7 @@ from app.requests.models import InformationRequest, RequestMessage
 __all__ = [
     "Agency",
     "ApiClient",
+    "Attachment",
     "AuditEntry",
     "Case",
     "CustodyEvent",

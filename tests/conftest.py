@@ -76,10 +76,12 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     # Keys are looked up on every request, so that a test may revoke one and
     # expect 401 at once; tests/auth covers the cache itself.
-    return Settings(database_url=database_url, auth_cache_seconds=0)
+    return Settings(
+        database_url=database_url, auth_cache_seconds=0, storage_dir=tmp_path_factory.mktemp("files")
+    )
 
 
 @pytest.fixture(scope="session")

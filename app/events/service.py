@@ -12,7 +12,7 @@ from app.events.models import Event
 from app.pagination import PageParams, keyset, read_page
 from app.reads import Reads
 
-REQUEST_TYPES = ("information_request", "request_message")
+REQUEST_TYPES = ("information_request", "request_message", "message_attachment")
 
 
 EVENT_KEYS = (Event.seq,)

@@ -2,6 +2,7 @@
 
 import re
 import uuid
+from urllib.parse import urlencode
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,13 @@ def build_world(client: TestClient, lead: Caller, partner: Caller, **case_fields
         {"to_agency_id": str(partner.agency_id), "case_id": cid, "subject": "S", "body": "B"},
     )
     message = post(client, lead, f"/api/v1/requests/{request['id']}/messages", {"body": "More"})
+    attachment = client.post(
+        f"/api/v1/cases/{cid}/attachments",
+        params={"filename": "report.pdf"},
+        content=b"%PDF-1.7 extraction report",
+        headers=lead.h(content_type="application/pdf"),
+    )
+    assert attachment.status_code == 201, attachment.text
     return World(
         case=case,
         ids={
@@ -65,6 +73,7 @@ def build_world(client: TestClient, lead: Caller, partner: Caller, **case_fields
             "detainee_id": detainee["id"],
             "request_id": request["id"],
             "message_id": message["id"],
+            "attachment_id": attachment.json()["id"],
         },
     )
 
@@ -128,3 +137,13 @@ def minimal_body(operation: dict[str, Any], doc: dict[str, Any]) -> Any:
     if "application/json" not in content:
         return None
     return minimal_value(content["application/json"]["schema"], doc)
+
+
+def minimal_query(operation: dict[str, Any], doc: dict[str, Any]) -> str:
+    """The operation's required query parameters with minimal values, as `?a=..`, or ''."""
+    required = {
+        param["name"]: minimal_value(param["schema"], doc)
+        for param in operation.get("parameters", [])
+        if param.get("in") == "query" and param.get("required")
+    }
+    return "?" + urlencode(required) if required else ""
