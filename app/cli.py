@@ -10,6 +10,8 @@ from sqlalchemy import exc as sa_exc
 import app.journal  # noqa: F401  (installs the audit/event hook on every session)
 from app import migrate, seed
 from app.agencies.models import Agency
+from app.attachments import service as attachments
+from app.attachments.storage import LocalStorage
 from app.audit import service as audit
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
@@ -73,6 +75,15 @@ def cmd_audit_verify(_: argparse.Namespace) -> None:
             f"audit chain broken at entry {result.first_bad_seq} (after {result.entries} good entries)"
         )
     print(f"audit chain intact: {result.entries} entries, head {result.head}")
+
+
+def cmd_storage_sweep(args: argparse.Namespace) -> None:
+    storage = LocalStorage(get_settings().storage_dir)
+    counts = attachments.sweep(_engine(), storage, older_than=args.older_than)
+    print(
+        f"storage swept: {counts['recovered']} committed uploads moved into place, "
+        f"{counts['staging_removed']} staging files and {counts['files_removed']} unreferenced files removed"
+    )
 
 
 def _serve(host: str, port: int, workers: int) -> None:
@@ -154,6 +165,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit_cmd = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
     audit_cmd.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    storage = sub.add_parser("storage", help="attachment files").add_subparsers(dest="action", required=True)
+    sweep = storage.add_parser("sweep", help="remove files no attachment names; finish interrupted uploads")
+    sweep.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        help="seconds a staging file must be untouched before it counts as abandoned (default 3600)",
+    )
+    sweep.set_defaults(func=cmd_storage_sweep)
     return parser
 
 
