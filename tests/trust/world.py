@@ -2,9 +2,9 @@
 
 import re
 import uuid
-from urllib.parse import urlencode
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi.testclient import TestClient
 
