@@ -183,6 +183,8 @@ def get_attachment_content(request: Request, p: Reader, attachment_id: uuid.UUID
     Every download writes an audit entry."""
     attachment, source = service.open_content(request, p, attachment_id)
     headers = {
+        # As stored: given as media_type, Starlette would add a charset to text types.
+        "Content-Type": attachment.content_type,
         "Content-Length": str(attachment.size),
         "Content-Disposition": service.content_disposition(attachment.filename),
         "ETag": f'"{attachment.sha256}"',
@@ -191,9 +193,7 @@ def get_attachment_content(request: Request, p: Reader, attachment_id: uuid.UUID
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Cache-Control": "private, no-store",
     }
-    return StreamingResponse(
-        copy_chunks(source, _READ_CHUNK), media_type=attachment.content_type, headers=headers
-    )
+    return StreamingResponse(copy_chunks(source, _READ_CHUNK), headers=headers)
 
 
 @router.delete(

@@ -545,3 +545,26 @@ def test_an_idempotent_upload_is_stored_once(
     assert other.status_code == 422
     assert attachment_rows(engine) == 1
     assert staging_files(application) == []
+
+
+@pytest.mark.parametrize("content_type", ["text/csv", "text/html", "image/svg+xml"])
+def test_the_stored_type_comes_back_as_it_was_sent(
+    client: TestClient, case: dict[str, Any], lead: Caller, content_type: str
+) -> None:
+    """Exactly as stored (no charset added), and never rendered in the API's origin."""
+    url = f"{API}/cases/{case['id']}/attachments"
+    meta = upload(client, lead, url, b"<script>alert(1)</script>", content_type=content_type).json()
+    content = client.get(f"{API}/attachments/{meta['id']}/content", headers=lead.headers)
+    assert content.headers["content-type"] == content_type
+    assert content.headers["content-disposition"].startswith("attachment;")
+    assert content.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in content.headers["content-security-policy"]
+
+
+def test_a_case_with_attachments_is_not_deleted(
+    client: TestClient, case: dict[str, Any], lead: Caller
+) -> None:
+    upload(client, lead, f"{API}/cases/{case['id']}/attachments", unique_bytes())
+    response = client.delete(f"{API}/cases/{case['id']}", headers=lead.h(if_match=f'"{case["version"]}"'))
+    assert response.status_code == 409, response.text
+    assert client.get(f"{API}/cases/{case['id']}", headers=lead.headers).status_code == 200

@@ -1,8 +1,9 @@
 """`caseapi storage sweep`, run in-process against the test database and files."""
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI
 
 from app import cli
 from app.attachments.storage import LocalStorage
@@ -10,13 +11,13 @@ from app.config import get_settings
 
 
 def test_storage_sweep_removes_what_no_row_names(
-    application: FastAPI,
     engine: sa.Engine,
+    tmp_path: Path,
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    storage: LocalStorage = application.state.storage
+    storage = LocalStorage(tmp_path)
     monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
     monkeypatch.setenv("CASEAPI_STORAGE_DIR", str(storage.root))
     get_settings.cache_clear()
@@ -26,6 +27,7 @@ def test_storage_sweep_removes_what_no_row_names(
         sealed = orphan.seal()
         storage.put(sealed.sha256, sealed.path)
         # What an upload leaves when its process dies while receiving.
+        storage.staging.root.mkdir(parents=True, exist_ok=True)
         abandoned = storage.staging.root / "0123456789abcdef.part"
         abandoned.write_bytes(b"half a file")
 
