@@ -8,9 +8,16 @@ Admitting at most `limit` requests at a time, and giving the thread pool
 more threads than that, means an admitted request always finds both. The
 rest wait on the event loop, where waiting is cheap, and get a 503 with
 Retry-After if no slot frees in time: bounded latency, never a hang.
+
+File transfers (`exempt`: method and path) are not admitted this way: one lasts as long as
+the client's link takes, holds no connection while its bytes move (only
+for its short transactions, each within one thread hop), and would
+otherwise keep a slot from every other request for minutes.
 """
 
 import asyncio
+import re
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,15 +25,28 @@ from app.errors import problem_response
 
 
 class AdmissionLimit:
-    def __init__(self, app: ASGIApp, limit: int, wait_seconds: float, prefix: str = "/api/") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        wait_seconds: float,
+        prefix: str = "/api/",
+        exempt: Sequence[tuple[str, re.Pattern[str]]] = (),
+    ) -> None:
         self.app = app
+        self.exempt = exempt
         self.limit = limit
         self.wait_seconds = wait_seconds
         self.prefix = prefix
         self._slots: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not path.startswith(self.prefix)
+            or any(scope["method"] == m and p.fullmatch(path) for m, p in self.exempt)
+        ):
             await self.app(scope, receive, send)
             return
         if self._slots is None:

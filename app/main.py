@@ -15,7 +15,7 @@ import app.journal  # noqa: F401  (installs the audit/event hook on every sessio
 from app import health
 from app.admission import AdmissionLimit
 from app.agencies.router import router as agencies
-from app.attachments.router import ATTACHMENT_UPLOADS
+from app.attachments.router import ATTACHMENT_TRANSFERS, ATTACHMENT_UPLOADS
 from app.attachments.router import router as attachments
 from app.attachments.storage import LocalStorage
 from app.audit.router import router as audit
@@ -116,7 +116,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         per_path={"/api/v1/bundles": settings.max_bundle_bytes},
         per_pattern=[(pattern, settings.max_attachment_bytes) for pattern in ATTACHMENT_UPLOADS],
     )
-    application.add_middleware(AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds)
+    application.add_middleware(
+        AdmissionLimit,
+        limit=in_flight,
+        wait_seconds=settings.pool_timeout_seconds,
+        exempt=ATTACHMENT_TRANSFERS,
+    )
 
     # Each router straight on the app: FastAPI matches a request level by
     # level, and a router of routers adds a level to every request.

@@ -22,6 +22,11 @@ ATTACHMENT_UPLOADS = (
     re.compile(r"/api/v1/cases/[^/]+/attachments"),
     re.compile(r"/api/v1/requests/[^/]+/messages/[^/]+/attachments"),
 )
+# Requests that move a file's bytes, for as long as the client's link takes (app.admission).
+ATTACHMENT_TRANSFERS = (
+    *(("POST", upload) for upload in ATTACHMENT_UPLOADS),
+    ("GET", re.compile(r"/api/v1/attachments/[^/]+/content")),
+)
 
 _READ_CHUNK = 256 * 1024
 
