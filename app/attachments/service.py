@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import logging
 import re
+import unicodedata
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
@@ -35,13 +36,13 @@ from app.attachments.models import Attachment, AttachmentPublic
 from app.attachments.storage import Staged, Storage
 from app.auth.service import Principal
 from app.db import transaction
-from app.errors import AppError, forbidden, invalid, not_found
+from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.http import api_path, created
 from app.idempotency.service import IdempotencyKey, create_once
 from app.journal import record
 from app.pagination import PageParams, paginate
 from app.requests import service as requests
-from app.requests.models import InformationRequest
+from app.requests.models import InformationRequest, RequestStatus
 
 log = logging.getLogger("caseapi.attachments")
 
@@ -50,7 +51,6 @@ CASE_RESOURCE = "attachment"
 MESSAGE_RESOURCE = "message_attachment"
 
 _WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write to the staging file
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?")
 _REPR_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -105,6 +105,8 @@ def message_for_writer(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLo
         message = requests.get_message(session, request_id, message_id)
         if message.from_agency_id != p.agency_id:
             raise forbidden("Only the agency that wrote the message attaches files to it.")
+        if req.status == RequestStatus.withdrawn:
+            raise conflict("The sender withdrew this request; it takes no more files.")
         return Parent(request=req, message_id=message_id)
 
     return lookup
@@ -166,9 +168,16 @@ def writable_attachment(
     return attachment, parent
 
 
-def _record(session: Session, p: Principal, attachment: Attachment, parent: Parent, action: str) -> None:
-    """Journal an attachment's change (or, for a download, its disclosure) as its parent's."""
-    downloaded = action == "attachment.downloaded"
+def _record(
+    session: Session,
+    p: Principal,
+    attachment: Attachment,
+    parent: Parent,
+    action: str,
+    *,
+    emit_event: bool = True,
+) -> None:
+    """Journal an attachment's change (or, emit_event=False, its disclosure) as its parent's."""
     if parent.request is not None:
         # No case_id: like the request's own records (app.requests.service).
         record(
@@ -178,7 +187,7 @@ def _record(session: Session, p: Principal, attachment: Attachment, parent: Pare
             resource_type=MESSAGE_RESOURCE,
             resource_id=attachment.id,
             case_id=None,
-            emit_event=not downloaded,
+            emit_event=emit_event,
             request_parties=(parent.request.from_agency_id, parent.request.to_agency_id),
         )
         return
@@ -189,7 +198,7 @@ def _record(session: Session, p: Principal, attachment: Attachment, parent: Pare
         resource_type=CASE_RESOURCE,
         resource_id=attachment.id,
         case_id=parent.case_id,
-        emit_event=not downloaded,
+        emit_event=emit_event,
     )
 
 
@@ -235,7 +244,7 @@ class UploadMeta:
 
 def upload_meta(request: Request, filename: str, sha256: str | None) -> UploadMeta:
     """Validate what comes with the body, before the body is read."""
-    if _CONTROL.search(filename):
+    if any(unicodedata.category(ch) == "Cc" for ch in filename):
         raise invalid(["query", "filename"], "The filename must not contain control characters.")
     content_type = request.headers.get("content-type", DEFAULT_CONTENT_TYPE).strip()
     if len(content_type) > 255 or not _MEDIA_TYPE.fullmatch(content_type):
@@ -406,7 +415,7 @@ def open_content(request: Request, p: Principal, attachment_id: uuid.UUID) -> tu
                     slug="file-unavailable",
                     headers={"Retry-After": "5"},
                 ) from exc
-            _record(session, p, attachment, parent, "attachment.downloaded")
+            _record(session, p, attachment, parent, "attachment.downloaded", emit_event=False)
     except BaseException:
         if source is not None:
             source.close()
@@ -419,11 +428,18 @@ _ATTR_CHARS = "!#$&+-.^_`|~"
 _ASCII_FALLBACK = re.compile(r"[^A-Za-z0-9!#$&+\-.^_`|~ ()\[\]{}@=,]")
 
 
+def _hidden(ch: str) -> bool:
+    """Control and format characters: line breaks, and the bidirectional overrides
+    that make `report\u202efdp.exe` show as `reportexe.pdf`."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
+
 def content_disposition(filename: str) -> str:
     """`attachment` with the stored name, safe for any name a client chose:
-    no path (separators become `_`), no control characters, no quote that
+    no path (separators become `_`), no control or format characters, no quote that
     would end the parameter, and the real name in UTF-8 as `filename*`."""
-    name = re.sub(r"[/\\]", "_", _CONTROL.sub("_", filename)).lstrip(".") or "attachment"
+    name = "".join("_" if _hidden(ch) else ch for ch in filename)
+    name = re.sub(r"[/\\]", "_", name).lstrip(".") or "attachment"
     fallback = _ASCII_FALLBACK.sub("_", name)
     encoded = urllib.parse.quote(name, safe=_ATTR_CHARS, encoding="utf-8")
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"

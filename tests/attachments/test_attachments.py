@@ -481,7 +481,7 @@ def test_a_hostile_filename_cannot_break_the_header(
     assert unquote(encoded.removeprefix("filename*=UTF-8''")) == '_.._evil"; filename=x.exe;.pdf Отчёт №1'
 
 
-@pytest.mark.parametrize("name", ["a\r\nSet-Cookie: x=1", "tab\there", "nul\x7fdel"])
+@pytest.mark.parametrize("name", ["a\r\nSet-Cookie: x=1", "tab\there", "del\x7f", "c1\x85next-line"])
 def test_control_characters_in_a_filename_are_refused(
     client: TestClient, engine: sa.Engine, case: dict[str, Any], lead: Caller, name: str
 ) -> None:
@@ -568,3 +568,22 @@ def test_a_case_with_attachments_is_not_deleted(
     response = client.delete(f"{API}/cases/{case['id']}", headers=lead.h(if_match=f'"{case["version"]}"'))
     assert response.status_code == 409, response.text
     assert client.get(f"{API}/cases/{case['id']}", headers=lead.headers).status_code == 200
+
+
+def test_a_bidirectional_override_cannot_disguise_the_extension() -> None:
+    header = service.content_disposition("invoice\u202efdp.exe")
+    assert header.endswith("filename*=UTF-8''invoice_fdp.exe")
+    assert "\u202e" not in header
+
+
+def test_a_withdrawn_request_takes_no_more_files(
+    client: TestClient, message: tuple[str, str], lead: Caller, engine: sa.Engine
+) -> None:
+    request_id, message_id = message
+    withdrawn = client.patch(
+        f"{API}/requests/{request_id}", json={"status": "withdrawn"}, headers=lead.h(if_match='"1"')
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    url = f"{API}/requests/{request_id}/messages/{message_id}/attachments"
+    assert upload(client, lead, url, b"late").status_code == 409
+    assert attachment_rows(engine) == 0
