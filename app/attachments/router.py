@@ -82,9 +82,9 @@ async def _upload(
     request: Request, p: Principal, lookup: service.ParentLookup, meta: service.UploadMeta
 ) -> Response:
     max_bytes: int = request.app.state.max_attachment_bytes
-    # Refused before a byte of the body is read: who may not add here, and a file declared too large.
+    # Refused before a byte of the body is read: who may not add here (a file declared
+    # too large never got this far: app.limits answered 413 on its Content-Length).
     await run_in_threadpool(_check, request, p, lookup)
-    service.refuse_declared_length(request, max_bytes)
     staged = await service.receive_file(request, request.app.state.storage, max_bytes)
     return await run_in_threadpool(service.commit_upload, request, p, lookup, staged, meta)
 

@@ -289,13 +289,6 @@ def too_large(max_bytes: int) -> AppError:
     )
 
 
-def refuse_declared_length(request: Request, max_bytes: int) -> None:
-    """413 on the word of Content-Length, before a byte is read."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large(max_bytes)
-
-
 async def receive_file(request: Request, storage: Storage, max_bytes: int) -> Staged:
     """Stream the body to a staging file, hashing as it goes; never more than
     about one write chunk of it in memory."""
