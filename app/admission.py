@@ -8,9 +8,16 @@ Admitting at most `limit` requests at a time, and giving the thread pool
 more threads than that, means an admitted request always finds both. The
 rest wait on the event loop, where waiting is cheap, and get a 503 with
 Retry-After if no slot frees in time: bounded latency, never a hang.
+
+File transfers (`exempt`: method and path) are not admitted this way: one lasts as long as
+the client's link takes, holds no connection while its bytes move (only
+for its short transactions, each within one thread hop), and would
+otherwise keep a slot from every other request for minutes.
 """
 
 import asyncio
+import re
+from collections.abc import Sequence
 from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,12 +32,20 @@ class Gauge(Protocol):
 
 
 class AdmissionLimit:
-    """`waiting` counts the requests waiting for a slot (a metric)."""
+    """`waiting` counts the requests waiting for a slot (a metric); `exempt` names
+    the (method, path pattern) pairs that take no slot."""
 
     def __init__(
-        self, app: ASGIApp, limit: int, wait_seconds: float, waiting: Gauge, prefix: str = "/api/"
+        self,
+        app: ASGIApp,
+        limit: int,
+        wait_seconds: float,
+        waiting: Gauge,
+        prefix: str = "/api/",
+        exempt: Sequence[tuple[str, re.Pattern[str]]] = (),
     ) -> None:
         self.app = app
+        self.exempt = exempt
         self.limit = limit
         self.wait_seconds = wait_seconds
         self.waiting = waiting
@@ -38,7 +53,12 @@ class AdmissionLimit:
         self._slots: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not path.startswith(self.prefix)
+            or any(scope["method"] == m and p.fullmatch(path) for m, p in self.exempt)
+        ):
             await self.app(scope, receive, send)
             return
         if self._slots is None:

@@ -18,6 +18,8 @@ import app.journal  # noqa: F401  (installs the audit/event hook on every sessio
 from app import migrate, seed
 from app.agencies import service as agencies
 from app.agencies.models import Agency, AgencyCreate, AgencyKind
+from app.attachments import service as attachments
+from app.attachments.storage import LocalStorage
 from app.audit import service as audit
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
@@ -151,6 +153,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
             f"head {expected} is not in the audit chain ({result.entries} entries, head {result.head})"
         )
     print(f"audit chain intact: {result.entries} entries, head {result.head}")
+
+
+def cmd_storage_sweep(args: argparse.Namespace) -> None:
+    storage = LocalStorage(get_settings().storage_dir)
+    counts = attachments.sweep(_engine(), storage, older_than=args.older_than)
+    print(
+        f"storage swept: {counts['recovered']} committed uploads moved into place, "
+        f"{counts['staging_removed']} staging files and {counts['files_removed']} unreferenced files removed"
+    )
 
 
 def cmd_deliver(args: argparse.Namespace) -> None:
@@ -298,6 +309,15 @@ def _parser() -> argparse.ArgumentParser:
         "--expect-head", metavar="HASH", help="fail unless this hash, recorded earlier, is in the chain"
     )
     verify.set_defaults(func=cmd_audit_verify)
+    storage = sub.add_parser("storage", help="attachment files").add_subparsers(dest="action", required=True)
+    sweep = storage.add_parser("sweep", help="remove files no attachment names; finish interrupted uploads")
+    sweep.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        help="seconds a staging file must be untouched before it counts as abandoned (default 3600)",
+    )
+    sweep.set_defaults(func=cmd_storage_sweep)
     return parser
 
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # Where an SQLite instance keeps the keys it generated when none is set.
     key_file: Path = Path("./caseapi.key")
     seed_dir: Path = Field(default_factory=lambda: shipped("seed"))
+    # Attachments (app.attachments): the largest file, and where the files live.
+    max_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    storage_dir: Path = Path("./caseapi-files")
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # uvicorn's line per request. Off by default: the audit trail records
     # every change and disclosure and the security log every refusal, while

@@ -2,6 +2,7 @@
 the limit, and NUL characters in the query string (PostgreSQL cannot even
 compare a text with one; SQLite would quietly search for it)."""
 
+import re
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException
@@ -28,10 +29,22 @@ class BodySizeLimit:
     """Pure ASGI: checks Content-Length up front and counts streamed bytes;
     refuses a query string that carries a NUL character with a 422."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        per_path: dict[str, int] | None = None,
+        per_pattern: list[tuple[re.Pattern[str], int]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.per_path = per_path or {}
+        self.per_pattern = per_pattern or []
+
+    def _limit(self, path: str) -> int:
+        if path in self.per_path:
+            return self.per_path[path]
+        return next((limit for pattern, limit in self.per_pattern if pattern.fullmatch(path)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +64,7 @@ class BodySizeLimit:
             )
             await response(scope, receive, send)
             return
-        limit = self.per_path.get(scope["path"], self.max_bytes)
+        limit = self._limit(scope["path"])
         has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":

@@ -15,6 +15,9 @@ import app.journal  # noqa: F401  (installs the audit/event hook on every sessio
 from app import health, migrate, openapi
 from app.admission import AdmissionLimit
 from app.agencies.router import router as agencies
+from app.attachments.router import ATTACHMENT_TRANSFERS, ATTACHMENT_UPLOADS
+from app.attachments.router import router as attachments
+from app.attachments.storage import LocalStorage
 from app.audit.router import router as audit
 from app.auth.service import PrincipalCache
 from app.bundles.router import router as bundles
@@ -131,16 +134,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)
+    application.state.storage = LocalStorage(settings.storage_dir)
+    application.state.max_attachment_bytes = settings.max_attachment_bytes
     install_error_handlers(application)
     openapi.install(application)
     application.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         per_path={"/api/v1/bundles": settings.max_bundle_bytes},
+        per_pattern=[(pattern, settings.max_attachment_bytes) for pattern in ATTACHMENT_UPLOADS],
     )
     metrics = application.state.metrics = Metrics()
     application.add_middleware(
-        AdmissionLimit, limit=in_flight, wait_seconds=settings.pool_timeout_seconds, waiting=metrics.waiting
+        AdmissionLimit,
+        limit=in_flight,
+        wait_seconds=settings.pool_timeout_seconds,
+        waiting=metrics.waiting,
+        exempt=ATTACHMENT_TRANSFERS,
     )
     limiter = (
         create_limiter(Rate.parse(settings.rate_limit), settings.redis_url, settings.redis_prefix)
@@ -167,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         identifiers,
         stix,
         webhooks,
+        attachments,
     )
     for router in api_routers:
         application.include_router(router, prefix=API_PREFIX)

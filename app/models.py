@@ -1,6 +1,7 @@
 """Imports every table so that SQLModel.metadata is complete (Alembic, tests)."""
 
 from app.agencies.models import Agency
+from app.attachments.models import Attachment
 from app.audit.models import AuditCheckpoint, AuditEntry
 from app.auth.models import ApiClient
 from app.cases.models import Case
@@ -17,6 +18,7 @@ from app.webhooks.models import WebhookDelivery, WebhookSubscription
 __all__ = [
     "Agency",
     "ApiClient",
+    "Attachment",
     "AuditCheckpoint",
     "AuditEntry",
     "Case",

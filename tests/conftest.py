@@ -96,11 +96,16 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     # Keys are looked up on every request, so that a test may revoke one and
     # expect 401 at once; tests/auth covers the cache itself.
     # Webhook tests drive delivery themselves (tests/webhooks).
-    return Settings(database_url=database_url, auth_cache_seconds=0, webhook_delivery=False)
+    return Settings(
+        database_url=database_url,
+        auth_cache_seconds=0,
+        webhook_delivery=False,
+        storage_dir=tmp_path_factory.mktemp("files"),
+    )
 
 
 @pytest.fixture(scope="session")

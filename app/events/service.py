@@ -12,7 +12,7 @@ from app.events.models import Event
 from app.pagination import PageParams, keyset, read_page
 from app.reads import Reads
 
-REQUEST_TYPES = ("information_request", "request_message")
+REQUEST_TYPES = ("information_request", "request_message", "message_attachment")
 # Events addressed to named agencies (journal.record's request_parties): the
 # two of a request, or the one that owns a webhook subscription.
 ADDRESSED_TYPES = (*REQUEST_TYPES, "subscription")

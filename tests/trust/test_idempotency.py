@@ -79,11 +79,21 @@ def bodies(
             "webhook_subscription",
             lambda n: {"url": f"https://93.184.215.14/hooks/{n}"},  # a public address: no DNS
         ),
+        # Uploads: the JSON document is the file (see FILE_QUERY).
+        f"{API}/cases/{{case_id}}/attachments": ("attachment", lambda n: {"page": n}),
+        f"{API}/requests/{{request_id}}/messages/{{message_id}}/attachments": (
+            "attachment",
+            lambda n: {"page": n},
+        ),
     }
 
 
+# What an upload takes besides its body.
+FILE_QUERY = "?filename=evidence.json"
+
+
 def _url(template: str, world: World) -> str:
-    return template.format(**world.ids)
+    return template.format(**world.ids) + (FILE_QUERY if template.endswith("/attachments") else "")
 
 
 def test_every_creating_post_honours_the_key(

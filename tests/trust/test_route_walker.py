@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from tests.conftest import Caller, make_caller, problem_of
-from tests.trust.world import World, build_world, minimal_body
+from tests.trust.world import World, build_world, minimal_body, minimal_query
 
 API = "/api/v1"
 
@@ -32,6 +32,7 @@ FILLABLE = {
     "request_id",
     "message_id",
     "identifier_id",
+    "attachment_id",
 }
 
 # Routes about no case: the agency directory is open to every reader (contract §4);
@@ -151,11 +152,12 @@ def test_outsider_gets_404_on_every_route_of_a_hidden_case(
     for key in (outsider, outsider_plain):
         for method, path, op in routes:
             body = minimal_body(op, doc)
+            query = minimal_query(op, doc)
             random_ids = {name: str(uuid.uuid4()) for name in FILLABLE}
             for extra in ({}, {"If-Match": '"1"'}, {"If-Match": '"99"'}):
                 headers = {**key.headers, **extra}
-                hidden = send(client, method, fill(path, world.ids), body, headers)
-                missing = send(client, method, fill(path, random_ids), body, headers)
+                hidden = send(client, method, fill(path, world.ids) + query, body, headers)
+                missing = send(client, method, fill(path, random_ids) + query, body, headers)
                 where = f"{method} {path} {extra} ({'admin' if key is outsider else 'no admin'})"
                 assert hidden.status_code == 404, (where, hidden.text)
                 assert hidden.headers["content-type"] == "application/problem+json", where

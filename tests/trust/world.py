@@ -4,6 +4,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi.testclient import TestClient
 
@@ -57,6 +58,13 @@ def build_world(client: TestClient, lead: Caller, partner: Caller, **case_fields
     identifier = post(
         client, lead, f"/api/v1/cases/{cid}/identifiers", {"kind": "phone", "value": "+7 701 000 00 01"}
     )
+    attachment = client.post(
+        f"/api/v1/cases/{cid}/attachments",
+        params={"filename": "report.pdf"},
+        content=b"%PDF-1.7 extraction report",
+        headers=lead.h(content_type="application/pdf"),
+    )
+    assert attachment.status_code == 201, attachment.text
     return World(
         case=case,
         ids={
@@ -69,6 +77,7 @@ def build_world(client: TestClient, lead: Caller, partner: Caller, **case_fields
             "request_id": request["id"],
             "message_id": message["id"],
             "identifier_id": identifier["id"],
+            "attachment_id": attachment.json()["id"],
         },
     )
 
@@ -132,3 +141,13 @@ def minimal_body(operation: dict[str, Any], doc: dict[str, Any]) -> Any:
     if "application/json" not in content:
         return None
     return minimal_value(content["application/json"]["schema"], doc)
+
+
+def minimal_query(operation: dict[str, Any], doc: dict[str, Any]) -> str:
+    """The operation's required query parameters with minimal values, as `?a=..`, or ''."""
+    required = {
+        param["name"]: minimal_value(param["schema"], doc)
+        for param in operation.get("parameters", [])
+        if param.get("in") == "query" and param.get("required")
+    }
+    return "?" + urlencode(required) if required else ""

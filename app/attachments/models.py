@@ -1,0 +1,55 @@
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app.db import UTCDateTime, utcnow
+from app.types import UTCInstant
+
+
+class Attachment(SQLModel, table=True):
+    """A file attached to a case or to a message of an information request.
+
+    The bytes live in the storage under `sha256`; several rows may name the
+    same file (the same content uploaded twice).
+    """
+
+    __tablename__ = "attachment"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(case_id IS NULL) <> (message_id IS NULL) AND (message_id IS NULL) = (request_id IS NULL)",
+            name="one_parent",
+        ),
+        sa.Index("ix_attachment_case_created", "case_id", "created_at", "id"),
+        sa.Index("ix_attachment_message_created", "message_id", "created_at", "id"),
+        sa.Index("ix_attachment_sha256", "sha256"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    case_id: uuid.UUID | None = Field(default=None, foreign_key="case.id", ondelete="RESTRICT")
+    request_id: uuid.UUID | None = Field(
+        default=None, foreign_key="information_request.id", ondelete="RESTRICT"
+    )
+    message_id: uuid.UUID | None = Field(default=None, foreign_key="request_message.id", ondelete="RESTRICT")
+    uploaded_by_agency_id: uuid.UUID = Field(foreign_key="agency.id", ondelete="RESTRICT")
+    filename: str = Field(sa_type=sa.String(255))
+    content_type: str = Field(sa_type=sa.String(255))
+    size: int = Field(sa_type=sa.BigInteger)
+    sha256: str = Field(sa_type=sa.String(64))
+    version: int = Field(default=1)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AttachmentPublic(SQLModel):
+    id: uuid.UUID
+    case_id: uuid.UUID | None
+    request_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    uploaded_by_agency_id: uuid.UUID
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    version: int
+    created_at: UTCInstant

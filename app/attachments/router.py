@@ -1,0 +1,218 @@
+import re
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from app.attachments import service
+from app.attachments.models import AttachmentPublic
+from app.attachments.storage import copy_chunks
+from app.auth.deps import Reader, Writer
+from app.auth.service import Principal
+from app.db import SessionDep, transaction
+from app.http import check_if_match, with_etag
+from app.pagination import Page, PageDep
+
+router = APIRouter(tags=["attachments"])
+
+# Upload paths: their bodies may reach CASEAPI_MAX_ATTACHMENT_BYTES (app.limits).
+ATTACHMENT_UPLOADS = (
+    re.compile(r"/api/v1/cases/[^/]+/attachments"),
+    re.compile(r"/api/v1/requests/[^/]+/messages/[^/]+/attachments"),
+)
+# Requests that move a file's bytes, for as long as the client's link takes (app.admission).
+ATTACHMENT_TRANSFERS = (
+    *(("POST", upload) for upload in ATTACHMENT_UPLOADS),
+    ("GET", re.compile(r"/api/v1/attachments/[^/]+/content")),
+)
+
+_READ_CHUNK = 256 * 1024
+
+Filename = Annotated[
+    str, Query(min_length=1, max_length=255, description="The file's name, as the downloader will see it")
+]
+ClientSha256 = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9a-f]{64}$",
+        description="The file's sha256 (lower-case hex) as the client computed it: a mismatch is a 422",
+    ),
+]
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The file's bytes, sent as they are, with the file's own Content-Type "
+        "(`application/octet-stream` when none is sent).",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    "parameters": [
+        {
+            "name": "Repr-Digest",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "RFC 9530 `sha-256=:<base64>:`; a file with another digest is a 422",
+        },
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+            "description": "Repeat an upload safely: the same key and file return the first response",
+        },
+    ],
+}
+
+CONTENT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes, with the type it was uploaded with",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "ETag": {"description": "The file's sha256, quoted", "schema": {"type": "string"}},
+            "Content-Disposition": {"description": "Always `attachment`", "schema": {"type": "string"}},
+        },
+    }
+}
+
+
+async def _upload(
+    request: Request, p: Principal, lookup: service.ParentLookup, meta: service.UploadMeta
+) -> Response:
+    max_bytes: int = request.app.state.max_attachment_bytes
+    # Refused before a byte of the body is read: who may not add here (a file declared
+    # too large never got this far: app.limits answered 413 on its Content-Length).
+    await run_in_threadpool(_check, request, p, lookup)
+    staged = await service.receive_file(request, request.app.state.storage, max_bytes)
+    return await run_in_threadpool(service.commit_upload, request, p, lookup, staged, meta)
+
+
+def _check(request: Request, p: Principal, lookup: service.ParentLookup) -> None:
+    with transaction(request.app.state.engine, write=False) as session:
+        lookup(session, p)
+
+
+@router.get(
+    "/cases/{case_id}/attachments",
+    response_model=Page[AttachmentPublic],
+    operation_id="attachments.list",
+    summary="List a case's attachments",
+)
+def list_case_attachments(
+    session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep
+) -> Page[AttachmentPublic]:
+    """Metadata of the files attached to the case, oldest first."""
+    parent = service.case_for_reader(case_id)(session, p)
+    items, cursor = service.list_attachments(session, parent, page)
+    return Page(items=[service.to_public(a) for a in items], next_cursor=cursor)
+
+
+@router.post(
+    "/cases/{case_id}/attachments",
+    status_code=201,
+    response_model=AttachmentPublic,
+    operation_id="attachments.create",
+    summary="Attach a file to a case",
+    openapi_extra=UPLOAD_BODY,
+)
+async def create_case_attachment(
+    request: Request, p: Writer, case_id: uuid.UUID, filename: Filename, sha256: ClientSha256 = None
+) -> Response:
+    """The body is the file itself. Lead and partner agencies with `write` attach files."""
+    meta = service.upload_meta(request, filename, sha256)
+    return await _upload(request, p, service.case_for_writer(case_id), meta)
+
+
+@router.get(
+    "/requests/{request_id}/messages/{message_id}/attachments",
+    response_model=Page[AttachmentPublic],
+    operation_id="message_attachments.list",
+    summary="List a message's attachments",
+)
+def list_message_attachments(
+    session: SessionDep, p: Reader, request_id: uuid.UUID, message_id: uuid.UUID, page: PageDep
+) -> Page[AttachmentPublic]:
+    """Metadata of the files attached to a message; only the request's two agencies see them."""
+    parent = service.message_for_reader(request_id, message_id)(session, p)
+    items, cursor = service.list_attachments(session, parent, page)
+    return Page(items=[service.to_public(a) for a in items], next_cursor=cursor)
+
+
+@router.post(
+    "/requests/{request_id}/messages/{message_id}/attachments",
+    status_code=201,
+    response_model=AttachmentPublic,
+    operation_id="message_attachments.create",
+    summary="Attach a file to a message",
+    openapi_extra=UPLOAD_BODY,
+)
+async def create_message_attachment(
+    request: Request,
+    p: Writer,
+    request_id: uuid.UUID,
+    message_id: uuid.UUID,
+    filename: Filename,
+    sha256: ClientSha256 = None,
+) -> Response:
+    """The body is the file itself. Only the agency that wrote the message attaches files to it."""
+    meta = service.upload_meta(request, filename, sha256)
+    return await _upload(request, p, service.message_for_writer(request_id, message_id), meta)
+
+
+@router.get(
+    "/attachments/{attachment_id}",
+    response_model=AttachmentPublic,
+    operation_id="attachments.get",
+    summary="An attachment's metadata",
+)
+def get_attachment(
+    session: SessionDep, p: Reader, attachment_id: uuid.UUID, response: Response
+) -> AttachmentPublic:
+    """Name, type, size and sha256 of the file; its bytes are at `/content`."""
+    attachment, _ = service.readable_attachment(session, p, attachment_id)
+    with_etag(response, attachment.version)
+    return service.to_public(attachment)
+
+
+@router.get(
+    "/attachments/{attachment_id}/content",
+    operation_id="attachments.content",
+    summary="Download an attachment",
+    response_class=StreamingResponse,
+    responses=CONTENT_RESPONSE,
+)
+def get_attachment_content(request: Request, p: Reader, attachment_id: uuid.UUID) -> StreamingResponse:
+    """The file's bytes, streamed, always as a download (`Content-Disposition: attachment`).
+    Every download writes an audit entry."""
+    attachment, source = service.open_content(request, p, attachment_id)
+    headers = {
+        # As stored: given as media_type, Starlette would add a charset to text types.
+        "Content-Type": attachment.content_type,
+        "Content-Length": str(attachment.size),
+        "Content-Disposition": service.content_disposition(attachment.filename),
+        "ETag": f'"{attachment.sha256}"',
+        "X-Content-Type-Options": "nosniff",
+        # A browser that opens it anyway runs nothing in it.
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Cache-Control": "private, no-store",
+    }
+    return StreamingResponse(copy_chunks(source, _READ_CHUNK), headers=headers)
+
+
+@router.delete(
+    "/attachments/{attachment_id}",
+    status_code=204,
+    operation_id="attachments.delete",
+    summary="Delete an attachment",
+)
+def delete_attachment(request: Request, p: Writer, attachment_id: uuid.UUID) -> Response:
+    """Send the `If-Match` of the metadata. The file goes once no attachment names its content."""
+    engine = request.app.state.engine
+    with transaction(engine, write=True) as session:
+        attachment, parent = service.writable_attachment(session, p, attachment_id)
+        check_if_match(request, attachment.version)
+        service.delete_attachment(session, p, attachment, parent)
+    service.release(engine, request.app.state.storage, attachment.sha256)
+    return Response(status_code=204)

@@ -1,0 +1,473 @@
+"""Attachments of cases and of request messages: access, streaming, journal, storage.
+
+Who sees an attachment is who sees its parent: a case's attachment those
+who read the case in full; a message's attachment the request's two
+agencies. Adding or deleting one is a change of the parent (lead or
+partner with `write` for a case; the message's author agency for a
+message). Every download writes an audit entry (no feed event), like a
+disclosure of personal data.
+
+Order of things for an upload: access is checked before a byte of the body
+is read; the body is streamed to a staging file and hashed; the row and
+its journal commit; only then does the file move into place (see
+app.attachments.storage). A deletion commits first and removes the file
+after, when no row names its sha256 any more.
+"""
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+import unicodedata
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import anyio.to_thread
+import sqlalchemy as sa
+from fastapi import Request, Response
+from sqlalchemy.orm import Session
+
+from app import access
+from app.attachments.models import Attachment, AttachmentPublic
+from app.attachments.storage import Staged, Storage
+from app.auth.service import Principal
+from app.db import transaction
+from app.errors import AppError, conflict, forbidden, invalid, not_found
+from app.http import api_path, created
+from app.idempotency.service import IdempotencyKey, create_once
+from app.journal import record
+from app.pagination import PageParams, paginate
+from app.requests import service as requests
+from app.requests.models import InformationRequest, RequestStatus
+
+log = logging.getLogger("caseapi.attachments")
+
+CASE_RESOURCE = "attachment"
+# Its events reach the request's two agencies only, like the request's own (app.events).
+MESSAGE_RESOURCE = "message_attachment"
+
+_WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write to the staging file
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?")
+_REPR_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):")
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What an attachment hangs on: a case, or a message of a request."""
+
+    case_id: uuid.UUID | None = None
+    request: InformationRequest | None = None
+    message_id: uuid.UUID | None = None
+
+    @property
+    def scope(self) -> str:
+        return f"attachments:{self.case_id}" if self.case_id else f"message-attachments:{self.message_id}"
+
+
+ParentLookup = Callable[[Session, Principal], Parent]
+
+
+def case_for_reader(case_id: uuid.UUID) -> ParentLookup:
+    def lookup(session: Session, p: Principal) -> Parent:
+        access.readable_case(session, p, case_id)
+        return Parent(case_id=case_id)
+
+    return lookup
+
+
+def case_for_writer(case_id: uuid.UUID) -> ParentLookup:
+    def lookup(session: Session, p: Principal) -> Parent:
+        access.writable_case(session, p, case_id)
+        return Parent(case_id=case_id)
+
+    return lookup
+
+
+def message_for_reader(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLookup:
+    def lookup(session: Session, p: Principal) -> Parent:
+        req = requests.get_request(session, p, request_id)
+        requests.get_message(session, request_id, message_id)
+        return Parent(request=req, message_id=message_id)
+
+    return lookup
+
+
+def message_for_writer(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLookup:
+    """Only the agency that wrote the message attaches files to it."""
+
+    def lookup(session: Session, p: Principal) -> Parent:
+        req = requests.get_request(session, p, request_id)
+        message = requests.get_message(session, request_id, message_id)
+        if message.from_agency_id != p.agency_id:
+            raise forbidden("Only the agency that wrote the message attaches files to it.")
+        if req.status == RequestStatus.withdrawn:
+            raise conflict("The sender withdrew this request; it takes no more files.")
+        return Parent(request=req, message_id=message_id)
+
+    return lookup
+
+
+# --- reading and changing rows ------------------------------------------------
+
+
+def list_attachments(
+    session: Session, parent: Parent, params: PageParams
+) -> tuple[list[Attachment], str | None]:
+    column = Attachment.case_id if parent.case_id else Attachment.message_id
+    return paginate(
+        session,
+        sa.select(Attachment).where(column == (parent.case_id or parent.message_id)),
+        params,
+        scope=parent.scope,
+        keys=(Attachment.created_at, Attachment.id),
+    )
+
+
+def _parent_of(session: Session, p: Principal, attachment: Attachment) -> Parent:
+    if attachment.case_id is not None:
+        return case_for_reader(attachment.case_id)(session, p)
+    assert attachment.request_id is not None and attachment.message_id is not None
+    return Parent(
+        request=requests.get_request(session, p, attachment.request_id), message_id=attachment.message_id
+    )
+
+
+def readable_attachment(
+    session: Session, p: Principal, attachment_id: uuid.UUID
+) -> tuple[Attachment, Parent]:
+    """An attachment whose parent the caller reads; 404 (the same as a missing one) otherwise."""
+    attachment = session.get(Attachment, attachment_id)
+    if attachment is None:
+        raise not_found("attachment")
+    try:
+        return attachment, _parent_of(session, p, attachment)
+    except AppError as exc:
+        raise not_found("attachment") from exc
+
+
+def writable_attachment(
+    session: Session, p: Principal, attachment_id: uuid.UUID
+) -> tuple[Attachment, Parent]:
+    """An attachment the caller may delete, locked until commit."""
+    attachment = session.get(Attachment, attachment_id, with_for_update=True)
+    if attachment is None:
+        raise not_found("attachment")
+    try:
+        parent = _parent_of(session, p, attachment)
+    except AppError as exc:
+        raise not_found("attachment") from exc
+    if parent.case_id is not None:
+        access.require_writer(access.case_access(session, p, parent.case_id), p)
+    elif attachment.uploaded_by_agency_id != p.agency_id:
+        raise forbidden("Only the agency that attached the file deletes it.")
+    return attachment, parent
+
+
+def _record(
+    session: Session,
+    p: Principal,
+    attachment: Attachment,
+    parent: Parent,
+    action: str,
+    *,
+    emit_event: bool = True,
+) -> None:
+    """Journal an attachment's change (or, emit_event=False, its disclosure) as its parent's."""
+    if parent.request is not None:
+        # No case_id: like the request's own records (app.requests.service).
+        record(
+            session,
+            p.actor,
+            action=action,
+            resource_type=MESSAGE_RESOURCE,
+            resource_id=attachment.id,
+            case_id=None,
+            emit_event=emit_event,
+            request_parties=(parent.request.from_agency_id, parent.request.to_agency_id),
+        )
+        return
+    record(
+        session,
+        p.actor,
+        action=action,
+        resource_type=CASE_RESOURCE,
+        resource_id=attachment.id,
+        case_id=parent.case_id,
+        emit_event=emit_event,
+    )
+
+
+def add_attachment(
+    session: Session, p: Principal, parent: Parent, staged: Staged, *, filename: str, content_type: str
+) -> Attachment:
+    attachment = Attachment(
+        case_id=parent.case_id,
+        request_id=parent.request.id if parent.request else None,
+        message_id=parent.message_id,
+        uploaded_by_agency_id=p.agency_id,
+        filename=filename,
+        content_type=content_type,
+        size=staged.size,
+        sha256=staged.sha256,
+    )
+    session.add(attachment)
+    session.flush()
+    _record(session, p, attachment, parent, "attachment.created")
+    return attachment
+
+
+def delete_attachment(session: Session, p: Principal, attachment: Attachment, parent: Parent) -> None:
+    session.delete(attachment)
+    session.flush()
+    _record(session, p, attachment, parent, "attachment.deleted")
+
+
+def to_public(attachment: Attachment) -> AttachmentPublic:
+    return AttachmentPublic.model_validate(attachment)
+
+
+# --- the HTTP edges: upload and download ---------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadMeta:
+    filename: str
+    content_type: str
+    expected_sha256: str | None
+    idempotency_key: str | None
+
+
+def upload_meta(request: Request, filename: str, sha256: str | None) -> UploadMeta:
+    """Validate what comes with the body, before the body is read."""
+    if any(unicodedata.category(ch) == "Cc" for ch in filename):
+        raise invalid(["query", "filename"], "The filename must not contain control characters.")
+    content_type = request.headers.get("content-type", DEFAULT_CONTENT_TYPE).strip()
+    if len(content_type) > 255 or not _MEDIA_TYPE.fullmatch(content_type):
+        raise invalid(
+            ["header", "content-type"], "Content-Type must be a media type such as application/pdf."
+        )
+    expected = [sha256] if sha256 else []
+    header = request.headers.get("repr-digest")
+    if header is not None:
+        expected.append(_sha256_of_repr_digest(header))
+    if len(set(expected)) > 1:
+        raise invalid(["header", "repr-digest"], "Repr-Digest and ?sha256= name different digests.")
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise invalid(["header", "idempotency-key"], "Idempotency-Key must be 1 to 200 characters.")
+    type_, _, params = content_type.partition(";")
+    normalized = type_.strip().lower() + (";" + params if params else "")
+    return UploadMeta(filename, normalized, expected[0] if expected else None, key)
+
+
+def _sha256_of_repr_digest(header: str) -> str:
+    """RFC 9530: `Repr-Digest: sha-256=:<base64>:`; other algorithms are not checked, so they are refused."""
+    found = _REPR_DIGEST_SHA256.search(header)
+    bad = invalid(["header", "repr-digest"], "Repr-Digest must carry sha-256=:<base64 of 32 bytes>:.")
+    if found is None:
+        raise bad
+    try:
+        raw = base64.b64decode(found.group(1), validate=True)
+    except binascii.Error as exc:
+        raise bad from exc
+    if len(raw) != 32:
+        raise bad
+    return raw.hex()
+
+
+def too_large(max_bytes: int) -> AppError:
+    return AppError(
+        413,
+        f"The file is larger than {max_bytes} bytes.",
+        slug="content-too-large",
+        headers={"Connection": "close"},
+    )
+
+
+async def receive_file(request: Request, storage: Storage, max_bytes: int) -> Staged:
+    """Stream the body to a staging file, hashing as it goes; never more than
+    about one write chunk of it in memory."""
+    writer = await anyio.to_thread.run_sync(storage.staging.writer)
+    pending = bytearray()
+    try:
+        async for chunk in request.stream():
+            if writer.size + len(pending) + len(chunk) > max_bytes:
+                raise too_large(max_bytes)
+            pending += chunk
+            if len(pending) >= _WRITE_CHUNK:
+                block, pending = bytes(pending), bytearray()
+                await anyio.to_thread.run_sync(writer.write, block)
+        await anyio.to_thread.run_sync(writer.write, bytes(pending))
+        return await anyio.to_thread.run_sync(writer.seal)
+    except BaseException:
+        await anyio.to_thread.run_sync(writer.discard)
+        raise
+
+
+def _fingerprint(request: Request, meta: UploadMeta, staged: Staged) -> str:
+    # The same key with another file, name or type is another request.
+    parts = (request.url.path, meta.filename, meta.content_type, staged.sha256)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def commit_upload(
+    request: Request,
+    p: Principal,
+    lookup: ParentLookup,
+    staged: Staged,
+    meta: UploadMeta,
+) -> Response:
+    """The row and its journal in one transaction; after the commit, the file moves into place."""
+    storage: Storage = request.app.state.storage
+    added: list[Attachment] = []
+    idem = (
+        IdempotencyKey(meta.idempotency_key, _fingerprint(request, meta, staged))
+        if meta.idempotency_key
+        else None
+    )
+    try:
+        if meta.expected_sha256 is not None and meta.expected_sha256 != staged.sha256:
+            raise invalid(["header", "repr-digest"], "The file's sha256 is not the digest that was sent.")
+        with transaction(request.app.state.engine, write=True) as session:
+            # Again, now that the upload is over: the caller's access may have changed meanwhile.
+            parent = lookup(session, p)
+
+            def create() -> Response:
+                attachment = add_attachment(
+                    session, p, parent, staged, filename=meta.filename, content_type=meta.content_type
+                )
+                added.append(attachment)
+                return created(
+                    to_public(attachment),
+                    location=api_path("attachments", attachment.id),
+                    version=attachment.version,
+                )
+
+            response = create_once(session, p, idem, create)
+    except BaseException:
+        staged.path.unlink(missing_ok=True)
+        raise
+    if added:
+        place(storage, staged)
+    else:  # a replay of an earlier upload: nothing new to keep
+        staged.path.unlink(missing_ok=True)
+    return response
+
+
+def place(storage: Storage, staged: Staged) -> None:
+    """Move a committed upload into place. A failure leaves the sealed
+    staging file, which the sweeper moves into place later."""
+    try:
+        with storage.lock():
+            if storage.exists(staged.sha256):
+                staged.path.unlink(missing_ok=True)
+            else:
+                storage.put(staged.sha256, staged.path)
+    except OSError:
+        log.exception(
+            "attachment %s committed but not moved into place; `caseapi storage sweep` will", staged.sha256
+        )
+
+
+def _referenced(conn: sa.Connection, shas: Iterable[str]) -> set[str]:
+    wanted = list(shas)
+    if not wanted:
+        return set()
+    rows = conn.execute(sa.select(Attachment.sha256).where(Attachment.sha256.in_(wanted)).distinct())
+    return set(rows.scalars())
+
+
+def release(engine: sa.Engine, storage: Storage, sha256: str) -> None:
+    """After a deletion committed: remove the file unless another row still names it.
+    Under the storage lock, so an upload of the same content cannot commit and
+    move its file in between the check and the removal."""
+    with storage.lock(), engine.connect() as conn:
+        if not _referenced(conn, [sha256]):
+            storage.delete(sha256)
+
+
+def open_content(request: Request, p: Principal, attachment_id: uuid.UUID) -> tuple[Attachment, BinaryIO]:
+    """The attachment and its open file, the download audited in the same
+    transaction: a download that cannot be audited does not happen."""
+    storage: Storage = request.app.state.storage
+    source: BinaryIO | None = None
+    try:
+        with transaction(request.app.state.engine, write=True) as session:
+            attachment, parent = readable_attachment(session, p, attachment_id)
+            try:
+                source = storage.open(attachment.sha256)
+            except FileNotFoundError as exc:
+                raise AppError(
+                    503,
+                    "The file is not available right now.",
+                    slug="file-unavailable",
+                    headers={"Retry-After": "5"},
+                ) from exc
+            _record(session, p, attachment, parent, "attachment.downloaded", emit_event=False)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
+    return attachment, source
+
+
+# Characters RFC 8187 lets stand in `filename*`; everything else is percent-encoded.
+_ATTR_CHARS = "!#$&+-.^_`|~"
+_ASCII_FALLBACK = re.compile(r"[^A-Za-z0-9!#$&+\-.^_`|~ ()\[\]{}@=,]")
+
+
+def _hidden(ch: str) -> bool:
+    """Control and format characters: line breaks, and the bidirectional overrides
+    that make `report\u202efdp.exe` show as `reportexe.pdf`."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with the stored name, safe for any name a client chose:
+    no path (separators become `_`), no control or format characters, no quote that
+    would end the parameter, and the real name in UTF-8 as `filename*`."""
+    name = "".join("_" if _hidden(ch) else ch for ch in filename)
+    name = re.sub(r"[/\\]", "_", name).lstrip(".") or "attachment"
+    fallback = _ASCII_FALLBACK.sub("_", name)
+    encoded = urllib.parse.quote(name, safe=_ATTR_CHARS, encoding="utf-8")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def sweep(engine: sa.Engine, storage: Storage, *, older_than: float) -> dict[str, int]:
+    """Bring the files in line with the rows.
+
+    Staging files untouched for `older_than` seconds: a sealed one whose
+    sha256 a row names but whose file is missing (the process died after
+    the commit) moves into place; every other is removed (an upload that
+    died before its commit, or a duplicate). Stored files no row names are
+    removed. `older_than` spares uploads in flight in other processes.
+    """
+    counts = {"recovered": 0, "staging_removed": 0, "files_removed": 0}
+    with storage.lock(), engine.connect() as conn:
+        for path, sha256 in storage.staging.stale(older_than):
+            if sha256 is not None and not storage.exists(sha256) and _referenced(conn, [sha256]):
+                storage.put(sha256, path)
+                counts["recovered"] += 1
+            else:
+                path.unlink(missing_ok=True)
+                counts["staging_removed"] += 1
+        batch: list[str] = []
+        for name in storage.names():
+            batch.append(name)
+            if len(batch) == 500:
+                counts["files_removed"] += _remove_unreferenced(conn, storage, batch)
+                batch = []
+        counts["files_removed"] += _remove_unreferenced(conn, storage, batch)
+    return counts
+
+
+def _remove_unreferenced(conn: sa.Connection, storage: Storage, names: list[str]) -> int:
+    orphans = set(names) - _referenced(conn, names)
+    for name in orphans:
+        storage.delete(name)
+    return len(orphans)
