@@ -193,6 +193,17 @@ class CaseChild(Protocol):
 C = TypeVar("C", bound=CaseChild)
 
 
+def sees_case_in_full() -> sa.ColumnElement[bool]:
+    """The caller (principal_params()) sees the joined `Case` and all under it, as a
+    condition of a statement's rows: a participant, or under TLP:AMBER a sub-agency of one."""
+    return sa.or_(
+        _is_participant(Case.id, sa.bindparam("agency_id")),
+        sa.and_(
+            Case.handling_code == HandlingCode.amber, _is_participant(Case.id, sa.bindparam("parent_id"))
+        ),
+    )
+
+
 @functools.cache
 def _child_statement(model: type[CaseChild], *, for_update: bool) -> sa.Select[Any]:
     """The row and its case, only when the caller sees the case in full, with
@@ -205,16 +216,10 @@ def _child_statement(model: type[CaseChild], *, for_update: bool) -> sa.Select[A
         .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
         .scalar_subquery()
     )
-    full = sa.or_(
-        _is_participant(Case.id, sa.bindparam("agency_id")),
-        sa.and_(
-            Case.handling_code == HandlingCode.amber, _is_participant(Case.id, sa.bindparam("parent_id"))
-        ),
-    )
     stmt = (
         sa.select(model, Case, own_role.label("role"))
         .join(Case, Case.id == model.case_id)
-        .where(model.id == sa.bindparam("child_id"), full)
+        .where(model.id == sa.bindparam("child_id"), sees_case_in_full())
     )
     return stmt.with_for_update(of=model) if for_update else stmt  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ after, when no row names its sha256 any more.
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import re
@@ -24,7 +25,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import anyio.to_thread
 import sqlalchemy as sa
@@ -35,6 +36,7 @@ from app import access
 from app.attachments.models import Attachment, AttachmentPublic
 from app.attachments.storage import Staged, Storage
 from app.auth.service import Principal
+from app.cases.models import Case
 from app.db import transaction
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.http import api_path, created
@@ -137,30 +139,54 @@ def _parent_of(session: Session, p: Principal, attachment: Attachment) -> Parent
     )
 
 
+@functools.cache
+def _visible_statement(*, for_update: bool) -> sa.Select[Any]:
+    """The attachment, only when the caller sees its case in full or is one of
+    its request's two agencies: one statement, so that a hidden attachment
+    answers as a missing one does, no row, at the same cost."""
+    agency = sa.bindparam("agency_id")
+    stmt = (
+        sa.select(Attachment)
+        .outerjoin(Case, Case.id == Attachment.case_id)
+        .outerjoin(InformationRequest, InformationRequest.id == Attachment.request_id)
+        .where(
+            Attachment.id == sa.bindparam("attachment_id"),
+            sa.or_(
+                sa.and_(Attachment.case_id.is_not(None), access.sees_case_in_full()),
+                sa.and_(
+                    Attachment.request_id.is_not(None),
+                    sa.or_(
+                        InformationRequest.from_agency_id == agency, InformationRequest.to_agency_id == agency
+                    ),
+                ),
+            ),
+        )
+    )
+    return stmt.with_for_update(of=Attachment) if for_update else stmt  # type: ignore[arg-type]
+
+
+def _visible(session: Session, p: Principal, attachment_id: uuid.UUID, *, for_update: bool) -> Attachment:
+    params = access.principal_params(p) | {"attachment_id": attachment_id}
+    attachment = session.execute(_visible_statement(for_update=for_update), params).scalar_one_or_none()
+    if attachment is None:
+        raise not_found("attachment")
+    return attachment
+
+
 def readable_attachment(
     session: Session, p: Principal, attachment_id: uuid.UUID
 ) -> tuple[Attachment, Parent]:
     """An attachment whose parent the caller reads; 404 (the same as a missing one) otherwise."""
-    attachment = session.get(Attachment, attachment_id)
-    if attachment is None:
-        raise not_found("attachment")
-    try:
-        return attachment, _parent_of(session, p, attachment)
-    except AppError as exc:
-        raise not_found("attachment") from exc
+    attachment = _visible(session, p, attachment_id, for_update=False)
+    return attachment, _parent_of(session, p, attachment)
 
 
 def writable_attachment(
     session: Session, p: Principal, attachment_id: uuid.UUID
 ) -> tuple[Attachment, Parent]:
     """An attachment the caller may delete, locked until commit."""
-    attachment = session.get(Attachment, attachment_id, with_for_update=True)
-    if attachment is None:
-        raise not_found("attachment")
-    try:
-        parent = _parent_of(session, p, attachment)
-    except AppError as exc:
-        raise not_found("attachment") from exc
+    attachment = _visible(session, p, attachment_id, for_update=True)
+    parent = _parent_of(session, p, attachment)
     if parent.case_id is not None:
         access.require_writer(access.case_access(session, p, parent.case_id), p)
     elif attachment.uploaded_by_agency_id != p.agency_id:
@@ -337,18 +363,27 @@ def commit_upload(
             # Again, now that the upload is over: the caller's access may have changed meanwhile.
             parent = lookup(session, p)
 
-            def create() -> Response:
-                attachment = add_attachment(
-                    session, p, parent, staged, filename=meta.filename, content_type=meta.content_type
-                )
-                added.append(attachment)
+            def respond(attachment: Attachment) -> Response:
                 return created(
                     to_public(attachment),
                     location=api_path("attachments", attachment.id),
                     version=attachment.version,
                 )
 
-            response = create_once(session, p, idem, create)
+            def create() -> Response:
+                attachment = add_attachment(
+                    session, p, parent, staged, filename=meta.filename, content_type=meta.content_type
+                )
+                added.append(attachment)
+                return respond(attachment)
+
+            response = create_once(
+                session,
+                p,
+                idem,
+                create,
+                lambda attachment_id: respond(readable_attachment(session, p, attachment_id)[0]),
+            )
     except BaseException:
         staged.path.unlink(missing_ok=True)
         raise

@@ -23,7 +23,7 @@ from app.attachments.storage import LocalStorage
 from app.auth.models import Scope
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import Caller, join, make_caller, new_case
+from tests.conftest import Caller, join, make_caller, new_case, problem_of
 
 API = "/api/v1"
 PDF = "application/pdf"
@@ -404,7 +404,7 @@ def test_an_outsider_learns_nothing(
         hidden = client.get(f"{API}/attachments/{meta['id']}{suffix}", headers=outsider.headers)
         missing = client.get(f"{API}/attachments/{uuid.uuid4()}{suffix}", headers=outsider.headers)
         assert hidden.status_code == missing.status_code == 404
-        assert hidden.json() == missing.json()
+        assert problem_of(hidden) == problem_of(missing)
         assert "etag" not in hidden.headers
     assert client.get(f"{API}/cases/{case['id']}/attachments", headers=outsider.headers).status_code == 404
     # Refused before a byte is read, exactly like a case that does not exist.
@@ -448,7 +448,7 @@ def test_message_attachments_reach_only_the_two_agencies(
     assert client.get(url, headers=outsider.headers).status_code == 404
     hidden = client.get(f"{API}/attachments/{meta['id']}/content", headers=outsider.headers)
     missing = client.get(f"{API}/attachments/{uuid.uuid4()}/content", headers=outsider.headers)
-    assert hidden.status_code == 404 and hidden.json() == missing.json()
+    assert hidden.status_code == 404 and problem_of(hidden) == problem_of(missing)
     assert upload(client, outsider, url, b"data").status_code == 404
     feed = client.get(f"{API}/events", params={"limit": 200}, headers=outsider.headers).json()["items"]
     assert meta["id"] not in {e["resource_id"] for e in feed}

@@ -5,6 +5,7 @@ import asyncio
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 
 from app.admission import AdmissionLimit
 from app.attachments.router import ATTACHMENT_TRANSFERS
@@ -27,7 +28,8 @@ async def test_slow_transfers_do_not_hold_the_api_back() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    limited = AdmissionLimit(slow, limit=1, wait_seconds=0.2, exempt=ATTACHMENT_TRANSFERS)
+    waiting = Gauge("waiting", "requests waiting", registry=CollectorRegistry())
+    limited = AdmissionLimit(slow, limit=1, wait_seconds=0.2, waiting=waiting, exempt=ATTACHMENT_TRANSFERS)
     transport = httpx.ASGITransport(app=limited)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         transfers = [

@@ -23,7 +23,7 @@ from app.probes import ProbeCounter
 from app.reads import PostgresReads
 from tests.conftest import Caller, make_caller, problem_of
 from tests.trust.test_route_walker import FILLABLE, case_routes, fill, send
-from tests.trust.world import World, build_world, minimal_body
+from tests.trust.world import World, build_world, minimal_body, minimal_query
 
 API = "/api/v1"
 
@@ -77,13 +77,13 @@ def test_hidden_and_missing_ids_cost_the_same_statements(
     assert len(routes) >= 30
     headers = prober.h(if_match='"1"')
     for method, path, op in routes:
-        body = minimal_body(op, doc)
+        body, query = minimal_body(op, doc), minimal_query(op, doc)
         random_ids = {name: str(uuid.uuid4()) for name in FILLABLE}
-        send(client, method, fill(path, random_ids), body, headers)  # warm the statement caches
+        send(client, method, fill(path, random_ids) + query, body, headers)  # warm the statement caches
         with statements(application) as hidden_sql:
-            hidden = send(client, method, fill(path, world.ids), body, headers)
+            hidden = send(client, method, fill(path, world.ids) + query, body, headers)
         with statements(application) as missing_sql:
-            missing = send(client, method, fill(path, random_ids), body, headers)
+            missing = send(client, method, fill(path, random_ids) + query, body, headers)
         where = f"{method} {path}"
         if hidden.status_code == 403:  # a scope refused before any lookup: the same for both
             assert missing.status_code == 403, where
