@@ -81,6 +81,13 @@ OPERATION_IDS = {
     ("GET", "/subscriptions/{subscription_id}"): "subscriptions.get",
     ("DELETE", "/subscriptions/{subscription_id}"): "subscriptions.delete",
     ("GET", "/subscriptions/{subscription_id}/deliveries"): "deliveries.list",
+    ("GET", "/cases/{case_id}/attachments"): "attachments.list",
+    ("POST", "/cases/{case_id}/attachments"): "attachments.create",
+    ("GET", "/attachments/{attachment_id}"): "attachments.get",
+    ("DELETE", "/attachments/{attachment_id}"): "attachments.delete",
+    ("GET", "/attachments/{attachment_id}/content"): "attachments.content",
+    ("GET", "/requests/{request_id}/messages/{message_id}/attachments"): "message_attachments.list",
+    ("POST", "/requests/{request_id}/messages/{message_id}/attachments"): "message_attachments.create",
     ("GET", "/health"): "health.live",
     ("GET", "/health/ready"): "health.ready",
 }
@@ -266,8 +273,8 @@ def test_etag_is_declared_exactly_where_a_read_sends_it(
         assert says == ("etag" in response.headers), path
         declared += says
     # cases, participants, locations, seized items, detainees, requests, agencies, identifiers,
-    # subscriptions
-    assert declared == 9
+    # subscriptions, attachments (metadata, and content by its sha256)
+    assert declared == 11
 
 
 # --- examples ----------------------------------------------------------------
@@ -286,6 +293,13 @@ def request_models() -> dict[str, type[RequestModel]]:
 def test_every_request_body_has_an_example_that_fits_its_schema(doc: dict[str, Any]) -> None:
     models = request_models()
     with_body = [(m, p, op) for m, p, op in operations(doc) if "requestBody" in op]
+    # Uploads take the file itself, any type, with an example of their own (app/attachments).
+    uploads = [op for _, _, op in with_body if "*/*" in op["requestBody"]["content"]]
+    assert [op["operationId"] for op in uploads] == ["attachments.create", "message_attachments.create"]
+    for op in uploads:
+        media = op["requestBody"]["content"]["*/*"]
+        assert media["schema"] == {"type": "string", "format": "binary"} and media["example"]
+    with_body = [(m, p, op) for m, p, op in with_body if op not in uploads]
     assert len(with_body) == len(openapi.EXAMPLES)
     for method, path, op in with_body:
         media = op["requestBody"]["content"]["application/json"]

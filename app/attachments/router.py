@@ -46,7 +46,12 @@ UPLOAD_BODY: dict[str, Any] = {
         "required": True,
         "description": "The file's bytes, sent as they are, with the file's own Content-Type "
         "(`application/octet-stream` when none is sent).",
-        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {
+            "*/*": {
+                "schema": {"type": "string", "format": "binary"},
+                "example": "Extraction report: 24 mobile phones seized in Kyiv on 23 September 2025",
+            }
+        },
     },
     "parameters": [
         {
@@ -103,7 +108,9 @@ def _check(request: Request, p: Principal, lookup: service.ParentLookup) -> None
 def list_case_attachments(
     session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep
 ) -> Page[AttachmentPublic]:
-    """Metadata of the files attached to the case, oldest first."""
+    """Scope `read`; full access to the case. Metadata of the files attached to it, oldest first. A case
+    the caller may not see answers 404, exactly as one that does not exist.
+    """
     parent = service.case_for_reader(case_id)(session, p)
     items, cursor = service.list_attachments(session, parent, page)
     return Page(items=[service.to_public(a) for a in items], next_cursor=cursor)
@@ -120,7 +127,11 @@ def list_case_attachments(
 async def create_case_attachment(
     request: Request, p: Writer, case_id: uuid.UUID, filename: Filename, sha256: ClientSha256 = None
 ) -> Response:
-    """The body is the file itself. Lead and partner agencies with `write` attach files."""
+    """Scope `write`; role lead or partner. The body is the file itself, streamed; `Repr-Digest:
+    sha-256=:...:` or `?sha256=` is checked against what arrives (422 and nothing stored when it differs).
+    Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as one that does not
+    exist.
+    """
     meta = service.upload_meta(request, filename, sha256)
     return await _upload(request, p, service.case_for_writer(case_id), meta)
 
@@ -134,7 +145,9 @@ async def create_case_attachment(
 def list_message_attachments(
     session: SessionDep, p: Reader, request_id: uuid.UUID, message_id: uuid.UUID, page: PageDep
 ) -> Page[AttachmentPublic]:
-    """Metadata of the files attached to a message; only the request's two agencies see them."""
+    """Scope `read`; only the request's two agencies. Metadata of the files attached to a message. A
+    request the caller may not see answers 404, exactly as one that does not exist.
+    """
     parent = service.message_for_reader(request_id, message_id)(session, p)
     items, cursor = service.list_attachments(session, parent, page)
     return Page(items=[service.to_public(a) for a in items], next_cursor=cursor)
@@ -156,7 +169,10 @@ async def create_message_attachment(
     filename: Filename,
     sha256: ClientSha256 = None,
 ) -> Response:
-    """The body is the file itself. Only the agency that wrote the message attaches files to it."""
+    """Scope `write`; only the agency that wrote the message. The body is the file itself, streamed, with
+    the same digest check as a case's. Honours `Idempotency-Key`. A request the caller may not see answers
+    404, exactly as one that does not exist.
+    """
     meta = service.upload_meta(request, filename, sha256)
     return await _upload(request, p, service.message_for_writer(request_id, message_id), meta)
 
@@ -170,7 +186,10 @@ async def create_message_attachment(
 def get_attachment(
     session: SessionDep, p: Reader, attachment_id: uuid.UUID, response: Response
 ) -> AttachmentPublic:
-    """Name, type, size and sha256 of the file; its bytes are at `/content`."""
+    """Scope `read`; who sees its case in full, or the request's two agencies. Name, type, size and
+    sha256 of the file; its bytes are at `/content`. An attachment the caller may not see answers 404,
+    exactly as one that does not exist.
+    """
     attachment, _ = service.readable_attachment(session, p, attachment_id)
     with_etag(response, attachment.version)
     return service.to_public(attachment)
@@ -184,8 +203,10 @@ def get_attachment(
     responses=CONTENT_RESPONSE,
 )
 def get_attachment_content(request: Request, p: Reader, attachment_id: uuid.UUID) -> StreamingResponse:
-    """The file's bytes, streamed, always as a download (`Content-Disposition: attachment`).
-    Every download writes an audit entry."""
+    """Scope `read`; who may read the attachment's metadata. The file's bytes, streamed, always as a
+    download (`Content-Disposition: attachment`). Every download writes an audit entry. An attachment the
+    caller may not see answers 404, exactly as one that does not exist.
+    """
     attachment, source = service.open_content(request, p, attachment_id)
     headers = {
         # As stored: given as media_type, Starlette would add a charset to text types.
@@ -208,7 +229,10 @@ def get_attachment_content(request: Request, p: Reader, attachment_id: uuid.UUID
     summary="Delete an attachment",
 )
 def delete_attachment(request: Request, p: Writer, attachment_id: uuid.UUID) -> Response:
-    """Send the `If-Match` of the metadata. The file goes once no attachment names its content."""
+    """Scope `write`; role lead or partner of its case, or the agency that attached it to a message.
+    Needs the `If-Match` of the metadata. The file goes once no attachment names its content. An
+    attachment the caller may not see answers 404, exactly as one that does not exist.
+    """
     engine = request.app.state.engine
     with transaction(engine, write=True) as session:
         attachment, parent = service.writable_attachment(session, p, attachment_id)
