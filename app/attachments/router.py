@@ -44,10 +44,10 @@ ClientSha256 = Annotated[
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "The file's bytes, sent as they are, with the file's own Content-Type "
-        "(`application/octet-stream` when none is sent).",
+        "description": "The file's bytes, sent as they are, with the file's own Content-Type (any media "
+        "type: it is stored and served back as sent; `application/octet-stream` when none is sent).",
         "content": {
-            "*/*": {
+            "application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"},
                 "example": "Extraction report: 24 mobile phones seized in Kyiv on 23 September 2025",
             }

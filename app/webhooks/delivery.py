@@ -31,6 +31,7 @@ from standardwebhooks import Webhook
 
 from app.config import Settings
 from app.db import create_db_engine, utcnow
+from app.errors import database_reason
 from app.events.models import EventPublic
 from app.webhooks import service
 from app.webhooks.client import Connection, ReceiverError
@@ -63,6 +64,15 @@ def retry_delay(failures: int, rng: random.Random) -> timedelta:
     """The wait after `failures` (>= 1) consecutive failed attempts."""
     base = RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1]
     return base * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def _log_failure(exc: Exception, what: str) -> None:
+    """A database error as its one-line reason (its statement and parameters stay out of the
+    log, app.errors.database_reason); anything else with its traceback."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        log.error("%s: %s", what, database_reason(exc))
+    else:
+        log.exception(what)
 
 
 class Deliverer:
@@ -112,8 +122,8 @@ class Deliverer:
                 if free > 0:
                     try:
                         claims = await self._claim(free)
-                    except Exception:
-                        log.exception("webhook delivery: claiming subscriptions failed")
+                    except Exception as exc:
+                        _log_failure(exc, "webhook delivery: claiming subscriptions failed")
                         claims = []
                     active.update(asyncio.ensure_future(self.deliver(c)) for c in claims)
                 done, _ = await asyncio.wait(
@@ -134,8 +144,8 @@ class Deliverer:
         """One batch of one subscription; the number of attempts made. Never raises."""
         try:
             return await self._deliver(claim)
-        except Exception:
-            log.exception("webhook delivery to subscription %s failed", claim.id)
+        except Exception as exc:
+            _log_failure(exc, f"webhook delivery to subscription {claim.id} failed")
             return 0
 
     async def _deliver(self, claim: service.Claim) -> int:

@@ -175,7 +175,9 @@ def test_delete_needs_if_match_and_is_audited(client: TestClient, admin: Caller,
             .where(AuditEntry.resource_type == "subscription")
             .order_by(AuditEntry.seq)
         ).all()
-        types = conn.execute(sa.select(Event.type).where(Event.resource_type == "subscription")).scalars()
+        types = conn.execute(
+            sa.select(Event.type).where(Event.resource_type == "subscription").order_by(Event.seq)
+        ).scalars()
         types = list(types)
     assert [a for a, _ in actions] == ["subscription.created", "subscription.deleted"]
     assert {agency for _, agency in actions} == {admin.agency_id}
