@@ -27,6 +27,7 @@ from app.config import PROJECT_ROOT, ConfigError, get_settings
 from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
 from app.journal import CLI
+from app.secrets import audit_key
 from app.webhooks import delivery
 
 DEMO_CLIENT = "demo"
@@ -248,11 +249,12 @@ def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caseapi", description=__doc__)
     parser.add_argument("--version", action="version", version=f"caseapi {version()}")
-    # Every command but these needs a schema at the newest revision.
-    parser.set_defaults(needs_schema=True)
+    # Every command but these needs a schema at the newest revision, and the
+    # audit key (every other command writes or verifies the audit chain).
+    parser.set_defaults(needs_schema=True, needs_key=True)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="bring the schema to the newest revision").set_defaults(
-        func=cmd_migrate, needs_schema=False
+        func=cmd_migrate, needs_schema=False, needs_key=False
     )
     sub.add_parser("seed", help="load the article's data (idempotent)").set_defaults(func=cmd_seed)
 
@@ -326,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         _check_settings()
+        if args.needs_key:
+            # Before any database work or port: on PostgreSQL an unset key is one
+            # line naming CASEAPI_AUDIT_KEY, not a 500 at the first change.
+            audit_key(get_settings())
         if args.needs_schema:
             with _engine().connect() as conn:
                 migrate.require_head(conn)

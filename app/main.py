@@ -42,6 +42,7 @@ from app.ratelimit.rate import Rate
 from app.ratelimit.service import create_limiter
 from app.reads import create_reads
 from app.requests.router import router as information_requests
+from app.secrets import audit_key
 from app.stix.router import router as stix
 from app.webhooks.delivery import deliver
 from app.webhooks.router import router as webhooks
@@ -88,6 +89,8 @@ def _tune_garbage_collector() -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # A worker that could not record a change must not start (ConfigError).
+    audit_key(settings)
     configure_logging(settings.log_format, settings.log_level)
     in_flight = settings.pool_size
 

@@ -186,6 +186,19 @@ def test_a_config_error_is_one_line_exit_2(monkeypatch, capsys) -> None:  # type
     assert code == 2 and err.startswith("caseapi: CASEAPI_AUDIT_KEY is not set") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", [["serve"], ["demo"], ["seed"], ["agency", "list"], ["audit", "verify"]])
+def test_postgresql_without_the_audit_key_stops_before_anything(  # type: ignore[no-untyped-def]
+    command, monkeypatch, capsys
+) -> None:
+    """Not a 500 at the first change: one line naming the setting, before the database
+    (unreachable here, which would be another message) or a port is touched."""
+    monkeypatch.delenv("CASEAPI_AUDIT_KEY", raising=False)
+    monkeypatch.setenv("CASEAPI_DATABASE_URL", "postgresql+psycopg://caseapi@127.0.0.1:1/caseapi")
+    monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: pytest.fail("served"))
+    code, err = _exit_of(command, capsys)
+    assert code == 2 and err.startswith("caseapi: CASEAPI_AUDIT_KEY is not set") and err.count("\n") == 1
+
+
 def test_an_unmigrated_database_says_to_migrate(blank_database_url, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CASEAPI_DATABASE_URL", blank_database_url)
     monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: pytest.fail("served unmigrated"))
