@@ -31,11 +31,11 @@ warnings.filterwarnings("ignore", message=".*httpx2.*")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import app.models  # noqa: E402,F401
-from app import migrate  # noqa: E402
+from app import cli, migrate  # noqa: E402
 from app.agencies.models import Agency, AgencyKind  # noqa: E402
 from app.auth import service as auth  # noqa: E402
 from app.auth.models import Scope  # noqa: E402
-from app.config import Settings  # noqa: E402
+from app.config import Settings, get_settings  # noqa: E402
 from app.db import create_db_engine, transaction  # noqa: E402
 from app.main import create_app  # noqa: E402
 
@@ -288,3 +288,26 @@ def app_with(settings: Settings, engine: sa.Engine) -> Callable[..., AbstractCon
             application.state.engine.dispose()
 
     return build
+
+
+# --- the audit CLI ---------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
+    """`caseapi` commands run in-process against the test database."""
+    monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def run_verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`caseapi audit verify ARGS`: its exit status and its output (or its one-line failure)."""
+    try:
+        cli.main(["audit", "verify", *args])
+    except SystemExit as exc:
+        # sys.exit("message") prints the message and exits with status 1.
+        code = exc.code if isinstance(exc.code, int) else 1
+        return code, str(exc.code)
+    return 0, capsys.readouterr().out

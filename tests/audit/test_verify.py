@@ -11,7 +11,6 @@ import pty
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,11 +18,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app import cli
 from app.audit.models import AuditEntry
 from app.audit.service import GENESIS
-from app.config import get_settings
-from tests.conftest import Caller, new_case
+from tests.conftest import Caller, new_case, run_verify
 
 API = "/api/v1"
 
@@ -79,22 +76,6 @@ def tamper(engine: sa.Engine, *statements: str) -> None:
             conn.execute(sa.text(statement))
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        cli.main(["audit", "verify", *args])
-    except SystemExit as exc:
-        return (exc.code if isinstance(exc.code, int) else 1), str(exc.code)
-    return 0, capsys.readouterr().out
-
-
 def http_verify(client: TestClient, admin: Caller) -> dict[str, Any]:
     response = client.get(f"{API}/audit/verify", headers=admin.headers)
     assert response.status_code == 200, response.text
@@ -124,7 +105,7 @@ def test_an_entry_written_straight_into_the_database_fails(
     forged = append_straight(engine, digest, lead)
     verdict = http_verify(client, admin)
     assert (verdict["ok"], verdict["first_bad_seq"], verdict["entries"]) == (False, forged, forged - 1)
-    code, out = run_cli(capsys)
+    code, out = run_verify(capsys)
     assert code == 1
     assert f"broken at entry {forged}" in out
     # Nor does a checkpoint move past it.
@@ -188,7 +169,7 @@ def test_verify_starts_from_the_checkpoint_and_moves_it(
     }
     assert checkpoint(engine) == second
     # ... while the whole chain, from the command line, shows it.
-    code, out = run_cli(capsys)
+    code, out = run_verify(capsys)
     assert (code, "entry 1 " in out) == (1, True)
 
 
@@ -235,15 +216,15 @@ def test_cli_expect_head(
     new_case(client, lead)
     recorded = head(engine)[1]
     new_case(client, lead)
-    assert run_cli(capsys, "--expect-head", recorded)[0] == 0
-    code, out = run_cli(capsys, "--expect-head", "f" * 64)
+    assert run_verify(capsys, "--expect-head", recorded)[0] == 0
+    code, out = run_verify(capsys, "--expect-head", "f" * 64)
     assert code == 1
     assert f"head {'f' * 64} is not in the audit chain" in out
     # History rewritten from the recorded head on, and the checkpoint with it:
     # the chain left verifies, but the recorded head is gone.
     tamper(engine, "DELETE FROM audit_checkpoint", "DELETE FROM audit_entry WHERE seq >= 3")
-    assert run_cli(capsys)[0] == 0
-    code, out = run_cli(capsys, "--expect-head", recorded)
+    assert run_verify(capsys)[0] == 0
+    code, out = run_verify(capsys, "--expect-head", recorded)
     assert code == 1
     assert recorded in out
 

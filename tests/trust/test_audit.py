@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,12 +17,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import app.journal
-from app import cli
 from app.auth import service as auth
 from app.auth.models import Scope
-from app.config import get_settings
 from app.db import transaction
-from tests.conftest import Caller, join, make_caller, new_case, walk
+from tests.conftest import Caller, join, make_caller, new_case, run_verify, walk
 
 API = "/api/v1"
 
@@ -307,24 +304,6 @@ def test_audit_visibility(
 
 
 # --- `caseapi audit verify` ------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
-def run_verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    try:
-        cli.main(["audit", "verify", *args])
-    except SystemExit as exc:
-        # sys.exit("message") prints the message and exits with status 1.
-        code = exc.code if isinstance(exc.code, int) else 1
-        return code, str(exc.code)
-    return 0, capsys.readouterr().out
 
 
 def _tamper(engine: sa.Engine, *statements: str) -> None:
