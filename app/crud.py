@@ -45,11 +45,16 @@ def update_recorded(
     resource_type: str,
     case_id: uuid.UUID | None,
     resource_id: uuid.UUID | None = None,
+    blind: frozenset[str] = frozenset(),
 ) -> bool:
     """Apply changes to a row the caller has locked and whose If-Match it
     checked. Values equal to the stored ones are no change: when nothing is
-    left, the row keeps its version and nothing is recorded (False)."""
-    changed = {name: value for name, value in changes.items() if getattr(obj, name) != value}
+    left, the row keeps its version and nothing is recorded (False).
+
+    A `blind` field sent is a change even when it equals the stored value:
+    an unchanged ETag would confirm a guess of a value the caller may not
+    read (personal data without X-Purpose)."""
+    changed = {name: value for name, value in changes.items() if name in blind or getattr(obj, name) != value}
     if not changed:
         return False
     for name, value in changed.items():

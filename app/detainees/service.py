@@ -124,7 +124,15 @@ def update_detainee(session: Session, p: Principal, detainee: Detainee, data: De
     require_agencies(session, {"detained_by_agency_id": changes.get("detained_by_agency_id")})
     if "location_id" in changes:
         require_location_in_case(session, changes["location_id"], detainee.case_id)
-    update_recorded(session, detainee, changes, p.actor, resource_type="detainee", case_id=detainee.case_id)
+    update_recorded(
+        session,
+        detainee,
+        changes,
+        p.actor,
+        resource_type="detainee",
+        case_id=detainee.case_id,
+        blind=frozenset(PERSONAL_FIELDS),
+    )
     return detainee
 
 

@@ -151,6 +151,30 @@ def test_writing_personal_data_needs_the_scope(client: TestClient, world: World,
     assert_redacted(plain.json())
 
 
+def test_a_patch_cannot_confirm_a_guess_of_personal_data(
+    client: TestClient, engine: sa.Engine, world: World, lead: Caller
+) -> None:
+    """A key with `personal_data` that sends no X-Purpose reads no names. Had a PATCH
+    sending the stored name kept the ETag (a PATCH that changes nothing writes nothing),
+    it would have confirmed the guess: a personal field sent is always a change."""
+    url = f"{API}/detainees/{world.ids['detainee_id']}"
+    guesser = make_caller(engine, lead.agency_code, Scope.read, Scope.write, Scope.personal_data)
+    right = client.patch(url, json={"full_name": PERSONAL["full_name"]}, headers=guesser.h(if_match='"1"'))
+    assert right.status_code == 200 and right.headers["ETag"] == '"2"'
+    assert_redacted(right.json())
+    wrong = client.patch(url, json={"full_name": "Someone Else"}, headers=guesser.h(if_match='"2"'))
+    assert wrong.status_code == 200 and wrong.headers["ETag"] == '"3"'
+    with engine.connect() as conn:
+        updates = conn.execute(
+            sa.text("SELECT count(*) FROM audit_entry WHERE action = 'detainee.updated'")
+        ).scalar_one()
+    assert updates == 2  # both writes, whatever they wrote, are on record
+    # Other fields keep the rule: the same label again changes nothing.
+    label = client.get(url, headers=guesser.headers).json()["label"]
+    same = client.patch(url, json={"label": label}, headers=guesser.h(if_match='"3"'))
+    assert same.status_code == 200 and same.headers["ETag"] == '"3"'
+
+
 def test_erasing_personal_data_needs_the_scope(
     client: TestClient, engine: sa.Engine, world: World, lead: Caller, partner: Caller
 ) -> None:
