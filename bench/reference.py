@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from app.cases.models import reference_key, search_text
 
 GENESIS = "0" * 64
+MAX_LIMIT = 200  # app.pagination
 JOURNAL_LOCK = 0x63617365  # the journal's advisory lock (app.journal): caseapi and the reference share data
 PUBLIC = "c.handling_code IN ('TLP:GREEN', 'TLP:CLEAR')"
 # Events addressed to named agencies (app.events.service.ADDRESSED_TYPES).
@@ -47,34 +48,55 @@ Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 # caseapi's field order (CasePublic); `access` computed by the statement, `origin` built from its columns.
 CASE_SELECT = (
     "c.reference, c.title, c.summary, c.status, c.handling_code, c.offence_types, c.modus_operandi, "
-    "c.victim_regions, c.opened_at, c.closed_at, c.id, c.lead_agency_id, "
+    "c.victim_regions, c.opened_at, c.closed_at, c.id::text, c.lead_agency_id::text, "
     "CASE WHEN own.agency_id IS NULL THEN 'summary' ELSE 'full' END AS access, c.version, c.created_at, "
-    "c.updated_at, c.origin_bundle_sha256, c.origin_case_id, c.origin_lead_agency_id, c.origin_exported_at"
+    "c.updated_at, c.origin_bundle_sha256, c.origin_case_id::text, c.origin_lead_agency_id::text, "
+    "c.origin_exported_at"
 )
+CASE_KEYS = [
+    "reference",
+    "title",
+    "summary",
+    "status",
+    "handling_code",
+    "offence_types",
+    "modus_operandi",
+    "victim_regions",
+    "opened_at",
+    "closed_at",
+    "id",
+    "lead_agency_id",
+    "access",
+    "version",
+    "created_at",
+    "updated_at",
+]
 CASE_FROM = (
     'FROM "case" c LEFT JOIN participant own ON own.case_id = c.id AND own.agency_id = $1 '
     f"WHERE ({PUBLIC} OR own.agency_id IS NOT NULL)"
 )
 SQL_CASE = f"SELECT {CASE_SELECT} {CASE_FROM} AND c.id = $2"
-SQL_CASES = f"SELECT {CASE_SELECT} {CASE_FROM} {{after}} ORDER BY c.created_at, c.id LIMIT $2"
-CASES_AFTER = "AND (c.created_at, c.id) > ($3, $4)"
+SQL_CASES = f"SELECT {CASE_SELECT} {CASE_FROM} {{after}} ORDER BY c.created_at, c.id LIMIT {{limit}}"
+CASES_AFTER = "AND (c.created_at, c.id) > ($2, $3)"
 
 # Items only for a caller that sees the case in full; one row with ok = false otherwise (-> 404).
 ITEM_COLS = (
-    "category, description, quantity, location_id, seized_at, sha256, id, case_id, seized_by_agency_id, "
-    "custodian_agency_id, status, version, created_at, updated_at"
+    "category, description, quantity, location_id::text AS location_id, seized_at, sha256, id::text AS id, "
+    "case_id::text AS case_id, seized_by_agency_id::text AS seized_by_agency_id, "
+    "custodian_agency_id::text AS custodian_agency_id, status, version, created_at, updated_at"
 )
 SQL_ITEMS = (
     f"SELECT i.*, a.ok FROM (SELECT EXISTS (SELECT 1 FROM participant p WHERE p.case_id = $1 "
     "AND p.agency_id = $2) AS ok) a "
     f"LEFT JOIN LATERAL (SELECT {ITEM_COLS} FROM seized_item s WHERE s.case_id = $1 AND a.ok {{after}} "
-    "ORDER BY s.created_at, s.id LIMIT $3) i ON true"
+    "ORDER BY s.created_at, s.id LIMIT {limit}) i ON true"
 )
-ITEMS_AFTER = "AND (s.created_at, s.id) > ($4, $5)"
+ITEMS_AFTER = "AND (s.created_at, s.id) > ($3, $4)"
 
 # app.events.service.visible_events(with_parent=False).
 SQL_EVENTS = (
-    "SELECT e.seq, e.type, e.resource_type, e.resource_id, e.case_id, e.from_agency_id, e.at FROM event e "
+    "SELECT e.seq, e.type, e.resource_type, e.resource_id::text AS resource_id, e.case_id::text AS case_id, "
+    "e.from_agency_id::text AS from_agency_id, e.at FROM event e "
     'LEFT JOIN "case" c ON c.id = e.case_id '
     "LEFT JOIN participant own ON own.case_id = e.case_id AND own.agency_id = $1 "
     "WHERE (e.recipient_agency_id = $1 OR (e.recipient_agency_id IS NULL AND ("
@@ -82,9 +104,9 @@ SQL_EVENTS = (
     f" OR (e.resource_type NOT IN {ADDRESSED} AND e.case_id IS NULL AND e.resource_type = 'agency')"
     f" OR (e.resource_type NOT IN {ADDRESSED} AND own.agency_id IS NOT NULL)"
     f" OR (e.resource_type = 'case' AND {PUBLIC})"
-    "))) {after} ORDER BY e.seq LIMIT $2"
+    "))) {after} ORDER BY e.seq LIMIT {limit}"
 )
-EVENTS_AFTER = "AND e.seq > $3"
+EVENTS_AFTER = "AND e.seq > $2"
 
 # The item and its seizure event in one statement, which also takes the journal lock: the
 # heads are then read by the next statement, whose snapshot is taken after the lock is held.
@@ -132,8 +154,8 @@ DUMP_OPTIONS = orjson.OPT_UTC_Z
 
 
 def _dump(body: Any) -> bytes:
-    # asyncpg's own UUID type is not uuid.UUID: orjson hands it to str().
-    return orjson.dumps(body, default=str, option=DUMP_OPTIONS)
+    # The statements read UUIDs as text: orjson serialises every other value natively.
+    return orjson.dumps(body, option=DUMP_OPTIONS)
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -142,6 +164,15 @@ def encode_cursor(values: list[Any]) -> str:
 
 def decode_cursor(cursor: str) -> list[Any]:
     return orjson.loads(base64.urlsafe_b64decode(cursor))
+
+
+def _limit(query: dict[str, str]) -> int:
+    """caseapi's bounds. A literal in the statement, not a parameter: the plan of a prepared
+    statement is then made for this limit (one statement per limit, in asyncpg's cache)."""
+    limit = int(query.get("limit", 50))
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit {limit}")
+    return limit
 
 
 def _instant(value: str | None) -> datetime | None:
@@ -259,7 +290,8 @@ class Reference:
         rows = await self.pool.fetch(
             "SELECT key_hash, agency_id, id FROM api_client WHERE revoked_at IS NULL"
         )
-        self.hashes = {r["key_hash"]: (r["agency_id"], r["id"]) for r in rows}
+        # As uuid.UUID (not asyncpg's own type): they go into answers, which orjson writes natively.
+        self.hashes = {r["key_hash"]: (uuid.UUID(str(r["agency_id"])), uuid.UUID(str(r["id"]))) for r in rows}
 
     def caller(self, scope: Scope) -> tuple[uuid.UUID, uuid.UUID] | None:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
@@ -338,27 +370,27 @@ class Reference:
         return 200, _dump(_case(row)), [*JSON, (b"etag", f'"{row["version"]}"'.encode())]
 
     async def list_cases(self, who: tuple[uuid.UUID, uuid.UUID], query: dict[str, str]) -> Answer:
-        limit = int(query.get("limit", 50))
-        args: list[Any] = [who[0], limit + 1]
+        limit = _limit(query)
+        args: list[Any] = [who[0]]
         after = ""
         if cursor := query.get("cursor"):
             at, cid = decode_cursor(cursor)
             args += [_instant(at), uuid.UUID(cid)]
             after = CASES_AFTER
-        rows = await self.db.fetch(SQL_CASES.format(after=after), *args)
+        rows = await self.db.fetch(SQL_CASES.format(after=after, limit=limit + 1), *args)
         return 200, _page([_case(r) for r in rows], limit, lambda r: [r["created_at"], r["id"]]), JSON
 
     async def list_items(
         self, who: tuple[uuid.UUID, uuid.UUID], case_id: uuid.UUID, query: dict[str, str]
     ) -> Answer:
-        limit = int(query.get("limit", 50))
-        args: list[Any] = [case_id, who[0], limit + 1]
+        limit = _limit(query)
+        args: list[Any] = [case_id, who[0]]
         after = ""
         if cursor := query.get("cursor"):
             at, iid = decode_cursor(cursor)
             args += [_instant(at), uuid.UUID(iid)]
             after = ITEMS_AFTER
-        rows = await self.db.fetch(SQL_ITEMS.format(after=after), *args)
+        rows = await self.db.fetch(SQL_ITEMS.format(after=after, limit=limit + 1), *args)
         if not rows[0]["ok"]:
             return NOT_FOUND
         items = [] if rows[0]["id"] is None else [dict(r) for r in rows]
@@ -367,13 +399,13 @@ class Reference:
         return 200, _page(items, limit, lambda r: [r["created_at"], r["id"]]), JSON
 
     async def list_events(self, who: tuple[uuid.UUID, uuid.UUID], query: dict[str, str]) -> Answer:
-        limit = int(query.get("limit", 50))
-        args: list[Any] = [who[0], limit + 1]
+        limit = _limit(query)
+        args: list[Any] = [who[0]]
         after = ""
         if cursor := query.get("cursor"):
             args.append(int(decode_cursor(cursor)[0]))
             after = EVENTS_AFTER
-        rows = await self.db.fetch(SQL_EVENTS.format(after=after), *args)
+        rows = await self.db.fetch(SQL_EVENTS.format(after=after, limit=limit + 1), *args)
         return 200, _page([dict(r) for r in rows], limit, lambda r: [r["seq"]]), JSON
 
     async def create_item(
