@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -411,6 +412,21 @@ class Reference:
     async def create_item(
         self, who: tuple[uuid.UUID, uuid.UUID], case_id: uuid.UUID, body: dict[str, Any]
     ) -> Answer:
+        async with self.db.acquire() as conn:
+            item, _locked_at = await self.write_item(conn, who, case_id, body)
+        headers = [*JSON, (b"location", f"/api/v1/seized-items/{item['id']}".encode()), (b"etag", b'"1"')]
+        return 201, _dump(item), headers
+
+    async def write_item(
+        self,
+        conn: asyncpg.Connection,
+        who: tuple[uuid.UUID, uuid.UUID],
+        case_id: uuid.UUID,
+        body: dict[str, Any],
+    ) -> tuple[dict[str, Any], float]:
+        """The item, its seizure event and their journal in one transaction on `conn`. Returns the
+        item and the perf_counter() at which the journal lock was seen held (bench.writes times
+        the lock from there to the end of COMMIT)."""
         agency = who[0]
         now = datetime.now(UTC)
         seized_by = _uid(body.get("seized_by_agency_id")) or agency
@@ -433,7 +449,7 @@ class Reference:
             "created_at": now,
             "updated_at": now,
         }
-        async with self.db.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             await conn.execute(
                 SQL_POST_ITEM,
                 item_id,
@@ -452,6 +468,7 @@ class Reference:
                 agency,
                 JOURNAL_LOCK,
             )
+            locked_at = time.perf_counter()
             await self.journal.write(
                 conn,
                 who,
@@ -462,8 +479,7 @@ class Reference:
                 ],
                 now,
             )
-        headers = [*JSON, (b"location", f"/api/v1/seized-items/{item_id}".encode()), (b"etag", b'"1"')]
-        return 201, _dump(item), headers
+        return item, locked_at
 
     async def import_bundle(self, who: tuple[uuid.UUID, uuid.UUID], doc: dict[str, Any]) -> Answer:
         """A bundle as caseapi exports it: a new case and all under it, loaded with COPY."""

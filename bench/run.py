@@ -147,8 +147,8 @@ def start_caseapi(db: str, workers: int) -> Server:
     return server
 
 
-def _uvicorn(app: str, port: int, *extra: str) -> list[str]:
-    # The reference and the anchor are served alike: one worker, no access log.
+def _uvicorn(app: str, port: int, *extra: str, workers: int = 1) -> list[str]:
+    # The reference and the anchor are served alike: no access log.
     return [
         sys.executable,
         "-m",
@@ -160,16 +160,16 @@ def _uvicorn(app: str, port: int, *extra: str) -> list[str]:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--no-access-log",
         "--no-server-header",
     ]
 
 
-def start_reference(db: str) -> Server:
+def start_reference(db: str, workers: int = 1) -> Server:
     port = free_port()
-    argv = _uvicorn("bench.reference:create_app", port, "--factory")
-    server = Server("reference", argv, {"CASEAPI_DATABASE_URL": db}, port)
+    argv = _uvicorn("bench.reference:create_app", port, "--factory", workers=workers)
+    server = Server(f"reference-w{workers}", argv, {"CASEAPI_DATABASE_URL": db}, port)
     server.wait_healthy()
     return server
 
@@ -253,13 +253,19 @@ def loads(marker: dict[str, Any], targets: dict[str, Any], for_reference: bool) 
         "list_deep": Load([f"/api/v1/cases?cursor={deep}"], headers=auth),
         "items": Load([f"/api/v1/cases/{i}/seized-items" for i in ids], headers=auth),
         "events": Load(["/api/v1/events"], headers=auth),
-        "post_item": Load(
-            [f"/api/v1/cases/{marker['post_case_id']}/seized-items"],
-            method="POST",
-            body=ITEM_BODY,
-            headers={**auth, "Content-Type": "application/json"},
-        ),
+        "post_item": post_load(marker),
     }
+
+
+def post_load(marker: dict[str, Any]) -> Load:
+    """POST /cases/{id}/seized-items to the case kept for it, as the read-write client."""
+    auth = {"Authorization": f"Bearer {marker['clients']['bench-rw']['key']}"}
+    return Load(
+        [f"/api/v1/cases/{marker['post_case_id']}/seized-items"],
+        method="POST",
+        body=ITEM_BODY,
+        headers={**auth, "Content-Type": "application/json"},
+    )
 
 
 # ---- measuring -------------------------------------------------------------------------------------------
