@@ -12,6 +12,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_JSON = BENCH_DIR / "results.json"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
+WRITES_JSON = BENCH_DIR / "writes-results.json"  # bench.writes
 
 ROUTES = {
     "get_case": "GET /cases/{id}",
@@ -33,12 +34,14 @@ GOAL_RATIO = {
 
 INTRO = """# Benchmark results
 
-Written by `python -m bench.run` (see bench/README.md). Every figure of caseapi is also given as a
-ratio to the reference (bench/reference.py: the same queries on Starlette and the driver, no ORM,
-no checks), measured in the same run with interleaved rounds; the ratios are what to compare, as
-the machine is shared with other developers' test suites (see the load averages). req/s, p50 and
-p99 are medians over the rounds; RSS is the worker's largest resident set seen. Ratios: req/s is
-caseapi ÷ reference (higher is better); latency and RSS are caseapi ÷ reference (lower is better).
+Written by `python -m bench.run` and `python -m bench.writes` (see bench/README.md). caseapi,
+the reference (bench/reference.py: the fastest hand-written service of the same routes, on
+asyncpg and orjson, checked to answer as caseapi) and, where it serves the route, the anchor (a
+hand-written yardstick kept outside the repository, given with `--anchor`) are measured in the
+same run with interleaved rounds. Each route's yardstick is the anchor where it serves it, else
+the reference; the ratios are what to compare, as the machine is shared with other
+developers' test suites (see the load averages). req/s, p50 and p99 are medians over the
+rounds; RSS is the worker's largest resident set seen. req/s ratios: higher is better.
 """
 
 
@@ -268,6 +271,37 @@ def _walk(w: dict[str, Any]) -> list[str]:
     ]
 
 
+def writes_table(w: dict[str, Any]) -> list[str]:
+    """The last run of bench.writes: POSTs per second under the journal lock."""
+    out = [
+        f"Write scaling (`python -m bench.writes`, {w['size']}, run {w['started_at']}, load average "
+        f"{w['loadavg_start']} at start; {w['settings']['rounds']} interleaved rounds of "
+        f"{w['settings']['duration']} s, {w['settings']['connections']} connections):",
+        "",
+        "| POST /cases/{id}/seized-items | caseapi writes/s | reference writes/s | caseapi ÷ reference "
+        "| caseapi p50 / p99 ms | reference p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, r in w["http"].items():
+        a, b = r["caseapi"], r["reference"]
+        out.append(
+            f"| {key.replace('workers', '')} worker(s) each | {_f(a['rps'])} | {_f(b['rps'])} "
+            f"| **{_f(r['ratio']['rps'], 2)}** | {_f(a['p50_ms'])} / {_f(a['p99_ms'])} "
+            f"| {_f(b['p50_ms'])} / {_f(b['p99_ms'])} |"
+        )
+    p = w["in_process"]
+    out += [
+        "",
+        f"The reference's write transaction without HTTP, {p['tasks']} tasks: "
+        f"{_f(p['writes_per_s'])} writes/s; "
+        f"the journal lock held {_f(p['lock_held_p50_ms'], 2)} ms (p50), {_f(p['lock_held_p99_ms'], 2)} ms "
+        f"(p99) per write: a ceiling of about {_f(p['ceiling_per_s'], 0)} writes/s for the whole database. "
+        f"`caseapi audit verify` after the run: "
+        f"{w['audit_verify']['output'] or w['audit_verify']['returncode']}",
+    ]
+    return out
+
+
 def render(doc: dict[str, Any]) -> str:
     runs = doc["runs"]
     out = [INTRO]
@@ -294,6 +328,8 @@ def render(doc: dict[str, Any]) -> str:
             out += ["|---|---|---|"] + [f"| {g} | {d} | {s} |" for g, d, s in rows]
         out += [f"\nNote: {note}" for note in r.get("notes", [])]
         out.append("")
+    if WRITES_JSON.exists():
+        out += ["## Write scaling", "", *writes_table(json.loads(WRITES_JSON.read_text())[-1]), ""]
     return "\n".join(out) + "\n"
 
 

@@ -15,7 +15,7 @@ the ceiling:
   COMMIT, timed in that in-process loop), whose inverse is the ceiling.
 
 Then `caseapi audit verify` must pass: the two servers' writes, interleaved, still make one
-chain. Results go to bench/writes-results.json (appended) and are printed.
+chain. Results are appended to bench/writes-results.json; bench/RESULTS.md shows the last.
 """
 
 import argparse
@@ -28,15 +28,13 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bench import reference
 from bench.generate import SIZES, generate
 from bench.load import Load
+from bench.report import RESULTS_JSON, RESULTS_MD, WRITES_JSON, render
 from bench.run import ROOT, Contender, interleaved, log, post_load, servers, start_caseapi, start_reference
-
-RESULTS = Path(__file__).resolve().parent / "writes-results.json"
 
 
 async def _in_process(db: str, case_id: str, seconds: float, tasks: int) -> dict[str, Any]:
@@ -121,9 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     log(f"audit verify: {out['audit_verify']}")
     out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    runs = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    runs = json.loads(WRITES_JSON.read_text()) if WRITES_JSON.exists() else []
     runs.append(out)
-    RESULTS.write_text(json.dumps(runs, indent=1) + "\n")
+    WRITES_JSON.write_text(json.dumps(runs, indent=1) + "\n")
+    if RESULTS_JSON.exists():  # RESULTS.md shows the last run of each
+        RESULTS_MD.write_text(render(json.loads(RESULTS_JSON.read_text())))
     print(json.dumps(out, indent=1))
 
 
