@@ -724,9 +724,10 @@ def main(argv: list[str] | None = None) -> None:
         "routes": {},
         "notes": [
             "caseapi runs with its default settings (CASEAPI_DATABASE_URL aside).",
-            "The reference writes the same rows as caseapi's POST (item, seizure event, hash-chained audit "
-            "entries, feed events, taking the same advisory lock as late as caseapi does); it skips "
-            "validation, access checks and idempotency, and resolves API keys from a table read at startup.",
+            "The reference writes the same rows as caseapi's POST (item, seizure event, HMAC-chained audit "
+            "entries, feed events, under the same advisory lock); it decides visibility as caseapi does "
+            "(checked: parity), skips body validation and idempotency, and resolves API keys from a table "
+            "read at startup.",
         ],
     }
     if args.merge and RESULTS_JSON.exists():
