@@ -8,7 +8,8 @@ with the rules of app.access for a caller whose agency has no parent: a case it 
 answers 404 as a missing one does. Writes write the same rows as caseapi (the item, its seizure
 event, the HMAC-chained audit entries and the feed events, under the same journal lock), in as
 few round trips as we could: BEGIN, the item and its custody event with the lock, the heads,
-the journal, COMMIT.
+the journal, COMMIT. Writes check neither the caller's right to write to the case nor an
+Idempotency-Key: the POST measures the cost of the rows, not of the rules.
 
     CASEAPI_DATABASE_URL=postgresql://... CASEAPI_AUDIT_KEY=... \
         uvicorn --factory bench.reference:create_app --port 8001 --no-access-log

@@ -726,8 +726,8 @@ def main(argv: list[str] | None = None) -> None:
             "caseapi runs with its default settings (CASEAPI_DATABASE_URL aside).",
             "The reference writes the same rows as caseapi's POST (item, seizure event, HMAC-chained audit "
             "entries, feed events, under the same advisory lock); it decides visibility as caseapi does "
-            "(checked: parity), skips body validation and idempotency, and resolves API keys from a table "
-            "read at startup.",
+            "(checked: parity), skips body validation, the POST's write-access check and idempotency, and "
+            "resolves API keys from a table read at startup.",
         ],
     }
     if args.merge and RESULTS_JSON.exists():
