@@ -42,7 +42,7 @@ from app import migrate, seed
 from app.audit.service import GENESIS, entry_hash, key
 from app.auth.models import Scope
 from app.auth.service import create_client
-from app.cases.models import search_text
+from app.cases.models import reference_key, search_text
 from app.config import get_settings
 from app.db import create_db_engine, transaction
 
@@ -64,7 +64,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "case": (
         "reference", "title", "summary", "status", "handling_code", "offence_types", "modus_operandi",
         "victim_regions", "opened_at", "closed_at", "id", "lead_agency_id", "version", "created_at",
-        "updated_at", "search_text",
+        "updated_at", "search_text", "reference_key",
     ),
     "participant": ("case_id", "agency_id", "role", "version", "created_at", "updated_at"),
     "location": (
@@ -299,6 +299,7 @@ class Generator:
                 ts,
                 ts,
                 search_text(reference, title, summary),
+                reference_key(reference),
             )
         )
         self.record(batch, "case.created", "case", case_id, case_id, lead_id, t0, ts)

@@ -31,7 +31,7 @@ from app.ratelimit.rate import Rate
 from app.ratelimit.service import LocalLimiter
 from bench.generate import default_url, generate
 from bench.load import HOST, Load
-from bench.run import Server, bench_targets, free_port, interleaved, loads, log, servers
+from bench.run import Contender, Server, bench_targets, free_port, interleaved, loads, log, servers
 
 RESULTS = Path(__file__).resolve().parent / "MIDDLEWARE.md"
 
@@ -144,17 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         lambda: start("limited", "app.main:create_app", db, limited_env),
     ) as (bare, observed, limited):
         for name, server in (("observed", observed), ("limited", limited)):
-            result = interleaved(
-                "get_case",
-                server,
-                bare,
-                load,
-                load,
-                args=args,
-                connections=args.connections,
-                probe=load,
-                ref_probe=load,
-            )
+            # In interleaved()'s terms the measured instance is "caseapi" and `bare` the "reference".
+            contenders = [Contender("caseapi", server, load, load), Contender("reference", bare, load, load)]
+            result = interleaved("get_case", contenders, args=args, connections=args.connections)
             results[name] = result
             log(f"{name} / bare: req/s {result['ratio']['rps']}, p50 {result['ratio']['p50_ms']}")
     alone = middleware_alone(load, rounds=15, n=5000)

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -34,13 +35,14 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from app.cases.models import Case
 from app.db import create_db_engine
 from app.pagination import encode_cursor
 from app.participants.models import Participant
 from bench import reference
-from bench.generate import DATA_DIR, SIZES, default_url, generate
+from bench.generate import DATA_DIR, SIZES, generate
 from bench.load import HOST, Load, run, run_python, wrk_available
 from bench.report import RESULTS_JSON, RESULTS_MD, ROUTES, save
 
@@ -63,8 +65,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.name, self.port = name, port
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        health: tuple[str, dict[str, str]] = ("/health", {}),
+    ) -> None:
+        self.name, self.port, self.health = name, port, health
         self.url = f"http://{HOST}:{port}"
         logs = DATA_DIR / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -84,7 +93,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log.name}")
             try:
-                status, _, _ = request(self.port, "GET", "/health", {})
+                status, _, _ = request(self.port, "GET", *self.health)
                 if status == 200:
                     return
             except OSError:
@@ -138,23 +147,46 @@ def start_caseapi(db: str, workers: int) -> Server:
     return server
 
 
-def start_reference(db: str) -> Server:
-    port = free_port()
-    argv = [
+def _uvicorn(app: str, port: int, *extra: str, workers: int = 1) -> list[str]:
+    # The reference and the anchor are served alike: no access log.
+    return [
         sys.executable,
         "-m",
         "uvicorn",
-        "--factory",
-        "bench.reference:create_app",
+        *extra,
+        app,
         "--host",
         HOST,
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
+        "--no-access-log",
         "--no-server-header",
     ]
-    server = Server("reference", argv, {"CASEAPI_DATABASE_URL": db}, port)
+
+
+def start_reference(db: str, workers: int = 1) -> Server:
+    port = free_port()
+    argv = _uvicorn("bench.reference:create_app", port, "--factory", workers=workers)
+    server = Server(f"reference-w{workers}", argv, {"CASEAPI_DATABASE_URL": db}, port)
+    server.wait_healthy()
+    return server
+
+
+def start_anchor(path: Path, db: str, marker: dict[str, Any], case_id: str) -> Server:
+    """The hand-written yardstick kept outside the repository (its path is given, never copied in)."""
+    port = free_port()
+    argv = _uvicorn(f"{path.stem}:app", port, "--app-dir", str(path.parent))
+    key = marker["clients"]["bench-rw"]["key"]
+    env = {
+        "BENCH_DSN": make_url(db).set(drivername="postgresql").render_as_string(hide_password=False),
+        "BENCH_KEY": key,
+        "BENCH_AGENCY_ID": marker["agency_id"],
+    }
+    # It has no /health: a case it serves is its health.
+    health = (f"/api/v1/cases/{case_id}", {"Authorization": f"Bearer {key}"})
+    server = Server("anchor", argv, env, port, health)
     server.wait_healthy()
     return server
 
@@ -195,11 +227,17 @@ def bench_targets(db: str, marker: dict[str, Any]) -> dict[str, Any]:
             .limit(1000)
         ).scalars()
         ids = [_plain(i) for i in ids]
+        others = ~sa.exists().where(Participant.case_id == Case.id, Participant.agency_id == agency)
+        public = Case.handling_code.in_(["TLP:GREEN", "TLP:CLEAR"])
+        hidden = conn.execute(sa.select(Case.id).where(~public, others).limit(1)).scalar_one()
+        summary = conn.execute(sa.select(Case.id).where(public, others).limit(1)).scalar_one()
         middle = f"BENCH-{marker['cases'] // 2:07d}"
         deep = conn.execute(sa.select(Case.created_at, Case.id).where(Case.reference == middle)).one()
     engine.dispose()
     return {
         "case_ids": ids,
+        "hidden_id": _plain(hidden),
+        "summary_id": _plain(summary),
         "deep_app": encode_cursor("cases", [deep.created_at, deep.id]),
         "deep_ref": reference.encode_cursor([deep.created_at.isoformat(), str(deep.id)]),
     }
@@ -215,13 +253,19 @@ def loads(marker: dict[str, Any], targets: dict[str, Any], for_reference: bool) 
         "list_deep": Load([f"/api/v1/cases?cursor={deep}"], headers=auth),
         "items": Load([f"/api/v1/cases/{i}/seized-items" for i in ids], headers=auth),
         "events": Load(["/api/v1/events"], headers=auth),
-        "post_item": Load(
-            [f"/api/v1/cases/{marker['post_case_id']}/seized-items"],
-            method="POST",
-            body=ITEM_BODY,
-            headers={**auth, "Content-Type": "application/json"},
-        ),
+        "post_item": post_load(marker),
     }
+
+
+def post_load(marker: dict[str, Any]) -> Load:
+    """POST /cases/{id}/seized-items to the case kept for it, as the read-write client."""
+    auth = {"Authorization": f"Bearer {marker['clients']['bench-rw']['key']}"}
+    return Load(
+        [f"/api/v1/cases/{marker['post_case_id']}/seized-items"],
+        method="POST",
+        body=ITEM_BODY,
+        headers={**auth, "Content-Type": "application/json"},
+    )
 
 
 # ---- measuring -------------------------------------------------------------------------------------------
@@ -255,50 +299,102 @@ def _sum_codes(rounds: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def ratios(app: dict[str, Any], ref: dict[str, Any]) -> dict[str, float | None]:
-    def div(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 3) if a is not None and b else None
+def _div(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
 
-    return {k: div(app[k], ref[k]) for k in ("rps", "p50_ms", "p99_ms", "rss_mb")}
+
+def ratios(app: dict[str, Any], ref: dict[str, Any]) -> dict[str, float | None]:
+    return {k: _div(app[k], ref[k]) for k in ("rps", "p50_ms", "p99_ms", "rss_mb")}
+
+
+@dataclass
+class Contender:
+    """One server in a route's rounds: what it is sent, and the GET that tells it has drained."""
+
+    name: str
+    server: Server
+    load: Load
+    probe: Load
 
 
 def interleaved(
-    route: str,
-    app: Server,
-    ref: Server,
-    app_load: Load,
-    ref_load: Load,
-    *,
-    args: argparse.Namespace,
-    connections: int,
-    probe: Load,
-    ref_probe: Load,
+    route: str, contenders: list[Contender], *, args: argparse.Namespace, connections: int
 ) -> dict[str, Any]:
-    """Warm-up (discarded), then rounds alternating who goes first; medians over rounds."""
+    """Warm-up (discarded), then rounds in which each server goes first in turn; medians over rounds.
+
+    `ratio` is caseapi ÷ the yardstick: the anchor where it serves the route, else the reference;
+    `vs_yardstick` gives every server's req/s as that ratio.
+    """
     use_wrk = not args.python_load and wrk_available()
-    probes = {app.name: probe, ref.name: ref_probe}
-    for server, load in ((app, app_load), (ref, ref_load)):
-        run(server.url, load, connections=connections, seconds=args.warmup, use_wrk=use_wrk)
-        drain(server, probes[server.name])
-    data: dict[str, list[dict[str, Any]]] = {"caseapi": [], "reference": []}
+    for c in contenders:
+        run(c.server.url, c.load, connections=connections, seconds=args.warmup, use_wrk=use_wrk)
+        drain(c.server, c.probe)
+    data: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
     for n in range(args.rounds):
-        order = [("caseapi", app, app_load), ("reference", ref, ref_load)]
-        for name, server, load in order if n % 2 == 0 else order[::-1]:
-            r = run(server.url, load, connections=connections, seconds=args.duration, use_wrk=use_wrk)
-            r["rss_mb"] = server.rss_mb()
+        shift = n % len(contenders)
+        for c in contenders[shift:] + contenders[:shift]:
+            r = run(c.server.url, c.load, connections=connections, seconds=args.duration, use_wrk=use_wrk)
+            r["rss_mb"] = c.server.rss_mb()
             # Requests cut off at the end of a round may still be running (in the server or the
-            # database): wait until both answer normally, so that they do not weigh on the next round.
-            r["drain_seconds"] = drain(server, probes[server.name])
-            data[name].append(r)
-    a, b = aggregate(data["caseapi"]), aggregate(data["reference"])
-    result = {"route": ROUTES.get(route, route), "connections": connections, "caseapi": a, "reference": b}
-    result["ratio"] = ratios(a, b)
+            # database): wait until it answers normally, so that they do not weigh on the next round.
+            r["drain_seconds"] = drain(c.server, c.probe)
+            data[c.name].append(r)
+    result: dict[str, Any] = {"route": ROUTES.get(route, route), "connections": connections}
+    result.update({name: aggregate(rounds) for name, rounds in data.items()})
+    yardstick = "anchor" if "anchor" in data else "reference"
+    result["yardstick"] = yardstick
+    result["ratio"] = ratios(result["caseapi"], result[yardstick])
+    result["vs_yardstick"] = {name: _div(result[name]["rps"], result[yardstick]["rps"]) for name in data}
+    if yardstick != "reference":
+        result["ratio_reference"] = ratios(result["caseapi"], result["reference"])
     result["rounds"] = data
-    log(
-        f"{route:<11} caseapi {a['rps']:>8} req/s p50 {a['p50_ms']} p99 {a['p99_ms']} | reference "
-        f"{b['rps']:>8} req/s p50 {b['p50_ms']} p99 {b['p99_ms']} | ratio {result['ratio']['rps']}"
+    shown = " | ".join(
+        f"{name} {result[name]['rps']:>8} req/s p50 {result[name]['p50_ms']} p99 {result[name]['p99_ms']}"
+        for name in data
     )
+    log(f"{route:<11} {shown} | caseapi ÷ {yardstick} {result['ratio']['rps']}")
     return result
+
+
+# The routes the anchor serves (the first page only: its cursor is a placeholder).
+ANCHOR_ROUTES = ("get_case", "list_first")
+PARITY_ROUTES = ("get_case", "list_first", "list_deep", "items", "events")
+
+
+def _answer(server: Server, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+    """Status, and the JSON of a 200 with a cursor reduced to its presence (each server encodes its own)."""
+    status, body, _ = request(server.port, "GET", path, headers)
+    if status != 200:
+        return status, None
+    doc = json.loads(body)
+    if isinstance(doc, dict) and "next_cursor" in doc:
+        doc["next_cursor"] = doc["next_cursor"] is not None
+    return status, doc
+
+
+def parity(
+    app: Server, ref: Server, app_loads: dict[str, Load], ref_loads: dict[str, Load], targets: dict[str, Any]
+) -> dict[str, Any]:
+    """The reference must answer what caseapi answers, or its ratios compare different work:
+    the first request of every GET route, and the visibility rules (a case seen in summary, one
+    hidden, one missing: their items answer 404 on both, the hidden case as the missing one)."""
+    pairs = [(route, app_loads[route].paths[0], ref_loads[route].paths[0]) for route in PARITY_ROUTES]
+    for label, case_id in (
+        ("summary", targets["summary_id"]),
+        ("hidden", targets["hidden_id"]),
+        ("missing", str(uuid.uuid4())),
+    ):
+        for suffix in ("", "/seized-items"):
+            path = f"/api/v1/cases/{case_id}{suffix}"
+            pairs.append((f"{label} case{suffix}", path, path))
+    headers = app_loads["get_case"].headers
+    checks = {}
+    for name, app_path, ref_path in pairs:
+        a, b = _answer(app, app_path, headers), _answer(ref, ref_path, headers)
+        checks[name] = {"same": a == b, "caseapi": a[0], "reference": b[0]}
+    out = {"pass": all(c["same"] for c in checks.values()), "checks": checks}
+    log(f"parity: {'the reference answers as caseapi' if out['pass'] else json.dumps(checks)}")
+    return out
 
 
 def preflight(server: Server, load: Load) -> int:
@@ -574,7 +670,14 @@ def servers(*servers_: Callable[[], Server]) -> Iterator[list[Server]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    p.add_argument("--db", help="database URL (default: an SQLite file under bench/data/)")
+    p.add_argument("--db", required=True, help="PostgreSQL URL of a database of the benchmark's own")
+    p.add_argument(
+        "--anchor",
+        type=Path,
+        default=os.environ.get("BENCH_ANCHOR"),
+        help="a hand-written yardstick (module with `app`, e.g. ../shared/bench/anchor_b.py; "
+        "default $BENCH_ANCHOR) run beside the reference on the routes it serves",
+    )
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--fresh", action="store_true", help="generate the dataset again even if it is in place")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measured round and server")
@@ -598,8 +701,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     # Both servers and the generator key the audit chain alike: the operator's key, else a bench one.
     os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
-    db = args.db or default_url(args.size)
-    backend = "sqlite" if db.startswith("sqlite") else "postgresql"
+    db = args.db
+    if not db.startswith("postgresql"):
+        p.error("the reference (asyncpg) runs on PostgreSQL only: --db postgresql+psycopg://...")
+    if args.anchor is not None and not args.anchor.is_file():
+        p.error(f"--anchor {args.anchor}: no such file")
+    backend = "postgresql"
     key = f"{backend}-{args.size}"
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -617,9 +724,10 @@ def main(argv: list[str] | None = None) -> None:
         "routes": {},
         "notes": [
             "caseapi runs with its default settings (CASEAPI_DATABASE_URL aside).",
-            "The reference writes the same rows as caseapi's POST (item, seizure event, hash-chained audit "
-            "entries, feed events, taking the same advisory lock as late as caseapi does); it skips "
-            "validation, access checks and idempotency, and resolves API keys from a table read at startup.",
+            "The reference writes the same rows as caseapi's POST (item, seizure event, HMAC-chained audit "
+            "entries, feed events, under the same advisory lock); it decides visibility as caseapi does "
+            "(checked: parity), skips body validation, the POST's write-access check and idempotency, and "
+            "resolves API keys from a table read at startup.",
         ],
     }
     if args.merge and RESULTS_JSON.exists():
@@ -634,8 +742,17 @@ def main(argv: list[str] | None = None) -> None:
             result["routes"] = dict(previous.get("routes", {}))
             result["notes"].append(f"--merge at {started_at}: measured again: {args.routes}.")
     routes = [r for r in args.routes.split(",") if r]
-    with servers(lambda: start_caseapi(db, 1), lambda: start_reference(db)) as (app, ref):
+    starts = [lambda: start_caseapi(db, 1), lambda: start_reference(db)]
+    if args.anchor is not None:
+        anchor_path = args.anchor.resolve()
+        starts.append(lambda: start_anchor(anchor_path, db, marker, targets["case_ids"][0]))
+        result["anchor"] = {"path": str(args.anchor), "routes": list(ANCHOR_ROUTES)}
+    with servers(*starts) as started:
+        app, ref = started[:2]
         app_loads, ref_loads = loads(marker, targets, False), loads(marker, targets, True)
+        result["parity"] = parity(app, ref, app_loads, ref_loads, targets)
+        if not result["parity"]["pass"]:
+            result["notes"].append("The reference did NOT answer as caseapi: see parity.")
         for route in routes:
             s_app, s_ref = preflight(app, app_loads[route]), preflight(ref, ref_loads[route])
             if s_app >= 300 or s_ref >= 300:
@@ -643,17 +760,13 @@ def main(argv: list[str] | None = None) -> None:
                     f"{ROUTES[route]}: preflight answered {s_app} (caseapi) / {s_ref} (reference)"
                 )
                 log(f"{route}: preflight {s_app}/{s_ref}")
-            result["routes"][route] = interleaved(
-                route,
-                app,
-                ref,
-                app_loads[route],
-                ref_loads[route],
-                args=args,
-                connections=args.connections,
-                probe=app_loads["get_case"],
-                ref_probe=ref_loads["get_case"],
-            )
+            contenders = [
+                Contender("caseapi", app, app_loads[route], app_loads["get_case"]),
+                Contender("reference", ref, ref_loads[route], ref_loads["get_case"]),
+            ]
+            if len(started) > 2 and route in ANCHOR_ROUTES:
+                contenders.append(Contender("anchor", started[2], ref_loads[route], ref_loads["get_case"]))
+            result["routes"][route] = interleaved(route, contenders, args=args, connections=args.connections)
             save(key, result)
         if not args.skip_walk:
             result["walk"] = walk_pages(app, marker, args.walk_seconds)
@@ -668,17 +781,11 @@ def main(argv: list[str] | None = None) -> None:
         with servers(lambda: start_caseapi(db, 2), lambda: start_reference(db)) as (app2, ref):
             w2: dict[str, Any] = {"routes": {}}
             for route in ("get_case", "list_first", "post_item"):
-                w2["routes"][route] = interleaved(
-                    route,
-                    app2,
-                    ref,
-                    app_loads[route],
-                    ref_loads[route],
-                    args=args,
-                    connections=args.connections,
-                    probe=app_loads["get_case"],
-                    ref_probe=ref_loads["get_case"],
-                )
+                contenders = [
+                    Contender("caseapi", app2, app_loads[route], app_loads["get_case"]),
+                    Contender("reference", ref, ref_loads[route], ref_loads["get_case"]),
+                ]
+                w2["routes"][route] = interleaved(route, contenders, args=args, connections=args.connections)
             w2["stateless"] = stateless_check(app2, marker)
             log(f"workers 2 stateless: {w2['stateless']}")
             result["workers2"] = w2
