@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
         "--anchor",
         type=Path,
         default=os.environ.get("BENCH_ANCHOR"),
-        help="a hand-written yardstick (module with `app`, e.g. ../shared/bench/anchor_b.py; "
+        help="a hand-written yardstick (module with `app`, e.g. a hand-written Starlette + asyncpg app; "
         "default $BENCH_ANCHOR) run beside the reference on the routes it serves",
     )
     p.add_argument("--size", choices=sorted(SIZES), default="small")
