@@ -1,4 +1,5 @@
 import uuid
+from contextlib import ExitStack
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -52,7 +53,11 @@ async def _raw_body(request: Request) -> bytes:
     },
 )
 def import_bundle(
-    session: SessionDep, p: Writer, raw: Annotated[bytes, Depends(_raw_body)], idem: IdempotencyDep
+    request: Request,
+    session: SessionDep,
+    p: Writer,
+    raw: Annotated[bytes, Depends(_raw_body)],
+    idem: IdempotencyDep,
 ) -> Response:
     """Scope `write` (and `personal_data` to import personal data). A new case led by the caller's agency
     with new ids for every row: all of it, or on any error 422 and nothing. Participants are not carried
@@ -60,10 +65,19 @@ def import_bundle(
     `Idempotency-Key`.
     """
     body = service.parse_bundle(raw)
-    return create_once(
-        session,
-        p,
-        idem,
-        lambda: created_case(service.import_bundle(session, p, body, digest=service.digest(raw))),
-        lambda case_id: replay_created_case(session, p, case_id),
-    )
+    # The storage lock an import with attachments takes is held through the
+    # commit, so the commit happens here rather than after the route returns.
+    with ExitStack() as hold:
+        response = create_once(
+            session,
+            p,
+            idem,
+            lambda: created_case(
+                service.import_bundle(
+                    session, p, body, digest=service.digest(raw), storage=request.app.state.storage, hold=hold
+                )
+            ),
+            lambda case_id: replay_created_case(session, p, case_id),
+        )
+        session.commit()
+    return response
