@@ -1,3 +1,5 @@
+import re
+import unicodedata
 import uuid
 from datetime import datetime
 
@@ -6,6 +8,24 @@ from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
 from app.types import UTCInstant
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?")
+
+
+def control_free(filename: str) -> str:
+    """The rule for a filename, whether it comes with an upload or in a bundle."""
+    if any(unicodedata.category(ch) == "Cc" for ch in filename):
+        raise ValueError("The filename must not contain control characters.")
+    return filename
+
+
+def media_type(value: str) -> str:
+    """`type/subtype[; parameters]` with the type in lower case, as stored; ValueError otherwise."""
+    value = value.strip()
+    if len(value) > 255 or not _MEDIA_TYPE.fullmatch(value):
+        raise ValueError("Content-Type must be a media type such as application/pdf.")
+    type_, _, params = value.partition(";")
+    return type_.strip().lower() + (";" + params if params else "")
 
 
 class Attachment(SQLModel, table=True):

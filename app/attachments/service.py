@@ -33,7 +33,7 @@ from fastapi import Request, Response
 from sqlalchemy.orm import Session
 
 from app import access
-from app.attachments.models import Attachment, AttachmentPublic
+from app.attachments.models import Attachment, AttachmentPublic, control_free, media_type
 from app.attachments.storage import Staged, Storage
 from app.auth.service import Principal
 from app.cases.models import Case
@@ -53,7 +53,6 @@ CASE_RESOURCE = "attachment"
 MESSAGE_RESOURCE = "message_attachment"
 
 _WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write to the staging file
-_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?")
 _REPR_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -139,18 +138,14 @@ def _parent_of(session: Session, p: Principal, attachment: Attachment) -> Parent
     )
 
 
-@functools.cache
-def _visible_statement(*, for_update: bool) -> sa.Select[Any]:
-    """The attachment, only when the caller sees its case in full or is one of
-    its request's two agencies: one statement, so that a hidden attachment
-    answers as a missing one does, no row, at the same cost."""
+def _seen(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    """Only the attachments whose case the caller sees in full, or whose request
+    is between the caller's agency and another (bind `access.principal_params`)."""
     agency = sa.bindparam("agency_id")
-    stmt = (
-        sa.select(Attachment)
-        .outerjoin(Case, Case.id == Attachment.case_id)
+    return (
+        stmt.outerjoin(Case, Case.id == Attachment.case_id)
         .outerjoin(InformationRequest, InformationRequest.id == Attachment.request_id)
         .where(
-            Attachment.id == sa.bindparam("attachment_id"),
             sa.or_(
                 sa.and_(Attachment.case_id.is_not(None), access.sees_case_in_full()),
                 sa.and_(
@@ -159,10 +154,44 @@ def _visible_statement(*, for_update: bool) -> sa.Select[Any]:
                         InformationRequest.from_agency_id == agency, InformationRequest.to_agency_id == agency
                     ),
                 ),
-            ),
+            )
         )
     )
+
+
+@functools.cache
+def _visible_statement(*, for_update: bool) -> sa.Select[Any]:
+    """The attachment, only when the caller sees it: one statement, so that a
+    hidden attachment answers as a missing one does, no row, at the same cost."""
+    stmt = _seen(sa.select(Attachment)).where(Attachment.id == sa.bindparam("attachment_id"))
     return stmt.with_for_update(of=Attachment) if for_update else stmt  # type: ignore[arg-type]
+
+
+@functools.cache
+def _visible_files_statement() -> sa.Select[Any]:
+    stmt = sa.select(Attachment.sha256, Attachment.size).where(
+        Attachment.sha256.in_(sa.bindparam("shas", expanding=True))
+    )
+    return _seen(stmt).distinct()
+
+
+_IN_CHUNK = 1000  # sha256 values per statement: far below any driver's limit on parameters
+
+
+def visible_files(session: Session, p: Principal, shas: Iterable[str]) -> dict[str, int]:
+    """The size of each of these files that the caller can already download
+    (an attachment of a case it sees in full or of one of its requests).
+
+    Knowing a file's sha256 is not having the file: a digest is quoted in
+    reports, requests and custody records. Only what the caller can already
+    read is offered again under its sha256.
+    """
+    wanted = sorted(set(shas))
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        params = access.principal_params(p) | {"shas": wanted[start : start + _IN_CHUNK]}
+        found.update((sha, size) for sha, size in session.execute(_visible_files_statement(), params))
+    return found
 
 
 def _visible(session: Session, p: Principal, attachment_id: uuid.UUID, *, for_update: bool) -> Attachment:
@@ -270,13 +299,14 @@ class UploadMeta:
 
 def upload_meta(request: Request, filename: str, sha256: str | None) -> UploadMeta:
     """Validate what comes with the body, before the body is read."""
-    if any(unicodedata.category(ch) == "Cc" for ch in filename):
-        raise invalid(["query", "filename"], "The filename must not contain control characters.")
-    content_type = request.headers.get("content-type", DEFAULT_CONTENT_TYPE).strip()
-    if len(content_type) > 255 or not _MEDIA_TYPE.fullmatch(content_type):
-        raise invalid(
-            ["header", "content-type"], "Content-Type must be a media type such as application/pdf."
-        )
+    try:
+        control_free(filename)
+    except ValueError as exc:
+        raise invalid(["query", "filename"], str(exc)) from None
+    try:
+        content_type = media_type(request.headers.get("content-type", DEFAULT_CONTENT_TYPE))
+    except ValueError as exc:
+        raise invalid(["header", "content-type"], str(exc)) from None
     expected = [sha256] if sha256 else []
     header = request.headers.get("repr-digest")
     if header is not None:
@@ -286,9 +316,7 @@ def upload_meta(request: Request, filename: str, sha256: str | None) -> UploadMe
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 200:
         raise invalid(["header", "idempotency-key"], "Idempotency-Key must be 1 to 200 characters.")
-    type_, _, params = content_type.partition(";")
-    normalized = type_.strip().lower() + (";" + params if params else "")
-    return UploadMeta(filename, normalized, expected[0] if expected else None, key)
+    return UploadMeta(filename, content_type, expected[0] if expected else None, key)
 
 
 def _sha256_of_repr_digest(header: str) -> str:

@@ -9,10 +9,12 @@ references: an import gives every row a new id.
 """
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import AfterValidator, StringConstraints
 from sqlmodel import Field
 
+from app.attachments.models import control_free, media_type
 from app.cases.models import CaseCreate, CaseOrigin
 from app.detainees.models import DetaineeCreate
 from app.evidence.models import CustodyEventBase, ItemStatus, SeizedItemCreate
@@ -85,6 +87,20 @@ class BundleDetainee(DetaineeCreate):
     )
 
 
+class BundleAttachment(RequestModel):
+    """A case attachment's metadata; the bytes travel apart, if at all."""
+
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(control_free)]
+    content_type: Annotated[str, AfterValidator(media_type)]
+    size: int = Field(ge=0, description="In bytes")
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="Of the content, in lower-case hex"
+    )
+    created_at: UTCInstant | None = Field(
+        default=None, description="When it was attached where it was exported; an import records its own time"
+    )
+
+
 class Bundle(RequestModel):
     bundle_version: Literal[1]
     exported_from: BundleSource | None = Field(
@@ -100,3 +116,10 @@ class Bundle(RequestModel):
     seized_items: list[BundleSeizedItem] = Field(default_factory=list, max_length=MAX_ROWS)
     detainees: list[BundleDetainee] = Field(default_factory=list, max_length=MAX_ROWS)
     identifiers: list[BundleIdentifier] = Field(default_factory=list, max_length=MAX_ROWS)
+    attachments: list[BundleAttachment] = Field(
+        default_factory=list,
+        max_length=MAX_ROWS,
+        description="The case's attachments in list order, without their bytes. An import attaches "
+        "only a file this instance holds and the importer can already download; the others are "
+        "counted as `attachments_missing` in the import's audit entry",
+    )

@@ -1,4 +1,5 @@
 import uuid
+from contextlib import ExitStack
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,7 +27,8 @@ def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: P
     """Scope `read`; full access to the case. The case and everything under it, with `bundle_version: 1`.
     `full_name`, `date_of_birth` and `id_document` are returned only to a key with `personal_data` that
     sends `X-Purpose` (the disclosure is audited); otherwise they are null and `personal_data_redacted` is
-    true. A case the caller may not see answers 404, exactly as one that does not exist.
+    true. Attachments are listed by their metadata, without their bytes. A case the caller may not see
+    answers 404, exactly as one that does not exist.
     """
     case = access.readable_case(session, p, case_id)
     return service.export_case(session, p, case, purpose=purpose)
@@ -52,18 +54,32 @@ async def _raw_body(request: Request) -> bytes:
     },
 )
 def import_bundle(
-    session: SessionDep, p: Writer, raw: Annotated[bytes, Depends(_raw_body)], idem: IdempotencyDep
+    request: Request,
+    session: SessionDep,
+    p: Writer,
+    raw: Annotated[bytes, Depends(_raw_body)],
+    idem: IdempotencyDep,
 ) -> Response:
     """Scope `write` (and `personal_data` to import personal data). A new case led by the caller's agency
     with new ids for every row: all of it, or on any error 422 and nothing. Participants are not carried
-    over; the case keeps the bundle's handling code or a stricter one, and its `origin`. Honours
-    `Idempotency-Key`.
+    over; the case keeps the bundle's handling code or a stricter one, and its `origin`. An attachment is
+    attached only when this instance stores its file and the caller can already download it; the audit
+    entry counts the others as `attachments_missing`. Honours `Idempotency-Key`.
     """
     body = service.parse_bundle(raw)
-    return create_once(
-        session,
-        p,
-        idem,
-        lambda: created_case(service.import_bundle(session, p, body, digest=service.digest(raw))),
-        lambda case_id: replay_created_case(session, p, case_id),
-    )
+    # The storage lock an import with attachments takes is held through the
+    # commit, so the commit happens here rather than after the route returns.
+    with ExitStack() as hold:
+        response = create_once(
+            session,
+            p,
+            idem,
+            lambda: created_case(
+                service.import_bundle(
+                    session, p, body, digest=service.digest(raw), storage=request.app.state.storage, hold=hold
+                )
+            ),
+            lambda case_id: replay_created_case(session, p, case_id),
+        )
+        session.commit()
+    return response

@@ -8,12 +8,18 @@ holds: rows are validated one at a time, and a 422 shows the first errors
 and counts the rest. Rows are then written in bulk, one INSERT (or COPY)
 per table, before the journal lock is taken; the import is recorded as one
 change, with one audit entry and one feed event (see _journal).
+
+Attachments travel as metadata only. An import attaches a file only where
+this instance holds it and the importer can already download it (see
+_attachment_rows); the rest is counted, never a row naming bytes that are
+not here.
 """
 
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,10 +29,14 @@ from sqlalchemy.orm import Session
 
 from app import access
 from app.agencies.models import Agency
+from app.attachments import service as attachments
+from app.attachments.models import Attachment
+from app.attachments.storage import Storage
 from app.auth.service import Principal
 from app.bundles.models import (
     MAX_ROWS,
     Bundle,
+    BundleAttachment,
     BundleCase,
     BundleCustodyEvent,
     BundleDetainee,
@@ -117,6 +127,10 @@ def export_case(session: Session, p: Principal, case: Case, *, purpose: str | No
             BundleIdentifier.model_construct(**fields(BundleIdentifier, x))
             for x in identifiers.export_for_bundle(session, case.id)
         ],
+        attachments=[
+            BundleAttachment.model_construct(**fields(BundleAttachment, x))
+            for x in _ordered(session, Attachment, case.id)
+        ],
     )
 
 
@@ -127,6 +141,7 @@ _SECTIONS: dict[str, type[RequestModel]] = {
     "locations": BundleLocation,
     "seized_items": BundleSeizedItem,
     "detainees": BundleDetainee,
+    "attachments": BundleAttachment,
 }
 
 
@@ -299,7 +314,9 @@ def _require_handling_code(session: Session, p: Principal, bundle: Bundle) -> No
 # --- import: writing ------------------------------------------------------------------------------------
 
 
-def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str) -> Case:
+def import_bundle(
+    session: Session, p: Principal, bundle: Bundle, *, digest: str, storage: Storage, hold: ExitStack
+) -> Case:
     """Create the bundle's case, led by the caller's agency, with new ids for every row.
 
     The bundle's participants are not carried over: on this instance, who
@@ -318,6 +335,9 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str
     imported them: every custody event is recorded by the importing agency,
     the case carries the bundle's `origin` and digest, and the one audit
     entry names the importing client and agency.
+
+    `hold` keeps the storage lock, once the attachments are checked, until
+    the caller commits (see _attachment_rows).
     """
     for section in ("locations", "seized_items", "detainees"):
         _unique_ids(getattr(bundle, section), section)
@@ -424,6 +444,16 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str
         {**row, "case_id": case.id, "created_at": stamps()["created_at"]} for row in identifier_rows
     ]
     identifiers.insert_imported(session, identifier_rows)
+    attachment_rows, attachments_missing = _attachment_rows(
+        session,
+        p,
+        bundle.attachments,
+        storage,
+        hold,
+        case_id=case.id,
+        created_at=lambda: stamps()["created_at"],
+    )
+    bulk_insert(session, Attachment.__table__, attachment_rows)  # type: ignore[attr-defined]
     _journal(
         session,
         p,
@@ -435,12 +465,70 @@ def import_bundle(session: Session, p: Principal, bundle: Bundle, *, digest: str
         custody_events=custody,
         detainees=detainees,
         identifiers=identifier_rows,
+        attachments=attachment_rows,
+        attachments_missing=attachments_missing,
     )
     return case
 
 
+def _attachment_rows(
+    session: Session,
+    p: Principal,
+    entries: list[BundleAttachment],
+    storage: Storage,
+    hold: ExitStack,
+    *,
+    case_id: uuid.UUID,
+    created_at: Callable[[], datetime],
+) -> tuple[list[dict[str, Any]], int]:
+    """The attachment rows to create, and how many entries have no file to attach.
+
+    A bundle carries no bytes, so an entry becomes a row only where the file
+    is already here and the importer can already download it (another
+    attachment of a case it sees in full or of one of its requests): then
+    the new case refers to it as an upload of the same content would.
+    Knowing a sha256 is not having the file, so a file only other agencies
+    can read counts as missing, exactly as one that is not here.
+
+    Checked under the storage lock, which `hold` keeps until the import
+    commits: a deletion's reference check (app.attachments.service.release)
+    cannot see the new rows before then, and would otherwise remove a file
+    they are about to name.
+    """
+    if not entries:
+        return [], 0
+    hold.enter_context(storage.lock())
+    sizes = attachments.visible_files(session, p, (x.sha256 for x in entries))
+    rows: list[dict[str, Any]] = []
+    for n, entry in enumerate(entries):
+        size = sizes.get(entry.sha256)
+        if size is None or not storage.exists(entry.sha256):
+            continue
+        if size != entry.size:
+            raise invalid(["body", "attachments", n, "size"], f"The file with this sha256 is {size} bytes.")
+        rows.append(
+            {
+                **entry.model_dump(exclude={"created_at"}),
+                "id": uuid.uuid4(),
+                "case_id": case_id,
+                "request_id": None,
+                "message_id": None,
+                "uploaded_by_agency_id": p.agency_id,
+                "version": 1,
+                "created_at": created_at(),
+            }
+        )
+    return rows, len(entries) - len(rows)
+
+
 def _journal(
-    session: Session, p: Principal, case: Case, digest: str, **sections: list[dict[str, Any]]
+    session: Session,
+    p: Principal,
+    case: Case,
+    digest: str,
+    *,
+    attachments_missing: int,
+    **sections: list[dict[str, Any]],
 ) -> None:
     """The import is one change, recorded once: one audit entry and one feed event.
 
@@ -448,8 +536,9 @@ def _journal(
     journal lock, which every writer of the instance waits for: a large
     import held it for seconds. The entry names the importing client and
     agency, the digest of the document and how many rows of each kind it
-    created; the rows themselves are the case's, each row's own `created_at`
-    is the import's, and feed readers learn of them from `case.imported`.
+    created (and how many attachments it found no file for); the rows
+    themselves are the case's, each row's own `created_at` is the import's,
+    and feed readers learn of them from `case.imported`.
     """
     record(
         session,
@@ -462,5 +551,6 @@ def _journal(
             "bundle_sha256": digest,
             "origin_case_id": None if case.origin_case_id is None else str(case.origin_case_id),
             "rows": {name: len(rows) for name, rows in sections.items()},
+            "attachments_missing": attachments_missing,
         },
     )

@@ -346,7 +346,9 @@ def test_an_import_is_one_audit_entry_and_one_event(
             "custody_events": 6,
             "detainees": 1,
             "identifiers": 0,
+            "attachments": 0,
         },
+        "attachments_missing": 0,
     }
     assert client.get("/api/v1/audit/verify", headers=admin.headers).json()["ok"] is True
     # The partner is no participant of the copy: it sees none of its events.
