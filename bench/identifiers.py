@@ -20,6 +20,7 @@ Prints p50/p99 in milliseconds and appends them to bench/identifiers-results.jso
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -97,6 +98,8 @@ def timed(rounds: int, send: Any) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # caseapi serve on PostgreSQL needs the audit key (as bench.run sets it).
+    os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--size", default="medium", choices=["small", "medium", "large"])
