@@ -20,7 +20,6 @@ Prints p50/p99 in milliseconds and appends them to bench/identifiers-results.jso
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -36,6 +35,7 @@ from app.auth.models import Scope
 from app.auth.service import create_client
 from app.db import create_db_engine, transaction
 from app.identifiers.normalize import IdentifierKind, normalize
+from bench import use_bench_audit_key
 from bench.generate import generate
 from bench.run import log, request, start_caseapi
 
@@ -98,8 +98,7 @@ def timed(rounds: int, send: Any) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # caseapi serve on PostgreSQL needs the audit key (as bench.run sets it).
-    os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
+    use_bench_audit_key()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--size", default="medium", choices=["small", "medium", "large"])

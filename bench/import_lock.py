@@ -19,13 +19,10 @@ latencies include waiting for the GIL, as in one server worker.
 import argparse
 import json
 import logging
-import os
 import threading
 import time
 import uuid
 from typing import Any
-
-os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -41,6 +38,7 @@ from app.auth.models import Scope
 from app.config import Settings
 from app.db import create_db_engine, transaction
 from app.main import create_app
+from bench import use_bench_audit_key
 
 
 class LockClock:
@@ -108,6 +106,7 @@ def bundle(items: int, agency_id: str) -> dict[str, Any]:
 
 
 def main() -> None:
+    use_bench_audit_key()
     parser = argparse.ArgumentParser(prog="python -m bench.import_lock", description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True, help="a PostgreSQL server URL (a database is created on it)")
     parser.add_argument("--items", type=int, default=10_000)

@@ -41,7 +41,7 @@ from app.cases.models import Case
 from app.db import create_db_engine
 from app.pagination import encode_cursor
 from app.participants.models import Participant
-from bench import reference
+from bench import reference, use_bench_audit_key
 from bench.generate import DATA_DIR, SIZES, generate
 from bench.load import HOST, Load, run, run_python, wrk_available
 from bench.report import RESULTS_JSON, RESULTS_MD, ROUTES, save
@@ -699,8 +699,7 @@ def main(argv: list[str] | None = None) -> None:
     for flag in ("bundle", "many", "walk", "workers2"):
         p.add_argument(f"--skip-{flag}", action="store_true")
     args = p.parse_args(argv)
-    # Both servers and the generator key the audit chain alike: the operator's key, else a bench one.
-    os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
+    use_bench_audit_key()
     db = args.db
     if not db.startswith("postgresql"):
         p.error("the reference (asyncpg) runs on PostgreSQL only: --db postgresql+psycopg://...")

@@ -39,6 +39,7 @@ from app.participants.models import Participant, Role
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer
 from app.webhooks.models import SubscriptionCreate
+from bench import use_bench_audit_key
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -153,7 +154,7 @@ def main() -> None:
     port = port_in.recv()
 
     url = _fresh_database(args.db)
-    os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
+    use_bench_audit_key()
     settings = Settings(database_url=url, webhook_allow_private=True)
     engine = create_db_engine(url)
     with engine.begin() as conn:

@@ -30,7 +30,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import reference
+from bench import reference, use_bench_audit_key
 from bench.generate import SIZES, generate
 from bench.load import Load
 from bench.report import RESULTS_JSON, RESULTS_MD, WRITES_JSON, render
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not args.db.startswith("postgresql"):
         p.error("the journal lock is PostgreSQL's: --db postgresql+psycopg://...")
-    os.environ.setdefault("CASEAPI_AUDIT_KEY", "bench-audit-key-" + "0" * 32)
+    use_bench_audit_key()
     marker = generate(args.db, args.size)
     out: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
