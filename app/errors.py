@@ -4,6 +4,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,14 @@ log = logging.getLogger("caseapi")
 security_log = logging.getLogger("caseapi.security")
 
 PROBLEM_JSON = "application/problem+json"
+
+# A table or column the code expects, missing: through the ORM (psycopg) or the hot reads (asyncpg).
+_UNDEFINED = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+)
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
@@ -223,10 +232,9 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("integrity error: %s", exc.orig)
         return problem_response(409, "The change conflicts with existing data.", slug="conflict")
 
-    # The hot reads (app.reads) meet psycopg's own errors, the rest SQLAlchemy's wrappers.
+    # The hot reads (app.reads) raise SQLAlchemy's exceptions too, around asyncpg's errors.
     @app.exception_handler(sa_exc.DataError)
-    @app.exception_handler(psycopg.DataError)
-    async def _data_error(_: Request, exc: sa_exc.DataError | psycopg.DataError) -> JSONResponse:
+    async def _data_error(_: Request, exc: sa_exc.DataError) -> JSONResponse:
         # A value the schema let through but the database cannot store or
         # compare: the client's input, so never a 500. Schemas should catch
         # it first; the log says which one did not.
@@ -239,8 +247,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(sa_exc.OperationalError)
-    @app.exception_handler(psycopg.OperationalError)
-    async def _db_down(_: Request, exc: sa_exc.OperationalError | psycopg.OperationalError) -> JSONResponse:
+    async def _db_down(_: Request, exc: sa_exc.OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", database_reason(exc))
         return problem_response(
             503,
@@ -252,11 +259,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # A table or column the code expects is missing: the schema is behind the
     # code (`caseapi migrate` has not run); /health/ready says so too.
     @app.exception_handler(sa_exc.ProgrammingError)
-    @app.exception_handler(psycopg.errors.UndefinedTable)
-    @app.exception_handler(psycopg.errors.UndefinedColumn)
-    async def _schema_behind(_: Request, exc: Exception) -> JSONResponse:
-        orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-        if not isinstance(orig, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
+    async def _schema_behind(_: Request, exc: sa_exc.ProgrammingError) -> JSONResponse:
+        if not isinstance(exc.orig, _UNDEFINED):
             raise exc  # not the schema's fault: a 500, answered by RequestObserver
         log.error("database schema behind the code, run `caseapi migrate`: %s", database_reason(exc))
         return problem_response(

@@ -1,12 +1,14 @@
 """HTTP conventions shared by every route: JSON bodies, ETags, If-Match,
 creation responses, the X-Purpose header."""
 
+import functools
 import json
 import re
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -118,10 +120,35 @@ def public(model: type[M], row: Any, **computed: Any) -> M:
     return model.model_construct(**fields, **computed)
 
 
-def ok(body: BaseModel, *, version: int | None = None) -> Response:
+@functools.cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
+
+
+def public_json(model: type[BaseModel], row: Any, **computed: Any) -> dict[str, Any]:
+    """public(), as the dict its JSON is written from (ok() writes it with orjson):
+    what the hot reads answer, without building a model per row."""
+    return {name: computed[name] if name in computed else getattr(row, name) for name in _field_names(model)}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):  # asyncpg's UUIDs (app.reads), a subclass orjson leaves to us
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(content: Any) -> bytes:
+    """JSON as pydantic writes it for the same values (UTC instants end in Z)."""
+    return orjson.dumps(content, default=_json_default, option=orjson.OPT_UTC_Z)
+
+
+def ok(body: BaseModel | dict[str, Any], *, version: int | None = None) -> Response:
     """A 200 with the body serialised once; the route's response_model documents it."""
     headers = {"ETag": etag(version)} if version is not None else None
-    return Response(body.model_dump_json().encode(), media_type=JSON, headers=headers)
+    content = body.model_dump_json().encode() if isinstance(body, BaseModel) else dump_json(body)
+    return Response(content, media_type=JSON, headers=headers)
 
 
 def created(body: BaseModel, *, location: str, version: int | None) -> Response:

@@ -31,6 +31,11 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
+def page_json(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    """A Page, as the dict its JSON is written from (app.http.public_json)."""
+    return {"items": items, "next_cursor": next_cursor}
+
+
 @dataclass(frozen=True)
 class PageParams:
     limit: int = 50
@@ -50,11 +55,16 @@ async def page_params(
 
 PageDep = Annotated[PageParams, Depends(page_params)]
 
-_ENCODERS: dict[type, Callable[[Any], Any]] = {
-    datetime: lambda v: v.isoformat(),
-    uuid.UUID: str,
-    int: int,
-}
+
+def _encode(value: Any) -> Any:
+    # isinstance: asyncpg's UUIDs (app.reads) are a subclass of uuid.UUID.
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if type(value) is int:
+        return value
+    raise TypeError(f"no cursor encoding for {type(value).__name__}")
 
 
 # A cursor is signed, yet its values are checked as strictly as any input: a
@@ -93,7 +103,7 @@ def _sign(payload: bytes) -> str:
 
 def encode_cursor(scope: str, values: Sequence[Any]) -> str:
     payload = json.dumps(
-        [scope, [_ENCODERS[type(v)](v) for v in values]],
+        [scope, [_encode(v) for v in values]],
         separators=(",", ":"),
     ).encode()
     return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + _sign(payload)

@@ -3,35 +3,44 @@
 A read that goes through a worker thread and the ORM session costs several
 times what the database takes to answer it (thread hand-off, session and
 connection bookkeeping). The most requested reads (a case, the case list,
-a case's seized items, the event feed) therefore run on `Reads`, with
-SQLAlchemy Core statements built once per shape (functools.cache on the
-builder), whose values are all bind parameters:
+a case's seized items, the event feed, API keys) therefore run on `Reads`,
+with SQLAlchemy Core statements built once per shape (functools.cache on
+the builder), whose values are all bind parameters:
 
-- PostgreSQL: each statement is compiled once and run on psycopg's async
-  driver in autocommit, so each read sees the latest committed data, as in
-  a READ COMMITTED transaction. Parameters and results pass through the
-  column types' own SQLAlchemy processors, so rows hold exactly the values
-  the ORM would give.
-- SQLite (and PostgreSQL through another driver than psycopg): the
-  statement runs on the sync engine in a worker thread (for SQLite, a local
-  file: there is no round trip to save).
+- PostgreSQL: each statement is compiled once, by SQLAlchemy, for its
+  asyncpg dialect, and run on asyncpg as a prepared statement (asyncpg
+  keeps them per connection) outside any transaction, so each read sees
+  the latest committed data, as in a READ COMMITTED transaction. Only the
+  public `Compiled` API is used: `string` (the SQL, with `$n` placeholders),
+  `positiontup` (which bind parameter fills each placeholder) and `binds`.
+  Values and results pass through the column types' own processors for
+  that dialect, so rows hold the values the ORM would give
+  (tests/test_reads.py compares them, value for value).
+- SQLite: the statement runs on the sync engine in a worker thread (a
+  local file: there is no round trip to save).
 
 Everything that writes, and every other read, uses the ORM session
 (app.db). Both ways share the statements and the access rules (app.access).
+A driver's error leaves here as SQLAlchemy's exception for it, so that
+app.errors answers it as it answers the ORM's (503 when the database is
+down or busy, 422 for a value it cannot compare).
 """
 
 import asyncio
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-import psycopg
+import asyncpg
+import orjson
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from psycopg.rows import TupleRow
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+from app.hot import lean_dependency
 
 Row = Any  # a named tuple whose fields are the statement's selected column keys
 
@@ -64,6 +73,7 @@ class EngineReads(Reads):
 
 
 Processor = Callable[[Any], Any]
+_UNSET = object()
 
 # Hot statements are built once per shape (their values are bind
 # parameters), so a few hundred cover every combination of filters.
@@ -71,134 +81,178 @@ _MAX_STATEMENTS = 1000
 
 
 @dataclass(frozen=True)
-class _Compiled:
-    compiled: sa.sql.compiler.Compiled
-    binds: dict[str, Processor]  # bind name -> the type's bind processor, where it has one
-    results: tuple[tuple[int, Processor], ...]  # column index -> result processor
+class _Argument:
+    """What fills one `$n` placeholder: a caller's value by name, else the
+    statement's own (a literal compared with, such as a handling code)."""
+
+    name: str
+    value: Any
+    process: Processor | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sql: str
+    arguments: tuple[_Argument, ...]
+    results: tuple[tuple[int, Processor], ...]  # column index -> the type's result processor
     row: type[tuple[Any, ...]]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for arg in self.arguments:
+            value = params.get(arg.name, arg.value)
+            if value is _UNSET:
+                raise sa_exc.ArgumentError(f"a value is required for bind parameter {arg.name!r}")
+            out.append(value if arg.process is None or value is None else arg.process(value))
+        return out
+
+    def rows(self, records: Sequence[asyncpg.Record]) -> list[Row]:
+        make = self.row._make  # type: ignore[attr-defined]
+        if not self.results:
+            return [make(r) for r in records]
+        out = []
+        for r in records:
+            cells = list(r)
+            for i, process in self.results:
+                if cells[i] is not None:
+                    cells[i] = process(cells[i])
+            out.append(make(cells))
+        return out
+
+
+def prepare(stmt: sa.Select[Any], dialect: sa.Dialect) -> _Prepared:
+    """`stmt` as SQL for asyncpg, and how to fill its placeholders and read its rows."""
+    compiled = stmt.compile(dialect=dialect)
+    # Expanding IN lists are rendered per execution by SQLAlchemy's
+    # execution context, which this path does not use.
+    if "POSTCOMPILE" in compiled.string:
+        raise TypeError("hot reads compare with = or tuples, not IN lists")
+    arguments = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        value = _UNSET if bind.required else bind.value
+        arguments.append(_Argument(name, value, bind.type.bind_processor(dialect)))
+    columns = list(stmt.selected_columns)
+    results = tuple(
+        (i, process)
+        for i, col in enumerate(columns)
+        if (process := col.type.result_processor(dialect, None)) is not None
+    )
+    row = collections.namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
+    return _Prepared(compiled.string, tuple(arguments), results, row)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # What SQLAlchemy's asyncpg dialect does on connect: JSON arrives decoded.
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+# A connection that went away with its server (a restart, a terminated
+# backend): the read is retried once on a new connection.
+_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InsufficientResourcesError,
+)
+_UNDEFINED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
+
+
+def _as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
+    if isinstance(exc, TimeoutError):
+        return sa_exc.TimeoutError(f"no read connection free: {exc}")
+    if isinstance(exc, asyncpg.DataError):
+        return sa_exc.DataError(sql, None, exc)
+    if isinstance(exc, _UNDEFINED):
+        return sa_exc.ProgrammingError(sql, None, exc)
+    if isinstance(exc, _UNAVAILABLE):
+        return sa_exc.OperationalError(sql, None, exc)
+    return exc
 
 
 class PostgresReads(Reads):
-    """Statements compiled by SQLAlchemy, run on psycopg's async driver.
+    """Statements compiled by SQLAlchemy, run on asyncpg.
 
-    Connections come from the pool of an async SQLAlchemy engine (in
-    autocommit), which connects on demand: while the database is down a
-    read fails at once (503), and reads recover as soon as it is back.
+    The pool (one per event loop) connects on demand: while the database is
+    down a read fails at once (503), and reads recover as soon as it is back.
     """
 
-    def __init__(self, engine: sa.Engine, *, size: int, timeout: float) -> None:
-        self.dialect = engine.dialect
-        self._url = engine.url
+    def __init__(self, url: sa.URL, *, size: int, timeout: float) -> None:
+        self.dialect = asyncpg_dialect()
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._size = size
         self._timeout = timeout
-        # One engine per event loop: async connections belong to the loop
-        # that opened them. A served worker has one loop; tests that drive
-        # one app from several threads have one each.
-        self._engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = {}
-        self._cache: dict[sa.Select[Any], _Compiled] = {}
+        # Async connections belong to the loop that opened them. A served
+        # worker has one loop; tests that drive one app from several threads have one each.
+        self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
+        self._cache: dict[sa.Select[Any], _Prepared] = {}
 
-    def _engine(self) -> AsyncEngine:
+    async def _pool(self) -> asyncpg.Pool:
         loop = asyncio.get_running_loop()
-        engine = self._engines.get(loop)
-        if engine is None:
-            engine = self._engines[loop] = create_async_engine(
-                self._url,
-                pool_size=self._size,
-                max_overflow=0,
-                pool_timeout=self._timeout,
-                pool_recycle=1800,
-                # Autocommit: a read leaves no transaction behind to roll back.
-                pool_reset_on_return=None,
-                isolation_level="AUTOCOMMIT",
-                connect_args={"connect_timeout": 5},
+        pool = self._pools.get(loop)
+        if pool is None:
+            # With min_size=0 making the pool connects nothing, so it never
+            # suspends: no other read can find it half-made.
+            pool = self._pools[loop] = await asyncpg.create_pool(
+                self._dsn,
+                min_size=0,  # connect on demand: a pool made while the database is down still works later
+                max_size=self._size,
+                init=_init_connection,
+                timeout=5,  # to connect
+                max_inactive_connection_lifetime=300,
+                statement_cache_size=_MAX_STATEMENTS,
             )
-        return engine
+        return pool
 
-    def _prepared(self, stmt: sa.Select[Any]) -> _Compiled:
+    def _prepared(self, stmt: sa.Select[Any]) -> _Prepared:
         found = self._cache.get(stmt)
         if found is None:
             if len(self._cache) >= _MAX_STATEMENTS:
                 self._cache.clear()  # only statements built per request would get here
-            found = self._cache[stmt] = self._prepare(stmt)
+            found = self._cache[stmt] = prepare(stmt, self.dialect)
         return found
-
-    def _prepare(self, stmt: sa.Select[Any]) -> _Compiled:
-        compiled = stmt.compile(dialect=self.dialect)
-        # Expanding IN lists are rendered per execution by SQLAlchemy's
-        # execution context, which this path does not use.
-        if "POSTCOMPILE" in compiled.string:
-            raise TypeError("hot reads compare with = or tuples, not IN lists")
-        binds = {}
-        escaped = compiled.escaped_bind_names  # type: ignore[attr-defined]
-        for bind, name in compiled.bind_names.items():  # type: ignore[attr-defined]
-            proc = bind.type.bind_processor(self.dialect)
-            if proc is not None:
-                binds[escaped.get(name, name)] = proc
-        columns = list(stmt.selected_columns)
-        results = tuple(
-            (i, proc)
-            for i, col in enumerate(columns)
-            if (proc := col.type.result_processor(self.dialect, None)) is not None
-        )
-        row = collections.namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
-        return _Compiled(compiled, binds, results, row)
 
     async def all(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> list[Row]:
         prepared = self._prepared(stmt)
-        values = dict(prepared.compiled.construct_params(params) or {})
-        for name, proc in prepared.binds.items():
-            values[name] = proc(values[name])
-        rows = await self._fetch(prepared.compiled.string, values)
-        make = prepared.row._make  # type: ignore[attr-defined]
-        if not prepared.results:
-            return [make(r) for r in rows]
-        out = []
-        for r in rows:
-            cells = list(r)
-            for i, proc in prepared.results:
-                cells[i] = proc(cells[i])
-            out.append(make(cells))
-        return out
+        records = await self._fetch(prepared.sql, prepared.args(params or {}))
+        return prepared.rows(records)
 
-    async def _fetch(self, sql: str, values: dict[str, Any]) -> list[TupleRow]:
-        engine = self._engine()
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
         try:
-            return await _run(engine, sql, values)
-        except _ConnectionLost:
-            # Most likely every other connection in the pool went with it (the
-            # database restarted): drop them all and read again on a new one.
-            # Reads are idempotent, so the retry is safe.
-            await engine.dispose()
-            return await _run(engine, sql, values)
+            pool = await self._pool()
+            try:
+                return await self._run(pool, sql, args)
+            except _LOST:
+                # Most likely every other connection in the pool went with it (the
+                # database restarted): drop them all and read again on a new one.
+                # Reads are idempotent, so the retry is safe.
+                await pool.expire_connections()
+                return await self._run(pool, sql, args)
+        except Exception as exc:
+            translated = _as_sqlalchemy_error(exc, sql)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def _run(self, pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+        async with pool.acquire(timeout=self._timeout) as conn:
+            return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         """Close this loop's connections; a later read opens them again (an app can start again)."""
-        engine = self._engines.pop(asyncio.get_running_loop(), None)
-        if engine is not None:
-            await engine.dispose()
-
-
-class _ConnectionLost(psycopg.OperationalError):
-    pass
-
-
-async def _run(engine: AsyncEngine, sql: str, values: dict[str, Any]) -> list[TupleRow]:
-    async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        try:
-            cursor = await driver.execute(sql, values)
-            return await cursor.fetchall()
-        except psycopg.OperationalError as exc:
-            if not driver.broken:
-                raise
-            await conn.invalidate()
-            raise _ConnectionLost(str(exc)) from exc
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
 
 
 def create_reads(engine: sa.Engine, *, size: int, timeout: float) -> Reads:
-    # Another PostgreSQL driver than psycopg (3) has no async twin here: it reads as SQLite does.
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return PostgresReads(engine, size=size, timeout=timeout)
+    if engine.dialect.name == "postgresql":
+        return PostgresReads(engine.url, size=size, timeout=timeout)
     return EngineReads(engine)
 
 
@@ -207,3 +261,4 @@ async def _reads(request: Request) -> Reads:
 
 
 ReadsDep = Annotated[Reads, Depends(_reads)]
+lean_dependency(_reads, _reads)

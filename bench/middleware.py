@@ -29,6 +29,7 @@ from app.observability.middleware import RequestObserver
 from app.ratelimit.middleware import RateLimit
 from app.ratelimit.rate import Rate
 from app.ratelimit.service import LocalLimiter
+from bench import use_bench_audit_key
 from bench.generate import default_url, generate
 from bench.load import HOST, Load
 from bench.run import Contender, Server, bench_targets, free_port, interleaved, loads, log, servers
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--python-load", action="store_true")
     args = p.parse_args(argv)
+    use_bench_audit_key()
     db = args.db or default_url(args.size)
     marker = generate(db, args.size)
     targets = bench_targets(db, marker)

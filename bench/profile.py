@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from bench import use_bench_audit_key
 from bench.generate import DATA_DIR, SIZES, default_url, generate
 from bench.load import run
 from bench.run import ROOT, bench_targets, loads, start_caseapi, wrk_available
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--routes", default="get_case,list_first,post_item")
     args = p.parse_args(argv)
+    use_bench_audit_key()
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed: pip install -r bench/requirements.txt")
     db = args.db or default_url(args.size)

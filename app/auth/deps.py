@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.auth.models import Scope
 from app.auth.service import Principal, hash_key, read_principal
 from app.errors import AppError
+from app.hot import lean_dependency
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `caseapi client create`")
 
@@ -51,6 +52,10 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             raise AppError(403, f"This action needs the '{scope.value}' scope.", slug="forbidden")
         return principal
 
+    async def lean(request: Request) -> Principal:
+        return await dependency(request, await _bearer(request))
+
+    lean_dependency(dependency, lean)
     return dependency
 
 

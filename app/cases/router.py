@@ -15,15 +15,17 @@ from app.cases.models import (
     HandlingCode,
 )
 from app.db import SessionDep
-from app.http import StrictJSONRoute, check_if_match, ok, with_etag
+from app.hot import HotRoute, hot
+from app.http import check_if_match, ok, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
-from app.pagination import Page, PageDep
+from app.pagination import Page, PageDep, page_json
 from app.reads import ReadsDep
 
-router = APIRouter(prefix="/cases", tags=["cases"], route_class=StrictJSONRoute)
+router = APIRouter(prefix="/cases", tags=["cases"], route_class=HotRoute)
 
 
 @router.get("", response_model=Page[CasePublic], summary="List the cases the caller sees")
+@hot
 async def list_cases(
     reads: ReadsDep,
     p: Reader,
@@ -40,7 +42,7 @@ async def list_cases(
     items, cursor = await service.list_cases(
         reads, p, page, status=status, q=q, handling_code=handling_code, participant=participant
     )
-    return ok(Page(items=items, next_cursor=cursor))
+    return ok(page_json(items, cursor))
 
 
 @router.post("", status_code=201, response_model=CasePublic, summary="Open a case")
@@ -61,13 +63,14 @@ def create_case(
 
 
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case")
+@hot
 async def get_case(reads: ReadsDep, p: Reader, case_id: uuid.UUID) -> Response:
     """Scope `read`. Participants (and, under TLP:AMBER, their sub-agencies) read it in full; under
     TLP:GREEN and TLP:CLEAR every agency reads its own fields (`"access": "summary"`). A case the caller may
     not see answers 404, exactly as one that does not exist.
     """
     acc = await access.read_case_access(reads, p, case_id)
-    return ok(service.to_public(acc.case, acc.level), version=acc.case.version)
+    return ok(service.to_public_json(acc.case, acc.level), version=acc.case.version)
 
 
 @router.patch("/{case_id}", response_model=CasePublic, summary="Change a case")

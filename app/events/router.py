@@ -6,14 +6,16 @@ from app.auth.deps import Reader
 from app.errors import invalid
 from app.events import service
 from app.events.models import EventPublic
-from app.http import ok, public
-from app.pagination import Page, PageDep
+from app.hot import HotRoute, hot
+from app.http import ok, public_json
+from app.pagination import Page, PageDep, page_json
 from app.reads import ReadsDep
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = APIRouter(prefix="/events", tags=["events"], route_class=HotRoute)
 
 
 @router.get("", response_model=Page[EventPublic], summary="Follow the event feed")
+@hot
 async def list_events(
     reads: ReadsDep,
     p: Reader,
@@ -33,4 +35,4 @@ async def list_events(
     if after is not None and page.cursor is not None:
         raise invalid(["query", "after"], "Give either after or cursor, not both.")
     items, cursor = await service.list_events(reads, p, page, after=after)
-    return ok(Page(items=[public(EventPublic, e) for e in items], next_cursor=cursor))
+    return ok(page_json([public_json(EventPublic, e) for e in items], cursor))

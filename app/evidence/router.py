@@ -16,12 +16,13 @@ from app.evidence.models import (
     SeizedItemPublic,
     SeizedItemUpdate,
 )
-from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public, with_etag
+from app.hot import HotRoute, hot
+from app.http import api_path, check_if_match, created, ok, public, public_json, with_etag
 from app.idempotency.service import IdempotencyDep, create_once
-from app.pagination import Page, PageDep
+from app.pagination import Page, PageDep, page_json
 from app.reads import ReadsDep
 
-router = APIRouter(tags=["seized items"], route_class=StrictJSONRoute)
+router = APIRouter(tags=["seized items"], route_class=HotRoute)
 
 
 @router.get(
@@ -29,6 +30,7 @@ router = APIRouter(tags=["seized items"], route_class=StrictJSONRoute)
     response_model=Page[SeizedItemPublic],
     summary="List a case's seized items",
 )
+@hot
 async def list_items(
     reads: ReadsDep, p: Reader, case_id: uuid.UUID, page: PageDep, category: Category | None = None
 ) -> Response:
@@ -37,7 +39,7 @@ async def list_items(
     """
     await access.read_readable_case(reads, p, case_id)
     items, cursor = await service.list_items(reads, case_id, page, category=category)
-    return ok(Page(items=[public(SeizedItemPublic, x) for x in items], next_cursor=cursor))
+    return ok(page_json([public_json(SeizedItemPublic, x) for x in items], cursor))
 
 
 @router.post(

@@ -44,9 +44,9 @@ def statements(application: FastAPI) -> Iterator[list[str]]:
     if hot:
         fetch = reads._fetch
 
-        async def counted(sql: str, values: dict[str, Any]) -> Any:
+        async def counted(sql: str, args: Any) -> Any:
             seen.append(sql)
-            return await fetch(sql, values)
+            return await fetch(sql, args)
 
         reads._fetch = counted  # type: ignore[method-assign]
     try:
