@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # A worker that could not record a change must not start (ConfigError).
     audit_key(settings)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.access_log)
     in_flight = settings.pool_size
 
     @asynccontextmanager

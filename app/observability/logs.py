@@ -23,10 +23,10 @@ LogFormat = Literal["text", "json"]
 request_id_var: ContextVar[str | None] = ContextVar("caseapi_request_id", default=None)
 
 # uvicorn's loggers, which otherwise come with handlers and formats of their own.
-# Not "uvicorn.access": uvicorn turns it off (CASEAPI_ACCESS_LOG=false) before the
-# app starts, and configuring it again here would turn it back on; unconfigured,
-# it writes through the root handler like the rest.
 _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+# "uvicorn.access" is named too: dictConfig resets the children of the loggers it
+# configures (propagating again), which would undo uvicorn's own switching it off.
+_ACCESS = "uvicorn.access"
 
 
 def _add_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -71,8 +71,9 @@ def formatter(log_format: LogFormat) -> structlog.stdlib.ProcessorFormatter:
     )
 
 
-def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
-    """A logging.config.dictConfig for the whole process, uvicorn's loggers included."""
+def logging_config(log_format: LogFormat, level: str, access_log: bool) -> dict[str, Any]:
+    """A logging.config.dictConfig for the whole process, uvicorn's loggers included;
+    uvicorn's line per request only with `access_log`."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -81,10 +82,13 @@ def logging_config(log_format: LogFormat, level: str) -> dict[str, Any]:
             "stderr": {"class": "logging.StreamHandler", "formatter": "caseapi", "stream": "ext://sys.stderr"}
         },
         "root": {"handlers": ["stderr"], "level": level},
-        "loggers": {name: {"handlers": [], "propagate": True, "level": level} for name in _UVICORN},
+        "loggers": {
+            **{name: {"handlers": [], "propagate": True, "level": level} for name in _UVICORN},
+            _ACCESS: {"handlers": [], "propagate": access_log, "level": level},
+        },
     }
 
 
 @functools.cache  # once per process and configuration: tests build many apps
-def configure_logging(log_format: LogFormat, level: str) -> None:
-    logging.config.dictConfig(logging_config(log_format, level))
+def configure_logging(log_format: LogFormat, level: str, access_log: bool) -> None:
+    logging.config.dictConfig(logging_config(log_format, level, access_log))

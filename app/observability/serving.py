@@ -17,7 +17,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     trusted = settings.forwarded_allow_ips.strip()
     return {
-        "log_config": logging_config(settings.log_format, settings.log_level),
+        "log_config": logging_config(settings.log_format, settings.log_level, settings.access_log),
         "log_level": None,  # the level is in log_config
         # X-Forwarded-For and -Proto only from the peers named: from anyone
         # else they would let a client choose the address it is logged with.

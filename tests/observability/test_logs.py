@@ -3,13 +3,16 @@ uvicorn's loggers in the same format; what `caseapi serve` hands uvicorn."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from pydantic import ValidationError
@@ -25,7 +28,7 @@ PROGRAM = textwrap.dedent(
     """
     import logging, sys
     from app.observability.logs import configure_logging, request_id_var
-    configure_logging(sys.argv[1], sys.argv[2])
+    configure_logging(sys.argv[1], sys.argv[2], False)
     logging.getLogger("uvicorn.error").info("Started server process")
     logging.getLogger("caseapi").debug("below the level")
     token = request_id_var.set("req-42")
@@ -156,3 +159,49 @@ def test_serve_gives_several_workers_a_shared_metrics_directory(monkeypatch: pyt
     directory = options["multiproc_dir"]
     assert directory is not None
     assert not Path(directory).exists() and MULTIPROC_ENV not in os.environ  # cleaned up
+
+
+def _serve_and_search(tmp_path: Path, **env: str) -> str:
+    """What a served worker writes to its log for one request with a search term in it."""
+    tmp_path.mkdir()
+    database = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CASEAPI_DATABASE_URL": database,
+        "CASEAPI_KEY_FILE": str(tmp_path / "keys"),
+        **env,
+    }
+    run = [sys.executable, "-c", "import sys; from app.cli import main; main(sys.argv[1:])"]
+    subprocess.run([*run, "migrate"], env=full_env, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [*run, "serve", "--port", str(port)],
+        env=full_env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/v1/cases?q=secret-search-term", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    return stderr
+
+
+def test_the_access_log_is_off_unless_asked_for(tmp_path: Path) -> None:
+    """Search terms must not reach plain-text logs (CASEAPI_ACCESS_LOG defaults to false)."""
+    quiet = _serve_and_search(tmp_path / "quiet")
+    assert "access_denied" in quiet  # the request was served and logged as a refusal
+    assert "secret-search-term" not in quiet and "uvicorn.access" not in quiet
+    assert "secret-search-term" in _serve_and_search(tmp_path / "loud", CASEAPI_ACCESS_LOG="true")
