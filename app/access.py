@@ -12,6 +12,7 @@ is under it; only the lead changes participants and the handling code.
 
 import functools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -201,6 +202,23 @@ def sees_case_in_full() -> sa.ColumnElement[bool]:
         sa.and_(
             Case.handling_code == HandlingCode.amber, _is_participant(Case.id, sa.bindparam("parent_id"))
         ),
+    )
+
+
+def in_case_seen_in_full(rows: sa.Select[Any], keys: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
+    """`rows` (a page of one case's rows, keyset() ordered by `keys`, for
+    `case_id`) in the same statement as the caller's access to that case: no
+    row at all when the caller does not see the case in full (hidden or
+    missing alike: 404), one row of nulls when the page is empty. Run with
+    principal_params(). The page is a subquery of its own, read in its index's
+    order and cut at its limit, joined to the one case row it belongs to."""
+    page = rows.subquery("page")
+    seen = sa.select(Case.id).where(Case.id == sa.bindparam("case_id"), sees_case_in_full()).subquery("seen")
+    return (
+        sa.select(page)
+        .select_from(seen)
+        .outerjoin(page, sa.true())
+        .order_by(*(page.c[key.key] for key in keys))  # type: ignore[attr-defined]
     )
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.config import get_settings
-from app.errors import AppError
+from app.errors import AppError, not_found
 from app.reads import Reads
 from app.secrets import cursor_key
 from app.types import EARLIEST, LATEST
@@ -185,6 +185,24 @@ async def read_page(
     (built once per shape); rows hold the columns it selects."""
     rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))
     return page_of(rows, params, scope=scope, key_of=_key_of(keys))
+
+
+async def read_case_page(
+    reads: Reads,
+    stmt: sa.Select[Any],
+    values: dict[str, Any],
+    params: PageParams,
+    *,
+    scope: str,
+    keys: Sequence[InstrumentedAttribute[Any]],
+) -> tuple[list[Any], str | None]:
+    """read_page() of a statement made by access.in_case_seen_in_full(): 404
+    (the case's) when the caller does not see the case in full."""
+    rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))
+    if not rows:
+        raise not_found("case")
+    found = [row for row in rows if row.id is not None]  # an empty page is one row of nulls
+    return page_of(found, params, scope=scope, key_of=_key_of(keys))
 
 
 def _key_of(keys: Sequence[InstrumentedAttribute[Any]]) -> Callable[[Any], list[Any]]:

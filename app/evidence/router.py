@@ -37,8 +37,7 @@ async def list_items(
     """Scope `read`; full access to the case. Filter by `category`. A case the caller may not see answers
     404, exactly as one that does not exist.
     """
-    await access.read_readable_case(reads, p, case_id)
-    items, cursor = await service.list_items(reads, case_id, page, category=category)
+    items, cursor = await service.list_items(reads, p, case_id, page, category=category)
     return ok(page_json([public_json(SeizedItemPublic, x) for x in items], cursor))
 
 

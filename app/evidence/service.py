@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app import access
 from app.agencies.service import require_agencies
 from app.auth.service import Principal
 from app.crud import add_recorded, delete_recorded, update_recorded
@@ -30,7 +31,7 @@ from app.evidence.models import (
     SeizedItemUpdate,
 )
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, keyset, paginate, read_page
+from app.pagination import PageParams, keyset, paginate, read_case_page
 from app.reads import Reads
 
 STATUS_AFTER = {
@@ -50,15 +51,16 @@ def _items_statement(*, category: bool, after: bool) -> sa.Select[Any]:
     stmt = sa.select(SeizedItem).where(SeizedItem.case_id == sa.bindparam("case_id"))
     if category:
         stmt = stmt.where(SeizedItem.category == sa.bindparam("category"))
-    return keyset(stmt, keys=ITEM_KEYS, after=after)
+    return access.in_case_seen_in_full(keyset(stmt, keys=ITEM_KEYS, after=after), ITEM_KEYS)
 
 
 async def list_items(
-    reads: Reads, case_id: uuid.UUID, params: PageParams, *, category: Category | None
+    reads: Reads, p: Principal, case_id: uuid.UUID, params: PageParams, *, category: Category | None
 ) -> tuple[list[Any], str | None]:
+    """A page of the case's items; 404 unless the caller sees the case in full (one statement)."""
     stmt = _items_statement(category=category is not None, after=bool(params.cursor))
-    values = {"case_id": case_id, "category": category}
-    return await read_page(reads, stmt, values, params, scope=f"seized-items:{case_id}", keys=ITEM_KEYS)
+    values = access.principal_params(p) | {"case_id": case_id, "category": category}
+    return await read_case_page(reads, stmt, values, params, scope=f"seized-items:{case_id}", keys=ITEM_KEYS)
 
 
 def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> SeizedItem:

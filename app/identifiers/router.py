@@ -29,8 +29,7 @@ async def list_identifiers(
     recorded in it, filtered by `kind`. A case the caller may not see answers 404, exactly as one that does
     not exist.
     """
-    await access.read_readable_case(reads, p, case_id)
-    items, cursor = await service.list_identifiers(reads, case_id, page, kind=kind)
+    items, cursor = await service.list_identifiers(reads, p, case_id, page, kind=kind)
     return ok(Page(items=[public(IdentifierPublic, x) for x in items], next_cursor=cursor))
 
 

@@ -44,7 +44,7 @@ from app.identifiers.models import (
 )
 from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
 from app.journal import record
-from app.pagination import PageParams, keyset, read_page
+from app.pagination import PageParams, keyset, read_case_page
 from app.reads import Reads
 from app.secrets import search_term_key
 
@@ -76,15 +76,18 @@ def _list_statement(*, kind: bool, after: bool) -> sa.Select[Any]:
     stmt = sa.select(Identifier).where(Identifier.case_id == sa.bindparam("case_id"))
     if kind:
         stmt = stmt.where(Identifier.kind == sa.bindparam("kind"))
-    return keyset(stmt, keys=IDENTIFIER_KEYS, after=after)
+    return access.in_case_seen_in_full(keyset(stmt, keys=IDENTIFIER_KEYS, after=after), IDENTIFIER_KEYS)
 
 
 async def list_identifiers(
-    reads: Reads, case_id: uuid.UUID, params: PageParams, *, kind: IdentifierKind | None
+    reads: Reads, p: Principal, case_id: uuid.UUID, params: PageParams, *, kind: IdentifierKind | None
 ) -> tuple[list[Any], str | None]:
+    """A page of the case's identifiers; 404 unless the caller sees the case in full (one statement)."""
     stmt = _list_statement(kind=kind is not None, after=bool(params.cursor))
-    values = {"case_id": case_id, "kind": kind}
-    return await read_page(reads, stmt, values, params, scope=f"identifiers:{case_id}", keys=IDENTIFIER_KEYS)
+    values = access.principal_params(p) | {"case_id": case_id, "kind": kind}
+    return await read_case_page(
+        reads, stmt, values, params, scope=f"identifiers:{case_id}", keys=IDENTIFIER_KEYS
+    )
 
 
 def create_identifier(session: Session, p: Principal, case: Case, data: IdentifierCreate) -> Identifier:
