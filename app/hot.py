@@ -21,6 +21,7 @@ endpoint raises (401, 403, 404) leave by the same exception handlers either way.
 import enum
 import inspect
 import re
+import types
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -61,7 +62,9 @@ def lean_dependency(dependency: Callable[..., Any], getter: Getter) -> None:
 
 
 def _query_getter(name: str, annotation: Any, default: Any, info: Query | None) -> Getter:
-    kind = next((t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)), None)
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = [t for t in typing.get_args(annotation) if t is not type(None)] if optional else [annotation]
+    kind = kinds[0] if len(kinds) == 1 else None
     bounds = {type(m): m for m in (info.metadata if info is not None else [])}
     if info is not None and (
         info.alias not in (None, name)

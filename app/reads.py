@@ -247,10 +247,14 @@ class PostgresReads(Reads):
             raise translated from exc
 
     async def _run(self, pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
-        # Only the wait for a connection is bounded (a read itself is not cut
-        # short); asyncio.timeout, as acquire(timeout=) would start a task per read.
-        async with asyncio.timeout(self._timeout):
+        # Only a wait for a connection is bounded (a read itself is not cut
+        # short), and only when there is one: a timer per read costs as much
+        # as the rest of the pool's bookkeeping (acquire(timeout=) a task).
+        if pool.get_idle_size():
             conn = await pool.acquire()
+        else:
+            async with asyncio.timeout(self._timeout):
+                conn = await pool.acquire()
         try:
             return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
         finally:
