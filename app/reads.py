@@ -263,8 +263,14 @@ class PostgresReads(Reads):
     async def close(self) -> None:
         """Close this loop's connections; a later read opens them again (an app can start again)."""
         pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.close()
+        if pool is None:
+            return
+        try:
+            # Gracefully, unless the database or the network to it is gone:
+            # then a goodbye it never answers must not hold up the shutdown.
+            await asyncio.wait_for(pool.close(), timeout=self._timeout)
+        except TimeoutError:
+            pool.terminate()
 
 
 def create_reads(engine: sa.Engine, *, size: int, timeout: float) -> Reads:
