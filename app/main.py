@@ -4,7 +4,6 @@ import asyncio
 import ctypes
 import functools
 import gc
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -73,20 +72,6 @@ def _limit_malloc_arenas() -> None:
         pass  # not glibc: nothing to tune
 
 
-# A thread waiting for the GIL gets it after at most this long (Python's default is 5 ms).
-_GIL_SWITCH_SECONDS = 0.0005
-
-
-def _shorten_gil_switch_interval() -> None:
-    """Writes run in worker threads, and each of their round trips ends with
-    the thread asking for the GIL back. A write holds the journal lock (every
-    writer of the database waits for it) across several round trips, and the
-    event loop's reads wait for the GIL too: at the default 5 ms a busy
-    worker spent most of a write's lock time, and a bundle import most of a
-    read's latency, waiting for threads doing something else."""
-    sys.setswitchinterval(_GIL_SWITCH_SECONDS)
-
-
 @functools.cache  # once per process, however many apps it starts (tests start hundreds)
 def _tune_garbage_collector() -> None:
     """Keep the collector's pauses out of the latency tail.
@@ -116,7 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, in_flight + 8)
         _tune_garbage_collector()
-        _shorten_gil_switch_interval()
         stop = asyncio.Event()
         # Every worker delivers webhooks; leases keep them off each other's subscriptions.
         delivering = asyncio.create_task(deliver(settings, stop=stop)) if settings.webhook_delivery else None
