@@ -11,14 +11,17 @@ from app.journal import CLI, Actor
 from app.pagination import PageParams, paginate
 
 
-def require_agencies(session: Session, refs: dict[str, uuid.UUID | None]) -> None:
-    """422 naming the field when a referenced agency does not exist."""
-    wanted = {v for v in refs.values() if v is not None}
+def require_agencies(
+    session: Session, refs: dict[str, uuid.UUID | None], *, known: uuid.UUID | None = None
+) -> None:
+    """422 naming the field when a referenced agency does not exist. `known`:
+    an agency that does (the caller's own), which costs no query."""
+    wanted = {v for v in refs.values() if v is not None and v != known}
     if not wanted:
         return
     found = set(session.execute(sa.select(Agency.id).where(Agency.id.in_(wanted))).scalars())
     for field, value in refs.items():
-        if value is not None and value not in found:
+        if value is not None and value != known and value not in found:
             raise invalid(["body", field], "No agency with this id.")
 
 

@@ -66,7 +66,8 @@ async def list_items(
 def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> SeizedItem:
     seized_by = data.seized_by_agency_id or p.agency_id
     custodian = data.custodian_agency_id or seized_by
-    require_agencies(session, {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian})
+    refs = {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian}
+    require_agencies(session, refs, known=p.agency_id)
     require_location_in_case(session, data.location_id, case_id)
     item = SeizedItem.model_validate(
         data.model_dump(exclude={"seized_by_agency_id", "custodian_agency_id"}),
