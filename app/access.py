@@ -149,12 +149,6 @@ async def read_case_access(reads: Reads, p: Principal, case_id: uuid.UUID) -> Ca
     return _access(row, row.role, row.parent_in)
 
 
-async def read_readable_case(reads: Reads, p: Principal, case_id: uuid.UUID) -> None:
-    """readable_case() for the hot reads: 404 unless the caller reads the case's contents."""
-    if (await read_case_access(reads, p, case_id)).level != "full":
-        raise not_found("case")
-
-
 def readable_case(session: Session, p: Principal, case_id: uuid.UUID) -> Case:
     """A case whose contents the caller may read; 404 otherwise."""
     access = case_access(session, p, case_id)

@@ -180,29 +180,18 @@ async def read_page(
     *,
     scope: str,
     keys: Sequence[InstrumentedAttribute[Any]],
+    in_case: bool = False,
 ) -> tuple[list[Any], str | None]:
     """paginate() for the hot reads: `stmt` is already keyset() for `params`
-    (built once per shape); rows hold the columns it selects."""
+    (built once per shape); rows hold the columns it selects. `in_case`: `stmt`
+    is made by access.in_case_seen_in_full(), and no row at all is a 404 (the
+    case's), as the caller does not see the case in full."""
     rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))
+    if in_case:
+        if not rows:
+            raise not_found("case")
+        rows = [row for row in rows if row.id is not None]  # an empty page is one row of nulls
     return page_of(rows, params, scope=scope, key_of=_key_of(keys))
-
-
-async def read_case_page(
-    reads: Reads,
-    stmt: sa.Select[Any],
-    values: dict[str, Any],
-    params: PageParams,
-    *,
-    scope: str,
-    keys: Sequence[InstrumentedAttribute[Any]],
-) -> tuple[list[Any], str | None]:
-    """read_page() of a statement made by access.in_case_seen_in_full(): 404
-    (the case's) when the caller does not see the case in full."""
-    rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))
-    if not rows:
-        raise not_found("case")
-    found = [row for row in rows if row.id is not None]  # an empty page is one row of nulls
-    return page_of(found, params, scope=scope, key_of=_key_of(keys))
 
 
 def _key_of(keys: Sequence[InstrumentedAttribute[Any]]) -> Callable[[Any], list[Any]]:

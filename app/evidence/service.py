@@ -31,7 +31,7 @@ from app.evidence.models import (
     SeizedItemUpdate,
 )
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, keyset, paginate, read_case_page
+from app.pagination import PageParams, keyset, paginate, read_page
 from app.reads import Reads
 
 STATUS_AFTER = {
@@ -60,7 +60,9 @@ async def list_items(
     """A page of the case's items; 404 unless the caller sees the case in full (one statement)."""
     stmt = _items_statement(category=category is not None, after=bool(params.cursor))
     values = access.principal_params(p) | {"case_id": case_id, "category": category}
-    return await read_case_page(reads, stmt, values, params, scope=f"seized-items:{case_id}", keys=ITEM_KEYS)
+    return await read_page(
+        reads, stmt, values, params, scope=f"seized-items:{case_id}", keys=ITEM_KEYS, in_case=True
+    )
 
 
 def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> SeizedItem:

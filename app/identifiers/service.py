@@ -44,7 +44,7 @@ from app.identifiers.models import (
 )
 from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
 from app.journal import record
-from app.pagination import PageParams, keyset, read_case_page
+from app.pagination import PageParams, keyset, read_page
 from app.reads import Reads
 from app.secrets import search_term_key
 
@@ -85,8 +85,8 @@ async def list_identifiers(
     """A page of the case's identifiers; 404 unless the caller sees the case in full (one statement)."""
     stmt = _list_statement(kind=kind is not None, after=bool(params.cursor))
     values = access.principal_params(p) | {"case_id": case_id, "kind": kind}
-    return await read_case_page(
-        reads, stmt, values, params, scope=f"identifiers:{case_id}", keys=IDENTIFIER_KEYS
+    return await read_page(
+        reads, stmt, values, params, scope=f"identifiers:{case_id}", keys=IDENTIFIER_KEYS, in_case=True
     )
 
 
