@@ -61,7 +61,7 @@ def lean_dependency(dependency: Callable[..., Any], getter: Getter) -> None:
     _LEAN[dependency] = getter
 
 
-def _query_getter(name: str, annotation: Any, default: Any, info: Query | None) -> Getter:
+def _query_getter(name: str, annotation: Any, default: Any, required: bool, info: Query | None) -> Getter:
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     kinds = [t for t in typing.get_args(annotation) if t is not type(None)] if optional else [annotation]
     kind = kinds[0] if len(kinds) == 1 else None
@@ -100,6 +100,8 @@ def _query_getter(name: str, annotation: Any, default: Any, info: Query | None) 
     async def get(request: Request) -> Any:
         values = request.query_params.getlist(name)
         if not values:
+            if required:
+                raise NoLeanValue  # FastAPI's 422
             return default
         if len(values) > 1:
             raise NoLeanValue
@@ -162,8 +164,11 @@ def binder(function: Callable[..., Any], path_names: set[str]) -> Binder:
         elif name in path_names:
             getters.append((name, _path_getter(name, annotation)))
         else:
-            default = None if param.default is inspect.Parameter.empty else param.default
-            getters.append((name, _query_getter(name, annotation, default, query)))
+            if isinstance(param.default, Param):
+                raise TypeError(f"{function.__qualname__}: parameter {name!r}: declare Query() in Annotated")
+            required = param.default is inspect.Parameter.empty
+            default = None if required else param.default
+            getters.append((name, _query_getter(name, annotation, default, required, query)))
 
     async def bind(request: Request) -> dict[str, Any] | None:
         kwargs = {}

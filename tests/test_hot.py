@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
@@ -161,6 +161,23 @@ def test_unsupported_parameters_are_refused_at_startup() -> None:
         hot.binder(with_a_body, set())
     with pytest.raises(TypeError, match="only coroutines"):
         hot.binder(not_a_coroutine, {"case_id"})
+
+    async def old_style_default(limit: int = Query(50)) -> Any:
+        return limit
+
+    with pytest.raises(TypeError, match="in Annotated"):
+        hot.binder(old_style_default, set())
+
+
+def test_a_required_query_parameter_missing_is_fastapi_s_to_answer() -> None:
+    async def needs(limit: int) -> Any:
+        return limit
+
+    bind = hot.binder(needs, set())
+    request = Request({"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": []})
+    assert asyncio.run(bind(request)) is None
+    given = Request({"type": "http", "method": "GET", "path": "/", "query_string": b"limit=3", "headers": []})
+    assert asyncio.run(bind(given)) == {"limit": 3}
 
 
 # --- the JSON of rows, against the JSON of models -------------------------------
