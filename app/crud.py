@@ -3,6 +3,7 @@
 import uuid
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -32,6 +33,30 @@ def add_recorded(
         action=f"{resource_type}.created",
         resource_type=resource_type,
         resource_id=resource_id or obj.id,
+        case_id=case_id,
+    )
+
+
+def insert_recorded(
+    session: Session,
+    obj: Any,
+    actor: Actor,
+    *,
+    resource_type: str,
+    case_id: uuid.UUID | None,
+) -> None:
+    """add_recorded() of a new row nothing else in the transaction changes: one
+    INSERT of its columns, without the ORM's unit of work (which costs more in
+    Python than the database takes to insert it). `obj` stays out of the session;
+    a model with insert listeners (Case) must go through add_recorded()."""
+    table = type(obj).__table__
+    session.execute(sa.insert(table), {c.key: getattr(obj, c.key) for c in table.columns})
+    record(
+        session,
+        actor,
+        action=f"{resource_type}.created",
+        resource_type=resource_type,
+        resource_id=obj.id,
         case_id=case_id,
     )
 

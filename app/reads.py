@@ -130,6 +130,8 @@ def prepare(stmt: sa.Select[Any], dialect: sa.Dialect) -> _Prepared:
     arguments = []
     for name in compiled.positiontup or ():
         bind = compiled.binds[name]
+        if bind.callable is not None:
+            raise TypeError(f"hot reads take values, not callables (bind parameter {name!r})")
         value = _UNSET if bind.required else bind.value
         arguments.append(_Argument(name, value, bind.type.bind_processor(dialect)))
     columns = list(stmt.selected_columns)
