@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any
 
+import psycopg
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -273,7 +274,14 @@ def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
         psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(c.name) for c in columns),
     )
     driver: Any = conn.connection.driver_connection  # psycopg's Connection, in this transaction
-    with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
-        for row in rows:
-            values = [row[name] for name in given] + [default_of(c) for c in defaulted]
-            copy.write_row([proc(v) if proc else v for proc, v in zip(procs, values, strict=True)])
+    try:
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            for row in rows:
+                values = [row[name] for name in given] + [default_of(c) for c in defaulted]
+                copy.write_row([proc(v) if proc else v for proc, v in zip(procs, values, strict=True)])
+    except psycopg.Error as exc:
+        # As SQLAlchemy wraps its own statements' errors, so that app.errors
+        # answers a COPY's as any other (409, 422, 503), never with a 500.
+        raise sa.exc.DBAPIError.instance(
+            f"COPY {table.name}", None, exc, psycopg.Error, connection_invalidated=driver.broken
+        ) from exc

@@ -1,5 +1,6 @@
 """Storage: SQLite pragmas, UTC instants on every backend, commit before response."""
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -101,3 +102,16 @@ def test_bulk_insert_stores_what_an_insert_would(engine: sa.Engine, count: int) 
     assert {a.created_at for a in stored} == {moment}
     assert {a.version for a in stored} == {1}
     assert len({a.id for a in stored}) == count and all(a.updated_at for a in stored)
+
+
+@pytest.mark.parametrize("count", [3, 150])  # an INSERT, and on PostgreSQL a COPY on the driver itself
+def test_bulk_insert_fails_as_any_statement_does(engine: sa.Engine, count: int) -> None:
+    """SQLAlchemy's exceptions either way, which app.errors answers (409, 422, 503), never a 500."""
+    rows = [
+        {"code": f"FK-{n}", "name": "Orphan", "kind": AgencyKind.police, "parent_id": uuid.uuid4()}
+        for n in range(count)
+    ]
+    with pytest.raises(sa.exc.IntegrityError), transaction(engine, write=True) as session:
+        bulk_insert(session, Agency.__table__, rows)  # type: ignore[arg-type]
+    with transaction(engine, write=False) as session:
+        assert session.execute(sa.select(Agency.id).where(Agency.code.like("FK-%"))).first() is None
