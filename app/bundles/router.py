@@ -1,7 +1,8 @@
 import gc
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Annotated
 
@@ -37,36 +38,54 @@ def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: P
     return service.export_case(session, p, case, purpose=purpose)
 
 
-_paused = 0  # imports writing now
-_paused_lock = threading.Lock()
-_was_enabled = True
+class _CollectorPause:
+    """The garbage collector off while validated bundles are written.
 
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The garbage collector off while a validated bundle is written.
-
-    The import makes hundreds of thousands of objects that reference
-    counting frees; each full collection meanwhile walks them all, and stops
-    every thread of the worker, the event loop serving other agencies'
-    reads included (bench/import_stall.py: their p99 during imports fell from
-    16 ms to 9). Counted, so that one of several imports at once does not turn
-    it back on under the others; validation (parse_bundle), where hostile
-    input makes its garbage, runs with the collector on.
+    An import makes hundreds of thousands of objects that reference counting
+    frees; each full collection meanwhile walks them all, and stops every
+    thread of the worker, the event loop serving other agencies' reads
+    included (bench/import_stall.py: their p99 during imports fell from 16 ms
+    to 9). Counted, so that one of several imports at once does not turn it
+    back on under the others. Validation (parse_bundle), where hostile input
+    makes its garbage, runs with the collector on; and imports kept going back
+    to back cannot keep it off for good: while it stays off, a full collection
+    still runs every MAX_OFF_SECONDS.
     """
-    global _paused, _was_enabled
-    with _paused_lock:
-        _paused += 1
-        if _paused == 1:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-    try:
-        yield
-    finally:
-        with _paused_lock:
-            _paused -= 1
-            if _paused == 0 and _was_enabled:
-                gc.enable()
+
+    MAX_OFF_SECONDS = 30.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._writing = 0
+        self._was_enabled = True
+        self._off_since = 0.0
+
+    def _collect_if_off_too_long(self) -> None:
+        if self._writing and self.clock() - self._off_since >= self.MAX_OFF_SECONDS:
+            gc.collect()
+            self._off_since = self.clock()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            self._writing += 1
+            if self._writing == 1:
+                self._was_enabled = gc.isenabled()
+                self._off_since = self.clock()
+                gc.disable()
+            self._collect_if_off_too_long()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._collect_if_off_too_long()
+                self._writing -= 1
+                if self._writing == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_collector_paused = _CollectorPause()
 
 
 async def _raw_body(request: Request) -> bytes:

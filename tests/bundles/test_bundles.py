@@ -546,3 +546,24 @@ def test_the_garbage_collector_rests_while_an_import_writes(
     # A rejected bundle never reaches the writing, and leaves the collector on.
     assert import_(client, lead, {"bundle_version": 1}).status_code == 422
     assert gc.isenabled() and seen == [False, False]
+
+
+def test_imports_back_to_back_cannot_keep_the_collector_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile importer overlapping imports for ever: a full collection still runs every so often."""
+    from app.bundles.router import _CollectorPause
+
+    now = [0.0]
+    collections: list[float] = []
+    monkeypatch.setattr(gc, "collect", lambda *_: collections.append(now[0]) or 0)
+    pause = _CollectorPause(clock=lambda: now[0])
+    with pause():
+        now[0] = pause.MAX_OFF_SECONDS - 1
+        with pause():  # the next import starts before the first ends
+            assert not gc.isenabled() and collections == []
+            now[0] = pause.MAX_OFF_SECONDS + 1
+        assert collections == [pause.MAX_OFF_SECONDS + 1]  # on the way out of the second
+        with pause():
+            now[0] += pause.MAX_OFF_SECONDS / 2
+        assert collections == [pause.MAX_OFF_SECONDS + 1]  # not again before its time
+        assert not gc.isenabled()
+    assert gc.isenabled()
