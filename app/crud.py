@@ -24,39 +24,25 @@ def add_recorded(
     resource_type: str,
     case_id: uuid.UUID | None,
     resource_id: uuid.UUID | None = None,
+    unit_of_work: bool = True,
 ) -> None:
-    session.add(obj)
-    session.flush()
+    """Insert a new row and record its creation. `unit_of_work=False`, for a row
+    nothing else in the transaction changes: one INSERT of its columns, without
+    the ORM's unit of work (which costs more in Python than the database takes
+    to insert it); `obj` then stays out of the session, and a model with insert
+    listeners (Case) must not be added so."""
+    if unit_of_work:
+        session.add(obj)
+        session.flush()
+    else:
+        table = type(obj).__table__
+        session.execute(sa.insert(table), {c.key: getattr(obj, c.key) for c in table.columns})
     record(
         session,
         actor,
         action=f"{resource_type}.created",
         resource_type=resource_type,
         resource_id=resource_id or obj.id,
-        case_id=case_id,
-    )
-
-
-def insert_recorded(
-    session: Session,
-    obj: Any,
-    actor: Actor,
-    *,
-    resource_type: str,
-    case_id: uuid.UUID | None,
-) -> None:
-    """add_recorded() of a new row nothing else in the transaction changes: one
-    INSERT of its columns, without the ORM's unit of work (which costs more in
-    Python than the database takes to insert it). `obj` stays out of the session;
-    a model with insert listeners (Case) must go through add_recorded()."""
-    table = type(obj).__table__
-    session.execute(sa.insert(table), {c.key: getattr(obj, c.key) for c in table.columns})
-    record(
-        session,
-        actor,
-        action=f"{resource_type}.created",
-        resource_type=resource_type,
-        resource_id=obj.id,
         case_id=case_id,
     )
 

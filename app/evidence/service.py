@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app import access
 from app.agencies.service import require_agencies
 from app.auth.service import Principal
-from app.crud import add_recorded, delete_recorded, insert_recorded, update_recorded
+from app.crud import add_recorded, delete_recorded, update_recorded
 from app.db import utcnow
 from app.errors import conflict, invalid, not_found
 from app.evidence.models import (
@@ -75,7 +75,7 @@ def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: Seized
         data.model_dump(exclude={"seized_by_agency_id", "custodian_agency_id"}),
         update={"case_id": case_id, "seized_by_agency_id": seized_by, "custodian_agency_id": custodian},
     )
-    insert_recorded(session, item, p.actor, resource_type="seized_item", case_id=case_id)
+    add_recorded(session, item, p.actor, resource_type="seized_item", case_id=case_id, unit_of_work=False)
     seizure = CustodyEvent(
         seized_item_id=item.id,
         seq=1,
@@ -85,7 +85,9 @@ def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: Seized
         at=item.seized_at or utcnow(),
         recorded_by_agency_id=p.agency_id,
     )
-    insert_recorded(session, seizure, p.actor, resource_type="custody_event", case_id=case_id)
+    add_recorded(
+        session, seizure, p.actor, resource_type="custody_event", case_id=case_id, unit_of_work=False
+    )
     return item
 
 
