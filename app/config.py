@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Attachments (app.attachments): the largest file, and where the files live.
     max_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     storage_dir: Path = Path("./caseapi-files")
+    # Processes per worker that run bundle imports (app.bundles.imports):
+    # imports beyond this many at once wait for one to finish.
+    import_processes: int = Field(default=1, ge=1, le=32)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # uvicorn's line per request. Off by default: the audit trail records
     # every change and disclosure and the security log every refusal, while

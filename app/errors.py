@@ -70,6 +70,15 @@ class AppError(Exception):
         self.headers = headers or {}
         self.extra = extra or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its keywords: a bundle import raises it in another process (app.bundles.imports).
+        fields = {"slug": self.slug, "title": self.title, "headers": self.headers, "extra": self.extra}
+        return (_rebuild_app_error, (self.status, self.detail, fields))
+
+
+def _rebuild_app_error(status: int, detail: str, fields: dict[str, Any]) -> AppError:
+    return AppError(status, detail, **fields)
+
 
 def not_found(what: str = "resource") -> AppError:
     # The same words whether the thing is missing or hidden from the caller.

@@ -21,6 +21,7 @@ from app.attachments.router import router as attachments
 from app.attachments.storage import LocalStorage
 from app.audit.router import router as audit
 from app.auth.service import PrincipalCache
+from app.bundles.imports import BundleImports
 from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.config import Settings, get_settings
@@ -78,12 +79,12 @@ _GIL_SWITCH_SECONDS = 0.0005
 
 
 def _shorten_gil_switch_interval() -> None:
-    """The event loop serves the hot reads while worker threads run writes
-    and bundle imports; after each wait for I/O a thread asks for the GIL
-    back, and gets it only when the holder lets go. At Python's default 5 ms,
-    reads of other cases during a 10 000-item import had a p99 11 times their
-    idle one (bench/import_stall.py); at 0.5 ms, 6 times, and the slowest
-    write meanwhile went from 213 to 174 ms."""
+    """The event loop serves the hot reads while worker threads run the
+    writes; after each wait for I/O a thread asks for the GIL back, and gets
+    it only when the holder lets go. At Python's default 5 ms, a read could
+    wait that long for each of its steps behind a busy write (measured when
+    bundle imports still ran in threads: reads of other cases had a p99 11
+    times their idle one at 5 ms, 6 times at 0.5 ms)."""
     sys.setswitchinterval(_GIL_SWITCH_SECONDS)
 
 
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if delivering is not None:
             await delivering
         await application.state.reads.close()
+        await asyncio.to_thread(application.state.bundle_imports.close)
         metrics.close()
         if limiter is not None:
             await limiter.close()
@@ -154,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)
     application.state.storage = LocalStorage(settings.storage_dir)
+    application.state.bundle_imports = BundleImports(settings)
     application.state.max_attachment_bytes = settings.max_attachment_bytes
     install_error_handlers(application)
     openapi.install(application)

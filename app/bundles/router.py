@@ -1,9 +1,4 @@
-import gc
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -11,12 +6,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.bundles import service
+from app.bundles.imports import BundleImports
 from app.bundles.models import Bundle
 from app.cases.models import CasePublic
-from app.cases.service import created_case, replay_created_case
 from app.db import SessionDep
 from app.http import Purpose, StrictJSONRoute
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep
 
 router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)
 
@@ -38,56 +33,6 @@ def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: P
     return service.export_case(session, p, case, purpose=purpose)
 
 
-class _CollectorPause:
-    """The garbage collector off while validated bundles are written.
-
-    An import makes hundreds of thousands of objects that reference counting
-    frees; each full collection meanwhile walks them all, and stops every
-    thread of the worker, the event loop serving other agencies' reads
-    included (bench/import_stall.py: their p99 during imports fell from 16 ms
-    to 9). Counted, so that one of several imports at once does not turn it
-    back on under the others. Validation (parse_bundle), where hostile input
-    makes its garbage, runs with the collector on; and imports kept going back
-    to back cannot keep it off for good: while it stays off, a full collection
-    still runs every MAX_OFF_SECONDS.
-    """
-
-    MAX_OFF_SECONDS = 30.0
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._writing = 0
-        self._was_enabled = True
-        self._off_since = 0.0
-
-    def _collect_if_off_too_long(self) -> None:
-        if self._writing and self.clock() - self._off_since >= self.MAX_OFF_SECONDS:
-            gc.collect()
-            self._off_since = self.clock()
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            self._writing += 1
-            if self._writing == 1:
-                self._was_enabled = gc.isenabled()
-                self._off_since = self.clock()
-                gc.disable()
-            self._collect_if_off_too_long()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._collect_if_off_too_long()
-                self._writing -= 1
-                if self._writing == 0 and self._was_enabled:
-                    gc.enable()
-
-
-_collector_paused = _CollectorPause()
-
-
 async def _raw_body(request: Request) -> bytes:
     return await request.body()
 
@@ -107,9 +52,8 @@ async def _raw_body(request: Request) -> bytes:
         }
     },
 )
-def import_bundle(
+async def import_bundle(
     request: Request,
-    session: SessionDep,
     p: Writer,
     raw: Annotated[bytes, Depends(_raw_body)],
     idem: IdempotencyDep,
@@ -120,20 +64,5 @@ def import_bundle(
     attached only when this instance stores its file and the caller can already download it; the audit
     entry counts the others as `attachments_missing`. Honours `Idempotency-Key`.
     """
-    body = service.parse_bundle(raw)
-    # The storage lock an import with attachments takes is held through the
-    # commit, so the commit happens here rather than after the route returns.
-    with _collector_paused(), ExitStack() as hold:
-        response = create_once(
-            session,
-            p,
-            idem,
-            lambda: created_case(
-                service.import_bundle(
-                    session, p, body, digest=service.digest(raw), storage=request.app.state.storage, hold=hold
-                )
-            ),
-            lambda case_id: replay_created_case(session, p, case_id),
-        )
-        session.commit()
-    return response
+    imports: BundleImports = request.app.state.bundle_imports
+    return await imports.run(p, raw, idem)

@@ -15,7 +15,7 @@ from app.audit.models import AuditEntry
 from app.bundles.models import MAX_ROWS
 from tests.attachments.test_attachments import attachment_rows, storage_of, unique_bytes, upload
 from tests.bundles.test_bundles import counts, export, import_
-from tests.conftest import Caller, join, new_case
+from tests.conftest import Caller
 
 API = "/api/v1"
 
@@ -56,13 +56,6 @@ def entry(data: bytes, **fields: Any) -> dict[str, Any]:
         "sha256": hashlib.sha256(data).hexdigest(),
         **fields,
     }
-
-
-@pytest.fixture
-def case_id(client: TestClient, lead: Caller, partner: Caller) -> str:
-    found = new_case(client, lead)
-    join(client, lead, found["id"], partner)
-    return str(found["id"])
 
 
 def test_export_lists_the_case_attachments_metadata_in_list_order(

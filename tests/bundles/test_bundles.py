@@ -1,7 +1,6 @@
 """Case bundles: export everything under a case, import it as a new case, all or nothing."""
 
 import copy
-import gc
 import hashlib
 import json
 import uuid
@@ -517,53 +516,3 @@ def test_personal_data_import_needs_the_scope(
     before = counts(engine)
     assert import_(client, partner, bundle).status_code == 403
     assert counts(engine) == before
-
-
-def test_the_garbage_collector_rests_while_an_import_writes(
-    client: TestClient, lead: Caller, partner: Caller, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Its full collections would stop the worker's other requests; it is back on after,
-    and stays off until the last of several imports at once has written."""
-    from app.bundles import router, service
-
-    seen: list[bool] = []
-    write = service.import_bundle
-
-    def watched(*args: Any, **kwargs: Any) -> Any:
-        seen.append(gc.isenabled())
-        with router._collector_paused():  # a second import, finishing first
-            pass
-        seen.append(gc.isenabled())
-        return write(*args, **kwargs)
-
-    monkeypatch.setattr(service, "import_bundle", watched)
-    bundle = export(client, lead, build_case(client, lead, partner))
-    bundle["case"]["reference"] = "GC-PAUSED"
-    assert gc.isenabled()
-    assert import_(client, lead, bundle).status_code == 201
-    assert seen == [False, False]
-    assert gc.isenabled()
-    # A rejected bundle never reaches the writing, and leaves the collector on.
-    assert import_(client, lead, {"bundle_version": 1}).status_code == 422
-    assert gc.isenabled() and seen == [False, False]
-
-
-def test_imports_back_to_back_cannot_keep_the_collector_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A hostile importer overlapping imports for ever: a full collection still runs every so often."""
-    from app.bundles.router import _CollectorPause
-
-    now = [0.0]
-    collections: list[float] = []
-    monkeypatch.setattr(gc, "collect", lambda *_: collections.append(now[0]) or 0)
-    pause = _CollectorPause(clock=lambda: now[0])
-    with pause():
-        now[0] = pause.MAX_OFF_SECONDS - 1
-        with pause():  # the next import starts before the first ends
-            assert not gc.isenabled() and collections == []
-            now[0] = pause.MAX_OFF_SECONDS + 1
-        assert collections == [pause.MAX_OFF_SECONDS + 1]  # on the way out of the second
-        with pause():
-            now[0] += pause.MAX_OFF_SECONDS / 2
-        assert collections == [pause.MAX_OFF_SECONDS + 1]  # not again before its time
-        assert not gc.isenabled()
-    assert gc.isenabled()
