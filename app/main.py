@@ -25,7 +25,7 @@ from app.bundles.imports import BundleImports
 from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.config import Settings, get_settings
-from app.db import create_db_engine, reader, writer
+from app.db import Writes, create_db_engine, reader, writer
 from app.detainees.router import router as detainees
 from app.errors import install_error_handlers
 from app.events.router import router as events
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if delivering is not None:
             await delivering
         await application.state.reads.close()
+        await application.state.writes.close()
         await asyncio.to_thread(application.state.bundle_imports.close)
         metrics.close()
         if limiter is not None:
@@ -152,6 +153,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.write_engine = writer(engine)
     application.state.reads = create_reads(
         engine, size=settings.read_pool_size, timeout=settings.pool_timeout_seconds
+    )
+    application.state.writes = Writes(
+        engine, size=settings.write_pool_size, timeout=settings.pool_timeout_seconds
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)

@@ -41,9 +41,7 @@ def _key_file(path: Path) -> bytes:
 
 
 @cache
-def _audit_key(audit_key: str | None, database_url: str, key_file: Path) -> bytes:
-    if audit_key:
-        return audit_key.encode()
+def _generated_key(database_url: str, key_file: Path) -> bytes:
     if not database_url.startswith("sqlite"):
         raise ConfigError(
             "CASEAPI_AUDIT_KEY is not set: a server on PostgreSQL needs the audit chain's key "
@@ -55,7 +53,10 @@ def _audit_key(audit_key: str | None, database_url: str, key_file: Path) -> byte
 def audit_key(settings: Settings) -> bytes:
     """The key of the audit chain's HMAC."""
     secret = settings.audit_key.get_secret_value() if settings.audit_key else None
-    return _audit_key(secret, settings.database_url, settings.key_file.resolve())
+    if secret:
+        # Every change hashes with it: no look at the key file's path when it is set.
+        return secret.encode()
+    return _generated_key(settings.database_url, settings.key_file.resolve())
 
 
 def cursor_key(settings: Settings) -> bytes:

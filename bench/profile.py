@@ -2,8 +2,8 @@
 
     python -m bench.profile --db URL [--size small] [--seconds 15] [--routes get_case,list_first,post_item]
 
-Starts `caseapi serve --workers 1`, drives one route at a time with 32 connections and
-records the worker with `py-spy record --format raw`. Prints, per route: the share of
+Starts `caseapi serve --workers 1`, drives one route at a time with 32 connections (or
+`--connections`) and records the worker with `py-spy record --format raw`. Prints, per route: the share of
 samples by library (where the CPU goes), the functions with the most samples of their
 own (file:line) and the app's own frames by inclusive share. Raw stacks are kept under
 bench/data/profiles/ (flamegraph.pl or speedscope can open them).
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--routes", default="get_case,list_first,post_item")
+    p.add_argument("--connections", type=int, default=32, help="1: the cost of a request alone")
     args = p.parse_args(argv)
     use_bench_audit_key()
     if shutil.which("py-spy") is None:
@@ -112,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
             )
             spy.start()
             result = run(
-                app.url, app_loads[route], connections=32, seconds=args.seconds, use_wrk=wrk_available()
+                app.url,
+                app_loads[route],
+                connections=args.connections,
+                seconds=args.seconds,
+                use_wrk=wrk_available(),
             )
             spy.join()
             print(

@@ -1,10 +1,11 @@
 import uuid
 
 from fastapi import APIRouter, Request, Response
+from sqlmodel import Session
 
 from app import access
 from app.auth.deps import Reader, Writer
-from app.db import SessionDep
+from app.db import SessionDep, WritesDep
 from app.evidence import service
 from app.evidence.models import (
     Category,
@@ -47,14 +48,13 @@ async def list_items(
     response_model=SeizedItemPublic,
     summary="Record a seized item",
 )
-def create_item(
-    session: SessionDep, p: Writer, case_id: uuid.UUID, body: SeizedItemCreate, idem: IdempotencyDep
+async def create_item(
+    writes: WritesDep, p: Writer, case_id: uuid.UUID, body: SeizedItemCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`; role lead or partner. The seizure becomes the first event of the item's chain of
     custody. Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as one that does
     not exist.
     """
-    access.writable_case(session, p, case_id)
 
     def respond(item: SeizedItem) -> Response:
         return created(
@@ -63,13 +63,18 @@ def create_item(
             version=item.version,
         )
 
-    return create_once(
-        session,
-        p,
-        idem,
-        lambda: respond(service.create_item(session, p, case_id, body)),
-        lambda item_id: respond(access.readable_child(session, p, SeizedItem, item_id)),
-    )
+    # The write agency tools make most (every item of a search), so without a worker thread.
+    def work(session: Session) -> Response:
+        access.writable_case(session, p, case_id)
+        return create_once(
+            session,
+            p,
+            idem,
+            lambda: respond(service.create_item(session, p, case_id, body)),
+            lambda item_id: respond(access.readable_child(session, p, SeizedItem, item_id)),
+        )
+
+    return await writes.run(work)
 
 
 @router.get("/seized-items/{item_id}", response_model=SeizedItemPublic, summary="Read a seized item")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,6 +115,14 @@ def _assert_unavailable(client: TestClient, key: str) -> None:
         assert response.status_code == 503, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["status"] == 503
+    # The write made without a worker thread (app.db.Writes) too.
+    item = client.post(
+        f"{API}/cases/{uuid.uuid4()}/seized-items",
+        json={"category": "mobile_phone", "description": "D"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert item.status_code == 503, item.text
+    assert item.headers["content-type"] == "application/problem+json"
 
 
 def _assert_available(client: TestClient, key: str, reference: str) -> None:
@@ -122,6 +131,12 @@ def _assert_available(client: TestClient, key: str, reference: str) -> None:
     created = client.post(f"{API}/cases", json={"reference": reference, "title": "T"}, headers=headers)
     assert created.status_code == 201, created.text
     assert client.get(f"{API}/cases/{created.json()['id']}", headers=headers).status_code == 200
+    item = client.post(
+        f"{API}/cases/{created.json()['id']}/seized-items",
+        json={"category": "mobile_phone", "description": "D"},
+        headers=headers,
+    )
+    assert item.status_code == 201, item.text
 
 
 def test_postgresql_goes_away_and_comes_back(engine: sa.Engine, database_url: str) -> None:
