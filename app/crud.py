@@ -3,10 +3,9 @@
 import uuid
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
+from app.db import insert_into, utcnow
 from app.journal import Actor, record
 
 
@@ -36,7 +35,7 @@ def add_recorded(
         session.flush()
     else:
         table = type(obj).__table__
-        session.execute(sa.insert(table), {c.key: getattr(obj, c.key) for c in table.columns})
+        session.execute(insert_into(table), {c.key: getattr(obj, c.key) for c in table.columns})
     record(
         session,
         actor,

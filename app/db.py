@@ -1,6 +1,7 @@
 """Engine, column types and the one transaction every request or command runs in."""
 
 import asyncio
+import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -326,6 +327,13 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
 
 
+@functools.cache
+def insert_into(table: sa.Table) -> sa.Insert:
+    """One INSERT statement object per table: SQLAlchemy keys a statement for
+    its compiled cache once per object, and every write inserts rows."""
+    return sa.insert(table)
+
+
 # Below this many rows a multi-row INSERT costs about what COPY does.
 _COPY_FROM_ROWS = 100
 
@@ -343,7 +351,7 @@ def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
         return
     conn = session.connection()
     if conn.dialect.driver != "psycopg" or len(rows) < _COPY_FROM_ROWS:
-        conn.execute(sa.insert(table), rows)
+        conn.execute(insert_into(table), rows)
         return
     given = [name for name in rows[0] if name in table.c]  # extra keys are ignored, as by INSERT
     defaulted = [c for c in table.columns if c.key not in rows[0] and c.default is not None]

@@ -89,9 +89,12 @@ def record(
     )
 
 
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+
+
 def _lock(session: OrmSession) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_JOURNAL_LOCK})
+        session.execute(_PG_LOCK, {"k": _PG_JOURNAL_LOCK})
     # SQLite: a writing transaction already holds the database's write lock
     # (BEGIN IMMEDIATE, see app.db).
 
