@@ -45,6 +45,7 @@ from app.auth.service import create_client
 from app.cases.models import reference_key, search_text
 from app.config import get_settings
 from app.db import create_db_engine, transaction
+from bench import use_bench_audit_key
 
 SIZES = {"small": 1_000, "medium": 100_000, "large": 1_000_000}
 DEFAULT_SEED = 20251123
@@ -699,6 +700,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="RNG seed (same seed, same data)")
     parser.add_argument("--fresh", action="store_true", help="drop and generate even if the marker matches")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    # Keyed as the servers the other scripts start: else the chain would be keyed by a key
+    # file generated for the default SQLite URL, and `caseapi audit verify` would fail at entry 1.
+    use_bench_audit_key()
     url = args.db or default_url(args.size)
     marker = generate(url, args.size, rng_seed=args.seed, fresh=args.fresh)
     print(json.dumps({k: v for k, v in marker.items() if k != "clients"}, indent=2))

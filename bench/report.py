@@ -321,7 +321,7 @@ def render(doc: dict[str, Any]) -> str:
         if rows:
             out += [
                 "",
-                "Goals of issue 5 (the ratio goals count on PostgreSQL):",
+                "Goals of issue 13, performance (the ratio goals count on PostgreSQL):",
                 "",
                 "| goal | measured | |",
             ]
