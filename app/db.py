@@ -261,7 +261,7 @@ class Writes:
     for the database without a thread. With the ORM session on psycopg in a
     worker thread, a POST of a seized item cost 10.9 ms of the worker's CPU
     at 32 connections (GIL contention between 20 threads, two thread hops,
-    psycopg's Python layer), and 6.7 ms so. SQLite has no such driver here:
+    psycopg's Python layer), and 5.7 ms so. SQLite has no such driver here:
     there `work` runs in a worker thread with the write session.
 
     `work` must do nothing but database work: on the event loop, any other
