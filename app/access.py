@@ -175,6 +175,17 @@ def writable_case(
     return access
 
 
+def require_writable_case(session: Session, p: Principal, case_id: uuid.UUID) -> None:
+    """writable_case() for a caller that adds under the case and needs no Case
+    object: the same statement and rules, its row read without the ORM's
+    entity loading (interleaved runs: about a tenth more POSTs of seized items
+    per second)."""
+    row = session.connection().execute(_CASE_ACCESS[False], _params(p, case_id)).first()
+    if row is None:
+        raise not_found("case")
+    require_writer(_access(row, row.role, row.parent_in), p)
+
+
 def require_lead(access: CaseAccess, detail: str) -> None:
     if access.role != Role.lead:
         raise forbidden(detail)

@@ -65,7 +65,7 @@ async def create_item(
 
     # The write agency tools make most (every item of a search), so without a worker thread.
     def work(session: Session) -> Response:
-        access.writable_case(session, p, case_id)
+        access.require_writable_case(session, p, case_id)
         return create_once(
             session,
             p,
