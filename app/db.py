@@ -183,13 +183,19 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Session]:
     Pending audit entries and events are written by the session's
     before-commit hook (app.journal), inside this same transaction.
     """
-    with new_session(writer(engine) if write else engine) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with new_session(writer(engine) if write else engine) as session, _committing(session):
+        yield session
+
+
+@contextmanager
+def _committing(session: Session) -> Iterator[None]:
+    """Commit when the block ends, roll back when it raises."""
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -242,13 +248,8 @@ T = TypeVar("T")
 
 
 def _committed(session: Session, work: Callable[[Session], T]) -> T:
-    try:
-        result = work(session)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return result
+    with _committing(session):
+        return work(session)
 
 
 class Writes:
