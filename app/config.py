@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     # Connections of the hot reads (app.reads), on PostgreSQL a pool of their
     # own: they wait on the event loop, not in a thread.
     read_pool_size: int = Field(default=10, ge=1, le=500)
-    # Connections of the writes made without a worker thread (app.db.Writes),
-    # on PostgreSQL a pool of their own on asyncpg.
+    # Connections of the hot write (app.writes), on PostgreSQL a pool of
+    # their own on asyncpg.
     write_pool_size: int = Field(default=10, ge=1, le=500)
     pool_timeout_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -5,7 +5,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from app.db import insert_into, utcnow
+from app.db import insert_into, row_of, utcnow
 from app.journal import Actor, record
 
 
@@ -34,8 +34,7 @@ def add_recorded(
         session.add(obj)
         session.flush()
     else:
-        table = type(obj).__table__
-        session.execute(insert_into(table), {c.key: getattr(obj, c.key) for c in table.columns})
+        session.execute(insert_into(type(obj).__table__), row_of(obj))
     record(
         session,
         actor,

@@ -1,21 +1,21 @@
 """Engine, column types and the one transaction every request or command runs in."""
 
-import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import psycopg
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from psycopg import sql as psycopg_sql
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlmodel import Session, SQLModel
 
 SQLModel.metadata.naming_convention = {
@@ -183,19 +183,13 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Session]:
     Pending audit entries and events are written by the session's
     before-commit hook (app.journal), inside this same transaction.
     """
-    with new_session(writer(engine) if write else engine) as session, _committing(session):
-        yield session
-
-
-@contextmanager
-def _committing(session: Session) -> Iterator[None]:
-    """Commit when the block ends, roll back when it raises."""
-    try:
-        yield
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    with new_session(writer(engine) if write else engine) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -244,84 +238,6 @@ def _end(session: Session, *, commit: bool) -> None:
         session.close()
 
 
-T = TypeVar("T")
-
-
-def _committed(session: Session, work: Callable[[Session], T]) -> T:
-    with _committing(session):
-        return work(session)
-
-
-class Writes:
-    """Units of work for the writes agency tools make most, run without a worker thread.
-
-    `run(work)` calls `work(session)` and commits, as a route with SessionDep
-    would, with the same session API and the same journal at commit. On
-    PostgreSQL the session is SQLAlchemy's asyncio one on asyncpg: the same
-    sync code runs in a greenlet on the event loop, and each statement waits
-    for the database without a thread. With the ORM session on psycopg in a
-    worker thread, a POST of a seized item cost 10.9 ms of the worker's CPU
-    at 32 connections (GIL contention between 20 threads, two thread hops,
-    psycopg's Python layer), and 5.7 ms so. SQLite has no such driver here:
-    there `work` runs in a worker thread with the write session.
-
-    `work` must do nothing but database work: on the event loop, any other
-    blocking call would hold up every request of the worker.
-    """
-
-    def __init__(self, engine: Engine, *, size: int, timeout: float) -> None:
-        self.engine = engine
-        self._size = size
-        self._timeout = timeout
-        # Async connections belong to the loop that opened them (tests drive
-        # one app from several loops), as the hot reads' pools do.
-        self._engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = {}
-
-    def _async_engine(self) -> AsyncEngine:
-        loop = asyncio.get_running_loop()
-        found = self._engines.get(loop)
-        if found is None:
-            found = self._engines[loop] = create_async_engine(
-                self.engine.url.set(drivername="postgresql+asyncpg"),
-                pool_size=self._size,
-                max_overflow=0,
-                pool_timeout=self._timeout,
-                pool_recycle=1800,
-                connect_args={"timeout": 5},
-            )
-        return found
-
-    async def run(self, work: Callable[[Session], T]) -> T:
-        if self.engine.dialect.name != "postgresql":
-            return await run_in_threadpool(self._in_thread, work)
-        async with AsyncSession(
-            self._async_engine(), sync_session_class=Session, expire_on_commit=False, autoflush=False
-        ) as session:
-            return await session.run_sync(_committed, work)
-
-    def _in_thread(self, work: Callable[[Session], T]) -> T:
-        with transaction(self.engine, write=True) as session:
-            return work(session)
-
-    async def close(self) -> None:
-        engine = self._engines.pop(asyncio.get_running_loop(), None)
-        if engine is None:
-            return
-        try:
-            # Gracefully, unless the database or the network to it is gone:
-            # then a goodbye it never answers must not hold up the shutdown.
-            await asyncio.wait_for(engine.dispose(), timeout=self._timeout)
-        except TimeoutError:
-            await engine.dispose(close=False)
-
-
-async def _writes(request: Request) -> Writes:
-    return request.app.state.writes  # type: ignore[no-any-return]
-
-
-WritesDep = Annotated[Writes, Depends(_writes)]
-
-
 # scope="function": the commit happens before the response is sent, so a
 # failed commit becomes an error response, never a false success.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
@@ -333,6 +249,66 @@ def insert_into(table: sa.Table) -> sa.Insert:
     """One INSERT statement object per table: SQLAlchemy keys a statement for
     its compiled cache once per object, and every write inserts rows."""
     return sa.insert(table)
+
+
+Rows = list[tuple[sa.Table, list[dict[str, Any]]]]  # rows to insert, table by table
+
+
+@functools.cache
+def _insert_statement(shape: tuple[tuple[sa.Table, int], ...]) -> sa.Insert:
+    inserts = [
+        sa.insert(table).values(
+            [
+                {c.key: sa.bindparam(f"t{i}r{j}_{c.key}", type_=c.type) for c in table.columns}
+                for j in range(count)
+            ]
+        )
+        for i, (table, count) in enumerate(shape)
+    ]
+    first, *others = inserts
+    return first.add_cte(*(insert.cte(f"t{i}") for i, insert in enumerate(others, start=1)))
+
+
+def insert_statement(rows: Rows) -> tuple[sa.Insert, dict[str, Any]]:
+    """One statement inserting `rows` (all columns of each row) into several
+    tables, and its values: on PostgreSQL one round trip instead of one per
+    table (the other tables' INSERTs are data-modifying CTEs of the first; a
+    foreign key between them holds, as PostgreSQL checks it at the end of
+    the statement). Built once per shape (tables and row counts)."""
+    shape = tuple((table, len(table_rows)) for table, table_rows in rows)
+    params = {
+        f"t{i}r{j}_{key}": value
+        for i, (_, table_rows) in enumerate(rows)
+        for j, row in enumerate(table_rows)
+        for key, value in row.items()
+    }
+    return _insert_statement(shape), params
+
+
+def row_of(obj: Any) -> dict[str, Any]:
+    """A model object's column values, as its INSERT takes them."""
+    return {c.key: getattr(obj, c.key) for c in type(obj).__table__.columns}
+
+
+@functools.cache
+def _fields(model: type[SQLModel]) -> tuple[tuple[str, FieldInfo], ...]:
+    return tuple((c.key, model.model_fields[c.key]) for c in model.__table__.columns)  # type: ignore[attr-defined]
+
+
+def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
+    """row_of() a new `model` object with `values`, its fields' defaults
+    filling the rest, without building the object: for values a request's
+    schema already validated, which a table model would validate again (on
+    the hot write that cost a sixth of the worker's time)."""
+    row = {}
+    for key, field in _fields(model):
+        value = values.pop(key) if key in values else field.get_default(call_default_factory=True)
+        if value is PydanticUndefined:
+            raise TypeError(f"{model.__name__}.{key} needs a value")
+        row[key] = value
+    if values:
+        raise TypeError(f"{model.__name__} has no column {next(iter(values))!r}")
+    return row
 
 
 # Below this many rows a multi-row INSERT costs about what COPY does.

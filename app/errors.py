@@ -255,7 +255,7 @@ def install_error_handlers(app: FastAPI) -> None:
             extra={"errors": [{"loc": ["body"], "msg": "value out of range"}]},
         )
 
-    # InterfaceError: asyncpg's word (app.db.Writes) for a connection that went away.
+    # InterfaceError: the driver's word for a connection that went away.
     @app.exception_handler(sa_exc.InterfaceError)
     @app.exception_handler(sa_exc.OperationalError)
     async def _db_down(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
@@ -271,8 +271,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # code (`caseapi migrate` has not run); /health/ready says so too.
     @app.exception_handler(sa_exc.ProgrammingError)
     async def _schema_behind(_: Request, exc: sa_exc.ProgrammingError) -> JSONResponse:
-        # Through SQLAlchemy's asyncpg dialect (app.db.Writes) the driver's error is the cause.
-        if not isinstance(exc.orig, _UNDEFINED) and not isinstance(exc.orig.__cause__, _UNDEFINED):
+        if not isinstance(exc.orig, _UNDEFINED):
             raise exc  # not the schema's fault: a 500, answered by RequestObserver
         log.error("database schema behind the code, run `caseapi migrate`: %s", database_reason(exc))
         return problem_response(

@@ -2,22 +2,28 @@
 
 Services call `record()` for each change; the session's before-commit hook
 then writes the audit entries and feed events in the same transaction,
-under one lock held until commit. The lock is what keeps the audit hash
+under one lock held until commit. The hot write (app.writes) notes its
+changes on its transaction and calls `write()` before its COMMIT: the same
+lock, heads and rows. The lock is what keeps the audit hash
 chain linear and makes feed sequence numbers visible in order.
 """
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
 
-from app.audit.service import AUDIT_HEAD, append_entries
+from app.audit.models import AuditEntry
+from app.audit.service import AUDIT_HEAD, append_entries, entry_rows
 from app.db import bulk_insert, utcnow
 from app.events.models import Event
+
+if TYPE_CHECKING:
+    from app.writes import Tx
 
 _JOURNAL = "caseapi_journal"
 # An arbitrary constant naming the journal lock among PostgreSQL's advisory locks.
@@ -35,17 +41,25 @@ CLI = Actor(agency_id=None, client_id=None)
 
 @dataclass(frozen=True)
 class Change:
+    """One change (or disclosure) to journal; see record()."""
+
     actor: Actor
     action: str
     resource_type: str
     resource_id: uuid.UUID | None
     case_id: uuid.UUID | None
-    purpose: str | None
-    emit_event: bool
-    request_parties: tuple[uuid.UUID, uuid.UUID] | None
+    purpose: str | None = None
+    emit_event: bool = True
+    request_parties: tuple[uuid.UUID, uuid.UUID] | None = None
     detail: dict[str, Any] | None = None
     notify: tuple[uuid.UUID, uuid.UUID] | None = None
     audit: bool = True
+
+    @classmethod
+    def created(
+        cls, actor: Actor, resource_type: str, resource_id: uuid.UUID, case_id: uuid.UUID | None
+    ) -> "Change":
+        return cls(actor, f"{resource_type}.created", resource_type, resource_id, case_id)
 
 
 def record(
@@ -108,9 +122,8 @@ _HEADS = sa.select(
 ).select_from(sa.select(sa.literal(1)).subquery().outerjoin(AUDIT_HEAD, sa.true()))
 
 
-def _append_events(session: OrmSession, changes: list[Change], at: datetime, last: int) -> None:
-    if not changes:
-        return
+def event_rows(changes: list[Change], at: datetime, last: int) -> list[dict[str, Any]]:
+    """Rows of the feed after its last seq, which must have been read under the journal lock."""
     rows = []
     for seq, change in enumerate(changes, start=last + 1):
         assert change.resource_id is not None, "an event names its resource"
@@ -130,7 +143,12 @@ def _append_events(session: OrmSession, changes: list[Change], at: datetime, las
                 "at": at,
             }
         )
-    bulk_insert(session, Event.__table__, rows)  # type: ignore[attr-defined]
+    return rows
+
+
+def _append_events(session: OrmSession, changes: list[Change], at: datetime, last: int) -> None:
+    if changes:
+        bulk_insert(session, Event.__table__, event_rows(changes, at, last))  # type: ignore[attr-defined]
 
 
 @event.listens_for(OrmSession, "before_commit")
@@ -144,6 +162,21 @@ def _write_journal(session: OrmSession) -> None:
     at = utcnow()
     append_entries(session, [c for c in changes if c.audit], at, heads.seq, heads.hash)
     _append_events(session, [c for c in changes if c.emit_event], at, heads.event_seq or 0)
+
+
+async def write(tx: "Tx") -> None:
+    """_write_journal() for a transaction of the hot write (app.writes), before
+    its COMMIT: the same lock, heads and rows, on the transaction's statements."""
+    if not tx.changes:
+        return
+    if tx.dialect_name == "postgresql":
+        await tx.execute(_PG_LOCK, {"k": _PG_JOURNAL_LOCK})
+    heads = await tx.first(_HEADS)
+    assert heads is not None, "_HEADS reads one row, even from empty tables"
+    at = utcnow()
+    entries = entry_rows([c for c in tx.changes if c.audit], at, heads.seq, heads.hash)
+    events = event_rows([c for c in tx.changes if c.emit_event], at, heads.event_seq or 0)
+    await tx.insert([(AuditEntry.__table__, entries), (Event.__table__, events)])  # type: ignore[attr-defined]
 
 
 @event.listens_for(OrmSession, "after_rollback")

@@ -25,7 +25,7 @@ from app.bundles.imports import BundleImports
 from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.config import Settings, get_settings
-from app.db import Writes, create_db_engine, reader, writer
+from app.db import create_db_engine, reader, writer
 from app.detainees.router import router as detainees
 from app.errors import install_error_handlers
 from app.events.router import router as events
@@ -48,6 +48,7 @@ from app.secrets import audit_key
 from app.stix.router import router as stix
 from app.webhooks.delivery import deliver
 from app.webhooks.router import router as webhooks
+from app.writes import create_writes
 
 DESCRIPTION = """
 Case-information exchange between law-enforcement agencies: joint
@@ -154,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.reads = create_reads(
         engine, size=settings.read_pool_size, timeout=settings.pool_timeout_seconds
     )
-    application.state.writes = Writes(
+    application.state.writes = create_writes(
         engine, size=settings.write_pool_size, timeout=settings.pool_timeout_seconds
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)

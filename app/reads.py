@@ -19,8 +19,9 @@ the builder), whose values are all bind parameters:
 - SQLite: the statement runs on the sync engine in a worker thread (a
   local file: there is no round trip to save).
 
-Everything that writes, and every other read, uses the ORM session
-(app.db). Both ways share the statements and the access rules (app.access).
+The write agency tools make most runs the same way in a transaction
+(app.writes). Every other write and read uses the ORM session (app.db).
+All ways share the statements and the access rules (app.access).
 A driver's error leaves here as SQLAlchemy's exception for it, so that
 app.errors answers it as it answers the ORM's (503 when the database is
 down or busy, 422 for a value it cannot compare).
@@ -45,14 +46,18 @@ from app.hot import lean_dependency
 Row = Any  # a named tuple whose fields are the statement's selected column keys
 
 
-class Reads(Protocol):
-    async def all(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> list[Row]: ...
+class Statements(Protocol):
+    """Where hot statements run: the hot reads, and the hot write's transaction (app.writes)."""
 
-    async def close(self) -> None: ...
+    async def all(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> list[Row]: ...
 
     async def first(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> Row | None:
         rows = await self.all(stmt, params)
         return rows[0] if rows else None
+
+
+class Reads(Statements, Protocol):
+    async def close(self) -> None: ...
 
 
 class EngineReads(Reads):
@@ -120,8 +125,9 @@ class _Prepared:
         return out
 
 
-def prepare(stmt: sa.Select[Any], dialect: sa.Dialect) -> _Prepared:
-    """`stmt` as SQL for asyncpg, and how to fill its placeholders and read its rows."""
+def prepare(stmt: sa.Executable, dialect: sa.Dialect) -> _Prepared:
+    """`stmt` as SQL for asyncpg, and how to fill its placeholders and read its
+    rows (a SELECT's; the hot write's INSERTs and DELETEs return none)."""
     compiled = stmt.compile(dialect=dialect)
     # Expanding IN lists are rendered per execution by SQLAlchemy's
     # execution context, which this path does not use.
@@ -134,7 +140,7 @@ def prepare(stmt: sa.Select[Any], dialect: sa.Dialect) -> _Prepared:
             raise TypeError(f"hot reads take values, not callables (bind parameter {name!r})")
         value = _UNSET if bind.required else bind.value
         arguments.append(_Argument(name, value, bind.type.bind_processor(dialect)))
-    columns = list(stmt.selected_columns)
+    columns = list(stmt.selected_columns) if isinstance(stmt, sa.Select) else []
     results = tuple(
         (i, process)
         for i, col in enumerate(columns)
@@ -153,17 +159,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
-    """A read leaves nothing behind in its session (no transaction, setting,
-    listener or lock), so a connection goes back to the pool as it is: the
-    default reset would cost a round trip per read."""
+    """A read, or a write's committed or rolled back transaction, leaves
+    nothing behind in its session (no transaction, setting, listener or
+    lock), so a connection goes back to the pool as it is: the default reset
+    would cost a round trip each time."""
 
 
 # A connection that went away with its server (a restart, a terminated
 # backend): the read is retried once on a new connection.
-_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
+LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
 _UNAVAILABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.InsufficientResourcesError,
@@ -171,11 +179,13 @@ _UNAVAILABLE = (
 _UNDEFINED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
 
 
-def _as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
+def as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
     if isinstance(exc, TimeoutError):
         return sa_exc.TimeoutError(f"no read connection free: {exc}")
     if isinstance(exc, asyncpg.DataError):
         return sa_exc.DataError(sql, None, exc)
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return sa_exc.IntegrityError(sql, None, exc)
     if isinstance(exc, _UNDEFINED):
         return sa_exc.ProgrammingError(sql, None, exc)
     if isinstance(exc, _UNAVAILABLE):
@@ -183,42 +193,64 @@ def _as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
     return exc
 
 
-class PostgresReads(Reads):
-    """Statements compiled by SQLAlchemy, run on asyncpg.
+class AsyncpgPools:
+    """asyncpg connections, one pool per event loop, and statements compiled once.
 
-    The pool (one per event loop) connects on demand: while the database is
-    down a read fails at once (503), and reads recover as soon as it is back.
+    The pool connects on demand: while the database is down a statement
+    fails at once (503), and work recovers as soon as it is back. The hot
+    reads and the hot write (app.writes) each have one.
     """
 
-    def __init__(self, url: sa.URL, *, size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        url: sa.URL,
+        *,
+        name: str,
+        size: int,
+        timeout: float,
+        init: Callable[[asyncpg.Connection], Any] | None = None,
+    ) -> None:
         self.dialect = asyncpg_dialect()
+        self._name = name
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._size = size
         self._timeout = timeout
+        self._init = init
         # Async connections belong to the loop that opened them. A served
         # worker has one loop; tests that drive one app from several threads have one each.
         self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
-        self._cache: dict[sa.Select[Any], _Prepared] = {}
+        self._cache: dict[sa.Executable, _Prepared] = {}
 
-    async def _pool(self) -> asyncpg.Pool:
+    async def pool(self) -> asyncpg.Pool:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
             # With min_size=0 making the pool connects nothing, so it never
-            # suspends: no other read can find it half-made.
+            # suspends: no other caller can find it half-made.
             pool = self._pools[loop] = await asyncpg.create_pool(
                 self._dsn,
                 min_size=0,  # connect on demand: a pool made while the database is down still works later
                 max_size=self._size,
-                init=_init_connection,
+                init=self._init,
                 reset=_keep_session,
                 timeout=5,  # to connect
                 max_inactive_connection_lifetime=300,
                 statement_cache_size=_MAX_STATEMENTS,
+                # Which pool a connection is, for an operator reading pg_stat_activity.
+                server_settings={"application_name": self._name},
             )
         return pool
 
-    def _prepared(self, stmt: sa.Select[Any]) -> _Prepared:
+    async def acquire(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        # Only a wait for a connection is bounded (a statement itself is not
+        # cut short), and only when there is one: a timer per statement costs
+        # as much as the rest of the pool's bookkeeping (acquire(timeout=) a task).
+        if pool.get_idle_size():
+            return await pool.acquire()
+        async with asyncio.timeout(self._timeout):
+            return await pool.acquire()
+
+    def prepared(self, stmt: sa.Executable) -> _Prepared:
         found = self._cache.get(stmt)
         if found is None:
             if len(self._cache) >= _MAX_STATEMENTS:
@@ -226,44 +258,8 @@ class PostgresReads(Reads):
             found = self._cache[stmt] = prepare(stmt, self.dialect)
         return found
 
-    async def all(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> list[Row]:
-        prepared = self._prepared(stmt)
-        records = await self._fetch(prepared.sql, prepared.args(params or {}))
-        return prepared.rows(records)
-
-    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
-        try:
-            pool = await self._pool()
-            try:
-                return await self._run(pool, sql, args)
-            except _LOST:
-                # Most likely every other connection in the pool went with it (the
-                # database restarted): drop them all and read again on a new one.
-                # Reads are idempotent, so the retry is safe.
-                await pool.expire_connections()
-                return await self._run(pool, sql, args)
-        except Exception as exc:
-            translated = _as_sqlalchemy_error(exc, sql)
-            if translated is exc:
-                raise
-            raise translated from exc
-
-    async def _run(self, pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
-        # Only a wait for a connection is bounded (a read itself is not cut
-        # short), and only when there is one: a timer per read costs as much
-        # as the rest of the pool's bookkeeping (acquire(timeout=) a task).
-        if pool.get_idle_size():
-            conn = await pool.acquire()
-        else:
-            async with asyncio.timeout(self._timeout):
-                conn = await pool.acquire()
-        try:
-            return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
-        finally:
-            await pool.release(conn)
-
     async def close(self) -> None:
-        """Close this loop's connections; a later read opens them again (an app can start again)."""
+        """Close this loop's connections; a later statement opens them again (an app can start again)."""
         pool = self._pools.pop(asyncio.get_running_loop(), None)
         if pool is None:
             return
@@ -273,6 +269,42 @@ class PostgresReads(Reads):
             await asyncio.wait_for(pool.close(), timeout=self._timeout)
         except TimeoutError:
             pool.terminate()
+
+
+class PostgresReads(AsyncpgPools, Reads):
+    """Statements compiled by SQLAlchemy, run on asyncpg outside any transaction."""
+
+    def __init__(self, url: sa.URL, *, size: int, timeout: float) -> None:
+        super().__init__(url, name="caseapi reads", size=size, timeout=timeout, init=_init_connection)
+
+    async def all(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> list[Row]:
+        prepared = self.prepared(stmt)
+        records = await self._fetch(prepared.sql, prepared.args(params or {}))
+        return prepared.rows(records)
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+        try:
+            pool = await self.pool()
+            try:
+                return await self._run(pool, sql, args)
+            except LOST:
+                # Most likely every other connection in the pool went with it (the
+                # database restarted): drop them all and read again on a new one.
+                # Reads are idempotent, so the retry is safe.
+                await pool.expire_connections()
+                return await self._run(pool, sql, args)
+        except Exception as exc:
+            translated = as_sqlalchemy_error(exc, sql)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def _run(self, pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+        conn = await self.acquire(pool)
+        try:
+            return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+        finally:
+            await pool.release(conn)
 
 
 def create_reads(engine: sa.Engine, *, size: int, timeout: float) -> Reads:

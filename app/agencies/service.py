@@ -1,4 +1,6 @@
+import functools
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
@@ -9,6 +11,26 @@ from app.crud import add_recorded, update_recorded
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.journal import CLI, Actor
 from app.pagination import PageParams, paginate
+from app.reads import Statements
+
+
+@functools.cache
+def _agencies_found(count: int) -> sa.Select[Any]:
+    """Which of `count` agency ids (bind parameters a0, a1, ...) exist. One
+    parameter each, not an IN list: the hot statements (app.reads) take values."""
+    return sa.select(Agency.id).where(sa.or_(*(Agency.id == sa.bindparam(f"a{i}") for i in range(count))))
+
+
+def _wanted(refs: dict[str, uuid.UUID | None], known: uuid.UUID | None) -> dict[str, uuid.UUID]:
+    """The bind parameters of _agencies_found() for the references to look up."""
+    wanted = sorted({v for v in refs.values() if v is not None and v != known})
+    return {f"a{i}": agency_id for i, agency_id in enumerate(wanted)}
+
+
+def _require_found(refs: dict[str, uuid.UUID | None], known: uuid.UUID | None, found: set[uuid.UUID]) -> None:
+    for field, value in refs.items():
+        if value is not None and value != known and value not in found:
+            raise invalid(["body", field], "No agency with this id.")
 
 
 def require_agencies(
@@ -16,13 +38,18 @@ def require_agencies(
 ) -> None:
     """422 naming the field when a referenced agency does not exist. `known`:
     an agency that does (the caller's own), which costs no query."""
-    wanted = {v for v in refs.values() if v is not None and v != known}
-    if not wanted:
-        return
-    found = set(session.execute(sa.select(Agency.id).where(Agency.id.in_(wanted))).scalars())
-    for field, value in refs.items():
-        if value is not None and value != known and value not in found:
-            raise invalid(["body", field], "No agency with this id.")
+    if wanted := _wanted(refs, known):
+        found = set(session.execute(_agencies_found(len(wanted)), wanted).scalars())
+        _require_found(refs, known, found)
+
+
+async def require_agencies_hot(
+    db: Statements, refs: dict[str, uuid.UUID | None], *, known: uuid.UUID | None = None
+) -> None:
+    """require_agencies() on the hot statements."""
+    if wanted := _wanted(refs, known):
+        found = {row.id for row in await db.all(_agencies_found(len(wanted)), wanted)}
+        _require_found(refs, known, found)
 
 
 def list_agencies(session: Session, params: PageParams) -> tuple[list[Agency], str | None]:

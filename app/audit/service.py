@@ -104,11 +104,12 @@ def head_seq(session: Session) -> int:
     return session.execute(sa.select(sa.func.coalesce(sa.func.max(AuditEntry.seq), 0))).scalar_one()
 
 
-def append_entries(
-    session: Session, changes: Sequence["Change"], at: datetime, head_seq: int | None, head_hash: str | None
-) -> None:
-    """Called with the journal lock held and the head read under it
-    (AUDIT_HEAD; None for an empty chain): the chain cannot move under us."""
+def entry_rows(
+    changes: Sequence["Change"], at: datetime, head_seq: int | None, head_hash: str | None
+) -> list[dict[str, Any]]:
+    """The chain's next entries, hashed: rows of audit_entry after the head
+    (seq and hash; None for an empty chain), which must have been read under
+    the journal lock (AUDIT_HEAD), so that the chain cannot move under us."""
     audit_key = key()
     seq, prev = head_seq or 0, head_hash or GENESIS
     rows = []
@@ -129,7 +130,14 @@ def append_entries(
         }
         row["hash"] = prev = entry_hash(SimpleNamespace(**row), audit_key)  # type: ignore[arg-type]
         rows.append(row)
-    bulk_insert(session, AuditEntry.__table__, rows)  # type: ignore[attr-defined]
+    return rows
+
+
+def append_entries(
+    session: Session, changes: Sequence["Change"], at: datetime, head_seq: int | None, head_hash: str | None
+) -> None:
+    """entry_rows(), inserted in the session's transaction."""
+    bulk_insert(session, AuditEntry.__table__, entry_rows(changes, at, head_seq, head_hash))  # type: ignore[attr-defined]
 
 
 def verify_chain(

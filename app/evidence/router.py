@@ -1,11 +1,13 @@
 import uuid
+from types import SimpleNamespace
+from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
-from sqlmodel import Session
 
 from app import access
 from app.auth.deps import Reader, Writer
-from app.db import SessionDep, WritesDep
+from app.db import SessionDep
 from app.evidence import service
 from app.evidence.models import (
     Category,
@@ -19,11 +21,13 @@ from app.evidence.models import (
 )
 from app.hot import HotRoute, hot
 from app.http import api_path, check_if_match, created, ok, public, public_json, with_etag
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once, create_once_hot
 from app.pagination import Page, PageDep, page_json
 from app.reads import ReadsDep
+from app.writes import Tx, WritesDep
 
 router = APIRouter(tags=["seized items"], route_class=HotRoute)
+SEIZED_ITEMS: sa.Table = SeizedItem.__table__  # type: ignore[attr-defined]
 
 
 @router.get(
@@ -56,23 +60,24 @@ async def create_item(
     not exist.
     """
 
-    def respond(item: SeizedItem) -> Response:
+    def respond(item: Any) -> Response:
         return created(
             public(SeizedItemPublic, item),
             location=api_path("seized-items", item.id),
             version=item.version,
         )
 
-    # The write agency tools make most (every item of a search), so without a worker thread.
-    def work(session: Session) -> Response:
-        access.require_writable_case(session, p, case_id)
-        return create_once(
-            session,
-            p,
-            idem,
-            lambda: respond(service.create_item(session, p, case_id, body)),
-            lambda item_id: respond(access.readable_child(session, p, SeizedItem, item_id)),
-        )
+    # The write agency tools make most (every item of a search): on the hot write.
+    async def work(tx: Tx) -> Response:
+        await access.require_writable_case_hot(tx, p, case_id)
+
+        async def create() -> Response:
+            return respond(SimpleNamespace(**await service.create_item(tx, p, case_id, body)))
+
+        async def replay(item_id: uuid.UUID) -> Response:
+            return respond(await access.read_child(tx, p, SEIZED_ITEMS, item_id))
+
+        return await create_once_hot(tx, p, idem, create, replay)
 
     return await writes.run(work)
 

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app import access
-from app.agencies.service import require_agencies
+from app.agencies.service import require_agencies, require_agencies_hot
 from app.auth.service import Principal
 from app.crud import add_recorded, delete_recorded, update_recorded
-from app.db import utcnow
+from app.db import new_row, utcnow
 from app.errors import conflict, invalid, not_found
 from app.evidence.models import (
     Category,
@@ -30,9 +30,11 @@ from app.evidence.models import (
     SeizedItemCreate,
     SeizedItemUpdate,
 )
-from app.locations.service import require_location_in_case
+from app.journal import Change
+from app.locations.service import require_location_in_case, require_location_in_case_hot
 from app.pagination import PageParams, keyset, paginate, read_page
 from app.reads import Reads
+from app.writes import Tx
 
 STATUS_AFTER = {
     CustodyAction.transferred: ItemStatus.transferred,
@@ -65,29 +67,35 @@ async def list_items(
     )
 
 
-def create_item(session: Session, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> SeizedItem:
+async def create_item(tx: Tx, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> dict[str, Any]:
+    """The item (its row) and its seizure, the first event of its chain; on the hot write (app.writes)."""
     seized_by = data.seized_by_agency_id or p.agency_id
     custodian = data.custodian_agency_id or seized_by
     refs = {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian}
-    require_agencies(session, refs, known=p.agency_id)
-    require_location_in_case(session, data.location_id, case_id)
-    item = SeizedItem.model_validate(
-        data.model_dump(exclude={"seized_by_agency_id", "custodian_agency_id"}),
-        update={"case_id": case_id, "seized_by_agency_id": seized_by, "custodian_agency_id": custodian},
+    await require_agencies_hot(tx, refs, known=p.agency_id)
+    await require_location_in_case_hot(tx, data.location_id, case_id)
+    item = new_row(
+        SeizedItem,
+        **data.model_dump(exclude={"seized_by_agency_id", "custodian_agency_id"}),
+        case_id=case_id,
+        seized_by_agency_id=seized_by,
+        custodian_agency_id=custodian,
     )
-    add_recorded(session, item, p.actor, resource_type="seized_item", case_id=case_id, unit_of_work=False)
-    seizure = CustodyEvent(
-        seized_item_id=item.id,
+    seizure = new_row(
+        CustodyEvent,
+        seized_item_id=item["id"],
         seq=1,
         action=CustodyAction.seized,
         from_agency_id=None,
         to_agency_id=custodian,
-        at=item.seized_at or utcnow(),
+        at=item["seized_at"] or utcnow(),
         recorded_by_agency_id=p.agency_id,
     )
-    add_recorded(
-        session, seizure, p.actor, resource_type="custody_event", case_id=case_id, unit_of_work=False
-    )
+    await tx.insert([(SeizedItem.__table__, [item]), (CustodyEvent.__table__, [seizure])])  # type: ignore[attr-defined]
+    tx.changes += [
+        Change.created(p.actor, "seized_item", item["id"], case_id),
+        Change.created(p.actor, "custody_event", seizure["id"], case_id),
+    ]
     return item
 
 

@@ -11,10 +11,10 @@ batch at every creating POST.
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, Header, Request, Response
@@ -22,9 +22,12 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.config import get_settings
-from app.db import utcnow
+from app.db import insert_into, row_of, utcnow
 from app.errors import AppError
 from app.idempotency.models import IdempotencyRecord
+
+if TYPE_CHECKING:
+    from app.writes import Tx
 
 # Expired records removed per creating POST. Each such POST adds at most one
 # record, so expired ones cannot pile up, and no request pays for a backlog.
@@ -88,6 +91,10 @@ def _ttl() -> timedelta:
     return timedelta(hours=get_settings().idempotency_ttl_hours)
 
 
+def _cutoff() -> dict[str, Any]:
+    return {"cutoff": utcnow() - _ttl()}
+
+
 def purge_expired(session: Session) -> int:
     """Delete up to PURGE_BATCH expired records; how many went.
 
@@ -95,13 +102,50 @@ def purge_expired(session: Session) -> int:
     costs more in Python than the indexed probe costs the database, and
     every creating POST runs this.
     """
-    result = session.connection().execute(_PURGE, {"cutoff": utcnow() - _ttl()})
-    return result.rowcount
+    return session.connection().execute(_PURGE, _cutoff()).rowcount
+
+
+_TABLE: sa.Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+_THIS = sa.and_(_TABLE.c.client_id == sa.bindparam("client_id"), _TABLE.c.key == sa.bindparam("key"))
+_RECORD = sa.select(_TABLE).where(_THIS)
+_FORGET = sa.delete(_TABLE).where(_THIS)
 
 
 def _created_id(location: str) -> uuid.UUID:
     """Every created resource's Location ends with its id."""
     return uuid.UUID(location.rsplit("/", 1)[-1])
+
+
+def _replays(record: Any, idem: IdempotencyKey) -> bool:
+    """Whether `record` (a row of _RECORD) answers this request again; False
+    when it expired and is to be forgotten. 422 for the key used with another request."""
+    if record.created_at <= utcnow() - _ttl():
+        return False
+    if record.fingerprint != idem.fingerprint:
+        raise AppError(
+            422,
+            "This Idempotency-Key was used with another request body or X-Purpose.",
+            slug="idempotency-key-reused",
+        )
+    return True
+
+
+def _replayed(response: Response, record: Any) -> Response:
+    response.status_code = record.status_code
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _record_row(principal: Principal, idem: IdempotencyKey, response: Response) -> dict[str, Any]:
+    return row_of(
+        IdempotencyRecord(
+            client_id=principal.client_id,
+            key=idem.key,
+            fingerprint=idem.fingerprint,
+            status_code=response.status_code,
+            location=response.headers["location"],
+        )
+    )
 
 
 def create_once(
@@ -121,31 +165,35 @@ def create_once(
     purge_expired(session)
     if idem is None:
         return create()
-    record = session.get(IdempotencyRecord, (principal.client_id, idem.key))
+    this = {"client_id": principal.client_id, "key": idem.key}
+    conn = session.connection()
+    record = conn.execute(_RECORD, this).first()
     if record is not None:
-        if record.created_at > utcnow() - _ttl():
-            if record.fingerprint != idem.fingerprint:
-                raise AppError(
-                    422,
-                    "This Idempotency-Key was used with another request body or X-Purpose.",
-                    slug="idempotency-key-reused",
-                )
-            assert record.location is not None, "every create answers with a Location"
-            response = replay(_created_id(record.location))
-            response.status_code = record.status_code
-            response.headers["Idempotent-Replayed"] = "true"
-            return response
-        session.delete(record)
-        session.flush()
+        if _replays(record, idem):
+            return _replayed(replay(_created_id(record.location)), record)
+        conn.execute(_FORGET, this)
     response = create()
-    session.add(
-        IdempotencyRecord(
-            client_id=principal.client_id,
-            key=idem.key,
-            fingerprint=idem.fingerprint,
-            status_code=response.status_code,
-            location=response.headers["location"],
-        )
-    )
-    session.flush()
+    conn.execute(insert_into(_TABLE), _record_row(principal, idem, response))
+    return response
+
+
+async def create_once_hot(
+    tx: "Tx",
+    principal: Principal,
+    idem: IdempotencyKey | None,
+    create: Callable[[], Awaitable[Response]],
+    replay: Callable[[uuid.UUID], Awaitable[Response]],
+) -> Response:
+    """create_once() in a transaction of the hot write (app.writes): the same statements and rules."""
+    await tx.execute(_PURGE, _cutoff())
+    if idem is None:
+        return await create()
+    this = {"client_id": principal.client_id, "key": idem.key}
+    record = await tx.first(_RECORD, this)
+    if record is not None:
+        if _replays(record, idem):
+            return _replayed(await replay(_created_id(record.location)), record)
+        await tx.execute(_FORGET, this)
+    response = await create()
+    await tx.execute(insert_into(_TABLE), _record_row(principal, idem, response))
     return response

@@ -11,14 +11,29 @@ from app.errors import conflict, invalid
 from app.evidence.models import SeizedItem
 from app.locations.models import Location, LocationCreate, LocationUpdate
 from app.pagination import PageParams, paginate
+from app.reads import Statements
+
+_IN_CASE = sa.select(Location.id).where(
+    Location.id == sa.bindparam("location_id"), Location.case_id == sa.bindparam("case_id")
+)
 
 
 def require_location_in_case(session: Session, location_id: uuid.UUID | None, case_id: uuid.UUID) -> None:
-    if location_id is None:
-        return
-    found = session.execute(
-        sa.select(Location.id).where(Location.id == location_id, Location.case_id == case_id)
-    ).first()
+    if location_id is not None:
+        found = session.execute(_IN_CASE, {"location_id": location_id, "case_id": case_id}).first()
+        _require_found(found is not None)
+
+
+async def require_location_in_case_hot(
+    db: Statements, location_id: uuid.UUID | None, case_id: uuid.UUID
+) -> None:
+    """require_location_in_case() on the hot statements."""
+    if location_id is not None:
+        found = await db.first(_IN_CASE, {"location_id": location_id, "case_id": case_id})
+        _require_found(found is not None)
+
+
+def _require_found(found: bool) -> None:
     if not found:
         raise invalid(["body", "location_id"], "No location with this id in this case.")
 
