@@ -29,9 +29,10 @@ down or busy, 422 for a value it cannot compare).
 
 import asyncio
 import collections
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, cast
 
 import asyncpg
 import orjson
@@ -40,6 +41,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.hot import lean_dependency
 
@@ -125,10 +127,10 @@ class _Prepared:
         return out
 
 
-def prepare(stmt: sa.Executable, dialect: sa.Dialect) -> _Prepared:
+def prepare(stmt: sa.ClauseElement, dialect: sa.Dialect) -> _Prepared:
     """`stmt` as SQL for asyncpg, and how to fill its placeholders and read its
     rows (a SELECT's; the hot write's INSERTs and DELETEs return none)."""
-    compiled = stmt.compile(dialect=dialect)
+    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
     # Expanding IN lists are rendered per execution by SQLAlchemy's
     # execution context, which this path does not use.
     if "POSTCOMPILE" in compiled.string:
@@ -193,6 +195,18 @@ def as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
     return exc
 
 
+@contextlib.contextmanager
+def translated_errors(sql: str) -> Iterator[None]:
+    """The driver's errors in the block leave as SQLAlchemy's exceptions for them (as_sqlalchemy_error)."""
+    try:
+        yield
+    except Exception as exc:
+        translated = as_sqlalchemy_error(exc, sql)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
 class AsyncpgPools:
     """asyncpg connections, one pool per event loop, and statements compiled once.
 
@@ -219,7 +233,7 @@ class AsyncpgPools:
         # Async connections belong to the loop that opened them. A served
         # worker has one loop; tests that drive one app from several threads have one each.
         self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
-        self._cache: dict[sa.Executable, _Prepared] = {}
+        self._cache: dict[sa.ClauseElement, _Prepared] = {}
 
     async def pool(self) -> asyncpg.Pool:
         loop = asyncio.get_running_loop()
@@ -250,7 +264,7 @@ class AsyncpgPools:
         async with asyncio.timeout(self._timeout):
             return await pool.acquire()
 
-    def prepared(self, stmt: sa.Executable) -> _Prepared:
+    def prepared(self, stmt: sa.ClauseElement) -> _Prepared:
         found = self._cache.get(stmt)
         if found is None:
             if len(self._cache) >= _MAX_STATEMENTS:
@@ -283,7 +297,7 @@ class PostgresReads(AsyncpgPools, Reads):
         return prepared.rows(records)
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
-        try:
+        with translated_errors(sql):
             pool = await self.pool()
             try:
                 return await self._run(pool, sql, args)
@@ -293,11 +307,6 @@ class PostgresReads(AsyncpgPools, Reads):
                 # Reads are idempotent, so the retry is safe.
                 await pool.expire_connections()
                 return await self._run(pool, sql, args)
-        except Exception as exc:
-            translated = as_sqlalchemy_error(exc, sql)
-            if translated is exc:
-                raise
-            raise translated from exc
 
     async def _run(self, pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
         conn = await self.acquire(pool)

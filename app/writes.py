@@ -33,7 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from app import journal
 from app.db import Rows, insert_into, insert_statement, writer
 from app.journal import Change
-from app.reads import LOST, AsyncpgPools, Row, Statements, as_sqlalchemy_error
+from app.reads import LOST, AsyncpgPools, Row, Statements, translated_errors
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Tx(Statements, Protocol):
     dialect_name: str
     changes: list[Change]  # journalled before COMMIT
 
-    async def execute(self, stmt: sa.Executable, params: Mapping[str, Any] | None = None) -> None: ...
+    async def execute(self, stmt: sa.ClauseElement, params: Mapping[str, Any] | None = None) -> None: ...
 
     async def insert(self, rows: Rows) -> None:
         """Insert rows (all columns of each) into several tables: on PostgreSQL in one round trip."""
@@ -62,7 +62,7 @@ class Writes(Protocol):
     async def close(self) -> None: ...
 
 
-class _AsyncpgTx:
+class _AsyncpgTx(Tx):
     dialect_name = "postgresql"
 
     def __init__(self, pools: AsyncpgPools, conn: asyncpg.Connection) -> None:
@@ -72,41 +72,22 @@ class _AsyncpgTx:
 
     async def all(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> list[Row]:
         prepared = self._pools.prepared(stmt)
-        try:
+        with translated_errors(prepared.sql):
             records = await self._conn.fetch(prepared.sql, *prepared.args(params or {}))
-        except Exception as exc:
-            raise _translated(exc, prepared.sql) from exc
         return prepared.rows(records)
 
-    async def first(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> Row | None:
-        rows = await self.all(stmt, params)
-        return rows[0] if rows else None
-
-    async def execute(self, stmt: sa.Executable, params: Mapping[str, Any] | None = None) -> None:
+    async def execute(self, stmt: sa.ClauseElement, params: Mapping[str, Any] | None = None) -> None:
         prepared = self._pools.prepared(stmt)
-        try:
+        with translated_errors(prepared.sql):
             await self._conn.execute(prepared.sql, *prepared.args(params or {}))
-        except Exception as exc:
-            raise _translated(exc, prepared.sql) from exc
 
     async def insert(self, rows: Rows) -> None:
         if rows := [(table, table_rows) for table, table_rows in rows if table_rows]:
             await self.execute(*insert_statement(rows))
 
     async def commit(self) -> None:
-        try:
+        with translated_errors("COMMIT"):
             await self._conn.execute("COMMIT")
-        except Exception as exc:
-            raise _translated(exc, "COMMIT") from exc
-
-
-def _translated(exc: Exception, sql: str) -> Exception:
-    found = as_sqlalchemy_error(exc, sql)
-    if isinstance(exc, asyncpg.InterfaceError) and found is exc:
-        # asyncpg's word for a connection that closed under us, or that it
-        # cannot use: the database is unavailable to this request (503).
-        return sa.exc.OperationalError(sql, None, exc)
-    return found
 
 
 class PostgresWrites(AsyncpgPools):
@@ -129,29 +110,26 @@ class PostgresWrites(AsyncpgPools):
             await pool.release(conn)
 
     async def _begun(self) -> tuple[asyncpg.Pool, asyncpg.Connection]:
-        """A connection with its transaction begun. A connection found dead
-        at BEGIN (the database restarted: likely all of the pool's) is
-        dropped with the pool's others and BEGIN is tried once more on a
-        new one; nothing was written, so this retry is safe."""
-        try:
+        """A connection with its transaction begun."""
+        with translated_errors("BEGIN"):
             pool = await self.pool()
-            for attempt in (1, 2):
-                conn = await self.acquire(pool)
-                try:
-                    await conn.execute("BEGIN")
-                except LOST:
-                    await pool.release(conn)
-                    if attempt == 2:
-                        raise
-                    await pool.expire_connections()
-                except BaseException:
-                    await pool.release(conn)
-                    raise
-                else:
-                    return pool, conn
-        except Exception as exc:
-            raise _translated(exc, "BEGIN") from exc
-        raise AssertionError("unreachable: the second attempt returns or raises")
+            try:
+                return pool, await self._begin(pool)
+            except LOST:
+                # Found dead at BEGIN (the database restarted while this worker
+                # was busy: likely all of the pool's): drop them all and begin
+                # on a new one. Nothing was written, so this retry is safe.
+                await pool.expire_connections()
+                return pool, await self._begin(pool)
+
+    async def _begin(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        conn = await self.acquire(pool)
+        try:
+            await conn.execute("BEGIN")
+        except BaseException:
+            await pool.release(conn)
+            raise
+        return conn
 
 
 async def _roll_back(conn: asyncpg.Connection) -> None:
@@ -164,7 +142,7 @@ async def _roll_back(conn: asyncpg.Connection) -> None:
             conn.terminate()
 
 
-class _EngineTx:
+class _EngineTx(Tx):
     """A Tx on the sync engine's connection, each statement in a worker thread (SQLite)."""
 
     def __init__(self, conn: sa.Connection) -> None:
@@ -178,12 +156,11 @@ class _EngineTx:
     async def all(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> list[Row]:
         return await run_in_threadpool(self._rows, stmt, params)
 
-    async def first(self, stmt: sa.Select[Any], params: Mapping[str, Any] | None = None) -> Row | None:
-        rows = await self.all(stmt, params)
-        return rows[0] if rows else None
+    def _execute(self, stmt: sa.ClauseElement, params: Mapping[str, Any] | None) -> None:
+        self._conn.execute(stmt, params)  # type: ignore[call-overload]
 
-    async def execute(self, stmt: sa.Executable, params: Mapping[str, Any] | None = None) -> None:
-        await run_in_threadpool(self._conn.execute, stmt, params)
+    async def execute(self, stmt: sa.ClauseElement, params: Mapping[str, Any] | None = None) -> None:
+        await run_in_threadpool(self._execute, stmt, params)
 
     def _insert(self, rows: Rows) -> None:
         for table, table_rows in rows:
