@@ -263,3 +263,35 @@ def test_a_connection_lost_mid_transaction_answers_503_and_keeps_nothing(
     assert (
         client.post(f"{API}/cases/{case_id}/seized-items", json=ITEM, headers=lead.headers).status_code == 201
     )
+
+
+def test_the_answer_is_what_a_read_gives_and_references_are_checked(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller, case_id: str
+) -> None:
+    """Every column of the body the hot write answers with is what GET reads
+    back; agencies it names must exist, one or two of them in one lookup."""
+    url = f"{API}/cases/{case_id}/seized-items"
+    body = {
+        **ITEM,
+        "quantity": 24,
+        "seized_at": "2025-09-23T09:30:00.123456+03:00",
+        "sha256": "b" * 64,
+        "seized_by_agency_id": str(partner.agency_id),
+        "custodian_agency_id": str(lead.agency_id),
+    }
+    before = _counts(engine)
+    for field in ("seized_by_agency_id", "custodian_agency_id"):
+        unknown = client.post(url, json={**body, field: str(uuid.uuid4())}, headers=lead.headers)
+        assert unknown.status_code == 422, unknown.text
+        assert unknown.json()["errors"][0]["loc"] == ["body", field]
+    assert _counts(engine) == before
+    created = client.post(url, json=body, headers=lead.headers)
+    assert created.status_code == 201, created.text
+    read = client.get(created.headers["location"], headers=lead.headers)
+    assert created.json() == read.json()
+    assert created.headers["etag"] == read.headers["etag"]
+    assert created.json()["seized_at"] == "2025-09-23T06:30:00.123456Z"
+    chain = client.get(f"{created.headers['location']}/custody", headers=lead.headers).json()["items"]
+    assert [(e["action"], e["to_agency_id"], e["at"]) for e in chain] == [
+        ("seized", str(lead.agency_id), "2025-09-23T06:30:00.123456Z")
+    ]
