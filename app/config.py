@@ -66,8 +66,11 @@ class Settings(BaseSettings):
     max_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     storage_dir: Path = Path("./caseapi-files")
     # Processes per worker that run bundle imports (app.bundles.imports):
-    # imports beyond this many at once wait for one to finish.
+    # imports beyond this many at once wait for one to finish, up to
+    # `import_queue` of them; more answer 503 at once. Each waiting import
+    # holds one of the worker's `pool_size` admitted requests.
     import_processes: int = Field(default=1, ge=1, le=32)
+    import_queue: int = Field(default=2, ge=0, le=100)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # uvicorn's line per request. Off by default: the audit trail records
     # every change and disclosure and the security log every refusal, while

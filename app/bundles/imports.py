@@ -118,6 +118,8 @@ class BundleImports:
         self.settings = settings
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        # Imports this worker has taken and not answered, counted on its event loop.
+        self._taken = 0
 
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -138,7 +140,26 @@ class BundleImports:
         broken.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, p: Principal, raw: bytes, idem: IdempotencyKey | None) -> Response:
-        """The import's answer, as the route would have given it."""
+        """The import's answer, as the route would have given it; 503 at once
+        when every process is busy and `import_queue` imports already wait.
+
+        A waiting import holds one of the worker's admitted requests
+        (app.admission): without this bound, one client sending import after
+        import could take them all, and every other agency would wait."""
+        if self._taken >= self.settings.import_processes + self.settings.import_queue:
+            raise AppError(
+                503,
+                "Every import process of this worker is busy and imports already wait; try again shortly.",
+                slug="busy",
+                headers={"Retry-After": "5"},
+            )
+        self._taken += 1
+        try:
+            return await self._run(p, raw, idem)
+        finally:
+            self._taken -= 1
+
+    async def _run(self, p: Principal, raw: bytes, idem: IdempotencyKey | None) -> Response:
         pool = self._current()
         try:
             # Submitting may start a process, and the first one waits for the

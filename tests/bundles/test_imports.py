@@ -68,6 +68,48 @@ def test_an_import_whose_process_dies_keeps_nothing_and_the_next_one_works(
     assert len(listed(client, lead, copy_id)) == 1
 
 
+def test_one_client_sending_import_after_import_cannot_take_every_admitted_request(
+    client: TestClient, application: FastAPI, case_id: str, lead: Caller
+) -> None:
+    """A hostile (or broken) client sends imports as fast as it can. Past the
+    worker's import processes and `import_queue` waiting imports, the next one
+    answers 503 at once instead of holding an admitted request while it waits,
+    and other requests are served meanwhile."""
+    settings = application.state.settings
+    held = settings.import_processes + settings.import_queue
+    attach(client, lead, case_id, unique_bytes())
+    bundle = export(client, lead, case_id)
+    answers: list[Any] = []
+
+    def send(n: int) -> None:
+        answers.append(
+            import_(client, lead, {**bundle, "case": {**bundle["case"], "reference": f"FLOOD-{n}"}})
+        )
+
+    # The first import's process waits for the storage lock in its transaction;
+    # the others wait for that process.
+    with storage_of(application).lock():
+        senders = [threading.Thread(target=send, args=(n,)) for n in range(held + 1)]
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 30
+        while not answers:
+            assert time.monotonic() < deadline, "no import was refused"
+            time.sleep(0.02)
+        (refused,) = answers
+        assert refused.status_code == 503
+        assert refused.json()["type"] == "urn:caseapi:problem:busy"
+        assert refused.headers["retry-after"] == "5"
+        assert client.get(f"/api/v1/cases/{case_id}", headers=lead.headers).status_code == 200
+    for sender in senders:
+        sender.join(60)
+    assert sorted(a.status_code for a in answers) == [201] * held + [503]
+    # The slots were given back: the next import is taken.
+    assert (
+        import_(client, lead, {**bundle, "case": {**bundle["case"], "reference": "AFTER"}}).status_code == 201
+    )
+
+
 def test_an_app_error_crosses_the_process_boundary_whole() -> None:
     error = AppError(
         422, "bad", slug="validation-error", headers={"Retry-After": "1"}, extra={"errors": [{"loc": ["x"]}]}
