@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -295,3 +296,19 @@ def test_the_answer_is_what_a_read_gives_and_references_are_checked(
     assert [(e["action"], e["to_agency_id"], e["at"]) for e in chain] == [
         ("seized", str(lead.agency_id), "2025-09-23T06:30:00.123456Z")
     ]
+
+
+def test_a_table_the_database_lacks_is_the_schemas_fault(engine: sa.Engine) -> None:
+    """As the ORM's errors are, so that app.errors answers 503 schema-not-migrated, not 500."""
+    missing = sa.table("not_migrated_yet", sa.column("id"))
+
+    async def work(tx: Tx) -> None:
+        await tx.all(sa.select(missing.c.id))
+
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        _run(engine, work)
+    if engine.dialect.name == "postgresql":
+        assert isinstance(caught.value, sa.exc.ProgrammingError)
+        assert isinstance(caught.value.orig, asyncpg.UndefinedTableError)
+    else:
+        assert isinstance(caught.value, sa.exc.OperationalError)  # SQLite's "no such table"
