@@ -5,7 +5,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from app.db import insert_into, row_of, utcnow
+from app.db import utcnow
 from app.journal import Actor, record
 
 
@@ -23,18 +23,10 @@ def add_recorded(
     resource_type: str,
     case_id: uuid.UUID | None,
     resource_id: uuid.UUID | None = None,
-    unit_of_work: bool = True,
 ) -> None:
-    """Insert a new row and record its creation. `unit_of_work=False`, for a row
-    nothing else in the transaction changes: one INSERT of its columns, without
-    the ORM's unit of work (which costs more in Python than the database takes
-    to insert it); `obj` then stays out of the session, and a model with insert
-    listeners (Case) must not be added so."""
-    if unit_of_work:
-        session.add(obj)
-        session.flush()
-    else:
-        session.execute(insert_into(type(obj).__table__), row_of(obj))
+    """Insert a new row and record its creation."""
+    session.add(obj)
+    session.flush()
     record(
         session,
         actor,

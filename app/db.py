@@ -285,21 +285,16 @@ def insert_statement(rows: Rows) -> tuple[sa.Insert, dict[str, Any]]:
     return _insert_statement(shape), params
 
 
-def row_of(obj: Any) -> dict[str, Any]:
-    """A model object's column values, as its INSERT takes them."""
-    return {c.key: getattr(obj, c.key) for c in type(obj).__table__.columns}
-
-
 @functools.cache
 def _fields(model: type[SQLModel]) -> tuple[tuple[str, FieldInfo], ...]:
     return tuple((c.key, model.model_fields[c.key]) for c in model.__table__.columns)  # type: ignore[attr-defined]
 
 
 def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
-    """row_of() a new `model` object with `values`, its fields' defaults
-    filling the rest, without building the object: for values a request's
-    schema already validated, which a table model would validate again (on
-    the hot write that cost a sixth of the worker's time)."""
+    """The column values of a new `model` object with `values`, its fields'
+    defaults filling the rest, without building the object: for values a
+    request's schema already validated, which a table model would validate
+    again (on the hot write that cost a sixth of the worker's time)."""
     row = {}
     for key, field in _fields(model):
         value = values.pop(key) if key in values else field.get_default(call_default_factory=True)

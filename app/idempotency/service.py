@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.config import get_settings
-from app.db import insert_into, row_of, utcnow
+from app.db import insert_into, new_row, utcnow
 from app.errors import AppError
 from app.idempotency.models import IdempotencyRecord
 
@@ -137,14 +137,13 @@ def _replayed(response: Response, record: Any) -> Response:
 
 
 def _record_row(principal: Principal, idem: IdempotencyKey, response: Response) -> dict[str, Any]:
-    return row_of(
-        IdempotencyRecord(
-            client_id=principal.client_id,
-            key=idem.key,
-            fingerprint=idem.fingerprint,
-            status_code=response.status_code,
-            location=response.headers["location"],
-        )
+    return new_row(
+        IdempotencyRecord,
+        client_id=principal.client_id,
+        key=idem.key,
+        fingerprint=idem.fingerprint,
+        status_code=response.status_code,
+        location=response.headers["location"],
     )
 
 
