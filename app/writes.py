@@ -11,9 +11,10 @@ agencies' and locations' checks), in one transaction:
 
 - PostgreSQL: each statement compiled once by SQLAlchemy for asyncpg
   (app.reads.prepare) and run on asyncpg, on a pool of its own
-  (`CASEAPI_WRITE_POOL_SIZE`). A driver's error leaves as SQLAlchemy's
-  exception for it (app.reads.as_sqlalchemy_error), so app.errors answers it
-  as it answers the ORM's: 409, 422, 503.
+  (`CASEAPI_WRITE_POOL_SIZE`); the rows of several tables go in one
+  statement (app.db.insert_statement). A driver's error leaves as
+  SQLAlchemy's exception for it (app.reads.translated_errors), so app.errors
+  answers it as it answers the ORM's: 409, 422, 503.
 - SQLite: the sync engine's connection, each statement in a worker thread.
 
 The route notes its changes on the transaction (`Tx.changes`); before COMMIT
