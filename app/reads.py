@@ -181,7 +181,7 @@ _UNAVAILABLE = (
 _UNDEFINED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
 
 
-def as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
+def _as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
     if isinstance(exc, TimeoutError):
         return sa_exc.TimeoutError(f"no read connection free: {exc}")
     if isinstance(exc, asyncpg.DataError):
@@ -197,11 +197,11 @@ def as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
 
 @contextlib.contextmanager
 def translated_errors(sql: str) -> Iterator[None]:
-    """The driver's errors in the block leave as SQLAlchemy's exceptions for them (as_sqlalchemy_error)."""
+    """The driver's errors in the block leave as SQLAlchemy's exceptions for them (_as_sqlalchemy_error)."""
     try:
         yield
     except Exception as exc:
-        translated = as_sqlalchemy_error(exc, sql)
+        translated = _as_sqlalchemy_error(exc, sql)
         if translated is exc:
             raise
         raise translated from exc
