@@ -21,7 +21,7 @@ from app.db import insert_into, new_row
 from app.events.models import Event
 from app.evidence.models import Category, CustodyAction, CustodyEvent, SeizedItem
 from app.writes import PostgresWrites, Tx, create_writes
-from tests.conftest import Caller, new_case
+from tests.conftest import Caller, join, new_case, problem_of
 
 API = "/api/v1"
 ITEM = {"category": "mobile_phone", "description": "Phone"}
@@ -314,3 +314,39 @@ def test_a_table_the_database_lacks_is_the_schemas_fault(engine: sa.Engine) -> N
         assert isinstance(caught.value.orig, asyncpg.UndefinedTableError)
     else:
         assert isinstance(caught.value, sa.exc.OperationalError)  # SQLite's "no such table"
+
+
+def test_a_replay_answers_as_a_read_does_for_the_caller_now(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller, case_id: str
+) -> None:
+    """The hot write's own replay path: the first answer again while it holds,
+    never the item again once it is deleted, nothing once the caller left the case."""
+    join(client, lead, case_id, partner)
+    url = f"{API}/cases/{case_id}/seized-items"
+    body = {**ITEM, "description": "Phone of the call centre's manager"}
+    first = client.post(url, json=body, headers=partner.h(idempotency_key="item-1"))
+    assert first.status_code == 201
+    replay = client.post(url, json=body, headers=partner.h(idempotency_key="item-1"))
+    assert (replay.status_code, replay.json(), replay.headers["location"]) == (
+        201,
+        first.json(),
+        first.headers["location"],
+    )
+    assert replay.headers["idempotent-replayed"] == "true"
+    other = client.post(url, json={**body, "quantity": 2}, headers=partner.h(idempotency_key="item-1"))
+    assert other.status_code == 422 and other.json()["type"] == "urn:caseapi:problem:idempotency-key-reused"
+
+    assert client.delete(first.headers["location"], headers=lead.h(if_match='"1"')).status_code == 204
+    gone = client.post(url, json=body, headers=partner.h(idempotency_key="item-1"))
+    assert gone.status_code == 404
+    assert problem_of(gone) == problem_of(client.get(first.headers["location"], headers=partner.headers))
+    assert _counts(engine)["seized_item"] == 0, "a replay never creates the item again"
+
+    second = client.post(url, json=body, headers=partner.h(idempotency_key="item-2"))
+    assert second.status_code == 201
+    parts = f"{API}/cases/{case_id}/participants/{partner.agency_id}"
+    assert client.delete(parts, headers=lead.h(if_match='"1"')).status_code == 204
+    left = client.post(url, json=body, headers=partner.h(idempotency_key="item-2"))
+    assert left.status_code == 404
+    assert "manager" not in left.text
+    assert _counts(engine)["seized_item"] == 1
