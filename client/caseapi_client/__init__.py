@@ -1,7 +1,8 @@
 """A typed client for caseapi: `Client(base_url, api_key)` and `AsyncClient`."""
 
+from caseapi_client._async.client import AsyncClient
 from caseapi_client._core import RetryPolicy
-from caseapi_client.client import AsyncClient, Client
+from caseapi_client._sync.client import Client
 from caseapi_client.errors import (
     ApiError,
     BadRequest,
@@ -18,25 +19,35 @@ from caseapi_client.errors import (
 )
 from caseapi_client.models import (
     Agency,
+    Attachment,
     AuditEntry,
     AuditVerification,
     Case,
     CaseSummary,
     CustodyEvent,
+    Delivery,
     Detainee,
     Event,
+    Health,
+    HitMatch,
+    HitResult,
+    HitResults,
+    Identifier,
     InformationRequest,
     Location,
     Message,
     Participant,
+    PeerStatus,
     Resource,
     SeizedItem,
+    Subscription,
 )
 
 __all__ = [
     "Agency",
     "ApiError",
     "AsyncClient",
+    "Attachment",
     "AuditEntry",
     "AuditVerification",
     "BadRequest",
@@ -46,14 +57,21 @@ __all__ = [
     "Conflict",
     "ContentTooLarge",
     "CustodyEvent",
+    "Delivery",
     "Detainee",
     "Event",
     "Forbidden",
+    "Health",
+    "HitMatch",
+    "HitResult",
+    "HitResults",
+    "Identifier",
     "InformationRequest",
     "Location",
     "Message",
     "NotFound",
     "Participant",
+    "PeerStatus",
     "PreconditionFailed",
     "PreconditionRequired",
     "RateLimited",
@@ -61,6 +79,7 @@ __all__ = [
     "RetryPolicy",
     "SeizedItem",
     "ServiceUnavailable",
+    "Subscription",
     "Unauthorized",
     "ValidationError",
 ]

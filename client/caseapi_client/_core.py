@@ -33,6 +33,13 @@ def ref_id(ref: Ref) -> str:
     return str(ref)
 
 
+def ref_ids(ref: Ref) -> tuple[str, ...]:
+    """The ids that name a record in its path (a message: its request's, then its own)."""
+    if isinstance(ref, Resource):
+        return ref.ids()
+    return (str(ref),)
+
+
 @dataclass(frozen=True)
 class Call(Generic[T]):
     """One logical request, sent again as it is on each retry (so a create
@@ -44,6 +51,9 @@ class Call(Generic[T]):
     params: Mapping[str, str] = field(default_factory=dict)
     json: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # A raw body (a file's bytes) made anew for each attempt: a stream read by
+    # a failed attempt cannot be sent again as it is.
+    content: Callable[[], Any] | None = None
     # Whether the server may already have acted when the answer was lost:
     # a read, or a create that carries its Idempotency-Key, may be sent again.
     replayable: bool = False
@@ -137,6 +147,11 @@ def raw(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+def content(response: httpx.Response) -> bytes:
+    raise_for_problem(response)
+    return response.content
+
+
 def nothing(response: httpx.Response) -> None:
     raise_for_problem(response)
 
@@ -165,7 +180,8 @@ class Spec(Generic[R]):
         params = dict(filters)
         if cursor is not None:
             params = {k: v for k, v in params.items() if k not in self.starts_only} | {"cursor": cursor}
-        return Call("GET", self._collection(parent), page(self.model), params=_query(params), replayable=True)
+        path = self.collection_path(parent)
+        return Call("GET", path, page(self.model), params=_query(params), replayable=True)
 
     def get_call(self, ids: tuple[Ref, ...]) -> Call[R]:
         return Call("GET", self.path(*map(ref_id, ids)), record(self.model), replayable=True)
@@ -177,17 +193,7 @@ class Spec(Generic[R]):
         return API + self.item.format(*ids)
 
     def create_call(self, parent: Ref | None, fields: Mapping[str, Any]) -> Call[R]:
-        # One key per logical create, kept across its retries: the server
-        # answers a repeat with the first answer, so nothing is created twice.
-        headers = {"Idempotency-Key": str(uuid.uuid4())}
-        return Call(
-            "POST",
-            self._collection(parent),
-            record(self.model),
-            json=_plain(fields),
-            headers=headers,
-            replayable=True,
-        )
+        return creating(self.collection_path(parent), record(self.model), json=_plain(fields))
 
     def update_call(self, current: R, changes: Mapping[str, Any]) -> Call[R]:
         return Call(
@@ -201,8 +207,15 @@ class Spec(Generic[R]):
     def delete_call(self, current: R) -> Call[None]:
         return Call("DELETE", self.path(*current.ids()), nothing, headers=_if_match(current))
 
-    def _collection(self, parent: Ref | None) -> str:
-        return API + (self.collection.format(ref_id(parent)) if parent is not None else self.collection)
+    def collection_path(self, parent: Ref | None) -> str:
+        return API + (self.collection.format(*ref_ids(parent)) if parent is not None else self.collection)
+
+
+def creating(path: str, decode: Callable[[httpx.Response], T], **body: Any) -> Call[T]:
+    """A POST that creates. One key per logical create, kept across its retries:
+    the server answers a repeat with the first answer, so nothing is created twice."""
+    headers = {"Idempotency-Key": str(uuid.uuid4()), **body.pop("headers", {})}
+    return Call("POST", path, decode, headers=headers, replayable=True, **body)
 
 
 def _if_match(current: Resource) -> dict[str, str]:

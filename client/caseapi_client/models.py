@@ -213,3 +213,95 @@ class CaseSummary(BaseModel):
     locations: int
     seized_items: dict[str, CategoryCount]
     detainees: dict[str, int]
+
+
+class Identifier(Resource):
+    id: uuid.UUID
+    case_id: uuid.UUID
+    kind: str
+    value: str
+    normalized: str
+    note: str | None = None
+    version: int
+    created_at: datetime
+
+
+class Attachment(Resource):
+    id: uuid.UUID
+    case_id: uuid.UUID | None = None
+    request_id: uuid.UUID | None = None
+    message_id: uuid.UUID | None = None
+    uploaded_by_agency_id: uuid.UUID
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    version: int
+    created_at: datetime
+
+
+class Subscription(Resource):
+    id: uuid.UUID
+    agency_id: uuid.UUID
+    url: str
+    event_types: list[str] = []
+    description: str | None = None
+    status: str
+    last_delivered_seq: int
+    consecutive_failures: int
+    failing_since: datetime | None = None
+    next_attempt_at: datetime | None = None
+    disabled_at: datetime | None = None
+    version: int
+    created_at: datetime
+    # Only in the answer to create(): the signing secret, shown once.
+    secret: str | None = None
+
+
+class Delivery(Resource):
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    event_seq: int
+    event_type: str
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: int
+    next_attempt_at: datetime | None = None
+
+
+class HitMatch(BaseModel):
+    """`full`: the case and the identifier; `summary`: a TLP:GREEN/CLEAR case
+    the caller takes no part in, named so that it can ask its lead to join."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    access: str
+    case: dict[str, object]
+    identifier: dict[str, object] | None = None
+
+
+class HitResult(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: str
+    normalized: str
+    hit: bool
+    matches: list[HitMatch]
+
+
+class PeerStatus(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    instance_id: str
+    status: str
+
+
+class HitResults(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    items: list[HitResult]
+    # Only for a federated search: every peer asked, and how it answered.
+    peers: list[PeerStatus] = []
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    status: str

@@ -12,6 +12,7 @@ from app.auth.models import Scope
 from tests.conftest import (  # noqa: F401  (fixtures, registered by being imported here)
     Caller,
     _empty_tables,
+    application,
     database_url,
     engine,
     live_server,

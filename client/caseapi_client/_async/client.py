@@ -1,14 +1,16 @@
-"""Client and AsyncClient: the same surface, one waits, the other awaits."""
+"""The client: one attribute per resource, one method per operation of the API."""
+# The synchronous client is generated from this file (client/unasync.py).
 
 import asyncio
 import dataclasses
-import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 
-from caseapi_client import resources as r
+from caseapi_client._async import resources as r
 from caseapi_client._core import Call, RetryPolicy, attempts
 
 T = TypeVar("T")
@@ -37,87 +39,10 @@ def _http_options(base_url: str, api_key: str, timeout: float) -> dict[str, Any]
     }
 
 
-class Client:
-    """A caseapi instance, e.g. `Client("https://caseapi.example", api_key)`
-    (the base URL without `/api/v1`). Use it in a `with` block, or close() it."""
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self._http = httpx.Client(transport=transport, **_http_options(base_url, api_key, timeout))
-        self._options = _Options(retry or RetryPolicy(), None)
-        self._owns_http = True
-        self._attach()
-
-    def _attach(self) -> None:
-        self.cases = r.Cases(self, r.CASES)
-        self.participants = r.Participants(self, r.PARTICIPANTS)
-        self.locations = r.Locations(self, r.LOCATIONS)
-        self.seized_items = r.SeizedItems(self, r.SEIZED_ITEMS)
-        self.custody = r.Custody(self, r.CUSTODY)
-        self.detainees = r.Detainees(self, r.DETAINEES)
-        self.requests = r.Requests(self, r.REQUESTS)
-        self.messages = r.Messages(self, r.MESSAGES)
-        self.agencies = r.Agencies(self, r.AGENCIES)
-        self.events = r.Events(self, r.EVENTS)
-        self.audit = r.Audit(self, r.AUDIT)
-
-    def with_purpose(self, purpose: str) -> "Client":
-        """The same client, stating why it needs personal data (`X-Purpose`,
-        audited by the server) on every request it sends."""
-        view = object.__new__(Client)
-        view._http = self._http
-        view._options = dataclasses.replace(self._options, purpose=purpose)
-        view._owns_http = False
-        view._attach()
-        return view
-
-    def run(self, call: Call[T]) -> T:
-        """Send one call, retrying as the policy allows."""
-        steps = attempts(call, self._options.retry)
-        wait = next(steps)
-        while True:
-            if wait:
-                time.sleep(wait)
-            outcome: httpx.Response | httpx.TransportError
-            try:
-                outcome = self._http.request(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    json=call.json,
-                    headers=_headers(call, self._options),
-                )
-            except httpx.TransportError as error:
-                outcome = error
-            try:
-                wait = steps.send(outcome)
-            except StopIteration as done:
-                result: T = done.value
-                return result
-
-    def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()
-
-
 class AsyncClient:
-    """Client for asyncio: the same resources, whose calls are awaited and
-    whose lists are async iterators (`async for case in client.cases.list()`)."""
+    """A caseapi instance, e.g. `AsyncClient("https://caseapi.example", api_key)`
+    (the base URL without `/api/v1`), used as a context manager. A list
+    follows the cursors as it is iterated."""
 
     def __init__(
         self,
@@ -145,8 +70,18 @@ class AsyncClient:
         self.agencies = r.AsyncAgencies(self, r.AGENCIES)
         self.events = r.AsyncEvents(self, r.EVENTS)
         self.audit = r.AsyncAudit(self, r.AUDIT)
+        self.identifiers = r.AsyncIdentifiers(self, r.IDENTIFIERS)
+        self.attachments = r.AsyncAttachments(self, r.ATTACHMENTS)
+        self.message_attachments = r.AsyncMessageAttachments(self, r.MESSAGE_ATTACHMENTS)
+        self.subscriptions = r.AsyncSubscriptions(self, r.SUBSCRIPTIONS)
+        self.deliveries = r.AsyncDeliveries(self, r.DELIVERIES)
+        self.hits = r.AsyncHits(self)
+        self.bundles = r.AsyncBundles(self)
+        self.health = r.AsyncHealthChecks(self)
 
     def with_purpose(self, purpose: str) -> "AsyncClient":
+        """The same client, stating why it needs personal data (`X-Purpose`,
+        audited by the server) on every request it sends."""
         view = object.__new__(AsyncClient)
         view._http = self._http
         view._options = dataclasses.replace(self._options, purpose=purpose)
@@ -155,6 +90,7 @@ class AsyncClient:
         return view
 
     async def run(self, call: Call[T]) -> T:
+        """Send one call, retrying as the policy allows."""
         steps = attempts(call, self._options.retry)
         wait = next(steps)
         while True:
@@ -167,6 +103,7 @@ class AsyncClient:
                     call.path,
                     params=call.params,
                     json=call.json,
+                    content=call.content() if call.content else None,
                     headers=_headers(call, self._options),
                 )
             except httpx.TransportError as error:
@@ -176,6 +113,15 @@ class AsyncClient:
             except StopIteration as done:
                 result: T = done.value
                 return result
+
+    @asynccontextmanager
+    async def stream(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
+        """Send one call once and hand over its response unread, for bodies
+        too large to hold (the caller resumes a broken download with Range)."""
+        async with self._http.stream(
+            call.method, call.path, params=call.params, headers=_headers(call, self._options)
+        ) as response:
+            yield response
 
     async def aclose(self) -> None:
         if self._owns_http:
