@@ -75,7 +75,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 _PROBLEM_DESCRIPTIONS = {
-    400: "Malformed JSON, or a garbled cursor",
+    400: "Malformed JSON, a garbled cursor, or an If-Match that is not a list of strong entity tags",
     401: "Missing, unknown or revoked API key",
     403: "The key lacks the scope, or its agency the role, this action needs",
     404: "No such record, or one the caller may not see: the answer is the same",
@@ -273,7 +273,8 @@ def problem_codes(method: str, operation: dict[str, Any]) -> set[int]:
     has_body = "requestBody" in operation
     secured = bool(operation.get("security"))
     codes = {503}  # admission control and the database, on every route
-    if has_body or any(p["name"] == "cursor" for p in params):
+    # A PATCH or DELETE checks the form of its If-Match (app.http.check_if_match).
+    if has_body or any(p["name"] == "cursor" for p in params) or method in ("patch", "delete"):
         codes.add(400)
     if secured:
         codes |= {401, 403, 429}

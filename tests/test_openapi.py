@@ -226,6 +226,8 @@ def test_problem_responses_are_listed_only_where_they_can_happen(doc: dict[str, 
         assert ("404" in codes) == ("{" in path), where
         if method == "POST":
             assert not {"412", "428"} & codes, where
+        if method in ("PATCH", "DELETE"):
+            assert {"400", "412", "428"} <= codes, where
         if method == "GET":
             assert "409" not in codes, where
         if "409" in codes:
