@@ -86,17 +86,27 @@ CONTENT_RESPONSE: dict[int | str, dict[str, Any]] = {
 async def _upload(
     request: Request, p: Principal, lookup: service.ParentLookup, meta: service.UploadMeta
 ) -> Response:
-    max_bytes: int = request.app.state.max_attachment_bytes
-    # Refused before a byte of the body is read: who may not add here (a file declared
-    # too large never got this far: app.limits answered 413 on its Content-Length).
+    settings = request.app.state.settings
+    # Refused before a byte of the body is read: who may not add here, and a file declared
+    # past the agency's quota (one declared too large never got this far: app.limits
+    # answered 413 on its Content-Length).
     await run_in_threadpool(_check, request, p, lookup)
-    staged = await service.receive_file(request, request.app.state.storage, max_bytes)
+    staged = await service.receive_file(
+        request,
+        request.app.state.storage,
+        request.app.state.max_attachment_bytes,
+        settings.body_chunk_timeout_seconds,
+    )
     return await run_in_threadpool(service.commit_upload, request, p, lookup, staged, meta)
 
 
 def _check(request: Request, p: Principal, lookup: service.ParentLookup) -> None:
+    declared = request.headers.get("content-length", "")
     with transaction(request.app.state.engine, write=False) as session:
         lookup(session, p)
+        if declared.isdigit():
+            quota = request.app.state.settings.storage_quota_bytes_per_agency
+            service.check_quota(session, p, int(declared), quota, lock=False)
 
 
 @router.get(

@@ -16,6 +16,7 @@ after, when no row names its sha256 any more.
 
 import base64
 import binascii
+import errno
 import functools
 import hashlib
 import logging
@@ -23,7 +24,8 @@ import re
 import unicodedata
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -31,8 +33,10 @@ import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import Request, Response
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 from app import access
+from app.agencies.models import Agency
 from app.attachments.models import Attachment, AttachmentPublic, control_free, media_type
 from app.attachments.storage import Staged, Storage
 from app.auth.service import Principal
@@ -343,24 +347,115 @@ def too_large(max_bytes: int) -> AppError:
     )
 
 
-async def receive_file(request: Request, storage: Storage, max_bytes: int) -> Staged:
-    """Stream the body to a staging file, hashing as it goes; never more than
-    about one write chunk of it in memory."""
-    writer = await anyio.to_thread.run_sync(storage.staging.writer)
-    pending = bytearray()
+_INSUFFICIENT_STORAGE = "Insufficient Storage"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_full_is_507() -> Iterator[None]:
+    """A full disk (or the file system's quota) is the server's condition, not a
+    fault of the upload: 507, and a line for the operator, never a 500."""
     try:
-        async for chunk in request.stream():
-            if writer.size + len(pending) + len(chunk) > max_bytes:
-                raise too_large(max_bytes)
-            pending += chunk
-            if len(pending) >= _WRITE_CHUNK:
-                block, pending = bytes(pending), bytearray()
-                await anyio.to_thread.run_sync(writer.write, block)
-        await anyio.to_thread.run_sync(writer.write, bytes(pending))
-        return await anyio.to_thread.run_sync(writer.seal)
-    except BaseException:
-        await anyio.to_thread.run_sync(writer.discard)
-        raise
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        log.error("attachment storage full: %s", exc.strerror)
+        raise AppError(
+            507,
+            "The server has no room for the file now; nothing was stored.",
+            slug="insufficient-storage",
+            title=_INSUFFICIENT_STORAGE,
+        ) from None
+
+
+def used_bytes(session: Session, agency_id: uuid.UUID) -> int:
+    """What an agency's uploads take: the sizes of the attachments it uploaded."""
+    stmt = sa.select(sa.func.coalesce(sa.func.sum(Attachment.size), 0)).where(
+        Attachment.uploaded_by_agency_id == agency_id
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def check_quota(session: Session, p: Principal, adding: int, quota: int | None, *, lock: bool) -> None:
+    """507 when the caller's agency would go past its quota with `adding` more bytes.
+
+    With `lock`, the agency's row is locked until commit (SQLite: the write
+    transaction is already exclusive), so two uploads of one agency cannot
+    both pass on the same sum.
+    """
+    if quota is None:
+        return
+    if lock:
+        session.execute(sa.select(Agency.id).where(Agency.id == p.agency_id).with_for_update())
+    used = used_bytes(session, p.agency_id)
+    if used + adding > quota:
+        raise AppError(
+            507,
+            f"Your agency's attachments would exceed its storage quota of {quota} bytes "
+            f"({used} bytes used); delete some or ask the operator for more.",
+            slug="storage-quota-exceeded",
+            title=_INSUFFICIENT_STORAGE,
+            extra={"quota_bytes": quota, "used_bytes": used},
+        )
+
+
+def body_stalled(seconds: float) -> AppError:
+    return AppError(
+        408,
+        f"No part of the request body arrived for {seconds:g} seconds.",
+        slug="request-timeout",
+        title="Request Timeout",
+        headers={"Connection": "close"},
+    )
+
+
+def client_gone() -> AppError:
+    """The client closed the connection mid-body: its doing, not the server's.
+    The answer reaches no one; its status (nginx's 499) marks it in metrics."""
+    return AppError(
+        499, "The client closed the connection.", slug="client-closed-request", title="Client Closed Request"
+    )
+
+
+async def _body(request: Request, chunk_timeout: float) -> AsyncIterator[bytes]:
+    """The request body's chunks, each awaited at most `chunk_timeout` seconds."""
+    chunks = request.stream()
+    while True:
+        try:
+            with anyio.fail_after(chunk_timeout):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise body_stalled(chunk_timeout) from None
+        except ClientDisconnect:
+            log.info("upload abandoned: the client closed the connection")
+            raise client_gone() from None
+        if chunk is None:
+            return
+        yield chunk
+
+
+async def receive_file(request: Request, storage: Storage, max_bytes: int, chunk_timeout: float) -> Staged:
+    """Stream the body to a staging file, hashing as it goes; never more than
+    about one write chunk of it in memory. Whatever ends it early (too large,
+    stalled, the client gone, a full disk) removes the staging file."""
+    with disk_full_is_507():
+        writer = await anyio.to_thread.run_sync(storage.staging.writer)
+        pending = bytearray()
+        try:
+            async for chunk in _body(request, chunk_timeout):
+                if writer.size + len(pending) + len(chunk) > max_bytes:
+                    raise too_large(max_bytes)
+                pending += chunk
+                if len(pending) >= _WRITE_CHUNK:
+                    block, pending = bytes(pending), bytearray()
+                    await anyio.to_thread.run_sync(writer.write, block)
+            await anyio.to_thread.run_sync(writer.write, bytes(pending))
+            return await anyio.to_thread.run_sync(writer.seal)
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # removed even when the request is cancelled
+                await anyio.to_thread.run_sync(writer.discard)
+            raise
 
 
 def _fingerprint(request: Request, meta: UploadMeta, staged: Staged) -> str:
@@ -378,6 +473,7 @@ def commit_upload(
 ) -> Response:
     """The row and its journal in one transaction; after the commit, the file moves into place."""
     storage: Storage = request.app.state.storage
+    quota: int | None = request.app.state.settings.storage_quota_bytes_per_agency
     added: list[Attachment] = []
     idem = (
         IdempotencyKey(meta.idempotency_key, _fingerprint(request, meta, staged))
@@ -399,6 +495,7 @@ def commit_upload(
                 )
 
             def create() -> Response:
+                check_quota(session, p, staged.size, quota, lock=True)
                 attachment = add_attachment(
                     session, p, parent, staged, filename=meta.filename, content_type=meta.content_type
                 )

@@ -8,6 +8,7 @@ row names, which the sweeper moves into place. No file is ever served but
 through a row, so an orphan is never served.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -81,7 +82,10 @@ class StagedWriter:
         return Staged(path=sealed, sha256=sha256, size=self.size)
 
     def discard(self) -> None:
-        self._file.close()
+        # Closing flushes what is buffered, which fails again on a full disk;
+        # the bytes are thrown away anyway, and the file must go regardless.
+        with contextlib.suppress(OSError):
+            self._file.close()
         self.path.unlink(missing_ok=True)
 
 

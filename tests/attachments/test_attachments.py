@@ -5,11 +5,9 @@ import base64
 import hashlib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -19,64 +17,20 @@ from sqlalchemy.orm import Session
 
 from app.attachments import service
 from app.attachments.models import Attachment
-from app.attachments.storage import LocalStorage
 from app.auth.models import Scope
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import Caller, join, make_caller, new_case, problem_of
-
-API = "/api/v1"
-PDF = "application/pdf"
-
-
-def upload(
-    client: TestClient,
-    caller: Caller,
-    url: str,
-    content: Any,
-    *,
-    filename: str = "report.pdf",
-    content_type: str = PDF,
-    params: dict[str, str] | None = None,
-    **headers: str,
-) -> httpx.Response:
-    return client.post(
-        url,
-        params={"filename": filename, **(params or {})},
-        content=content,
-        headers=caller.h(content_type=content_type, **headers),
-    )
-
-
-def unique_bytes(size: int = 3000) -> bytes:
-    seed = uuid.uuid4().bytes
-    return (seed * (size // len(seed) + 1))[:size]
-
-
-def storage_of(application: FastAPI) -> LocalStorage:
-    return application.state.storage
-
-
-def staging_files(application: FastAPI) -> list[Path]:
-    root = storage_of(application).staging.root
-    return list(root.iterdir()) if root.is_dir() else []
-
-
-def attachment_rows(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(Attachment)).scalar_one()
-
-
-def audit_actions(engine: sa.Engine) -> list[str]:
-    with engine.connect() as conn:
-        return list(conn.execute(sa.text("SELECT action FROM audit_entry ORDER BY seq")).scalars())
-
-
-@pytest.fixture
-def case(client: TestClient, lead: Caller, partner: Caller) -> dict[str, Any]:
-    found = new_case(client, lead)
-    join(client, lead, found["id"], partner)
-    return found
+from tests.attachments.conftest import (
+    API,
+    PDF,
+    attachment_rows,
+    audit_actions,
+    staging_files,
+    storage_of,
+    unique_bytes,
+    upload,
+)
+from tests.conftest import Caller, join, make_caller, problem_of
 
 
 @pytest.fixture
