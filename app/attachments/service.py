@@ -551,29 +551,105 @@ def release(engine: sa.Engine, storage: Storage, sha256: str) -> None:
             storage.delete(sha256)
 
 
-def open_content(request: Request, p: Principal, attachment_id: uuid.UUID) -> tuple[Attachment, BinaryIO]:
-    """The attachment and its open file, the download audited in the same
-    transaction: a download that cannot be audited does not happen."""
+@dataclass(frozen=True)
+class Delivery:
+    """What a request for a file's content gets: 200 (all of it), 206 (bytes
+    `start` to `end`, inclusive) or 304 (nothing: the caller's copy is current)."""
+
+    status: int
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1 if self.status != 304 else 0
+
+
+_BYTE_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+_ENTITY_TAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e]*"|\*')
+
+
+def _current(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2, weak comparison: `*`, or any listed tag equal to ours."""
+    return any(tag in ("*", etag, "W/" + etag) for tag in _ENTITY_TAG.findall(if_none_match))
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """The request headers that shape what of a file is sent."""
+
+    byte_range: str | None = None
+    if_none_match: str | None = None
+    if_range: str | None = None
+
+
+def plan_delivery(conditions: Conditions, attachment: Attachment) -> Delivery:
+    """RFC 9110's order: If-None-Match first (304), then a single byte Range (206, or
+    416 when none of it lies within the file), honoured only while If-Range still
+    names the file. A Range this service does not serve (several ranges, another
+    unit, a malformed one) is ignored: the whole file, as the RFC allows."""
+    size, etag = attachment.size, f'"{attachment.sha256}"'
+    whole = Delivery(200, 0, size - 1)
+    if conditions.if_none_match is not None and _current(conditions.if_none_match, etag):
+        return Delivery(304, 0, -1)
+    found = _BYTE_RANGE.fullmatch((conditions.byte_range or "").strip())
+    if found is None or (conditions.if_range is not None and conditions.if_range.strip() != etag):
+        return whole
+    first, last = found.groups()
+    if not first:  # the last `last` bytes
+        if not last:
+            return whole
+        if int(last) == 0 or size == 0:
+            raise range_not_satisfiable(size)
+        return Delivery(206, max(size - int(last), 0), size - 1)
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        return whole  # not a valid range: ignored
+    if start >= size:
+        raise range_not_satisfiable(size)
+    return Delivery(206, start, end)
+
+
+def range_not_satisfiable(size: int) -> AppError:
+    return AppError(
+        416,
+        f"The range lies outside the file, which has {size} bytes.",
+        slug="range-not-satisfiable",
+        title="Range Not Satisfiable",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+def open_content(
+    request: Request, p: Principal, attachment_id: uuid.UUID, conditions: Conditions
+) -> tuple[Attachment, Delivery, BinaryIO | None]:
+    """The attachment, what to send of it and, when bytes go out (a GET answered
+    200 or 206), its open file, the download audited in the same transaction: a
+    download that cannot be audited does not happen. HEAD and 304 disclose only
+    what the metadata route does (size, type, sha256), so they are not audited."""
     storage: Storage = request.app.state.storage
     source: BinaryIO | None = None
     try:
         with transaction(request.app.state.engine, write=True) as session:
             attachment, parent = readable_attachment(session, p, attachment_id)
-            try:
-                source = storage.open(attachment.sha256)
-            except FileNotFoundError as exc:
-                raise AppError(
-                    503,
-                    "The file is not available right now.",
-                    slug="file-unavailable",
-                    headers={"Retry-After": "5"},
-                ) from exc
-            _record(session, p, attachment, parent, "attachment.downloaded", emit_event=False)
+            delivery = plan_delivery(conditions, attachment)
+            if request.method == "GET" and delivery.status != 304:
+                try:
+                    source = storage.open(attachment.sha256)
+                except FileNotFoundError as exc:
+                    raise AppError(
+                        503,
+                        "The file is not available right now.",
+                        slug="file-unavailable",
+                        headers={"Retry-After": "5"},
+                    ) from exc
+                _record(session, p, attachment, parent, "attachment.downloaded", emit_event=False)
     except BaseException:
         if source is not None:
             source.close()
         raise
-    return attachment, source
+    return attachment, delivery, source
 
 
 # Characters RFC 8187 lets stand in `filename*`; everything else is percent-encoded.

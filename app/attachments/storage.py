@@ -163,10 +163,13 @@ class LocalStorage:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def copy_chunks(source: BinaryIO, chunk_size: int) -> Iterator[bytes]:
-    """The file's bytes in chunks, closing it at the end (or when the client goes away)."""
+def copy_chunks(source: BinaryIO, chunk_size: int, start: int, length: int) -> Iterator[bytes]:
+    """`length` bytes of the file from `start`, in chunks, closing it at the end
+    (or when the client goes away)."""
     try:
-        while chunk := source.read(chunk_size):
+        source.seek(start)
+        while length > 0 and (chunk := source.read(min(chunk_size, length))):
+            length -= len(chunk)
             yield chunk
     finally:
         source.close()

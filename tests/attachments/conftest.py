@@ -66,3 +66,13 @@ def case(client: TestClient, lead: Caller, partner: Caller) -> dict[str, Any]:
     found = new_case(client, lead)
     join(client, lead, found["id"], partner)
     return found
+
+
+@pytest.fixture
+def message(client: TestClient, lead: Caller, partner: Caller) -> tuple[str, str]:
+    body = {"to_agency_id": str(partner.agency_id), "subject": "Phone extraction", "body": "Attached."}
+    request = client.post(f"{API}/requests", json=body, headers=lead.headers).json()
+    msg = client.post(
+        f"{API}/requests/{request['id']}/messages", json={"body": "Report"}, headers=lead.headers
+    )
+    return request["id"], msg.json()["id"]

@@ -370,16 +370,6 @@ def test_an_outsider_learns_nothing(
     assert audit_actions(engine) == before, "a refused download was audited as a disclosure"
 
 
-@pytest.fixture
-def message(client: TestClient, lead: Caller, partner: Caller) -> tuple[str, str]:
-    body = {"to_agency_id": str(partner.agency_id), "subject": "Phone extraction", "body": "Attached."}
-    request = client.post(f"{API}/requests", json=body, headers=lead.headers).json()
-    msg = client.post(
-        f"{API}/requests/{request['id']}/messages", json={"body": "Report"}, headers=lead.headers
-    )
-    return request["id"], msg.json()["id"]
-
-
 def test_message_attachments_reach_only_the_two_agencies(
     client: TestClient, message: tuple[str, str], lead: Caller, partner: Caller, outsider: Caller
 ) -> None:

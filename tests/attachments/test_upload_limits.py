@@ -225,3 +225,13 @@ def test_a_client_gone_mid_upload_is_no_server_error_and_leaves_nothing(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert staging_files(application) == []
     assert attachment_rows(engine) == 0
+
+
+def test_the_document_declares_408_and_507_for_uploads(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        f"{API}/cases/{{case_id}}/attachments",
+        f"{API}/requests/{{request_id}}/messages/{{message_id}}/attachments",
+    ):
+        assert {"408", "507"} <= set(paths[path]["post"]["responses"]), path
+    assert "507" not in paths[f"{API}/cases"]["post"]["responses"]
