@@ -141,6 +141,7 @@ async def _upload(
 
 def _check(request: Request, p: Principal, lookup: service.ParentLookup) -> None:
     declared = request.headers.get("content-length", "")
+    service.claim_for_upload(request.app.state.engine, request.app.state.storage)
     with transaction(request.app.state.engine, write=False) as session:
         lookup(session, p)
         if declared.isdigit():

@@ -26,22 +26,24 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import Request, Response
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
 from app import access
 from app.agencies.models import Agency
-from app.attachments.models import Attachment, AttachmentPublic, control_free, media_type
-from app.attachments.storage import Staged, Storage
+from app.attachments.models import Attachment, AttachmentPublic, DatabaseIdentity, control_free, media_type
+from app.attachments.storage import Staged, Storage, StorageOfAnotherDatabase
 from app.auth.service import Principal
 from app.cases.models import Case
-from app.db import transaction
+from app.db import transaction, utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.http import api_path, created
 from app.idempotency.service import IdempotencyKey, create_once
@@ -546,9 +548,68 @@ def release(engine: sa.Engine, storage: Storage, sha256: str) -> None:
     """After a deletion committed: remove the file unless another row still names it.
     Under the storage lock, so an upload of the same content cannot commit and
     move its file in between the check and the removal."""
+    try:
+        claim_storage(engine, storage)
+    except StorageOfAnotherDatabase as exc:
+        # Another database's rows may name the file: it stays.
+        log.error("file %s kept: %s", sha256, exc)
+        return
     with storage.lock(), engine.connect() as conn:
         if not _referenced(conn, [sha256]):
             storage.delete(sha256)
+
+
+# --- which database the files belong to ------------------------------------------
+
+
+def _database_id(conn: sa.Connection, *, create: bool) -> str | None:
+    """This database's id; with `create`, made on first use (once, whoever comes first)."""
+    table = DatabaseIdentity.__table__
+    found = conn.execute(sa.select(table.c.database_id)).scalar_one_or_none()
+    if found is None and create:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        row = {"slot": 1, "database_id": uuid.uuid4(), "created_at": utcnow()}
+        conn.execute(insert(table).values(row).on_conflict_do_nothing())
+        found = conn.execute(sa.select(table.c.database_id)).scalar_one()
+    return str(found) if found is not None else None
+
+
+def claim_storage(engine: sa.Engine, storage: Storage) -> None:
+    """Before the first write or deletion of this process: the storage directory is
+    this database's (marked now if it carries no mark yet), else StorageOfAnotherDatabase."""
+    if storage.claimed_by is not None:
+        return
+    with engine.begin() as conn:
+        database_id = _database_id(conn, create=True)
+    assert database_id is not None
+    storage.claim(database_id)
+
+
+def claim_for_upload(engine: sa.Engine, storage: Storage) -> None:
+    """claim_storage() for a request: a directory of another database is the
+    operator's mistake, a 503 for the client and an error in the log."""
+    try:
+        with disk_full_is_507():
+            claim_storage(engine, storage)
+    except StorageOfAnotherDatabase as exc:
+        log.error("upload refused: %s", exc)
+        raise AppError(503, "The file storage is not available.", slug="storage-unavailable") from None
+
+
+def check_storage(engine: sa.Engine, storage: Storage) -> None:
+    """At start-up: StorageOfAnotherDatabase when the directory carries another
+    database's mark. A database that does not answer yet (or is not migrated)
+    cannot say: the first upload or deletion checks again."""
+    owner = storage.owner()
+    if owner is None:
+        return
+    try:
+        with engine.connect() as conn:
+            database_id = _database_id(conn, create=False)
+    except sa_exc.DBAPIError:
+        return
+    if database_id != owner:
+        raise StorageOfAnotherDatabase(storage.root, owner, database_id)
 
 
 @dataclass(frozen=True)
@@ -674,36 +735,55 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
-def sweep(engine: sa.Engine, storage: Storage, *, older_than: float) -> dict[str, int]:
-    """Bring the files in line with the rows.
+@dataclass
+class SweepReport:
+    """What a sweep moved into place and removed or, without `apply`, would."""
+
+    recovered: list[str] = field(default_factory=list)  # sha256 of committed uploads
+    staging_removed: list[str] = field(default_factory=list)  # names of staging files
+    files_removed: list[str] = field(default_factory=list)  # sha256 of files no row names
+
+
+def sweep(engine: sa.Engine, storage: Storage, *, older_than: float, apply: bool) -> SweepReport:
+    """Bring the files in line with the rows (only list how, without `apply`).
 
     Staging files untouched for `older_than` seconds: a sealed one whose
     sha256 a row names but whose file is missing (the process died after
     the commit) moves into place; every other is removed (an upload that
     died before its commit, or a duplicate). Stored files no row names are
-    removed. `older_than` spares uploads in flight in other processes.
+    removed. `older_than` spares uploads in flight in other processes. The
+    directory must be this database's (claim_storage), or nothing happens.
     """
-    counts = {"recovered": 0, "staging_removed": 0, "files_removed": 0}
+    claim_storage(engine, storage)
+    report = SweepReport()
     with storage.lock(), engine.connect() as conn:
         for path, sha256 in storage.staging.stale(older_than):
-            if sha256 is not None and not storage.exists(sha256) and _referenced(conn, [sha256]):
-                storage.put(sha256, path)
-                counts["recovered"] += 1
+            if (
+                sha256 is not None
+                and sha256 not in report.recovered
+                and not storage.exists(sha256)
+                and _referenced(conn, [sha256])
+            ):
+                report.recovered.append(sha256)
+                if apply:
+                    storage.put(sha256, path)
             else:
-                path.unlink(missing_ok=True)
-                counts["staging_removed"] += 1
+                report.staging_removed.append(path.name)
+                if apply:
+                    path.unlink(missing_ok=True)
         batch: list[str] = []
         for name in storage.names():
             batch.append(name)
             if len(batch) == 500:
-                counts["files_removed"] += _remove_unreferenced(conn, storage, batch)
+                report.files_removed += _unreferenced(conn, storage, batch, apply=apply)
                 batch = []
-        counts["files_removed"] += _remove_unreferenced(conn, storage, batch)
-    return counts
+        report.files_removed += _unreferenced(conn, storage, batch, apply=apply)
+    return report
 
 
-def _remove_unreferenced(conn: sa.Connection, storage: Storage, names: list[str]) -> int:
-    orphans = set(names) - _referenced(conn, names)
-    for name in orphans:
-        storage.delete(name)
-    return len(orphans)
+def _unreferenced(conn: sa.Connection, storage: Storage, names: list[str], *, apply: bool) -> list[str]:
+    orphans = sorted(set(names) - _referenced(conn, names))
+    if apply:
+        for name in orphans:
+            storage.delete(name)
+    return orphans

@@ -6,6 +6,12 @@ commit leaves a staging file and no row, which the sweeper removes; a crash
 between the commit and the move leaves a sealed staging file whose sha256 a
 row names, which the sweeper moves into place. No file is ever served but
 through a row, so an orphan is never served.
+
+"Orphan" means no row *of this database* names it: a storage directory
+belongs to one database, whose id it carries in a mark file written on
+first use. A sweep or a server pointed at a directory marked by another
+database refuses (StorageOfAnotherDatabase) rather than take its files for
+orphans.
 """
 
 import contextlib
@@ -24,6 +30,20 @@ from typing import BinaryIO, Protocol
 SHA256 = re.compile(r"[0-9a-f]{64}")
 _PART = ".part"  # being received
 _SEALED = ".sealed"  # received and hashed: <sha256>.<random>.sealed, waiting for its row's commit
+
+
+_MARK = "caseapi-database-id"  # in the storage root: the id of the database the files belong to
+
+
+class StorageOfAnotherDatabase(Exception):
+    """The storage directory is marked with another database's id; the message is one line."""
+
+    def __init__(self, root: Path, owner: str, database_id: str | None) -> None:
+        this = f"this database is {database_id}" if database_id else "this database has stored no file yet"
+        super().__init__(
+            f"storage directory {root} belongs to another database ({owner}); {this}: "
+            "set CASEAPI_STORAGE_DIR to this database's own directory"
+        )
 
 
 class Storage(Protocol):
@@ -48,6 +68,14 @@ class Storage(Protocol):
 
     def lock(self) -> AbstractContextManager[None]:
         """Held around a move into place, and around a reference check and the deletion it decides."""
+
+    claimed_by: str | None  # the database this process found the files belong to
+
+    def owner(self) -> str | None:
+        """The id of the database the files belong to; None before the first use."""
+
+    def claim(self, database_id: str) -> None:
+        """Mark the files as this database's, unless they are another's (StorageOfAnotherDatabase)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,7 @@ class LocalStorage:
         self.root = root
         self.objects = root / "objects"
         self.staging = Staging(root / "staging")
+        self.claimed_by: str | None = None  # checked once per process
 
     def _path(self, sha256: str) -> Path:
         if not SHA256.fullmatch(sha256):
@@ -151,6 +180,25 @@ class LocalStorage:
             for path in folder.iterdir():
                 if SHA256.fullmatch(path.name):
                     yield path.name
+
+    def owner(self) -> str | None:
+        try:
+            return (self.root / _MARK).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def claim(self, database_id: str) -> None:
+        if self.claimed_by == database_id:
+            return
+        with self.lock():
+            owner = self.owner()
+            if owner is None:
+                staged = self.root / f"{_MARK}.{uuid.uuid4().hex}{_PART}"
+                staged.write_text(database_id + "\n")
+                os.replace(staged, self.root / _MARK)
+            elif owner != database_id:
+                raise StorageOfAnotherDatabase(self.root, owner, database_id)
+        self.claimed_by = database_id
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -236,10 +236,10 @@ def test_a_crash_before_the_commit_leaves_only_a_staging_file_which_the_sweeper_
     assert staging_files(application) == [staged.path]
     assert attachment_rows(engine) == 0
     # Nothing names it, so nothing can serve it; a sweep that spares recent files keeps it ...
-    assert service.sweep(engine, storage, older_than=3600)["staging_removed"] == 0
+    assert service.sweep(engine, storage, older_than=3600, apply=True).staging_removed == []
     # ... and one past its grace time removes it, without moving it into place.
-    counts = service.sweep(engine, storage, older_than=0)
-    assert counts["staging_removed"] == 1 and counts["recovered"] == 0
+    report = service.sweep(engine, storage, older_than=0, apply=True)
+    assert report.staging_removed == [staged.path.name] and report.recovered == []
     assert staging_files(application) == []
     assert not storage.exists(staged.sha256)
 
@@ -262,8 +262,8 @@ def test_a_crash_between_commit_and_move_is_finished_by_the_sweeper(
     assert missing.status_code == 503
     assert missing.headers["content-type"] == "application/problem+json"
 
-    counts = service.sweep(engine, storage_of(application), older_than=0)
-    assert counts["recovered"] == 1
+    report = service.sweep(engine, storage_of(application), older_than=0, apply=True)
+    assert report.recovered == [created.json()["sha256"]]
     assert staging_files(application) == []
     assert client.get(url, headers=lead.headers).content == data
 
@@ -277,7 +277,7 @@ def test_the_sweeper_removes_files_no_row_names(
     orphan.write(unique_bytes())
     sealed = orphan.seal()
     storage.put(sealed.sha256, sealed.path)
-    service.sweep(engine, storage, older_than=3600)
+    service.sweep(engine, storage, older_than=3600, apply=True)
     assert not storage.exists(sealed.sha256)
     assert storage.exists(kept["sha256"])
 
