@@ -4,14 +4,16 @@ Who sees an attachment is who sees its parent: a case's attachment those
 who read the case in full; a message's attachment the request's two
 agencies. Adding or deleting one is a change of the parent (lead or
 partner with `write` for a case; the message's author agency for a
-message). Every download writes an audit entry (no feed event), like a
-disclosure of personal data.
+message). Every download (200 or 206) writes an audit entry (no feed
+event), like a disclosure of personal data.
 
-Order of things for an upload: access is checked before a byte of the body
-is read; the body is streamed to a staging file and hashed; the row and
-its journal commit; only then does the file move into place (see
-app.attachments.storage). A deletion commits first and removes the file
-after, when no row names its sha256 any more.
+Order of things for an upload: access (and the agency's storage quota,
+for a declared size) is checked before a byte of the body is read; the
+body is streamed to a staging file and hashed; the quota is checked again
+on the size received, and the row and its journal commit; only then does
+the file move into place (see app.attachments.storage). A deletion
+commits first and removes the file after, when no row names its sha256
+any more.
 """
 
 import base64
@@ -562,16 +564,20 @@ def release(engine: sa.Engine, storage: Storage, sha256: str) -> None:
 # --- which database the files belong to ------------------------------------------
 
 
-def _database_id(conn: sa.Connection, *, create: bool) -> str | None:
-    """This database's id; with `create`, made on first use (once, whoever comes first)."""
-    table = DatabaseIdentity.__table__
-    found = conn.execute(sa.select(table.c.database_id)).scalar_one_or_none()
-    if found is None and create:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        row = {"slot": 1, "database_id": uuid.uuid4(), "created_at": utcnow()}
-        conn.execute(insert(table).values(row).on_conflict_do_nothing())
-        found = conn.execute(sa.select(table.c.database_id)).scalar_one()
+def _known_database_id(conn: sa.Connection) -> str | None:
+    found = conn.execute(sa.select(DatabaseIdentity.__table__.c.database_id)).scalar_one_or_none()
     return str(found) if found is not None else None
+
+
+def _database_id(conn: sa.Connection) -> str:
+    """This database's id, made on first use (once, whoever comes first)."""
+    known = _known_database_id(conn)
+    if known is not None:
+        return known
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    row = {"slot": 1, "database_id": uuid.uuid4(), "created_at": utcnow()}
+    conn.execute(insert(DatabaseIdentity.__table__).values(row).on_conflict_do_nothing())
+    return str(conn.execute(sa.select(DatabaseIdentity.__table__.c.database_id)).scalar_one())
 
 
 def claim_storage(engine: sa.Engine, storage: Storage) -> None:
@@ -580,8 +586,7 @@ def claim_storage(engine: sa.Engine, storage: Storage) -> None:
     if storage.claimed_by is not None:
         return
     with engine.begin() as conn:
-        database_id = _database_id(conn, create=True)
-    assert database_id is not None
+        database_id = _database_id(conn)
     storage.claim(database_id)
 
 
@@ -605,7 +610,7 @@ def check_storage(engine: sa.Engine, storage: Storage) -> None:
         return
     try:
         with engine.connect() as conn:
-            database_id = _database_id(conn, create=False)
+            database_id = _known_database_id(conn)
     except sa_exc.DBAPIError:
         return
     if database_id != owner:
