@@ -19,7 +19,7 @@ from app import migrate, seed
 from app.agencies import service as agencies
 from app.agencies.models import Agency, AgencyCreate, AgencyKind
 from app.attachments import service as attachments
-from app.attachments.storage import LocalStorage
+from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
 from app.audit import service as audit
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
@@ -157,11 +157,22 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_storage_sweep(args: argparse.Namespace) -> None:
+    """Without --apply it only lists: a sweep pointed at the wrong place costs nothing."""
     storage = LocalStorage(get_settings().storage_dir)
-    counts = attachments.sweep(_engine(), storage, older_than=args.older_than)
+    report = attachments.sweep(_engine(), storage, older_than=args.older_than, apply=args.apply)
+    move, remove = ("moved", "removed") if args.apply else ("would move", "would remove")
+    for sha256 in report.recovered:
+        print(f"{move} into place: {sha256} (a committed upload)")
+    for name in report.staging_removed:
+        print(f"{remove} staging file: {name}")
+    for sha256 in report.files_removed:
+        print(f"{remove} unreferenced file: {sha256}")
+    summary = (
+        f"{len(report.recovered)} committed uploads {move} into place, {len(report.staging_removed)} "
+        f"staging files and {len(report.files_removed)} unreferenced files {remove}"
+    )
     print(
-        f"storage swept: {counts['recovered']} committed uploads moved into place, "
-        f"{counts['staging_removed']} staging files and {counts['files_removed']} unreferenced files removed"
+        f"storage swept: {summary}" if args.apply else f"dry run, nothing changed: {summary}; --apply does it"
     )
 
 
@@ -312,7 +323,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(func=cmd_audit_verify)
     storage = sub.add_parser("storage", help="attachment files").add_subparsers(dest="action", required=True)
-    sweep = storage.add_parser("sweep", help="remove files no attachment names; finish interrupted uploads")
+    sweep = storage.add_parser(
+        "sweep", help="list (--apply: remove) files no attachment names; finish interrupted uploads"
+    )
+    sweep.add_argument("--apply", action="store_true", help="do it; without it, only list what it would do")
     sweep.add_argument(
         "--older-than",
         type=float,
@@ -339,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"caseapi: {exc}", file=sys.stderr)
         sys.exit(EXIT_SETTING)
-    except (CommandError, AppError, migrate.NotMigrated) as exc:
+    except (CommandError, AppError, migrate.NotMigrated, StorageOfAnotherDatabase) as exc:
         sys.exit(f"caseapi: {exc}")
     except sa_exc.OperationalError as exc:
         sys.exit(f"caseapi: database unavailable: {database_reason(exc)}")

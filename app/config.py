@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # Attachments (app.attachments): the largest file, and where the files live.
     max_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     storage_dir: Path = Path("./caseapi-files")
+    # The most an agency's attachments may take together (the sizes of the files it
+    # uploaded); an upload past it answers 507 and stores nothing. Unset: no quota.
+    storage_quota_bytes_per_agency: int | None = Field(default=None, ge=0)
+    # The longest an upload may go without sending more of its body: past it the
+    # request ends (408) and its staging file is removed.
+    body_chunk_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Processes per worker that run bundle imports (app.bundles.imports):
     # imports beyond this many at once wait for one to finish, up to
     # `import_queue` of them; more answer 503 at once. Each waiting import

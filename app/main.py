@@ -18,6 +18,7 @@ from app.admission import AdmissionLimit
 from app.agencies.router import router as agencies
 from app.attachments.router import ATTACHMENT_TRANSFERS, ATTACHMENT_UPLOADS
 from app.attachments.router import router as attachments
+from app.attachments.service import check_storage
 from app.attachments.storage import LocalStorage
 from app.audit.router import router as audit
 from app.auth.service import PrincipalCache
@@ -161,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)
     application.state.storage = LocalStorage(settings.storage_dir)
+    # Never serve (nor delete) the files of another database (StorageOfAnotherDatabase).
+    check_storage(engine, application.state.storage)
     application.state.bundle_imports = BundleImports(settings)
     application.state.max_attachment_bytes = settings.max_attachment_bytes
     install_error_handlers(application)

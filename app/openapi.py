@@ -81,11 +81,14 @@ _PROBLEM_DESCRIPTIONS = {
     404: "No such record, or one the caller may not see: the answer is the same",
     409: "The change conflicts with the current state",
     412: "If-Match does not name the current version; the current ETag is sent",
+    408: "The request body stalled: no part of it arrived in time",
     413: "The request body is too large",
     422: "The request does not match the schema or a rule",
+    416: "No byte of the range lies within the file",
     428: "If-Match is missing (or `*`)",
     429: "Too many requests from this API key; wait Retry-After seconds",
     503: "The service is busy or the database unavailable; wait Retry-After seconds",
+    507: "No room to store the file: the server's disk, or the agency's storage quota",
 }
 
 # Where a 409 can happen, and why. Besides these, every creating POST can
@@ -286,6 +289,10 @@ def problem_codes(method: str, operation: dict[str, Any]) -> set[int]:
         codes |= {412, 428}
     if has_body:
         codes.add(413)
+        if "application/octet-stream" in operation["requestBody"]["content"]:  # an upload, streamed
+            codes |= {408, 507}
+    if any(p["name"] == "Range" for p in params):
+        codes.add(416)
     if params or has_body:
         codes.add(422)
     return codes
@@ -307,6 +314,8 @@ def _problem(code: int, operation: dict[str, Any], kept: str | None) -> dict[str
         headers["Retry-After"] = {**RETRY_AFTER_HEADER, "required": True}
     if code == 503:
         headers["Retry-After"] = RETRY_AFTER_HEADER
+    if code == 416:
+        headers["Content-Range"] = {**_HEADER, "required": True, "description": "`bytes */SIZE`"}
     return {
         "description": description,
         "headers": headers,

@@ -44,6 +44,8 @@ class Attachment(SQLModel, table=True):
         sa.Index("ix_attachment_case_created", "case_id", "created_at", "id"),
         sa.Index("ix_attachment_message_created", "message_id", "created_at", "id"),
         sa.Index("ix_attachment_sha256", "sha256"),
+        # An agency's storage quota sums its uploads' sizes: read from the index alone.
+        sa.Index("ix_attachment_uploader_size", "uploaded_by_agency_id", "size"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -58,6 +60,19 @@ class Attachment(SQLModel, table=True):
     size: int = Field(sa_type=sa.BigInteger)
     sha256: str = Field(sa_type=sa.String(64))
     version: int = Field(default=1)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DatabaseIdentity(SQLModel, table=True):
+    """This database's random id, in its one row. The storage directory is marked
+    with it on first use (app.attachments.storage), so that a sweep or a server
+    pointed at another database's files refuses instead of taking them for orphans."""
+
+    __tablename__ = "database_identity"
+    __table_args__ = (sa.CheckConstraint("slot = 1", name="one_row"),)
+
+    slot: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    database_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

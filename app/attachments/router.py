@@ -2,7 +2,7 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -13,6 +13,7 @@ from app.auth.deps import Reader, Writer
 from app.auth.service import Principal
 from app.db import SessionDep, transaction
 from app.http import check_if_match, with_etag
+from app.openapi import REQUEST_ID_HEADER
 from app.pagination import Page, PageDep
 
 router = APIRouter(tags=["attachments"])
@@ -71,32 +72,81 @@ UPLOAD_BODY: dict[str, Any] = {
     ],
 }
 
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_STRING = {"schema": {"type": "string"}}
+_CONTENT_ETAG = {"description": "The file's sha256, quoted", **_STRING}
+_ACCEPT_RANGES = {"description": "Always `bytes`: a single byte range may be asked for", **_STRING}
 CONTENT_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The file's bytes, with the type it was uploaded with",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "content": _BINARY,
         "headers": {
-            "ETag": {"description": "The file's sha256, quoted", "schema": {"type": "string"}},
-            "Content-Disposition": {"description": "Always `attachment`", "schema": {"type": "string"}},
+            "ETag": _CONTENT_ETAG,
+            "Accept-Ranges": _ACCEPT_RANGES,
+            "Content-Disposition": {"description": "Always `attachment`", **_STRING},
         },
-    }
+    },
+    206: {
+        "description": "The byte range asked for in `Range`",
+        "content": _BINARY,
+        "headers": {
+            "Content-Range": {"description": "`bytes FIRST-LAST/SIZE`", **_STRING},
+            "ETag": _CONTENT_ETAG,
+            "Accept-Ranges": _ACCEPT_RANGES,
+            "X-Request-ID": REQUEST_ID_HEADER,
+        },
+    },
+    304: {
+        "description": "`If-None-Match` names the file's ETag: the caller's copy is current (not audited)",
+        "headers": {"ETag": _CONTENT_ETAG, "X-Request-ID": REQUEST_ID_HEADER},
+    },
+    416: {"description": "No byte of the range lies within the file; `Content-Range: bytes */SIZE`"},
 }
+
+RangeHeader = Annotated[
+    str | None,
+    Header(
+        alias="Range",
+        description="One byte range, `bytes=FIRST-LAST`, `bytes=FIRST-` or `bytes=-SUFFIX`: answered 206. "
+        "Several ranges are not served: the whole file comes back",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None, Header(alias="If-None-Match", description="The ETag of a copy held: 304 while it is current")
+]
+IfRange = Annotated[
+    str | None,
+    Header(
+        alias="If-Range", description="The ETag of a partial copy: the Range is served only while it matches"
+    ),
+]
 
 
 async def _upload(
     request: Request, p: Principal, lookup: service.ParentLookup, meta: service.UploadMeta
 ) -> Response:
-    max_bytes: int = request.app.state.max_attachment_bytes
-    # Refused before a byte of the body is read: who may not add here (a file declared
-    # too large never got this far: app.limits answered 413 on its Content-Length).
+    settings = request.app.state.settings
+    # Refused before a byte of the body is read: who may not add here, and a file declared
+    # past the agency's quota (one declared too large never got this far: app.limits
+    # answered 413 on its Content-Length).
     await run_in_threadpool(_check, request, p, lookup)
-    staged = await service.receive_file(request, request.app.state.storage, max_bytes)
+    staged = await service.receive_file(
+        request,
+        request.app.state.storage,
+        request.app.state.max_attachment_bytes,
+        settings.body_chunk_timeout_seconds,
+    )
     return await run_in_threadpool(service.commit_upload, request, p, lookup, staged, meta)
 
 
 def _check(request: Request, p: Principal, lookup: service.ParentLookup) -> None:
+    declared = request.headers.get("content-length", "")
+    service.claim_for_upload(request.app.state.engine, request.app.state.storage)
     with transaction(request.app.state.engine, write=False) as session:
         lookup(session, p)
+        if declared.isdigit():
+            quota = request.app.state.settings.storage_quota_bytes_per_agency
+            service.check_quota(session, p, int(declared), quota, lock=False)
 
 
 @router.get(
@@ -202,24 +252,46 @@ def get_attachment(
     response_class=StreamingResponse,
     responses=CONTENT_RESPONSE,
 )
-def get_attachment_content(request: Request, p: Reader, attachment_id: uuid.UUID) -> StreamingResponse:
+# HEAD: the same headers, no body; left out of the document, which describes it under GET.
+@router.head(
+    "/attachments/{attachment_id}/content", operation_id="attachments.content_head", include_in_schema=False
+)
+def get_attachment_content(
+    request: Request,
+    p: Reader,
+    attachment_id: uuid.UUID,
+    byte_range: RangeHeader = None,
+    if_none_match: IfNoneMatch = None,
+    if_range: IfRange = None,
+) -> Response:
     """Scope `read`; who may read the attachment's metadata. The file's bytes, streamed, always as a
-    download (`Content-Disposition: attachment`). Every download writes an audit entry. An attachment the
-    caller may not see answers 404, exactly as one that does not exist.
+    download (`Content-Disposition: attachment`); one byte `Range` (206), `If-None-Match` (304) and
+    `HEAD` (the headers alone) are honoured. Every download (200 or 206) writes an audit entry. An
+    attachment the caller may not see answers 404, exactly as one that does not exist.
     """
-    attachment, source = service.open_content(request, p, attachment_id)
+    conditions = service.Conditions(byte_range, if_none_match, if_range)
+    attachment, delivery, source = service.open_content(request, p, attachment_id, conditions)
+    etag = f'"{attachment.sha256}"'
+    if delivery.status == 304:
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "private, no-store"})
     headers = {
         # As stored: given as media_type, Starlette would add a charset to text types.
         "Content-Type": attachment.content_type,
-        "Content-Length": str(attachment.size),
+        "Content-Length": str(delivery.length),
         "Content-Disposition": service.content_disposition(attachment.filename),
-        "ETag": f'"{attachment.sha256}"',
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
         # A browser that opens it anyway runs nothing in it.
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Cache-Control": "private, no-store",
     }
-    return StreamingResponse(copy_chunks(source, _READ_CHUNK), headers=headers)
+    if delivery.status == 206:
+        headers["Content-Range"] = f"bytes {delivery.start}-{delivery.end}/{attachment.size}"
+    if source is None:  # HEAD
+        return Response(status_code=delivery.status, headers=headers)
+    chunks = copy_chunks(source, _READ_CHUNK, delivery.start, delivery.length)
+    return StreamingResponse(chunks, status_code=delivery.status, headers=headers)
 
 
 @router.delete(

@@ -4,18 +4,21 @@ Who sees an attachment is who sees its parent: a case's attachment those
 who read the case in full; a message's attachment the request's two
 agencies. Adding or deleting one is a change of the parent (lead or
 partner with `write` for a case; the message's author agency for a
-message). Every download writes an audit entry (no feed event), like a
-disclosure of personal data.
+message). Every download (200 or 206) writes an audit entry (no feed
+event), like a disclosure of personal data.
 
-Order of things for an upload: access is checked before a byte of the body
-is read; the body is streamed to a staging file and hashed; the row and
-its journal commit; only then does the file move into place (see
-app.attachments.storage). A deletion commits first and removes the file
-after, when no row names its sha256 any more.
+Order of things for an upload: access (and the agency's storage quota,
+for a declared size) is checked before a byte of the body is read; the
+body is streamed to a staging file and hashed; the quota is checked again
+on the size received, and the row and its journal commit; only then does
+the file move into place (see app.attachments.storage). A deletion
+commits first and removes the file after, when no row names its sha256
+any more.
 """
 
 import base64
 import binascii
+import errno
 import functools
 import hashlib
 import logging
@@ -23,21 +26,26 @@ import re
 import unicodedata
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import Request, Response
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 from app import access
-from app.attachments.models import Attachment, AttachmentPublic, control_free, media_type
-from app.attachments.storage import Staged, Storage
+from app.agencies.models import Agency
+from app.attachments.models import Attachment, AttachmentPublic, DatabaseIdentity, control_free, media_type
+from app.attachments.storage import Staged, Storage, StorageOfAnotherDatabase
 from app.auth.service import Principal
 from app.cases.models import Case
-from app.db import transaction
+from app.db import transaction, utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.http import api_path, created
 from app.idempotency.service import IdempotencyKey, create_once
@@ -343,24 +351,115 @@ def too_large(max_bytes: int) -> AppError:
     )
 
 
-async def receive_file(request: Request, storage: Storage, max_bytes: int) -> Staged:
-    """Stream the body to a staging file, hashing as it goes; never more than
-    about one write chunk of it in memory."""
-    writer = await anyio.to_thread.run_sync(storage.staging.writer)
-    pending = bytearray()
+_INSUFFICIENT_STORAGE = "Insufficient Storage"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_full_is_507() -> Iterator[None]:
+    """A full disk (or the file system's quota) is the server's condition, not a
+    fault of the upload: 507, and a line for the operator, never a 500."""
     try:
-        async for chunk in request.stream():
-            if writer.size + len(pending) + len(chunk) > max_bytes:
-                raise too_large(max_bytes)
-            pending += chunk
-            if len(pending) >= _WRITE_CHUNK:
-                block, pending = bytes(pending), bytearray()
-                await anyio.to_thread.run_sync(writer.write, block)
-        await anyio.to_thread.run_sync(writer.write, bytes(pending))
-        return await anyio.to_thread.run_sync(writer.seal)
-    except BaseException:
-        await anyio.to_thread.run_sync(writer.discard)
-        raise
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        log.error("attachment storage full: %s", exc.strerror)
+        raise AppError(
+            507,
+            "The server has no room for the file now; nothing was stored.",
+            slug="insufficient-storage",
+            title=_INSUFFICIENT_STORAGE,
+        ) from None
+
+
+def used_bytes(session: Session, agency_id: uuid.UUID) -> int:
+    """What an agency's uploads take: the sizes of the attachments it uploaded."""
+    stmt = sa.select(sa.func.coalesce(sa.func.sum(Attachment.size), 0)).where(
+        Attachment.uploaded_by_agency_id == agency_id
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def check_quota(session: Session, p: Principal, adding: int, quota: int | None, *, lock: bool) -> None:
+    """507 when the caller's agency would go past its quota with `adding` more bytes.
+
+    With `lock`, the agency's row is locked until commit (SQLite: the write
+    transaction is already exclusive), so two uploads of one agency cannot
+    both pass on the same sum.
+    """
+    if quota is None:
+        return
+    if lock:
+        session.execute(sa.select(Agency.id).where(Agency.id == p.agency_id).with_for_update())
+    used = used_bytes(session, p.agency_id)
+    if used + adding > quota:
+        raise AppError(
+            507,
+            f"Your agency's attachments would exceed its storage quota of {quota} bytes "
+            f"({used} bytes used); delete some or ask the operator for more.",
+            slug="storage-quota-exceeded",
+            title=_INSUFFICIENT_STORAGE,
+            extra={"quota_bytes": quota, "used_bytes": used},
+        )
+
+
+def body_stalled(seconds: float) -> AppError:
+    return AppError(
+        408,
+        f"No part of the request body arrived for {seconds:g} seconds.",
+        slug="request-timeout",
+        title="Request Timeout",
+        headers={"Connection": "close"},
+    )
+
+
+def client_gone() -> AppError:
+    """The client closed the connection mid-body: its doing, not the server's.
+    The answer reaches no one; its status (nginx's 499) marks it in metrics."""
+    return AppError(
+        499, "The client closed the connection.", slug="client-closed-request", title="Client Closed Request"
+    )
+
+
+async def _body(request: Request, chunk_timeout: float) -> AsyncIterator[bytes]:
+    """The request body's chunks, each awaited at most `chunk_timeout` seconds."""
+    chunks = request.stream()
+    while True:
+        try:
+            with anyio.fail_after(chunk_timeout):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise body_stalled(chunk_timeout) from None
+        except ClientDisconnect:
+            log.info("upload abandoned: the client closed the connection")
+            raise client_gone() from None
+        if chunk is None:
+            return
+        yield chunk
+
+
+async def receive_file(request: Request, storage: Storage, max_bytes: int, chunk_timeout: float) -> Staged:
+    """Stream the body to a staging file, hashing as it goes; never more than
+    about one write chunk of it in memory. Whatever ends it early (too large,
+    stalled, the client gone, a full disk) removes the staging file."""
+    with disk_full_is_507():
+        writer = await anyio.to_thread.run_sync(storage.staging.writer)
+        pending = bytearray()
+        try:
+            async for chunk in _body(request, chunk_timeout):
+                if writer.size + len(pending) + len(chunk) > max_bytes:
+                    raise too_large(max_bytes)
+                pending += chunk
+                if len(pending) >= _WRITE_CHUNK:
+                    block, pending = bytes(pending), bytearray()
+                    await anyio.to_thread.run_sync(writer.write, block)
+            await anyio.to_thread.run_sync(writer.write, bytes(pending))
+            return await anyio.to_thread.run_sync(writer.seal)
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # removed even when the request is cancelled
+                await anyio.to_thread.run_sync(writer.discard)
+            raise
 
 
 def _fingerprint(request: Request, meta: UploadMeta, staged: Staged) -> str:
@@ -378,6 +477,7 @@ def commit_upload(
 ) -> Response:
     """The row and its journal in one transaction; after the commit, the file moves into place."""
     storage: Storage = request.app.state.storage
+    quota: int | None = request.app.state.settings.storage_quota_bytes_per_agency
     added: list[Attachment] = []
     idem = (
         IdempotencyKey(meta.idempotency_key, _fingerprint(request, meta, staged))
@@ -399,6 +499,7 @@ def commit_upload(
                 )
 
             def create() -> Response:
+                check_quota(session, p, staged.size, quota, lock=True)
                 attachment = add_attachment(
                     session, p, parent, staged, filename=meta.filename, content_type=meta.content_type
                 )
@@ -449,34 +550,172 @@ def release(engine: sa.Engine, storage: Storage, sha256: str) -> None:
     """After a deletion committed: remove the file unless another row still names it.
     Under the storage lock, so an upload of the same content cannot commit and
     move its file in between the check and the removal."""
+    try:
+        claim_storage(engine, storage)
+    except StorageOfAnotherDatabase as exc:
+        # Another database's rows may name the file: it stays.
+        log.error("file %s kept: %s", sha256, exc)
+        return
     with storage.lock(), engine.connect() as conn:
         if not _referenced(conn, [sha256]):
             storage.delete(sha256)
 
 
-def open_content(request: Request, p: Principal, attachment_id: uuid.UUID) -> tuple[Attachment, BinaryIO]:
-    """The attachment and its open file, the download audited in the same
-    transaction: a download that cannot be audited does not happen."""
+# --- which database the files belong to ------------------------------------------
+
+
+def _known_database_id(conn: sa.Connection) -> str | None:
+    found = conn.execute(sa.select(DatabaseIdentity.__table__.c.database_id)).scalar_one_or_none()
+    return str(found) if found is not None else None
+
+
+def _database_id(conn: sa.Connection) -> str:
+    """This database's id, made on first use (once, whoever comes first)."""
+    known = _known_database_id(conn)
+    if known is not None:
+        return known
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    row = {"slot": 1, "database_id": uuid.uuid4(), "created_at": utcnow()}
+    conn.execute(insert(DatabaseIdentity.__table__).values(row).on_conflict_do_nothing())
+    return str(conn.execute(sa.select(DatabaseIdentity.__table__.c.database_id)).scalar_one())
+
+
+def claim_storage(engine: sa.Engine, storage: Storage) -> None:
+    """Before the first write or deletion of this process: the storage directory is
+    this database's (marked now if it carries no mark yet), else StorageOfAnotherDatabase."""
+    if storage.claimed_by is not None:
+        return
+    with engine.begin() as conn:
+        database_id = _database_id(conn)
+    storage.claim(database_id)
+
+
+def claim_for_upload(engine: sa.Engine, storage: Storage) -> None:
+    """claim_storage() for a request: a directory of another database is the
+    operator's mistake, a 503 for the client and an error in the log."""
+    try:
+        with disk_full_is_507():
+            claim_storage(engine, storage)
+    except StorageOfAnotherDatabase as exc:
+        log.error("upload refused: %s", exc)
+        raise AppError(503, "The file storage is not available.", slug="storage-unavailable") from None
+
+
+def check_storage(engine: sa.Engine, storage: Storage) -> None:
+    """At start-up: StorageOfAnotherDatabase when the directory carries another
+    database's mark. A database that does not answer yet (or is not migrated)
+    cannot say: the first upload or deletion checks again."""
+    owner = storage.owner()
+    if owner is None:
+        return
+    try:
+        with engine.connect() as conn:
+            database_id = _known_database_id(conn)
+    except sa_exc.DBAPIError:
+        return
+    if database_id != owner:
+        raise StorageOfAnotherDatabase(storage.root, owner, database_id)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a request for a file's content gets: 200 (all of it), 206 (bytes
+    `start` to `end`, inclusive) or 304 (nothing: the caller's copy is current)."""
+
+    status: int
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1 if self.status != 304 else 0
+
+
+_BYTE_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+_ENTITY_TAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e]*"|\*')
+
+
+def _current(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 13.1.2, weak comparison: `*`, or any listed tag equal to ours."""
+    return any(tag in ("*", etag, "W/" + etag) for tag in _ENTITY_TAG.findall(if_none_match))
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """The request headers that shape what of a file is sent."""
+
+    byte_range: str | None = None
+    if_none_match: str | None = None
+    if_range: str | None = None
+
+
+def plan_delivery(conditions: Conditions, attachment: Attachment) -> Delivery:
+    """RFC 9110's order: If-None-Match first (304), then a single byte Range (206, or
+    416 when none of it lies within the file), honoured only while If-Range still
+    names the file. A Range this service does not serve (several ranges, another
+    unit, a malformed one) is ignored: the whole file, as the RFC allows."""
+    size, etag = attachment.size, f'"{attachment.sha256}"'
+    whole = Delivery(200, 0, size - 1)
+    if conditions.if_none_match is not None and _current(conditions.if_none_match, etag):
+        return Delivery(304, 0, -1)
+    found = _BYTE_RANGE.fullmatch((conditions.byte_range or "").strip())
+    if found is None or (conditions.if_range is not None and conditions.if_range.strip() != etag):
+        return whole
+    first, last = found.groups()
+    if not first:  # the last `last` bytes
+        if not last:
+            return whole
+        if int(last) == 0 or size == 0:
+            raise range_not_satisfiable(size)
+        return Delivery(206, max(size - int(last), 0), size - 1)
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        return whole  # not a valid range: ignored
+    if start >= size:
+        raise range_not_satisfiable(size)
+    return Delivery(206, start, end)
+
+
+def range_not_satisfiable(size: int) -> AppError:
+    return AppError(
+        416,
+        f"The range lies outside the file, which has {size} bytes.",
+        slug="range-not-satisfiable",
+        title="Range Not Satisfiable",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+def open_content(
+    request: Request, p: Principal, attachment_id: uuid.UUID, conditions: Conditions
+) -> tuple[Attachment, Delivery, BinaryIO | None]:
+    """The attachment, what to send of it and, when bytes go out (a GET answered
+    200 or 206), its open file, the download audited in the same transaction: a
+    download that cannot be audited does not happen. HEAD and 304 disclose only
+    what the metadata route does (size, type, sha256), so they are not audited."""
     storage: Storage = request.app.state.storage
     source: BinaryIO | None = None
     try:
         with transaction(request.app.state.engine, write=True) as session:
             attachment, parent = readable_attachment(session, p, attachment_id)
-            try:
-                source = storage.open(attachment.sha256)
-            except FileNotFoundError as exc:
-                raise AppError(
-                    503,
-                    "The file is not available right now.",
-                    slug="file-unavailable",
-                    headers={"Retry-After": "5"},
-                ) from exc
-            _record(session, p, attachment, parent, "attachment.downloaded", emit_event=False)
+            delivery = plan_delivery(conditions, attachment)
+            if request.method == "GET" and delivery.status != 304:
+                try:
+                    source = storage.open(attachment.sha256)
+                except FileNotFoundError as exc:
+                    raise AppError(
+                        503,
+                        "The file is not available right now.",
+                        slug="file-unavailable",
+                        headers={"Retry-After": "5"},
+                    ) from exc
+                _record(session, p, attachment, parent, "attachment.downloaded", emit_event=False)
     except BaseException:
         if source is not None:
             source.close()
         raise
-    return attachment, source
+    return attachment, delivery, source
 
 
 # Characters RFC 8187 lets stand in `filename*`; everything else is percent-encoded.
@@ -501,36 +740,55 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
-def sweep(engine: sa.Engine, storage: Storage, *, older_than: float) -> dict[str, int]:
-    """Bring the files in line with the rows.
+@dataclass
+class SweepReport:
+    """What a sweep moved into place and removed or, without `apply`, would."""
+
+    recovered: list[str] = field(default_factory=list)  # sha256 of committed uploads
+    staging_removed: list[str] = field(default_factory=list)  # names of staging files
+    files_removed: list[str] = field(default_factory=list)  # sha256 of files no row names
+
+
+def sweep(engine: sa.Engine, storage: Storage, *, older_than: float, apply: bool) -> SweepReport:
+    """Bring the files in line with the rows (only list how, without `apply`).
 
     Staging files untouched for `older_than` seconds: a sealed one whose
     sha256 a row names but whose file is missing (the process died after
     the commit) moves into place; every other is removed (an upload that
     died before its commit, or a duplicate). Stored files no row names are
-    removed. `older_than` spares uploads in flight in other processes.
+    removed. `older_than` spares uploads in flight in other processes. The
+    directory must be this database's (claim_storage), or nothing happens.
     """
-    counts = {"recovered": 0, "staging_removed": 0, "files_removed": 0}
+    claim_storage(engine, storage)
+    report = SweepReport()
     with storage.lock(), engine.connect() as conn:
         for path, sha256 in storage.staging.stale(older_than):
-            if sha256 is not None and not storage.exists(sha256) and _referenced(conn, [sha256]):
-                storage.put(sha256, path)
-                counts["recovered"] += 1
+            if (
+                sha256 is not None
+                and sha256 not in report.recovered
+                and not storage.exists(sha256)
+                and _referenced(conn, [sha256])
+            ):
+                report.recovered.append(sha256)
+                if apply:
+                    storage.put(sha256, path)
             else:
-                path.unlink(missing_ok=True)
-                counts["staging_removed"] += 1
+                report.staging_removed.append(path.name)
+                if apply:
+                    path.unlink(missing_ok=True)
         batch: list[str] = []
         for name in storage.names():
             batch.append(name)
             if len(batch) == 500:
-                counts["files_removed"] += _remove_unreferenced(conn, storage, batch)
+                report.files_removed += _unreferenced(conn, storage, batch, apply=apply)
                 batch = []
-        counts["files_removed"] += _remove_unreferenced(conn, storage, batch)
-    return counts
+        report.files_removed += _unreferenced(conn, storage, batch, apply=apply)
+    return report
 
 
-def _remove_unreferenced(conn: sa.Connection, storage: Storage, names: list[str]) -> int:
-    orphans = set(names) - _referenced(conn, names)
-    for name in orphans:
-        storage.delete(name)
-    return len(orphans)
+def _unreferenced(conn: sa.Connection, storage: Storage, names: list[str], *, apply: bool) -> list[str]:
+    orphans = sorted(set(names) - _referenced(conn, names))
+    if apply:
+        for name in orphans:
+            storage.delete(name)
+    return orphans

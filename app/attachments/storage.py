@@ -6,8 +6,15 @@ commit leaves a staging file and no row, which the sweeper removes; a crash
 between the commit and the move leaves a sealed staging file whose sha256 a
 row names, which the sweeper moves into place. No file is ever served but
 through a row, so an orphan is never served.
+
+"Orphan" means no row *of this database* names it: a storage directory
+belongs to one database, whose id it carries in a mark file written on
+first use. A sweep or a server pointed at a directory marked by another
+database refuses (StorageOfAnotherDatabase) rather than take its files for
+orphans.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -23,6 +30,20 @@ from typing import BinaryIO, Protocol
 SHA256 = re.compile(r"[0-9a-f]{64}")
 _PART = ".part"  # being received
 _SEALED = ".sealed"  # received and hashed: <sha256>.<random>.sealed, waiting for its row's commit
+
+
+_MARK = "caseapi-database-id"  # in the storage root: the id of the database the files belong to
+
+
+class StorageOfAnotherDatabase(Exception):
+    """The storage directory is marked with another database's id; the message is one line."""
+
+    def __init__(self, root: Path, owner: str, database_id: str | None) -> None:
+        this = f"this database is {database_id}" if database_id else "this database has stored no file yet"
+        super().__init__(
+            f"storage directory {root} belongs to another database ({owner}); {this}: "
+            "set CASEAPI_STORAGE_DIR to this database's own directory"
+        )
 
 
 class Storage(Protocol):
@@ -47,6 +68,14 @@ class Storage(Protocol):
 
     def lock(self) -> AbstractContextManager[None]:
         """Held around a move into place, and around a reference check and the deletion it decides."""
+
+    claimed_by: str | None  # the database this process found the files belong to
+
+    def owner(self) -> str | None:
+        """The id of the database the files belong to; None before the first use."""
+
+    def claim(self, database_id: str) -> None:
+        """Mark the files as this database's, unless they are another's (StorageOfAnotherDatabase)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +110,10 @@ class StagedWriter:
         return Staged(path=sealed, sha256=sha256, size=self.size)
 
     def discard(self) -> None:
-        self._file.close()
+        # Closing flushes what is buffered, which fails again on a full disk;
+        # the bytes are thrown away anyway, and the file must go regardless.
+        with contextlib.suppress(OSError):
+            self._file.close()
         self.path.unlink(missing_ok=True)
 
 
@@ -120,6 +152,7 @@ class LocalStorage:
         self.root = root
         self.objects = root / "objects"
         self.staging = Staging(root / "staging")
+        self.claimed_by: str | None = None  # checked once per process
 
     def _path(self, sha256: str) -> Path:
         if not SHA256.fullmatch(sha256):
@@ -148,6 +181,25 @@ class LocalStorage:
                 if SHA256.fullmatch(path.name):
                     yield path.name
 
+    def owner(self) -> str | None:
+        try:
+            return (self.root / _MARK).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def claim(self, database_id: str) -> None:
+        if self.claimed_by == database_id:
+            return
+        with self.lock():
+            owner = self.owner()
+            if owner is None:
+                staged = self.root / f"{_MARK}.{uuid.uuid4().hex}{_PART}"
+                staged.write_text(database_id + "\n")
+                os.replace(staged, self.root / _MARK)
+            elif owner != database_id:
+                raise StorageOfAnotherDatabase(self.root, owner, database_id)
+        self.claimed_by = database_id
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -159,10 +211,13 @@ class LocalStorage:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def copy_chunks(source: BinaryIO, chunk_size: int) -> Iterator[bytes]:
-    """The file's bytes in chunks, closing it at the end (or when the client goes away)."""
+def copy_chunks(source: BinaryIO, chunk_size: int, start: int, length: int) -> Iterator[bytes]:
+    """`length` bytes of the file from `start`, in chunks, closing it at the end
+    (or when the client goes away)."""
     try:
-        while chunk := source.read(chunk_size):
+        source.seek(start)
+        while length > 0 and (chunk := source.read(min(chunk_size, length))):
+            length -= len(chunk)
             yield chunk
     finally:
         source.close()

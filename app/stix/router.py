@@ -20,9 +20,10 @@ router = APIRouter(tags=["STIX"])
 )
 def export_stix(session: WriteSessionDep, p: Reader, case_id: uuid.UUID) -> Response:
     """Scope `read`; full access to the case. The case as a STIX 2.1 bundle: a `report`, the lead
-    agency's `identity`, the identifiers as observables, each marked with the TLP 2.0 marking definition
-    of the case's handling code. Every export is audited. A case the caller may not see answers 404,
-    exactly as one that does not exist.
+    agency's `identity`, the identifiers as observables (the standard ones where STIX has one, else
+    types declared by `extension-definition` objects in the bundle), each marked with the TLP 2.0
+    marking definition of the case's handling code. Every export is audited. A case the caller may
+    not see answers 404, exactly as one that does not exist.
     """
     case = access.readable_case(session, p, case_id)
     body = service.case_bundle(session, case)

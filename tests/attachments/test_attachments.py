@@ -5,11 +5,9 @@ import base64
 import hashlib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -19,64 +17,20 @@ from sqlalchemy.orm import Session
 
 from app.attachments import service
 from app.attachments.models import Attachment
-from app.attachments.storage import LocalStorage
 from app.auth.models import Scope
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import Caller, join, make_caller, new_case, problem_of
-
-API = "/api/v1"
-PDF = "application/pdf"
-
-
-def upload(
-    client: TestClient,
-    caller: Caller,
-    url: str,
-    content: Any,
-    *,
-    filename: str = "report.pdf",
-    content_type: str = PDF,
-    params: dict[str, str] | None = None,
-    **headers: str,
-) -> httpx.Response:
-    return client.post(
-        url,
-        params={"filename": filename, **(params or {})},
-        content=content,
-        headers=caller.h(content_type=content_type, **headers),
-    )
-
-
-def unique_bytes(size: int = 3000) -> bytes:
-    seed = uuid.uuid4().bytes
-    return (seed * (size // len(seed) + 1))[:size]
-
-
-def storage_of(application: FastAPI) -> LocalStorage:
-    return application.state.storage
-
-
-def staging_files(application: FastAPI) -> list[Path]:
-    root = storage_of(application).staging.root
-    return list(root.iterdir()) if root.is_dir() else []
-
-
-def attachment_rows(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(Attachment)).scalar_one()
-
-
-def audit_actions(engine: sa.Engine) -> list[str]:
-    with engine.connect() as conn:
-        return list(conn.execute(sa.text("SELECT action FROM audit_entry ORDER BY seq")).scalars())
-
-
-@pytest.fixture
-def case(client: TestClient, lead: Caller, partner: Caller) -> dict[str, Any]:
-    found = new_case(client, lead)
-    join(client, lead, found["id"], partner)
-    return found
+from tests.attachments.conftest import (
+    API,
+    PDF,
+    attachment_rows,
+    audit_actions,
+    staging_files,
+    storage_of,
+    unique_bytes,
+    upload,
+)
+from tests.conftest import Caller, join, make_caller, problem_of
 
 
 @pytest.fixture
@@ -282,10 +236,10 @@ def test_a_crash_before_the_commit_leaves_only_a_staging_file_which_the_sweeper_
     assert staging_files(application) == [staged.path]
     assert attachment_rows(engine) == 0
     # Nothing names it, so nothing can serve it; a sweep that spares recent files keeps it ...
-    assert service.sweep(engine, storage, older_than=3600)["staging_removed"] == 0
+    assert service.sweep(engine, storage, older_than=3600, apply=True).staging_removed == []
     # ... and one past its grace time removes it, without moving it into place.
-    counts = service.sweep(engine, storage, older_than=0)
-    assert counts["staging_removed"] == 1 and counts["recovered"] == 0
+    report = service.sweep(engine, storage, older_than=0, apply=True)
+    assert report.staging_removed == [staged.path.name] and report.recovered == []
     assert staging_files(application) == []
     assert not storage.exists(staged.sha256)
 
@@ -308,8 +262,8 @@ def test_a_crash_between_commit_and_move_is_finished_by_the_sweeper(
     assert missing.status_code == 503
     assert missing.headers["content-type"] == "application/problem+json"
 
-    counts = service.sweep(engine, storage_of(application), older_than=0)
-    assert counts["recovered"] == 1
+    report = service.sweep(engine, storage_of(application), older_than=0, apply=True)
+    assert report.recovered == [created.json()["sha256"]]
     assert staging_files(application) == []
     assert client.get(url, headers=lead.headers).content == data
 
@@ -323,7 +277,7 @@ def test_the_sweeper_removes_files_no_row_names(
     orphan.write(unique_bytes())
     sealed = orphan.seal()
     storage.put(sealed.sha256, sealed.path)
-    service.sweep(engine, storage, older_than=3600)
+    service.sweep(engine, storage, older_than=3600, apply=True)
     assert not storage.exists(sealed.sha256)
     assert storage.exists(kept["sha256"])
 
@@ -414,16 +368,6 @@ def test_an_outsider_learns_nothing(
     deleted = client.delete(f"{API}/attachments/{meta['id']}", headers=outsider.h(if_match='"1"'))
     assert deleted.status_code == 404
     assert audit_actions(engine) == before, "a refused download was audited as a disclosure"
-
-
-@pytest.fixture
-def message(client: TestClient, lead: Caller, partner: Caller) -> tuple[str, str]:
-    body = {"to_agency_id": str(partner.agency_id), "subject": "Phone extraction", "body": "Attached."}
-    request = client.post(f"{API}/requests", json=body, headers=lead.headers).json()
-    msg = client.post(
-        f"{API}/requests/{request['id']}/messages", json={"body": "Report"}, headers=lead.headers
-    )
-    return request["id"], msg.json()["id"]
 
 
 def test_message_attachments_reach_only_the_two_agencies(

@@ -1,4 +1,5 @@
-"""GET /cases/{id}/stix: a STIX 2.1 bundle that validates, each object marked with its TLP 2.0 level."""
+"""GET /cases/{id}/stix: a STIX 2.1 bundle that passes `stix2-validator --strict`, each object
+marked with its TLP 2.0 level."""
 
 import json
 import uuid
@@ -8,8 +9,12 @@ import pytest
 import sqlalchemy as sa
 import stix2
 from fastapi.testclient import TestClient
+from stix2validator import ValidationOptions, validate_instance
 
+from app import seed
 from app.auth.models import Scope
+from app.config import Settings
+from app.db import transaction
 from tests.conftest import Caller, join, make_caller, new_case, problem_of, walk
 
 API = "/api/v1"
@@ -23,18 +28,27 @@ TLP2 = {
 }
 
 IDENTIFIERS = [
-    ("phone", "+7 701 000 00 01", "x-caseapi-phone-number"),
+    ("phone", "+7 701 000 00 01", "caseapi-phone-number"),
     ("email", "Support@Chargeback.Example", "email-addr"),
-    ("iban", "KZ86 125K ZT50 0410 0100", "x-caseapi-iban"),
-    ("bank_card", "4111 1111 1111 1111", "x-caseapi-bank-card"),
-    ("crypto_address", "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2", "x-caseapi-cryptocurrency-wallet"),
+    ("iban", "KZ86 125K ZT50 0410 0100", "caseapi-iban"),
+    ("bank_card", "4111 1111 1111 1111", "caseapi-bank-card"),
+    ("crypto_address", "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2", "caseapi-cryptocurrency-wallet"),
     ("domain", "chargeback-help.example", "domain-name"),
     ("ip", "10.0.0.1", "ipv4-addr"),
     ("ip", "2001:db8::1", "ipv6-addr"),
     ("url", "https://chargeback-help.example/form", "url"),
-    ("document_number", "ab 123456", "x-caseapi-document-number"),
-    ("other", "Telegram @support", "x-caseapi-identifier"),
+    ("document_number", "ab 123456", "caseapi-document-number"),
+    ("other", "Telegram @support", "caseapi-identifier"),
 ]
+STANDARD = {"email-addr", "domain-name", "ipv4-addr", "ipv6-addr", "url"}
+NOTES_EXTENSION = "extension-definition--c1e25c22-ecb5-4416-9c66-d91d533db587"
+
+
+def assert_strictly_valid(bundle: dict[str, Any]) -> None:
+    """What `stix2-validator --strict` says, warnings included."""
+    results = validate_instance(bundle, ValidationOptions(strict=True, version="2.1"))
+    assert results.is_valid, [str(e) for e in results.errors]
+    assert not results.warnings, [str(w) for w in results.warnings]
 
 
 def export(client: TestClient, caller: Caller, case_id: str) -> Any:
@@ -70,9 +84,12 @@ def test_bundle_validates_and_every_object_is_marked(
     response = export(client, lead, case["id"])
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/stix+json;version=2.1"
-    bundle = stix2.parse(response.text, allow_custom=True)
+    assert_strictly_valid(json.loads(response.text))
+    bundle = stix2.parse(response.text, allow_custom=True)  # the library knows no types of ours
     objects = json.loads(response.text)["objects"]
-    assert len(bundle.objects) == len(objects) == 3 + len(IDENTIFIERS)
+    # The marking, caseapi's identity and one extension definition per type of ours and
+    # the notes' (6 + 1), the lead's identity, the report, the observables.
+    assert len(bundle.objects) == len(objects) == 1 + 1 + 7 + 2 + len(IDENTIFIERS)
     marking = TLP2[handling_code]
     (definition,) = [o for o in objects if o["type"] == "marking-definition"]
     assert definition["id"] == marking
@@ -84,16 +101,30 @@ def test_bundle_validates_and_every_object_is_marked(
     assert report["name"] == "Call centre in Kyiv"
     assert report["description"] == "Fake chargeback recovery"
     assert report["published"].startswith(case["opened_at"][:19])
-    (identity,) = [o for o in objects if o["type"] == "identity"]
+    (identity,) = [o for o in objects if o["type"] == "identity" and o["identity_class"] == "organization"]
     assert identity["name"] == "Agency KZ-LEAD"
     assert report["created_by_ref"] == identity["id"]
-    observables = [o for o in objects if o["type"] not in ("report", "identity", "marking-definition")]
+    definitions = {o["id"]: o for o in objects if o["type"] == "extension-definition"}
+    observables = [
+        o
+        for o in objects
+        if o["type"] not in ("report", "identity", "marking-definition", "extension-definition")
+    ]
     assert set(report["object_refs"]) == {identity["id"], *(o["id"] for o in observables)}
     identifiers = walk(client, f"{API}/cases/{case['id']}/identifiers", lead.headers)
     assert [(o["type"], o["value"]) for o in observables] == [
         (stix_type, x["normalized"]) for (_, _, stix_type), x in zip(IDENTIFIERS, identifiers, strict=True)
     ]
-    assert observables[0]["x_caseapi_note"] == "seen on victims' statements"
+    for observable in observables:
+        # A standard observable where STIX has one; else a type of ours, defined in the bundle.
+        new_sco = [k for k, v in observable.get("extensions", {}).items() if v["extension_type"] == "new-sco"]
+        if observable["type"] in STANDARD:
+            assert new_sco == [], observable
+        else:
+            (definition,) = new_sco
+            assert definitions[definition]["name"] == observable["type"]
+            assert definitions[definition]["extension_types"] == ["new-sco"]
+    assert observables[0]["extensions"][NOTES_EXTENSION]["notes"] == ["seen on victims' statements"]
 
 
 def test_ids_are_stable_across_exports(client: TestClient, lead: Caller) -> None:
@@ -117,3 +148,49 @@ def test_only_full_access_exports_and_every_export_is_audited(
     assert export(client, partner, public_case["id"]).status_code == 200
     audit = walk(client, f"{API}/audit?action=case.stix_exported", lead.headers)
     assert [(e["agency_id"], e["case_id"]) for e in audit] == [(str(partner.agency_id), public_case["id"])]
+
+
+def test_a_standard_observable_has_the_standard_deterministic_id(client: TestClient, lead: Caller) -> None:
+    """The id STIX 2.1 computes from the value: a receiver merges it with the same address from elsewhere."""
+    case = build(client, lead, "TLP:AMBER")
+    objects = json.loads(export(client, lead, case["id"]).text)["objects"]
+    (email,) = [o for o in objects if o["type"] == "email-addr"]
+    assert email["id"] == stix2.v21.EmailAddress(value=email["value"]).id
+
+
+def test_an_identifier_given_twice_is_one_observable_with_both_notes(
+    client: TestClient, lead: Caller
+) -> None:
+    case = new_case(client, lead)
+    for note in ("from the first victim", "from the second victim"):
+        body = {"kind": "phone", "value": "+7 701 000 00 01", "note": note}
+        created = client.post(f"{API}/cases/{case['id']}/identifiers", json=body, headers=lead.headers)
+        assert created.status_code == 201, created.text
+    bundle = json.loads(export(client, lead, case["id"]).text)
+    assert_strictly_valid(bundle)
+    (phone,) = [o for o in bundle["objects"] if o["type"] == "caseapi-phone-number"]
+    notes = phone["extensions"][NOTES_EXTENSION]["notes"]
+    assert notes == ["from the first victim", "from the second victim"]
+
+
+def test_a_case_opened_in_year_one_exports_a_valid_bundle(client: TestClient, lead: Caller) -> None:
+    case = new_case(client, lead, opened_at="0001-01-02T00:00:00Z")
+    response = export(client, lead, case["id"])
+    assert response.status_code == 200, response.text
+    bundle = json.loads(response.text)
+    (report,) = [o for o in bundle["objects"] if o["type"] == "report"]
+    assert report["published"] == "0001-01-02T00:00:00.000Z"
+    assert_strictly_valid(bundle)
+    stix2.parse(response.text)
+
+
+def test_the_seeded_case_exports_a_strictly_valid_bundle(
+    client: TestClient, engine: sa.Engine, settings: Settings
+) -> None:
+    with transaction(engine, write=True) as session:
+        seed.load(session, settings.seed_dir)
+    kz = make_caller(engine, "KZ-MVD", Scope.read)
+    [case] = walk(client, f"{API}/cases", kz.headers)
+    response = export(client, kz, case["id"])
+    assert response.status_code == 200, response.text
+    assert_strictly_valid(json.loads(response.text))
