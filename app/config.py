@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # app.observability: one JSON object per line, or a readable line.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    # GET /metrics answers only `Authorization: Bearer <token>` when set.
+    # GET /metrics answers only `Authorization: Bearer <token>` when set; unset, only clients on this host.
     metrics_token: SecretStr | None = None
     # Per API client, e.g. "20/second" or "600/minute"; unset: no limit.
     rate_limit: str | None = None

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from app.auth.models import Scope
 from app.ratelimit.rate import Rate, retry_after
@@ -78,7 +79,8 @@ def test_a_client_past_its_limit_gets_429_and_others_do_not(
     app_with, engine: sa.Engine, lead: Caller
 ) -> None:  # type: ignore[no-untyped-def]
     other = make_caller(engine, "UA-OTHER", Scope.read)
-    with app_with(rate_limit="3/minute") as client:
+    scrape = {"Authorization": "Bearer scrape-secret-0123456789"}
+    with app_with(rate_limit="3/minute", metrics_token=SecretStr("scrape-secret-0123456789")) as client:
         for _ in range(3):
             assert client.get(f"{API}/cases", headers=lead.headers).status_code == 200
         # About one interval (20 s), less the time the requests took on a loaded machine.
@@ -99,7 +101,7 @@ def test_a_client_past_its_limit_gets_429_and_others_do_not(
             "/openapi.json",
         ):
             assert client.get(path, headers=lead.headers).status_code == 200, path
-        scraped = client.get("/metrics", headers=lead.headers)
+        scraped = client.get("/metrics", headers=scrape)
         assert scraped.status_code == 200
     assert "caseapi_rate_limited_total 2.0" in scraped.text
     assert 'route="unmatched",status="429"' in scraped.text
