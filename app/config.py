@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # every change and disclosure and the security log every refusal, while
     # an access log would copy search terms (`q=`) into plain-text logs.
     access_log: bool = False
+    # The service's own line per request instead (method, path without the
+    # query string, route template, status, duration, request id, API client),
+    # in either log format; it carries no search term. False: none.
+    request_log: bool = True
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
     auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
