@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.main import create_app
+from app.webhooks.models import DeliveryError
 from tests.conftest import Caller, new_case
 
 API = "/api/v1"
@@ -158,3 +159,37 @@ def test_without_a_token_only_this_host_is_answered(app_at: Peer, peer: str) -> 
 def test_without_a_token_a_client_on_this_host_is_answered(app_at: Peer, peer: str) -> None:
     with app_at(peer) as client:
         assert _samples(client)["caseapi_db_up"][0].value == 1
+
+
+def test_process_metrics_and_the_counters_other_rooms_report(app_at: Peer) -> None:
+    with app_at() as client:
+        metrics = client.app.state.metrics
+        before = _samples(client)
+        metrics.bundle_imported("imported")
+        metrics.bundle_imported("imported")
+        metrics.bundle_imported("rejected")
+        metrics.webhook_attempted(None)
+        metrics.webhook_attempted(DeliveryError.timeout)
+        after = _samples(client)
+    for name in ("process_resident_memory_bytes", "process_open_fds", "python_gc_objects_collected_total"):
+        assert after[name], name
+    assert after["python_info"][0].labels["major"] == "3"
+
+    def outcomes(samples: dict[str, list], name: str) -> dict[str, float]:  # type: ignore[type-arg]
+        return {s.labels["outcome"]: s.value for s in samples[name]}
+
+    # Every outcome is there from the start, at 0.
+    assert set(outcomes(before, "caseapi_bundle_imports_total").values()) == {0}
+    assert outcomes(after, "caseapi_bundle_imports_total") == {
+        "imported": 2,
+        "replayed": 0,
+        "rejected": 1,
+        "busy": 0,
+        "interrupted": 0,
+        "failed": 0,
+    }
+    assert outcomes(after, "caseapi_webhook_deliveries_total") == {
+        "delivered": 1,
+        "timeout": 1,
+        **{error.value: 0 for error in DeliveryError if error != DeliveryError.timeout},
+    }
