@@ -40,7 +40,7 @@ def client_key(scope: Scope) -> str:
     return "addr:" + (client[0] if client else "unknown")
 
 
-def quota_field(quota: Quota) -> str:
+def _quota_field(quota: Quota) -> str:
     return f'"{POLICY}";r={quota.remaining};t={math.ceil(quota.reset)}'
 
 
@@ -59,7 +59,7 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         quota = await self.limiter.acquire(client_key(scope))
-        state = quota_field(quota)
+        state = _quota_field(quota)
         if quota.wait <= 0:
             headers = (self.policy_header, (b"ratelimit", state.encode("ascii")))
 

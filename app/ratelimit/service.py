@@ -2,7 +2,8 @@
 
 Both limiters implement GCRA (the generic cell rate algorithm, a token
 bucket kept as one timestamp per client): a client may send `N` requests
-at once, then one every `period / N`. A refusal says how long to wait.
+at once, then one every `period / N`. Each answer (a Quota) says how
+long to wait, if at all, how many requests are left and when all are back.
 
 - LocalLimiter keeps the timestamps in the worker's memory: each worker
   limits on its own.
