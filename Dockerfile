@@ -19,8 +19,8 @@ RUN pip install --no-deps /tmp/caseapi && rm -rf /tmp/caseapi
 # attachments below it. Both exist in the image, owned by the service's user:
 # a new named volume mounted there takes over that owner.
 WORKDIR /var/lib/caseapi
-RUN mkdir -p /var/lib/caseapi/files && chown -R caseapi:caseapi /var/lib/caseapi
-ENV CASEAPI_STORAGE_DIR=/var/lib/caseapi/files
+RUN mkdir -p /var/lib/caseapi/caseapi-files && chown -R caseapi:caseapi /var/lib/caseapi
+ENV CASEAPI_STORAGE_DIR=/var/lib/caseapi/caseapi-files
 USER caseapi
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
