@@ -1,4 +1,4 @@
-FROM python:3.11-slim
+FROM python:3.11.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -15,9 +15,12 @@ COPY migrations /tmp/caseapi/migrations
 COPY seed /tmp/caseapi/seed
 RUN pip install --no-deps /tmp/caseapi && rm -rf /tmp/caseapi
 
-# What an instance writes (a demo's SQLite database and key file) goes here.
+# What an instance writes (a demo's SQLite database and key file) goes here,
+# attachments below it. Both exist in the image, owned by the service's user:
+# a new named volume mounted there takes over that owner.
 WORKDIR /var/lib/caseapi
-RUN chown caseapi:caseapi /var/lib/caseapi
+RUN mkdir -p /var/lib/caseapi/caseapi-files && chown -R caseapi:caseapi /var/lib/caseapi
+ENV CASEAPI_STORAGE_DIR=/var/lib/caseapi/caseapi-files
 USER caseapi
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \

@@ -3,11 +3,14 @@
 import argparse
 import asyncio
 import errno
+import os
+import signal
 import socket
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from typing import NoReturn
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -350,6 +353,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             with _engine().connect() as conn:
                 migrate.require_head(conn)
         func(args)
+        # Inside the try: a reader that left (`| head -1`) is found here, not
+        # by the interpreter's own flush at exit, which would print a traceback.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_left()
     except ConfigError as exc:
         print(f"caseapi: {exc}", file=sys.stderr)
         sys.exit(EXIT_SETTING)
@@ -359,6 +367,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"caseapi: database unavailable: {database_reason(exc)}")
     except sa_exc.SQLAlchemyError as exc:
         sys.exit(f"caseapi: database error: {database_reason(exc)}")
+
+
+def _reader_left() -> NoReturn:
+    """Stop quietly, as a POSIX tool killed by SIGPIPE does (exit 128 + 13):
+    what is still buffered goes nowhere, so the exit's flush cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
 
 
 def _check_settings() -> None:

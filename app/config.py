@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # every change and disclosure and the security log every refusal, while
     # an access log would copy search terms (`q=`) into plain-text logs.
     access_log: bool = False
+    # The service's own line per request instead (method, path without the
+    # query string, route template, status, duration, request id, API client),
+    # in either log format; it carries no search term. False: none.
+    request_log: bool = True
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
     auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
@@ -110,7 +114,7 @@ class Settings(BaseSettings):
     # app.observability: one JSON object per line, or a readable line.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    # GET /metrics answers only `Authorization: Bearer <token>` when set.
+    # GET /metrics answers only `Authorization: Bearer <token>` when set; unset, only clients on this host.
     metrics_token: SecretStr | None = None
     # Per API client, e.g. "20/second" or "600/minute"; unset: no limit.
     rate_limit: str | None = None

@@ -224,5 +224,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         api_prefix=API_PREFIX,
         api_routes=[route for router in api_routers for route in router.routes],
+        log_requests=settings.request_log,
     )
     return application

@@ -1,18 +1,31 @@
-"""Prometheus metrics: what the middleware counts, and gauges read when scraped.
+"""Prometheus metrics: what the middleware counts, what other rooms report
+(bundle imports, webhook deliveries), and gauges read when scraped.
 
-Each app has its own registry (tests build many apps in one process). With
+Each app has its own registry (tests build many apps in one process), with
+prometheus-client's process, platform and garbage-collector metrics. With
 several worker processes (`caseapi serve --workers N`), `caseapi serve`
 sets PROMETHEUS_MULTIPROC_DIR: every worker writes its counters and
 histograms to files there, and a scrape, whichever worker answers it, sums
-them all (prometheus-client's multiprocess mode).
+them all (prometheus-client's multiprocess mode). The process metrics are
+then left out: they would describe only the worker that answered.
 """
 
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
@@ -26,6 +39,16 @@ UNMATCHED = "unmatched"  # the route label of a request no route answered
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LABELS = ("method", "route", "status")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# How a bundle import ended: a case created; the first import's answer
+# replayed for its Idempotency-Key; refused (4xx: invalid, not allowed);
+# 503 as every import process was busy; 503 as its process died; anything else.
+BundleImportOutcome = Literal["imported", "replayed", "rejected", "busy", "interrupted", "failed"]
+# How one webhook delivery attempt ended: a 2xx, else the reason it failed
+# (app.webhooks.models.DeliveryError's values).
+WebhookOutcome = Literal[
+    "delivered", "http_status", "timeout", "connection", "unresolvable", "address_refused"
+]
 
 _AUDIT_HEAD = sa.select(sa.func.max(AuditEntry.seq).label("seq"))
 _FEED_HEAD = sa.select(sa.func.max(Event.seq).label("seq"))
@@ -107,9 +130,33 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        bundle_imports = Counter(
+            "caseapi_bundle_imports", "Bundle imports by outcome", ["outcome"], registry=self.registry
+        )
+        webhook_deliveries = Counter(
+            "caseapi_webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        # Every outcome from the start, at 0: a rate over a series that appears
+        # only with its first failure misses that failure.
+        self._bundle_imports = {o: bundle_imports.labels(o) for o in get_args(BundleImportOutcome)}
+        self._webhook_deliveries = {o: webhook_deliveries.labels(o) for o in get_args(WebhookOutcome)}
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         # The labelled children, looked up once per label combination: a
         # lookup through .labels() costs more than the observation itself.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def bundle_imported(self, outcome: BundleImportOutcome) -> None:
+        """Count one bundle import that ended."""
+        self._bundle_imports[outcome].inc()
+
+    def webhook_attempted(self, error: str | None) -> None:
+        """Count one webhook delivery attempt: `error` None when the receiver
+        answered 2xx, else the attempt's DeliveryError."""
+        self._webhook_deliveries[error or "delivered"].inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:

@@ -1,8 +1,9 @@
-"""The outermost middleware: a request id for every request, its metrics, and
-the last word on an exception nothing else handled.
+"""The outermost middleware: a request id for every request, its metrics, its
+log line, and the last word on an exception nothing else handled.
 
 Pure ASGI and cheap, as every request pays for it: one header scan, one
-closure, one list copy of the response headers, two metric updates.
+closure, one list copy of the response headers, two metric updates, one
+log record.
 """
 
 import logging
@@ -10,6 +11,7 @@ import os
 import re
 import time
 from collections.abc import Collection
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +20,7 @@ from app.observability.logs import request_id_var
 from app.observability.metrics import UNMATCHED, Metrics
 
 log = logging.getLogger("caseapi")
+request_log = logging.getLogger("caseapi.request")
 
 REQUEST_ID_HEADER = b"x-request-id"
 # 1 to 128 visible ASCII characters: anything else (control characters, spaces,
@@ -35,17 +38,41 @@ def request_id_of(scope: Scope) -> str:
     return os.urandom(16).hex()  # as unique as a uuid4, at a fraction of its cost
 
 
+def _path_of(scope: Scope) -> str:
+    """The path as the client sent it, still percent-encoded, so that no
+    control character reaches a text log line; never the query string."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return quote(scope["path"])
+    return raw.partition(b"?")[0].decode("latin-1")
+
+
+def _client_id(scope: Scope) -> str | None:
+    # app.auth leaves the authenticated principal in the request's state.
+    principal = scope.get("state", {}).get("principal")
+    return None if principal is None else str(principal.client_id)
+
+
 class RequestObserver:
     """`api_routes`: the routes included under `api_prefix`. FastAPI may put
     a router's own route object, whose path lacks the prefix, in the scope;
-    the health routes are included both under the prefix and at the root."""
+    the health routes are included both under the prefix and at the root.
+    With `log_requests`, one line per request: what was asked and how it
+    ended, with no query string, header or body (search terms and personal
+    data travel there)."""
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, api_prefix: str, api_routes: Collection[object]
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        api_prefix: str,
+        api_routes: Collection[object],
+        log_requests: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.api_prefix = api_prefix
+        self.log_requests = log_requests
         # By identity: route objects define equality but no hash.
         self.api_route_ids = frozenset(id(route) for route in api_routes)
 
@@ -86,7 +113,19 @@ class RequestObserver:
                 await response(scope, receive, send_with_id)
             # Else the response was under way: the server closes the connection.
         finally:
+            seconds = time.perf_counter() - start
+            route = self.route_template(scope)
+            if self.log_requests:
+                request_log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": _path_of(scope),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "client_id": _client_id(scope),
+                    },
+                )
             request_id_var.reset(token)
-            self.metrics.observe(
-                scope["method"], self.route_template(scope), status, time.perf_counter() - start
-            )
+            self.metrics.observe(scope["method"], route, status, seconds)

@@ -2,7 +2,8 @@
 
 Both limiters implement GCRA (the generic cell rate algorithm, a token
 bucket kept as one timestamp per client): a client may send `N` requests
-at once, then one every `period / N`. A refusal says how long to wait.
+at once, then one every `period / N`. Each answer (a Quota) says how
+long to wait, if at all, how many requests are left and when all are back.
 
 - LocalLimiter keeps the timestamps in the worker's memory: each worker
   limits on its own.
@@ -16,7 +17,9 @@ at once, then one every `period / N`. A refusal says how long to wait.
 
 import asyncio
 import logging
+import math
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -28,15 +31,40 @@ from app.ratelimit.rate import Rate
 log = logging.getLogger("caseapi.ratelimit")
 
 
+@dataclass(frozen=True)
+class Quota:
+    """One request's answer: `wait` is 0 if it was allowed, else the seconds
+    until one would be; `remaining` the requests the client may still send
+    at once; `reset` the seconds until its whole burst is back."""
+
+    wait: float
+    remaining: int
+    reset: float
+
+    @classmethod
+    def of(cls, rate: Rate, wait: float, backlog: float) -> "Quota":
+        """`backlog`: how far the client's theoretical arrival time lies ahead
+        of now, after this request counted (GCRA's whole state)."""
+        # The epsilon: interval is a float, and 2.9999999 requests are 3.
+        remaining = max(0, math.floor((rate.period - backlog) / rate.interval + 1e-9))
+        return cls(wait, remaining, backlog)
+
+
 class Limiter(Protocol):
+    rate: Rate
+
+    async def acquire(self, key: str) -> Quota:
+        """Count one request of `key` if the limit allows it."""
+        ...
+
     async def hit(self, key: str) -> float:
         """Count one request of `key`: 0 if allowed, else the seconds to wait."""
-        ...
+        return (await self.acquire(key)).wait
 
     async def close(self) -> None: ...
 
 
-class LocalLimiter:
+class LocalLimiter(Limiter):
     # A client whose timestamp has passed is as good as new: its entry is
     # dropped, so a flood of made-up keys cannot grow memory without bound.
     _SWEEP_EVERY = 10_000
@@ -46,27 +74,30 @@ class LocalLimiter:
         self._tat: dict[str, float] = {}  # key -> theoretical arrival time
         self._since_sweep = 0
 
-    def hit_now(self, key: str, now: float) -> float:
+    def acquire_now(self, key: str, now: float) -> Quota:
         tat = max(self._tat.get(key, now), now)
         wait = tat + self.rate.interval - self.rate.period - now
         if wait > 0:
-            return wait
+            return Quota.of(self.rate, wait, tat - now)
         self._tat[key] = tat + self.rate.interval
         self._since_sweep += 1
         if self._since_sweep >= self._SWEEP_EVERY:
             self._since_sweep = 0
             self._tat = {k: t for k, t in self._tat.items() if t > now}
-        return 0.0
+        return Quota.of(self.rate, 0.0, tat + self.rate.interval - now)
 
-    async def hit(self, key: str) -> float:
-        return self.hit_now(key, time.monotonic())
+    def hit_now(self, key: str, now: float) -> float:
+        return self.acquire_now(key, now).wait
+
+    async def acquire(self, key: str) -> Quota:
+        return self.acquire_now(key, time.monotonic())
 
     async def close(self) -> None:
         return None
 
 
 # KEYS[1]: the client's key. ARGV: interval and period in microseconds.
-# Returns 0 (allowed) or the microseconds to wait.
+# Returns {the microseconds to wait (0: allowed), the backlog in microseconds}.
 _GCRA = """
 local interval = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
@@ -75,15 +106,15 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local wait = tat + interval - period - now
-if wait > 0 then return wait end
+if wait > 0 then return {wait, tat - now} end
 local new_tat = tat + interval
 -- %.0f: a plain number's string form keeps only 14 digits, a timestamp in microseconds has 16
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return 0
+return {0, new_tat - now}
 """
 
 
-class RedisLimiter:
+class RedisLimiter(Limiter):
     # After a failure Redis is left alone this long: a Redis that is down
     # must not cost every request a timeout.
     RETRY_SECONDS = 5.0
@@ -110,19 +141,19 @@ class RedisLimiter:
             script = self._scripts[loop] = client.register_script(_GCRA)
         return script
 
-    async def hit(self, key: str) -> float:
+    async def acquire(self, key: str) -> Quota:
         now = time.monotonic()
         if now >= self._down_until:
             try:
-                wait = await self._script()(keys=[self.prefix + key], args=self._args)
-                return int(wait) / 1e6
+                wait, backlog = await self._script()(keys=[self.prefix + key], args=self._args)
+                return Quota.of(self.rate, int(wait) / 1e6, int(backlog) / 1e6)
             except (RedisError, OSError) as exc:
                 self._down_until = now + self.RETRY_SECONDS
                 log.warning(
                     "redis_unavailable",
                     extra={"error": str(exc), "fallback": "per-worker limit", "retry_in": self.RETRY_SECONDS},
                 )
-        return self.fallback.hit_now(key, now)
+        return self.fallback.acquire_now(key, now)
 
     async def close(self) -> None:
         script = self._scripts.pop(asyncio.get_running_loop(), None)

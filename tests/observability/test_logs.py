@@ -204,4 +204,18 @@ def test_the_access_log_is_off_unless_asked_for(tmp_path: Path) -> None:
     quiet = _serve_and_search(tmp_path / "quiet")
     assert "access_denied" in quiet  # the request was served and logged as a refusal
     assert "secret-search-term" not in quiet and "uvicorn.access" not in quiet
+    # The service's own short line instead, without the query string.
+    [line] = [line for line in quiet.splitlines() if "[caseapi.request]" in line]
+    assert "path=/api/v1/cases " in line and "status=401" in line
     assert "secret-search-term" in _serve_and_search(tmp_path / "loud", CASEAPI_ACCESS_LOG="true")
+
+
+def test_a_served_worker_writes_one_json_request_line_without_the_query(tmp_path: Path) -> None:
+    stderr = _serve_and_search(tmp_path / "json", CASEAPI_LOG_FORMAT="json")
+    assert "secret-search-term" not in stderr
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    [request] = [line for line in lines if line["event"] == "request"]
+    assert request["logger"] == "caseapi.request"
+    assert (request["method"], request["path"], request["route"]) == ("GET", "/api/v1/cases", "/api/v1/cases")
+    assert (request["status"], request["client_id"]) == (401, None)
+    assert isinstance(request["duration_ms"], float) and len(request["request_id"]) == 32

@@ -1,15 +1,42 @@
-"""GET /metrics (contract §6): Prometheus text, route templates as labels, pool and journal gauges."""
+"""GET /metrics (contract §6): Prometheus text, route templates as labels, pool and journal
+gauges; only for clients on this host unless a token is set."""
 
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from app.config import Settings
+from app.main import create_app
+from app.webhooks.models import DeliveryError
 from tests.conftest import Caller, new_case
 
 API = "/api/v1"
+TOKEN = "scrape-secret-0123456789"
+
+Peer = Callable[..., AbstractContextManager[TestClient]]
+
+
+@pytest.fixture
+def app_at(settings: Settings, engine: sa.Engine) -> Peer:
+    """As app_with, with the requests coming from the address `peer` (the ASGI scope's client)."""
+
+    @contextmanager
+    def build(peer: str = "127.0.0.1", **changes: Any) -> Iterator[TestClient]:
+        application = create_app(settings.model_copy(update=changes))
+        try:
+            with TestClient(application, raise_server_exceptions=False, client=(peer, 50000)) as client:
+                yield client
+        finally:
+            application.state.engine.dispose()
+
+    return build
 
 
 def _samples(client: TestClient, headers: dict[str, str] | None = None) -> dict[str, list]:  # type: ignore[type-arg]
@@ -31,9 +58,9 @@ def _count(samples: dict[str, list], **labels: str) -> float:  # type: ignore[ty
     )
 
 
-def test_requests_are_counted_by_route_template_never_by_raw_path(app_with, engine, lead: Caller) -> None:  # type: ignore[no-untyped-def]
+def test_requests_are_counted_by_route_template_never_by_raw_path(app_at: Peer, lead: Caller) -> None:
     missing = uuid.uuid4()
-    with app_with() as client:
+    with app_at() as client:
         case = new_case(client, lead)
         for _ in range(3):
             assert client.get(f"{API}/cases/{case['id']}", headers=lead.headers).status_code == 200
@@ -69,8 +96,8 @@ def test_requests_are_counted_by_route_template_never_by_raw_path(app_with, engi
     assert buckets and buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == 3
 
 
-def test_the_health_routes_at_the_root_and_under_the_api_are_told_apart(app_with) -> None:  # type: ignore[no-untyped-def]
-    with app_with() as client:
+def test_the_health_routes_at_the_root_and_under_the_api_are_told_apart(app_at: Peer) -> None:
+    with app_at() as client:
         client.get("/health")
         client.get(f"{API}/health")
         client.get(f"{API}/health")
@@ -79,8 +106,10 @@ def test_the_health_routes_at_the_root_and_under_the_api_are_told_apart(app_with
     assert _count(samples, route="/api/v1/health") == 2
 
 
-def test_gauges_read_the_pool_and_the_journal_when_scraped(app_with, engine: sa.Engine, lead: Caller) -> None:  # type: ignore[no-untyped-def]
-    with app_with(pool_size=7) as client:
+def test_gauges_read_the_pool_and_the_journal_when_scraped(
+    app_at: Peer, engine: sa.Engine, lead: Caller
+) -> None:
+    with app_at(pool_size=7) as client:
         new_case(client, lead)
         new_case(client, lead)
         samples = _samples(client)
@@ -102,12 +131,65 @@ def test_metrics_are_outside_the_api_and_its_schema(client: TestClient) -> None:
     assert client.get(f"{API}/metrics").status_code == 404
 
 
-def test_a_metrics_token_guards_the_scrape(app_with) -> None:  # type: ignore[no-untyped-def]
-    with app_with(metrics_token=SecretStr("scrape-secret-0123456789")) as client:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-secret-0123456789"}):
+def test_a_metrics_token_guards_the_scrape_even_from_this_host(app_at: Peer) -> None:
+    with app_at(metrics_token=SecretStr(TOKEN)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
             refused = client.get("/metrics", headers=headers)
             assert refused.status_code == 401
             assert refused.headers["www-authenticate"] == "Bearer"
             assert refused.headers["content-type"] == "application/problem+json"
             assert "caseapi_" not in refused.text
-        assert _samples(client, {"Authorization": "Bearer scrape-secret-0123456789"})
+        assert _samples(client, {"Authorization": f"Bearer {TOKEN}"})
+
+
+@pytest.mark.parametrize("peer", ["203.0.113.7", "10.0.0.5", "::ffff:203.0.113.7", "testclient"])
+def test_without_a_token_only_this_host_is_answered(app_at: Peer, peer: str) -> None:
+    with app_at(peer) as client:
+        # The forwarded-for header is the client's word: the server's peer address decides.
+        refused = client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "CASEAPI_METRICS_TOKEN" in refused.json()["detail"]
+        assert "caseapi_" not in refused.text
+    with app_at(peer, metrics_token=SecretStr(TOKEN)) as client:
+        assert _samples(client, {"Authorization": f"Bearer {TOKEN}"})  # a remote scraper with the token
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+def test_without_a_token_a_client_on_this_host_is_answered(app_at: Peer, peer: str) -> None:
+    with app_at(peer) as client:
+        assert _samples(client)["caseapi_db_up"][0].value == 1
+
+
+def test_process_metrics_and_the_counters_other_rooms_report(app_at: Peer) -> None:
+    with app_at() as client:
+        metrics = client.app.state.metrics
+        before = _samples(client)
+        metrics.bundle_imported("imported")
+        metrics.bundle_imported("imported")
+        metrics.bundle_imported("rejected")
+        metrics.webhook_attempted(None)
+        metrics.webhook_attempted(DeliveryError.timeout)
+        after = _samples(client)
+    for name in ("process_resident_memory_bytes", "process_open_fds", "python_gc_objects_collected_total"):
+        assert after[name], name
+    assert after["python_info"][0].labels["major"] == "3"
+
+    def outcomes(samples: dict[str, list], name: str) -> dict[str, float]:  # type: ignore[type-arg]
+        return {s.labels["outcome"]: s.value for s in samples[name]}
+
+    # Every outcome is there from the start, at 0.
+    assert set(outcomes(before, "caseapi_bundle_imports_total").values()) == {0}
+    assert outcomes(after, "caseapi_bundle_imports_total") == {
+        "imported": 2,
+        "replayed": 0,
+        "rejected": 1,
+        "busy": 0,
+        "interrupted": 0,
+        "failed": 0,
+    }
+    assert outcomes(after, "caseapi_webhook_deliveries_total") == {
+        "delivered": 1,
+        "timeout": 1,
+        **{error.value: 0 for error in DeliveryError if error != DeliveryError.timeout},
+    }

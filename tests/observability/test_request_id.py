@@ -97,3 +97,103 @@ def test_a_500_names_its_request_in_the_body_and_in_the_logged_traceback(app_wit
     assert line["request_id"] == "report-4711"
     assert line["level"] == "error"
     assert "RuntimeError: the cause an operator must find" in line["exception"]
+
+
+def _captured(stream: io.StringIO) -> logging.Handler:
+    """Every service log line as JSON; the test client's own (httpx) lines left out."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("json"))
+    handler.addFilter(lambda record: not record.name.startswith(("httpx", "httpcore")))
+    return handler
+
+
+def test_one_request_line_each_and_no_search_term_or_personal_data_in_any_line(
+    app_with, lead: Caller
+) -> None:  # type: ignore[no-untyped-def]
+    stream = io.StringIO()
+    handler = _captured(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    try:
+        with app_with() as client:
+            client.app.router.add_api_route("/test-boom", boom)
+            case = new_case(client, lead)
+            personal = {"X-Purpose": "purpose-kept-out-of-logs", "X-Request-ID": "req-detainee"}
+            detainee = client.post(
+                f"{API}/cases/{case['id']}/detainees",
+                json={"label": "D-1", "full_name": "Name Kept Out Of Logs"},
+                headers={**lead.headers, **personal},
+            )
+            assert detainee.status_code == 201 and detainee.json()["full_name"] == "Name Kept Out Of Logs"
+            answers = {
+                200: client.get(
+                    f"{API}/cases?q=search-term-kept-out",
+                    headers={**lead.headers, "X-Request-ID": "req-200"},
+                ),
+                404: client.get(
+                    f"{API}/cases/{uuid.uuid4()}?q=x", headers={**lead.headers, "X-Request-ID": "req-404"}
+                ),
+                401: client.get(f"{API}/cases?q=x", headers={"X-Request-ID": "req-401"}),
+                500: client.get("/test-boom", headers={"X-Request-ID": "req-500"}),
+            }
+    finally:
+        root.removeHandler(handler)
+    assert {status: r.status_code for status, r in answers.items()} == {
+        200: 200,
+        404: 404,
+        401: 401,
+        500: 500,
+    }
+    output = stream.getvalue()
+    for secret in ("search-term-kept-out", "purpose-kept-out-of-logs", "Name Kept Out Of Logs", "?q="):
+        assert secret not in output
+    lines = [json.loads(line) for line in output.splitlines()]
+    by_id = {line["request_id"]: line for line in lines if line["event"] == "request"}
+    assert by_id["req-200"] == {
+        **by_id["req-200"],
+        "logger": "caseapi.request",
+        "level": "info",
+        "method": "GET",
+        "path": "/api/v1/cases",
+        "route": "/api/v1/cases",
+        "status": 200,
+        "client_id": str(lead.client_id),
+    }
+    assert by_id["req-200"]["duration_ms"] >= 0
+    assert by_id["req-detainee"]["status"] == 201
+    assert by_id["req-detainee"]["route"] == "/api/v1/cases/{case_id}/detainees"
+    missing = by_id["req-404"]
+    assert (missing["status"], missing["route"]) == (404, "/api/v1/cases/{case_id}")
+    assert missing["client_id"] == str(lead.client_id)
+    assert (by_id["req-401"]["status"], by_id["req-401"]["client_id"]) == (401, None)
+    assert (by_id["req-500"]["status"], by_id["req-500"]["route"]) == (500, "/test-boom")
+
+
+def test_a_route_nothing_matched_and_a_hostile_path_are_logged_as_sent(app_with) -> None:  # type: ignore[no-untyped-def]
+    stream = io.StringIO()
+    handler = _captured(stream)
+    logging.getLogger("caseapi").addHandler(handler)
+    try:
+        with app_with() as client:
+            assert client.get("/no/such%0Aforged line?q=x", headers={"X-Request-ID": "r1"}).status_code == 404
+    finally:
+        logging.getLogger("caseapi").removeHandler(handler)
+    [line] = [json.loads(x) for x in stream.getvalue().splitlines() if '"request"' in x]
+    assert (line["status"], line["route"], line["client_id"]) == (404, "unmatched", None)
+    assert line["path"] == "/no/such%0Aforged%20line"  # still percent-encoded: no line break in a text log
+
+
+def test_the_request_line_can_be_switched_off(app_with) -> None:  # type: ignore[no-untyped-def]
+    stream = io.StringIO()
+    handler = _captured(stream)
+    logging.getLogger("caseapi").addHandler(handler)
+    try:
+        with app_with(request_log=False) as client:
+            assert client.get("/health").status_code == 200
+    finally:
+        logging.getLogger("caseapi").removeHandler(handler)
+    assert '"request"' not in stream.getvalue()

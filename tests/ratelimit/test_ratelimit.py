@@ -4,11 +4,13 @@ worker or shared through Redis (CASEAPI_TEST_REDIS_URL; skipped when unset)."""
 import asyncio
 import logging
 import os
+import re
 import socket
 import uuid
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from app.auth.models import Scope
 from app.ratelimit.rate import Rate, retry_after
@@ -51,6 +53,20 @@ def test_the_bucket_allows_a_burst_then_one_request_per_interval() -> None:
     assert [limiter.hit_now("a", 102.0) for _ in range(4)] == [0.0] * 4
 
 
+def test_each_answer_says_what_is_left_of_the_burst_and_when_it_is_whole_again() -> None:
+    limiter = LocalLimiter(Rate(4, 1.0))
+    quotas = [limiter.acquire_now("a", 100.0) for _ in range(5)]
+    assert [(q.wait, q.remaining) for q in quotas[:4]] == [(0.0, 3), (0.0, 2), (0.0, 1), (0.0, 0)]
+    assert [q.reset for q in quotas[:4]] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    refused = quotas[4]
+    assert (refused.wait, refused.remaining, refused.reset) == pytest.approx((0.25, 0, 1.0))
+    # Half a period later, two of the four are back.
+    half = limiter.acquire_now("a", 100.5)
+    assert (half.wait, half.remaining, half.reset) == pytest.approx((0.0, 1, 0.75))
+    # 3 per second: an interval of 1/3 s, still three whole requests.
+    assert LocalLimiter(Rate(3, 1.0)).acquire_now("b", 0.0).remaining == 2
+
+
 def test_forgotten_clients_do_not_pile_up_in_memory() -> None:
     limiter = LocalLimiter(Rate(1, 1.0))
     for n in range(LocalLimiter._SWEEP_EVERY - 1):
@@ -64,10 +80,20 @@ def test_retry_after_is_a_whole_number_of_seconds_at_least_one(wait: float, seco
     assert retry_after(wait) == seconds
 
 
-def _assert_429(response, retry: range) -> None:  # type: ignore[no-untyped-def]
+def _quota(response, policy: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """The RateLimit field's r and t, after checking the policy the answer names."""
+    assert response.headers["ratelimit-policy"] == policy
+    match = re.fullmatch(r'"default";r=(\d+);t=(\d+)', response.headers["ratelimit"])
+    assert match, response.headers["ratelimit"]
+    return int(match[1]), int(match[2])
+
+
+def _assert_429(response, retry: range, policy: str = '"default";q=3;w=60') -> None:  # type: ignore[no-untyped-def]
     assert response.status_code == 429, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert int(response.headers["retry-after"]) in retry
+    remaining, reset = _quota(response, policy)
+    assert remaining == 0 and reset >= int(response.headers["retry-after"])
     body = response.json()
     assert body["status"] == 429 and body["title"] == "Too Many Requests"
     assert body["type"] == "urn:caseapi:problem:rate-limited"
@@ -78,9 +104,14 @@ def test_a_client_past_its_limit_gets_429_and_others_do_not(
     app_with, engine: sa.Engine, lead: Caller
 ) -> None:  # type: ignore[no-untyped-def]
     other = make_caller(engine, "UA-OTHER", Scope.read)
-    with app_with(rate_limit="3/minute") as client:
-        for _ in range(3):
-            assert client.get(f"{API}/cases", headers=lead.headers).status_code == 200
+    scrape = {"Authorization": "Bearer scrape-secret-0123456789"}
+    with app_with(rate_limit="3/minute", metrics_token=SecretStr("scrape-secret-0123456789")) as client:
+        answers = [client.get(f"{API}/cases", headers=lead.headers) for _ in range(3)]
+        assert [r.status_code for r in answers] == [200, 200, 200]
+        # Each success says how many requests are left and when all three are back (20 s each).
+        quotas = [_quota(r, '"default";q=3;w=60') for r in answers]
+        assert [r for r, _ in quotas] == [2, 1, 0]
+        assert quotas[0][1] == 20 and quotas[1][1] in (39, 40) and quotas[2][1] in range(55, 61)
         # About one interval (20 s), less the time the requests took on a loaded machine.
         _assert_429(client.get(f"{API}/cases", headers=lead.headers), range(10, 21))
         # The same key written differently is the same client.
@@ -88,8 +119,8 @@ def test_a_client_past_its_limit_gets_429_and_others_do_not(
             client.get(f"{API}/cases", headers={"Authorization": f"bearer   {lead.key}"}), range(1, 21)
         )
         # The hostile flood of one agency leaves another's requests alone.
-        assert client.get(f"{API}/cases", headers=other.headers).status_code == 200
-        # Probes, docs and metrics are never limited.
+        assert _quota(client.get(f"{API}/cases", headers=other.headers), '"default";q=3;w=60') == (2, 20)
+        # Probes, docs and metrics are never limited (and say nothing of a limit).
         for path in (
             "/health",
             "/health/ready",
@@ -98,8 +129,9 @@ def test_a_client_past_its_limit_gets_429_and_others_do_not(
             "/docs",
             "/openapi.json",
         ):
-            assert client.get(path, headers=lead.headers).status_code == 200, path
-        scraped = client.get("/metrics", headers=lead.headers)
+            probe = client.get(path, headers=lead.headers)
+            assert probe.status_code == 200 and "ratelimit" not in probe.headers, path
+        scraped = client.get("/metrics", headers=scrape)
         assert scraped.status_code == 200
     assert "caseapi_rate_limited_total 2.0" in scraped.text
     assert 'route="unmatched",status="429"' in scraped.text
@@ -108,14 +140,19 @@ def test_a_client_past_its_limit_gets_429_and_others_do_not(
 def test_an_unknown_key_cannot_flood_either(app_with) -> None:  # type: ignore[no-untyped-def]
     made_up = {"Authorization": "Bearer cak_made_up_by_an_attacker"}
     with app_with(rate_limit="2/minute") as client:
-        assert [client.get(f"{API}/cases", headers=made_up).status_code for _ in range(2)] == [401, 401]
-        _assert_429(client.get(f"{API}/cases", headers=made_up), range(1, 31))
+        refused = [client.get(f"{API}/cases", headers=made_up) for _ in range(2)]
+        assert [r.status_code for r in refused] == [401, 401]
+        # A 401 under the limit counts, and says so, as any answer does.
+        assert [_quota(r, '"default";q=2;w=60')[0] for r in refused] == [1, 0]
+        _assert_429(client.get(f"{API}/cases", headers=made_up), range(1, 31), '"default";q=2;w=60')
         # Without any key: limited by address, and only ever a 401 below the limit.
         assert [client.get(f"{API}/cases").status_code for _ in range(3)] == [401, 401, 429]
 
 
 def test_no_limit_unless_configured(client, lead: Caller) -> None:  # type: ignore[no-untyped-def]
-    assert {client.get(f"{API}/cases", headers=lead.headers).status_code for _ in range(30)} == {200}
+    answers = [client.get(f"{API}/cases", headers=lead.headers) for _ in range(30)]
+    assert {r.status_code for r in answers} == {200}
+    assert not any("ratelimit" in r.headers or "ratelimit-policy" in r.headers for r in answers)
 
 
 @needs_redis
@@ -124,12 +161,13 @@ def test_two_instances_share_one_limit_through_redis(app_with, engine: sa.Engine
     prefix = _prefix()
     shared = {"rate_limit": "4/minute", "redis_url": REDIS_URL, "redis_prefix": prefix}
     with app_with(**shared) as first, app_with(**shared) as second:
-        statuses = [
-            (first if n % 2 else second).get(f"{API}/cases", headers=lead.headers).status_code
-            for n in range(6)
-        ]
-        assert statuses == [200, 200, 200, 200, 429, 429]
-        _assert_429(first.get(f"{API}/cases", headers=lead.headers), range(5, 16))
+        answers = [(first if n % 2 else second).get(f"{API}/cases", headers=lead.headers) for n in range(6)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 200, 429, 429]
+        # The count the headers give is the shared one, whichever instance answers.
+        policy = '"default";q=4;w=60'
+        assert [_quota(r, policy)[0] for r in answers] == [3, 2, 1, 0, 0, 0]
+        assert [_quota(r, policy)[1] for r in answers[:4]] == [15, 30, 45, 60]
+        _assert_429(first.get(f"{API}/cases", headers=lead.headers), range(5, 16), policy)
         assert second.get(f"{API}/cases", headers=other.headers).status_code == 200
     import redis
 
