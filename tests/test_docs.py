@@ -10,9 +10,11 @@ each agency (`KZ-MVD` -> `DEMO_KEY_KZ_MVD`). A page may ask for settings of its 
 a line `<!-- demo-env: NAME=value ... -->`, which it also tells its reader.
 """
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -105,15 +107,23 @@ def test_runnable_blocks_run(page: Path, tmp_path: Path) -> None:
     for line, code in runnable_blocks(text):
         script += [f"echo '>>> {page.name}, block at line {line}' >&2", code]
     with demo_in(tmp_path, extra_env) as env:
-        run = subprocess.run(
+        # A session of its own, so that what a block leaves running (a receiver) ends with it.
+        blocks = subprocess.Popen(
             ["bash", "-c", "\n".join(script)],
             cwd=tmp_path,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
+            start_new_session=True,
         )
-        assert run.returncode == 0, f"{page.relative_to(DOCS)} failed:\n{run.stdout}\n{run.stderr}"
+        try:
+            out, err = blocks.communicate(timeout=600)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(blocks.pid, signal.SIGTERM)
+            blocks.wait()
+        assert blocks.returncode == 0, f"{page.relative_to(DOCS)} failed:\n{out}\n{err}"
 
 
 def test_the_readme_is_a_front_door() -> None:
