@@ -71,6 +71,8 @@ def _shown(value: object) -> str:
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, Path) and not value.is_absolute():
+        return f"./{value}"  # relative to the working directory, as an operator writes it
     return str(value)
 
 
