@@ -59,6 +59,14 @@ def test_blocks_are_found_as_marked() -> None:
     assert PAGES, "no page of the documentation has a runnable block"
 
 
+def test_runnable_blocks_find_ids_through_the_api() -> None:
+    """A block that names a feed position or an id by number is true of one database only."""
+    fixed = re.compile(r"after=[1-9]|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    for page in PAGES:
+        for line, code in runnable_blocks(page.read_text()):
+            assert not fixed.search(code), f"{page.relative_to(DOCS)}, block at line {line}"
+
+
 @contextmanager
 def demo_in(directory: Path, extra_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """A demo served from `directory` on a free port; the environment its blocks run with."""
