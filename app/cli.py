@@ -7,9 +7,7 @@ import os
 import signal
 import socket
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import NoReturn
 
 import sqlalchemy as sa
@@ -26,11 +24,12 @@ from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
 from app.audit import service as audit
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
-from app.config import PROJECT_ROOT, ConfigError, get_settings
+from app.config import ConfigError, get_settings
 from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
 from app.journal import CLI
 from app.secrets import audit_key
+from app.version import version
 from app.webhooks import delivery
 
 DEMO_CLIENT = "demo"
@@ -40,14 +39,6 @@ EXIT_SETTING = 2
 
 class CommandError(Exception):
     """A failure with a one-line reason for the operator."""
-
-
-def version() -> str:
-    """The installed distribution's version; in a checkout run without installing, pyproject's."""
-    try:
-        return metadata.version("caseapi")
-    except metadata.PackageNotFoundError:
-        return str(tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
 def _one_line(exc: ValidationError, name: Callable[[str], str]) -> str:

@@ -47,6 +47,7 @@ from app.reads import create_reads
 from app.requests.router import router as information_requests
 from app.secrets import audit_key
 from app.stix.router import router as stix
+from app.version import version
 from app.webhooks.delivery import deliver
 from app.webhooks.router import router as webhooks
 from app.writes import create_writes
@@ -136,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     application = FastAPIOffline(
         title="caseapi",
-        version="1.0.0",
+        version=version(),
         description=DESCRIPTION,
         openapi_url="/openapi.json",
         lifespan=lifespan,

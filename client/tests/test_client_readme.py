@@ -1,4 +1,4 @@
-"""The README's feed follower, run as written against a live server."""
+"""The feed follower of the Python client's guide, run as written against a live server."""
 
 import os
 import subprocess
@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def readme_script() -> str:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "guides" / "python-client.md").read_text()
     start = readme.index("cat > follow_feed.py <<'EOF'\n") + len("cat > follow_feed.py <<'EOF'\n")
     return readme[start : readme.index("\nEOF\n", start) + 1]
 
