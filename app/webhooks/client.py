@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import ssl
 
-from app.webhooks.targets import Target
+from app.webhooks.targets import Target, host_of
 
 # A response body is never kept; at most this much is read, so that the
 # connection can serve the next event.
@@ -55,7 +55,7 @@ class Connection:
                 self.target.address,
                 port,
                 ssl=self.tls,
-                server_hostname=self.target.url.host if self.tls else None,
+                server_hostname=host_of(self.target.url) if self.tls else None,
                 limit=MAX_HEAD_BYTES,
             ),
             self.timeout,

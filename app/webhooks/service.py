@@ -138,13 +138,14 @@ def create_subscription(
             f"An agency has at most {MAX_SUBSCRIPTIONS_PER_AGENCY} subscriptions; delete one first."
         )
     try:
-        resolve(data.url, allow_private=settings.webhook_allow_private)
+        target = resolve(data.url, allow_private=settings.webhook_allow_private)
     except RefusedTarget as exc:
         raise invalid(["body", "url"], f"Webhook URL refused: {exc}.") from exc
     head = session.execute(sa.select(sa.func.max(Event.seq))).scalar_one()
     sub = WebhookSubscription(
         agency_id=p.agency_id,
-        url=data.url,
+        # As it is sent: an IDNA host, a percent-encoded path (app.webhooks.targets).
+        url=str(target.url),
         event_types=list(dict.fromkeys(data.event_types)),
         description=data.description,
         secret_sealed=b"",
