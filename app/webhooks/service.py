@@ -34,9 +34,16 @@ from app.db import bulk_insert, transaction
 from app.errors import conflict, invalid, not_found
 from app.events.models import Event, EventPublic
 from app.events.service import visible_events
-from app.journal import CLI, Actor, record
+from app.journal import CLI
 from app.pagination import PageParams, paginate
 from app.secrets import webhook_key
+from app.webhooks.lifecycle import (
+    FAILURES,
+    NO_LIVE_KEY,
+    agencies_with_live_keys,
+    disable,
+    record_change,
+)
 from app.webhooks.models import (
     SubscriptionCreate,
     SubscriptionPublic,
@@ -47,7 +54,6 @@ from app.webhooks.targets import RefusedTarget, resolve
 
 log = logging.getLogger("caseapi.webhooks")
 
-RESOURCE = "subscription"
 _NONCE_BYTES = 12
 # How long a subscription's delivery log keeps its attempts.
 DELIVERY_LOG_DAYS = 30
@@ -87,18 +93,6 @@ def to_public(sub: WebhookSubscription) -> SubscriptionPublic:
         disabled_at=sub.disabled_at,
         created_at=sub.created_at,
         version=sub.version,
-    )
-
-
-def _record(session: Session, actor: Actor, sub: WebhookSubscription, action: str) -> None:
-    record(
-        session,
-        actor,
-        action=f"{RESOURCE}.{action}",
-        resource_type=RESOURCE,
-        resource_id=sub.id,
-        case_id=None,
-        request_parties=(sub.agency_id, sub.agency_id),
     )
 
 
@@ -155,7 +149,7 @@ def create_subscription(
     sub.secret_sealed = seal(settings, sub.id, secret)
     session.add(sub)
     session.flush()
-    _record(session, p.actor, sub, "created")
+    record_change(session, p.actor, sub, "created")
     return sub, secret
 
 
@@ -163,7 +157,7 @@ def delete_subscription(session: Session, p: Principal, sub: WebhookSubscription
     """Its delivery log goes with it; the audit trail keeps the deletion."""
     session.delete(sub)
     session.flush()
-    _record(session, p.actor, sub, "deleted")
+    record_change(session, p.actor, sub, "deleted")
 
 
 def list_deliveries(
@@ -252,12 +246,18 @@ def claim_due(
             .scalars()
             .all()
         )
+        agencies = {s.agency_id for s in subs}
         parents = dict(
-            session.execute(
-                sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_({s.agency_id for s in subs}))
-            ).all()
+            session.execute(sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_(agencies))).all()
         )
+        keyed = agencies_with_live_keys(session, agencies)
         for sub in subs:
+            if sub.agency_id not in keyed:
+                # Revoking the last key disables already (lifecycle); this also
+                # catches a subscription made by a key in its last cached second.
+                log.warning("webhook subscription %s disabled: its agency has no live API key", sub.id)
+                disable(session, CLI, sub, now=now, reason=NO_LIVE_KEY)
+                continue
             sub.lease_token = token
             sub.lease_until = now + lease
             try:
@@ -332,10 +332,9 @@ def complete(engine: sa.Engine, claim: Claim, outcome: Outcome, *, now: datetime
         sub.next_attempt_at = outcome.next_attempt_at
         sub.lease_token = None
         sub.lease_until = None
-        if outcome.disable:
-            sub.disabled_at = now
-            sub.version += 1
-            _record(session, CLI, sub, "disabled")
+        # Disabled meanwhile (its agency's last key was revoked): once is enough.
+        if outcome.disable and sub.disabled_at is None:
+            disable(session, CLI, sub, now=now, reason=FAILURES)
         session.flush()
         bulk_insert(session, WebhookDelivery.__table__, outcome.attempts)  # type: ignore[attr-defined]
         session.execute(
