@@ -8,6 +8,10 @@ times the CPU per delivery on what it offers besides (bench/webhooks.py).
 No redirects, no proxies, no cookies. It connects to the address the
 target was checked with; under TLS the certificate is verified for the
 subscribed name (SNI and hostname check).
+
+One bound covers a whole POST: connecting, sending and the whole answer. A
+bound on each read would let a receiver that drips its answer (a `100
+Continue` now and then) hold the deliverer for as long as it likes.
 """
 
 import asyncio
@@ -28,6 +32,8 @@ class ReceiverError(Exception):
 
 
 class Connection:
+    """To one target; `timeout` bounds each POST, and closing."""
+
     def __init__(self, target: Target, tls: ssl.SSLContext, timeout: float) -> None:
         self.target = target
         self.tls = tls if target.url.scheme == "https" else None
@@ -45,27 +51,29 @@ class Connection:
             with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
                 await asyncio.wait_for(writer.wait_closed(), self.timeout)
 
+    def _is_open(self) -> bool:
+        return self.reader is not None and self.writer is not None and not self.reader.at_eof()
+
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.reader is not None and self.writer is not None and not self.reader.at_eof():
+        if self._is_open():
+            assert self.reader is not None and self.writer is not None
             return self.reader, self.writer
         await self.close()
         port = self.target.url.port or (443 if self.tls else 80)
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                self.target.address,
-                port,
-                ssl=self.tls,
-                server_hostname=host_of(self.target.url) if self.tls else None,
-                limit=MAX_HEAD_BYTES,
-            ),
-            self.timeout,
+        self.reader, self.writer = await asyncio.open_connection(
+            self.target.address,
+            port,
+            ssl=self.tls,
+            server_hostname=host_of(self.target.url) if self.tls else None,
+            limit=MAX_HEAD_BYTES,
         )
         return self.reader, self.writer
 
     async def post(self, headers: list[tuple[str, str]], body: bytes) -> int:
         """The answer's status. TimeoutError or ReceiverError when there is none."""
         try:
-            return await self._post(headers, body)
+            async with asyncio.timeout(self.timeout):
+                return await self._post(headers, body)
         except TimeoutError:
             await self.close()
             raise
@@ -80,16 +88,26 @@ class Connection:
             raise ReceiverError(str(exc) or type(exc).__name__) from exc
 
     async def _post(self, headers: list[tuple[str, str]], body: bytes) -> int:
+        reused = self._is_open()
         reader, writer = await self._open()
         lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body)
-        await asyncio.wait_for(writer.drain(), self.timeout)
+        try:
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            # The receiver had closed the kept-alive connection before this
+            # request reached it (its close crossed our send): a new one, once.
+            await self.close()
+            return await self._post(headers, body)
         while True:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
             version, status, fields = _parse_head(head)
             if not 100 <= status < 200:
                 break  # 1xx answers (103 Early Hints) precede the real one
+            head = await reader.readuntil(b"\r\n\r\n")
         keep = await self._skip_body(reader, status, fields) and version == "HTTP/1.1"
         if not keep or fields.get("connection", "").lower() == "close":
             await self.close()
@@ -103,21 +121,21 @@ class Connection:
         if "chunked" in fields.get("transfer-encoding", "").lower():
             read = 0
             while True:
-                size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), self.timeout)
+                size_line = await reader.readuntil(b"\r\n")
                 size = int(size_line.split(b";", 1)[0], 16)
                 if size == 0:
-                    while await asyncio.wait_for(reader.readuntil(b"\r\n"), self.timeout) != b"\r\n":
+                    while await reader.readuntil(b"\r\n") != b"\r\n":
                         pass  # trailers
                     return True
                 read += size
                 if read > MAX_RESPONSE_BYTES:
                     return False
-                await asyncio.wait_for(reader.readexactly(size + 2), self.timeout)
+                await reader.readexactly(size + 2)
         if "content-length" in fields:
             length = int(fields["content-length"])
             if length > MAX_RESPONSE_BYTES:
                 return False
-            await asyncio.wait_for(reader.readexactly(length), self.timeout)
+            await reader.readexactly(length)
             return True
         return False  # the body ends when the receiver closes
 

@@ -10,6 +10,12 @@ and the batch stops so that order holds. A crash before `complete` sends
 the batch again (at least once); a lease keeps two deliverers from sending
 to one subscription at the same time.
 
+A deliverer's slots (CASEAPI_WEBHOOK_CONCURRENCY) are shared between
+agencies: one agency's subscriptions take at most
+CASEAPI_WEBHOOK_AGENCY_CONCURRENCY of them, and a claim takes each agency's
+most overdue subscription before any agency's second. Receivers that answer
+slowly hold their own agency's slots, not everyone's.
+
 `caseapi serve` runs a Deliverer in each worker (CASEAPI_WEBHOOK_DELIVERY),
 `caseapi deliver` runs one alone.
 """
@@ -21,6 +27,7 @@ import signal
 import ssl
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,6 +82,23 @@ def _log_failure(exc: Exception, what: str) -> None:
         log.exception(what)
 
 
+def _log_failed_attempt(claim: service.Claim, attempt: dict[str, Any]) -> None:
+    """One line an operator can alert on. Never the secret, the event or the
+    URL (its path or query may hold a receiver's token)."""
+    log.warning(
+        "webhook_attempt_failed",
+        extra={
+            "subscription_id": str(claim.id),
+            "agency_id": str(claim.agency_id),
+            "attempt": attempt["attempt"],
+            "reason": str(attempt["error"]),
+            "status_code": attempt["status_code"],
+            "event_seq": attempt["event_seq"],
+            "duration_ms": attempt["duration_ms"],
+        },
+    )
+
+
 class Deliverer:
     def __init__(
         self,
@@ -88,20 +112,19 @@ class Deliverer:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
-        timeout = settings.webhook_timeout_seconds
-        self.timeout = timeout
+        # One attempt in all: connecting, sending, the whole answer (app.webhooks.client).
+        self.timeout = settings.webhook_timeout_seconds
         # Loading the CA certificates takes longer than many deliveries: once per deliverer.
         self.tls = ssl.create_default_context()
-        # Connect, send and read, each bounded; a receiver that drips its
-        # answer byte by byte is cut off here.
-        self.attempt_limit = 3 * timeout
         # Nothing is sent past this point of a lease, so that its last
         # attempt ends before the lease does.
-        self.budget = LEASE.total_seconds() - 2 * self.attempt_limit
+        self.budget = LEASE.total_seconds() - 2 * self.timeout
 
-    async def _claim(self, limit: int) -> list[service.Claim]:
+    async def _claim(self, limit: int, held: Counter[uuid.UUID] | None = None) -> list[service.Claim]:
         return await anyio.to_thread.run_sync(
-            lambda: service.claim_due(self.engine, self.settings, now=self.clock(), limit=limit, lease=LEASE)
+            lambda: service.claim_due(
+                self.engine, self.settings, now=self.clock(), limit=limit, lease=LEASE, held=held
+            )
         )
 
     async def run_once(self) -> int:
@@ -114,29 +137,30 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; up to CASEAPI_WEBHOOK_CONCURRENCY subscriptions at once."""
-        active: set[asyncio.Task[int]] = set()
+        # Each batch in flight, and the agency it delivers for.
+        active: dict[asyncio.Task[int], uuid.UUID] = {}
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
                 free = self.settings.webhook_concurrency - len(active)
                 if free > 0:
                     try:
-                        claims = await self._claim(free)
+                        claims = await self._claim(free, Counter(active.values()))
                     except Exception as exc:
                         _log_failure(exc, "webhook delivery: claiming subscriptions failed")
                         claims = []
-                    active.update(asyncio.ensure_future(self.deliver(c)) for c in claims)
+                    active.update((asyncio.ensure_future(self.deliver(c)), c.agency_id) for c in claims)
                 done, _ = await asyncio.wait(
                     {*active, stopping},
                     timeout=self.settings.webhook_poll_seconds,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                active -= done
+                active = {task: agency for task, agency in active.items() if task not in done}
         finally:
             stopping.cancel()
             # Batches in flight end within one attempt, as a lease expects.
             if active:
-                await asyncio.wait(active, timeout=self.attempt_limit + 5)
+                await asyncio.wait(active, timeout=self.timeout + 5)
                 for task in active:
                     task.cancel()
 
@@ -159,9 +183,13 @@ class Deliverer:
         target: Target | RefusedTarget | None = None
         if any(matches(claim.event_types, e.type) for e in events):
             try:
-                target = await resolve_async(claim.url, allow_private=self.settings.webhook_allow_private)
+                # A name server that never answers must not hold the slot either.
+                async with asyncio.timeout(self.timeout):
+                    target = await resolve_async(claim.url, allow_private=self.settings.webhook_allow_private)
             except RefusedTarget as exc:
                 target = exc
+            except TimeoutError:
+                target = RefusedTarget("the host did not resolve in time", unresolvable=True)
         signer = Webhook(claim.secret)
         connection = Connection(target, self.tls, self.timeout) if isinstance(target, Target) else None
         try:
@@ -175,6 +203,7 @@ class Deliverer:
                     attempt["attempt"] = (claim.failures if not attempts else 0) + 1
                     attempts.append(attempt)
                     if attempt["error"] is not None:
+                        _log_failed_attempt(claim, attempt)
                         failure = (event, attempt)
                         break
                 last_seq = event.seq
@@ -260,8 +289,7 @@ class Deliverer:
             ("webhook-signature", signer.sign(message_id, signed_at, body)),
         ]
         try:
-            async with asyncio.timeout(self.attempt_limit):
-                status = await connection.post(headers, body.encode())
+            status = await connection.post(headers, body.encode())
         except TimeoutError:
             return None, DeliveryError.timeout
         except ReceiverError:

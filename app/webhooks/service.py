@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -218,31 +219,58 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def _fairly_due(now: datetime, per_agency: int, held: Mapping[uuid.UUID, int]) -> sa.Select[Any]:
+    """Due subscriptions, at most `per_agency` of an agency less the `held` ones,
+    round-robin: every agency's most overdue one, then every agency's second..."""
+    sub = WebhookSubscription
+    ranked = (
+        sa.select(
+            sub.id,
+            sub.agency_id,
+            sa.func.row_number()
+            .over(partition_by=sub.agency_id, order_by=(sub.next_attempt_at, sub.id))
+            .label("rank"),
+        )
+        .where(_due(now))
+        .subquery()
+    )
+    taken = sa.case(dict(held), value=ranked.c.agency_id, else_=0) if held else sa.literal(0)
+    return (
+        sa.select(sub)
+        .join(ranked, ranked.c.id == sub.id)
+        .where(ranked.c.rank + taken <= per_agency)
+        .order_by(ranked.c.rank, sub.next_attempt_at)
+    )
+
+
 def claim_due(
-    engine: sa.Engine, settings: Settings, *, now: datetime, limit: int, lease: timedelta
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    held: Mapping[uuid.UUID, int] | None = None,
 ) -> list[Claim]:
-    """Lease up to `limit` subscriptions that have events to deliver and are due.
+    """Lease up to `limit` subscriptions that have events to deliver and are due,
+    at most CASEAPI_WEBHOOK_AGENCY_CONCURRENCY of one agency together with the
+    ones the caller `held` already.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED, so that deliverers claiming at once
     take different rows; SQLite: the write lock serialises claims. A lease,
     not a held row lock, covers the batch: no transaction stays open while
     the deliverer waits on the network.
     """
+    due = _fairly_due(now, settings.webhook_agency_concurrency, held or {})
     with transaction(engine, write=False) as session:
         # Most polls find nothing: they need not take SQLite's write lock.
-        if session.execute(sa.select(WebhookSubscription.id).where(_due(now)).limit(1)).first() is None:
+        if session.execute(due.limit(1)).first() is None:
             return []
     token = uuid.uuid4()
     claims = []
     with transaction(engine, write=True) as session:
         subs = (
-            session.execute(
-                sa.select(WebhookSubscription)
-                .where(_due(now))
-                .order_by(WebhookSubscription.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
+            session.execute(due.limit(limit).with_for_update(skip_locked=True, of=WebhookSubscription))
             .scalars()
             .all()
         )

@@ -148,5 +148,8 @@ def resolve(url: str, *, allow_private: bool) -> Target:
 
 
 async def resolve_async(url: str, *, allow_private: bool) -> Target:
-    """resolve() in a worker thread, as asyncio's own getaddrinfo does."""
-    return await anyio.to_thread.run_sync(functools.partial(resolve, url, allow_private=allow_private))
+    """resolve() in a worker thread, as asyncio's own getaddrinfo does; a
+    caller's time-out leaves the thread to finish alone."""
+    return await anyio.to_thread.run_sync(
+        functools.partial(resolve, url, allow_private=allow_private), abandon_on_cancel=True
+    )

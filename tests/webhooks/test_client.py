@@ -2,12 +2,14 @@
 
 import asyncio
 import ssl
+import time
 
 import httpx
 import pytest
 
 from app.webhooks.client import MAX_RESPONSE_BYTES, Connection, ReceiverError
 from app.webhooks.targets import Target
+from tests.webhooks.receiver import dribbling
 
 HEADERS = [("Content-Type", "application/json"), ("webhook-id", "evt_1")]
 
@@ -123,3 +125,27 @@ def test_a_receiver_that_closes_is_reconnected_on_the_next_post() -> None:
     results, connections, _ = exchange([ok, ok], 2)
     assert results == [200, 200]
     assert connections == 2
+
+
+def test_one_bound_covers_the_whole_post() -> None:
+    """A receiver that sends a `100 Continue` well within the bound, again and
+    again, is cut off when the whole POST has taken the bound: no single read
+    was slow, the answer as a whole was."""
+
+    async def post() -> tuple[list[int | str], float]:
+        async with dribbling(lambda _path: 1.0, drip=0.05) as receiver:
+            target = Target(httpx.URL(receiver.url("/slow")), "127.0.0.1")
+            connection = Connection(target, ssl.create_default_context(), timeout=0.3)
+            started = time.monotonic()
+            results: list[int | str] = []
+            try:
+                results.append(await connection.post(HEADERS, b"{}"))
+            except TimeoutError:
+                results.append("timeout")
+            took = time.monotonic() - started
+            await connection.close()
+        return results, took
+
+    results, took = asyncio.run(post())
+    assert results == ["timeout"]
+    assert 0.3 <= took < 0.6
