@@ -281,8 +281,9 @@ def claim_due(
         keyed = agencies_with_live_keys(session, agencies)
         for sub in subs:
             if sub.agency_id not in keyed:
-                # Revoking the last key disables already (lifecycle); this also
-                # catches a subscription made by a key in its last cached second.
+                # Revoking the last key disabled the others (app.webhooks.lifecycle);
+                # this catches the rest: one made with a revoked key a worker still
+                # trusted for its last second, or a key that ended another way.
                 log.warning("webhook subscription %s disabled: its agency has no live API key", sub.id)
                 disable(session, CLI, sub, now=now, reason=NO_LIVE_KEY)
                 continue

@@ -88,8 +88,8 @@ def test_a_subscription_of_an_agency_without_a_live_key_is_not_delivered(
     deliverer: Deliverer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Keys that ended without revoke_client (before this check existed, or a
-    revoked key still cached for its last second that subscribed): the
+    """Keys that ended without revoke_client disabling the subscriptions (or a
+    revoked key that a worker still trusted for a second subscribed): the
     deliverer disables the subscription instead of sending."""
     with receiving() as receiver:
         sub = subscribe(hooks, kz_admin, receiver.url())
