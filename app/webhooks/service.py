@@ -51,7 +51,7 @@ from app.webhooks.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
-from app.webhooks.targets import RefusedTarget, resolve
+from app.webhooks.targets import RefusedTarget, check_characters, resolve
 
 log = logging.getLogger("caseapi.webhooks")
 
@@ -133,6 +133,7 @@ def create_subscription(
             f"An agency has at most {MAX_SUBSCRIPTIONS_PER_AGENCY} subscriptions; delete one first."
         )
     try:
+        check_characters(data.url)
         target = resolve(data.url, allow_private=settings.webhook_allow_private)
     except RefusedTarget as exc:
         raise invalid(["body", "url"], f"Webhook URL refused: {exc}.") from exc

@@ -56,9 +56,14 @@ def host_of(url: httpx.URL) -> str:
     return url.raw_host.decode("ascii")
 
 
-def parse_url(url: str, *, allow_private: bool) -> httpx.URL:
+def check_characters(url: str) -> None:
+    """Checked when subscribing, not when delivering: a stored URL is sent to
+    as it is encoded (a space as %20), never refused for how it was written."""
     if any(c.isspace() or unicodedata.category(c).startswith("C") for c in url):
         raise RefusedTarget("the URL must not contain spaces or control characters")
+
+
+def parse_url(url: str, *, allow_private: bool) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
         # Reading the host decodes it: a malformed IDNA label (`xn--x-`) fails here, not later.

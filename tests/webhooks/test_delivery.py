@@ -4,6 +4,7 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.events.models import EventPublic
 from app.main import create_app
 from app.webhooks import service
 from app.webhooks.delivery import LEASE, RETRY_DELAYS, Deliverer
+from app.webhooks.models import WebhookSubscription
 from tests.conftest import Caller, join, make_caller, new_case, walk
 from tests.webhooks.conftest import API, Clock, deliver, events_of, subscribe
 from tests.webhooks.receiver import receiving
@@ -492,3 +494,19 @@ def test_a_name_that_resolves_slowly_takes_one_bound(
     assert time.monotonic() - started < bound * 3
     deliveries = _deliveries(hooks, kz_admin, sub["id"])
     assert [(d["status_code"], d["error"]) for d in deliveries] == [(None, "unresolvable")]
+
+
+def test_a_stored_url_with_a_space_is_delivered_to_encoded(
+    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, deliverer: Deliverer
+) -> None:
+    """Spaces are refused when subscribing; one stored before still delivers."""
+    with receiving() as receiver:
+        sub = subscribe(hooks, kz_admin, receiver.url())
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(WebhookSubscription)
+                .where(WebhookSubscription.id == uuid.UUID(sub["id"]))
+                .values(url=receiver.url("/old hook"))
+            )
+        assert deliver(deliverer) == 1
+        assert [r.path for r in receiver.received] == ["/old%20hook"]
