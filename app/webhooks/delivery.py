@@ -21,6 +21,7 @@ slowly hold their own agency's slots, not everyone's.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -28,7 +29,7 @@ import ssl
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,7 +42,7 @@ from app.db import create_db_engine, utcnow
 from app.errors import database_reason
 from app.events.models import EventPublic
 from app.webhooks import service
-from app.webhooks.client import Connection, ReceiverError
+from app.webhooks.client import Client, ReceiverError
 from app.webhooks.models import DeliveryError, matches
 from app.webhooks.targets import RefusedTarget, Target, resolve_async
 
@@ -116,6 +117,7 @@ class Deliverer:
         self.timeout = settings.webhook_timeout_seconds
         # Loading the CA certificates takes longer than many deliveries: once per deliverer.
         self.tls = ssl.create_default_context()
+        self.client: Client | None = None
         # Nothing is sent past this point of a lease, so that its last
         # attempt ends before the lease does.
         self.budget = LEASE.total_seconds() - 2 * self.timeout
@@ -131,38 +133,50 @@ class Deliverer:
         """Deliver until nothing is due (caught up, or waiting for a retry);
         the number of attempts made."""
         attempts = 0
-        while claims := await self._claim(self.settings.webhook_concurrency):
-            attempts += sum(await asyncio.gather(*(self.deliver(c) for c in claims)))
+        async with self._serving():
+            while claims := await self._claim(self.settings.webhook_concurrency):
+                attempts += sum(await asyncio.gather(*(self.deliver(c) for c in claims)))
         return attempts
+
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
+        """The HTTP client, for as long as the deliverer runs (it belongs to this event loop)."""
+        self.client = Client(self.tls, self.timeout)
+        try:
+            yield
+        finally:
+            await self.client.close()
+            self.client = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; up to CASEAPI_WEBHOOK_CONCURRENCY subscriptions at once."""
         # Each batch in flight, and the agency it delivers for.
         active: dict[asyncio.Task[int], uuid.UUID] = {}
         stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                free = self.settings.webhook_concurrency - len(active)
-                if free > 0:
-                    try:
-                        claims = await self._claim(free, Counter(active.values()))
-                    except Exception as exc:
-                        _log_failure(exc, "webhook delivery: claiming subscriptions failed")
-                        claims = []
-                    active.update((asyncio.ensure_future(self.deliver(c)), c.agency_id) for c in claims)
-                done, _ = await asyncio.wait(
-                    {*active, stopping},
-                    timeout=self.settings.webhook_poll_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                active = {task: agency for task, agency in active.items() if task not in done}
-        finally:
-            stopping.cancel()
-            # Batches in flight end within one attempt, as a lease expects.
-            if active:
-                await asyncio.wait(active, timeout=self.timeout + 5)
-                for task in active:
-                    task.cancel()
+        async with self._serving():
+            try:
+                while not stop.is_set():
+                    free = self.settings.webhook_concurrency - len(active)
+                    if free > 0:
+                        try:
+                            claims = await self._claim(free, Counter(active.values()))
+                        except Exception as exc:
+                            _log_failure(exc, "webhook delivery: claiming subscriptions failed")
+                            claims = []
+                        active.update((asyncio.ensure_future(self.deliver(c)), c.agency_id) for c in claims)
+                    done, _ = await asyncio.wait(
+                        {*active, stopping},
+                        timeout=self.settings.webhook_poll_seconds,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    active = {task: agency for task, agency in active.items() if task not in done}
+            finally:
+                stopping.cancel()
+                # Batches in flight end within one attempt, as a lease expects.
+                if active:
+                    await asyncio.wait(active, timeout=self.timeout + 5)
+                    for task in active:
+                        task.cancel()
 
     async def deliver(self, claim: service.Claim) -> int:
         """One batch of one subscription; the number of attempts made. Never raises."""
@@ -191,27 +205,22 @@ class Deliverer:
             except TimeoutError:
                 target = RefusedTarget("the host did not resolve in time", unresolvable=True)
         signer = Webhook(claim.secret)
-        connection = Connection(target, self.tls, self.timeout) if isinstance(target, Target) else None
-        try:
-            for event in events:
-                if time.monotonic() - started > self.budget:
+        for event in events:
+            if time.monotonic() - started > self.budget:
+                break
+            if matches(claim.event_types, event.type):
+                assert target is not None
+                attempt = await self._attempt(signer, target, event)
+                attempt["subscription_id"] = claim.id
+                attempt["attempt"] = (claim.failures if not attempts else 0) + 1
+                attempts.append(attempt)
+                if attempt["error"] is not None:
+                    _log_failed_attempt(claim, attempt)
+                    failure = (event, attempt)
                     break
-                if matches(claim.event_types, event.type):
-                    assert target is not None
-                    attempt = await self._attempt(connection, signer, target, event)
-                    attempt["subscription_id"] = claim.id
-                    attempt["attempt"] = (claim.failures if not attempts else 0) + 1
-                    attempts.append(attempt)
-                    if attempt["error"] is not None:
-                        _log_failed_attempt(claim, attempt)
-                        failure = (event, attempt)
-                        break
-                last_seq = event.seq
-            else:
-                last_seq = max(last_seq, head)
-        finally:
-            if connection is not None:
-                await connection.close()
+            last_seq = event.seq
+        else:
+            last_seq = max(last_seq, head)
         outcome = self._outcome(claim, last_seq, attempts, failure)
         stored = await anyio.to_thread.run_sync(
             lambda: service.complete(self.engine, claim, outcome, now=self.clock())
@@ -248,15 +257,11 @@ class Deliverer:
         )
 
     async def _attempt(
-        self,
-        connection: Connection | None,
-        signer: Webhook,
-        target: Target | RefusedTarget,
-        event: EventPublic,
+        self, signer: Webhook, target: Target | RefusedTarget, event: EventPublic
     ) -> dict[str, Any]:
         attempted_at = self.clock()
         started = time.monotonic()
-        status, error = await self._post(connection, signer, target, event)
+        status, error = await self._post(signer, target, event)
         return {
             "id": uuid.uuid4(),
             "event_seq": event.seq,
@@ -269,15 +274,11 @@ class Deliverer:
         }
 
     async def _post(
-        self,
-        connection: Connection | None,
-        signer: Webhook,
-        target: Target | RefusedTarget,
-        event: EventPublic,
+        self, signer: Webhook, target: Target | RefusedTarget, event: EventPublic
     ) -> tuple[int | None, DeliveryError | None]:
-        if isinstance(target, RefusedTarget) or connection is None:
-            unresolvable = isinstance(target, RefusedTarget) and target.unresolvable
-            return None, DeliveryError.unresolvable if unresolvable else DeliveryError.address_refused
+        if isinstance(target, RefusedTarget):
+            return None, DeliveryError.unresolvable if target.unresolvable else DeliveryError.address_refused
+        assert self.client is not None, "delivering outside run() or run_once()"
         body = event.model_dump_json()
         message_id = f"evt_{event.seq}"
         signed_at = utcnow()
@@ -289,7 +290,7 @@ class Deliverer:
             ("webhook-signature", signer.sign(message_id, signed_at, body)),
         ]
         try:
-            status = await connection.post(headers, body.encode())
+            status = await self.client.post(target, headers, body.encode())
         except TimeoutError:
             return None, DeliveryError.timeout
         except ReceiverError:
