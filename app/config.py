@@ -157,18 +157,20 @@ class Settings(BaseSettings):
     # a search) may lie: the clocks of the agencies' systems differ a little.
     clock_skew_seconds: int = Field(default=300, ge=0, le=86_400)
 
-    # Webhooks (app.webhooks): whether `caseapi serve` delivers (else run
-    # `caseapi deliver`), private or plain-http URLs allowed (tests, closed
-    # networks only), the time each of connecting, sending and reading may
-    # take, consecutive failed attempts before a subscription is disabled,
-    # how often an idle deliverer looks for events, and how many
-    # subscriptions one process delivers to at once.
+    # Webhooks (app.webhooks). Whether `caseapi serve` delivers (else run `caseapi deliver`).
     webhook_delivery: bool = True
+    # Private addresses and plain http allowed as webhook URLs: tests and closed networks only.
     webhook_allow_private: bool = False
-    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # The time one delivery attempt may take in all: connecting, sending and the whole answer.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Consecutive failed attempts after which a subscription is disabled.
     webhook_max_attempts: int = Field(default=16, ge=1, le=1000)
+    # How often an idle deliverer looks for events to deliver.
     webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # How many subscriptions one process delivers to at once.
     webhook_concurrency: int = Field(default=20, ge=1, le=500)
+    # How many of those one agency's subscriptions may take; the rest stay free for other agencies.
+    webhook_agency_concurrency: int = Field(default=5, ge=1, le=500)
 
 
 @lru_cache

@@ -30,7 +30,8 @@ from sqlalchemy.engine import make_url
 import app.models  # noqa: F401  (every table, for the journal's writes)
 from app import migrate
 from app.agencies.models import Agency, AgencyKind
-from app.auth.service import Principal
+from app.auth.models import Scope
+from app.auth.service import Principal, create_client
 from app.cases.models import Case
 from app.config import Settings
 from app.db import create_db_engine, transaction
@@ -109,9 +110,9 @@ def _seed(engine: sa.Engine, settings: Settings, *, events: int, urls: list[str]
         agency = Agency(code="KZ-MVD", name="Ministry of Interior of Kazakhstan", kind=AgencyKind.ministry)
         session.add(agency)
         session.flush()
-        admin = Principal(
-            client_id=uuid.uuid4(), agency_id=agency.id, parent_agency_id=None, scopes=frozenset()
-        )
+        # An agency without a live key gets no webhooks (app.webhooks.lifecycle).
+        client, _ = create_client(session, agency_code=agency.code, name="bench", scopes=[Scope.admin])
+        admin = Principal(client_id=client.id, agency_id=agency.id, parent_agency_id=None, scopes=frozenset())
         for url in urls:
             service.create_subscription(session, admin, SubscriptionCreate(url=url), settings)
         case = Case(reference="KZ-2025-KYIV", title="Call centre in Kyiv", lead_agency_id=agency.id)
@@ -155,7 +156,8 @@ def main() -> None:
 
     url = _fresh_database(args.db)
     use_bench_audit_key()
-    settings = Settings(database_url=url, webhook_allow_private=True)
+    # One agency subscribes here: it may take every delivery slot.
+    settings = Settings(database_url=url, webhook_allow_private=True, webhook_agency_concurrency=500)
     engine = create_db_engine(url)
     with engine.begin() as conn:
         migrate.upgrade(conn)

@@ -18,6 +18,7 @@ from app.db import utcnow
 from app.errors import AppError
 from app.journal import CLI, Actor, record
 from app.reads import Reads
+from app.webhooks.lifecycle import disable_if_keyless
 
 KEY_PREFIX = "cak_"
 
@@ -159,6 +160,7 @@ def list_clients(session: Session) -> Sequence[tuple[ApiClient, str]]:
 
 
 def revoke_client(session: Session, id_or_key: str, *, actor: Actor = CLI) -> ApiClient:
+    """Revoke a key; revoking an agency's last live key also disables its webhooks."""
     try:
         where = ApiClient.id == uuid.UUID(id_or_key)
     except ValueError:
@@ -177,4 +179,5 @@ def revoke_client(session: Session, id_or_key: str, *, actor: Actor = CLI) -> Ap
             case_id=None,
             emit_event=False,
         )
+        disable_if_keyless(session, actor, client.agency_id, now=client.revoked_at)
     return client

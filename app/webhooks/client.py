@@ -1,135 +1,126 @@
-"""The HTTP/1.1 client that POSTs webhooks: one connection per batch, kept alive.
+"""The HTTP client that POSTs webhooks: one aiohttp session per deliverer.
 
-It does one thing, so it does it with little: a request is one write, an
-answer is its status line and headers, and at most MAX_RESPONSE_BYTES of
-its body, which is read only so that the connection can carry the next
-event and is never kept. A general client (httpx, httpcore) spent four
-times the CPU per delivery on what it offers besides (bench/webhooks.py).
-No redirects, no proxies, no cookies. It connects to the address the
-target was checked with; under TLS the certificate is verified for the
-subscribed name (SNI and hostname check).
+Its connector never asks DNS: the PinnedResolver answers a name only with
+the address app.webhooks.targets checked for it before the batch, so a DNS
+answer that changes in between (DNS rebinding) is never connected to.
+Under TLS aiohttp verifies the certificate for the subscribed name (SNI and
+hostname check) with the deliverer's context. No redirects, no proxies from
+the environment, no cookies. Connections are kept alive across batches.
+
+One bound covers a whole POST: connecting, sending and the whole answer. A
+bound on each read would let a receiver that drips its answer (a `100
+Continue` now and then) hold the deliverer for as long as it likes. The
+answer's body is read up to MAX_RESPONSE_BYTES, so that the connection can
+carry the next event, and never kept.
 """
 
 import asyncio
-import contextlib
+import socket
 import ssl
 
-from app.webhooks.targets import Target
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from app.webhooks.targets import Target, host_of
 
 # A response body is never kept; at most this much is read, so that the
 # connection can serve the next event.
 MAX_RESPONSE_BYTES = 4096
-# The status line and headers of an answer, at most.
-MAX_HEAD_BYTES = 16 * 1024
+# A status line or header line, and the number of header fields, at most.
+MAX_LINE_BYTES = 8190
+MAX_HEADERS = 100
 
 
 class ReceiverError(Exception):
     """The connection failed, or the answer was not HTTP/1.x."""
 
 
-class Connection:
-    def __init__(self, target: Target, tls: ssl.SSLContext, timeout: float) -> None:
-        self.target = target
-        self.tls = tls if target.url.scheme == "https" else None
-        self.timeout = timeout
-        self.path = target.url.raw_path.decode("ascii")
-        self.host = target.authority
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+class PinnedResolver(AbstractResolver):
+    """Each name resolves to the address last checked for it, and nothing else does."""
+
+    def __init__(self) -> None:
+        self._checked: dict[str, str] = {}
+
+    def pin(self, target: Target) -> None:
+        self._checked[host_of(target.url)] = target.address
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        address = self._checked.get(host)
+        if address is None:
+            raise OSError(f"{host} was not checked")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
 
     async def close(self) -> None:
-        writer, self.reader, self.writer = self.writer, None, None
-        if writer is not None:
-            writer.close()
-            # A receiver that is gone has nothing more to say.
-            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-                await asyncio.wait_for(writer.wait_closed(), self.timeout)
+        pass
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.reader is not None and self.writer is not None and not self.reader.at_eof():
-            return self.reader, self.writer
-        await self.close()
-        port = self.target.url.port or (443 if self.tls else 80)
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                self.target.address,
-                port,
-                ssl=self.tls,
-                server_hostname=self.target.url.host if self.tls else None,
-                limit=MAX_HEAD_BYTES,
-            ),
-            self.timeout,
+
+class Client:
+    """A deliverer's HTTP client; made and closed inside its event loop.
+    `timeout` bounds each POST as a whole."""
+
+    def __init__(self, tls: ssl.SSLContext, timeout: float) -> None:
+        self.timeout = timeout
+        self.resolver = PinnedResolver()
+        self.session = aiohttp.ClientSession(
+            # No limit of its own: the deliverer's slots (CASEAPI_WEBHOOK_CONCURRENCY) are the limit.
+            connector=aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False, ssl=tls, limit=0),
+            # post() bounds each POST, its second try included.
+            timeout=aiohttp.ClientTimeout(total=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_LINE_BYTES,
+            max_headers=MAX_HEADERS,
         )
-        return self.reader, self.writer
 
-    async def post(self, headers: list[tuple[str, str]], body: bytes) -> int:
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def post(self, target: Target, headers: list[tuple[str, str]], body: bytes) -> int:
         """The answer's status. TimeoutError or ReceiverError when there is none."""
+        self.resolver.pin(target)
         try:
-            return await self._post(headers, body)
+            async with asyncio.timeout(self.timeout):
+                try:
+                    return await self._post(target, headers, body)
+                except aiohttp.ClientConnectorError:
+                    raise
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    # Connected, then cut off before any answer: most often a
+                    # kept-alive connection the receiver had closed as this request
+                    # went out. Once more, on a new one, within the same bound.
+                    return await self._post(target, headers, body)
         except TimeoutError:
-            await self.close()
             raise
-        except (
-            OSError,
-            ssl.SSLError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            ValueError,
-        ) as exc:
-            await self.close()
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise ReceiverError(str(exc) or type(exc).__name__) from exc
 
-    async def _post(self, headers: list[tuple[str, str]], body: bytes) -> int:
-        reader, writer = await self._open()
-        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
-        lines += [f"{name}: {value}" for name, value in headers]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body)
-        await asyncio.wait_for(writer.drain(), self.timeout)
-        while True:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
-            version, status, fields = _parse_head(head)
-            if not 100 <= status < 200:
-                break  # 1xx answers (103 Early Hints) precede the real one
-        keep = await self._skip_body(reader, status, fields) and version == "HTTP/1.1"
-        if not keep or fields.get("connection", "").lower() == "close":
-            await self.close()
-        return status
-
-    async def _skip_body(self, reader: asyncio.StreamReader, status: int, fields: dict[str, str]) -> bool:
-        """Read past the body, up to MAX_RESPONSE_BYTES; False when the connection
-        cannot carry another request (a longer body, or one that ends at close)."""
-        if status in (204, 304):
-            return True
-        if "chunked" in fields.get("transfer-encoding", "").lower():
+    async def _post(self, target: Target, headers: list[tuple[str, str]], body: bytes) -> int:
+        async with self.session.post(
+            # Stored as it is sent (app.webhooks.targets): not encoded again.
+            URL(str(target.url), encoded=True),
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            skip_auto_headers=("Accept", "Accept-Encoding"),
+        ) as response:
             read = 0
-            while True:
-                size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), self.timeout)
-                size = int(size_line.split(b";", 1)[0], 16)
-                if size == 0:
-                    while await asyncio.wait_for(reader.readuntil(b"\r\n"), self.timeout) != b"\r\n":
-                        pass  # trailers
-                    return True
-                read += size
+            async for chunk in response.content.iter_any():
+                read += len(chunk)
                 if read > MAX_RESPONSE_BYTES:
-                    return False
-                await asyncio.wait_for(reader.readexactly(size + 2), self.timeout)
-        if "content-length" in fields:
-            length = int(fields["content-length"])
-            if length > MAX_RESPONSE_BYTES:
-                return False
-            await asyncio.wait_for(reader.readexactly(length), self.timeout)
-            return True
-        return False  # the body ends when the receiver closes
-
-
-def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    version, code, *_ = status_line.split(" ", 2)
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3:
-        raise ValueError(f"not an HTTP/1.x answer: {status_line[:40]!r}")
-    fields = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    return version, int(code), fields
+                    response.close()  # the connection goes rather than read on
+                    break
+            return response.status

@@ -10,18 +10,26 @@ and the batch stops so that order holds. A crash before `complete` sends
 the batch again (at least once); a lease keeps two deliverers from sending
 to one subscription at the same time.
 
+A deliverer's slots (CASEAPI_WEBHOOK_CONCURRENCY) are shared between
+agencies: one agency's subscriptions take at most
+CASEAPI_WEBHOOK_AGENCY_CONCURRENCY of them, and a claim takes each agency's
+most overdue subscription before any agency's second. Receivers that answer
+slowly hold their own agency's slots, not everyone's.
+
 `caseapi serve` runs a Deliverer in each worker (CASEAPI_WEBHOOK_DELIVERY),
 `caseapi deliver` runs one alone.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +42,7 @@ from app.db import create_db_engine, utcnow
 from app.errors import database_reason
 from app.events.models import EventPublic
 from app.webhooks import service
-from app.webhooks.client import Connection, ReceiverError
+from app.webhooks.client import Client, ReceiverError
 from app.webhooks.models import DeliveryError, matches
 from app.webhooks.targets import RefusedTarget, Target, resolve_async
 
@@ -75,6 +83,23 @@ def _log_failure(exc: Exception, what: str) -> None:
         log.exception(what)
 
 
+def _log_failed_attempt(claim: service.Claim, attempt: dict[str, Any]) -> None:
+    """One line an operator can alert on. Never the secret, the event or the
+    URL (its path or query may hold a receiver's token)."""
+    log.warning(
+        "webhook_attempt_failed",
+        extra={
+            "subscription_id": str(claim.id),
+            "agency_id": str(claim.agency_id),
+            "attempt": attempt["attempt"],
+            "reason": str(attempt["error"]),
+            "status_code": attempt["status_code"],
+            "event_seq": attempt["event_seq"],
+            "duration_ms": attempt["duration_ms"],
+        },
+    )
+
+
 class Deliverer:
     def __init__(
         self,
@@ -88,57 +113,70 @@ class Deliverer:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
-        timeout = settings.webhook_timeout_seconds
-        self.timeout = timeout
+        # One attempt in all: connecting, sending, the whole answer (app.webhooks.client).
+        self.timeout = settings.webhook_timeout_seconds
         # Loading the CA certificates takes longer than many deliveries: once per deliverer.
         self.tls = ssl.create_default_context()
-        # Connect, send and read, each bounded; a receiver that drips its
-        # answer byte by byte is cut off here.
-        self.attempt_limit = 3 * timeout
+        self.client: Client | None = None
         # Nothing is sent past this point of a lease, so that its last
         # attempt ends before the lease does.
-        self.budget = LEASE.total_seconds() - 2 * self.attempt_limit
+        self.budget = LEASE.total_seconds() - 2 * self.timeout
 
-    async def _claim(self, limit: int) -> list[service.Claim]:
+    async def _claim(self, limit: int, held: Counter[uuid.UUID] | None = None) -> list[service.Claim]:
         return await anyio.to_thread.run_sync(
-            lambda: service.claim_due(self.engine, self.settings, now=self.clock(), limit=limit, lease=LEASE)
+            lambda: service.claim_due(
+                self.engine, self.settings, now=self.clock(), limit=limit, lease=LEASE, held=held
+            )
         )
 
     async def run_once(self) -> int:
         """Deliver until nothing is due (caught up, or waiting for a retry);
         the number of attempts made."""
         attempts = 0
-        while claims := await self._claim(self.settings.webhook_concurrency):
-            attempts += sum(await asyncio.gather(*(self.deliver(c) for c in claims)))
+        async with self._serving():
+            while claims := await self._claim(self.settings.webhook_concurrency):
+                attempts += sum(await asyncio.gather(*(self.deliver(c) for c in claims)))
         return attempts
+
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
+        """The HTTP client, for as long as the deliverer runs (it belongs to this event loop)."""
+        self.client = Client(self.tls, self.timeout)
+        try:
+            yield
+        finally:
+            await self.client.close()
+            self.client = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; up to CASEAPI_WEBHOOK_CONCURRENCY subscriptions at once."""
-        active: set[asyncio.Task[int]] = set()
+        # Each batch in flight, and the agency it delivers for.
+        active: dict[asyncio.Task[int], uuid.UUID] = {}
         stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                free = self.settings.webhook_concurrency - len(active)
-                if free > 0:
-                    try:
-                        claims = await self._claim(free)
-                    except Exception as exc:
-                        _log_failure(exc, "webhook delivery: claiming subscriptions failed")
-                        claims = []
-                    active.update(asyncio.ensure_future(self.deliver(c)) for c in claims)
-                done, _ = await asyncio.wait(
-                    {*active, stopping},
-                    timeout=self.settings.webhook_poll_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                active -= done
-        finally:
-            stopping.cancel()
-            # Batches in flight end within one attempt, as a lease expects.
-            if active:
-                await asyncio.wait(active, timeout=self.attempt_limit + 5)
-                for task in active:
-                    task.cancel()
+        async with self._serving():
+            try:
+                while not stop.is_set():
+                    free = self.settings.webhook_concurrency - len(active)
+                    if free > 0:
+                        try:
+                            claims = await self._claim(free, Counter(active.values()))
+                        except Exception as exc:
+                            _log_failure(exc, "webhook delivery: claiming subscriptions failed")
+                            claims = []
+                        active.update((asyncio.ensure_future(self.deliver(c)), c.agency_id) for c in claims)
+                    done, _ = await asyncio.wait(
+                        {*active, stopping},
+                        timeout=self.settings.webhook_poll_seconds,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    active = {task: agency for task, agency in active.items() if task not in done}
+            finally:
+                stopping.cancel()
+                # Batches in flight end within one attempt, as a lease expects.
+                if active:
+                    await asyncio.wait(active, timeout=self.timeout + 5)
+                    for task in active:
+                        task.cancel()
 
     async def deliver(self, claim: service.Claim) -> int:
         """One batch of one subscription; the number of attempts made. Never raises."""
@@ -159,30 +197,30 @@ class Deliverer:
         target: Target | RefusedTarget | None = None
         if any(matches(claim.event_types, e.type) for e in events):
             try:
-                target = await resolve_async(claim.url, allow_private=self.settings.webhook_allow_private)
+                # A name server that never answers must not hold the slot either.
+                async with asyncio.timeout(self.timeout):
+                    target = await resolve_async(claim.url, allow_private=self.settings.webhook_allow_private)
             except RefusedTarget as exc:
                 target = exc
+            except TimeoutError:
+                target = RefusedTarget("the host did not resolve in time", unresolvable=True)
         signer = Webhook(claim.secret)
-        connection = Connection(target, self.tls, self.timeout) if isinstance(target, Target) else None
-        try:
-            for event in events:
-                if time.monotonic() - started > self.budget:
+        for event in events:
+            if time.monotonic() - started > self.budget:
+                break
+            if matches(claim.event_types, event.type):
+                assert target is not None
+                attempt = await self._attempt(signer, target, event)
+                attempt["subscription_id"] = claim.id
+                attempt["attempt"] = (claim.failures if not attempts else 0) + 1
+                attempts.append(attempt)
+                if attempt["error"] is not None:
+                    _log_failed_attempt(claim, attempt)
+                    failure = (event, attempt)
                     break
-                if matches(claim.event_types, event.type):
-                    assert target is not None
-                    attempt = await self._attempt(connection, signer, target, event)
-                    attempt["subscription_id"] = claim.id
-                    attempt["attempt"] = (claim.failures if not attempts else 0) + 1
-                    attempts.append(attempt)
-                    if attempt["error"] is not None:
-                        failure = (event, attempt)
-                        break
-                last_seq = event.seq
-            else:
-                last_seq = max(last_seq, head)
-        finally:
-            if connection is not None:
-                await connection.close()
+            last_seq = event.seq
+        else:
+            last_seq = max(last_seq, head)
         outcome = self._outcome(claim, last_seq, attempts, failure)
         stored = await anyio.to_thread.run_sync(
             lambda: service.complete(self.engine, claim, outcome, now=self.clock())
@@ -219,15 +257,11 @@ class Deliverer:
         )
 
     async def _attempt(
-        self,
-        connection: Connection | None,
-        signer: Webhook,
-        target: Target | RefusedTarget,
-        event: EventPublic,
+        self, signer: Webhook, target: Target | RefusedTarget, event: EventPublic
     ) -> dict[str, Any]:
         attempted_at = self.clock()
         started = time.monotonic()
-        status, error = await self._post(connection, signer, target, event)
+        status, error = await self._post(signer, target, event)
         return {
             "id": uuid.uuid4(),
             "event_seq": event.seq,
@@ -240,15 +274,11 @@ class Deliverer:
         }
 
     async def _post(
-        self,
-        connection: Connection | None,
-        signer: Webhook,
-        target: Target | RefusedTarget,
-        event: EventPublic,
+        self, signer: Webhook, target: Target | RefusedTarget, event: EventPublic
     ) -> tuple[int | None, DeliveryError | None]:
-        if isinstance(target, RefusedTarget) or connection is None:
-            unresolvable = isinstance(target, RefusedTarget) and target.unresolvable
-            return None, DeliveryError.unresolvable if unresolvable else DeliveryError.address_refused
+        if isinstance(target, RefusedTarget):
+            return None, DeliveryError.unresolvable if target.unresolvable else DeliveryError.address_refused
+        assert self.client is not None, "delivering outside run() or run_once()"
         body = event.model_dump_json()
         message_id = f"evt_{event.seq}"
         signed_at = utcnow()
@@ -260,8 +290,7 @@ class Deliverer:
             ("webhook-signature", signer.sign(message_id, signed_at, body)),
         ]
         try:
-            async with asyncio.timeout(self.attempt_limit):
-                status = await connection.post(headers, body.encode())
+            status = await self.client.post(target, headers, body.encode())
         except TimeoutError:
             return None, DeliveryError.timeout
         except ReceiverError:

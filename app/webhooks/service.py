@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,20 +35,26 @@ from app.db import bulk_insert, transaction
 from app.errors import conflict, invalid, not_found
 from app.events.models import Event, EventPublic
 from app.events.service import visible_events
-from app.journal import CLI, Actor, record
+from app.journal import CLI
 from app.pagination import PageParams, paginate
 from app.secrets import webhook_key
+from app.webhooks.lifecycle import (
+    FAILURES,
+    NO_LIVE_KEY,
+    agencies_with_live_keys,
+    disable,
+    record_change,
+)
 from app.webhooks.models import (
     SubscriptionCreate,
     SubscriptionPublic,
     WebhookDelivery,
     WebhookSubscription,
 )
-from app.webhooks.targets import RefusedTarget, resolve
+from app.webhooks.targets import RefusedTarget, check_characters, resolve
 
 log = logging.getLogger("caseapi.webhooks")
 
-RESOURCE = "subscription"
 _NONCE_BYTES = 12
 # How long a subscription's delivery log keeps its attempts.
 DELIVERY_LOG_DAYS = 30
@@ -90,18 +97,6 @@ def to_public(sub: WebhookSubscription) -> SubscriptionPublic:
     )
 
 
-def _record(session: Session, actor: Actor, sub: WebhookSubscription, action: str) -> None:
-    record(
-        session,
-        actor,
-        action=f"{RESOURCE}.{action}",
-        resource_type=RESOURCE,
-        resource_id=sub.id,
-        case_id=None,
-        request_parties=(sub.agency_id, sub.agency_id),
-    )
-
-
 def list_subscriptions(
     session: Session, p: Principal, params: PageParams
 ) -> tuple[list[WebhookSubscription], str | None]:
@@ -138,13 +133,15 @@ def create_subscription(
             f"An agency has at most {MAX_SUBSCRIPTIONS_PER_AGENCY} subscriptions; delete one first."
         )
     try:
-        resolve(data.url, allow_private=settings.webhook_allow_private)
+        check_characters(data.url)
+        target = resolve(data.url, allow_private=settings.webhook_allow_private)
     except RefusedTarget as exc:
         raise invalid(["body", "url"], f"Webhook URL refused: {exc}.") from exc
     head = session.execute(sa.select(sa.func.max(Event.seq))).scalar_one()
     sub = WebhookSubscription(
         agency_id=p.agency_id,
-        url=data.url,
+        # As it is sent: an IDNA host, a percent-encoded path (app.webhooks.targets).
+        url=str(target.url),
         event_types=list(dict.fromkeys(data.event_types)),
         description=data.description,
         secret_sealed=b"",
@@ -154,7 +151,7 @@ def create_subscription(
     sub.secret_sealed = seal(settings, sub.id, secret)
     session.add(sub)
     session.flush()
-    _record(session, p.actor, sub, "created")
+    record_change(session, p.actor, sub, "created")
     return sub, secret
 
 
@@ -162,7 +159,7 @@ def delete_subscription(session: Session, p: Principal, sub: WebhookSubscription
     """Its delivery log goes with it; the audit trail keeps the deletion."""
     session.delete(sub)
     session.flush()
-    _record(session, p.actor, sub, "deleted")
+    record_change(session, p.actor, sub, "deleted")
 
 
 def list_deliveries(
@@ -223,40 +220,74 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def _fairly_due(now: datetime, per_agency: int, held: Mapping[uuid.UUID, int]) -> sa.Select[Any]:
+    """Due subscriptions, at most `per_agency` of an agency less the `held` ones,
+    round-robin: every agency's most overdue one, then every agency's second..."""
+    sub = WebhookSubscription
+    ranked = (
+        sa.select(
+            sub.id,
+            sub.agency_id,
+            sa.func.row_number()
+            .over(partition_by=sub.agency_id, order_by=(sub.next_attempt_at, sub.id))
+            .label("rank"),
+        )
+        .where(_due(now))
+        .subquery()
+    )
+    taken = sa.case(dict(held), value=ranked.c.agency_id, else_=0) if held else sa.literal(0)
+    return (
+        sa.select(sub)
+        .join(ranked, ranked.c.id == sub.id)
+        .where(ranked.c.rank + taken <= per_agency)
+        .order_by(ranked.c.rank, sub.next_attempt_at)
+    )
+
+
 def claim_due(
-    engine: sa.Engine, settings: Settings, *, now: datetime, limit: int, lease: timedelta
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    held: Mapping[uuid.UUID, int] | None = None,
 ) -> list[Claim]:
-    """Lease up to `limit` subscriptions that have events to deliver and are due.
+    """Lease up to `limit` subscriptions that have events to deliver and are due,
+    at most CASEAPI_WEBHOOK_AGENCY_CONCURRENCY of one agency together with the
+    ones the caller `held` already.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED, so that deliverers claiming at once
     take different rows; SQLite: the write lock serialises claims. A lease,
     not a held row lock, covers the batch: no transaction stays open while
     the deliverer waits on the network.
     """
+    due = _fairly_due(now, settings.webhook_agency_concurrency, held or {})
     with transaction(engine, write=False) as session:
         # Most polls find nothing: they need not take SQLite's write lock.
-        if session.execute(sa.select(WebhookSubscription.id).where(_due(now)).limit(1)).first() is None:
+        if session.execute(due.limit(1)).first() is None:
             return []
     token = uuid.uuid4()
     claims = []
     with transaction(engine, write=True) as session:
         subs = (
-            session.execute(
-                sa.select(WebhookSubscription)
-                .where(_due(now))
-                .order_by(WebhookSubscription.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
+            session.execute(due.limit(limit).with_for_update(skip_locked=True, of=WebhookSubscription))
             .scalars()
             .all()
         )
+        agencies = {s.agency_id for s in subs}
         parents = dict(
-            session.execute(
-                sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_({s.agency_id for s in subs}))
-            ).all()
+            session.execute(sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_(agencies))).all()
         )
+        keyed = agencies_with_live_keys(session, agencies)
         for sub in subs:
+            if sub.agency_id not in keyed:
+                # Revoking the last key disabled the others (app.webhooks.lifecycle);
+                # this catches the rest: one made with a revoked key a worker still
+                # trusted for its last second, or a key that ended another way.
+                log.warning("webhook subscription %s disabled: its agency has no live API key", sub.id)
+                disable(session, CLI, sub, now=now, reason=NO_LIVE_KEY)
+                continue
             sub.lease_token = token
             sub.lease_until = now + lease
             try:
@@ -331,10 +362,9 @@ def complete(engine: sa.Engine, claim: Claim, outcome: Outcome, *, now: datetime
         sub.next_attempt_at = outcome.next_attempt_at
         sub.lease_token = None
         sub.lease_until = None
-        if outcome.disable:
-            sub.disabled_at = now
-            sub.version += 1
-            _record(session, CLI, sub, "disabled")
+        # Disabled meanwhile (its agency's last key was revoked): once is enough.
+        if outcome.disable and sub.disabled_at is None:
+            disable(session, CLI, sub, now=now, reason=FAILURES)
         session.flush()
         bulk_insert(session, WebhookDelivery.__table__, outcome.attempts)  # type: ignore[attr-defined]
         session.execute(

@@ -8,11 +8,16 @@ connects to the very address that was checked: a DNS answer that changes
 in between (DNS rebinding) does not reach a private address.
 `CASEAPI_WEBHOOK_ALLOW_PRIVATE=true` lifts the rule, and also allows plain
 `http`, for tests and closed networks.
+
+A URL is kept in the form it is sent in: an IDNA host, a percent-encoded
+path and query. What would be read one way and sent another (spaces,
+control or invisible format characters) is refused.
 """
 
 import functools
 import ipaddress
 import socket
+import unicodedata
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -45,15 +50,30 @@ class Target:
         return self.url.netloc.decode("ascii")
 
 
+def host_of(url: httpx.URL) -> str:
+    """The name as looked up and certified: its IDNA (ASCII) form, the one the
+    stored URL shows, not the standard library's older IDNA encoding."""
+    return url.raw_host.decode("ascii")
+
+
+def check_characters(url: str) -> None:
+    """Checked when subscribing, not when delivering: a stored URL is sent to
+    as it is encoded (a space as %20), never refused for how it was written."""
+    if any(c.isspace() or unicodedata.category(c).startswith("C") for c in url):
+        raise RefusedTarget("the URL must not contain spaces or control characters")
+
+
 def parse_url(url: str, *, allow_private: bool) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
+        # Reading the host decodes it: a malformed IDNA label (`xn--x-`) fails here, not later.
+        host = parsed.host
     except (httpx.InvalidURL, ValueError) as exc:
         raise RefusedTarget("not a valid URL") from exc
     schemes = ("https", "http") if allow_private else ("https",)
     if parsed.scheme not in schemes:
         raise RefusedTarget("the URL must use https")
-    if not parsed.host:
+    if not host:
         raise RefusedTarget("the URL has no host")
     if parsed.userinfo:
         # Credentials in a URL end up in logs and in every GET of the subscription.
@@ -75,12 +95,15 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def is_public(address: IPAddress) -> bool:
-    """Globally routable unicast: not loopback, private, link-local, shared
-    (100.64/10), multicast, reserved, documentation or unspecified."""
+    """Globally routable unicast: not loopback, private, link-local, site-local
+    (fec0::/10), shared (100.64/10), multicast, reserved, documentation or unspecified."""
     inner = embedded_ipv4(address)
     if inner is not None and not is_public(inner):
         return False
-    return address.is_global and not address.is_multicast and not address.is_reserved
+    # fec0::/10 is deprecated (RFC 3879) but still routed inside some networks;
+    # the standard library counts it as global.
+    site_local = isinstance(address, ipaddress.IPv6Address) and address.is_site_local
+    return address.is_global and not address.is_multicast and not address.is_reserved and not site_local
 
 
 def check_addresses(addresses: list[str], *, allow_private: bool) -> str:
@@ -119,15 +142,19 @@ def _port(url: httpx.URL) -> int:
 def resolve(url: str, *, allow_private: bool) -> Target:
     """Check a URL and its host's addresses now (blocking: DNS)."""
     parsed = parse_url(url, allow_private=allow_private)
-    addresses = _literal(parsed.host)
+    host = host_of(parsed)
+    addresses = _literal(host)
     if addresses is None:
         try:
-            addresses = _addresses(socket.getaddrinfo(parsed.host, _port(parsed), type=socket.SOCK_STREAM))
+            addresses = _addresses(socket.getaddrinfo(host, _port(parsed), type=socket.SOCK_STREAM))
         except (OSError, UnicodeError) as exc:
             raise RefusedTarget("the host does not resolve", unresolvable=True) from exc
     return Target(parsed, check_addresses(addresses, allow_private=allow_private))
 
 
 async def resolve_async(url: str, *, allow_private: bool) -> Target:
-    """resolve() in a worker thread, as asyncio's own getaddrinfo does."""
-    return await anyio.to_thread.run_sync(functools.partial(resolve, url, allow_private=allow_private))
+    """resolve() in a worker thread, as asyncio's own getaddrinfo does; a
+    caller's time-out leaves the thread to finish alone."""
+    return await anyio.to_thread.run_sync(
+        functools.partial(resolve, url, allow_private=allow_private), abandon_on_cancel=True
+    )

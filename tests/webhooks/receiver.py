@@ -1,10 +1,11 @@
 """A webhook receiver on 127.0.0.1 that records what it gets and answers as told."""
 
+import asyncio
 import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,3 +95,66 @@ def receiving(behaviour: Behaviour = always_ok, *, tls: ssl.SSLContext | None = 
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Dribbler:
+    """An asyncio receiver that keeps each request waiting for `answer_after(path)`
+    seconds, sending a `100 Continue` every `drip` seconds meanwhile, then 200.
+    Requests in flight are counted by the path's first segment (`/slow/3`: `/slow`)."""
+
+    answer_after: Callable[[str], float]
+    drip: float
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    max_in_flight: dict[str, int] = field(default_factory=dict)
+    _in_flight: dict[str, int] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _answer(self, path: str, writer: asyncio.StreamWriter) -> None:
+        deadline = time.monotonic() + self.answer_after(path)
+        while (left := deadline - time.monotonic()) > 0:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(min(self.drip, left))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                headers = {
+                    k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers["content-length"]))
+                group = "/" + path.split("/")[1]
+                self._in_flight[group] = self._in_flight.get(group, 0) + 1
+                self.max_in_flight[group] = max(self.max_in_flight.get(group, 0), self._in_flight[group])
+                try:
+                    await self._answer(path, writer)
+                    self.received.append(Received(path, headers, body, time.time()))
+                finally:
+                    self._in_flight[group] -= 1
+        writer.close()
+
+    def in_flight(self, group: str) -> int:
+        return self._in_flight.get(group, 0)
+
+    def bodies(self, group: str) -> list[bytes]:
+        return [r.body for r in self.received if r.path.startswith(group)]
+
+
+@contextlib.asynccontextmanager
+async def dribbling(answer_after: Callable[[str], float], *, drip: float) -> AsyncIterator[Dribbler]:
+    receiver = Dribbler(answer_after, drip)
+    server = await asyncio.start_server(receiver.serve, "127.0.0.1", 0)
+    receiver.port = server.sockets[0].getsockname()[1]
+    try:
+        yield receiver
+    finally:
+        server.close()

@@ -2,12 +2,14 @@
 
 import asyncio
 import ssl
+import time
 
 import httpx
 import pytest
 
-from app.webhooks.client import MAX_RESPONSE_BYTES, Connection, ReceiverError
+from app.webhooks.client import MAX_RESPONSE_BYTES, Client, PinnedResolver, ReceiverError
 from app.webhooks.targets import Target
+from tests.webhooks.receiver import dribbling
 
 HEADERS = [("Content-Type", "application/json"), ("webhook-id", "evt_1")]
 
@@ -39,17 +41,18 @@ async def _exchange(answers: list[bytes], posts: int) -> tuple[list[int | str], 
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    # A name no DNS knows: the client connects to the address it was checked with.
     target = Target(httpx.URL(f"http://receiver.test:{port}/hooks/kz?v=1"), "127.0.0.1")
-    connection = Connection(target, ssl.create_default_context(), timeout=2.0)
+    client = Client(ssl.create_default_context(), timeout=2.0)
     results: list[int | str] = []
     for _ in range(posts):
         try:
-            results.append(await connection.post(HEADERS, b'{"seq": 1}'))
+            results.append(await client.post(target, HEADERS, b'{"seq": 1}'))
         except ReceiverError:
             results.append("connection")
         except TimeoutError:
             results.append("timeout")
-    await connection.close()
+    await client.close()
     server.close()
     return results, connections, requests
 
@@ -63,11 +66,18 @@ def test_keeps_the_connection_and_sends_one_well_formed_request() -> None:
     results, connections, requests = exchange([ok, b"HTTP/1.1 204 No Content\r\n\r\n", ok], 3)
     assert results == [200, 204, 200]
     assert connections == 1
-    assert requests[0] == (
-        b"POST /hooks/kz?v=1 HTTP/1.1\r\nHost: receiver.test:"
-        + requests[0].split(b"Host: receiver.test:")[1].split(b"\r\n")[0]
-        + b'\r\nContent-Length: 10\r\nContent-Type: application/json\r\nwebhook-id: evt_1\r\n\r\n{"seq": 1}'
+    head, body = requests[0].split(b"\r\n\r\n")
+    request_line, *fields = head.decode().split("\r\n")
+    assert request_line == "POST /hooks/kz?v=1 HTTP/1.1"
+    sent = dict(field.split(": ", 1) for field in fields)
+    assert sent["Host"].startswith("receiver.test:")
+    assert (sent["Content-Length"], sent["Content-Type"], sent["webhook-id"]) == (
+        "10",
+        "application/json",
+        "evt_1",
     )
+    assert not {"Cookie", "Accept-Encoding", "Authorization"} & set(sent)
+    assert body == b'{"seq": 1}'
 
 
 def test_chunked_answers_are_read_past() -> None:
@@ -80,13 +90,16 @@ def test_chunked_answers_are_read_past() -> None:
 
 
 def test_a_large_body_is_not_read_the_connection_is_dropped() -> None:
-    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (MAX_RESPONSE_BYTES + 1) + b"x" * (
-        MAX_RESPONSE_BYTES + 1
-    )
-    big_chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % (MAX_RESPONSE_BYTES + 1)
-    results, connections, _ = exchange([big, big_chunked + b"x" * 10, b"HTTP/1.1 200 OK\r\n\r\n"], 3)
-    assert results == [200, 200, 200]
+    """A body announced as a gigabyte, or sent in one large chunk, that the
+    receiver then holds back: the status is the answer, the connection goes."""
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % 10**9 + b"x" * 2 * MAX_RESPONSE_BYTES
+    big_chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % 10**9
+    big_chunked += b"x" * 2 * MAX_RESPONSE_BYTES
+    started = time.monotonic()
+    results, connections, _ = exchange([big, big_chunked, b"HTTP/1.1 204 No Content\r\n\r\n"], 3)
+    assert results == [200, 200, 204]
     assert connections == 3
+    assert time.monotonic() - started < 1.5  # not the 2 s bound: nothing waited for the rest
 
 
 def test_close_http10_and_unbounded_bodies_end_the_connection() -> None:
@@ -123,3 +136,51 @@ def test_a_receiver_that_closes_is_reconnected_on_the_next_post() -> None:
     results, connections, _ = exchange([ok, ok], 2)
     assert results == [200, 200]
     assert connections == 2
+
+
+def test_one_bound_covers_the_whole_post() -> None:
+    """A receiver that sends a `100 Continue` well within the bound, again and
+    again, is cut off when the whole POST has taken the bound: no single read
+    was slow, the answer as a whole was."""
+
+    async def post() -> tuple[list[int | str], float]:
+        async with dribbling(lambda _path: 1.0, drip=0.05) as receiver:
+            target = Target(httpx.URL(receiver.url("/slow")), "127.0.0.1")
+            client = Client(ssl.create_default_context(), timeout=0.3)
+            started = time.monotonic()
+            results: list[int | str] = []
+            try:
+                results.append(await client.post(target, HEADERS, b"{}"))
+            except TimeoutError:
+                results.append("timeout")
+            took = time.monotonic() - started
+            await client.close()
+        return results, took
+
+    results, took = asyncio.run(post())
+    assert results == ["timeout"]
+    assert 0.3 <= took < 0.6
+
+
+def test_no_cookies_and_no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver's cookie is not sent back; HTTP_PROXY does not take the deliveries elsewhere."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    cookie = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n"
+    results, connections, requests = exchange([cookie, cookie], 2)
+    assert results == [200, 200]
+    assert connections == 1
+    assert b"cookie" not in requests[1].lower()
+
+
+def test_only_a_checked_name_resolves() -> None:
+    """The connector asks no DNS: a name resolves only to the address it was checked with."""
+
+    async def resolve(host: str) -> list[str]:
+        resolver = PinnedResolver()
+        resolver.pin(Target(httpx.URL("https://hooks.kz-mvd.test/x"), "93.184.215.14"))
+        return [r["host"] for r in await resolver.resolve(host, 443)]
+
+    assert asyncio.run(resolve("hooks.kz-mvd.test")) == ["93.184.215.14"]
+    with pytest.raises(OSError, match="was not checked"):
+        asyncio.run(resolve("localhost"))

@@ -1,8 +1,10 @@
 """Delivery: signed, scoped by what the agency sees when delivering, in order, retried, disabled."""
 
 import asyncio
+import socket
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ from app.events.models import EventPublic
 from app.main import create_app
 from app.webhooks import service
 from app.webhooks.delivery import LEASE, RETRY_DELAYS, Deliverer
+from app.webhooks.models import WebhookSubscription
 from tests.conftest import Caller, join, make_caller, new_case, walk
 from tests.webhooks.conftest import API, Clock, deliver, events_of, subscribe
 from tests.webhooks.receiver import receiving
@@ -429,3 +432,81 @@ def test_a_secret_sealed_under_another_audit_key_is_not_used(
         assert deliver(Deliverer(engine, other, clock=clock)) == 0
         assert receiver.received == []
     assert f"webhook subscription {sub['id']}: its secret does not open" in caplog.text
+
+
+def test_each_failed_attempt_is_one_warning_line(
+    hooks: TestClient,
+    engine: sa.Engine,
+    kz_admin: Caller,
+    deliverer: Deliverer,
+    private_settings: Settings,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Subscription, agency, attempt and reason; never the secret, the event
+    or the URL's query (a receiver's token often travels there)."""
+    query = "token=receiver-token-in-the-query"
+    with receiving(lambda _p, _n: (500, 0.0)) as receiver:
+        answering = subscribe(hooks, kz_admin, receiver.url(f"/hook?{query}"))
+        # Nothing listens on the discard port.
+        closed = subscribe(hooks, kz_admin, f"http://127.0.0.1:9/hook?{query}")
+        assert deliver(deliverer) == 2
+        clock.advance(RETRY_DELAYS[0].total_seconds() * 2)
+        strict = private_settings.model_copy(update={"webhook_allow_private": False})
+        assert deliver(Deliverer(engine, strict, clock=clock)) == 2
+    lines = [r for r in caplog.records if r.getMessage() == "webhook_attempt_failed"]
+    assert {r.name for r in lines} == {"caseapi.webhooks"}
+    assert {r.levelname for r in lines} == {"WARNING"}
+    seen = {(r.subscription_id, r.agency_id, r.attempt, r.reason, r.status_code) for r in lines}  # type: ignore[attr-defined]
+    agency = str(kz_admin.agency_id)
+    assert seen == {
+        (answering["id"], agency, 1, "http_status", 500),
+        (closed["id"], agency, 1, "connection", None),
+        (answering["id"], agency, 2, "address_refused", None),
+        (closed["id"], agency, 2, "address_refused", None),
+    }
+    for line in lines:
+        everything = str(vars(line))
+        for secret in (answering["secret"], closed["secret"], query, '"resource_type"', "127.0.0.1"):
+            assert secret not in everything
+
+
+def test_a_name_that_resolves_slowly_takes_one_bound(
+    hooks: TestClient,
+    kz_admin: Caller,
+    deliverer: Deliverer,
+    private_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name server that does not answer holds the batch no longer than an attempt may take."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kw: real("127.0.0.1", *args, **kw))
+    sub = subscribe(hooks, kz_admin, "http://hooks.slow-dns.test:9/hook")
+    bound = private_settings.webhook_timeout_seconds
+
+    def silent(*_: Any, **__: Any) -> Any:
+        time.sleep(bound * 4)
+        raise socket.gaierror("no answer")
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent)
+    started = time.monotonic()
+    assert deliver(deliverer) == 1
+    assert time.monotonic() - started < bound * 3
+    deliveries = _deliveries(hooks, kz_admin, sub["id"])
+    assert [(d["status_code"], d["error"]) for d in deliveries] == [(None, "unresolvable")]
+
+
+def test_a_stored_url_with_a_space_is_delivered_to_encoded(
+    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, deliverer: Deliverer
+) -> None:
+    """Spaces are refused when subscribing; one stored before still delivers."""
+    with receiving() as receiver:
+        sub = subscribe(hooks, kz_admin, receiver.url())
+        with engine.begin() as conn:
+            conn.execute(
+                sa.update(WebhookSubscription)
+                .where(WebhookSubscription.id == uuid.UUID(sub["id"]))
+                .values(url=receiver.url("/old hook"))
+            )
+        assert deliver(deliverer) == 1
+        assert [r.path for r in receiver.received] == ["/old%20hook"]

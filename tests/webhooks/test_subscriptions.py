@@ -44,6 +44,17 @@ PUBLIC = "https://93.184.215.14/caseapi"  # a public address: no DNS needed
         "https://[2002:a00:1::]/hook",  # 6to4 of 10.0.0.1
         "https://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of 169.254.169.254
         "https://localhost/hook",  # a name resolving to loopback
+        "https://[fec0::1]/hook",  # IPv6 site-local
+        "https://[fec1:2::3]:8443/hook",
+        "https://xn--localhost-/",  # a malformed IDNA label
+        "https://xn--/hook",
+        "https://93.184.215.14/a hook",
+        "https://93.184.215.14/hook ",
+        "https://93.184.215.14/hook\u00a0",  # no-break space
+        "https://93.184.215.14/ho\u200bok",  # zero-width space
+        "https://93.184.215.14/hook\u202e",  # right-to-left override
+        "https://93.184.215.14/hook\u0085",  # next line
+        "https://93.184.215.14/hook\x7f",
         "https://user:password@93.184.215.14/hook",
         "https://no-such-host.invalid/hook",
         "ftp://93.184.215.14/hook",
@@ -222,6 +233,28 @@ def _resolving_to(*addresses: str) -> Callable[..., list[tuple[Any, ...]]]:
         ]
 
     return getaddrinfo
+
+
+def test_the_url_is_stored_as_it_is_sent(
+    client: TestClient, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Non-ASCII path and query characters are percent-encoded, an IDN host is
+    looked up and stored in its IDNA form (2008, which differs from the
+    standard library's for `ß`): what the agency reads is what is delivered to."""
+    sub = subscribe(client, admin, f"{PUBLIC}/d\u00e9p\u00f4t?v=\u00fc&x=%41")
+    assert sub["url"] == f"{PUBLIC}/d%C3%A9p%C3%B4t?v=%C3%BC&x=%41"
+    assert client.get(f"{API}/subscriptions/{sub['id']}", headers=admin.headers).json()["url"] == sub["url"]
+    looked_up: list[str] = []
+    resolving = _resolving_to("93.184.215.14")
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        looked_up.append(host)
+        return resolving(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    sub = subscribe(client, admin, "https://Stra\u00dfe.example/hook")
+    assert sub["url"] == "https://xn--strae-oqa.example/hook"
+    assert looked_up == ["xn--strae-oqa.example"]
 
 
 def test_every_address_of_a_name_must_be_public(
