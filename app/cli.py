@@ -182,9 +182,16 @@ def cmd_peer_add(args: argparse.Namespace) -> None:
         document = federation.fetch_document(args.url)
         with transaction(_engine(), write=True) as session:
             peer = federation.add_peer(session, me, args.url, args.thumbprint, document)
+            directory = federation.fetch_agencies(me, peer)
+            synced = None if directory is None else federation.sync_agencies(session, peer, directory)
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
-    print(f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}; its id:")
+    print(f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}")
+    if synced is None:
+        print(f"its agencies follow once it has added {me.instance_id} as a peer: then run this again")
+    else:
+        print(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")
+    print("its id:")
     print(peer.instance_id)
 
 

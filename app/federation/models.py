@@ -4,6 +4,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from app.agencies.models import AgencyPublic
 from app.db import UTCDateTime, utcnow
 
 
@@ -40,3 +41,10 @@ class InstanceDocument(SQLModel):
     thumbprint: str = Field(
         description="RFC 7638 thumbprint of the key: compare it before `caseapi peer add`"
     )
+
+
+class AgencyDirectory(SQLModel):
+    """The agencies an instance hosts, as it announces them to its peers."""
+
+    instance_id: str
+    items: list[AgencyPublic]

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from sqlmodel import SQLModel
 
 from app.agencies.models import AgencyPublic
 from app.config import ConfigError, Settings
@@ -13,7 +12,7 @@ from app.db import WriteSessionDep
 from app.errors import AppError
 from app.federation import service
 from app.federation.identity import Identity, identity
-from app.federation.models import InstanceDocument
+from app.federation.models import AgencyDirectory, InstanceDocument
 from app.http import StrictJSONRoute
 
 router = APIRouter(prefix="/federation", tags=["federation"], route_class=StrictJSONRoute)
@@ -47,11 +46,6 @@ async def _signed_request(request: Request) -> SignedRequest:
 
 
 Signed = Annotated[SignedRequest, Depends(_signed_request)]
-
-
-class AgencyDirectory(SQLModel):
-    instance_id: str
-    items: list[AgencyPublic]
 
 
 @router.get(

@@ -1,7 +1,9 @@
 """Peers: adding one after checking its key's thumbprint, and authenticating
 the signed requests peers send."""
 
+import uuid
 from collections.abc import Iterable
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -9,12 +11,14 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from app.agencies.models import Agency
+from app.agencies.models import Agency, AgencyPublic
+from app.crud import add_recorded, update_recorded
 from app.db import utcnow
 from app.errors import AppError
 from app.federation import signatures
 from app.federation.identity import Identity, key_of
-from app.federation.models import InstanceDocument, Peer, PeerNonce
+from app.federation.models import AgencyDirectory, InstanceDocument, Peer, PeerNonce
+from app.journal import CLI
 
 INSTANCE_PATH = "/api/v1/federation/instance"
 # How long fetching a peer's document may take, all told.
@@ -123,4 +127,78 @@ def _record_nonce(session: Session, signed: signatures.Signed) -> None:
 
 def local_agencies(session: Session) -> list[Agency]:
     """The agencies this instance hosts, as it announces them to its peers."""
-    return list(session.scalars(sa.select(Agency).order_by(Agency.code)))
+    return list(
+        session.scalars(sa.select(Agency).where(col(Agency.home_instance).is_(None)).order_by(Agency.code))
+    )
+
+
+AGENCIES_PATH = "/api/v1/federation/agencies"
+
+
+def fetch_agencies(
+    me: Identity, peer: Peer, *, transport: httpx.BaseTransport | None = None
+) -> AgencyDirectory | None:
+    """The agencies `peer` hosts, asked by a signed request; None while the
+    peer does not trust this instance yet (it answers 401)."""
+    url = peer.url + AGENCIES_PATH
+    try:
+        with httpx.Client(timeout=FETCH_TIMEOUT, transport=transport, follow_redirects=False) as http:
+            response = http.get(url, headers=signatures.sign(me, "GET", url, b""))
+    except httpx.HTTPError as exc:
+        raise PeerError(f"cannot reach {peer.url}: {type(exc).__name__}") from None
+    if response.status_code == 401:
+        return None
+    if response.status_code != 200:
+        raise PeerError(f"{peer.url} answered {response.status_code} for its agencies")
+    try:
+        directory = AgencyDirectory.model_validate_json(response.content)
+    except ValidationError:
+        raise PeerError(f"{peer.url} sent no valid list of agencies") from None
+    if directory.instance_id != peer.instance_id:
+        raise PeerError(f"{peer.url} answered as {directory.instance_id}, not {peer.instance_id}")
+    return directory
+
+
+def sync_agencies(session: Session, peer: Peer, directory: AgencyDirectory) -> int:
+    """Hold the agencies `peer` hosts, with their ids and codes, as read-only
+    records whose home is the peer. An id or a code that is this instance's,
+    or another peer's, is refused whole: a peer never takes over an agency.
+    Returns how many records were added or changed (each is audited)."""
+    announced = {agency.id: agency for agency in directory.items}
+    ids, codes = set(announced), {agency.code for agency in directory.items}
+    for taken in session.scalars(
+        sa.select(Agency).where(sa.or_(col(Agency.id).in_(ids), col(Agency.code).in_(codes)))
+    ):
+        if taken.home_instance != peer.instance_id:
+            home = taken.home_instance or "this instance"
+            raise PeerError(f"peer {peer.instance_id} announces agency {taken.code}, which belongs to {home}")
+    changed = 0
+    # Parents before their sub-agencies: a parent the peer does not announce stays unknown here.
+    for agency in sorted(directory.items, key=lambda a: _depth(a, announced)):
+        fields: dict[str, Any] = {
+            "code": agency.code,
+            "name": agency.name,
+            "country": agency.country,
+            "kind": agency.kind,
+            "parent_id": agency.parent_id if agency.parent_id in announced else None,
+        }
+        held = session.get(Agency, agency.id, with_for_update=True)
+        if held is None:
+            held = Agency(id=agency.id, home_instance=peer.instance_id, version=agency.version, **fields)
+            add_recorded(session, held, CLI, resource_type="agency", case_id=None)
+            changed += 1
+        elif update_recorded(session, held, fields, CLI, resource_type="agency", case_id=None):
+            changed += 1
+        # The home's version and instants: the record is the home's, held here.
+        held.version, held.created_at, held.updated_at = agency.version, agency.created_at, agency.updated_at
+    session.flush()
+    return changed
+
+
+def _depth(agency: AgencyPublic, announced: dict[uuid.UUID, AgencyPublic]) -> int:
+    depth, parent, seen = 0, agency.parent_id, set()
+    while parent in announced and parent not in seen:
+        seen.add(parent)
+        depth += 1
+        parent = announced[parent].parent_id
+    return depth

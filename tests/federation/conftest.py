@@ -119,3 +119,27 @@ def instances(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callab
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def peer(a: Instance, b: Instance) -> list[str]:
+    """`caseapi peer add` on `a` for `b`, with the thumbprint `b`'s operator shows; its output lines."""
+    lines = a.cli("peer", "add", "--url", b.url, "--thumbprint", b.thumbprint).stdout.splitlines()
+    assert lines[-1] == b.instance_id
+    return lines
+
+
+@pytest.fixture
+def kz_ua(instances: Callable[[str], Instance]) -> tuple[Instance, Instance]:
+    """Kazakhstan's and Ukraine's instances, each hosting one agency, peered both ways."""
+    kz, ua = instances("kz.caseapi"), instances("ua.caseapi")
+    kz.cli(
+        "agency", "create", "--code", "KZ-MVD", "--name", "Ministry of Internal Affairs", "--kind", "ministry"
+    )
+    ua.cli("agency", "create", "--code", "UA-LE", "--name", "Law enforcement of Ukraine", "--kind", "police")
+    kz.serve()
+    ua.serve()
+    # Nothing flows before both have added each other: KZ learns UA's agencies when it adds UA again.
+    assert "follow once it has added kz.caseapi" in peer(kz, ua)[1]
+    assert "agencies held here: 1" in peer(ua, kz)[1]
+    assert "agencies held here: 1" in peer(kz, ua)[1]
+    return kz, ua

@@ -7,33 +7,11 @@ import datetime
 from collections.abc import Callable
 
 import httpx
-import pytest
 
 from app.federation import signatures
 from tests.federation.conftest import Instance
 
 AGENCIES = "/api/v1/federation/agencies"
-
-
-@pytest.fixture
-def kz_ua(instances: Callable[[str], Instance]) -> tuple[Instance, Instance]:
-    """Kazakhstan's and Ukraine's instances, each with one agency, peered both ways."""
-    kz, ua = instances("kz.caseapi"), instances("ua.caseapi")
-    kz.cli(
-        "agency", "create", "--code", "KZ-MVD", "--name", "Ministry of Internal Affairs", "--kind", "ministry"
-    )
-    ua.cli("agency", "create", "--code", "UA-LE", "--name", "Law enforcement of Ukraine", "--kind", "police")
-    kz.serve()
-    ua.serve()
-    assert (
-        kz.cli("peer", "add", "--url", ua.url, "--thumbprint", ua.thumbprint).stdout.splitlines()[-1]
-        == ua.instance_id
-    )
-    assert (
-        ua.cli("peer", "add", "--url", kz.url, "--thumbprint", kz.thumbprint).stdout.splitlines()[-1]
-        == kz.instance_id
-    )
-    return kz, ua
 
 
 def signed_get(sender: Instance, url: str, **options: datetime.datetime) -> dict[str, str]:
