@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import errno
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,8 @@ from app.auth.models import ApiClient, Scope
 from app.config import ConfigError, get_settings
 from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
+from app.federation import service as federation
+from app.federation.identity import identity
 from app.journal import CLI
 from app.secrets import audit_key
 from app.version import version
@@ -168,6 +171,50 @@ def cmd_storage_sweep(args: argparse.Namespace) -> None:
     print(
         f"storage swept: {summary}" if args.apply else f"dry run, nothing changed: {summary}; --apply does it"
     )
+
+
+def cmd_instance_show(_: argparse.Namespace) -> None:
+    me = identity(get_settings())
+    print(f"instance {me.instance_id}")
+    print(f"public key: {json.dumps(me.jwk, sort_keys=True)}")
+    print("thumbprint (give it to the operators of your peers):")
+    print(me.thumbprint)
+
+
+def cmd_peer_add(args: argparse.Namespace) -> None:
+    me = identity(get_settings())
+    try:
+        document = federation.fetch_document(args.url)
+        with transaction(_engine(), write=True) as session:
+            peer = federation.add_peer(session, me, args.url, args.thumbprint, document)
+            directory = federation.fetch_agencies(me, peer)
+            synced = None if directory is None else federation.sync_agencies(session, peer, directory)
+    except federation.PeerError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}")
+    if synced is None:
+        print(f"its agencies follow once it has added {me.instance_id} as a peer: then run this again")
+    else:
+        print(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")
+    print("its id:")
+    print(peer.instance_id)
+
+
+def cmd_peer_list(_: argparse.Namespace) -> None:
+    with transaction(_engine(), write=False) as session:
+        peers = federation.list_peers(session)
+    for peer in peers:
+        fields = (peer.instance_id, peer.url, peer.thumbprint, peer.last_success_at, peer.last_error)
+        print("\t".join("-" if value is None else str(value) for value in fields))
+
+
+def cmd_peer_remove(args: argparse.Namespace) -> None:
+    try:
+        with transaction(_engine(), write=True) as session:
+            federation.remove_peer(session, args.instance_id)
+    except federation.PeerError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"peer {args.instance_id} removed: its signed requests are refused from now on")
 
 
 def cmd_deliver(args: argparse.Namespace) -> None:
@@ -316,6 +363,25 @@ def _parser() -> argparse.ArgumentParser:
         "--expect-head", metavar="HASH", help="fail unless this hash, recorded earlier, is in the chain"
     )
     verify.set_defaults(func=cmd_audit_verify)
+    instance = sub.add_parser("instance", help="this instance among its peers (federation)")
+    instance.add_subparsers(dest="action", required=True).add_parser(
+        "show", help="print the instance id, its public key (JWK) and, last, the key's thumbprint"
+    ).set_defaults(func=cmd_instance_show, needs_schema=False, needs_key=False)
+    peer = sub.add_parser("peer", help="the instances this one trusts").add_subparsers(
+        dest="action", required=True
+    )
+    peer_add = peer.add_parser(
+        "add", help="trust the instance at URL if its key has THUMBPRINT; print its id"
+    )
+    peer_add.add_argument("--url", required=True, help="the peer's base URL, without /api/v1")
+    peer_add.add_argument(
+        "--thumbprint", required=True, help="the key thumbprint its operator gave you (caseapi instance show)"
+    )
+    peer_add.set_defaults(func=cmd_peer_add)
+    peer.add_parser("list", help="one line per peer").set_defaults(func=cmd_peer_list)
+    peer_remove = peer.add_parser("remove", help="stop trusting a peer")
+    peer_remove.add_argument("instance_id")
+    peer_remove.set_defaults(func=cmd_peer_remove)
     storage = sub.add_parser("storage", help="attachment files").add_subparsers(dest="action", required=True)
     sweep = storage.add_parser(
         "sweep", help="list (--apply: remove) files no attachment names; finish interrupted uploads"

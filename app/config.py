@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     cursor_secret: SecretStr | None = None
     # Where an SQLite instance keeps the keys it generated when none is set.
     key_file: Path = Path("./caseapi.key")
+    # Federation (app.federation): this instance's id among its peers (lower-case
+    # letters, digits, `.` and `-`; unset: it does not federate), and the file
+    # holding its Ed25519 private key, made on first use (share it between the
+    # hosts of one instance; never in the database).
+    instance_id: str | None = Field(default=None, pattern=r"^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$")
+    instance_key_file: Path = Path("./caseapi-instance.key")
     seed_dir: Path = Field(default_factory=lambda: shipped("seed"))
     # Attachments (app.attachments): the largest file, and where the files live.
     max_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
@@ -130,7 +136,7 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("rate_limit", "redis_url", "metrics_token", mode="before")
+    @field_validator("rate_limit", "redis_url", "metrics_token", "instance_id", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

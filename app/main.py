@@ -31,6 +31,7 @@ from app.detainees.router import router as detainees
 from app.errors import install_error_handlers
 from app.events.router import router as events
 from app.evidence.router import router as evidence
+from app.federation.router import router as federation
 from app.identifiers.router import router as identifiers
 from app.limits import BodySizeLimit
 from app.locations.router import router as locations
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stix,
         webhooks,
         attachments,
+        federation,
     )
     for router in api_routers:
         application.include_router(router, prefix=API_PREFIX)

@@ -8,6 +8,7 @@ from app.cases.models import Case
 from app.detainees.models import Detainee
 from app.events.models import Event
 from app.evidence.models import CustodyEvent, SeizedItem
+from app.federation.models import Peer, PeerNonce
 from app.idempotency.models import IdempotencyRecord
 from app.identifiers.models import HitSearchTerm, Identifier
 from app.locations.models import Location
@@ -31,6 +32,8 @@ __all__ = [
     "InformationRequest",
     "Location",
     "Participant",
+    "Peer",
+    "PeerNonce",
     "RequestMessage",
     "SeizedItem",
     "WebhookDelivery",

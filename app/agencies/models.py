@@ -38,6 +38,8 @@ class Agency(AgencyBase, table=True):
     __table_args__ = (sa.UniqueConstraint("code"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # The peer instance that hosts the agency (app.federation); None: this one.
+    home_instance: str | None = Field(default=None, sa_type=sa.String(63), index=True)
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -61,6 +63,10 @@ class AgencyUpdate(UpdateModel):
 
 class AgencyPublic(AgencyBase):
     id: uuid.UUID
+    home_instance: str | None = Field(
+        default=None,
+        description="The peer instance that hosts the agency (it changes there only); null: this one",
+    )
     version: int
     created_at: UTCInstant
     updated_at: UTCInstant

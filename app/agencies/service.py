@@ -125,7 +125,10 @@ def create_agency(session: Session, p: Principal | None, data: AgencyCreate) -> 
 def require_managed(session: Session, p: Principal, agency: Agency) -> None:
     """An admin key changes the records of its own agency and of the agencies
     under it only: another agency's code names it to every agency (filters,
-    the CLI), and its name and kind are that agency's to state."""
+    the CLI), and its name and kind are that agency's to state. An agency
+    another instance hosts changes there only."""
+    if agency.home_instance is not None:
+        raise forbidden(f"This agency lives on {agency.home_instance}: it changes there only.")
     if agency.id == p.agency_id:
         return
     if agency.parent_id is None or p.agency_id not in _ancestry(session, agency.parent_id):
@@ -146,6 +149,8 @@ def set_parent(session: Session, actor: Actor, agency: Agency, parent_id: uuid.U
     The caller has locked the row. Returns whether anything changed: setting
     the parent it already has writes nothing and records nothing.
     """
+    if agency.home_instance is not None:
+        raise forbidden(f"Agency {agency.code} lives on {agency.home_instance}: it changes there only.")
     if parent_id == agency.parent_id:
         return False
     if parent_id is not None and agency.id in _ancestry(session, parent_id):

@@ -127,6 +127,14 @@ def create_client(
     agency = session.execute(sa.select(Agency).where(Agency.code == agency_code)).scalar_one_or_none()
     if agency is None:
         raise AppError(404, f"No agency with code {agency_code!r}.", slug="not-found")
+    if agency.home_instance is not None:
+        # Keys are made where the agency lives: a key here would let this
+        # instance's operator act for an agency it does not host.
+        raise AppError(
+            409,
+            f"Agency {agency_code} lives on {agency.home_instance}: its keys are made there.",
+            slug="remote-agency",
+        )
     if not name.strip() or len(name) > 200:
         raise AppError(422, "A client name is 1 to 200 characters.", slug="validation-error")
     key = new_key()

@@ -1,0 +1,145 @@
+"""Real instances for federation tests: each a `caseapi serve` process with a
+database and a working directory of its own (where its instance key is
+made), run and peered through the CLI as an operator would."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from app.config import Settings
+from app.federation.identity import Identity, identity
+from tests.conftest import POSTGRES_URL, _fresh_postgres
+
+ROOT = Path(__file__).parents[2]
+CLI = [sys.executable, "-c", "import sys; from app.cli import main; main(sys.argv[1:])"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Instance:
+    instance_id: str
+    home: Path
+    env: dict[str, str]
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*CLI, *args], env=self.env, cwd=self.home, capture_output=True, text=True, timeout=60
+        )
+        if check:
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+    def serve(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port)],
+            env=self.env,
+            cwd=self.home,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None and time.monotonic() < deadline, "the instance did not start"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+
+    @property
+    def identity(self) -> Identity:
+        """The instance's own key, as its files hold it (for tests that sign as it)."""
+        return identity(
+            Settings(instance_id=self.instance_id, instance_key_file=self.home / "caseapi-instance.key")
+        )
+
+    @property
+    def thumbprint(self) -> str:
+        return self.cli("instance", "show").stdout.splitlines()[-1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def instances(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Instance]]:
+    """A factory of migrated instances on one backend, all stopped at the end."""
+    if request.param == "postgresql" and not POSTGRES_URL:
+        pytest.skip("CASEAPI_TEST_POSTGRES_URL not set")
+    made: list[Instance] = []
+    databases: list[tuple[sa.Engine, str]] = []
+
+    def make(instance_id: str) -> Instance:
+        home = tmp_path / instance_id
+        home.mkdir()
+        if request.param == "sqlite":
+            url = f"sqlite:///{home / 'caseapi.db'}"
+        else:
+            assert POSTGRES_URL
+            url, admin, name = _fresh_postgres(POSTGRES_URL)
+            databases.append((admin, name))
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "CASEAPI_DATABASE_URL": url,
+            "CASEAPI_INSTANCE_ID": instance_id,
+            "CASEAPI_STORAGE_DIR": str(home / "files"),
+            "CASEAPI_WEBHOOK_DELIVERY": "false",
+        }
+        instance = Instance(instance_id, home, env)
+        instance.cli("migrate")
+        made.append(instance)
+        return instance
+
+    yield make
+    for instance in made:
+        instance.stop()
+    for admin, name in databases:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def peer(a: Instance, b: Instance) -> list[str]:
+    """`caseapi peer add` on `a` for `b`, with the thumbprint `b`'s operator shows; its output lines."""
+    lines = a.cli("peer", "add", "--url", b.url, "--thumbprint", b.thumbprint).stdout.splitlines()
+    assert lines[-1] == b.instance_id
+    return lines
+
+
+@pytest.fixture
+def kz_ua(instances: Callable[[str], Instance]) -> tuple[Instance, Instance]:
+    """Kazakhstan's and Ukraine's instances, each hosting one agency, peered both ways."""
+    kz, ua = instances("kz.caseapi"), instances("ua.caseapi")
+    kz.cli(
+        "agency", "create", "--code", "KZ-MVD", "--name", "Ministry of Internal Affairs", "--kind", "ministry"
+    )
+    ua.cli("agency", "create", "--code", "UA-LE", "--name", "Law enforcement of Ukraine", "--kind", "police")
+    kz.serve()
+    ua.serve()
+    # Nothing flows before both have added each other: KZ learns UA's agencies when it adds UA again.
+    assert "follow once it has added kz.caseapi" in peer(kz, ua)[1]
+    assert "agencies held here: 1" in peer(ua, kz)[1]
+    assert "agencies held here: 1" in peer(kz, ua)[1]
+    return kz, ua

@@ -1,0 +1,105 @@
+"""Agencies across instances: each instance holds its peers' agencies with
+the same ids and codes, read-only, keys made only at home; a peer that
+announces an agency belonging to this instance or another peer is refused."""
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+import sqlalchemy as sa
+
+from app.agencies.models import Agency
+from app.db import create_db_engine
+from tests.federation.conftest import Instance, peer
+
+API = "/api/v1"
+
+
+def admin_key(instance: Instance, code: str) -> str:
+    return instance.cli(
+        "client", "create", "--agency", code, "--name", "admin", "--scope", "admin", "--scope", "read"
+    ).stdout.splitlines()[-1]
+
+
+def agencies(instance: Instance, key: str) -> dict[str, dict[str, object]]:
+    answer = httpx.get(f"{instance.url}{API}/agencies", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200, answer.text
+    return {a["code"]: a for a in answer.json()["items"]}
+
+
+def test_each_instance_lists_its_peers_agencies_with_the_same_ids(kz_ua: tuple[Instance, Instance]) -> None:
+    kz, ua = kz_ua
+    kz_key, ua_key = admin_key(kz, "KZ-MVD"), admin_key(ua, "UA-LE")
+    on_kz, on_ua = agencies(kz, kz_key), agencies(ua, ua_key)
+    assert on_kz["KZ-MVD"]["home_instance"] is None and on_kz["UA-LE"]["home_instance"] == "ua.caseapi"
+    assert on_ua["UA-LE"]["home_instance"] is None and on_ua["KZ-MVD"]["home_instance"] == "kz.caseapi"
+    for code in ("KZ-MVD", "UA-LE"):
+        assert {k: v for k, v in on_kz[code].items() if k != "home_instance"} == {
+            k: v for k, v in on_ua[code].items() if k != "home_instance"
+        }
+
+
+def test_a_peers_agency_changes_only_at_home(kz_ua: tuple[Instance, Instance]) -> None:
+    kz, ua = kz_ua
+    kz_key = admin_key(kz, "KZ-MVD")
+    ua_le = agencies(kz, kz_key)["UA-LE"]
+    changed = httpx.patch(
+        f"{kz.url}{API}/agencies/{ua_le['id']}",
+        json={"name": "Renamed by Kazakhstan"},
+        headers={"Authorization": f"Bearer {kz_key}", "If-Match": f'"{ua_le["version"]}"'},
+    )
+    assert changed.status_code == 403 and "ua.caseapi" in changed.json()["detail"]
+    refused = kz.cli("client", "create", "--agency", "UA-LE", "--name", "stolen", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "caseapi: Agency UA-LE lives on ua.caseapi: its keys are made there."
+    moved = kz.cli("agency", "set-parent", "UA-LE", "--parent", "KZ-MVD", check=False)
+    assert moved.returncode == 1 and "changes there only" in moved.stderr
+
+    # At home it changes, and the peer holds the change (same version) once it asks again.
+    ua_key = admin_key(ua, "UA-LE")
+    home = agencies(ua, ua_key)["UA-LE"]
+    renamed = httpx.patch(
+        f"{ua.url}{API}/agencies/{home['id']}",
+        json={"name": "National Police of Ukraine"},
+        headers={"Authorization": f"Bearer {ua_key}", "If-Match": f'"{home["version"]}"'},
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert "1 added or changed" in peer(kz, ua)[1]
+    held = agencies(kz, kz_key)["UA-LE"]
+    assert held["name"] == "National Police of Ukraine" and held["version"] == renamed.json()["version"]
+
+
+def test_a_peer_announcing_another_instances_agency_is_refused(
+    kz_ua: tuple[Instance, Instance], instances: Callable[[str], Instance]
+) -> None:
+    kz, _ = kz_ua
+    kz_key = admin_key(kz, "KZ-MVD")
+    ua_le_id = agencies(kz, kz_key)["UA-LE"]["id"]
+
+    # An instance hosting an agency with Kazakhstan's own code.
+    squatter = instances("squatter.caseapi")
+    squatter.cli("agency", "create", "--code", "KZ-MVD", "--name", "Not the ministry", "--kind", "ministry")
+    squatter.serve()
+    peer(squatter, kz)
+    refused = kz.cli("peer", "add", "--url", squatter.url, "--thumbprint", squatter.thumbprint, check=False)
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.strip()
+        == "caseapi: peer squatter.caseapi announces agency KZ-MVD, which belongs to this instance"
+    )
+    assert [line.split("\t")[0] for line in kz.cli("peer", "list").stdout.splitlines()] == ["ua.caseapi"]
+
+    # An instance announcing Ukraine's agency by its id, under another code.
+    usurper = instances("usurper.caseapi")
+    usurper.cli("agency", "create", "--code", "UA-LE-2", "--name", "Not Ukraine", "--kind", "police")
+    engine = create_db_engine(usurper.env["CASEAPI_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.update(Agency).values(id=uuid.UUID(str(ua_le_id))))
+    engine.dispose()
+    usurper.serve()
+    peer(usurper, kz)
+    refused = kz.cli("peer", "add", "--url", usurper.url, "--thumbprint", usurper.thumbprint, check=False)
+    assert refused.returncode == 1 and "which belongs to ua.caseapi" in refused.stderr
+    assert agencies(kz, kz_key)["UA-LE"]["home_instance"] == "ua.caseapi" and "UA-LE-2" not in agencies(
+        kz, kz_key
+    )
