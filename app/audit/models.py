@@ -69,3 +69,5 @@ class AuditVerification(SQLModel):
     entries: int
     head: str
     first_bad_seq: int | None = None
+    # Why the chain does not verify: an entry, missing entries, or the checkpoint.
+    reason: str | None = None
