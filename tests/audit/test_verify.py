@@ -246,6 +246,34 @@ def test_a_chain_from_before_the_key_verifies_once_its_end_is_recorded(
     assert (code, "broken at entry 1 " in out) == (1, True)
 
 
+@pytest.mark.parametrize("first", ["session", "hot write"])
+def test_the_chain_s_first_entry_writes_its_checkpoint(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller, first: str
+) -> None:
+    """Both writing paths (app.journal): from the first entry on, a checkpoint exists."""
+    case = new_case(client, lead)
+    tamper(engine, "DELETE FROM audit_entry", "DELETE FROM audit_checkpoint")  # a chain not begun yet
+    if first == "session":
+        response = client.patch(
+            f"{API}/cases/{case['id']}", json={"title": "T2"}, headers=lead.h(if_match='"1"')
+        )
+    else:
+        response = client.post(
+            f"{API}/cases/{case['id']}/seized-items",
+            json={"category": "cash", "description": "d"},
+            headers=lead.headers,
+        )
+    assert response.status_code in (200, 201), response.text
+    assert checkpoint(engine) == (0, GENESIS)
+    seq, hash_ = head(engine)
+    assert seq >= 1
+    assert http_verify(client, admin)["ok"] is True
+    assert checkpoint(engine) == (seq, hash_)
+    # Written once: a later first-entry check never moves it back.
+    new_case(client, lead)
+    assert checkpoint(engine) == (seq, hash_)
+
+
 # --- GET /audit/verify --------------------------------------------------------------------------------
 
 
