@@ -288,12 +288,13 @@ def writable_child(
 def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:
     """The rows of AuditEntry the caller reads in GET /audit.
 
-    What its agency did, and what was done to cases it leads. An `admin` key
-    adds what the agencies it manages did (its own and every agency under it,
-    as app.agencies.service.require_managed) and the entries about those
-    agencies and their API clients. Never an entry of a case the caller's
-    agency does not see in full (a deleted case included): such an entry names
-    what is under the case, and its purpose may name a suspect.
+    What its agency did (it knows that already, even in a case it has left or
+    deleted), and what was done to cases it leads. An `admin` key adds what
+    the agencies under its own did (app.agencies.service.require_managed) and
+    the entries about the agencies and API clients it manages. None of those
+    others in a case the caller's agency does not see in full (or no longer
+    exists): such an entry names what is under the case, and its purpose may
+    name a suspect.
     """
     # Imported here: this rule is the only one in the module about agencies, clients and the log.
     from app.agencies.models import Agency
@@ -301,7 +302,7 @@ def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:
     from app.auth.models import ApiClient
 
     led = sa.select(Case.id).where(Case.lead_agency_id == p.agency_id)
-    shown = [AuditEntry.agency_id == p.agency_id, AuditEntry.case_id.in_(led)]
+    shown = [AuditEntry.case_id.in_(led)]
     if p.has(Scope.admin):
         tree = sa.select(Agency.id).where(Agency.id == p.agency_id).cte("managed", recursive=True)
         tree = tree.union(sa.select(Agency.id).where(Agency.parent_id == tree.c.id))
@@ -318,4 +319,5 @@ def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:
         .params(principal_params(p))
         .exists()
     )
-    return sa.and_(sa.or_(*shown), sa.or_(AuditEntry.case_id.is_(None), seen))
+    others = sa.and_(sa.or_(*shown), sa.or_(AuditEntry.case_id.is_(None), seen))
+    return sa.or_(AuditEntry.agency_id == p.agency_id, others)

@@ -35,8 +35,8 @@ def list_entries(
     action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[AuditEntryPublic]:
     """Scope `read` or scope `admin`. What the caller's agency did, and what was done to cases it
-    leads; an `admin` key adds what the agencies it manages (its own and those under it) did, and the
-    entries about them and their API clients. Never an entry of a case the caller's agency does not see
+    leads; an `admin` key adds what the agencies under its own did, and the entries about the agencies
+    and API clients it manages. Never another agency's entry of a case the caller's agency does not see
     in full. `purpose` (personal data: it may name a suspect) is shown to a key with the `personal_data`
     scope only, else null. Filters `case_id` and `action`. The whole instance's log is read on the host:
     `caseapi audit list`.
