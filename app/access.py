@@ -283,3 +283,41 @@ def writable_child(
     row, acc = _child(session, p, model, child_id, for_update=True)
     require_writer(acc, p)
     return row, acc
+
+
+def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:
+    """The rows of AuditEntry the caller reads in GET /audit.
+
+    What its agency did (it knows that already, even in a case it has left or
+    deleted), and what was done to cases it leads. An `admin` key adds what
+    the agencies under its own did (app.agencies.service.require_managed) and
+    the entries about the agencies and API clients it manages. None of those
+    others in a case the caller's agency does not see in full (or no longer
+    exists): such an entry names what is under the case, and its purpose may
+    name a suspect.
+    """
+    # Imported here: this rule is the only one in the module about agencies, clients and the log.
+    from app.agencies.models import Agency
+    from app.audit.models import AuditEntry
+    from app.auth.models import ApiClient
+
+    led = sa.select(Case.id).where(Case.lead_agency_id == p.agency_id)
+    shown = [AuditEntry.case_id.in_(led)]
+    if p.has(Scope.admin):
+        tree = sa.select(Agency.id).where(Agency.id == p.agency_id).cte("managed", recursive=True)
+        tree = tree.union(sa.select(Agency.id).where(Agency.parent_id == tree.c.id))
+        managed = sa.select(tree.c.id)
+        clients = sa.select(ApiClient.id).where(ApiClient.agency_id.in_(managed))
+        shown += [
+            AuditEntry.agency_id.in_(managed),
+            sa.and_(AuditEntry.resource_type == "agency", AuditEntry.resource_id.in_(managed)),
+            sa.and_(AuditEntry.resource_type == "api_client", AuditEntry.resource_id.in_(clients)),
+        ]
+    seen = (
+        sa.select(Case.id)
+        .where(Case.id == AuditEntry.case_id, sees_case_in_full())
+        .params(principal_params(p))
+        .exists()
+    )
+    others = sa.and_(sa.or_(*shown), sa.or_(AuditEntry.case_id.is_(None), seen))
+    return sa.or_(AuditEntry.agency_id == p.agency_id, others)

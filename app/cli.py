@@ -3,11 +3,13 @@
 import argparse
 import asyncio
 import errno
+import itertools
 import json
 import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -23,6 +25,7 @@ from app.agencies.models import Agency, AgencyCreate, AgencyKind
 from app.attachments import service as attachments
 from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
 from app.audit import service as audit
+from app.audit.models import AuditEntryPublic, AuditVerification
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
 from app.config import ConfigError, get_settings
@@ -143,14 +146,52 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
     if show:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if not result.ok:
-        raise CommandError(
-            f"audit chain broken at entry {result.first_bad_seq} (after {result.entries} good entries)"
-        )
+        raise CommandError(_finding(result))
     if not found:
         raise CommandError(
             f"head {expected} is not in the audit chain ({result.entries} entries, head {result.head})"
         )
     print(f"audit chain intact: {result.entries} entries, head {result.head}")
+
+
+def _finding(result: AuditVerification) -> str:
+    if result.first_bad_seq is not None:
+        return f"audit chain broken at entry {result.first_bad_seq} (after {result.entries} good entries)"
+    return f"audit chain not verified: {result.reason} ({result.entries} entries verify, head {result.head})"
+
+
+def cmd_audit_reset_checkpoint(args: argparse.Namespace) -> None:
+    result = audit.reset_checkpoint(_engine(), pre_key_head=args.pre_key_head)
+    if not result.ok:
+        raise CommandError(_finding(result))
+    print(f"audit checkpoint recorded: {result.entries} entries, head {result.head}")
+
+
+def cmd_audit_list(args: argparse.Namespace) -> None:
+    """The whole instance's log, streamed in seq order: one line per entry, tab-separated, or JSON."""
+    with transaction(_engine(), write=False) as session:
+        rows = audit.host_entries(session, after=args.after, case_id=args.case_id, action=args.action)
+        try:
+            for row in itertools.islice(rows, args.limit):
+                entry = AuditEntryPublic.model_validate(row, from_attributes=True)
+                if args.json:
+                    print(entry.model_dump_json())
+                else:
+                    fields = entry.model_dump(mode="json", exclude={"prev_hash"})
+                    print("\t".join("-" if v is None else _text(v) for v in fields.values()))
+        except BrokenPipeError:
+            # The reader stopped (`| head`): no traceback, and none at exit either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("expected a whole number, 0 or more")
+    return int(text)
+
+
+def _text(value: object) -> str:
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
 
 
 def cmd_storage_sweep(args: argparse.Namespace) -> None:
@@ -363,6 +404,22 @@ def _parser() -> argparse.ArgumentParser:
         "--expect-head", metavar="HASH", help="fail unless this hash, recorded earlier, is in the chain"
     )
     verify.set_defaults(func=cmd_audit_verify)
+    reset = audit_cmd.add_parser(
+        "reset-checkpoint", help="after a finding is explained: walk the whole chain and record its head"
+    )
+    reset.add_argument(
+        "--pre-key-head",
+        metavar="HASH",
+        help="the last entry written before the chain was keyed: entries up to it may be unkeyed",
+    )
+    reset.set_defaults(func=cmd_audit_reset_checkpoint)
+    listing = audit_cmd.add_parser("list", help="the whole instance's log, one line per entry")
+    listing.add_argument("--case-id", type=uuid.UUID, metavar="UUID")
+    listing.add_argument("--action", help="e.g. personal_data.disclosed")
+    listing.add_argument("--after", type=_count, default=0, metavar="SEQ", help="entries after this seq")
+    listing.add_argument("--limit", type=_count, metavar="N", help="at most N entries")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(func=cmd_audit_list)
     instance = sub.add_parser("instance", help="this instance among its peers (federation)")
     instance.add_subparsers(dest="action", required=True).add_parser(
         "show", help="print the instance id, its public key (JWK) and, last, the key's thumbprint"

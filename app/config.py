@@ -1,10 +1,12 @@
+import base64
+import binascii
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,6 +38,29 @@ def shipped(name: str) -> Path:
     raise ConfigError(f"caseapi is installed without its {name}/ folder: reinstall the package")
 
 
+# A key is at least this many bytes, decoded from hex or base64.
+KEY_BYTES = 32
+
+
+def require_strong_key(text: str) -> None:
+    """ValueError unless `text` encodes, as hex or base64, at least KEY_BYTES
+    bytes that look random: a key of few distinct bytes ("000...", a word
+    repeated) is refused, as it would make every key derived from it weak."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        try:
+            padded = text + "=" * (-len(text) % 4)
+            raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        except binascii.Error:
+            raw = b""
+    if len(raw) < KEY_BYTES or len(set(raw)) < KEY_BYTES // 2:
+        raise ValueError(
+            f"not a key of {KEY_BYTES} random bytes, hex or base64 encoded "
+            "(make one: `python3 -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
+
+
 class Settings(BaseSettings):
     """Every setting comes from a `CASEAPI_` environment variable."""
 
@@ -56,9 +81,14 @@ class Settings(BaseSettings):
     # A bundle is a whole case in one document: a 10 000-item case is about 4 MiB.
     max_bundle_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # The audit chain's HMAC key and the cursors' signing key (app.secrets):
-    # never in the source, never in the database.
+    # never in the source, never in the database. Each is at least 32 random
+    # bytes, hex or base64 encoded; every other key is derived from the audit key.
     audit_key: SecretStr | None = None
     cursor_secret: SecretStr | None = None
+    # Or read from a file (docker compose secrets): the setting names the file,
+    # whose content, stripped, is the key; not together with the key itself.
+    audit_key_file: SecretStr | None = None
+    cursor_secret_file: SecretStr | None = None
     # Where an SQLite instance keeps the keys it generated when none is set.
     key_file: Path = Path("./caseapi.key")
     # Federation (app.federation): this instance's id among its peers (lower-case
@@ -99,6 +129,31 @@ class Settings(BaseSettings):
     # to the security log (app.probes), and again at each further multiple.
     probe_log_threshold: int = Field(default=20, ge=1)
     probe_log_window_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("audit_key", "cursor_secret")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # unset (app.secrets: generated on SQLite, refused on PostgreSQL)
+        require_strong_key(value.get_secret_value().strip())
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("audit_key_file", "cursor_secret_file", mode="before")
+    @classmethod
+    def _key_from_file(cls, value: object, info: ValidationInfo) -> object:
+        # Read here, once: the file's content replaces its path, so the key
+        # is then used as one set directly would be.
+        if value is None or isinstance(value, SecretStr) or not str(value).strip():
+            return None
+        setting = info.field_name.removesuffix("_file") if info.field_name else ""
+        if info.data.get(setting) is not None:
+            raise ValueError(f"set CASEAPI_{setting.upper()} or this file, not both")
+        try:
+            key = Path(str(value)).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the key file: {getattr(exc, 'strerror', None) or exc}") from None
+        require_strong_key(key)
+        return key
 
     @field_validator("database_url")
     @classmethod

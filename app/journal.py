@@ -2,7 +2,8 @@
 
 Services call `record()` for each change; the session's before-commit hook
 then writes the audit entries and feed events in the same transaction,
-under one lock held until commit. The hot write (app.writes) notes its
+under one lock held until commit (with the chain's first entry, its
+first checkpoint: app.audit.service). The hot write (app.writes) notes its
 changes on its transaction and calls `write()` before its COMMIT: the same
 lock, heads and rows. The lock is what keeps the audit hash
 chain linear and makes feed sequence numbers visible in order.
@@ -18,7 +19,7 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
 
 from app.audit.models import AuditEntry
-from app.audit.service import AUDIT_HEAD, append_entries, entry_rows
+from app.audit.service import AUDIT_HEAD, append_entries, entry_rows, first_checkpoint
 from app.db import bulk_insert, utcnow
 from app.events.models import Event
 
@@ -160,7 +161,10 @@ def _write_journal(session: OrmSession) -> None:
     _lock(session)
     heads = session.execute(_HEADS).one()
     at = utcnow()
-    append_entries(session, [c for c in changes if c.audit], at, heads.seq, heads.hash)
+    audited = [c for c in changes if c.audit]
+    if audited and heads.seq is None:
+        session.execute(*first_checkpoint(session.get_bind().dialect.name))
+    append_entries(session, audited, at, heads.seq, heads.hash)
     _append_events(session, [c for c in changes if c.emit_event], at, heads.event_seq or 0)
 
 
@@ -175,6 +179,8 @@ async def write(tx: "Tx") -> None:
     assert heads is not None, "_HEADS reads one row, even from empty tables"
     at = utcnow()
     entries = entry_rows([c for c in tx.changes if c.audit], at, heads.seq, heads.hash)
+    if entries and heads.seq is None:
+        await tx.execute(*first_checkpoint(tx.dialect_name))
     events = event_rows([c for c in tx.changes if c.emit_event], at, heads.event_seq or 0)
     await tx.insert([(AuditEntry.__table__, entries), (Event.__table__, events)])  # type: ignore[attr-defined]
 

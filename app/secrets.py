@@ -4,7 +4,9 @@ Neither lives in the source nor in the database: someone who can write to
 the database must not be able to forge an audit entry or a cursor.
 
 `CASEAPI_AUDIT_KEY` keys the audit chain; `CASEAPI_CURSOR_SECRET`, when
-set, signs cursors, else a key derived from the audit key does. On
+set, signs cursors, else a key derived from the audit key does. Either may
+come from a file instead (`..._FILE`, app.config), and each must be at
+least 32 random bytes, hex or base64 encoded. On
 PostgreSQL (a production database, reached by several hosts) the audit key
 must be set: every worker on every host has to hold the same one. On
 SQLite (one host) an unset key is generated once into `CASEAPI_KEY_FILE`,
@@ -18,7 +20,7 @@ import secrets
 from functools import cache
 from pathlib import Path
 
-from app.config import ConfigError, Settings
+from app.config import ConfigError, Settings, require_strong_key
 
 
 def _key_file(path: Path) -> bytes:
@@ -31,7 +33,9 @@ def _key_file(path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         key = path.read_text().strip()
-        if len(key) < 32:
+        try:
+            require_strong_key(key)
+        except ValueError:
             raise ConfigError(f"CASEAPI_KEY_FILE: {path} holds no key (delete it for a new one)") from None
         return key.encode()
     key = secrets.token_hex(32)
@@ -52,17 +56,16 @@ def _generated_key(database_url: str, key_file: Path) -> bytes:
 
 def audit_key(settings: Settings) -> bytes:
     """The key of the audit chain's HMAC."""
-    secret = settings.audit_key.get_secret_value() if settings.audit_key else None
-    if secret:
+    if secret := settings.audit_key or settings.audit_key_file:
         # Every change hashes with it: no look at the key file's path when it is set.
-        return secret.encode()
+        return secret.get_secret_value().encode()
     return _generated_key(settings.database_url, settings.key_file.resolve())
 
 
 def cursor_key(settings: Settings) -> bytes:
     """The key that signs list cursors."""
-    if settings.cursor_secret:
-        return settings.cursor_secret.get_secret_value().encode()
+    if secret := settings.cursor_secret or settings.cursor_secret_file:
+        return secret.get_secret_value().encode()
     return hmac.new(audit_key(settings), b"caseapi cursor signing v1", hashlib.sha256).digest()
 
 

@@ -41,8 +41,11 @@ from app.main import create_app  # noqa: E402
 
 # The server's secrets as an operator sets them (app.secrets); tests that are
 # about a missing or wrong key pass their own settings.
-os.environ.setdefault("CASEAPI_AUDIT_KEY", "test-audit-key-" + "0" * 32)
-os.environ.setdefault("CASEAPI_CURSOR_SECRET", "test-cursor-secret-" + "0" * 32)
+# Keys are 32 random bytes, hex encoded, as app.config requires.
+TEST_AUDIT_KEY = "8193fa9e938911dba679b64e4d91b852475086884818f1244dd6bb6f2e712a5b"
+TEST_CURSOR_SECRET = "30d854c0860b46b835da5107f451b813a610b0a55b6830336e531e4484d74f12"
+os.environ.setdefault("CASEAPI_AUDIT_KEY", TEST_AUDIT_KEY)
+os.environ.setdefault("CASEAPI_CURSOR_SECRET", TEST_CURSOR_SECRET)
 
 POSTGRES_URL = os.environ.get("CASEAPI_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])

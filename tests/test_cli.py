@@ -281,3 +281,74 @@ def test_set_parent_decides_who_reads_amber_cases(  # type: ignore[no-untyped-de
     assert client.get(url, headers=outsider.headers).status_code == 200
     assert run("agency", "set-parent", outsider.agency_code, "--none")[0] == 0
     assert client.get(url, headers=outsider.headers).status_code == 404
+
+
+# --- the keys: strength, and from files (docker compose secrets) ------------------------------------------
+
+STRONG = "1f0e3dad99908345f7439f8ffabdffc4" * 2
+BASE64 = "dBTJ3nK8Rk7m3Xo1XhqJ2l5QJxVd8yZ6qv0Ot9WcS2Y="
+
+
+@pytest.mark.parametrize("variable", ["CASEAPI_AUDIT_KEY", "CASEAPI_CURSOR_SECRET"])
+@pytest.mark.parametrize(
+    "value",
+    ["x", "unused", "0" * 64, "test-audit-key-" + "0" * 32, STRONG[:62], "ab" * 40],
+    ids=["one-letter", "word", "zeros", "padded-word", "31-bytes", "repeated"],
+)
+@pytest.mark.parametrize(
+    "database", ["sqlite:///./caseapi.db", "postgresql+psycopg://caseapi@127.0.0.1:1/caseapi"]
+)
+def test_a_weak_key_is_one_line_exit_2(  # type: ignore[no-untyped-def]
+    variable, value, database, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("CASEAPI_DATABASE_URL", database)
+    monkeypatch.setenv(variable, value)
+    code, err = _exit_of(["agency", "list"], capsys)
+    assert code == 2
+    assert err.startswith(f"caseapi: {variable}: ") and "32 random bytes" in err
+    assert err.count("\n") == 1 and (len(value) < 6 or value not in err)
+
+
+@pytest.mark.parametrize("value", [STRONG, BASE64, BASE64.rstrip("=").replace("+", "-").replace("/", "_")])
+def test_a_strong_key_hex_or_base64_is_taken(value: str) -> None:
+    settings = Settings(audit_key=value, cursor_secret=value)
+    assert secrets.audit_key(settings) == value.encode()
+    assert secrets.cursor_key(settings) == value.encode()
+
+
+@pytest.mark.parametrize(
+    ("variable", "name"), [("AUDIT_KEY", "audit_key"), ("CURSOR_SECRET", "cursor_secret")]
+)
+def test_a_key_from_a_file(variable: str, name: str, monkeypatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv(f"CASEAPI_{variable}", raising=False)
+    path = tmp_path / "secret"
+    path.write_text(f"  {STRONG}\n")
+    monkeypatch.setenv(f"CASEAPI_{variable}_FILE", str(path))
+    settings = Settings()
+    assert getattr(settings, f"{name}_file").get_secret_value() == STRONG
+    key_of = secrets.audit_key if name == "audit_key" else secrets.cursor_key
+    assert key_of(settings) == STRONG.encode()
+    # The key and its file both: which one is meant cannot be known.
+    monkeypatch.setenv(f"CASEAPI_{variable}", STRONG)
+    code, err = _exit_of(["agency", "list"], capsys)
+    assert (code, err.count("\n")) == (2, 1)
+    assert err.startswith(f"caseapi: CASEAPI_{variable}_FILE: ") and "not both" in err
+    monkeypatch.delenv(f"CASEAPI_{variable}")
+    for content, reason in ((None, "cannot read the key file"), ("unused\n", "32 random bytes")):
+        if content is None:
+            path.unlink()
+        else:
+            path.write_text(content)
+        code, err = _exit_of(["agency", "list"], capsys)
+        assert (code, err.count("\n")) == (2, 1)
+        assert err.startswith(f"caseapi: CASEAPI_{variable}_FILE: ") and reason in err
+        assert "unused" not in err
+
+
+def test_a_server_on_postgresql_takes_its_audit_key_from_a_file(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("CASEAPI_AUDIT_KEY", raising=False)
+    path = tmp_path / "audit_key"
+    path.write_text(STRONG + "\n")
+    monkeypatch.setenv("CASEAPI_AUDIT_KEY_FILE", str(path))
+    settings = Settings(database_url="postgresql+psycopg://caseapi@db/caseapi")
+    assert secrets.audit_key(settings) == STRONG.encode()

@@ -33,11 +33,13 @@ class AuditEntry(SQLModel, table=True):
 
 
 class AuditCheckpoint(SQLModel, table=True):
-    """The newest entry a verification found intact (one row, id 1).
+    """The newest entry a verification found intact (row id 1; seq 0 from
+    the chain's first entry until a verification moves it), and where the
+    chain's unkeyed, pre-key beginning ends, when an operator recorded one (id 2).
 
-    `mac` is an HMAC of seq and hash under the audit key: the database alone
-    cannot move the checkpoint past a forged entry. Verification starts
-    from here, and the entry at `seq` must still carry `hash`.
+    `mac` is an HMAC of the row's kind, seq and hash under the audit key: the
+    database alone cannot move either past a forged entry. Verification
+    starts from the checkpoint, and the entry at `seq` must still carry `hash`.
     """
 
     __tablename__ = "audit_checkpoint"
@@ -69,3 +71,5 @@ class AuditVerification(SQLModel):
     entries: int
     head: str
     first_bad_seq: int | None = None
+    # Why the chain does not verify: an entry, missing entries, or the checkpoint.
+    reason: str | None = None

@@ -4,6 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from app import access
 from app.audit import service
 from app.audit.models import AuditEntryPublic, AuditVerification
 from app.auth.deps import current_principal
@@ -33,11 +34,18 @@ def list_entries(
     case_id: uuid.UUID | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[AuditEntryPublic]:
-    """Scope `admin`: every entry. Scope `read`: what the caller's agency did, and what was done to cases it
-    leads. Filters `case_id` and `action`; entries the caller may not see are left out.
+    """Scope `read` or scope `admin`. What the caller's agency did, and what was done to cases it
+    leads; an `admin` key adds what the agencies under its own did, and the entries about the agencies
+    and API clients it manages. Never another agency's entry of a case the caller's agency does not see
+    in full. `purpose` (personal data: it may name a suspect) is shown to a key with the `personal_data`
+    scope only, else null. Filters `case_id` and `action`. The whole instance's log is read on the host:
+    `caseapi audit list`.
     """
-    items, cursor = service.list_entries(session, p, page, case_id=case_id, action=action)
-    return Page(items=[AuditEntryPublic.model_validate(e) for e in items], next_cursor=cursor)
+    items, cursor = service.list_entries(
+        session, access.audit_entries_visible(p), page, case_id=case_id, action=action
+    )
+    hide = {} if p.has(Scope.personal_data) else {"purpose": None}
+    return Page(items=[AuditEntryPublic.model_validate(e, update=hide) for e in items], next_cursor=cursor)
 
 
 async def _admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -52,6 +60,7 @@ async def _admin(principal: Annotated[Principal, Depends(current_principal)]) ->
 async def verify(request: Request, _: Annotated[Principal, Depends(_admin)]) -> AuditVerification:
     """Scope `admin`. Verifies the entries written since the last verified checkpoint, then moves it:
     `ok`, the number of entries, and the head hash to record somewhere the database administrators cannot
-    write. `caseapi audit verify` checks the whole chain.
+    write. A missing checkpoint, or one not written with the audit key, is a finding (`ok: false`,
+    `reason`) and moves nothing. `caseapi audit verify` checks the whole chain.
     """
     return await run_in_threadpool(service.check, request.app.state.engine, full=False)

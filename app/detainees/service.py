@@ -72,22 +72,24 @@ def present(
 ) -> list[DetaineePublic]:
     """Public views of detainees, with personal data only when allowed.
 
-    Each detainee shown with personal data is one audit entry naming it, so
-    the log answers "whose data did this list or bundle disclose?".
+    A response that shows personal data is one audit entry naming every
+    detainee it showed (`detail.detainee_ids`; `resource_id` too when it is
+    one), so the log answers "whose data did this list or bundle disclose?"
+    while a case of many detainees adds one row under the journal lock, not one each.
     """
     disclose = may_see_personal_data(p, purpose)
-    if disclose:
-        for detainee in detainees:
-            record(
-                session,
-                p.actor,
-                action="personal_data.disclosed",
-                resource_type="detainee",
-                resource_id=detainee.id,
-                case_id=case_id,
-                purpose=purpose,
-                emit_event=False,
-            )
+    if disclose and detainees:
+        record(
+            session,
+            p.actor,
+            action="personal_data.disclosed",
+            resource_type="detainee",
+            resource_id=detainees[0].id if len(detainees) == 1 else None,
+            case_id=case_id,
+            purpose=purpose,
+            emit_event=False,
+            detail={"detainee_ids": [str(d.id) for d in detainees]},
+        )
     return [to_public(d, disclose=disclose) for d in detainees]
 
 

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from app import cli
 from app.audit.models import AuditEntry
 from app.audit.service import GENESIS
 from tests.conftest import Caller, new_case, run_verify
@@ -108,25 +109,169 @@ def test_an_entry_written_straight_into_the_database_fails(
     code, out = run_verify(capsys)
     assert code == 1
     assert f"broken at entry {forged}" in out
-    # Nor does a checkpoint move past it.
-    assert checkpoint(engine) is None
+    # Nor does a checkpoint move past it: it stays where the chain's first entry put it.
+    assert checkpoint(engine) == (0, GENESIS)
 
 
-def test_entries_from_before_the_key_verify_as_the_chain_s_beginning_only(
-    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller
+def rewrite_unkeyed(engine: sa.Engine, alter: dict[int, dict[str, Any]] | None = None) -> None:
+    """What a database administrator without the key does: every entry
+    rewritten as an entry from before the key (plain SHA-256, relinked),
+    with the changes in `alter` (seq: column values) made on the way."""
+    table = AuditEntry.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(table).order_by(table.c.seq)).mappings()]
+        prev = GENESIS
+        for row in rows:
+            row.update((alter or {}).get(row["seq"], {}), prev_hash=prev)
+            content = {**row, "at": row["at"].isoformat()}
+            assert row["detail"] is None, "entries of new_case() carry no detail"
+            row["hash"] = prev = plain_sha256(content)
+            conn.execute(table.update().where(table.c.seq == row["seq"]).values(**row))
+
+
+def test_the_unkeyed_rewrite_attack_fails(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    admin: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # A chain written by an earlier version: plain SHA-256 entries (the
-    # fixtures' own keyed entries make way for it).
-    tamper(engine, "DELETE FROM audit_entry")
+    """The checkpoint row deleted, every entry rewritten as a pre-key entry,
+    entry 4 altered: the chain must not verify, and no checkpoint may be
+    written over the forged head."""
+    for _ in range(3):
+        new_case(client, lead)
+    assert http_verify(client, admin)["ok"] is True
+    tamper(engine, "DELETE FROM audit_checkpoint")
+    rewrite_unkeyed(engine, {4: {"action": "case.deleted"}})
+    code, out = run_verify(capsys)
+    assert code == 1
+    assert "broken at entry 1 " in out
+    verdict = http_verify(client, admin)
+    assert (verdict["ok"], verdict["first_bad_seq"], verdict["entries"]) == (False, 1, 0)
+    assert checkpoint(engine) is None
+    assert http_verify(client, admin)["ok"] is False, "nor does a second call start afresh"
+
+
+def test_a_missing_checkpoint_is_a_finding(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    admin: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Deleted, the checkpoint would let a cut tail pass: its absence is reported, never a reset."""
+    for _ in range(3):
+        new_case(client, lead)
+    http_verify(client, admin)
+    tamper(
+        engine,
+        "DELETE FROM audit_checkpoint",
+        "DELETE FROM audit_entry WHERE seq = (SELECT max(seq) FROM audit_entry)",
+    )
+    seq, hash_ = head(engine)
+    verdict = http_verify(client, admin)
+    assert verdict == {
+        "ok": False,
+        "entries": seq,
+        "head": hash_,
+        "first_bad_seq": None,
+        "reason": "the checkpoint is missing",
+    }
+    assert checkpoint(engine) is None
+    code, out = run_verify(capsys)
+    assert code == 1
+    missing = "caseapi: audit chain not verified: the checkpoint is missing"
+    assert out == f"{missing} ({seq} entries verify, head {hash_})"
+    assert checkpoint(engine) is None
+    # The operator, having looked into it, records a new one on the host.
+    assert run_reset(capsys) == (0, f"audit checkpoint recorded: {seq} entries, head {hash_}\n")
+    assert checkpoint(engine) == (seq, hash_)
+    assert http_verify(client, admin)["ok"] is True
+
+
+def run_reset(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    try:
+        cli.main(["audit", "reset-checkpoint", *args])
+    except SystemExit as exc:
+        return (exc.code if isinstance(exc.code, int) else 1), str(exc.code)
+    return 0, capsys.readouterr().out
+
+
+def test_a_chain_from_before_the_key_verifies_once_its_end_is_recorded(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    admin: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A chain written by an earlier version: plain SHA-256 entries, and no
+    # checkpoint (the fixtures' own keyed entries make way for it).
+    tamper(engine, "DELETE FROM audit_entry", "DELETE FROM audit_checkpoint")
     legacy = [append_straight(engine, plain_sha256, lead) for _ in range(3)]
     assert legacy == [1, 2, 3]
+    pre_key_head = head(engine)[1]
     new_case(client, lead)  # appended keyed, after them
+    # Unrecorded, the unkeyed beginning is what a forger would write.
+    assert http_verify(client, admin)["first_bad_seq"] == 1
+    assert run_reset(capsys)[0] == 1
+    code, out = run_reset(capsys, "--pre-key-head", "f" * 64)
+    assert (code, out) == (1, f"caseapi: no audit entry has the hash {'f' * 64}")
+    # The operator names the pre-key head (recorded before the upgrade).
+    code, out = run_reset(capsys, "--pre-key-head", pre_key_head)
     seq, hash_ = head(engine)
-    assert http_verify(client, admin) == {"ok": True, "entries": seq, "head": hash_, "first_bad_seq": None}
-    # Once the chain is keyed, an unkeyed entry is a forgery.
+    assert (code, out) == (0, f"audit checkpoint recorded: {seq} entries, head {hash_}\n")
+    assert http_verify(client, admin) == {
+        "ok": True,
+        "entries": seq,
+        "head": hash_,
+        "first_bad_seq": None,
+        "reason": None,
+    }
+    assert run_verify(capsys)[0] == 0
+    # After the recorded end, an unkeyed entry is a forgery.
     forged = append_straight(engine, plain_sha256, lead)
     verdict = http_verify(client, admin)
     assert (verdict["ok"], verdict["first_bad_seq"]) == (False, forged)
+    tamper(engine, f"DELETE FROM audit_entry WHERE seq = {forged}")
+    # The record of where the pre-key entries end is under the key too:
+    # moved by the database alone, or deleted, it no longer admits them.
+    tamper(engine, "UPDATE audit_checkpoint SET seq = seq + 1 WHERE id = 2")
+    assert run_verify(capsys)[0] == 1
+    tamper(engine, "DELETE FROM audit_checkpoint WHERE id = 2")
+    code, out = run_verify(capsys)
+    assert (code, "broken at entry 1 " in out) == (1, True)
+
+
+@pytest.mark.parametrize("first", ["session", "hot write"])
+def test_the_chain_s_first_entry_writes_its_checkpoint(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller, first: str
+) -> None:
+    """Both writing paths (app.journal): from the first entry on, a checkpoint exists."""
+    case = new_case(client, lead)
+    tamper(engine, "DELETE FROM audit_entry", "DELETE FROM audit_checkpoint")  # a chain not begun yet
+    if first == "session":
+        response = client.patch(
+            f"{API}/cases/{case['id']}", json={"title": "T2"}, headers=lead.h(if_match='"1"')
+        )
+    else:
+        response = client.post(
+            f"{API}/cases/{case['id']}/seized-items",
+            json={"category": "cash", "description": "d"},
+            headers=lead.headers,
+        )
+    assert response.status_code in (200, 201), response.text
+    assert checkpoint(engine) == (0, GENESIS)
+    seq, hash_ = head(engine)
+    assert seq >= 1
+    assert http_verify(client, admin)["ok"] is True
+    assert checkpoint(engine) == (seq, hash_)
+    # Written once: a later first-entry check never moves it back.
+    new_case(client, lead)
+    assert checkpoint(engine) == (seq, hash_)
 
 
 # --- GET /audit/verify --------------------------------------------------------------------------------
@@ -140,7 +285,7 @@ def test_verify_over_http_is_admin_only(
     assert response.status_code == 403
     assert response.headers["content-type"] == "application/problem+json"
     assert client.get(f"{API}/audit/verify").status_code == 401
-    assert checkpoint(engine) is None, "a refused call verifies nothing"
+    assert checkpoint(engine) == (0, GENESIS), "a refused call verifies nothing"
     assert http_verify(client, outsider)["ok"] is True  # every scope, admin among them
 
 
@@ -166,6 +311,7 @@ def test_verify_starts_from_the_checkpoint_and_moves_it(
         "entries": second[0],
         "head": second[1],
         "first_bad_seq": None,
+        "reason": None,
     }
     assert checkpoint(engine) == second
     # ... while the whole chain, from the command line, shows it.
@@ -220,9 +366,11 @@ def test_cli_expect_head(
     code, out = run_verify(capsys, "--expect-head", "f" * 64)
     assert code == 1
     assert f"head {'f' * 64} is not in the audit chain" in out
-    # History rewritten from the recorded head on, and the checkpoint with it:
-    # the chain left verifies, but the recorded head is gone.
+    # History cut from the recorded head on, and the checkpoint with it: a finding,
+    # and once the operator has reset the checkpoint, the recorded head is still gone.
     tamper(engine, "DELETE FROM audit_checkpoint", "DELETE FROM audit_entry WHERE seq >= 3")
+    assert run_verify(capsys)[0] == 1
+    assert run_reset(capsys)[0] == 0
     assert run_verify(capsys)[0] == 0
     code, out = run_verify(capsys, "--expect-head", recorded)
     assert code == 1
@@ -265,13 +413,23 @@ def test_cli_shows_progress_on_a_terminal_only(
     assert b"verifying the audit chain: 100%" in shown
 
 
-def test_a_good_chain_replaces_a_forged_checkpoint(
-    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller
+def test_a_forged_checkpoint_is_a_finding_until_the_operator_resets_it(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    admin: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A checkpoint forged far ahead would otherwise never be replaced, and
-    every call would walk the whole chain."""
+    """A checkpoint whose MAC does not hold was written without the key: the
+    chain is reported, and nothing over HTTP replaces the row."""
     new_case(client, lead)
     http_verify(client, admin)
     tamper(engine, "UPDATE audit_checkpoint SET seq = 1000000")
-    assert http_verify(client, admin)["ok"] is True
+    verdict = http_verify(client, admin)
+    assert (verdict["ok"], verdict["reason"]) == (False, "the checkpoint is not written with the audit key")
+    assert checkpoint(engine) == (1000000, head(engine)[1])
+    assert run_verify(capsys)[0] == 1
+    assert run_reset(capsys)[0] == 0
     assert checkpoint(engine) == head(engine)
+    assert http_verify(client, admin)["ok"] is True

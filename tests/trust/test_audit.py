@@ -17,6 +17,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import app.journal
+from app import cli
+from app.agencies import service as agencies
+from app.agencies.models import AgencyCreate
+from app.audit.models import AuditEntry
 from app.auth import service as auth
 from app.auth.models import Scope
 from app.db import transaction
@@ -252,7 +256,13 @@ def test_concurrent_writers_keep_the_chain_linear(
     # Each case: its own entry and its lead's participant entry.
     assert len(rows) - before == 2 * threads * per_thread
     verdict = client.get(f"{API}/audit/verify", headers=admin.headers).json()
-    assert verdict == {"ok": True, "entries": len(rows), "head": rows[-1].hash, "first_bad_seq": None}
+    assert verdict == {
+        "ok": True,
+        "entries": len(rows),
+        "head": rows[-1].hash,
+        "first_bad_seq": None,
+        "reason": None,
+    }
     with engine.connect() as conn:
         events = conn.execute(sa.text("SELECT seq FROM event ORDER BY seq")).scalars().all()
     assert events == list(range(1, len(events) + 1))
@@ -276,7 +286,6 @@ def test_audit_visibility(
             url += "?" + "&".join(f"{k}={v}" for k, v in params.items())
         return {(e["action"], e["resource_id"]) for e in walk(client, url, caller.headers)}
 
-    assert len(walk(client, f"{API}/audit", admin.headers)) == head_seq(engine)
     lead_sees = seen(lead)
     assert ("location.created", loc.json()["id"]) in lead_sees
     assert ("case.created", own["id"]) not in lead_sees
@@ -296,11 +305,148 @@ def test_audit_visibility(
         ("participant.created", str(partner.agency_id)),
         ("location.created", loc.json()["id"]),
     }
-    assert seen(admin, action="location.created") == {("location.created", loc.json()["id"])}
-    assert seen(outsider, case_id=led["id"]) != set()  # admin scope: everything
+    assert seen(lead, action="location.created") == {("location.created", loc.json()["id"])}
+    # An admin key of an agency in neither case sees neither (test_admin_audit_view: what it sees).
+    assert seen(outsider, case_id=led["id"]) == set()
+    assert seen(admin, action="location.created") == set()
     assert seen(plain_outsider, case_id=led["id"]) == set()
     # An audit reader needs a key at least.
     assert client.get(f"{API}/audit").status_code == 401
+
+
+SUSPECT = {"full_name": "Ivan Petrenko", "date_of_birth": "1990-02-03", "id_document": "UA-PASS-123"}
+PURPOSE = "Identify Ivan Petrenko for warrant 17"
+
+
+@pytest.fixture
+def sub(engine: sa.Engine, admin: Caller) -> Caller:
+    """An agency under the admin's agency, made on the host (audited as the CLI's change)."""
+    with transaction(engine, write=True) as session:
+        fields = {"code": "ADMIN-SUB", "name": "Sub", "kind": "police", "parent_id": admin.agency_id}
+        agencies.create_agency(session, None, AgencyCreate.model_validate(fields))
+    return make_caller(engine, "ADMIN-SUB", Scope.read, Scope.write, Scope.personal_data)
+
+
+def red_case_with_a_disclosure(client: TestClient, lead: Caller, member: Caller) -> tuple[str, str]:
+    """A TLP:RED case of `lead` with `member` as partner, which adds a detainee and reads
+    its personal data with a purpose naming the suspect: the case's id and the detainee's."""
+    case = new_case(client, lead, handling_code="TLP:RED")
+    join(client, lead, case["id"], member)
+    url = f"{API}/cases/{case['id']}/detainees"
+    made = client.post(url, json={"label": "S-1", **SUSPECT}, headers=member.headers)
+    assert made.status_code == 201, made.text
+    assert client.get(url, headers=member.h(x_purpose=PURPOSE)).status_code == 200
+    return case["id"], made.json()["id"]
+
+
+def test_an_admin_reads_no_entry_of_a_case_its_agency_may_not_see(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller, sub: Caller
+) -> None:
+    """The attack: another agency's admin key (here, the parent of a partner)
+    reading the entries of a TLP:RED case it may not see — actions, detainee
+    ids, and a purpose that names the suspect."""
+    case_id, detainee_id = red_case_with_a_disclosure(client, lead, sub)
+    boss = make_caller(engine, admin.agency_code, *Scope)  # admin, personal_data: every scope
+    for caller in (admin, boss):
+        assert client.get(f"{API}/cases/{case_id}", headers=caller.headers).status_code == 404
+        for query in (
+            "",
+            f"?case_id={case_id}",
+            "?action=personal_data.disclosed",
+            "?action=detainee.created",
+        ):
+            listed = walk(client, f"{API}/audit{query}", caller.headers, limit=2)
+            assert all(e["case_id"] != case_id for e in listed), query
+            text = json.dumps(listed)
+            assert detainee_id not in text and "Petrenko" not in text, query
+    # The lead sees all of it: what was done to a case it leads (the purpose, as it holds personal_data).
+    disclosed = walk(client, f"{API}/audit?action=personal_data.disclosed", lead.headers)
+    assert [(e["case_id"], e["purpose"]) for e in disclosed] == [(case_id, PURPOSE)]
+
+
+def test_an_admin_reads_what_it_manages(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller, admin: Caller, sub: Caller
+) -> None:
+    """Its own agency's entries, its sub-agencies', the entries about the agencies and clients
+    under it, and the cases its agency sees; `purpose` only to a personal_data key."""
+    hidden_id, _ = red_case_with_a_disclosure(client, lead, sub)
+    shared = new_case(client, sub)  # led by the sub-agency, the admin's agency observes it
+    join(client, sub, shared["id"], admin, role="observer")
+    url = f"{API}/cases/{shared['id']}/detainees"
+    made = client.post(url, json={"label": "S-2", **SUSPECT}, headers=sub.headers)
+    assert client.get(url, headers=sub.h(x_purpose=PURPOSE)).status_code == 200
+    request = {"to_agency_id": str(lead.agency_id), "subject": "S", "body": "B"}
+    asked = client.post(f"{API}/requests", json=request, headers=sub.headers)
+    assert asked.status_code == 201, asked.text
+    made_here = client.post(
+        f"{API}/agencies", json={"code": "ADMIN-2", "name": "N", "kind": "police"}, headers=admin.headers
+    )
+    assert made_here.status_code == 201, made_here.text
+    new_case(client, partner)  # another agency's own work
+
+    listed = walk(client, f"{API}/audit", admin.headers)
+    seen = {(e["action"], e["resource_id"]) for e in listed}
+    sub_id = str(sub.agency_id)
+    assert ("agency.created", sub_id) in seen  # about an agency under it, done on the host
+    assert ("api_client.created", str(sub.client_id)) in seen  # a client of that agency
+    assert ("api_client.created", str(admin.client_id)) in seen
+    assert ("agency.created", made_here.json()["id"]) in seen  # what its agency did
+    assert ("case.created", shared["id"]) in seen  # the sub-agency's, in a case its agency sees
+    assert ("detainee.created", made.json()["id"]) in seen
+    assert ("request.created", asked.json()["id"]) in seen  # the sub-agency's, in no case
+    assert ("api_client.created", str(lead.client_id)) not in seen
+    assert ("api_client.created", str(partner.client_id)) not in seen
+    assert {e["agency_id"] for e in listed} <= {str(admin.agency_id), sub_id, None}
+    assert all(e["case_id"] in (None, shared["id"]) for e in listed)
+    assert hidden_id not in json.dumps(listed)
+    # The purpose is personal data: null to a key without personal_data, shown with it.
+    [disclosure] = [e for e in listed if e["action"] == "personal_data.disclosed"]
+    assert disclosure["purpose"] is None
+    boss = make_caller(engine, admin.agency_code, Scope.read, Scope.admin, Scope.personal_data)
+    shown = walk(client, f"{API}/audit?action=personal_data.disclosed", boss.headers)
+    assert [e["purpose"] for e in shown] == [PURPOSE]
+    # A key without admin reads only what its agency did and the cases it leads.
+    reader = make_caller(engine, admin.agency_code, Scope.read)
+    own = {(e["action"], e["resource_id"]) for e in walk(client, f"{API}/audit", reader.headers)}
+    assert ("agency.created", made_here.json()["id"]) in own
+    assert ("case.created", shared["id"]) not in own
+
+
+def test_a_disclosure_of_many_detainees_is_one_entry_naming_them(
+    client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller
+) -> None:
+    """One entry per response, not one per detainee: an export of a large case
+    would otherwise hold the journal lock for as many rows."""
+    case = new_case(client, lead)
+    url = f"{API}/cases/{case['id']}/detainees"
+    made = []
+    for n in range(25):
+        response = client.post(url, json={"label": f"S-{n}", **SUSPECT}, headers=lead.headers)
+        assert response.status_code == 201, response.text
+        made.append(response.json()["id"])
+    for path in (f"{API}/cases/{case['id']}/bundle", f"{url}?limit=200"):
+        mark = head_seq(engine)
+        response = client.get(path, headers=lead.h(x_purpose=PURPOSE))
+        assert response.status_code == 200, response.text
+        with engine.connect() as conn:
+            written = conn.execute(
+                sa.select(AuditEntry).where(AuditEntry.seq > mark)  # type: ignore[arg-type]
+            ).all()
+        assert len(written) == 1, path
+        [entry] = written
+        assert (entry.action, entry.resource_type, entry.resource_id) == (
+            "personal_data.disclosed",
+            "detainee",
+            None,
+        )
+        assert (str(entry.case_id), entry.purpose, entry.client_id) == (case["id"], PURPOSE, lead.client_id)
+        assert sorted(entry.detail["detainee_ids"]) == sorted(made)
+    verdict = client.get(f"{API}/audit/verify", headers=admin.headers).json()
+    assert (verdict["ok"], verdict["entries"]) == (True, head_seq(engine))
+    # A response of one names it as its resource too.
+    mark = head_seq(engine)
+    assert client.get(f"{API}/detainees/{made[0]}", headers=lead.h(x_purpose=PURPOSE)).status_code == 200
+    assert entries(engine, mark) == [("personal_data.disclosed", "detainee", made[0])]
 
 
 # --- `caseapi audit verify` ------------------------------------------------
@@ -368,6 +514,78 @@ def test_cli_verify_exit_status_from_a_real_process(
     assert bad.stderr.strip().splitlines() == [
         "caseapi: audit chain broken at entry 1 (after 0 good entries)"
     ]
+
+
+# --- `caseapi audit list` --------------------------------------------------
+
+
+def run_list(capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
+    cli.main(["audit", "list", *args])
+    return capsys.readouterr().out.splitlines()
+
+
+def test_cli_audit_list_reads_the_whole_instance_s_log(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    sub: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On the host, every entry: those of the RED case no API key of another agency reads too."""
+    case_id, detainee_id = red_case_with_a_disclosure(client, lead, sub)
+    total = head_seq(engine)
+    lines = run_list(capsys)
+    assert [int(line.split("\t")[0]) for line in lines] == list(range(1, total + 1))
+    columns = "seq at agency_id client_id action resource_type resource_id case_id purpose detail hash"
+    [disclosure] = [line.split("\t") for line in lines if "\tpersonal_data.disclosed\t" in line]
+    assert dict(zip(columns.split(), disclosure, strict=True)) | {"at": "-"} == {
+        "seq": disclosure[0],
+        "at": "-",
+        "agency_id": str(sub.agency_id),
+        "client_id": str(sub.client_id),
+        "action": "personal_data.disclosed",
+        "resource_type": "detainee",
+        "resource_id": detainee_id,
+        "case_id": case_id,
+        "purpose": PURPOSE,
+        "detail": json.dumps({"detainee_ids": [detainee_id]}, separators=(",", ":")),
+        "hash": disclosure[-1],
+    }
+    # Filters, a start and a limit.
+    in_case = run_list(capsys, "--case-id", case_id, "--json")
+    assert {json.loads(line)["case_id"] for line in in_case} == {case_id}
+    assert len(in_case) == 5  # the case, its two participants, the detainee, the disclosure
+    assert [
+        json.loads(line)["action"] for line in run_list(capsys, "--action", "detainee.created", "--json")
+    ] == ["detainee.created"]
+    assert [line.split("\t")[0] for line in run_list(capsys, "--after", "2", "--limit", "2")] == ["3", "4"]
+    assert run_list(capsys, "--after", str(total)) == []
+    for bad in (["--limit", "-1"], ["--after", "x"], ["--case-id", "nope"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["audit", "list", *bad])
+        assert exc.value.code == 2
+
+
+def test_cli_audit_list_can_be_piped(engine: sa.Engine, database_url: str) -> None:
+    """More than a pipe holds, so that the reader's leaving breaks the pipe mid-listing."""
+    with transaction(engine, write=True) as session:
+        for _ in range(1000):
+            app.journal.record(
+                session,
+                app.journal.CLI,
+                action="case.updated",
+                resource_type="case",
+                resource_id=uuid.uuid4(),
+                case_id=None,
+            )
+    env = {**os.environ, "CASEAPI_DATABASE_URL": database_url}
+    command = f"{sys.executable} -c 'from app.cli import main; main()' audit list | head -1"
+    done = subprocess.run(
+        command, shell=True, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.startswith("1\t") and done.stdout.count("\n") == 1
+    assert done.stderr == ""
 
 
 # --- refusals in the security log -----------------------------------------

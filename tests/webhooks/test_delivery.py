@@ -426,7 +426,11 @@ def test_a_secret_sealed_under_another_audit_key_is_not_used(
     clock: Clock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    other = private_settings.model_copy(update={"audit_key": SecretStr("another-audit-key-" + "2" * 32)})
+    other = private_settings.model_copy(
+        update={
+            "audit_key": SecretStr("68094911865df736c77434bf037b7be7" + "1f97d02f8614facd3073cff5df9a7c31")
+        }
+    )
     with receiving() as receiver:
         sub = subscribe(hooks, kz_admin, receiver.url())
         assert deliver(Deliverer(engine, other, clock=clock)) == 0
