@@ -214,7 +214,7 @@ class _ImportProcess:
         child_lifeline.close()
         self.served = 0
 
-    def call(self, task: _Task, raw: bytes) -> "Response | _Failed":
+    def call(self, task: _Task, raw: bytes) -> Response | _Failed:
         try:
             self.tasks.send(task)
             self.tasks.send_bytes(raw)
