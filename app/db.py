@@ -315,8 +315,9 @@ def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
 
     PostgreSQL through psycopg: COPY, several times faster than SQLAlchemy's multi-row
     INSERTs for the tens of thousands of rows of a bundle import and its
-    journal; values pass through the column types' own bind processors and
-    missing columns get their Python-side defaults, as with an INSERT.
+    journal; values pass through the bind processors an INSERT would use
+    (the dialect's, JSON included) and missing columns get their Python-side
+    defaults, so COPY stores what an INSERT stores.
     Elsewhere: one executemany INSERT.
     """
     if not rows:
@@ -328,7 +329,9 @@ def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -
     given = [name for name in rows[0] if name in table.c]  # extra keys are ignored, as by INSERT
     defaulted = [c for c in table.columns if c.key not in rows[0] and c.default is not None]
     columns = [table.c[name] for name in given] + defaulted
-    procs = [c.type.bind_processor(conn.dialect) for c in columns]
+    # The dialect's own form of each type, as an INSERT binds it: a JSON value becomes
+    # psycopg's Json (the generic type would hand psycopg a list, written as an array literal).
+    procs = [c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
 
     def default_of(column: sa.Column[Any]) -> Any:
         default: Any = column.default

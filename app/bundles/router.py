@@ -1,17 +1,16 @@
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
 from app.bundles import service
-from app.bundles.imports import BundleImports
+from app.bundles.imports import BundleImports, Idempotent
 from app.bundles.models import Bundle
 from app.cases.models import CasePublic
 from app.db import SessionDep
 from app.http import Purpose, StrictJSONRoute
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.service import IdempotencyKeyHeader
 
 router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)
 
@@ -33,18 +32,15 @@ def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: P
     return service.export_case(session, p, case, purpose=purpose)
 
 
-async def _raw_body(request: Request) -> bytes:
-    return await request.body()
-
-
 @router.post(
     "/bundles",
     status_code=201,
     response_model=CasePublic,
     summary="Import a case bundle",
     operation_id="bundles.import",
-    # The body is read raw and validated by service.parse_bundle, a bounded
-    # amount of work whatever it holds; documented as the Bundle it must be.
+    # The body is read raw, once the import is admitted, and validated by
+    # service.parse_bundle in an import process, a bounded amount of work
+    # whatever it holds; documented as the Bundle it must be.
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -52,17 +48,16 @@ async def _raw_body(request: Request) -> bytes:
         }
     },
 )
-async def import_bundle(
-    request: Request,
-    p: Writer,
-    raw: Annotated[bytes, Depends(_raw_body)],
-    idem: IdempotencyDep,
-) -> Response:
+async def import_bundle(request: Request, p: Writer, key: IdempotencyKeyHeader = None) -> Response:
     """Scope `write` (and `personal_data` to import personal data). A new case led by the caller's agency
     with new ids for every row: all of it, or on any error 422 and nothing. Participants are not carried
     over; the case keeps the bundle's handling code or a stricter one, and its `origin`. An attachment is
     attached only when this instance stores its file and the caller can already download it; the audit
-    entry counts the others as `attachments_missing`. Honours `Idempotency-Key`.
+    entry counts the others as `attachments_missing`. Honours `Idempotency-Key` for the same bytes: the
+    same document sent with other spacing or key order counts as another body (422).
     """
     imports: BundleImports = request.app.state.bundle_imports
-    return await imports.run(p, raw, idem)
+    idempotent = (
+        None if key is None else Idempotent(key, request.url.path, request.headers.get("x-purpose", ""))
+    )
+    return await imports.run(p, request.body, idempotent)

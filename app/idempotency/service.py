@@ -60,28 +60,34 @@ def _canonical(body: bytes) -> bytes:
         return body
 
 
-async def idempotency_key(
-    request: Request,
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            description="Repeat a create safely: the same key and body return the first response",
-        ),
-    ] = None,
-) -> IdempotencyKey | None:
+def fingerprint(path: str, purpose: str, body: bytes) -> str:
+    """What a key is bound to: the route, the stated purpose and the body.
+
+    The stated purpose is part of the request: a repeat with another
+    purpose, or none, is another request and not a replay.
+    """
+    digest = hashlib.sha256(path.encode() + b"\n" + purpose.encode() + b"\n")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Repeat a create safely: the same key and body return the first response",
+    ),
+]
+
+
+async def idempotency_key(request: Request, key: IdempotencyKeyHeader = None) -> IdempotencyKey | None:
     if key is None:
         return None
     body = await request.body()
-    # The stated purpose is part of the request: a repeat with another
-    # purpose, or none, is another request and not a replay.
-    purpose = request.headers.get("x-purpose", "").encode()
-    digest = hashlib.sha256(
-        request.url.path.encode() + b"\n" + purpose + b"\n" + _canonical(body)
-    ).hexdigest()
-    return IdempotencyKey(key=key, fingerprint=digest)
+    purpose = request.headers.get("x-purpose", "")
+    return IdempotencyKey(key=key, fingerprint=fingerprint(request.url.path, purpose, _canonical(body)))
 
 
 IdempotencyDep = Annotated[IdempotencyKey | None, Depends(idempotency_key)]

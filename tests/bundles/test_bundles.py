@@ -390,6 +390,47 @@ def test_import_idempotency(client: TestClient, engine: sa.Engine, lead: Caller,
     assert counts(engine) == before
 
 
+def test_an_import_s_key_is_bound_to_the_bytes_sent(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller
+) -> None:
+    """The fingerprint is the raw body's: the same document re-serialised (other spacing or key
+    order) is another body, as is the same body with another X-Purpose."""
+    case_id = build_case(client, lead, partner, items=1)
+    bundle = export(client, lead, case_id)
+    bundle["case"]["reference"] = "BYTES"
+    raw = json.dumps(bundle).encode()
+
+    def send(body: bytes, **headers: str) -> Any:
+        return client.post(
+            "/api/v1/bundles",
+            content=body,
+            headers={
+                **lead.headers,
+                "Content-Type": "application/json",
+                "Idempotency-Key": "bytes",
+                **headers,
+            },
+        )
+
+    first = send(raw)
+    assert first.status_code == 201, first.text
+    before = counts(engine)
+    again = send(raw)
+    assert (again.status_code, again.json(), again.headers["idempotent-replayed"]) == (
+        201,
+        first.json(),
+        "true",
+    )
+    for other in (
+        send(json.dumps(bundle, indent=1).encode()),
+        send(json.dumps(bundle, sort_keys=True).encode()),
+        send(raw, **PURPOSE),
+    ):
+        assert other.status_code == 422, other.text
+        assert other.json()["type"] == "urn:caseapi:problem:idempotency-key-reused"
+    assert counts(engine) == before
+
+
 def test_import_needs_write_scope(
     client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller
 ) -> None:
