@@ -2,7 +2,8 @@
 
 Both limiters implement GCRA (the generic cell rate algorithm, a token
 bucket kept as one timestamp per client): a client may send `N` requests
-at once, then one every `period / N`. A refusal says how long to wait.
+at once, then one every `period / N`. A hit may count as several requests
+(`cost`: the items of a search). A refusal says how long to wait.
 
 - LocalLimiter keeps the timestamps in the worker's memory: each worker
   limits on its own.
@@ -29,8 +30,8 @@ log = logging.getLogger("caseapi.ratelimit")
 
 
 class Limiter(Protocol):
-    async def hit(self, key: str) -> float:
-        """Count one request of `key`: 0 if allowed, else the seconds to wait."""
+    async def hit(self, key: str, cost: int = 1) -> float:
+        """Count `cost` requests of `key`: 0 if allowed, else the seconds to wait."""
         ...
 
     async def close(self) -> None: ...
@@ -46,37 +47,38 @@ class LocalLimiter:
         self._tat: dict[str, float] = {}  # key -> theoretical arrival time
         self._since_sweep = 0
 
-    def hit_now(self, key: str, now: float) -> float:
+    def hit_now(self, key: str, now: float, cost: int = 1) -> float:
         tat = max(self._tat.get(key, now), now)
-        wait = tat + self.rate.interval - self.rate.period - now
+        increment = self.rate.interval * cost
+        wait = tat + increment - self.rate.period - now
         if wait > 0:
             return wait
-        self._tat[key] = tat + self.rate.interval
+        self._tat[key] = tat + increment
         self._since_sweep += 1
         if self._since_sweep >= self._SWEEP_EVERY:
             self._since_sweep = 0
             self._tat = {k: t for k, t in self._tat.items() if t > now}
         return 0.0
 
-    async def hit(self, key: str) -> float:
-        return self.hit_now(key, time.monotonic())
+    async def hit(self, key: str, cost: int = 1) -> float:
+        return self.hit_now(key, time.monotonic(), cost)
 
     async def close(self) -> None:
         return None
 
 
-# KEYS[1]: the client's key. ARGV: interval and period in microseconds.
+# KEYS[1]: the client's key. ARGV: interval and period in microseconds, and the cost.
 # Returns 0 (allowed) or the microseconds to wait.
 _GCRA = """
-local interval = tonumber(ARGV[1])
+local increment = tonumber(ARGV[1]) * tonumber(ARGV[3])
 local period = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local wait = tat + interval - period - now
+local wait = tat + increment - period - now
 if wait > 0 then return wait end
-local new_tat = tat + interval
+local new_tat = tat + increment
 -- %.0f: a plain number's string form keeps only 14 digits, a timestamp in microseconds has 16
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return 0
@@ -110,11 +112,11 @@ class RedisLimiter:
             script = self._scripts[loop] = client.register_script(_GCRA)
         return script
 
-    async def hit(self, key: str) -> float:
+    async def hit(self, key: str, cost: int = 1) -> float:
         now = time.monotonic()
         if now >= self._down_until:
             try:
-                wait = await self._script()(keys=[self.prefix + key], args=self._args)
+                wait = await self._script()(keys=[self.prefix + key], args=[*self._args, cost])
                 return int(wait) / 1e6
             except (RedisError, OSError) as exc:
                 self._down_until = now + self.RETRY_SECONDS
@@ -122,7 +124,7 @@ class RedisLimiter:
                     "redis_unavailable",
                     extra={"error": str(exc), "fallback": "per-worker limit", "retry_in": self.RETRY_SECONDS},
                 )
-        return self.fallback.hit_now(key, now)
+        return self.fallback.hit_now(key, now, cost)
 
     async def close(self) -> None:
         script = self._scripts.pop(asyncio.get_running_loop(), None)
