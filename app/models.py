@@ -9,7 +9,7 @@ from app.detainees.models import Detainee
 from app.events.models import Event
 from app.evidence.models import CustodyEvent, SeizedItem
 from app.idempotency.models import IdempotencyRecord
-from app.identifiers.models import HitSearchTerm, Identifier
+from app.identifiers.models import HitSearchTerm, Identifier, PendingHitNotice
 from app.locations.models import Location
 from app.participants.models import Participant
 from app.requests.models import InformationRequest, RequestMessage
@@ -31,6 +31,7 @@ __all__ = [
     "InformationRequest",
     "Location",
     "Participant",
+    "PendingHitNotice",
     "RequestMessage",
     "SeizedItem",
     "WebhookDelivery",
