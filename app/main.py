@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # A worker that could not record a change must not start (ConfigError).
     audit_key(settings)
+    hit_limits = HitLimits(settings)  # ConfigError for a limit below one search
     configure_logging(settings.log_format, settings.log_level, settings.access_log)
     in_flight = settings.pool_size
 
@@ -168,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.storage = LocalStorage(settings.storage_dir)
     application.state.bundle_imports = BundleImports(settings)
     application.state.max_attachment_bytes = settings.max_attachment_bytes
-    application.state.hit_limits = HitLimits(settings)
+    application.state.hit_limits = hit_limits
     install_error_handlers(application)
     openapi.install(application)
     application.add_middleware(

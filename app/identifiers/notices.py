@@ -4,9 +4,10 @@ A search (app.identifiers.service) answers from what the searcher may see
 and queues itself (a PendingHitNotice row), matches or not. This step reads
 the queue in order: for each search, the identifiers matched in cases the
 searching agency does not see in full (hidden ones and TLP:GREEN/CLEAR
-ones it sees in summary) become one `hit.received` event per case for the
-case's lead, naming the first of them that was not already notified for
-that searching agency within CASEAPI_HIT_NOTICE_WINDOW_HOURS. The events
+ones it sees in summary), as they were at the time of the search, each
+become a `hit.received` event for the case's lead, unless that identifier
+was already notified as matched by that agency within
+CASEAPI_HIT_NOTICE_WINDOW_HOURS: searching again adds nothing. The events
 and the removal of the queued rows are one transaction: a crash sends
 nothing twice and loses nothing; on PostgreSQL SKIP LOCKED keeps workers
 that run at once on different searches, on SQLite the write lock does.
@@ -23,7 +24,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -58,7 +59,7 @@ class Processed:
 
 
 def _notified(
-    session: Session, agency_id: uuid.UUID, case_ids: Sequence[uuid.UUID], since: datetime
+    session: Session, agency_id: uuid.UUID, case_ids: Collection[uuid.UUID], since: datetime
 ) -> set[uuid.UUID]:
     """The identifiers of these cases already notified as matched by this agency since `since`."""
     return set(
@@ -79,43 +80,36 @@ def _notify(
     search: PendingHitNotice,
     parent_id: uuid.UUID | None,
     since: datetime,
-    sent: set[tuple[uuid.UUID, uuid.UUID]],
+    sent: set[tuple[uuid.UUID, uuid.UUID]] | None,
 ) -> int:
-    """Record the notices of one search; how many. `sent`: (agency, identifier) notified in this batch."""
+    """Record the notices of one search; how many. `sent`: (agency, identifier) notified in this
+    batch, None when nothing counts as notified."""
     try:
         terms = unseal_terms(settings, search.search_id, search.sealed)
     except InvalidTag:
-        log.error(
-            "hit notices: search %s was sealed under another audit key; its notices are dropped",
-            search.search_id,
-        )
+        log.error("hit notices: search %s was sealed under another audit key; dropped", search.search_id)
         return 0
-    rows = session.execute(
-        hits_statement(notify=True),
-        access.agency_params(search.agency_id, parent_id)
-        | hit_values(terms)
-        | {"searched_at": search.searched_at},
-    ).all()
-    matched: dict[uuid.UUID, tuple[uuid.UUID, list[uuid.UUID]]] = {}  # case -> (lead, identifiers in order)
-    for row in rows:
-        matched.setdefault(row.case_id, (row.lead_agency_id, []))[1].append(row.id)
-    if not matched:
+    values = access.agency_params(search.agency_id, parent_id) | hit_values(terms)
+    rows = session.execute(hits_statement(notify=True), values | {"searched_at": search.searched_at}).all()
+    if not rows:
         return 0
-    notified = _notified(session, search.agency_id, list(matched), since)
+    notified = (
+        set() if sent is None else _notified(session, search.agency_id, {r.case_id for r in rows}, since)
+    )
     count = 0
-    for case_id, (lead_agency_id, identifier_ids) in matched.items():
-        fresh = [i for i in identifier_ids if i not in notified and (search.agency_id, i) not in sent]
-        if not fresh:
-            continue
-        sent.add((search.agency_id, fresh[0]))
+    for row in rows:
+        if sent is not None:
+            if row.id in notified or (search.agency_id, row.id) in sent:
+                continue
+            sent.add((search.agency_id, row.id))
         record(
             session,
             Actor(agency_id=search.agency_id, client_id=None),
             action=HIT_RECEIVED,
             resource_type="identifier",
-            resource_id=fresh[0],
-            case_id=case_id,
-            notify=(search.agency_id, lead_agency_id),
+            resource_id=row.id,
+            case_id=row.case_id,
+            notify=(search.agency_id, row.lead_agency_id),
             # An audit entry naming the hidden case would show it to the searching agency.
             audit=False,
         )
@@ -149,9 +143,12 @@ def notify_batch(
                 sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_({s.agency_id for s in searches}))
             ).all()
         )
-        since = now - timedelta(hours=settings.hit_notice_window_hours)
-        sent: set[tuple[uuid.UUID, uuid.UUID]] = set()
-        notices = sum(_notify(session, settings, s, parents[s.agency_id], since, sent) for s in searches)
+        window = timedelta(hours=settings.hit_notice_window_hours)
+        # Without a window every search is notified: nothing counts as notified before.
+        sent: set[tuple[uuid.UUID, uuid.UUID]] | None = set() if window else None
+        notices = sum(
+            _notify(session, settings, s, parents[s.agency_id], now - window, sent) for s in searches
+        )
         session.execute(
             sa.delete(PendingHitNotice).where(PendingHitNotice.search_id.in_([s.search_id for s in searches]))
         )

@@ -49,8 +49,10 @@ class LocalLimiter:
 
     def hit_now(self, key: str, now: float, cost: int = 1) -> float:
         tat = max(self._tat.get(key, now), now)
-        increment = self.rate.interval * cost
-        wait = tat + increment - self.rate.period - now
+        # Not interval * cost, and the clock's large values apart: a full burst
+        # (cost = N) on a new key must come to a wait of exactly 0.
+        increment = self.rate.period * cost / self.rate.requests
+        wait = (tat - now) - (self.rate.period - increment)
         if wait > 0:
             return wait
         self._tat[key] = tat + increment
