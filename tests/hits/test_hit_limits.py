@@ -87,7 +87,7 @@ def test_a_limit_below_one_search_is_refused(settings: Settings, setting: str) -
     with pytest.raises(ConfigError, match=f"CASEAPI_{setting.upper()}"):
         create_app(settings.model_copy(update={setting: "999/hour"}))
     with pytest.raises(ValueError, match="N/second"):
-        Settings(**{setting: "lots"})
+        Settings.model_validate({setting: "lots"})
 
 
 def _limiters() -> list[Any]:

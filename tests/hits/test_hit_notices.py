@@ -2,10 +2,11 @@
 within the window, driven here directly; by `caseapi serve` and `caseapi hits process` in operation.
 And the retention of search terms."""
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -142,10 +143,11 @@ def _age_first_search(engine: sa.Engine, by: timedelta) -> None:
     """Move the search with two terms back in time by `by`."""
     terms = HitSearchTerm.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
-        first, at = conn.execute(
+        row = conn.execute(
             sa.select(terms.c.search_id, terms.c.searched_at).where(terms.c.position == 1)
         ).one()
-        conn.execute(terms.update().where(terms.c.search_id == first).values(searched_at=at - by))
+        at: datetime = row.searched_at
+        conn.execute(terms.update().where(terms.c.search_id == row.search_id).values(searched_at=at - by))
 
 
 def test_search_terms_are_purged_after_the_retention(
@@ -197,3 +199,30 @@ def test_the_cli_notifies_and_purges(
         "0 search terms past retention purged"
     )
     assert len(received(client, lead)) == 1
+
+
+def test_searched_values_reach_no_log(
+    app_with: Callable[..., AbstractContextManager[TestClient]],
+    caplog: pytest.LogCaptureFixture,
+    client: TestClient,
+    engine: sa.Engine,
+    settings: Settings,
+    lead: Caller,
+    searcher: Caller,
+    hidden: Any,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with app_with(hit_rate_limit="1000/hour", hit_notices=True, hit_notice_poll_seconds=0.05) as served:
+        assert search(served, searcher, ("phone", PHONE), ("ip", "10.0.0.1")).status_code == 200
+        flood = [("ip", f"10.0.{n // 256}.{n % 256}") for n in range(1000)]
+        assert search(served, searcher, *flood).status_code == 429
+        deadline = time.monotonic() + 20
+        while count(engine, "hit_notice_pending"):
+            assert time.monotonic() < deadline, "the server wrote no notice"
+            time.sleep(0.05)
+    search(client, searcher, ("phone", PHONE))
+    other = settings.model_copy(update={"audit_key": SecretStr("another-audit-key-" + "1" * 32)})
+    notices.process(engine, other)  # logs the search it cannot read
+    assert "sealed under another audit key" in caplog.text
+    for value in ("7010000001", "10.0.0.1", "10.0.3.231"):
+        assert value not in caplog.text
