@@ -73,6 +73,19 @@ def test_an_agency_shares_one_budget_among_its_clients(app_with: AppWith, engine
         )
 
 
+@pytest.mark.skipif(not REDIS_URL, reason="CASEAPI_TEST_REDIS_URL is not set")
+def test_workers_share_the_limit_through_redis(app_with: AppWith, engine: sa.Engine) -> None:
+    searcher = make_caller(engine, "EU-SEARCH", Scope.read)
+    shared = {
+        "hit_rate_limit": "1000/hour",
+        "redis_url": REDIS_URL,
+        "redis_prefix": f"caseapi-test-{uuid.uuid4().hex}:",
+    }
+    with app_with(**shared) as one, app_with(**shared) as two:
+        assert search(one, searcher, *addresses("10.0", 1000)).status_code == 200
+        assert_limited(search(two, searcher, *addresses("10.9", 20)))
+
+
 def test_the_limit_is_on_by_default(client: TestClient, engine: sa.Engine) -> None:
     searcher = make_caller(engine, "EU-SEARCH", Scope.read)
     default = Rate.parse(Settings().hit_rate_limit or "")
