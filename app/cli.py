@@ -33,6 +33,7 @@ from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
 from app.federation import service as federation
 from app.federation.identity import identity
+from app.identifiers import notices
 from app.journal import CLI
 from app.secrets import audit_key
 from app.version import version
@@ -262,6 +263,14 @@ def cmd_deliver(args: argparse.Namespace) -> None:
     asyncio.run(delivery.deliver(get_settings(), once=args.once))
 
 
+def cmd_hits_process(_: argparse.Namespace) -> None:
+    done = notices.process(_engine(), get_settings())
+    print(
+        f"hit notices: {done.searches} searches processed, {done.notices} hit.received events written, "
+        f"{done.terms_purged} search terms past retention purged"
+    )
+
+
 def _serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
     """Serve on host:port, or on the listening socket `fd` when one is given."""
     import uvicorn
@@ -393,6 +402,11 @@ def _parser() -> argparse.ArgumentParser:
     deliver_cmd = sub.add_parser("deliver", help="deliver webhooks (without serving the API)")
     deliver_cmd.add_argument("--once", action="store_true", help="deliver what is due, then exit")
     deliver_cmd.set_defaults(func=cmd_deliver)
+
+    hits = sub.add_parser("hits", help="hit/no-hit searches").add_subparsers(dest="action", required=True)
+    hits.add_parser(
+        "process", help="write the hit.received events of queued searches; purge search terms past retention"
+    ).set_defaults(func=cmd_hits_process)
 
     demo = sub.add_parser("demo", help="migrate, seed, print demo keys, serve (127.0.0.1:8000)")
     demo.add_argument("--host", default="127.0.0.1")

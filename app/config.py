@@ -182,6 +182,10 @@ class Settings(BaseSettings):
     # Shared rate-limit state for every worker and host.
     redis_url: str | None = None
     redis_prefix: str = "caseapi:"
+    # Hit/no-hit searches (POST /hits), counted in distinct searched items, e.g. "10000/hour";
+    # unset: no limit. Each must allow one full search (1 000 items) at once.
+    hit_rate_limit: str | None = "10000/hour"  # per API client
+    hit_agency_rate_limit: str | None = "50000/hour"  # per agency, all its clients together
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a proxy
     # on this host by default); "" believes none, "*" every peer.
     forwarded_allow_ips: str = "127.0.0.1,::1"
@@ -191,12 +195,20 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("rate_limit", "redis_url", "metrics_token", "instance_id", mode="before")
+    @field_validator(
+        "rate_limit",
+        "hit_rate_limit",
+        "hit_agency_rate_limit",
+        "redis_url",
+        "metrics_token",
+        "instance_id",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "hit_rate_limit", "hit_agency_rate_limit")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
         if value is not None:
@@ -217,6 +229,16 @@ class Settings(BaseSettings):
     # How far in the future an instant of something that happened (a seizure,
     # a search) may lie: the clocks of the agencies' systems differ a little.
     clock_skew_seconds: int = Field(default=300, ge=0, le=86_400)
+
+    # Hit/no-hit (app.identifiers.notices): whether `caseapi serve` sends the
+    # hit.received notifications of searches and purges old search terms (else
+    # run `caseapi hits process`), how often it looks for searches, how long a
+    # searching agency's match of one identifier is notified only once, and how
+    # long the keyed hashes of searched values are kept.
+    hit_notices: bool = True
+    hit_notice_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    hit_notice_window_hours: float = Field(default=24.0, ge=0)
+    hit_search_retention_days: int = Field(default=90, ge=1)
 
     # Webhooks (app.webhooks). Whether `caseapi serve` delivers (else run `caseapi deliver`).
     webhook_delivery: bool = True

@@ -32,6 +32,8 @@ from app.errors import install_error_handlers
 from app.events.router import router as events
 from app.evidence.router import router as evidence
 from app.federation.router import router as federation
+from app.identifiers import notices
+from app.identifiers.limits import HitLimits
 from app.identifiers.router import router as identifiers
 from app.limits import BodySizeLimit
 from app.locations.router import router as locations
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # A worker that could not record a change must not start (ConfigError).
     audit_key(settings)
+    hit_limits = HitLimits(settings)  # ConfigError for a limit below one search
     configure_logging(settings.log_format, settings.log_level, settings.access_log)
     in_flight = settings.pool_size
 
@@ -125,16 +128,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         # Every worker delivers webhooks; leases keep them off each other's subscriptions.
         delivering = asyncio.create_task(deliver(settings, stop=stop)) if settings.webhook_delivery else None
+        noticing = asyncio.create_task(notices.run(settings, stop)) if settings.hit_notices else None
         yield
         stop.set()
-        if delivering is not None:
-            await delivering
+        for task in (delivering, noticing):
+            if task is not None:
+                await task
         await application.state.reads.close()
         await application.state.writes.close()
         await asyncio.to_thread(application.state.bundle_imports.close)
         metrics.close()
         if limiter is not None:
             await limiter.close()
+        await application.state.hit_limits.close()
 
     application = FastAPIOffline(
         title="caseapi",
@@ -168,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_storage(engine, application.state.storage)
     application.state.bundle_imports = BundleImports(settings)
     application.state.max_attachment_bytes = settings.max_attachment_bytes
+    application.state.hit_limits = hit_limits
     install_error_handlers(application)
     openapi.install(application)
     application.add_middleware(

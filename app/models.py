@@ -10,7 +10,7 @@ from app.events.models import Event
 from app.evidence.models import CustodyEvent, SeizedItem
 from app.federation.models import Peer, PeerNonce
 from app.idempotency.models import IdempotencyRecord
-from app.identifiers.models import HitSearchTerm, Identifier
+from app.identifiers.models import HitSearchTerm, Identifier, PendingHitNotice
 from app.locations.models import Location
 from app.participants.models import Participant
 from app.requests.models import InformationRequest, RequestMessage
@@ -34,6 +34,7 @@ __all__ = [
     "Participant",
     "Peer",
     "PeerNonce",
+    "PendingHitNotice",
     "RequestMessage",
     "SeizedItem",
     "WebhookDelivery",

@@ -102,11 +102,12 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     # Keys are looked up on every request, so that a test may revoke one and
     # expect 401 at once; tests/auth covers the cache itself.
-    # Webhook tests drive delivery themselves (tests/webhooks).
+    # Webhook tests drive delivery themselves (tests/webhooks), hit/no-hit tests their notices (tests/hits).
     return Settings(
         database_url=database_url,
         auth_cache_seconds=0,
         webhook_delivery=False,
+        hit_notices=False,
         storage_dir=tmp_path_factory.mktemp("files"),
     )
 

@@ -142,12 +142,34 @@ class HitSearchTerm(SQLModel, table=True):
     """What a search looked for, as keyed hashes: the audit entry of the search
     (resource_id = search_id) says who searched and when; an auditor holding
     the server's key can tell whether a given value was searched, and nobody
-    reading the database learns the values."""
+    reading the database learns the values. Kept for CASEAPI_HIT_SEARCH_RETENTION_DAYS."""
 
     __tablename__ = "hit_search_term"
-    __table_args__ = (sa.Index("ix_hit_search_term_digest", "digest"),)
+    __table_args__ = (
+        sa.Index("ix_hit_search_term_digest", "digest"),
+        sa.Index("ix_hit_search_term_searched_at", "searched_at"),
+    )
 
     search_id: uuid.UUID = Field(primary_key=True)
     position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     kind: IdentifierKind = Field(sa_type=str_enum(IdentifierKind, "kind"))
     digest: str = Field(sa_type=sa.String(64), description="HMAC-SHA256 of kind and normalized value")
+    searched_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class PendingHitNotice(SQLModel, table=True):
+    """A search whose hit.received notifications are still to be sent (app.identifiers.notices).
+
+    Every search writes one, matches or not, so that a search costs the same
+    whether or not a case hidden from the searcher holds what it asked for.
+    The searched values are sealed with a key the database does not hold;
+    the row goes once its notifications are written.
+    """
+
+    __tablename__ = "hit_notice_pending"
+    __table_args__ = (sa.Index("ix_hit_notice_pending_searched_at", "searched_at"),)
+
+    search_id: uuid.UUID = Field(primary_key=True)
+    agency_id: uuid.UUID = Field(foreign_key="agency.id", ondelete="RESTRICT")
+    searched_at: datetime = Field(sa_type=UTCDateTime)
+    sealed: bytes = Field(sa_type=sa.LargeBinary, description="AES-GCM of the distinct (kind, normalized)")

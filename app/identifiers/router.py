@@ -103,15 +103,20 @@ def delete_identifier(request: Request, session: SessionDep, p: Writer, identifi
     tags=["hit/no-hit"],
     summary="Ask whether any case holds these identifiers",
 )
-def search_hits(session: SessionDep, p: Reader, body: HitSearch) -> HitResults:
+def search_hits(request: Request, session: SessionDep, p: Reader, body: HitSearch) -> HitResults:
     """Scope `read`. Does any case hold these identifiers (1 to 1 000)? Each item is answered in order.
 
     A match in a case the caller sees in full names the case and the
     identifier; in a TLP:GREEN or TLP:CLEAR case it takes no part in, only
     the case and its lead agency. A match in any other case is not shown
-    (`hit` stays false for it): that case's lead agency receives a
-    `hit.received` event naming the searching agency instead. The search
-    is audited with keyed hashes of the values, never the values.
+    (`hit` stays false for it). The lead agency of a case the caller does
+    not see in full receives a `hit.received` event naming the searching
+    agency, shortly after the search (once per searching agency and
+    identifier within `CASEAPI_HIT_NOTICE_WINDOW_HOURS`). The search is
+    audited with keyed hashes of the values, never the values.
     A phone number without country code is read in the caller's agency's country.
+    Searches are limited in distinct items per API client and per agency
+    (`CASEAPI_HIT_RATE_LIMIT`, `CASEAPI_HIT_AGENCY_RATE_LIMIT`): past it, 429 with `Retry-After`.
     """
-    return service.search_hits(session, p, body.items)
+    state = request.app.state
+    return service.search_hits(session, p, body.items, settings=state.settings, limits=state.hit_limits)

@@ -1,34 +1,37 @@
 """Identifiers under a case, and hit/no-hit across cases.
 
-A search answers each item from one query over (kind, normalized), whatever
-it finds. What a match shows follows app.access: the identifier in a case
-the caller sees in full; only the case and its lead in a TLP:GREEN/CLEAR
-case it takes no part in; nothing in any other case, whose lead instead
-receives a `hit.received` event (one per case and search) in its feed.
-A hidden match leaves the answer exactly as a miss: same shape, same
-values, and the same statements run (the notifications are rows added to
-the journal's write that every search makes anyway).
+A search answers each item from one query over (kind, normalized). What a
+match shows follows app.access: the identifier in a case the caller sees
+in full; only the case and its lead in a TLP:GREEN/CLEAR case it takes no
+part in; nothing in any other case. The leads of the cases not seen in full
+receive a `hit.received` event, written after the search from its queued
+row (app.identifiers.notices): a hidden match leaves the answer, the
+statements and the rows written exactly as a miss does.
 """
 
 import functools
 import hashlib
 import hmac
+import json
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.orm import Session
 
 from app import access
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.cases.models import Case
-from app.config import get_settings
+from app.config import Settings
 from app.crud import add_recorded, delete_recorded
-from app.db import bulk_insert
+from app.db import bulk_insert, utcnow
 from app.errors import invalid
+from app.identifiers.limits import HitLimits
 from app.identifiers.models import (
     MAX_NORMALIZED,
     HitCase,
@@ -41,6 +44,7 @@ from app.identifiers.models import (
     Identifier,
     IdentifierCreate,
     IdentifierTransfer,
+    PendingHitNotice,
 )
 from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
 from app.journal import record
@@ -49,6 +53,7 @@ from app.reads import Reads
 from app.secrets import search_term_key
 
 Loc = list[str | int]
+_NONCE_BYTES = 12
 
 
 def agency_country(session: Session, agency_id: uuid.UUID) -> str | None:
@@ -150,7 +155,15 @@ def insert_imported(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 @functools.cache
-def _hits_statement() -> sa.Select[Any]:
+def hits_statement(*, notify: bool) -> sa.Select[Any]:
+    """The identifiers matching the searched values, with the searcher's access to their cases
+    (run with access.agency_params() and one list of values per kind, see hit_values()).
+
+    A search reads only the matches the searcher may see, so that one in a
+    case hidden from it costs nothing more than a miss; the notices
+    (`notify`, app.identifiers.notices) read the others, as they were when
+    the search was made (`searched_at`).
+    """
     stmt = sa.select(
         Identifier.id,
         Identifier.case_id,
@@ -177,80 +190,132 @@ def _hits_statement() -> sa.Select[Any]:
             for kind in IdentifierKind
         )
     )
-    return (
-        stmt.add_columns(full.label("full"), visible.label("visible"))
-        .where(by_kind)
-        .order_by(Identifier.case_id, Identifier.created_at, Identifier.id)
-    )
+    if notify:
+        stmt = stmt.where(sa.not_(full), Identifier.created_at <= sa.bindparam("searched_at"))
+    else:
+        stmt = stmt.where(visible)
+    return stmt.add_columns(full.label("full")).where(by_kind).order_by(Identifier.case_id, *IDENTIFIER_KEYS)
 
 
 def _values_param(kind: IdentifierKind) -> str:
     return f"values_{kind.value}"
 
 
+def hit_values(terms: Sequence[tuple[IdentifierKind, str]]) -> dict[str, list[str]]:
+    """hits_statement()'s lists of values, one per kind (empty for a kind not searched)."""
+    values: dict[str, list[str]] = {_values_param(kind): [] for kind in IdentifierKind}
+    for kind, norm in terms:
+        values[_values_param(kind)].append(norm)
+    return values
+
+
 def _digest(key: bytes, kind: IdentifierKind, value: str) -> str:
     return hmac.new(key, f"{kind.value}\x1f{value}".encode(), hashlib.sha256).hexdigest()
 
 
-def search_hits(session: Session, p: Principal, items: Sequence[HitItem]) -> HitResults:
-    """Answer each item in order; audit the search with keyed hashes of the values;
-    notify the leads of hidden cases that matched."""
+def _sealing_key(settings: Settings) -> bytes:
+    return hmac.new(search_term_key(settings), b"caseapi hit notices v1", hashlib.sha256).digest()
+
+
+def seal_terms(
+    settings: Settings, search_id: uuid.UUID, terms: Sequence[tuple[IdentifierKind, str]]
+) -> bytes:
+    """The searched values, for the notices only: AES-GCM under a key derived from the audit key."""
+    nonce = os.urandom(_NONCE_BYTES)
+    plain = json.dumps([[kind.value, norm] for kind, norm in terms]).encode()
+    return nonce + AESGCM(_sealing_key(settings)).encrypt(nonce, plain, search_id.bytes)
+
+
+def unseal_terms(settings: Settings, search_id: uuid.UUID, sealed: bytes) -> list[tuple[IdentifierKind, str]]:
+    """seal_terms()'s values; InvalidTag when sealed under another key or for another search."""
+    nonce, ciphertext = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
+    plain = AESGCM(_sealing_key(settings)).decrypt(nonce, ciphertext, search_id.bytes)
+    return [(IdentifierKind(kind), norm) for kind, norm in json.loads(plain)]
+
+
+def search_hits(
+    session: Session, p: Principal, items: Sequence[HitItem], *, settings: Settings, limits: HitLimits
+) -> HitResults:
+    """Answer each item in order from the matches the caller may see; audit the search with
+    keyed hashes of the values; queue it for the notices of the cases' leads.
+
+    What the request does depends only on what was asked and what the caller
+    may see: the matches in cases hidden from it are found later, by the notices.
+    """
     country = agency_country(session, p.agency_id)
-    keys = [
-        (item.kind, normalized(item.kind, item.value, country=country, loc=["body", "items", n, "value"]))
-        for n, item in enumerate(items)
-    ]
-    values: dict[str, list[str]] = {_values_param(kind): [] for kind in IdentifierKind}
-    for kind, norm in sorted(set(keys)):
-        values[_values_param(kind)].append(norm)
-    rows = session.execute(_hits_statement(), access.principal_params(p) | values).all()
-    by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    seen: dict[tuple[IdentifierKind, str], tuple[IdentifierKind, str]] = {}
+    for n, item in enumerate(items):
+        if (item.kind, item.value) not in seen:  # a value given again is read once
+            norm = normalized(item.kind, item.value, country=country, loc=["body", "items", n, "value"])
+            seen[(item.kind, item.value)] = (item.kind, norm)
+    keys = [seen[(item.kind, item.value)] for item in items]
+    distinct = sorted(set(keys))
+    limits.charge(p, len(distinct))
+    rows = session.execute(
+        hits_statement(notify=False), access.principal_params(p) | hit_values(distinct)
+    ).all()
+    matches: dict[tuple[str, str], list[HitMatch]] = defaultdict(list)
+    summarised: set[tuple[str, str, uuid.UUID]] = set()
     for row in rows:
-        by_key[(row.kind, row.normalized)].append(row)
-
-    hidden: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID]] = {}  # case -> (first identifier, lead)
-    results = []
-    for kind, norm in keys:
-        matches: list[HitMatch] = []
-        summarised: set[uuid.UUID] = set()
-        for row in by_key[(kind, norm)]:
-            case = HitCase(
-                id=row.case_id,
-                reference=row.reference,
-                title=row.title,
-                handling_code=row.handling_code,
-                lead_agency_id=row.lead_agency_id,
+        key = (row.kind, row.normalized)
+        if not row.full:
+            # A case seen in summary shows once per item, whichever of its identifiers matched.
+            if (*key, row.case_id) in summarised:
+                continue
+            summarised.add((*key, row.case_id))
+        case = HitCase(
+            id=row.case_id,
+            reference=row.reference,
+            title=row.title,
+            handling_code=row.handling_code,
+            lead_agency_id=row.lead_agency_id,
+        )
+        identifier = (
+            HitIdentifier(
+                id=row.id, case_id=row.case_id, kind=row.kind, normalized=row.normalized, note=row.note
             )
-            if row.full:
-                identifier = HitIdentifier(
-                    id=row.id, case_id=row.case_id, kind=row.kind, normalized=row.normalized, note=row.note
-                )
-                matches.append(HitMatch(access="full", case=case, identifier=identifier))
-            elif row.visible:
-                if row.case_id not in summarised:
-                    summarised.add(row.case_id)
-                    matches.append(HitMatch(access="summary", case=case, identifier=None))
-            else:
-                hidden.setdefault(row.case_id, (row.id, row.lead_agency_id))
-        results.append(HitResult(kind=kind, normalized=norm, hit=bool(matches), matches=matches))
-
-    _journal_search(session, p, keys, hidden)
+            if row.full
+            else None
+        )
+        matches[key].append(
+            HitMatch(access="full" if row.full else "summary", case=case, identifier=identifier)
+        )
+    results = [
+        HitResult(kind=kind, normalized=norm, hit=bool(matches[(kind, norm)]), matches=matches[(kind, norm)])
+        for kind, norm in keys
+    ]
+    _journal_search(session, p, settings, keys, distinct)
     return HitResults(items=results)
 
 
 def _journal_search(
     session: Session,
     p: Principal,
+    settings: Settings,
     keys: list[tuple[IdentifierKind, str]],
-    hidden: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID]],
+    distinct: list[tuple[IdentifierKind, str]],
 ) -> None:
     search_id = uuid.uuid4()
-    key = search_term_key(get_settings())
+    now = utcnow()
+    key = search_term_key(settings)
     terms = [
-        {"search_id": search_id, "position": n, "kind": kind, "digest": _digest(key, kind, norm)}
+        {
+            "search_id": search_id,
+            "position": n,
+            "kind": kind,
+            "digest": _digest(key, kind, norm),
+            "searched_at": now,
+        }
         for n, (kind, norm) in enumerate(keys)
     ]
     bulk_insert(session, HitSearchTerm.__table__, terms)  # type: ignore[attr-defined]
+    pending = {
+        "search_id": search_id,
+        "agency_id": p.agency_id,
+        "searched_at": now,
+        "sealed": seal_terms(settings, search_id, distinct),
+    }
+    bulk_insert(session, PendingHitNotice.__table__, [pending])  # type: ignore[attr-defined]
     record(
         session,
         p.actor,
@@ -260,14 +325,3 @@ def _journal_search(
         case_id=None,
         emit_event=False,
     )
-    for case_id, (identifier_id, lead_agency_id) in hidden.items():
-        record(
-            session,
-            p.actor,
-            action="hit.received",
-            resource_type="identifier",
-            resource_id=identifier_id,
-            case_id=case_id,
-            notify=(p.agency_id, lead_agency_id),
-            audit=False,
-        )

@@ -2,8 +2,9 @@
 
 Both limiters implement GCRA (the generic cell rate algorithm, a token
 bucket kept as one timestamp per client): a client may send `N` requests
-at once, then one every `period / N`. Each answer (a Quota) says how
-long to wait, if at all, how many requests are left and when all are back.
+at once, then one every `period / N`. A hit may count as several requests
+(`cost`: the items of a search). Each answer (a Quota) says how long to
+wait, if at all, how many requests are left and when all are back.
 
 - LocalLimiter keeps the timestamps in the worker's memory: each worker
   limits on its own.
@@ -53,13 +54,13 @@ class Quota:
 class Limiter(Protocol):
     rate: Rate
 
-    async def acquire(self, key: str) -> Quota:
-        """Count one request of `key` if the limit allows it."""
+    async def acquire(self, key: str, cost: int = 1) -> Quota:
+        """Count `cost` requests of `key` if the limit allows them."""
         ...
 
-    async def hit(self, key: str) -> float:
-        """Count one request of `key`: 0 if allowed, else the seconds to wait."""
-        return (await self.acquire(key)).wait
+    async def hit(self, key: str, cost: int = 1) -> float:
+        """Count `cost` requests of `key`: 0 if allowed, else the seconds to wait."""
+        return (await self.acquire(key, cost)).wait
 
     async def close(self) -> None: ...
 
@@ -74,40 +75,43 @@ class LocalLimiter(Limiter):
         self._tat: dict[str, float] = {}  # key -> theoretical arrival time
         self._since_sweep = 0
 
-    def acquire_now(self, key: str, now: float) -> Quota:
+    def acquire_now(self, key: str, now: float, cost: int = 1) -> Quota:
         tat = max(self._tat.get(key, now), now)
-        wait = tat + self.rate.interval - self.rate.period - now
+        # Not interval * cost, and the clock's large values apart: a full burst
+        # (cost = N) on a new key must come to a wait of exactly 0.
+        increment = self.rate.period * cost / self.rate.requests
+        wait = (tat - now) - (self.rate.period - increment)
         if wait > 0:
             return Quota.of(self.rate, wait, tat - now)
-        self._tat[key] = tat + self.rate.interval
+        self._tat[key] = tat + increment
         self._since_sweep += 1
         if self._since_sweep >= self._SWEEP_EVERY:
             self._since_sweep = 0
             self._tat = {k: t for k, t in self._tat.items() if t > now}
-        return Quota.of(self.rate, 0.0, tat + self.rate.interval - now)
+        return Quota.of(self.rate, 0.0, tat + increment - now)
 
-    def hit_now(self, key: str, now: float) -> float:
-        return self.acquire_now(key, now).wait
+    def hit_now(self, key: str, now: float, cost: int = 1) -> float:
+        return self.acquire_now(key, now, cost).wait
 
-    async def acquire(self, key: str) -> Quota:
-        return self.acquire_now(key, time.monotonic())
+    async def acquire(self, key: str, cost: int = 1) -> Quota:
+        return self.acquire_now(key, time.monotonic(), cost)
 
     async def close(self) -> None:
         return None
 
 
-# KEYS[1]: the client's key. ARGV: interval and period in microseconds.
+# KEYS[1]: the client's key. ARGV: interval and period in microseconds, and the cost.
 # Returns {the microseconds to wait (0: allowed), the backlog in microseconds}.
 _GCRA = """
-local interval = tonumber(ARGV[1])
+local increment = tonumber(ARGV[1]) * tonumber(ARGV[3])
 local period = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local wait = tat + interval - period - now
+local wait = tat + increment - period - now
 if wait > 0 then return {wait, tat - now} end
-local new_tat = tat + interval
+local new_tat = tat + increment
 -- %.0f: a plain number's string form keeps only 14 digits, a timestamp in microseconds has 16
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {0, new_tat - now}
@@ -141,11 +145,11 @@ class RedisLimiter(Limiter):
             script = self._scripts[loop] = client.register_script(_GCRA)
         return script
 
-    async def acquire(self, key: str) -> Quota:
+    async def acquire(self, key: str, cost: int = 1) -> Quota:
         now = time.monotonic()
         if now >= self._down_until:
             try:
-                wait, backlog = await self._script()(keys=[self.prefix + key], args=self._args)
+                wait, backlog = await self._script()(keys=[self.prefix + key], args=[*self._args, cost])
                 return Quota.of(self.rate, int(wait) / 1e6, int(backlog) / 1e6)
             except (RedisError, OSError) as exc:
                 self._down_until = now + self.RETRY_SECONDS
@@ -153,7 +157,7 @@ class RedisLimiter(Limiter):
                     "redis_unavailable",
                     extra={"error": str(exc), "fallback": "per-worker limit", "retry_in": self.RETRY_SECONDS},
                 )
-        return self.fallback.acquire_now(key, now)
+        return self.fallback.acquire_now(key, now, cost)
 
     async def close(self) -> None:
         script = self._scripts.pop(asyncio.get_running_loop(), None)
