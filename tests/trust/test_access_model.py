@@ -4,7 +4,9 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -17,6 +19,7 @@ import app.evidence.service
 import app.locations.service
 import app.participants.service
 from app.auth.models import Scope
+from app.cases.models import Case
 from tests.conftest import Caller, join, make_caller, new_case, walk
 from tests.trust.world import World, build_world
 
@@ -391,3 +394,46 @@ def test_a_write_checked_during_the_removal_is_refused(
     assert removed[0].status_code == 204, removed[0].text
     assert written[0].status_code == 404, written[0].text
     assert _partner_entries_after_removal(engine, case_id, partner) == []
+
+
+# --- a hidden case and a missing one cost the same --------------------------
+
+
+@contextmanager
+def _database_work(engine: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements run, and a "load" for each Case object built from a row, while the block runs."""
+    work: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        work.append(sql)
+
+    def loaded(_case: Any, _context: Any) -> None:
+        work.append("load")
+
+    sa.event.listen(engine, "before_cursor_execute", statement)
+    sa.event.listen(Case, "load", loaded)
+    try:
+        yield work
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", statement)
+        sa.event.remove(Case, "load", loaded)
+
+
+@pytest.mark.parametrize("route", ["bundle", "summary", "participants"])
+@pytest.mark.parametrize("code", ["TLP:AMBER", "TLP:GREEN"])
+def test_a_hidden_case_takes_the_path_of_a_missing_one(
+    application: FastAPI, client: TestClient, lead: Caller, outsider: Caller, route: str, code: str
+) -> None:
+    """A case the caller may not read in full (hidden, or seen in summary)
+    runs the statements a random id runs and builds nothing more: no time
+    difference for a prober to measure."""
+    hidden = new_case(client, lead, handling_code=code)["id"]
+
+    def work_of(case_id: Any) -> list[str]:
+        with _database_work(application.state.engine) as work:
+            response = client.get(f"{API}/cases/{case_id}/{route}", headers=outsider.headers)
+        assert response.status_code == 404
+        return work
+
+    work_of(uuid.uuid4())  # statements compiled and cached alike
+    assert work_of(hidden) == work_of(uuid.uuid4())
