@@ -8,17 +8,20 @@ and answers 404, exactly as if it did not exist.
 
 Changing: lead and partners with the `write` scope change the case and what
 is under it; only the lead changes participants and the handling code.
+Changing a record that exists (PATCH, DELETE) also needs `read` (Editor).
 """
 
 import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import sqlalchemy as sa
+from fastapi import Depends
 from sqlalchemy.orm import Session, aliased
 
+from app.auth.deps import Admin, Writer
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.cases.models import Case, HandlingCode
@@ -218,6 +221,28 @@ def require_writer(access: CaseAccess, p: Principal) -> None:
         raise AppError(403, "This action needs the 'write' scope.", slug="forbidden")
     if access.role not in (Role.lead, Role.partner):
         raise forbidden("Only the lead and partner agencies change this case.")
+
+
+def _reads_too(p: Principal) -> Principal:
+    """A PATCH answers the whole record and a stale If-Match its ETag: a key
+    without `read` changing a record would read it. It needs `read` as well,
+    checked before anything is looked up (the same 403 for any id)."""
+    if not p.has(Scope.read):
+        raise AppError(403, "Changing a record needs the 'read' scope as well.", slug="forbidden")
+    return p
+
+
+async def _editor(p: Writer) -> Principal:
+    return _reads_too(p)
+
+
+async def _admin_editor(p: Admin) -> Principal:
+    return _reads_too(p)
+
+
+# The caller of a PATCH or DELETE: `write` (agencies: `admin`) and `read`.
+Editor = Annotated[Principal, Depends(_editor)]
+AdminEditor = Annotated[Principal, Depends(_admin_editor)]
 
 
 def _held(row: Any, case: Any, p: Principal) -> CaseAccess:

@@ -229,6 +229,42 @@ def test_admin_sees_no_case_its_agency_is_not_in(
     assert any(e["case_id"] == world.case_id for e in entries)
 
 
+def test_a_key_without_read_changes_nothing_it_could_read_back(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller
+) -> None:
+    """A PATCH answers the whole record and a stale If-Match its ETag: without
+    `read`, every PATCH and DELETE is a 403 before any lookup, the same for a
+    real id and a random one, and nothing changes."""
+    world = build_world(client, lead, partner)
+    write_only = make_caller(engine, lead.agency_code, Scope.write, Scope.personal_data)
+    admin_only = make_caller(engine, lead.agency_code, Scope.admin)
+    ids = world.ids
+    own = f"/cases/{ids['case_id']}/participants/{partner.agency_id}"
+    changes = [
+        (write_only, f"/cases/{ids['case_id']}", {"title": "x"}),
+        (write_only, own, {"role": "observer"}),
+        (write_only, f"/locations/{ids['location_id']}", {"label": "x"}),
+        (write_only, f"/seized-items/{ids['item_id']}", {"description": "x"}),
+        (write_only, f"/detainees/{ids['detainee_id']}", {"label": "x"}),
+        (admin_only, f"/agencies/{lead.agency_id}", {"name": "x"}),
+    ]
+    before = {url: client.get(API + url, headers=lead.headers).json() for _, url, _ in changes}
+    for caller, url, body in changes:
+        random = url.rsplit("/", 1)[0] + f"/{uuid.uuid4()}"
+        for method, kwargs in (("PATCH", {"json": {}}), ("PATCH", {"json": body}), ("DELETE", {})):
+            if method == "DELETE" and url.startswith("/agencies"):
+                continue  # agencies are never deleted
+            answers = [
+                client.request(method, API + target, headers=caller.h(if_match=tag), **kwargs)
+                for target in (url, random)
+                for tag in ('"1"', '"99"')
+            ]
+            assert [a.status_code for a in answers] == [403] * 4, (method, url)
+            assert not any("etag" in a.headers for a in answers), (method, url)
+            assert len({a.json()["detail"] for a in answers}) == 1
+    assert {url: client.get(API + url, headers=lead.headers).json() for _, url, _ in changes} == before
+
+
 # --- a removal and the writes of the agency removed, at the same time -------
 #
 # PostgreSQL only: SQLite runs one writing transaction at a time (BEGIN
