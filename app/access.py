@@ -8,17 +8,20 @@ and answers 404, exactly as if it did not exist.
 
 Changing: lead and partners with the `write` scope change the case and what
 is under it; only the lead changes participants and the handling code.
+Changing a record that exists (PATCH, DELETE) also needs `read` (Editor).
 """
 
 import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import sqlalchemy as sa
+from fastapi import Depends
 from sqlalchemy.orm import Session, aliased
 
+from app.auth.deps import Admin, Writer
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.cases.models import Case, HandlingCode
@@ -86,6 +89,17 @@ def is_public(handling_code: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     return sa.or_(*(handling_code == code for code in PUBLIC_CODES))
 
 
+def sees_case_in_full() -> sa.ColumnElement[bool]:
+    """The caller (principal_params()) sees the joined `Case` and all under it, as a
+    condition of a statement's rows: a participant, or under TLP:AMBER a sub-agency of one."""
+    return sa.or_(
+        _is_participant(Case.id, sa.bindparam("agency_id")),
+        sa.and_(
+            Case.handling_code == HandlingCode.amber, _is_participant(Case.id, sa.bindparam("parent_id"))
+        ),
+    )
+
+
 def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Level | None:
     """Access to one case, given the role of the caller's agency and whether its parent takes part."""
     if own_role is not None:
@@ -97,22 +111,68 @@ def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Leve
     return None
 
 
-def _case_access_statement(*, for_update: bool) -> sa.Select[Any]:
+def _case_access_statement() -> sa.Select[Any]:
     own_role = (
         sa.select(Participant.role)
         .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
         .scalar_subquery()
     )
     parent_takes_part = _is_participant(Case.id, sa.bindparam("parent_id"))
-    stmt = sa.select(Case, own_role.label("role"), parent_takes_part.label("parent_in")).where(
+    return sa.select(Case, own_role.label("role"), parent_takes_part.label("parent_in")).where(
         Case.id == sa.bindparam("case_id")
     )
-    return stmt.with_for_update(of=Case) if for_update else stmt  # type: ignore[arg-type]
 
 
 # Built once: this lookup runs on every request about a case, and building
 # and keying a statement costs more than the database takes to answer it.
-_CASE_ACCESS = {flag: _case_access_statement(for_update=flag) for flag in (False, True)}
+_CASE_ACCESS = _case_access_statement()
+
+# A case whose contents the caller reads: hidden and missing alike return no
+# row, so neither costs more than the other (no Case object to build).
+_READABLE_CASE = sa.select(Case).where(Case.id == sa.bindparam("case_id"), sees_case_in_full())
+
+
+def _holding_participation(stmt: sa.Select[Any], own: Any, *, of: Any | None) -> sa.Select[Any]:
+    """`stmt`, holding the caller's participant row (`own`, inner-joined)
+    FOR KEY SHARE until commit, and `of` (a row the caller changes) FOR UPDATE.
+
+    A write's check of the caller's role and the write itself must not
+    straddle a change of that role: the lead's removal or role change locks
+    the participant row FOR UPDATE, so it waits for writes already checked,
+    and a write checked while the change is under way waits for it and then
+    reads the row as committed (PostgreSQL re-reads a row it waited for;
+    a subquery or another table would be read as of the statement's start,
+    hence the join and the lock on this very row). Writers do not wait for
+    each other. SQLite has one writer at a time (BEGIN IMMEDIATE) anyway.
+    """
+    if of is None:
+        # The case row too, FOR KEY SHARE as inserting under it takes it
+        # anyway: taken now, a lead's deletion of the case waits for this
+        # write instead of deadlocking with it.
+        return stmt.with_for_update(of=[Case, own], read=True, key_share=True)
+    # Two strengths in one statement; SQLAlchemy renders one locking clause.
+    own_name = sa.inspect(own).name
+    return stmt.with_for_update(of=of).suffix_with(f"FOR KEY SHARE OF {own_name}", dialect="postgresql")
+
+
+def _own_participation() -> Any:
+    return aliased(Participant, name="own")
+
+
+def _writable_case_statement(*, for_update: bool) -> sa.Select[Any]:
+    """The case, with the caller's role, only when the caller's agency takes
+    part in it; see _holding_participation() for the locks."""
+    own = _own_participation()
+    stmt = (
+        sa.select(Case, own.role.label("role"))
+        .join(own, sa.and_(own.case_id == Case.id, own.agency_id == sa.bindparam("agency_id")))
+        .where(Case.id == sa.bindparam("case_id"))
+        .execution_options(populate_existing=True)
+    )
+    return _holding_participation(stmt, own, of=Case if for_update else None)
+
+
+_WRITABLE_CASE = {flag: _writable_case_statement(for_update=flag) for flag in (False, True)}
 
 
 def _params(p: Principal, case_id: uuid.UUID) -> dict[str, Any]:
@@ -132,28 +192,26 @@ def _access(row: Any | None, *, entity: bool) -> CaseAccess:
     return CaseAccess(case=case, level=level, role=own_role)
 
 
-def case_access(
-    session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
-) -> CaseAccess:
+def case_access(session: Session, p: Principal, case_id: uuid.UUID) -> CaseAccess:
     """The case and the caller's access to it; 404 when the caller may not see it.
 
     One round trip: the caller's role and its parent's participation come
     with the case row.
     """
-    return _access(session.execute(_CASE_ACCESS[for_update], _params(p, case_id)).first(), entity=True)
+    return _access(session.execute(_CASE_ACCESS, _params(p, case_id)).first(), entity=True)
 
 
 async def read_case_access(db: Statements, p: Principal, case_id: uuid.UUID) -> CaseAccess:
     """case_access() for the hot reads and write: `case` is then a row of the case's columns."""
-    return _access(await db.first(_CASE_ACCESS[False], _params(p, case_id)), entity=False)
+    return _access(await db.first(_CASE_ACCESS, _params(p, case_id)), entity=False)
 
 
 def readable_case(session: Session, p: Principal, case_id: uuid.UUID) -> Case:
     """A case whose contents the caller may read; 404 otherwise."""
-    access = case_access(session, p, case_id)
-    if access.level != "full":
+    case = session.execute(_READABLE_CASE, _params(p, case_id)).scalar_one_or_none()
+    if case is None:
         raise not_found("case")
-    return access.case
+    return case
 
 
 def require_writer(access: CaseAccess, p: Principal) -> None:
@@ -165,18 +223,61 @@ def require_writer(access: CaseAccess, p: Principal) -> None:
         raise forbidden("Only the lead and partner agencies change this case.")
 
 
-def writable_case(
-    session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
-) -> CaseAccess:
-    """A case the caller may change (lead or partner with `write`)."""
-    access = case_access(session, p, case_id, for_update=for_update)
+def _reads_too(p: Principal) -> Principal:
+    """A PATCH answers the whole record and a stale If-Match its ETag: a key
+    without `read` changing a record would read it. It needs `read` as well,
+    checked before anything is looked up (the same 403 for any id)."""
+    if not p.has(Scope.read):
+        raise AppError(403, "Changing a record needs the 'read' scope as well.", slug="forbidden")
+    return p
+
+
+async def _editor(p: Writer) -> Principal:
+    return _reads_too(p)
+
+
+async def _admin_editor(p: Admin) -> Principal:
+    return _reads_too(p)
+
+
+# The caller of a PATCH or DELETE: `write` (agencies: `admin`) and `read`.
+Editor = Annotated[Principal, Depends(_editor)]
+AdminEditor = Annotated[Principal, Depends(_admin_editor)]
+
+
+def _held(row: Any, case: Any, p: Principal) -> CaseAccess:
+    """The access of a row of a statement made by _holding_participation(), for a writer."""
+    access = CaseAccess(case=case, level="full", role=Role(row.role))
     require_writer(access, p)
     return access
 
 
+def writable_case(
+    session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
+) -> CaseAccess:
+    """A case the caller may change (lead or partner with `write`); its
+    participation held until commit, and with `for_update` the case row locked.
+
+    No row: the caller's agency does not take part (or no longer does, once
+    a removal it waited for committed), and the caller's access says why
+    (404 or 403). Should that access allow the write after all (the agency
+    was added meanwhile), the held lookup runs again.
+    """
+    while True:
+        row = session.execute(_WRITABLE_CASE[for_update], _params(p, case_id)).first()
+        if row is not None:
+            return _held(row, row.Case, p)
+        require_writer(case_access(session, p, case_id), p)
+
+
 async def require_writable_case_hot(db: Statements, p: Principal, case_id: uuid.UUID) -> None:
     """writable_case() for the hot write, which adds under the case and needs no Case object."""
-    require_writer(await read_case_access(db, p, case_id), p)
+    while True:
+        row = await db.first(_WRITABLE_CASE[False], _params(p, case_id))
+        if row is not None:
+            _held(row, row, p)
+            return
+        require_writer(await read_case_access(db, p, case_id), p)
 
 
 def require_lead(access: CaseAccess, detail: str) -> None:
@@ -190,17 +291,6 @@ class CaseChild(Protocol):
 
 
 C = TypeVar("C", bound=CaseChild)
-
-
-def sees_case_in_full() -> sa.ColumnElement[bool]:
-    """The caller (principal_params()) sees the joined `Case` and all under it, as a
-    condition of a statement's rows: a participant, or under TLP:AMBER a sub-agency of one."""
-    return sa.or_(
-        _is_participant(Case.id, sa.bindparam("agency_id")),
-        sa.and_(
-            Case.handling_code == HandlingCode.amber, _is_participant(Case.id, sa.bindparam("parent_id"))
-        ),
-    )
 
 
 def in_case_seen_in_full(rows: sa.Select[Any], keys: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
@@ -221,7 +311,7 @@ def in_case_seen_in_full(rows: sa.Select[Any], keys: Sequence[sa.ColumnElement[A
 
 
 @functools.cache
-def _child_statement(model: type[CaseChild], *, for_update: bool) -> sa.Select[Any]:
+def _child_statement(model: type[CaseChild]) -> sa.Select[Any]:
     """The row and its case, only when the caller sees the case in full, with
     the caller's role: one statement, and a hidden row answers as a missing
     one does, no row at all. A second query only for rows that exist, or
@@ -232,20 +322,31 @@ def _child_statement(model: type[CaseChild], *, for_update: bool) -> sa.Select[A
         .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
         .scalar_subquery()
     )
-    stmt = (
+    return (
         sa.select(model, Case, own_role.label("role"))
         .join(Case, Case.id == model.case_id)
         .where(model.id == sa.bindparam("child_id"), sees_case_in_full())
     )
-    return stmt.with_for_update(of=model) if for_update else stmt  # type: ignore[arg-type]
 
 
-def _child(
-    session: Session, p: Principal, model: type[C], child_id: uuid.UUID, *, for_update: bool
-) -> tuple[C, CaseAccess]:
+@functools.cache
+def _writable_child_statement(model: type[CaseChild]) -> sa.Select[Any]:
+    """The row, locked, and its case, only when the caller's agency takes
+    part in the case; see _holding_participation() for the locks."""
+    own = _own_participation()
+    stmt = (
+        sa.select(model, Case, own.role.label("role"))
+        .join(Case, Case.id == model.case_id)
+        .join(own, sa.and_(own.case_id == Case.id, own.agency_id == sa.bindparam("agency_id")))
+        .where(model.id == sa.bindparam("child_id"))
+        .execution_options(populate_existing=True)
+    )
+    return _holding_participation(stmt, own, of=model)
+
+
+def _child(session: Session, p: Principal, model: type[C], child_id: uuid.UUID) -> tuple[C, CaseAccess]:
     """The row and full access to its case; 404 (the row's) when missing or not fully visible."""
-    stmt = _child_statement(model, for_update=for_update)  # type: ignore[arg-type]
-    row = session.execute(stmt, principal_params(p) | {"child_id": child_id}).first()
+    row = session.execute(_child_statement(model), principal_params(p) | {"child_id": child_id}).first()  # type: ignore[arg-type]
     if row is None:
         raise not_found(model.__tablename__)  # type: ignore[attr-defined]
     role = Role(row.role) if row.role is not None else None
@@ -273,16 +374,20 @@ async def read_child(db: Statements, p: Principal, table: sa.Table, child_id: uu
 
 def readable_child(session: Session, p: Principal, model: type[C], child_id: uuid.UUID) -> C:
     """A row under a case (location, seized item, detainee) the caller may read."""
-    return _child(session, p, model, child_id, for_update=False)[0]
+    return _child(session, p, model, child_id)[0]
 
 
 def writable_child(
     session: Session, p: Principal, model: type[C], child_id: uuid.UUID
 ) -> tuple[C, CaseAccess]:
-    """A row under a case the caller may change, locked until commit."""
-    row, acc = _child(session, p, model, child_id, for_update=True)
-    require_writer(acc, p)
-    return row, acc
+    """A row under a case the caller may change, locked until commit, with the
+    caller's participation held (as writable_case())."""
+    stmt = _writable_child_statement(model)  # type: ignore[arg-type]
+    while True:
+        row = session.execute(stmt, principal_params(p) | {"child_id": child_id}).first()
+        if row is not None:
+            return row[0], _held(row, row.Case, p)
+        require_writer(_child(session, p, model, child_id)[1], p)
 
 
 def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:

@@ -170,13 +170,20 @@ async def _keep_session(_: asyncpg.Connection) -> None:
 # A connection that went away with its server (a restart, a terminated
 # backend): the read is retried once on a new connection.
 LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
+# The database or the connection to it, not the request: 503, as psycopg's
+# OperationalError is. InterfaceError and InternalClientError (ProtocolError
+# among them) are the driver's word for a connection in a state it cannot
+# go on from, such as one cut mid-statement; TransactionRollbackError is a
+# deadlock or serialisation failure, worth a retry.
 _UNAVAILABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.InsufficientResourcesError,
+    asyncpg.TransactionRollbackError,
 )
 _UNDEFINED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
 

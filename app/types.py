@@ -34,13 +34,22 @@ def _in_request_body(info: ValidationInfo) -> bool:
     return info.config is not None and info.config.get("extra_fields_behavior") == "forbid"
 
 
-# C0 and C1 controls, DEL and lone surrogates (JSON's "\ud800", which no
-# database stores); in one line also line and paragraph separators, bidi
-# controls (they make a reference read otherwise than it is: "Trojan
-# Source") and zero-width characters (two values that look the same).
-_SINGLE_LINE_FORBIDDEN = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ud800-\udfff\ufeff]"
+# The Unicode property Default_Ignorable_Code_Point (DerivedCoreProperties.txt,
+# UAX #44; Unicode 14 to 16 list the same ranges): characters a text renderer
+# shows as nothing when it has no glyph for them. Among them the soft hyphen,
+# the combining grapheme joiner, the Hangul fillers, zero-width characters,
+# bidi controls (they make a reference read otherwise than it is: "Trojan
+# Source"), variation selectors and tag characters: in a value that names
+# something, two that look the same would be different ones.
+_DEFAULT_IGNORABLE = (
+    "\u00ad\u034f\u061c\u115f-\u1160\u17b4-\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
 )
+# C0 and C1 controls, DEL and lone surrogates (JSON's "\ud800", which no
+# database stores); in one line also line and paragraph separators and the
+# default-ignorable characters.
+_SINGLE_LINE_FORBIDDEN = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_DEFAULT_IGNORABLE}\ud800-\udfff]")
 _MULTI_LINE_FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _NEWLINES = re.compile("\r\n?")
 
@@ -55,12 +64,14 @@ def nfc(value: str) -> str:
 
 
 def clean_line(value: str) -> str:
-    """One line of text as stored: NFC and trimmed; a ValueError names a
-    character it may not hold."""
+    """One line of text as stored: NFKC (a full-width or otherwise compatible
+    spelling is the plain one) and trimmed; a ValueError names a character it
+    may not hold. NFKC neither makes nor removes such characters (it maps a
+    halfwidth Hangul filler to another filler), so the value as sent is checked."""
     found = _SINGLE_LINE_FORBIDDEN.search(value)
     if found:
         _refuse(found)
-    return nfc(value).strip()
+    return (value if value.isascii() else unicodedata.normalize("NFKC", value)).strip()
 
 
 def _text(max_length: int, min_length: int, *, multi_line: bool) -> Any:
@@ -95,8 +106,8 @@ def _text(max_length: int, min_length: int, *, multi_line: bool) -> Any:
 
 
 def Text(max_length: int, min_length: int = 0) -> Any:
-    """One line of text (a reference, title, label, code, name, subject): NFC,
-    trimmed, no control, bidi or zero-width characters; required (min_length
+    """One line of text (a reference, title, label, code, name, subject): NFKC,
+    trimmed, no control or default-ignorable characters; required (min_length
     >= 1) means not blank."""
     return _text(max_length, min_length, multi_line=False)
 

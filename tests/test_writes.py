@@ -268,6 +268,47 @@ def test_a_connection_lost_mid_transaction_answers_503_and_keeps_nothing(
     )
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.InternalClientError("unexpected exception while processing the response"),
+        asyncpg.ProtocolError("unexpected message from the server"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        asyncpg.DeadlockDetectedError("deadlock detected"),
+    ],
+    ids=type,
+)
+def test_a_connection_in_a_state_the_driver_cannot_go_on_from_answers_503(
+    postgres: None,
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    case_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    """The driver fails the INSERT with an error of the connection's state (a
+    connection killed mid-statement answers asyncpg's InternalClientError):
+    503 as for a lost connection, nothing kept, and the next write works."""
+    before = _counts(engine)
+    execute = asyncpg.connection.Connection.execute
+
+    async def failing(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        if "INSERT INTO seized_item" in query:
+            monkeypatch.setattr(asyncpg.connection.Connection, "execute", execute)
+            raise error
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "execute", failing)
+    response = client.post(f"{API}/cases/{case_id}/seized-items", json=ITEM, headers=lead.headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["type"] == "urn:caseapi:problem:database-unavailable"
+    assert _counts(engine) == before
+    assert (
+        client.post(f"{API}/cases/{case_id}/seized-items", json=ITEM, headers=lead.headers).status_code == 201
+    )
+
+
 def test_the_answer_is_what_a_read_gives_and_references_are_checked(
     client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller, case_id: str
 ) -> None:

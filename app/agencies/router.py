@@ -2,6 +2,7 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
+from app import access
 from app.agencies import service
 from app.agencies.models import Agency, AgencyCreate, AgencyPublic, AgencyUpdate
 from app.auth.deps import Admin, Reader
@@ -56,12 +57,14 @@ def get_agency(session: SessionDep, _: Reader, agency_id: uuid.UUID, response: R
 def update_agency(
     request: Request,
     session: SessionDep,
-    p: Admin,
+    p: access.AdminEditor,
     agency_id: uuid.UUID,
     body: AgencyUpdate,
     response: Response,
 ) -> AgencyPublic:
-    """Scope `admin`. Needs `If-Match`. `parent_id` cannot change over HTTP. An unknown id answers 404."""
+    """Scope `admin` and scope `read`. Needs `If-Match`. `parent_id` cannot change over HTTP. An unknown id
+    answers 404.
+    """
     agency = service.get_agency(session, agency_id, for_update=True)
     service.require_managed(session, p, agency)
     check_if_match(request, agency.version)

@@ -104,19 +104,36 @@ def _ancestry(session: Session, parent_id: uuid.UUID) -> list[uuid.UUID]:
     return chain
 
 
+def _require_code_under(session: Session, code: str, namespace_id: uuid.UUID | None) -> None:
+    """A code an admin key gives starts with the code of the agency it is
+    named under and a hyphen (under KZ-MVD: KZ-MVD-...). Codes name agencies
+    to every agency and to the host: a free one taken by a key (EUROPOL)
+    would pass the key's sub-agency off as that body and keep the host from
+    registering the body itself. Only the host names an agency freely."""
+    namespace = session.get(Agency, namespace_id) if namespace_id is not None else None
+    if namespace is None:
+        raise invalid(["body", "code"], "The code of an agency with no parent is set on the host only.")
+    prefix = f"{namespace.code}-"
+    if not code.startswith(prefix) or code == prefix:
+        raise invalid(["body", "code"], f"An admin key names an agency under its parent: {prefix}...")
+
+
 def create_agency(session: Session, p: Principal | None, data: AgencyCreate) -> Agency:
     """`p` None is the host (CLI), which places an agency anywhere in the hierarchy.
 
     An admin key places a new agency only under its own agency or one of its
     sub-agencies: a sub-agency reads the AMBER cases its parent takes part
     in, so a key placing one under another agency would hand whoever gets
-    the new agency's keys that agency's cases.
+    the new agency's keys that agency's cases. It names the new agency
+    under its parent (with no parent: under the key's own agency).
     """
-    _check_code_free(session, data.code, None)
     if data.parent_id is not None:
         ancestry = _ancestry(session, data.parent_id)
         if p is not None and p.agency_id not in ancestry:
             raise forbidden("An admin key creates agencies under its own agency only.")
+    if p is not None:
+        _require_code_under(session, data.code, data.parent_id or p.agency_id)
+    _check_code_free(session, data.code, None)
     agency = Agency.model_validate(data)
     add_recorded(session, agency, p.actor if p else CLI, resource_type="agency", case_id=None)
     return agency
@@ -137,7 +154,8 @@ def require_managed(session: Session, p: Principal, agency: Agency) -> None:
 
 def update_agency(session: Session, p: Principal, agency: Agency, data: AgencyUpdate) -> Agency:
     changes = data.changes(agency)
-    if "code" in changes:
+    if changes.get("code", agency.code) != agency.code:
+        _require_code_under(session, changes["code"], agency.parent_id)
         _check_code_free(session, changes["code"], agency.id)
     update_recorded(session, agency, changes, p.actor, resource_type="agency", case_id=None)
     return agency

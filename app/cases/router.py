@@ -77,13 +77,13 @@ async def get_case(reads: ReadsDep, p: Reader, case_id: uuid.UUID) -> Response:
 def update_case(
     request: Request,
     session: SessionDep,
-    p: Writer,
+    p: access.Editor,
     case_id: uuid.UUID,
     body: CaseUpdate,
     response: Response,
 ) -> CasePublic:
-    """Scope `write`; role lead or partner. Only the lead changes the handling code. Needs `If-Match`. A
-    case the caller may not see answers 404, exactly as one that does not exist.
+    """Scope `write` and scope `read`; role lead or partner. Only the lead changes the handling code. Needs
+    `If-Match`. A case the caller may not see answers 404, exactly as one that does not exist.
     """
     acc = access.writable_case(session, p, case_id, for_update=True)
     check_if_match(request, acc.case.version)
@@ -93,10 +93,10 @@ def update_case(
 
 
 @router.delete("/{case_id}", status_code=204, summary="Delete an empty case")
-def delete_case(request: Request, session: SessionDep, p: Writer, case_id: uuid.UUID) -> Response:
-    """Scope `write`; role lead. Only a case that holds no locations, seized items or detainees (409
-    otherwise: close it instead). Needs `If-Match`. A case the caller may not see answers 404, exactly as
-    one that does not exist.
+def delete_case(request: Request, session: SessionDep, p: access.Editor, case_id: uuid.UUID) -> Response:
+    """Scope `write` and scope `read`; role lead. Only a case that holds no locations, seized items or
+    detainees (409 otherwise: close it instead). Needs `If-Match`. A case the caller may not see answers 404,
+    exactly as one that does not exist.
     """
     acc = access.writable_case(session, p, case_id, for_update=True)
     access.require_lead(acc, "Only the lead agency deletes a case.")

@@ -89,14 +89,15 @@ def get_detainee(
 def update_detainee(
     request: Request,
     session: SessionDep,
-    p: Writer,
+    p: access.Editor,
     detainee_id: uuid.UUID,
     body: DetaineeUpdate,
     response: Response,
     purpose: Purpose,
 ) -> DetaineePublic:
-    """Scope `write`; role lead or partner; writing personal data needs `personal_data` too. Needs `If-
-    Match`. A detainee of a case the caller may not see answers 404, exactly as one that does not exist.
+    """Scope `write` and scope `read`; role lead or partner; writing personal data needs `personal_data` too.
+    Needs `If- Match`. A detainee of a case the caller may not see answers 404, exactly as one that does not
+    exist.
     """
     detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)
@@ -107,10 +108,12 @@ def update_detainee(
 
 
 @router.delete("/detainees/{detainee_id}", status_code=204, summary="Delete a detainee")
-def delete_detainee(request: Request, session: SessionDep, p: Writer, detainee_id: uuid.UUID) -> Response:
-    """Scope `write`; role lead or partner; and scope `personal_data` when the record holds personal data
-    (deleting it erases that data). Needs `If-Match`. A detainee of a case the caller may not see answers
-    404, exactly as one that does not exist.
+def delete_detainee(
+    request: Request, session: SessionDep, p: access.Editor, detainee_id: uuid.UUID
+) -> Response:
+    """Scope `write` and scope `read`; role lead or partner; and scope `personal_data` when the record holds
+    personal data (deleting it erases that data). Needs `If-Match`. A detainee of a case the caller may not
+    see answers 404, exactly as one that does not exist.
     """
     detainee, _ = access.writable_child(session, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)

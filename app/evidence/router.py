@@ -95,14 +95,14 @@ def get_item(session: SessionDep, p: Reader, item_id: uuid.UUID) -> Response:
 def update_item(
     request: Request,
     session: SessionDep,
-    p: Writer,
+    p: access.Editor,
     item_id: uuid.UUID,
     body: SeizedItemUpdate,
     response: Response,
 ) -> SeizedItemPublic:
-    """Scope `write`; role lead or partner. The custodian and status change only through custody events.
-    Needs `If-Match`. An item of a case the caller may not see answers 404, exactly as one that does not
-    exist.
+    """Scope `write` and scope `read`; role lead or partner. The custodian and status change only through
+    custody events. Needs `If-Match`. An item of a case the caller may not see answers 404, exactly as one
+    that does not exist.
     """
     item, _ = access.writable_child(session, p, SeizedItem, item_id)
     check_if_match(request, item.version)
@@ -112,10 +112,10 @@ def update_item(
 
 
 @router.delete("/seized-items/{item_id}", status_code=204, summary="Delete a seized item")
-def delete_item(request: Request, session: SessionDep, p: Writer, item_id: uuid.UUID) -> Response:
-    """Scope `write`; role lead or partner. Only while its chain of custody holds nothing but the seizure
-    (409 otherwise: record `returned` or `destroyed`). Needs `If-Match`. An item of a case the caller may
-    not see answers 404, exactly as one that does not exist.
+def delete_item(request: Request, session: SessionDep, p: access.Editor, item_id: uuid.UUID) -> Response:
+    """Scope `write` and scope `read`; role lead or partner. Only while its chain of custody holds nothing but
+    the seizure (409 otherwise: record `returned` or `destroyed`). Needs `If-Match`. An item of a case the
+    caller may not see answers 404, exactly as one that does not exist.
     """
     item, _ = access.writable_child(session, p, SeizedItem, item_id)
     check_if_match(request, item.version)

@@ -74,13 +74,13 @@ def get_location(
 def update_location(
     request: Request,
     session: SessionDep,
-    p: Writer,
+    p: access.Editor,
     location_id: uuid.UUID,
     body: LocationUpdate,
     response: Response,
 ) -> LocationPublic:
-    """Scope `write`; role lead or partner. Needs `If-Match`. A location of a case the caller may not see
-    answers 404, exactly as one that does not exist.
+    """Scope `write` and scope `read`; role lead or partner. Needs `If-Match`. A location of a case the caller
+    may not see answers 404, exactly as one that does not exist.
     """
     location, _ = access.writable_child(session, p, Location, location_id)
     check_if_match(request, location.version)
@@ -90,9 +90,12 @@ def update_location(
 
 
 @router.delete("/locations/{location_id}", status_code=204, summary="Delete a search location")
-def delete_location(request: Request, session: SessionDep, p: Writer, location_id: uuid.UUID) -> Response:
-    """Scope `write`; role lead or partner. Not while seized items or detainees refer to it (409). Needs
-    `If-Match`. A location of a case the caller may not see answers 404, exactly as one that does not exist.
+def delete_location(
+    request: Request, session: SessionDep, p: access.Editor, location_id: uuid.UUID
+) -> Response:
+    """Scope `write` and scope `read`; role lead or partner. Not while seized items or detainees refer to it
+    (409). Needs `If-Match`. A location of a case the caller may not see answers 404, exactly as one that does
+    not exist.
     """
     location, _ = access.writable_child(session, p, Location, location_id)
     check_if_match(request, location.version)

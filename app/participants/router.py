@@ -71,14 +71,14 @@ def get_participant(
 def change_role(
     request: Request,
     session: SessionDep,
-    p: Writer,
+    p: access.Editor,
     case_id: uuid.UUID,
     agency_id: uuid.UUID,
     body: ParticipantUpdate,
     response: Response,
 ) -> ParticipantPublic:
-    """Scope `write`; role lead. The lead's own role cannot change. Needs `If-Match`. A case the caller may
-    not see answers 404, exactly as one that does not exist.
+    """Scope `write` and scope `read`; role lead. The lead's own role cannot change. Needs `If-Match`. A case
+    the caller may not see answers 404, exactly as one that does not exist.
     """
     acc = access.writable_case(session, p, case_id)
     access.require_lead(acc, _LEAD_ONLY)
@@ -91,10 +91,10 @@ def change_role(
 
 @router.delete("/{agency_id}", status_code=204, summary="Remove an agency from a case")
 def remove_participant(
-    request: Request, session: SessionDep, p: Writer, case_id: uuid.UUID, agency_id: uuid.UUID
+    request: Request, session: SessionDep, p: access.Editor, case_id: uuid.UUID, agency_id: uuid.UUID
 ) -> Response:
-    """Scope `write`; role lead. The lead cannot be removed. Needs `If-Match`. A case the caller may not see
-    answers 404, exactly as one that does not exist.
+    """Scope `write` and scope `read`; role lead. The lead cannot be removed. Needs `If-Match`. A case the
+    caller may not see answers 404, exactly as one that does not exist.
     """
     acc = access.writable_case(session, p, case_id)
     access.require_lead(acc, _LEAD_ONLY)

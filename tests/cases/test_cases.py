@@ -1,3 +1,4 @@
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Caller, join, new_case
@@ -37,3 +38,55 @@ def test_partner_edits_with_if_match(client: TestClient, lead: Caller, partner: 
     # The partner may not change the handling code.
     denied = client.patch(url, json={"handling_code": "TLP:RED"}, headers=partner.h(if_match='"2"'))
     assert denied.status_code == 403
+
+
+# Default_Ignorable_Code_Point, by class: each renders as nothing, so a
+# reference holding one looks like the same reference without it.
+INVISIBLE = {
+    "soft hyphen": "\u00ad",
+    "tag character": "\U000e0041",
+    "language tag": "\U000e0001",
+    "variation selector": "\ufe0f",
+    "supplementary variation selector": "\U000e0100",
+    "Mongolian variation selector": "\u180b",
+    "Hangul filler": "\u3164",
+    "halfwidth Hangul filler": "\uffa0",
+    "Hangul choseong filler": "\u115f",
+    "combining grapheme joiner": "\u034f",
+    "Khmer inherent vowel": "\u17b4",
+    "invisible operator": "\u2062",
+    "musical format control": "\U0001d173",
+    "shorthand format control": "\U0001bca0",
+}
+
+
+@pytest.mark.parametrize("char", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_one_line_fields_refuse_default_ignorable_characters(
+    client: TestClient, lead: Caller, admin: Caller, char: str
+) -> None:
+    case = new_case(client, lead, reference="KZ-2025")
+    for body, field in (
+        ({"reference": f"KZ{char}-2025", "title": "Call centre"}, "reference"),
+        ({"reference": "KZ-2026", "title": f"Call{char} centre"}, "title"),
+    ):
+        response = client.post("/api/v1/cases", json=body, headers=lead.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["loc"] == ["body", field]
+    patch = client.patch(
+        f"/api/v1/cases/{case['id']}", json={"title": f"{char}Kyiv"}, headers=lead.h(if_match='"1"')
+    )
+    assert patch.status_code == 422
+    agency = {"code": f"ADMIN-AGENCY-{char}X", "name": "Unit", "kind": "police"}
+    response = client.post("/api/v1/agencies", json=agency, headers=admin.headers)
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["body", "code"]
+    listed = client.get("/api/v1/cases", headers=lead.headers).json()["items"]
+    assert [c["reference"] for c in listed] == ["KZ-2025"]
+
+
+def test_references_the_same_under_nfkc_are_one_reference(client: TestClient, lead: Caller) -> None:
+    """Stored in NFKC: a full-width or otherwise compatible spelling is the plain reference."""
+    first = new_case(client, lead, reference="\uff2b\uff3a-\uff12\uff10\uff12\uff15", title="\uff2byiv")
+    assert (first["reference"], first["title"]) == ("KZ-2025", "Kyiv")
+    for spelling in ("KZ-2025", "\uff2bZ-2025", "KZ-\u2082\u2080\u2082\u2085"):
+        twin = client.post("/api/v1/cases", json={"reference": spelling, "title": "T"}, headers=lead.headers)
+        assert twin.status_code == 409, (spelling, twin.text)

@@ -87,7 +87,9 @@ def test_each_client_sees_exactly_what_it_may_see(
     kz_ua, kz_ua_messages = send_request(client, lead, partner)
     out_child, out_child_messages = send_request(client, outsider, child)
     agency = client.post(
-        "/api/v1/agencies", json={"code": "XX-NEW", "name": "New", "kind": "police"}, headers=admin.headers
+        "/api/v1/agencies",
+        json={"code": "ADMIN-AGENCY-NEW", "name": "New", "kind": "police"},
+        headers=admin.headers,
     )
     assert agency.status_code == 201, agency.text
     # Events of what a client may no longer see disappear from its feed: the partner leaves the red case.

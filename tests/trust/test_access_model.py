@@ -1,10 +1,25 @@
 """The access model of contract §3: handling codes, sub-agencies, roles, admin."""
 
+import asyncio
+import inspect
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import app.evidence.service
+import app.locations.service
+import app.participants.service
 from app.auth.models import Scope
+from app.cases.models import Case
 from tests.conftest import Caller, join, make_caller, new_case, walk
 from tests.trust.world import World, build_world
 
@@ -212,3 +227,249 @@ def test_admin_sees_no_case_its_agency_is_not_in(
     # ... nor any audit entry of it (the host reads the whole log: `caseapi audit list`).
     entries = walk(client, f"{API}/audit", admin.headers)
     assert entries and all(e["case_id"] != world.case_id for e in entries)
+
+
+def test_a_key_without_read_changes_nothing_it_could_read_back(
+    client: TestClient, engine: sa.Engine, lead: Caller, partner: Caller
+) -> None:
+    """A PATCH answers the whole record and a stale If-Match its ETag: without
+    `read`, every PATCH and DELETE is a 403 before any lookup, the same for a
+    real id and a random one, and nothing changes."""
+    world = build_world(client, lead, partner)
+    write_only = make_caller(engine, lead.agency_code, Scope.write, Scope.personal_data)
+    admin_only = make_caller(engine, lead.agency_code, Scope.admin)
+    ids = world.ids
+    own = f"/cases/{ids['case_id']}/participants/{partner.agency_id}"
+    changes = [
+        (write_only, f"/cases/{ids['case_id']}", {"title": "x"}),
+        (write_only, own, {"role": "observer"}),
+        (write_only, f"/locations/{ids['location_id']}", {"label": "x"}),
+        (write_only, f"/seized-items/{ids['item_id']}", {"description": "x"}),
+        (write_only, f"/detainees/{ids['detainee_id']}", {"label": "x"}),
+        (admin_only, f"/agencies/{lead.agency_id}", {"name": "x"}),
+    ]
+    before = {url: client.get(API + url, headers=lead.headers).json() for _, url, _ in changes}
+    for caller, url, body in changes:
+        random = url.rsplit("/", 1)[0] + f"/{uuid.uuid4()}"
+        for method, kwargs in (("PATCH", {"json": {}}), ("PATCH", {"json": body}), ("DELETE", {})):
+            if method == "DELETE" and url.startswith("/agencies"):
+                continue  # agencies are never deleted
+            answers = [
+                client.request(method, API + target, headers=caller.h(if_match=tag), **kwargs)
+                for target in (url, random)
+                for tag in ('"1"', '"99"')
+            ]
+            assert [a.status_code for a in answers] == [403] * 4, (method, url)
+            assert not any("etag" in a.headers for a in answers), (method, url)
+            assert len({a.json()["detail"] for a in answers}) == 1
+    assert {url: client.get(API + url, headers=lead.headers).json() for _, url, _ in changes} == before
+
+
+# --- a removal and the writes of the agency removed, at the same time -------
+#
+# PostgreSQL only: SQLite runs one writing transaction at a time (BEGIN
+# IMMEDIATE takes the database's write lock before the access check), so a
+# removal there commits wholly before or wholly after a write, check included.
+
+# What a partner writes, and the service function each write path calls once
+# its access check passed: the hot write (asyncpg) and an ORM route.
+WRITES: dict[str, tuple[str, dict[str, Any], ModuleType, str]] = {
+    "seized-items": (
+        "seized-items",
+        {"category": "computer", "description": "PC"},
+        app.evidence.service,
+        "create_item",
+    ),
+    "locations": ("locations", {"label": "Office, floor 3"}, app.locations.service, "create_location"),
+}
+
+
+def _pause(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, *, after: bool
+) -> tuple[threading.Event, threading.Event]:
+    """Make module.name stop before (or after) it runs until `go` is set; `reached` tells it got there."""
+    reached, go = threading.Event(), threading.Event()
+    original: Callable[..., Any] = getattr(module, name)
+
+    if inspect.iscoroutinefunction(original):
+
+        async def paused(*args: Any, **kwargs: Any) -> Any:
+            reached.set()
+            await asyncio.to_thread(go.wait, 30)
+            return await original(*args, **kwargs)
+
+    else:
+
+        def paused(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            if after:
+                result = original(*args, **kwargs)
+            reached.set()
+            go.wait(30)
+            return result if after else original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, paused)
+    return reached, go
+
+
+def _in_thread(
+    application: FastAPI, request: Callable[[TestClient], Any]
+) -> tuple[threading.Thread, list[Any]]:
+    """Send a request from a client of its own (its own event loop and hot pools) in a thread."""
+    answers: list[Any] = []
+
+    def run() -> None:
+        with TestClient(application, raise_server_exceptions=False) as client:
+            answers.append(request(client))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def _wait_blocked_or_done(engine: sa.Engine, thread: threading.Thread) -> None:
+    """Until `thread` finished or some transaction of the test database waits for a lock."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 20
+    while thread.is_alive():
+        with engine.connect() as conn:  # a transaction sees one snapshot of pg_stat_activity
+            if conn.execute(query).scalar_one():
+                return
+        assert time.monotonic() < deadline, "neither blocked nor done"
+        time.sleep(0.01)
+
+
+def _partner_entries_after_removal(engine: sa.Engine, case_id: str, partner: Caller) -> list[str]:
+    with engine.connect() as conn:
+        entries = conn.execute(
+            sa.text("SELECT seq, action, agency_id FROM audit_entry WHERE case_id = :case_id ORDER BY seq"),
+            {"case_id": case_id},
+        ).all()
+    removed = [e.seq for e in entries if e.action == "participant.deleted"]
+    assert len(removed) == 1
+    return [e.action for e in entries if e.seq > removed[0] and str(e.agency_id) == str(partner.agency_id)]
+
+
+@pytest.fixture
+def on_postgres(backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip(
+            "SQLite runs one writing transaction at a time: a removal cannot come between check and write"
+        )
+
+
+@pytest.mark.parametrize("kind", WRITES)
+def test_a_write_checked_before_the_removal_commits_before_it(
+    on_postgres: None,
+    application: FastAPI,
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    partner: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """The partner's write passed its access check and has not committed when
+    the lead removes the partner: the removal waits for the write."""
+    path, body, module, name = WRITES[kind]
+    case_id = new_case(client, lead)["id"]
+    join(client, lead, case_id, partner)
+    checked, go = _pause(monkeypatch, module, name, after=False)
+    writer, written = _in_thread(
+        application, lambda c: c.post(f"{API}/cases/{case_id}/{path}", json=body, headers=partner.headers)
+    )
+    assert checked.wait(20)
+    remover, removed = _in_thread(
+        application,
+        lambda c: c.delete(
+            f"{API}/cases/{case_id}/participants/{partner.agency_id}", headers=lead.h(if_match='"1"')
+        ),
+    )
+    _wait_blocked_or_done(engine, remover)
+    go.set()
+    writer.join(30)
+    remover.join(30)
+    assert written[0].status_code == 201, written[0].text
+    assert removed[0].status_code == 204, removed[0].text
+    assert _partner_entries_after_removal(engine, case_id, partner) == []
+
+
+@pytest.mark.parametrize("kind", WRITES)
+def test_a_write_checked_during_the_removal_is_refused(
+    on_postgres: None,
+    application: FastAPI,
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    partner: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """The lead's removal of the partner is written and not committed when the
+    partner's write comes: the write waits for it, then finds the partner gone (404)."""
+    path, body, _, _ = WRITES[kind]
+    case_id = new_case(client, lead)["id"]
+    join(client, lead, case_id, partner)
+    removing, go = _pause(monkeypatch, app.participants.service, "remove_participant", after=True)
+    remover, removed = _in_thread(
+        application,
+        lambda c: c.delete(
+            f"{API}/cases/{case_id}/participants/{partner.agency_id}", headers=lead.h(if_match='"1"')
+        ),
+    )
+    assert removing.wait(20)
+    writer, written = _in_thread(
+        application, lambda c: c.post(f"{API}/cases/{case_id}/{path}", json=body, headers=partner.headers)
+    )
+    _wait_blocked_or_done(engine, writer)
+    go.set()
+    remover.join(30)
+    writer.join(30)
+    assert removed[0].status_code == 204, removed[0].text
+    assert written[0].status_code == 404, written[0].text
+    assert _partner_entries_after_removal(engine, case_id, partner) == []
+
+
+# --- a hidden case and a missing one cost the same --------------------------
+
+
+@contextmanager
+def _database_work(engine: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements run, and a "load" for each Case object built from a row, while the block runs."""
+    work: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        work.append(sql)
+
+    def loaded(_case: Any, _context: Any) -> None:
+        work.append("load")
+
+    sa.event.listen(engine, "before_cursor_execute", statement)
+    sa.event.listen(Case, "load", loaded)
+    try:
+        yield work
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", statement)
+        sa.event.remove(Case, "load", loaded)
+
+
+@pytest.mark.parametrize("route", ["bundle", "summary", "participants"])
+@pytest.mark.parametrize("code", ["TLP:AMBER", "TLP:GREEN"])
+def test_a_hidden_case_takes_the_path_of_a_missing_one(
+    application: FastAPI, client: TestClient, lead: Caller, outsider: Caller, route: str, code: str
+) -> None:
+    """A case the caller may not read in full (hidden, or seen in summary)
+    runs the statements a random id runs and builds nothing more: no time
+    difference for a prober to measure."""
+    hidden = new_case(client, lead, handling_code=code)["id"]
+
+    def work_of(case_id: Any) -> list[str]:
+        with _database_work(application.state.engine) as work:
+            response = client.get(f"{API}/cases/{case_id}/{route}", headers=outsider.headers)
+        assert response.status_code == 404
+        return work
+
+    work_of(uuid.uuid4())  # statements compiled and cached alike
+    assert work_of(hidden) == work_of(uuid.uuid4())

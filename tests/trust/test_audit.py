@@ -127,7 +127,7 @@ def test_every_change_writes_exactly_one_entry(
     # Administration.
     agency = client.post(
         f"{API}/agencies",
-        json={"code": "KG-MVD", "name": "N", "kind": "ministry", "parent_id": str(admin.agency_id)},
+        json={"code": "ADMIN-AGENCY-KG", "name": "N", "kind": "ministry", "parent_id": str(admin.agency_id)},
         headers=admin.headers,
     )
     ok(agency, 201)
@@ -136,7 +136,9 @@ def test_every_change_writes_exactly_one_entry(
     ok(client.patch(f"{API}/agencies/{aid}", json={"name": "N2"}, headers=admin.h(if_match='"1"')))
     assert rec() == [("agency.updated", "agency", aid)]
     with transaction(engine, write=True) as session:
-        api_client, _ = auth.create_client(session, agency_code="KG-MVD", name="tool", scopes=[Scope.read])
+        api_client, _ = auth.create_client(
+            session, agency_code="ADMIN-AGENCY-KG", name="tool", scopes=[Scope.read]
+        )
     assert rec() == [("api_client.created", "api_client", str(api_client.id))]
     for _ in range(2):  # revoking twice is one change
         with transaction(engine, write=True) as session:

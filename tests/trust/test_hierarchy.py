@@ -74,13 +74,13 @@ def test_an_admin_cannot_create_an_agency_under_another_agency(
     # Under its own agency, or under an agency below it, is its own business.
     own = client.post(
         f"{API}/agencies",
-        json={**body, "code": "EVIL-UNIT", "parent_id": str(attacker.agency_id)},
+        json={**body, "code": "EVIL-ADMIN-UNIT", "parent_id": str(attacker.agency_id)},
         headers=attacker.headers,
     )
     assert own.status_code == 201, own.text
     below = client.post(
         f"{API}/agencies",
-        json={**body, "code": "EVIL-DESK", "parent_id": own.json()["id"]},
+        json={**body, "code": "EVIL-ADMIN-UNIT-DESK", "parent_id": own.json()["id"]},
         headers=attacker.headers,
     )
     assert below.status_code == 201, below.text

@@ -48,7 +48,7 @@ def bodies(
     return {
         f"{API}/agencies": (
             "agency",
-            lambda n: {"code": f"NEW-{n}", "name": "New", "kind": "police"},
+            lambda n: {"code": f"{lead.agency_code}-NEW-{n}", "name": "New", "kind": "police"},
         ),
         f"{API}/cases": ("case", lambda n: {"reference": f"R-{n}", "title": "T"}),
         f"{API}/cases/{{case_id}}/participants": (
