@@ -127,7 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _shorten_gil_switch_interval()
         stop = asyncio.Event()
         # Every worker delivers webhooks; leases keep them off each other's subscriptions.
-        delivering = asyncio.create_task(deliver(settings, stop=stop)) if settings.webhook_delivery else None
+        delivering = (
+            asyncio.create_task(deliver(settings, stop=stop, metrics=metrics))
+            if settings.webhook_delivery
+            else None
+        )
         noticing = asyncio.create_task(notices.run(settings, stop)) if settings.hit_notices else None
         yield
         stop.set()

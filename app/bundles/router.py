@@ -9,8 +9,10 @@ from app.bundles.imports import BundleImports, Idempotent
 from app.bundles.models import Bundle
 from app.cases.models import CasePublic
 from app.db import SessionDep
+from app.errors import AppError
 from app.http import Purpose, StrictJSONRoute
 from app.idempotency.service import IdempotencyKeyHeader
+from app.observability.metrics import BundleImportOutcome, Metrics
 
 router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)
 
@@ -57,7 +59,26 @@ async def import_bundle(request: Request, p: Writer, key: IdempotencyKeyHeader =
     same document sent with other spacing or key order counts as another body (422).
     """
     imports: BundleImports = request.app.state.bundle_imports
+    metrics: Metrics = request.app.state.metrics
     idempotent = (
         None if key is None else Idempotent(key, request.url.path, request.headers.get("x-purpose", ""))
     )
-    return await imports.run(p, request.body, idempotent)
+    try:
+        response = await imports.run(p, request.body, idempotent)
+    except Exception as exc:
+        metrics.bundle_imported(_outcome(exc))
+        raise
+    metrics.bundle_imported("replayed" if "idempotent-replayed" in response.headers else "imported")
+    return response
+
+
+def _outcome(exc: Exception) -> BundleImportOutcome:
+    """How an import that did not answer 201 ended, for the imports counter."""
+    if isinstance(exc, AppError):
+        if exc.slug == "busy":
+            return "busy"
+        if exc.slug == "import-interrupted":
+            return "interrupted"
+        if exc.status < 500:
+            return "rejected"
+    return "failed"

@@ -41,6 +41,7 @@ from app.config import Settings
 from app.db import create_db_engine, utcnow
 from app.errors import database_reason
 from app.events.models import EventPublic
+from app.observability.metrics import Metrics
 from app.webhooks import service
 from app.webhooks.client import Client, ReceiverError
 from app.webhooks.models import DeliveryError, matches
@@ -108,9 +109,12 @@ class Deliverer:
         *,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
+        # The serving worker's counters; `caseapi deliver` alone has none to show.
+        self.metrics = metrics
         self.clock = clock
         self.rng = rng or random.Random()
         # One attempt in all: connecting, sending, the whole answer (app.webhooks.client).
@@ -211,6 +215,8 @@ class Deliverer:
             if matches(claim.event_types, event.type):
                 assert target is not None
                 attempt = await self._attempt(signer, target, event)
+                if self.metrics is not None:
+                    self.metrics.webhook_attempted(attempt["error"])
                 attempt["subscription_id"] = claim.id
                 attempt["attempt"] = (claim.failures if not attempts else 0) + 1
                 attempts.append(attempt)
@@ -307,11 +313,17 @@ def delivery_engine(settings: Settings) -> sa.Engine:
     return create_db_engine(settings.database_url, pool_size=2, pool_timeout=settings.pool_timeout_seconds)
 
 
-async def deliver(settings: Settings, *, once: bool = False, stop: asyncio.Event | None = None) -> None:
+async def deliver(
+    settings: Settings,
+    *,
+    once: bool = False,
+    stop: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+) -> None:
     """Deliver until `stop` is set (by default: until SIGINT or SIGTERM), or what is due with `once`."""
     engine = delivery_engine(settings)
     try:
-        deliverer = Deliverer(engine, settings)
+        deliverer = Deliverer(engine, settings, metrics=metrics)
         if once:
             await deliverer.run_once()
             return

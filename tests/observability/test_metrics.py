@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from app.auth.models import Scope
 from app.config import Settings
 from app.main import create_app
 from app.webhooks.models import DeliveryError
-from tests.conftest import Caller, new_case
+from tests.conftest import Caller, make_caller, new_case
 
 API = "/api/v1"
 TOKEN = "scrape-secret-0123456789"
@@ -193,3 +194,24 @@ def test_process_metrics_and_the_counters_other_rooms_report(app_at: Peer) -> No
         "timeout": 1,
         **{error.value: 0 for error in DeliveryError if error != DeliveryError.timeout},
     }
+
+
+def test_bundle_imports_are_counted_by_outcome(app_at: Peer, engine: sa.Engine) -> None:
+    """POST /bundles counts each import in caseapi_bundle_imports_total: a new
+    case, a replay of the same key and bytes, and a bundle refused."""
+    kz = make_caller(engine, "KZ-MVD", Scope.read, Scope.write)
+    ua = make_caller(engine, "UA-LE", Scope.read, Scope.write)
+    with app_at() as client:
+        case = client.post(
+            "/api/v1/cases", json={"reference": "KZ-UA-2025", "title": "Call centre"}, headers=kz.headers
+        )
+        bundle = client.get(f"/api/v1/cases/{case.json()['id']}/bundle", headers=kz.headers).content
+        once = {**ua.headers, "Content-Type": "application/json", "Idempotency-Key": "kyiv-1"}
+        assert client.post("/api/v1/bundles", content=bundle, headers=once).status_code == 201
+        assert client.post("/api/v1/bundles", content=bundle, headers=once).status_code == 201
+        refused = client.post(
+            "/api/v1/bundles", content=b"{}", headers={**ua.headers, "Content-Type": "application/json"}
+        )
+        assert refused.status_code == 422
+        counted = {s.labels["outcome"]: s.value for s in _samples(client)["caseapi_bundle_imports_total"]}
+    assert counted == {"imported": 1, "replayed": 1, "rejected": 1, "busy": 0, "interrupted": 0, "failed": 0}

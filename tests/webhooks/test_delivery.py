@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
@@ -20,6 +22,7 @@ from app.auth.models import Scope
 from app.config import Settings, get_settings
 from app.events.models import EventPublic
 from app.main import create_app
+from app.observability.metrics import Metrics
 from app.webhooks import service
 from app.webhooks.delivery import LEASE, RETRY_DELAYS, Deliverer
 from app.webhooks.models import WebhookSubscription
@@ -514,3 +517,27 @@ def test_a_stored_url_with_a_space_is_delivered_to_encoded(
             )
         assert deliver(deliverer) == 1
         assert [r.path for r in receiver.received] == ["/old%20hook"]
+
+
+def test_each_attempt_is_counted_by_outcome(
+    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, private_settings: Settings, clock: Clock
+) -> None:
+    """The serving worker's deliverer counts every attempt in
+    caseapi_webhook_deliveries_total, by how it ended."""
+    metrics = Metrics()
+    try:
+        with receiving(lambda _p, n: (500, 0.0) if n == 0 else (200, 0.0)) as receiver:
+            subscribe(hooks, kz_admin, receiver.url("/hook"))
+            counting = Deliverer(engine, private_settings, clock=clock, metrics=metrics)
+            assert deliver(counting) == 1
+            clock.advance(RETRY_DELAYS[0].total_seconds() * 2)
+            assert deliver(counting) >= 1
+        counted = {
+            sample.labels["outcome"]: sample.value
+            for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+            for sample in family.samples
+            if sample.name == "caseapi_webhook_deliveries_total"
+        }
+        assert counted["http_status"] == 1 and counted["delivered"] >= 1 and counted["timeout"] == 0
+    finally:
+        metrics.close()
