@@ -66,69 +66,198 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CASEAPI_", extra="ignore")
 
-    database_url: str = "sqlite:///./caseapi.db"
+    database_url: str = Field(
+        default="sqlite:///./caseapi.db",
+        description=(
+            "SQLite file, or `postgresql+psycopg://user:pass@host:5432/db`; any other scheme "
+            "is refused at start"
+        ),
+    )
     # Pool sized so that every worker thread can hold a connection: fewer
     # connections than threads deadlocks a sync service under load.
-    pool_size: int = Field(default=20, ge=1, le=500)
+    pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=500,
+        description=(
+            "database connections per worker, and requests a worker works on at once; more wait their turn"
+        ),
+    )
     # Connections of the hot reads (app.reads), on PostgreSQL a pool of their
     # own: they wait on the event loop, not in a thread.
-    read_pool_size: int = Field(default=10, ge=1, le=500)
+    read_pool_size: int = Field(
+        default=10, ge=1, le=500, description="PostgreSQL connections per worker for the hot reads (asyncpg)"
+    )
     # Connections of the hot write (app.writes), on PostgreSQL a pool of
     # their own on asyncpg.
-    write_pool_size: int = Field(default=10, ge=1, le=500)
-    pool_timeout_seconds: float = Field(default=5.0, gt=0)
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    write_pool_size: int = Field(
+        default=10, ge=1, le=500, description="PostgreSQL connections per worker for the hot write (asyncpg)"
+    )
+    pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="how long a request waits for its turn before a 503 with `Retry-After`"
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="larger request bodies answer 413")
     # A bundle is a whole case in one document: a 10 000-item case is about 4 MiB.
-    max_bundle_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_bundle_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="the same for `POST /bundles`, whose body is a whole case",
+    )
     # The audit chain's HMAC key and the cursors' signing key (app.secrets):
     # never in the source, never in the database. Each is at least 32 random
     # bytes, hex or base64 encoded; every other key is derived from the audit key.
-    audit_key: SecretStr | None = None
-    cursor_secret: SecretStr | None = None
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "keys the audit chain (HMAC-SHA256); keys derived from it seal webhook secrets "
+            "and hash hit/no-hit searches. See [the audit key](../security/audit-key.md). "
+            "Unset: required on PostgreSQL; on SQLite generated into `CASEAPI_KEY_FILE`"
+        ),
+    )
+    cursor_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "signs list cursors (integrity, not secrecy: visibility never depends on it). "
+            "Unset: derived from the audit key"
+        ),
+    )
     # Or read from a file (docker compose secrets): the setting names the file,
     # whose content, stripped, is the key; not together with the key itself.
-    audit_key_file: SecretStr | None = None
-    cursor_secret_file: SecretStr | None = None
+    audit_key_file: SecretStr | None = Field(
+        default=None,
+        description=(
+            "a file whose content, stripped, is the audit key (docker compose secrets); not "
+            "together with `CASEAPI_AUDIT_KEY` itself"
+        ),
+    )
+    cursor_secret_file: SecretStr | None = Field(
+        default=None,
+        description=(
+            "a file whose content, stripped, is the cursor secret; not together with "
+            "`CASEAPI_CURSOR_SECRET` itself"
+        ),
+    )
     # Where an SQLite instance keeps the keys it generated when none is set.
-    key_file: Path = Path("./caseapi.key")
+    key_file: Path = Field(
+        default=Path("./caseapi.key"),
+        description="where an SQLite instance keeps the audit key it generated (mode 0600)",
+    )
     # Federation (app.federation): this instance's id among its peers (lower-case
     # letters, digits, `.` and `-`; unset: it does not federate), and the file
     # holding its Ed25519 private key, made on first use (share it between the
     # hosts of one instance; never in the database).
-    instance_id: str | None = Field(default=None, pattern=r"^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$")
-    instance_key_file: Path = Path("./caseapi-instance.key")
-    seed_dir: Path = Field(default_factory=lambda: shipped("seed"))
+    instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$",
+        description=(
+            "this instance's id among its federation peers (lower-case letters, digits, `.` "
+            "and `-`); unset: it does not federate"
+        ),
+    )
+    instance_key_file: Path = Field(
+        default=Path("./caseapi-instance.key"),
+        description=(
+            "the file holding the instance's Ed25519 private key, made on first use (mode "
+            "0600); share it between the hosts of one instance, never in the database"
+        ),
+    )
+    seed_dir: Path = Field(
+        default_factory=lambda: shipped("seed"),
+        description="where `caseapi seed` reads. Unset: the `seed/` shipped in the package",
+    )
     # Attachments (app.attachments): the largest file, and where the files live.
-    max_attachment_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
-    storage_dir: Path = Path("./caseapi-files")
+    max_attachment_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1024,
+        description="the largest attachment; the same limit for the upload routes' bodies",
+    )
+    storage_dir: Path = Field(
+        default=Path("./caseapi-files"),
+        description="where attachment files live (see [Attachments](../guides/attachments.md))",
+    )
     # The most an agency's attachments may take together (the sizes of the files it
     # uploaded); an upload past it answers 507 and stores nothing. Unset: no quota.
-    storage_quota_bytes_per_agency: int | None = Field(default=None, ge=0)
+    storage_quota_bytes_per_agency: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "the most one agency's attachments may take together (the sizes of the files it "
+            "uploaded); an upload past it answers 507 and stores nothing. Unset: no quota"
+        ),
+    )
     # The longest an upload may go without sending more of its body: past it the
     # request ends (408) and its staging file is removed.
-    body_chunk_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    body_chunk_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "the longest an upload may go without sending more of its body: past it the "
+            "request ends with 408 and its staging file is removed"
+        ),
+    )
     # Processes per worker that run bundle imports (app.bundles.imports):
     # imports beyond this many at once wait for one to finish, up to
     # `import_queue` of them; more answer 503 at once. Each waiting import
     # holds one of the worker's `pool_size` admitted requests.
-    import_processes: int = Field(default=1, ge=1, le=32)
-    import_queue: int = Field(default=2, ge=0, le=100)
-    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    import_processes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="processes per worker that run bundle imports; more imports at once wait for one",
+    )
+    import_queue: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description=(
+            "bundle imports per worker that may wait for an import process; more answer `503` at once"
+        ),
+    )
+    idempotency_ttl_hours: int = Field(
+        default=24, ge=1, description="how long an `Idempotency-Key` is remembered; older records are purged"
+    )
     # uvicorn's line per request. Off by default: the audit trail records
     # every change and disclosure and the security log every refusal, while
     # an access log would copy search terms (`q=`) into plain-text logs.
-    access_log: bool = False
+    access_log: bool = Field(
+        default=False,
+        description=(
+            "one log line per request from uvicorn; off because it would copy search terms "
+            "(`q=`) into plain-text logs"
+        ),
+    )
     # The service's own line per request instead (method, path without the
     # query string, route template, status, duration, request id, API client),
     # in either log format; it carries no search term. False: none.
-    request_log: bool = True
+    request_log: bool = Field(
+        default=True,
+        description=(
+            "one log line per request (method, path without the query string, route, status, "
+            "duration, request id, API client), in either log format; `false`: none"
+        ),
+    )
     # How long a worker trusts a key it looked up: a revocation takes effect
     # within this time (the CLI itself takes longer than that to revoke).
-    auth_cache_seconds: float = Field(default=0.5, ge=0, le=1.0)
+    auth_cache_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=1.0,
+        description="how long a worker trusts a key it looked up; a revocation takes effect within it",
+    )
     # A client with this many 404s on id routes within the window is reported
     # to the security log (app.probes), and again at each further multiple.
-    probe_log_threshold: int = Field(default=20, ge=1)
-    probe_log_window_seconds: float = Field(default=60.0, gt=0)
+    probe_log_threshold: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "404s on id routes after which a client is reported to the security log (and "
+            "again at each multiple)"
+        ),
+    )
+    probe_log_window_seconds: float = Field(
+        default=60.0, gt=0, description="the window those 404s are counted in, per worker"
+    )
 
     @field_validator("audit_key", "cursor_secret")
     @classmethod
@@ -173,22 +302,54 @@ class Settings(BaseSettings):
         return url
 
     # app.observability: one JSON object per line, or a readable line.
-    log_format: Literal["text", "json"] = "text"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json`: one JSON object per line; `text`: one readable line per event"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="the level of every logger (uvicorn's too)"
+    )
     # GET /metrics answers only `Authorization: Bearer <token>` when set; unset, only clients on this host.
-    metrics_token: SecretStr | None = None
+    metrics_token: SecretStr | None = Field(
+        default=None, description="when set, `GET /metrics` needs `Authorization: Bearer <token>`"
+    )
     # Per API client, e.g. "20/second" or "600/minute"; unset: no limit.
-    rate_limit: str | None = None
+    rate_limit: str | None = Field(
+        default=None,
+        description=(
+            "requests per API client, `N/second`, `N/minute` or `N/hour` (e.g. `20/second`); "
+            "past it, 429. Unset: no limit"
+        ),
+    )
     # Shared rate-limit state for every worker and host.
-    redis_url: str | None = None
-    redis_prefix: str = "caseapi:"
+    redis_url: str | None = Field(
+        default=None,
+        description=("e.g. `redis://127.0.0.1:6379/0`: the rate limit holds across all workers and hosts"),
+    )
+    redis_prefix: str = Field(
+        default="caseapi:",
+        description=("prefix of the rate-limit keys in Redis (instances sharing a Redis use different ones)"),
+    )
     # Hit/no-hit searches (POST /hits), counted in distinct searched items, e.g. "10000/hour";
     # unset: no limit. Each must allow one full search (1 000 items) at once.
-    hit_rate_limit: str | None = "10000/hour"  # per API client
-    hit_agency_rate_limit: str | None = "50000/hour"  # per agency, all its clients together
+    hit_rate_limit: str | None = Field(
+        default="10000/hour",
+        description=(
+            "hit/no-hit searches per API client, counted in distinct searched items (e.g. "
+            "`10000/hour`); it must allow one full search of 1 000 items; empty: no limit"
+        ),
+    )
+    hit_agency_rate_limit: str | None = Field(
+        default="50000/hour", description="the same per agency, all its API clients together"
+    )
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a proxy
     # on this host by default); "" believes none, "*" every peer.
-    forwarded_allow_ips: str = "127.0.0.1,::1"
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description=(
+            "peers whose `X-Forwarded-For`/`-Proto` `caseapi serve` believes (a proxy on this"
+            " host); empty: none"
+        ),
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -228,32 +389,86 @@ class Settings(BaseSettings):
 
     # How far in the future an instant of something that happened (a seizure,
     # a search) may lie: the clocks of the agencies' systems differ a little.
-    clock_skew_seconds: int = Field(default=300, ge=0, le=86_400)
+    clock_skew_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="how far in the future an instant of something that happened may lie",
+    )
 
     # Hit/no-hit (app.identifiers.notices): whether `caseapi serve` sends the
     # hit.received notifications of searches and purges old search terms (else
     # run `caseapi hits process`), how often it looks for searches, how long a
     # searching agency's match of one identifier is notified only once, and how
     # long the keyed hashes of searched values are kept.
-    hit_notices: bool = True
-    hit_notice_poll_seconds: float = Field(default=1.0, gt=0, le=60)
-    hit_notice_window_hours: float = Field(default=24.0, ge=0)
-    hit_search_retention_days: int = Field(default=90, ge=1)
+    hit_notices: bool = Field(
+        default=True,
+        description=(
+            "whether `caseapi serve` writes the `hit.received` notices of searches and purges"
+            " old search terms (else run `caseapi hits process` often)"
+        ),
+    )
+    hit_notice_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often a worker looks for searches to notify"
+    )
+    hit_notice_window_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description=(
+            "a searching agency's match of one identifier is notified once within this "
+            "window; 0: at every search"
+        ),
+    )
+    hit_search_retention_days: int = Field(
+        default=90, ge=1, description="how long the keyed hashes of searched values are kept, then purged"
+    )
 
     # Webhooks (app.webhooks). Whether `caseapi serve` delivers (else run `caseapi deliver`).
-    webhook_delivery: bool = True
+    webhook_delivery: bool = Field(
+        default=True,
+        description="`caseapi serve` workers deliver webhooks; `false` leaves it to `caseapi deliver`",
+    )
     # Private addresses and plain http allowed as webhook URLs: tests and closed networks only.
-    webhook_allow_private: bool = False
+    webhook_allow_private: bool = Field(
+        default=False,
+        description=(
+            "allow webhook URLs on private addresses and plain `http` (tests and closed networks only)"
+        ),
+    )
     # The time one delivery attempt may take in all: connecting, sending and the whole answer.
-    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description=(
+            "the time one delivery attempt may take in all: connecting, sending and the whole answer"
+        ),
+    )
     # Consecutive failed attempts after which a subscription is disabled.
-    webhook_max_attempts: int = Field(default=16, ge=1, le=1000)
+    webhook_max_attempts: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description=("failed attempts in a row before a subscription is disabled (16: about three days)"),
+    )
     # How often an idle deliverer looks for events to deliver.
-    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often an idle deliverer looks for new events"
+    )
     # How many subscriptions one process delivers to at once.
-    webhook_concurrency: int = Field(default=20, ge=1, le=500)
+    webhook_concurrency: int = Field(
+        default=20, ge=1, le=500, description="subscriptions one process delivers to at once"
+    )
     # How many of those one agency's subscriptions may take; the rest stay free for other agencies.
-    webhook_agency_concurrency: int = Field(default=5, ge=1, le=500)
+    webhook_agency_concurrency: int = Field(
+        default=5,
+        ge=1,
+        le=500,
+        description=(
+            "how many of a process's delivery slots one agency's subscriptions may take at "
+            "once; the rest stay free for other agencies"
+        ),
+    )
 
 
 @lru_cache

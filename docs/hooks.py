@@ -3,21 +3,24 @@
 A page asks for a generated part with a marker line, `<!-- generated: NAME -->`:
 `settings` (the configuration reference, from app.config.Settings), `cli` (every
 command's help, from app.cli's parser) and `api` (the operations of the OpenAPI
-document that create_app() serves). A setting without a description fails the
-strict build, so the reference cannot fall behind the class.
+document that create_app() serves). A setting without a description
+(`Field(description=...)` in app/config.py) fails the build, so the reference
+cannot fall behind the class.
 """
 
 import argparse
 import logging
 import re
+import secrets
 import sys
 import tempfile
-import tomllib
 import types
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from mkdocs.exceptions import PluginError
 
 ROOT = Path(__file__).resolve().parent.parent
 # The checkout's code is the code the site describes, installed or not.
@@ -25,8 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("mkdocs.plugins.caseapi")
 MARKER = re.compile(r"^<!-- generated: (\w+) -->$", re.MULTILINE)
-# Descriptions of the settings whose field in app/config.py has none (`Field(description=...)` wins).
-SETTINGS_NOTES = Path(__file__).with_name("settings.toml")
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
@@ -43,21 +44,12 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
 def settings_table() -> str:
     from app.config import Settings
 
-    notes = tomllib.loads(SETTINGS_NOTES.read_text())
-    for name in notes.keys() - Settings.model_fields.keys():
-        log.warning("settings.toml describes %s, which app.config.Settings does not have", name)
     rows = ["| variable | default | value | what it does |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        note = notes.get(name, {})
-        if field.description and "description" in note:
-            log.warning("%s has a description in app/config.py: remove it from settings.toml", name)
-        description = field.description or note.get("description")
+        description = field.description
         if not description:
-            log.warning("setting %s has no description: add Field(description=...) in app/config.py", name)
-            description = ""
-        if "default" in note:
-            default = note["default"]
-        elif field.default_factory is not None or field.default is None:
+            raise PluginError(f"setting {name} has no description: add Field(description=...) in app/config.py")
+        if field.default_factory is not None or field.default is None:
             default = "unset"
         else:
             default = f"`{_shown(field.default)}`"
@@ -125,7 +117,7 @@ def api_operations() -> str:
         # A throwaway instance: building the document touches no database.
         settings = Settings(
             database_url=f"sqlite:///{scratch}/docs.db",
-            audit_key="0" * 64,
+            audit_key=secrets.token_hex(32),
             key_file=Path(scratch) / "key",
             storage_dir=Path(scratch) / "files",
             webhook_delivery=False,
