@@ -90,6 +90,7 @@ OPERATION_IDS = {
     ("POST", "/requests/{request_id}/messages/{message_id}/attachments"): "message_attachments.create",
     ("GET", "/health"): "health.live",
     ("GET", "/health/ready"): "health.ready",
+    ("GET", "/federation/instance"): "federation.instance",
 }
 
 

@@ -55,7 +55,7 @@ Signed = Annotated[SignedRequest, Depends(_signed_request)]
     operation_id="federation.instance",
 )
 def instance(request: Request) -> InstanceDocument:
-    """No key needed. The instance id and its Ed25519 public key: an operator compares the thumbprint
+    """No API key needed. The instance id and its Ed25519 public key: an operator compares the thumbprint
     (`caseapi instance show` on this host) before adding this instance as a peer. 404 when the instance
     does not federate (`CASEAPI_INSTANCE_ID` unset).
     """
@@ -68,6 +68,8 @@ def instance(request: Request) -> InstanceDocument:
     response_model=AgencyDirectory,
     summary="The agencies this instance hosts (to peers)",
     operation_id="federation.agencies",
+    # Between instances only: agency tools and their clients never call it.
+    include_in_schema=False,
 )
 def agencies(request: Request, session: WriteSessionDep, signed: Signed) -> AgencyDirectory:
     """Only for a request signed by a peer (RFC 9421, `ed25519`): 401 otherwise, and the refusal is a

@@ -302,6 +302,13 @@ class HitResults(BaseModel):
     peers: list[PeerStatus] = []
 
 
+class InstanceDocument(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    instance_id: str
+    public_key: dict[str, str]
+    thumbprint: str
+
+
 class Health(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     status: str

@@ -7,6 +7,7 @@ import datetime
 from collections.abc import Callable
 
 import httpx
+from caseapi_client import Client
 
 from app.federation import signatures
 from tests.federation.conftest import Instance
@@ -26,6 +27,9 @@ def test_the_instance_document_is_what_instance_show_prints(instances: Callable[
     assert document["instance_id"] == "kz.caseapi" == shown[0].split()[-1]
     assert document["thumbprint"] == shown[-1]
     assert document["public_key"]["kty"] == "OKP" and "d" not in document["public_key"]
+    # As the Python client reads it (no key needed).
+    with Client(kz.url, "no key") as client:
+        assert client.federation.instance().thumbprint == shown[-1]
     # The key is made once and kept: a restart presents the same one.
     kz.stop()
     kz.serve()

@@ -78,6 +78,7 @@ class AsyncClient:
         self.hits = r.AsyncHits(self)
         self.bundles = r.AsyncBundles(self)
         self.health = r.AsyncHealthChecks(self)
+        self.federation = r.AsyncFederation(self)
 
     def with_purpose(self, purpose: str) -> "AsyncClient":
         """The same client, stating why it needs personal data (`X-Purpose`,

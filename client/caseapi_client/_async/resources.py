@@ -43,6 +43,7 @@ from caseapi_client.models import (
     HitResults,
     Identifier,
     InformationRequest,
+    InstanceDocument,
     Location,
     Message,
     Participant,
@@ -316,6 +317,17 @@ class AsyncBundles:
         """Import a bundle (as `cases.bundle()` gives it) as a new case led by
         the caller's agency: all of it, or an error and nothing."""
         return await self._runner.run(creating(API + "/bundles", record(Case), json=bundle))
+
+
+class AsyncFederation:
+    def __init__(self, runner: AsyncRunner) -> None:
+        self._runner = runner
+
+    async def instance(self) -> InstanceDocument:
+        """The instance's id and public key, and the key's thumbprint (no key
+        needed): compare it before trusting the instance as a peer."""
+        path = API + "/federation/instance"
+        return await self._runner.run(Call("GET", path, document(InstanceDocument), replayable=True))
 
 
 class AsyncHealthChecks:

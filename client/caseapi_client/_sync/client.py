@@ -78,6 +78,7 @@ class Client:
         self.hits = r.Hits(self)
         self.bundles = r.Bundles(self)
         self.health = r.HealthChecks(self)
+        self.federation = r.Federation(self)
 
     def with_purpose(self, purpose: str) -> "Client":
         """The same client, stating why it needs personal data (`X-Purpose`,

@@ -43,6 +43,7 @@ from caseapi_client.models import (
     HitResults,
     Identifier,
     InformationRequest,
+    InstanceDocument,
     Location,
     Message,
     Participant,
@@ -307,6 +308,17 @@ class Bundles:
         """Import a bundle (as `cases.bundle()` gives it) as a new case led by
         the caller's agency: all of it, or an error and nothing."""
         return self._runner.run(creating(API + "/bundles", record(Case), json=bundle))
+
+
+class Federation:
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def instance(self) -> InstanceDocument:
+        """The instance's id and public key, and the key's thumbprint (no key
+        needed): compare it before trusting the instance as a peer."""
+        path = API + "/federation/instance"
+        return self._runner.run(Call("GET", path, document(InstanceDocument), replayable=True))
 
 
 class HealthChecks:
