@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from app.access import Editor
 from app.attachments import service
 from app.attachments.models import AttachmentPublic
 from app.attachments.storage import copy_chunks
@@ -300,8 +301,9 @@ def get_attachment_content(
     operation_id="attachments.delete",
     summary="Delete an attachment",
 )
-def delete_attachment(request: Request, p: Writer, attachment_id: uuid.UUID) -> Response:
-    """Scope `write`; role lead or partner of its case, or the agency that attached it to a message.
+def delete_attachment(request: Request, p: Editor, attachment_id: uuid.UUID) -> Response:
+    """Scope `write` and scope `read`; role lead or partner of its case, or the agency that attached it to a
+    message.
     Needs the `If-Match` of the metadata. The file goes once no attachment names its content. An
     attachment the caller may not see answers 404, exactly as one that does not exist.
     """

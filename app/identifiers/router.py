@@ -86,9 +86,11 @@ def get_identifier(session: SessionDep, p: Reader, identifier_id: uuid.UUID) -> 
     operation_id="identifiers.delete",
     summary="Remove an identifier",
 )
-def delete_identifier(request: Request, session: SessionDep, p: Writer, identifier_id: uuid.UUID) -> Response:
-    """Scope `write`; role lead or partner. Removes an identifier recorded by mistake; needs `If-Match`.
-    An identifier the caller may not see answers 404, exactly as one that does not exist.
+def delete_identifier(
+    request: Request, session: SessionDep, p: access.Editor, identifier_id: uuid.UUID
+) -> Response:
+    """Scope `write` and scope `read`; role lead or partner. Removes an identifier recorded by mistake;
+    needs `If-Match`. An identifier the caller may not see answers 404, exactly as one that does not exist.
     """
     identifier, _ = access.writable_child(session, p, Identifier, identifier_id)
     check_if_match(request, identifier.version)

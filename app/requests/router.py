@@ -3,6 +3,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
+from app.access import Editor
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
 from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
@@ -77,14 +78,15 @@ def get_request(
 def update_request(
     request: Request,
     session: SessionDep,
-    p: Writer,
+    p: Editor,
     request_id: uuid.UUID,
     body: InformationRequestUpdate,
     response: Response,
 ) -> InformationRequestPublic:
-    """Scope `write`. The recipient moves `sent -> acknowledged -> answered | declined`; the sender moves
-    `sent | acknowledged -> withdrawn`. Another move is 409, the other side's move 403. Needs `If-Match`.
-    Only the two agencies see a request: to any other it answers 404, exactly as one that does not exist.
+    """Scope `write` and scope `read`. The recipient moves `sent -> acknowledged -> answered | declined`;
+    the sender moves `sent | acknowledged -> withdrawn`. Another move is 409, the other side's move 403.
+    Needs `If-Match`. Only the two agencies see a request: to any other it answers 404, exactly as one that
+    does not exist.
     """
     req = service.get_request(session, p, request_id, for_update=True)
     service.require_side(req, p, body.status)

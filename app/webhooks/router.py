@@ -3,6 +3,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from app.access import AdminEditor
 from app.auth.deps import Admin
 from app.config import Settings
 from app.db import SessionDep
@@ -96,10 +97,10 @@ def get_subscription(
     summary="Delete a webhook subscription",
 )
 def delete_subscription(
-    request: Request, session: SessionDep, p: Admin, subscription_id: uuid.UUID
+    request: Request, session: SessionDep, p: AdminEditor, subscription_id: uuid.UUID
 ) -> Response:
-    """Scope `admin`. Stops delivering to this subscription; its delivery log goes with it. Needs
-    `If-Match`. Another agency's subscription answers 404, exactly as one that does not exist.
+    """Scope `admin` and scope `read`. Stops delivering to this subscription; its delivery log goes with
+    it. Needs `If-Match`. Another agency's subscription answers 404, exactly as one that does not exist.
     """
     sub = service.get_subscription(session, p, subscription_id, for_update=True)
     check_if_match(request, sub.version)

@@ -247,13 +247,18 @@ def test_a_key_without_read_changes_nothing_it_could_read_back(
         (write_only, f"/seized-items/{ids['item_id']}", {"description": "x"}),
         (write_only, f"/detainees/{ids['detainee_id']}", {"label": "x"}),
         (admin_only, f"/agencies/{lead.agency_id}", {"name": "x"}),
+        (write_only, f"/requests/{ids['request_id']}", {"status": "withdrawn"}),
+        (write_only, f"/identifiers/{ids['identifier_id']}", None),
+        (write_only, f"/attachments/{ids['attachment_id']}", None),
     ]
     before = {url: client.get(API + url, headers=lead.headers).json() for _, url, _ in changes}
     for caller, url, body in changes:
         random = url.rsplit("/", 1)[0] + f"/{uuid.uuid4()}"
         for method, kwargs in (("PATCH", {"json": {}}), ("PATCH", {"json": body}), ("DELETE", {})):
-            if method == "DELETE" and url.startswith("/agencies"):
-                continue  # agencies are never deleted
+            if method == "DELETE" and url.startswith(("/agencies", "/requests")):
+                continue  # agencies and requests are never deleted
+            if method == "PATCH" and body is None:
+                continue  # identifiers and attachments are never changed
             answers = [
                 client.request(method, API + target, headers=caller.h(if_match=tag), **kwargs)
                 for target in (url, random)
