@@ -40,6 +40,10 @@ from app.version import version
 from app.webhooks import delivery
 
 DEMO_CLIENT = "demo"
+EXIT_CODES = (
+    "exit status: 0 done; 1 failed, with a one-line reason on stderr; 2 a bad setting or usage; "
+    "141 the reader of the output went away (as for any tool ended by SIGPIPE)"
+)
 # The exit status of a setting the service cannot run with (as for a usage error).
 EXIT_SETTING = 2
 
@@ -348,78 +352,105 @@ def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
     _serve(args.host, args.port, 1, fd=sock.fileno())
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help, with its default where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, text: str
+) -> argparse.ArgumentParser:
+    """A command (or group) whose help is also its description."""
+    return commands.add_parser(
+        name, help=text, description=text[0].upper() + text[1:] + ".", formatter_class=_Help
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="caseapi", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="caseapi",
+        description="caseapi: case information exchanged between law-enforcement agencies.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
+    )
     parser.add_argument("--version", action="version", version=f"caseapi {version()}")
     # Every command but these needs a schema at the newest revision, and the
     # audit key (every other command writes or verifies the audit chain).
     parser.set_defaults(needs_schema=True, needs_key=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="bring the schema to the newest revision").set_defaults(
+    _command(sub, "migrate", "bring the schema to the newest revision").set_defaults(
         func=cmd_migrate, needs_schema=False, needs_key=False
     )
-    sub.add_parser("seed", help="load the article's data (idempotent)").set_defaults(func=cmd_seed)
+    _command(sub, "seed", "load the article's data (idempotent)").set_defaults(func=cmd_seed)
 
-    agency = sub.add_parser("agency", help="agencies").add_subparsers(dest="action", required=True)
-    agency_create = agency.add_parser("create", help="create an agency and print its id")
+    agency = _command(sub, "agency", "agencies").add_subparsers(dest="action", required=True)
+    agency_create = _command(agency, "create", "create an agency and print its id")
     agency_create.add_argument("--code", required=True, help="unique short code, e.g. KZ-MVD")
-    agency_create.add_argument("--name", required=True)
-    agency_create.add_argument("--kind", required=True, choices=[k.value for k in AgencyKind])
+    agency_create.add_argument("--name", required=True, help="the agency's full name")
+    agency_create.add_argument(
+        "--kind", required=True, choices=[k.value for k in AgencyKind], help="what kind of body it is"
+    )
     agency_create.add_argument("--country", help="ISO 3166-1 alpha-2; omit for international bodies")
     agency_create.add_argument("--parent", metavar="CODE", help="the agency it belongs to")
     agency_create.set_defaults(func=cmd_agency_create)
-    agency.add_parser("list", help="one line per agency").set_defaults(func=cmd_agency_list)
-    set_parent = agency.add_parser("set-parent", help="move an agency in the hierarchy (audited)")
-    set_parent.add_argument("code")
+    _command(agency, "list", "one line per agency").set_defaults(func=cmd_agency_list)
+    set_parent = _command(agency, "set-parent", "move an agency in the hierarchy (audited)")
+    set_parent.add_argument("code", help="the agency to move")
     new_parent = set_parent.add_mutually_exclusive_group(required=True)
-    new_parent.add_argument("--parent", metavar="CODE")
+    new_parent.add_argument("--parent", metavar="CODE", help="the agency it belongs to from now on")
     new_parent.add_argument("--none", action="store_true", help="no parent: a top-level agency")
     set_parent.set_defaults(func=cmd_agency_set_parent)
 
-    client = sub.add_parser("client", help="API clients").add_subparsers(dest="action", required=True)
-    create = client.add_parser("create", help="create a client and print its key")
+    client = _command(sub, "client", "API clients").add_subparsers(dest="action", required=True)
+    create = _command(client, "create", "create a client and print its key")
     create.add_argument("--agency", required=True, help="agency code, e.g. KZ-MVD")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, help="what the key is for, e.g. the tool that holds it")
     create.add_argument(
         "--scope",
         action="append",
         choices=[s.value for s in Scope],
         default=[],
-        help="repeat for several; default: read",
+        help="repeat for several (read, when none is given)",
     )
     create.set_defaults(func=cmd_client_create)
-    client.add_parser("list", help="one line per client").set_defaults(func=cmd_client_list)
-    revoke = client.add_parser("revoke", help="revoke by id or by key")
-    revoke.add_argument("id_or_key")
+    _command(client, "list", "one line per client").set_defaults(func=cmd_client_list)
+    revoke = _command(client, "revoke", "revoke by id or by key")
+    revoke.add_argument("id_or_key", help="the client's id (caseapi client list) or its key")
     revoke.set_defaults(func=cmd_client_revoke)
 
-    serve = sub.add_parser("serve", help="serve the API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve = _command(sub, "serve", "serve the API")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (each with its own pools)")
     serve.set_defaults(func=cmd_serve)
 
-    deliver_cmd = sub.add_parser("deliver", help="deliver webhooks (without serving the API)")
+    deliver_cmd = _command(sub, "deliver", "deliver webhooks (without serving the API)")
     deliver_cmd.add_argument("--once", action="store_true", help="deliver what is due, then exit")
     deliver_cmd.set_defaults(func=cmd_deliver)
 
-    hits = sub.add_parser("hits", help="hit/no-hit searches").add_subparsers(dest="action", required=True)
-    hits.add_parser(
-        "process", help="write the hit.received events of queued searches; purge search terms past retention"
+    hits = _command(sub, "hits", "hit/no-hit searches").add_subparsers(dest="action", required=True)
+    _command(
+        hits, "process", "write the hit.received events of queued searches; purge search terms past retention"
     ).set_defaults(func=cmd_hits_process)
 
-    demo = sub.add_parser("demo", help="migrate, seed, print demo keys, serve (127.0.0.1:8000)")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
+    demo = _command(sub, "demo", "migrate, seed, print demo keys, serve (127.0.0.1:8000)")
+    demo.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    demo.add_argument("--port", type=int, default=8000, help="the port to listen on (0: any free one)")
     demo.set_defaults(func=cmd_demo, needs_schema=False)
-    audit_cmd = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
-    verify = audit_cmd.add_parser("verify", help="check the whole hash chain")
+    audit_cmd = _command(sub, "audit", "the audit trail").add_subparsers(dest="action", required=True)
+    verify = _command(audit_cmd, "verify", "check the whole hash chain")
     verify.add_argument(
         "--expect-head", metavar="HASH", help="fail unless this hash, recorded earlier, is in the chain"
     )
     verify.set_defaults(func=cmd_audit_verify)
-    reset = audit_cmd.add_parser(
-        "reset-checkpoint", help="after a finding is explained: walk the whole chain and record its head"
+    reset = _command(
+        audit_cmd,
+        "reset-checkpoint",
+        "after a finding is explained: walk the whole chain and record its head",
     )
     reset.add_argument(
         "--pre-key-head",
@@ -427,42 +458,40 @@ def _parser() -> argparse.ArgumentParser:
         help="the last entry written before the chain was keyed: entries up to it may be unkeyed",
     )
     reset.set_defaults(func=cmd_audit_reset_checkpoint)
-    listing = audit_cmd.add_parser("list", help="the whole instance's log, one line per entry")
-    listing.add_argument("--case-id", type=uuid.UUID, metavar="UUID")
-    listing.add_argument("--action", help="e.g. personal_data.disclosed")
+    listing = _command(audit_cmd, "list", "the whole instance's log, one line per entry")
+    listing.add_argument("--case-id", type=uuid.UUID, metavar="UUID", help="only the entries of this case")
+    listing.add_argument("--action", help="only the entries of this action, e.g. personal_data.disclosed")
     listing.add_argument("--after", type=_count, default=0, metavar="SEQ", help="entries after this seq")
     listing.add_argument("--limit", type=_count, metavar="N", help="at most N entries")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=cmd_audit_list)
-    instance = sub.add_parser("instance", help="this instance among its peers (federation)")
-    instance.add_subparsers(dest="action", required=True).add_parser(
-        "show", help="print the instance id, its public key (JWK) and, last, the key's thumbprint"
+    instance = _command(sub, "instance", "this instance among its peers (federation)")
+    _command(
+        instance.add_subparsers(dest="action", required=True),
+        "show",
+        "print the instance id, its public key (JWK) and, last, the key's thumbprint",
     ).set_defaults(func=cmd_instance_show, needs_schema=False, needs_key=False)
-    peer = sub.add_parser("peer", help="the instances this one trusts").add_subparsers(
-        dest="action", required=True
-    )
-    peer_add = peer.add_parser(
-        "add", help="trust the instance at URL if its key has THUMBPRINT; print its id"
-    )
+    peer = _command(sub, "peer", "the instances this one trusts").add_subparsers(dest="action", required=True)
+    peer_add = _command(peer, "add", "trust the instance at URL if its key has THUMBPRINT; print its id")
     peer_add.add_argument("--url", required=True, help="the peer's base URL, without /api/v1")
     peer_add.add_argument(
         "--thumbprint", required=True, help="the key thumbprint its operator gave you (caseapi instance show)"
     )
     peer_add.set_defaults(func=cmd_peer_add)
-    peer.add_parser("list", help="one line per peer").set_defaults(func=cmd_peer_list)
-    peer_remove = peer.add_parser("remove", help="stop trusting a peer")
-    peer_remove.add_argument("instance_id")
+    _command(peer, "list", "one line per peer").set_defaults(func=cmd_peer_list)
+    peer_remove = _command(peer, "remove", "stop trusting a peer")
+    peer_remove.add_argument("instance_id", help="the peer's instance id (caseapi peer list)")
     peer_remove.set_defaults(func=cmd_peer_remove)
-    storage = sub.add_parser("storage", help="attachment files").add_subparsers(dest="action", required=True)
-    sweep = storage.add_parser(
-        "sweep", help="list (--apply: remove) files no attachment names; finish interrupted uploads"
+    storage = _command(sub, "storage", "attachment files").add_subparsers(dest="action", required=True)
+    sweep = _command(
+        storage, "sweep", "list (--apply: remove) files no attachment names; finish interrupted uploads"
     )
     sweep.add_argument("--apply", action="store_true", help="do it; without it, only list what it would do")
     sweep.add_argument(
         "--older-than",
         type=float,
         default=3600.0,
-        help="seconds a staging file must be untouched before it counts as abandoned (default 3600)",
+        help="seconds a staging file must be untouched before it counts as abandoned",
     )
     sweep.set_defaults(func=cmd_storage_sweep)
     return parser

@@ -1,5 +1,6 @@
 """The `caseapi` command, run in-process against the test database."""
 
+import argparse
 import os
 import socket
 import sys
@@ -352,3 +353,29 @@ def test_a_server_on_postgresql_takes_its_audit_key_from_a_file(monkeypatch, tmp
     monkeypatch.setenv("CASEAPI_AUDIT_KEY_FILE", str(path))
     settings = Settings(database_url="postgresql+psycopg://caseapi@db/caseapi")
     assert secrets.audit_key(settings) == STRONG.encode()
+
+
+def test_every_command_and_option_says_what_it_does() -> None:
+    """`caseapi X --help` describes each command and each of its options (the
+    CLI reference in the docs is generated from the same parser)."""
+
+    def walk(parser: argparse.ArgumentParser, prog: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield prog, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{prog} {name}")
+
+    for prog, parser in walk(cli._parser(), "caseapi"):
+        assert parser.description, prog
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                assert all(choice.help for choice in action._choices_actions), prog
+            else:
+                assert action.help, (prog, action.dest)
+        text = parser.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, prog
+        if prog == "caseapi storage sweep":
+            assert "(default: 3600.0)" in text
+        if prog == "caseapi":
+            assert "exit status: 0" in text
