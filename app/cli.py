@@ -6,7 +6,6 @@ import errno
 import itertools
 import json
 import os
-import signal
 import socket
 import sys
 import uuid
@@ -41,8 +40,8 @@ from app.webhooks import delivery
 
 DEMO_CLIENT = "demo"
 EXIT_CODES = (
-    "exit status: 0 done; 1 failed, with a one-line reason on stderr; 2 a bad setting or usage; "
-    "141 the reader of the output went away (as for any tool ended by SIGPIPE)"
+    "exit status: 0 done (also when the reader of the output stopped early, as `| head` does); "
+    "1 failed, with a one-line reason on stderr; 2 a bad setting or usage"
 )
 # The exit status of a setting the service cannot run with (as for a usage error).
 EXIT_SETTING = 2
@@ -176,17 +175,14 @@ def cmd_audit_list(args: argparse.Namespace) -> None:
     """The whole instance's log, streamed in seq order: one line per entry, tab-separated, or JSON."""
     with transaction(_engine(), write=False) as session:
         rows = audit.host_entries(session, after=args.after, case_id=args.case_id, action=args.action)
-        try:
-            for row in itertools.islice(rows, args.limit):
-                entry = AuditEntryPublic.model_validate(row, from_attributes=True)
-                if args.json:
-                    print(entry.model_dump_json())
-                else:
-                    fields = entry.model_dump(mode="json", exclude={"prev_hash"})
-                    print("\t".join("-" if v is None else _text(v) for v in fields.values()))
-        except BrokenPipeError:
-            # The reader stopped (`| head`): no traceback, and none at exit either.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # A reader that stops (`| head`) ends it through main()'s BrokenPipeError.
+        for row in itertools.islice(rows, args.limit):
+            entry = AuditEntryPublic.model_validate(row, from_attributes=True)
+            if args.json:
+                print(entry.model_dump_json())
+            else:
+                fields = entry.model_dump(mode="json", exclude={"prev_hash"})
+                print("\t".join("-" if v is None else _text(v) for v in fields.values()))
 
 
 def _count(text: str) -> int:
@@ -527,11 +523,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _reader_left() -> NoReturn:
-    """Stop quietly, as a POSIX tool killed by SIGPIPE does (exit 128 + 13):
-    what is still buffered goes nowhere, so the exit's flush cannot fail."""
+    """Stop quietly: the reader had what it wanted (`| head -1`), so the command
+    did its part and exits 0, also in a `set -o pipefail` script. What is still
+    buffered goes nowhere, so the exit's flush cannot fail."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(128 + signal.SIGPIPE)
+    sys.exit(0)
 
 
 def _check_settings() -> None:

@@ -111,6 +111,9 @@ CONFLICTS = {
 }
 _TWIN = "the same Idempotency-Key is in flight in another request"
 
+# Routes without an id that still answer 404, and why.
+ABSENT = {"federation.instance": "This instance does not federate (`CASEAPI_INSTANCE_ID` is unset)"}
+
 _HEADER = {"schema": {"type": "string"}}
 REQUEST_ID_HEADER = {
     **_HEADER,
@@ -281,7 +284,7 @@ def problem_codes(method: str, operation: dict[str, Any]) -> set[int]:
         codes.add(400)
     if secured:
         codes |= {401, 403, 429}
-    if any(p["in"] == "path" for p in params):
+    if any(p["in"] == "path" for p in params) or operation["operationId"] in ABSENT:
         codes.add(404)
     if operation["operationId"] in CONFLICTS or (method == "post" and "201" in operation["responses"]):
         codes.add(409)
@@ -300,6 +303,8 @@ def problem_codes(method: str, operation: dict[str, Any]) -> set[int]:
 
 def _problem(code: int, operation: dict[str, Any], kept: str | None) -> dict[str, Any]:
     description = kept or _PROBLEM_DESCRIPTIONS[code]
+    if code == 404 and operation["operationId"] in ABSENT:
+        description = ABSENT[operation["operationId"]]
     if code == 409:
         reasons = [CONFLICTS[operation["operationId"]]] if operation["operationId"] in CONFLICTS else []
         if "201" in operation["responses"]:

@@ -109,6 +109,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         webhook_delivery=False,
         hit_notices=False,
         storage_dir=tmp_path_factory.mktemp("files"),
+        # An instance that federates, as a production one may (tests/federation peers real ones).
+        instance_id="tests.caseapi",
+        instance_key_file=tmp_path_factory.mktemp("instance") / "caseapi-instance.key",
     )
 
 

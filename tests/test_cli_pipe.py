@@ -61,4 +61,4 @@ def test_piping_into_head_is_quiet(database_url: str, command: str) -> None:
     )
     assert result.stderr == ""
     assert len(result.stdout.splitlines()) == 1 and "\t" in result.stdout
-    assert result.returncode == 141  # as a tool that SIGPIPE ended: 128 + 13
+    assert result.returncode == 0  # the reader had what it wanted, even under pipefail

@@ -157,7 +157,7 @@ def test_message_attachments_stix_bundles_health(kz_client: Client, ua_client: C
 
 
 def test_subscriptions_and_deliveries(live_server: str, engine: sa.Engine) -> None:
-    admin = make_caller(engine, "KZ-MVD", Scope.admin)
+    admin = make_caller(engine, "KZ-MVD", Scope.admin, Scope.read)
     with Client(live_server, admin.key) as client:
         created = client.subscriptions.create(url="https://93.184.215.14/caseapi", event_types=["case.*"])
         assert created.secret and created.secret.startswith("whsec_")

@@ -381,7 +381,9 @@ def test_an_admin_reads_what_it_manages(
     asked = client.post(f"{API}/requests", json=request, headers=sub.headers)
     assert asked.status_code == 201, asked.text
     made_here = client.post(
-        f"{API}/agencies", json={"code": "ADMIN-2", "name": "N", "kind": "police"}, headers=admin.headers
+        f"{API}/agencies",
+        json={"code": "ADMIN-AGENCY-2", "name": "N", "kind": "police"},
+        headers=admin.headers,
     )
     assert made_here.status_code == 201, made_here.text
     new_case(client, partner)  # another agency's own work

@@ -1,7 +1,7 @@
 """hit/no-hit: notifications queued per search, search terms with their time (for retention)
 
-Revision ID: 0007_hit_notices
-Revises: 0008f
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06 18:10:00.000000
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import app.db
 
-revision: str = "0007_hit_notices"
-down_revision: str | None = "0008f"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

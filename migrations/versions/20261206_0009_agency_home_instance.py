@@ -1,7 +1,7 @@
 """agency home instance
 
-Revision ID: 0008f
-Revises: 0007f
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06 18:20:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008f"
-down_revision: str | None = "0007f"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,6 @@
 """federation peers
 
-Revision ID: 0007f
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06 18:00:00
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import app.db
 
-revision: str = "0007f"
+revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
