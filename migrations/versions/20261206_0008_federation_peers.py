@@ -36,7 +36,10 @@ def upgrade() -> None:
         sa.Column("nonce", sa.String(length=64), nullable=False),
         sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["instance_id"], ["peer.instance_id"], name=op.f("fk_peer_nonce_instance_id_peer"), ondelete="CASCADE"
+            ["instance_id"],
+            ["peer.instance_id"],
+            name=op.f("fk_peer_nonce_instance_id_peer"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("instance_id", "nonce", name=op.f("pk_peer_nonce")),
     )
