@@ -493,8 +493,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _joined(argv: Sequence[str]) -> list[str]:
+    """`--thumbprint VALUE` as `--thumbprint=VALUE`: a base64url thumbprint may
+    begin with `-`, which argparse would take for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--thumbprint":
+            out[-1] = f"--thumbprint={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_joined(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         _check_settings()

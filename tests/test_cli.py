@@ -379,3 +379,11 @@ def test_every_command_and_option_says_what_it_does() -> None:
             assert "(default: 3600.0)" in text
         if prog == "caseapi":
             assert "exit status: 0" in text
+
+
+def test_a_thumbprint_that_begins_with_a_dash_is_a_value() -> None:
+    """A base64url thumbprint may begin with `-`: never taken for an option."""
+    args = cli._parser().parse_args(
+        cli._joined(["peer", "add", "--url", "http://ua", "--thumbprint", "-UoY7zs"])
+    )
+    assert (args.url, args.thumbprint) == ("http://ua", "-UoY7zs")
