@@ -25,9 +25,9 @@ from app.auth.deps import Admin, Writer
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.cases.models import Case, HandlingCode
+from app.core.uow import Row, Statements
 from app.errors import AppError, forbidden, not_found
 from app.participants.models import Participant, Role
-from app.reads import Row, Statements
 
 PUBLIC_CODES = (HandlingCode.green, HandlingCode.clear)
 
@@ -36,7 +36,7 @@ Level = Literal["full", "summary"]
 
 @dataclass(frozen=True)
 class CaseAccess:
-    case: Case
+    case: Any  # the case: a row of its columns (a Case on the sync session path)
     level: Level
     role: Role | None  # the caller's own agency's role, None if not a participant
 
@@ -85,7 +85,7 @@ def with_case_access(
 
 
 def is_public(handling_code: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-    # Not IN (...): the hot reads (app.reads) run statements without expanding lists.
+    # Not IN (...): the hot reads (app.core.uow) run statements without expanding lists.
     return sa.or_(*(handling_code == code for code in PUBLIC_CODES))
 
 
@@ -192,7 +192,7 @@ def _access(row: Any | None, *, entity: bool) -> CaseAccess:
     return CaseAccess(case=case, level=level, role=own_role)
 
 
-def case_access(session: Session, p: Principal, case_id: uuid.UUID) -> CaseAccess:
+def case_access_sync(session: Session, p: Principal, case_id: uuid.UUID) -> CaseAccess:
     """The case and the caller's access to it; 404 when the caller may not see it.
 
     One round trip: the caller's role and its parent's participation come
@@ -201,12 +201,25 @@ def case_access(session: Session, p: Principal, case_id: uuid.UUID) -> CaseAcces
     return _access(session.execute(_CASE_ACCESS, _params(p, case_id)).first(), entity=True)
 
 
-async def read_case_access(db: Statements, p: Principal, case_id: uuid.UUID) -> CaseAccess:
-    """case_access() for the hot reads and write: `case` is then a row of the case's columns."""
+async def case_access(db: Statements, p: Principal, case_id: uuid.UUID) -> CaseAccess:
+    """The case (a row of its columns) and the caller's access to it; 404 when
+    the caller may not see it.
+
+    One round trip: the caller's role and its parent's participation come
+    with the case row.
+    """
     return _access(await db.first(_CASE_ACCESS, _params(p, case_id)), entity=False)
 
 
-def readable_case(session: Session, p: Principal, case_id: uuid.UUID) -> Case:
+async def readable_case(db: Statements, p: Principal, case_id: uuid.UUID) -> Row:
+    """A case (a row of its columns) whose contents the caller may read; 404 otherwise."""
+    case = await db.first(_READABLE_CASE, _params(p, case_id))
+    if case is None:
+        raise not_found("case")
+    return case
+
+
+def readable_case_sync(session: Session, p: Principal, case_id: uuid.UUID) -> Case:
     """A case whose contents the caller may read; 404 otherwise."""
     case = session.execute(_READABLE_CASE, _params(p, case_id)).scalar_one_or_none()
     if case is None:
@@ -252,7 +265,7 @@ def _held(row: Any, case: Any, p: Principal) -> CaseAccess:
     return access
 
 
-def writable_case(
+def writable_case_sync(
     session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
 ) -> CaseAccess:
     """A case the caller may change (lead or partner with `write`); its
@@ -267,17 +280,26 @@ def writable_case(
         row = session.execute(_WRITABLE_CASE[for_update], _params(p, case_id)).first()
         if row is not None:
             return _held(row, row.Case, p)
-        require_writer(case_access(session, p, case_id), p)
+        require_writer(case_access_sync(session, p, case_id), p)
 
 
-async def require_writable_case_hot(db: Statements, p: Principal, case_id: uuid.UUID) -> None:
-    """writable_case() for the hot write, which adds under the case and needs no Case object."""
+async def writable_case(
+    db: Statements, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
+) -> CaseAccess:
+    """A case the caller may change (lead or partner with `write`); its
+    participation held until commit, and with `for_update` the case row
+    locked. `case` is a row of the case's columns (and the caller's `role`).
+
+    No row: the caller's agency does not take part (or no longer does, once
+    a removal it waited for committed), and the caller's access says why
+    (404 or 403). Should that access allow the write after all (the agency
+    was added meanwhile), the held lookup runs again.
+    """
     while True:
-        row = await db.first(_WRITABLE_CASE[False], _params(p, case_id))
+        row = await db.first(_WRITABLE_CASE[for_update], _params(p, case_id))
         if row is not None:
-            _held(row, row, p)
-            return
-        require_writer(await read_case_access(db, p, case_id), p)
+            return _held(row, row, p)
+        require_writer(await case_access(db, p, case_id), p)
 
 
 def require_lead(access: CaseAccess, detail: str) -> None:
@@ -364,20 +386,77 @@ def _child_row_statement(table: sa.Table) -> sa.Select[Any]:
     )
 
 
-async def read_child(db: Statements, p: Principal, table: sa.Table, child_id: uuid.UUID) -> Row:
-    """readable_child() on hot statements: a row of the table's columns."""
+def table_of(model: type[Any] | sa.Table) -> sa.Table:
+    """The table of a SQLModel table class (or the table itself)."""
+    return model if isinstance(model, sa.Table) else model.__table__  # type: ignore[no-any-return]
+
+
+async def readable_child(
+    db: Statements, p: Principal, model: type[Any] | sa.Table, child_id: uuid.UUID
+) -> Row:
+    """A row under a case (location, seized item, detainee: a row of its
+    table's columns) the caller may read; 404 (the row's) otherwise."""
+    table = table_of(model)
     row = await db.first(_child_row_statement(table), principal_params(p) | {"child_id": child_id})
     if row is None:
         raise not_found(table.name)
     return row
 
 
-def readable_child(session: Session, p: Principal, model: type[C], child_id: uuid.UUID) -> C:
+@functools.cache
+def _child_role_statement(table: sa.Table) -> sa.Select[Any]:
+    """_child_row_statement() with the caller's role in the case (`role`, None if not a participant)."""
+    own_role = (
+        sa.select(Participant.role)
+        .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
+        .scalar_subquery()
+    )
+    return (
+        sa.select(table, own_role.label("role"))
+        .join(Case, Case.id == table.c.case_id)
+        .where(table.c.id == sa.bindparam("child_id"), sees_case_in_full())
+    )
+
+
+@functools.cache
+def _writable_child_row_statement(table: sa.Table) -> sa.Select[Any]:
+    """The row (its columns and the caller's `role`), locked, only when the
+    caller's agency takes part in its case; see _holding_participation()."""
+    own = _own_participation()
+    stmt = (
+        sa.select(table, own.role.label("role"))
+        .join(Case, Case.id == table.c.case_id)
+        .join(own, sa.and_(own.case_id == Case.id, own.agency_id == sa.bindparam("agency_id")))
+        .where(table.c.id == sa.bindparam("child_id"))
+    )
+    return _holding_participation(stmt, own, of=table)
+
+
+async def writable_child(
+    db: Statements, p: Principal, model: type[Any] | sa.Table, child_id: uuid.UUID
+) -> tuple[Row, CaseAccess]:
+    """A row under a case the caller may change (its columns and the caller's
+    `role`), locked until commit, with the caller's participation held (as
+    writable_case()); the access's `case` is the row too."""
+    table = table_of(model)
+    values = principal_params(p) | {"child_id": child_id}
+    while True:
+        row = await db.first(_writable_child_row_statement(table), values)
+        if row is not None:
+            return row, _held(row, row, p)
+        seen = await db.first(_child_role_statement(table), values)
+        if seen is None:
+            raise not_found(table.name)
+        role = Role(seen.role) if seen.role is not None else None
+        require_writer(CaseAccess(case=seen, level="full", role=role), p)
+
+
+def readable_child_sync(session: Session, p: Principal, model: type[C], child_id: uuid.UUID) -> C:
     """A row under a case (location, seized item, detainee) the caller may read."""
     return _child(session, p, model, child_id)[0]
 
 
-def writable_child(
+def writable_child_sync(
     session: Session, p: Principal, model: type[C], child_id: uuid.UUID
 ) -> tuple[C, CaseAccess]:
     """A row under a case the caller may change, locked until commit, with the

@@ -9,8 +9,8 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn, TypeVar
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -28,6 +28,7 @@ from app.audit.models import AuditEntryPublic, AuditVerification
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
 from app.config import ConfigError, get_settings
+from app.core.uow import Database, Tx, create_database
 from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
 from app.federation import service as federation
@@ -38,6 +39,7 @@ from app.secrets import audit_key
 from app.version import version
 from app.webhooks import delivery
 
+T = TypeVar("T")
 DEMO_CLIENT = "demo"
 EXIT_CODES = (
     "exit status: 0 done (also when the reader of the output stopped early, as `| head` does); "
@@ -58,6 +60,29 @@ def _one_line(exc: ValidationError, name: Callable[[str], str]) -> str:
 
 def _engine() -> sa.Engine:
     return create_db_engine(get_settings().database_url)
+
+
+def _database() -> Database:
+    settings = get_settings()
+    return create_database(_engine(), size=1, timeout=settings.pool_timeout_seconds)
+
+
+def _run(work: Callable[[Tx], Awaitable[T]]) -> T:
+    """`await work(tx)` in one unit of work on the configured database."""
+    return _read(lambda db: db.run(work))
+
+
+def _read(work: Callable[[Database], Awaitable[T]]) -> T:
+    """`await work(db)`: reads outside a transaction, or units of work of its own."""
+
+    async def main() -> T:
+        db = _database()
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

@@ -83,16 +83,6 @@ class Settings(BaseSettings):
             "database connections per worker, and requests a worker works on at once; more wait their turn"
         ),
     )
-    # Connections of the hot reads (app.reads), on PostgreSQL a pool of their
-    # own: they wait on the event loop, not in a thread.
-    read_pool_size: int = Field(
-        default=10, ge=1, le=500, description="PostgreSQL connections per worker for the hot reads (asyncpg)"
-    )
-    # Connections of the hot write (app.writes), on PostgreSQL a pool of
-    # their own on asyncpg.
-    write_pool_size: int = Field(
-        default=10, ge=1, le=500, description="PostgreSQL connections per worker for the hot write (asyncpg)"
-    )
     pool_timeout_seconds: float = Field(
         default=5.0, gt=0, description="how long a request waits for its turn before a 503 with `Retry-After`"
     )

@@ -132,7 +132,7 @@ def public_json(model: type[BaseModel], row: Any, **computed: Any) -> dict[str, 
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):  # asyncpg's UUIDs (app.reads), a subclass orjson leaves to us
+    if isinstance(value, uuid.UUID):  # asyncpg's UUIDs (app.core.uow), a subclass orjson leaves to us
         return str(value)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")

@@ -3,7 +3,7 @@
 Services call `record()` for each change; the session's before-commit hook
 then writes the audit entries and feed events in the same transaction,
 under one lock held until commit (with the chain's first entry, its
-first checkpoint: app.audit.service). The hot write (app.writes) notes its
+first checkpoint: app.audit.service). The hot write (app.core.uow) notes its
 changes on its transaction and calls `write()` before its COMMIT: the same
 lock, heads and rows. The lock is what keeps the audit hash
 chain linear and makes feed sequence numbers visible in order.
@@ -18,13 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
 
+from app.audit.chain import AUDIT_HEAD, entry_rows, first_checkpoint
 from app.audit.models import AuditEntry
-from app.audit.service import AUDIT_HEAD, append_entries, entry_rows, first_checkpoint
 from app.db import bulk_insert, utcnow
 from app.events.models import Event
 
 if TYPE_CHECKING:
-    from app.writes import Tx
+    from app.core.uow import Tx
 
 _JOURNAL = "caseapi_journal"
 # An arbitrary constant naming the journal lock among PostgreSQL's advisory locks.
@@ -64,7 +64,7 @@ class Change:
 
 
 def record(
-    session: OrmSession,
+    target: "OrmSession | Tx",
     actor: Actor,
     *,
     action: str,
@@ -87,7 +87,9 @@ def record(
     notifications: an audit entry naming the hidden case would show it to the
     searching agency, which reads what it did.
     """
-    session.info.setdefault(_JOURNAL, []).append(
+    # A unit of work (app.core.uow) carries its changes; a session (the sync path), in its info.
+    changes = target.changes if hasattr(target, "changes") else target.info.setdefault(_JOURNAL, [])
+    changes.append(
         Change(
             actor,
             action,
@@ -164,12 +166,12 @@ def _write_journal(session: OrmSession) -> None:
     audited = [c for c in changes if c.audit]
     if audited and heads.seq is None:
         session.execute(*first_checkpoint(session.get_bind().dialect.name))
-    append_entries(session, audited, at, heads.seq, heads.hash)
+    bulk_insert(session, AuditEntry.__table__, entry_rows(audited, at, heads.seq, heads.hash))  # type: ignore[attr-defined]
     _append_events(session, [c for c in changes if c.emit_event], at, heads.event_seq or 0)
 
 
 async def write(tx: "Tx") -> None:
-    """_write_journal() for a transaction of the hot write (app.writes), before
+    """_write_journal() for a transaction of the hot write (app.core.uow), before
     its COMMIT: the same lock, heads and rows, on the transaction's statements."""
     if not tx.changes:
         return

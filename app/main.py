@@ -26,6 +26,7 @@ from app.bundles.imports import BundleImports
 from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.config import Settings, get_settings
+from app.core.uow import create_database
 from app.db import create_db_engine, reader, writer
 from app.detainees.router import router as detainees
 from app.errors import install_error_handlers
@@ -46,14 +47,12 @@ from app.probes import ProbeCounter
 from app.ratelimit.middleware import RateLimit
 from app.ratelimit.rate import Rate
 from app.ratelimit.service import create_limiter
-from app.reads import create_reads
 from app.requests.router import router as information_requests
 from app.secrets import audit_key
 from app.stix.router import router as stix
 from app.version import version
 from app.webhooks.delivery import deliver
 from app.webhooks.router import router as webhooks
-from app.writes import create_writes
 
 DESCRIPTION = """
 Case-information exchange between law-enforcement agencies: joint
@@ -138,8 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for task in (delivering, noticing):
             if task is not None:
                 await task
-        await application.state.reads.close()
-        await application.state.writes.close()
+        await application.state.database.close()
         await asyncio.to_thread(application.state.bundle_imports.close)
         metrics.close()
         if limiter is not None:
@@ -165,11 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.schema_head = migrate.head()
     application.state.read_engine = reader(engine)
     application.state.write_engine = writer(engine)
-    application.state.reads = create_reads(
-        engine, size=settings.read_pool_size, timeout=settings.pool_timeout_seconds
-    )
-    application.state.writes = create_writes(
-        engine, size=settings.write_pool_size, timeout=settings.pool_timeout_seconds
+    application.state.database = create_database(
+        engine, size=settings.pool_size, timeout=settings.pool_timeout_seconds
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)

@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.config import get_settings
+from app.core.uow import Statements
 from app.errors import AppError, not_found
-from app.reads import Reads
 from app.secrets import cursor_key
 from app.types import EARLIEST, LATEST
 
@@ -57,7 +57,7 @@ PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 def _encode(value: Any) -> Any:
-    # isinstance: asyncpg's UUIDs (app.reads) are a subclass of uuid.UUID.
+    # isinstance: asyncpg's UUIDs (app.core.uow) are a subclass of uuid.UUID.
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
@@ -157,7 +157,7 @@ def page_of(
     return items, encode_cursor(scope, key_of(items[-1])) if more and items else None
 
 
-def paginate(
+def paginate_sync(
     session: Session,
     stmt: sa.Select[Any],
     params: PageParams,
@@ -173,13 +173,13 @@ def paginate(
 
 
 async def read_page(
-    reads: Reads,
+    reads: Statements,
     stmt: sa.Select[Any],
     values: dict[str, Any],
     params: PageParams,
     *,
     scope: str,
-    keys: Sequence[InstrumentedAttribute[Any]],
+    keys: Sequence[sa.ColumnElement[Any]],
     in_case: bool = False,
 ) -> tuple[list[Any], str | None]:
     """paginate() for the hot reads: `stmt` is already keyset() for `params`
@@ -194,5 +194,5 @@ async def read_page(
     return page_of(rows, params, scope=scope, key_of=_key_of(keys))
 
 
-def _key_of(keys: Sequence[InstrumentedAttribute[Any]]) -> Callable[[Any], list[Any]]:
+def _key_of(keys: Sequence[sa.ColumnElement[Any]]) -> Callable[[Any], list[Any]]:
     return lambda row: [getattr(row, k.key) for k in keys]

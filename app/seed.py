@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.agencies.models import Agency, AgencyCreate
 from app.cases.models import Case, CaseCreate, reference_key
-from app.crud import add_recorded
+from app.crud import add_recorded_sync
 from app.detainees.models import Detainee, DetaineeCreate
 from app.detainees.service import one_year_after
 from app.evidence.models import CustodyAction, CustodyEvent, SeizedItem, SeizedItemCreate
@@ -45,7 +45,9 @@ def _add(
     key = (obj.case_id, obj.agency_id) if isinstance(obj, Participant) else obj.id
     if session.get(type(obj), key) is not None:
         return False
-    add_recorded(session, obj, CLI, resource_type=resource_type, case_id=case_id, resource_id=resource_id)
+    add_recorded_sync(
+        session, obj, CLI, resource_type=resource_type, case_id=case_id, resource_id=resource_id
+    )
     return True
 
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 import app.journal
 import app.models  # noqa: F401
 from app import migrate, seed
-from app.audit.service import GENESIS, entry_hash, key
+from app.audit.chain import GENESIS, entry_hash, key
 from app.auth.models import Scope
 from app.auth.service import create_client
 from app.cases.models import reference_key, search_text

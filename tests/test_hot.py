@@ -17,6 +17,7 @@ from starlette.requests import Request
 from app import hot
 from app.cases.models import Case, CasePublic, origin_of
 from app.cases.router import router as cases_router
+from app.core.uow import Statements
 from app.db import transaction
 from app.events.models import Event, EventPublic
 from app.events.router import router as events_router
@@ -24,7 +25,6 @@ from app.evidence.models import SeizedItem, SeizedItemPublic
 from app.evidence.router import router as evidence_router
 from app.http import dump_json, public, public_json
 from app.pagination import Page
-from app.reads import Reads
 from tests.conftest import Caller
 from tests.test_reads import _with_reads
 from tests.trust.world import World, build_world
@@ -139,7 +139,7 @@ def test_well_formed_requests_take_the_lean_path(
         try:
             return await _bind(routes[path], application, url, lead.headers)
         finally:
-            await application.state.reads.close()  # this loop's connections
+            await application.state.database.close()  # this loop's connections
 
     taken = asyncio.run(bound(f"/api/v1/cases/{case_id}", "/cases/{case_id}"))
     assert taken is not None and taken["case_id"] == uuid.UUID(case_id)
@@ -223,7 +223,7 @@ def test_rows_are_written_as_the_models_write_them(
         (EventPublic, sa.select(Event).where(Event.case_id == sa.bindparam("id")), {"id": case_id}),
     ]
 
-    async def read(reads: Reads) -> list[list[Any]]:
+    async def read(reads: Statements) -> list[list[Any]]:
         return [await reads.all(stmt, params) for _, stmt, params in statements]
 
     rows = _with_reads(engine, read)

@@ -1,4 +1,4 @@
-"""Hot reads (app.reads) give exactly the rows the ORM's engine gives, recover
+"""Hot reads (app.core.uow) give exactly the rows the ORM's engine gives, recover
 from a lost connection, and refuse statements they cannot run."""
 
 import asyncio
@@ -12,17 +12,17 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import ApiClient
 from app.cases.models import Case
+from app.core.uow import Statements, create_database
 from app.events.models import Event
 from app.events.service import visible_events
 from app.evidence.models import SeizedItem
 from app.pagination import keyset
-from app.reads import Reads, create_reads
 from tests.conftest import Caller
 
 
-def _with_reads(engine: sa.Engine, use: Callable[[Reads], Awaitable[Any]], size: int = 2) -> Any:
+def _with_reads(engine: sa.Engine, use: Callable[[Statements], Awaitable[Any]], size: int = 2) -> Any:
     async def scenario() -> Any:
-        reads = create_reads(engine, size=size, timeout=2)
+        reads = create_database(engine, size=size, timeout=2)
         try:
             return await use(reads)
         finally:
@@ -82,7 +82,7 @@ def test_rows_match_the_engine_value_for_value_and_type_for_type(
     with engine.connect() as conn:
         expected = [[tuple(row) for row in conn.execute(stmt, params)] for stmt, params in statements]
 
-    async def read_all(reads: Reads) -> list[list[tuple[Any, ...]]]:
+    async def read_all(reads: Statements) -> list[list[tuple[Any, ...]]]:
         return [[tuple(row) for row in await reads.all(stmt, params)] for stmt, params in statements]
 
     got = _with_reads(engine, read_all)
@@ -108,7 +108,7 @@ def test_a_lost_connection_is_replaced_and_the_read_answers(engine: sa.Engine) -
         pytest.skip("no network connection to lose; test_resilience moves the SQLite file away")
     backend = sa.select(sa.func.pg_backend_pid().label("pid"))
 
-    async def scenario(reads: Reads) -> tuple[int, int]:
+    async def scenario(reads: Statements) -> tuple[int, int]:
         first = (await reads.first(backend)).pid
         with engine.connect() as conn:  # what a database restart does to the pool
             conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})

@@ -1,4 +1,4 @@
-"""The hot write (app.writes): the rows the ORM would write, one transaction
+"""The hot write (app.core.uow): the rows the ORM would write, one transaction
 whatever fails in it, and a pool that recovers from lost connections."""
 
 import asyncio
@@ -17,10 +17,10 @@ import app.evidence.service
 import app.idempotency.service
 import app.journal
 from app.agencies.models import Agency, AgencyKind
+from app.core.uow import PostgresDatabase, Tx, create_database
 from app.db import insert_into, new_row
 from app.events.models import Event
 from app.evidence.models import Category, CustodyAction, CustodyEvent, SeizedItem
-from app.writes import PostgresWrites, Tx, create_writes
 from tests.conftest import Caller, join, new_case, problem_of
 
 API = "/api/v1"
@@ -120,7 +120,7 @@ def test_insert_writes_what_single_inserts_write(engine: sa.Engine) -> None:
 
 def _run(engine: sa.Engine, work: Any) -> Any:
     async def scenario() -> Any:
-        writes = create_writes(engine, size=2, timeout=2)
+        writes = create_database(engine, size=2, timeout=2)
         try:
             return await writes.run(work)
         finally:
@@ -214,9 +214,9 @@ def test_a_connection_that_died_in_the_pool_is_replaced_without_an_error(
     """The database restarted while the worker was busy: the pooled connection
     is dead before the event loop could notice. BEGIN finds it so, and the
     write begins again on a new connection; nothing had been written."""
-    acquire, killed = PostgresWrites.acquire, []
+    acquire, killed = PostgresDatabase.acquire, []
 
-    async def dead_on_arrival(self: PostgresWrites, pool: Any) -> Any:
+    async def dead_on_arrival(self: PostgresDatabase, pool: Any) -> Any:
         conn = await acquire(self, pool)
         if not killed:
             # Synchronous, on the loop: asyncpg cannot see the connection go.
@@ -224,7 +224,7 @@ def test_a_connection_that_died_in_the_pool_is_replaced_without_an_error(
             _wait_gone(engine, conn.get_server_pid())
         return conn
 
-    monkeypatch.setattr(PostgresWrites, "acquire", dead_on_arrival)
+    monkeypatch.setattr(PostgresDatabase, "acquire", dead_on_arrival)
     response = client.post(f"{API}/cases/{case_id}/seized-items", json=ITEM, headers=lead.headers)
     assert killed == [1]
     assert response.status_code == 201, response.text
@@ -250,14 +250,14 @@ def test_a_connection_lost_mid_transaction_answers_503_and_keeps_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     before = _counts(engine)
-    checked = app.evidence.service.require_location_in_case_hot
+    checked = app.evidence.service.require_location_in_case
 
     async def cut(tx: Tx, *args: Any) -> None:
         await checked(tx, *args)
         pid = (await tx.first(sa.select(sa.func.pg_backend_pid().label("pid")))).pid
         _terminate_writes(engine, pid=pid)
 
-    monkeypatch.setattr(app.evidence.service, "require_location_in_case_hot", cut)
+    monkeypatch.setattr(app.evidence.service, "require_location_in_case", cut)
     response = client.post(f"{API}/cases/{case_id}/seized-items", json=ITEM, headers=lead.headers)
     assert response.status_code == 503, response.text
     assert response.json()["type"] == "urn:caseapi:problem:database-unavailable"

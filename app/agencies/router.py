@@ -8,7 +8,7 @@ from app.agencies.models import Agency, AgencyCreate, AgencyPublic, AgencyUpdate
 from app.auth.deps import Admin, Reader
 from app.db import SessionDep
 from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once_sync
 from app.pagination import Page, PageDep
 
 router = APIRouter(prefix="/agencies", tags=["agencies"], route_class=StrictJSONRoute)
@@ -36,7 +36,7 @@ def create_agency(
             version=agency.version,
         )
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,

@@ -7,17 +7,17 @@ from sqlalchemy.orm import Session, aliased
 
 from app.agencies.models import Agency, AgencyCreate, AgencyUpdate
 from app.auth.service import Principal
-from app.crud import add_recorded, update_recorded
+from app.core.uow import Statements
+from app.crud import add_recorded_sync, update_recorded_sync
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.journal import CLI, Actor
-from app.pagination import PageParams, paginate
-from app.reads import Statements
+from app.pagination import PageParams, paginate_sync
 
 
 @functools.cache
 def _agencies_found(count: int) -> sa.Select[Any]:
     """Which of `count` agency ids (bind parameters a0, a1, ...) exist. One
-    parameter each, not an IN list: the hot statements (app.reads) take values."""
+    parameter each, not an IN list: the hot statements (app.core.uow) take values."""
     return sa.select(Agency.id).where(sa.or_(*(Agency.id == sa.bindparam(f"a{i}") for i in range(count))))
 
 
@@ -33,7 +33,7 @@ def _require_found(refs: dict[str, uuid.UUID | None], known: uuid.UUID | None, f
             raise invalid(["body", field], "No agency with this id.")
 
 
-def require_agencies(
+def require_agencies_sync(
     session: Session, refs: dict[str, uuid.UUID | None], *, known: uuid.UUID | None = None
 ) -> None:
     """422 naming the field when a referenced agency does not exist. `known`:
@@ -43,7 +43,7 @@ def require_agencies(
         _require_found(refs, known, found)
 
 
-async def require_agencies_hot(
+async def require_agencies(
     db: Statements, refs: dict[str, uuid.UUID | None], *, known: uuid.UUID | None = None
 ) -> None:
     """require_agencies() on the hot statements."""
@@ -53,7 +53,9 @@ async def require_agencies_hot(
 
 
 def list_agencies(session: Session, params: PageParams) -> tuple[list[Agency], str | None]:
-    return paginate(session, sa.select(Agency), params, scope="agencies", keys=(Agency.created_at, Agency.id))
+    return paginate_sync(
+        session, sa.select(Agency), params, scope="agencies", keys=(Agency.created_at, Agency.id)
+    )
 
 
 def get_agency(session: Session, agency_id: uuid.UUID, *, for_update: bool = False) -> Agency:
@@ -135,7 +137,7 @@ def create_agency(session: Session, p: Principal | None, data: AgencyCreate) -> 
         _require_code_under(session, data.code, data.parent_id or p.agency_id)
     _check_code_free(session, data.code, None)
     agency = Agency.model_validate(data)
-    add_recorded(session, agency, p.actor if p else CLI, resource_type="agency", case_id=None)
+    add_recorded_sync(session, agency, p.actor if p else CLI, resource_type="agency", case_id=None)
     return agency
 
 
@@ -157,7 +159,7 @@ def update_agency(session: Session, p: Principal, agency: Agency, data: AgencyUp
     if changes.get("code", agency.code) != agency.code:
         _require_code_under(session, changes["code"], agency.parent_id)
         _check_code_free(session, changes["code"], agency.id)
-    update_recorded(session, agency, changes, p.actor, resource_type="agency", case_id=None)
+    update_recorded_sync(session, agency, changes, p.actor, resource_type="agency", case_id=None)
     return agency
 
 
@@ -173,5 +175,7 @@ def set_parent(session: Session, actor: Actor, agency: Agency, parent_id: uuid.U
         return False
     if parent_id is not None and agency.id in _ancestry(session, parent_id):
         raise invalid(["parent_id"], "An agency cannot be its own ancestor.")
-    update_recorded(session, agency, {"parent_id": parent_id}, actor, resource_type="agency", case_id=None)
+    update_recorded_sync(
+        session, agency, {"parent_id": parent_id}, actor, resource_type="agency", case_id=None
+    )
     return True

@@ -48,9 +48,9 @@ from app.cases.models import Case
 from app.db import transaction, utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.http import api_path, created
-from app.idempotency.service import IdempotencyKey, create_once
+from app.idempotency.service import IdempotencyKey, create_once_sync
 from app.journal import record
-from app.pagination import PageParams, paginate
+from app.pagination import PageParams, paginate_sync
 from app.requests import service as requests
 from app.requests.models import InformationRequest, RequestStatus
 
@@ -83,7 +83,7 @@ ParentLookup = Callable[[Session, Principal], Parent]
 
 def case_for_reader(case_id: uuid.UUID) -> ParentLookup:
     def lookup(session: Session, p: Principal) -> Parent:
-        access.readable_case(session, p, case_id)
+        access.readable_case_sync(session, p, case_id)
         return Parent(case_id=case_id)
 
     return lookup
@@ -91,7 +91,7 @@ def case_for_reader(case_id: uuid.UUID) -> ParentLookup:
 
 def case_for_writer(case_id: uuid.UUID) -> ParentLookup:
     def lookup(session: Session, p: Principal) -> Parent:
-        access.writable_case(session, p, case_id)
+        access.writable_case_sync(session, p, case_id)
         return Parent(case_id=case_id)
 
     return lookup
@@ -128,7 +128,7 @@ def list_attachments(
     session: Session, parent: Parent, params: PageParams
 ) -> tuple[list[Attachment], str | None]:
     column = Attachment.case_id if parent.case_id else Attachment.message_id
-    return paginate(
+    return paginate_sync(
         session,
         sa.select(Attachment).where(column == (parent.case_id or parent.message_id)),
         params,
@@ -225,7 +225,7 @@ def writable_attachment(
     attachment = _visible(session, p, attachment_id, for_update=True)
     parent = _parent_of(session, p, attachment)
     if parent.case_id is not None:
-        access.require_writer(access.case_access(session, p, parent.case_id), p)
+        access.require_writer(access.case_access_sync(session, p, parent.case_id), p)
     elif attachment.uploaded_by_agency_id != p.agency_id:
         raise forbidden("Only the agency that attached the file deletes it.")
     return attachment, parent
@@ -506,7 +506,7 @@ def commit_upload(
                 added.append(attachment)
                 return respond(attachment)
 
-            response = create_once(
+            response = create_once_sync(
                 session,
                 p,
                 idem,

@@ -3,7 +3,7 @@
 Refusals (401/403) are written to the security log by the error handler.
 Both dependencies run on the event loop; only a key missing from the
 worker's short-lived cache costs a database round trip, a hot read
-(app.reads) that does not hold a worker thread.
+(app.core.uow) that does not hold a worker thread.
 """
 
 from collections.abc import Awaitable, Callable
@@ -29,7 +29,7 @@ async def _authenticate(request: Request, credentials: HTTPAuthorizationCredenti
         raise _unauthorized("An API key is required: Authorization: Bearer <key>.")
     key_hash = hash_key(credentials.credentials)
     state = request.app.state
-    principal = await state.principals.load(key_hash, lambda: read_principal(state.reads, key_hash))
+    principal = await state.principals.load(key_hash, lambda: read_principal(state.database, key_hash))
     if principal is None:
         raise _unauthorized("The API key is unknown or revoked.")
     request.state.principal = principal

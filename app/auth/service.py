@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from app.agencies.models import Agency
 from app.auth.models import ApiClient, Scope
+from app.core.uow import Statements
 from app.db import utcnow
 from app.errors import AppError
 from app.journal import CLI, Actor, record
-from app.reads import Reads
 from app.webhooks.lifecycle import disable_if_keyless
 
 KEY_PREFIX = "cak_"
@@ -55,7 +55,7 @@ _PRINCIPAL = (
 )
 
 
-async def read_principal(reads: Reads, key_hash: str) -> Principal | None:
+async def read_principal(reads: Statements, key_hash: str) -> Principal | None:
     """The active client whose key has this hash, or None."""
     row = await reads.first(_PRINCIPAL, {"key_hash": key_hash})
     if row is None:

@@ -60,7 +60,7 @@ from app.cases.service import created_case, replay_created_case
 from app.config import Settings, get_settings
 from app.db import create_db_engine, transaction
 from app.errors import AppError
-from app.idempotency.service import IdempotencyKey, create_once, fingerprint
+from app.idempotency.service import IdempotencyKey, create_once_sync, fingerprint
 from app.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def _import_whole(task: _Task, raw: bytes) -> Response:
     # The storage lock an import with attachments takes (`hold`) is held
     # through the commit: the transaction ends first.
     with ExitStack() as hold, transaction(_Child.engine, write=True) as session:
-        return create_once(
+        return create_once_sync(
             session,
             p,
             idem,

@@ -30,7 +30,7 @@ def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: P
     true. Attachments are listed by their metadata, without their bytes. A case the caller may not see
     answers 404, exactly as one that does not exist.
     """
-    case = access.readable_case(session, p, case_id)
+    case = access.readable_case_sync(session, p, case_id)
     return service.export_case(session, p, case, purpose=purpose)
 
 

@@ -300,7 +300,7 @@ def _require_handling_code(session: Session, p: Principal, bundle: Bundle) -> No
     claimed = (bundle.case.id, bundle.exported_from.case_id if bundle.exported_from else None)
     for case_id in {x for x in claimed if x is not None}:
         try:
-            source = access.case_access(session, p, case_id).case
+            source = access.case_access_sync(session, p, case_id).case
         except AppError:  # not there, or not for this caller: the same to it
             continue
         if source.handling_code.strictness > wanted.strictness:

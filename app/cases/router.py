@@ -14,12 +14,12 @@ from app.cases.models import (
     CaseUpdate,
     HandlingCode,
 )
+from app.core.deps import DatabaseDep
 from app.db import SessionDep
 from app.hot import HotRoute, hot
 from app.http import check_if_match, ok, with_etag
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once_sync
 from app.pagination import Page, PageDep, page_json
-from app.reads import ReadsDep
 
 router = APIRouter(prefix="/cases", tags=["cases"], route_class=HotRoute)
 
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/cases", tags=["cases"], route_class=HotRoute)
 @router.get("", response_model=Page[CasePublic], summary="List the cases the caller sees")
 @hot
 async def list_cases(
-    reads: ReadsDep,
+    reads: DatabaseDep,
     p: Reader,
     page: PageDep,
     status: CaseStatus | None = None,
@@ -53,7 +53,7 @@ def create_case(
     Honours `Idempotency-Key`.
     """
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,
@@ -64,12 +64,12 @@ def create_case(
 
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case")
 @hot
-async def get_case(reads: ReadsDep, p: Reader, case_id: uuid.UUID) -> Response:
+async def get_case(reads: DatabaseDep, p: Reader, case_id: uuid.UUID) -> Response:
     """Scope `read`. Participants (and, under TLP:AMBER, their sub-agencies) read it in full; under
     TLP:GREEN and TLP:CLEAR every agency reads its own fields (`"access": "summary"`). A case the caller may
     not see answers 404, exactly as one that does not exist.
     """
-    acc = await access.read_case_access(reads, p, case_id)
+    acc = await access.case_access(reads, p, case_id)
     return ok(service.to_public_json(acc.case, acc.level), version=acc.case.version)
 
 
@@ -85,7 +85,7 @@ def update_case(
     """Scope `write` and scope `read`; role lead or partner. Only the lead changes the handling code. Needs
     `If-Match`. A case the caller may not see answers 404, exactly as one that does not exist.
     """
-    acc = access.writable_case(session, p, case_id, for_update=True)
+    acc = access.writable_case_sync(session, p, case_id, for_update=True)
     check_if_match(request, acc.case.version)
     case = service.update_case(session, p, acc, body)
     with_etag(response, case.version)
@@ -98,7 +98,7 @@ def delete_case(request: Request, session: SessionDep, p: access.Editor, case_id
     detainees (409 otherwise: close it instead). Needs `If-Match`. A case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    acc = access.writable_case(session, p, case_id, for_update=True)
+    acc = access.writable_case_sync(session, p, case_id, for_update=True)
     access.require_lead(acc, "Only the lead agency deletes a case.")
     check_if_match(request, acc.case.version)
     service.delete_case(session, p, acc)
@@ -116,4 +116,4 @@ def case_summary(session: SessionDep, p: Reader, case_id: uuid.UUID) -> CaseSumm
     and how many are unknown), detainees by custody status. A case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    return service.summarize(session, access.readable_case(session, p, case_id))
+    return service.summarize(session, access.readable_case_sync(session, p, case_id))

@@ -23,7 +23,8 @@ from app.cases.models import (
     origin_of,
     reference_key,
 )
-from app.crud import add_recorded, delete_recorded, update_recorded
+from app.core.uow import Statements
+from app.crud import add_recorded_sync, delete_recorded_sync, update_recorded_sync
 from app.db import utcnow
 from app.detainees.models import Detainee
 from app.errors import conflict
@@ -33,7 +34,6 @@ from app.identifiers.models import Identifier
 from app.locations.models import Location
 from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
-from app.reads import Reads
 from app.types import nfc, require_order
 
 
@@ -53,7 +53,7 @@ def created_case(case: Case) -> Response:
 
 def replay_created_case(session: Session, p: Principal, case_id: uuid.UUID) -> Response:
     """The same answer to an Idempotency-Key replay, for the case as the caller sees it now."""
-    acc = access.case_access(session, p, case_id)
+    acc = access.case_access_sync(session, p, case_id)
     return created(
         to_public(acc.case, acc.level), location=api_path("cases", case_id), version=acc.case.version
     )
@@ -97,7 +97,7 @@ def _list_statement(
 
 
 async def list_cases(
-    reads: Reads,
+    reads: Statements,
     p: Principal,
     params: PageParams,
     *,
@@ -149,9 +149,9 @@ def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
     require_order(CASE_ORDER, {"opened_at": case.opened_at, "closed_at": case.closed_at}, {"closed_at"})
     if case.status == CaseStatus.closed and case.closed_at is None:
         case.closed_at = max(now, case.opened_at)
-    add_recorded(session, case, p.actor, resource_type="case", case_id=case.id)
+    add_recorded_sync(session, case, p.actor, resource_type="case", case_id=case.id)
     lead = Participant(case_id=case.id, agency_id=p.agency_id, role=Role.lead)
-    add_recorded(
+    add_recorded_sync(
         session, lead, p.actor, resource_type="participant", case_id=case.id, resource_id=p.agency_id
     )
     return case
@@ -170,7 +170,7 @@ def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdat
     if changes.get("status") == CaseStatus.closed and case.closed_at is None:
         opened_at = changes.get("opened_at", case.opened_at)
         changes.setdefault("closed_at", max(utcnow(), opened_at) if opened_at else utcnow())
-    update_recorded(session, case, changes, p.actor, resource_type="case", case_id=case.id)
+    update_recorded_sync(session, case, changes, p.actor, resource_type="case", case_id=case.id)
     return case
 
 
@@ -184,7 +184,7 @@ def delete_case(session: Session, p: Principal, acc: CaseAccess) -> None:
             )
     participants = session.execute(sa.select(Participant).where(Participant.case_id == case.id)).scalars()
     for participant in participants.all():
-        delete_recorded(
+        delete_recorded_sync(
             session,
             participant,
             p.actor,
@@ -192,7 +192,7 @@ def delete_case(session: Session, p: Principal, acc: CaseAccess) -> None:
             case_id=case.id,
             resource_id=participant.agency_id,
         )
-    delete_recorded(session, case, p.actor, resource_type="case", case_id=case.id)
+    delete_recorded_sync(session, case, p.actor, resource_type="case", case_id=case.id)
 
 
 def summarize(session: Session, case: Case) -> CaseSummary:

@@ -2,17 +2,24 @@
 returned only to a client with the `personal_data` scope that states its
 purpose (X-Purpose); every such disclosure is audited."""
 
+import functools
 import uuid
 from collections.abc import Iterable
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
+from app import access
 from app.agencies.service import require_agencies
 from app.auth.models import Scope
 from app.auth.service import Principal
-from app.crud import add_recorded, delete_recorded, update_recorded
+from app.core.uow import Row, Statements, Tx
+from app.crud import (
+    delete_recorded,
+    insert_recorded,
+    update_recorded,
+)
 from app.db import utcnow
 from app.detainees.models import (
     PERSONAL_FIELDS,
@@ -22,9 +29,10 @@ from app.detainees.models import (
     DetaineeUpdate,
 )
 from app.errors import AppError
+from app.http import public
 from app.journal import record
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, paginate
+from app.pagination import PageParams, keyset, read_page
 
 
 def may_see_personal_data(p: Principal, purpose: str | None) -> bool:
@@ -55,18 +63,16 @@ def one_year_after(day: date) -> date:
         return day.replace(year=day.year + 1, day=28)
 
 
-def to_public(detainee: Detainee, *, disclose: bool) -> DetaineePublic:
+def to_public(detainee: Row, *, disclose: bool) -> DetaineePublic:
     redacted = {} if disclose else dict.fromkeys(PERSONAL_FIELDS)
-    return DetaineePublic.model_validate(
-        detainee, update={**redacted, "personal_data_redacted": not disclose}
-    )
+    return public(DetaineePublic, detainee, **redacted, personal_data_redacted=not disclose)
 
 
 def present(
-    session: Session,
+    tx: Tx,
     p: Principal,
     purpose: str | None,
-    detainees: list[Detainee],
+    detainees: list[Row],
     *,
     case_id: uuid.UUID,
 ) -> list[DetaineePublic]:
@@ -80,7 +86,7 @@ def present(
     disclose = may_see_personal_data(p, purpose)
     if disclose and detainees:
         record(
-            session,
+            tx,
             p.actor,
             action="personal_data.disclosed",
             resource_type="detainee",
@@ -93,41 +99,49 @@ def present(
     return [to_public(d, disclose=disclose) for d in detainees]
 
 
-def list_detainees(
-    session: Session, case_id: uuid.UUID, params: PageParams, *, review_overdue: bool | None
-) -> tuple[list[Detainee], str | None]:
-    stmt = sa.select(Detainee).where(Detainee.case_id == case_id)
-    today = utcnow().date()
-    if review_overdue is True:
-        stmt = stmt.where(Detainee.review_due < today)
-    elif review_overdue is False:
-        stmt = stmt.where(Detainee.review_due >= today)
-    scope = f"detainees:{case_id}"
-    return paginate(session, stmt, params, scope=scope, keys=(Detainee.created_at, Detainee.id))
+DETAINEES = access.table_of(Detainee)
+KEYS = (DETAINEES.c.created_at, DETAINEES.c.id)
 
 
-def create_detainee(session: Session, p: Principal, case_id: uuid.UUID, data: DetaineeCreate) -> Detainee:
+@functools.cache
+def _list_statement(*, overdue: bool | None, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(DETAINEES).where(DETAINEES.c.case_id == sa.bindparam("case_id"))
+    if overdue is True:
+        stmt = stmt.where(DETAINEES.c.review_due < sa.bindparam("today"))
+    elif overdue is False:
+        stmt = stmt.where(DETAINEES.c.review_due >= sa.bindparam("today"))
+    return access.in_case_seen_in_full(keyset(stmt, keys=KEYS, after=after), KEYS)
+
+
+async def list_detainees(
+    db: Statements, p: Principal, case_id: uuid.UUID, params: PageParams, *, review_overdue: bool | None
+) -> tuple[list[Row], str | None]:
+    """A page of the case's detainees; 404 unless the caller sees the case in full (one statement)."""
+    stmt = _list_statement(overdue=review_overdue, after=bool(params.cursor))
+    values = access.principal_params(p) | {"case_id": case_id, "today": utcnow().date()}
+    return await read_page(db, stmt, values, params, scope=f"detainees:{case_id}", keys=KEYS, in_case=True)
+
+
+async def create_detainee(tx: Tx, p: Principal, case_id: uuid.UUID, data: DetaineeCreate) -> Row:
     require_personal_scope(p, personal_fields_set(data))
     detained_by = data.detained_by_agency_id or p.agency_id
-    require_agencies(session, {"detained_by_agency_id": detained_by})
-    require_location_in_case(session, data.location_id, case_id)
+    await require_agencies(tx, {"detained_by_agency_id": detained_by}, known=p.agency_id)
+    await require_location_in_case(tx, data.location_id, case_id)
     review_due = data.review_due or one_year_after((data.detained_at or utcnow()).date())
-    detainee = Detainee.model_validate(
-        data.model_dump(exclude={"detained_by_agency_id", "review_due"}),
-        update={"case_id": case_id, "detained_by_agency_id": detained_by, "review_due": review_due},
-    )
-    add_recorded(session, detainee, p.actor, resource_type="detainee", case_id=case_id)
-    return detainee
+    values = data.model_dump(exclude={"detained_by_agency_id", "review_due"})
+    values |= {"case_id": case_id, "detained_by_agency_id": detained_by, "review_due": review_due}
+    return await insert_recorded(tx, Detainee, values, p.actor, resource_type="detainee", case_id=case_id)
 
 
-def update_detainee(session: Session, p: Principal, detainee: Detainee, data: DetaineeUpdate) -> Detainee:
+async def update_detainee(tx: Tx, p: Principal, detainee: Row, data: DetaineeUpdate) -> Row:
     changes = data.changes(detainee)
     require_personal_scope(p, changes)
-    require_agencies(session, {"detained_by_agency_id": changes.get("detained_by_agency_id")})
+    await require_agencies(tx, {"detained_by_agency_id": changes.get("detained_by_agency_id")})
     if "location_id" in changes:
-        require_location_in_case(session, changes["location_id"], detainee.case_id)
-    update_recorded(
-        session,
+        await require_location_in_case(tx, changes["location_id"], detainee.case_id)
+    return await update_recorded(
+        tx,
+        Detainee,
         detainee,
         changes,
         p.actor,
@@ -135,9 +149,8 @@ def update_detainee(session: Session, p: Principal, detainee: Detainee, data: De
         case_id=detainee.case_id,
         blind=frozenset(PERSONAL_FIELDS),
     )
-    return detainee
 
 
-def delete_detainee(session: Session, p: Principal, detainee: Detainee) -> None:
+async def delete_detainee(tx: Tx, p: Principal, detainee: Row) -> None:
     require_personal_scope(p, personal_fields_set(detainee))
-    delete_recorded(session, detainee, p.actor, resource_type="detainee", case_id=detainee.case_id)
+    await delete_recorded(tx, Detainee, detainee, p.actor, resource_type="detainee", case_id=detainee.case_id)

@@ -3,13 +3,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.auth.deps import Reader
+from app.core.deps import DatabaseDep
 from app.errors import invalid
 from app.events import service
 from app.events.models import EventPublic
 from app.hot import HotRoute, hot
 from app.http import ok, public_json
 from app.pagination import Page, PageDep, page_json
-from app.reads import ReadsDep
 
 router = APIRouter(prefix="/events", tags=["events"], route_class=HotRoute)
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/events", tags=["events"], route_class=HotRoute)
 @router.get("", response_model=Page[EventPublic], summary="Follow the event feed")
 @hot
 async def list_events(
-    reads: ReadsDep,
+    reads: DatabaseDep,
     p: Reader,
     page: PageDep,
     after: Annotated[

@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from app import access
 from app.auth.service import Principal
 from app.cases.models import Case
+from app.core.uow import Statements
 from app.events.models import Event
 from app.pagination import PageParams, keyset, read_page
-from app.reads import Reads
 
 REQUEST_TYPES = ("information_request", "request_message", "message_attachment")
 # Events addressed to named agencies (journal.record's request_parties): the
@@ -65,7 +65,7 @@ def _feed_statement(*, with_parent: bool, since: bool, after: bool) -> sa.Select
 
 
 async def list_events(
-    reads: Reads, p: Principal, params: PageParams, *, after: int | None = None
+    reads: Statements, p: Principal, params: PageParams, *, after: int | None = None
 ) -> tuple[list[Any], str | None]:
     stmt = _feed_statement(
         with_parent=p.parent_agency_id is not None, since=after is not None, after=bool(params.cursor)

@@ -7,6 +7,8 @@ from fastapi import APIRouter, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
+from app.core.deps import DatabaseDep
+from app.core.uow import Tx
 from app.db import SessionDep
 from app.evidence import service
 from app.evidence.models import (
@@ -21,10 +23,8 @@ from app.evidence.models import (
 )
 from app.hot import HotRoute, hot
 from app.http import api_path, check_if_match, created, ok, public, public_json, with_etag
-from app.idempotency.service import IdempotencyDep, create_once, create_once_hot
+from app.idempotency.service import IdempotencyDep, create_once, create_once_sync
 from app.pagination import Page, PageDep, page_json
-from app.reads import ReadsDep
-from app.writes import Tx, WritesDep
 
 router = APIRouter(tags=["seized items"], route_class=HotRoute)
 SEIZED_ITEMS: sa.Table = SeizedItem.__table__  # type: ignore[attr-defined]
@@ -37,7 +37,7 @@ SEIZED_ITEMS: sa.Table = SeizedItem.__table__  # type: ignore[attr-defined]
 )
 @hot
 async def list_items(
-    reads: ReadsDep, p: Reader, case_id: uuid.UUID, page: PageDep, category: Category | None = None
+    reads: DatabaseDep, p: Reader, case_id: uuid.UUID, page: PageDep, category: Category | None = None
 ) -> Response:
     """Scope `read`; full access to the case. Filter by `category`. A case the caller may not see answers
     404, exactly as one that does not exist.
@@ -53,7 +53,7 @@ async def list_items(
     summary="Record a seized item",
 )
 async def create_item(
-    writes: WritesDep, p: Writer, case_id: uuid.UUID, body: SeizedItemCreate, idem: IdempotencyDep
+    db: DatabaseDep, p: Writer, case_id: uuid.UUID, body: SeizedItemCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`; role lead or partner. The seizure becomes the first event of the item's chain of
     custody. Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as one that does
@@ -69,17 +69,17 @@ async def create_item(
 
     # The write agency tools make most (every item of a search): on the hot write.
     async def work(tx: Tx) -> Response:
-        await access.require_writable_case_hot(tx, p, case_id)
+        await access.writable_case(tx, p, case_id)
 
         async def create() -> Response:
             return respond(SimpleNamespace(**await service.create_item(tx, p, case_id, body)))
 
         async def replay(item_id: uuid.UUID) -> Response:
-            return respond(await access.read_child(tx, p, SEIZED_ITEMS, item_id))
+            return respond(await access.readable_child(tx, p, SEIZED_ITEMS, item_id))
 
-        return await create_once_hot(tx, p, idem, create, replay)
+        return await create_once(tx, p, idem, create, replay)
 
-    return await writes.run(work)
+    return await db.run(work)
 
 
 @router.get("/seized-items/{item_id}", response_model=SeizedItemPublic, summary="Read a seized item")
@@ -87,7 +87,7 @@ def get_item(session: SessionDep, p: Reader, item_id: uuid.UUID) -> Response:
     """Scope `read`; full access to its case. An item of a case the caller may not see answers 404, exactly
     as one that does not exist.
     """
-    item = access.readable_child(session, p, SeizedItem, item_id)
+    item = access.readable_child_sync(session, p, SeizedItem, item_id)
     return ok(public(SeizedItemPublic, item), version=item.version)
 
 
@@ -104,7 +104,7 @@ def update_item(
     custody events. Needs `If-Match`. An item of a case the caller may not see answers 404, exactly as one
     that does not exist.
     """
-    item, _ = access.writable_child(session, p, SeizedItem, item_id)
+    item, _ = access.writable_child_sync(session, p, SeizedItem, item_id)
     check_if_match(request, item.version)
     item = service.update_item(session, p, item, body)
     with_etag(response, item.version)
@@ -117,7 +117,7 @@ def delete_item(request: Request, session: SessionDep, p: access.Editor, item_id
     the seizure (409 otherwise: record `returned` or `destroyed`). Needs `If-Match`. An item of a case the
     caller may not see answers 404, exactly as one that does not exist.
     """
-    item, _ = access.writable_child(session, p, SeizedItem, item_id)
+    item, _ = access.writable_child_sync(session, p, SeizedItem, item_id)
     check_if_match(request, item.version)
     service.delete_item(session, p, item)
     return Response(status_code=204)
@@ -135,7 +135,7 @@ def custody_chain(
     """Scope `read`; full access to the item's case. The events in order. An item of a case the caller may
     not see answers 404, exactly as one that does not exist.
     """
-    access.readable_child(session, p, SeizedItem, item_id)
+    access.readable_child_sync(session, p, SeizedItem, item_id)
     events, cursor = service.custody_chain(session, item_id, page)
     return Page(items=[CustodyEventPublic.model_validate(e) for e in events], next_cursor=cursor)
 
@@ -158,7 +158,7 @@ def add_custody_event(
     current custodian and moves the item to the receiving agency. Honours `Idempotency-Key`. An item of a
     case the caller may not see answers 404, exactly as one that does not exist.
     """
-    item, _ = access.writable_child(session, p, SeizedItem, item_id)
+    item, _ = access.writable_child_sync(session, p, SeizedItem, item_id)
 
     def respond(event: CustodyEvent) -> Response:
         return created(
@@ -167,7 +167,7 @@ def add_custody_event(
             version=None,
         )
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,
@@ -188,5 +188,5 @@ def get_custody_event(
     """Scope `read`; full access to the item's case. An item of a case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    access.readable_child(session, p, SeizedItem, item_id)
+    access.readable_child_sync(session, p, SeizedItem, item_id)
     return CustodyEventPublic.model_validate(service.get_custody_event(session, item_id, event_id))

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app import access
-from app.agencies.service import require_agencies, require_agencies_hot
+from app.agencies.service import require_agencies, require_agencies_sync
 from app.auth.service import Principal
-from app.crud import add_recorded, delete_recorded, update_recorded
+from app.core.uow import Statements, Tx
+from app.crud import add_recorded_sync, delete_recorded_sync, update_recorded_sync
 from app.db import new_row, utcnow
 from app.errors import conflict, invalid, not_found
 from app.evidence.models import (
@@ -31,10 +32,8 @@ from app.evidence.models import (
     SeizedItemUpdate,
 )
 from app.journal import Change
-from app.locations.service import require_location_in_case, require_location_in_case_hot
-from app.pagination import PageParams, keyset, paginate, read_page
-from app.reads import Reads
-from app.writes import Tx
+from app.locations.service import require_location_in_case, require_location_in_case_sync
+from app.pagination import PageParams, keyset, paginate_sync, read_page
 
 STATUS_AFTER = {
     CustodyAction.transferred: ItemStatus.transferred,
@@ -57,7 +56,7 @@ def _items_statement(*, category: bool, after: bool) -> sa.Select[Any]:
 
 
 async def list_items(
-    reads: Reads, p: Principal, case_id: uuid.UUID, params: PageParams, *, category: Category | None
+    reads: Statements, p: Principal, case_id: uuid.UUID, params: PageParams, *, category: Category | None
 ) -> tuple[list[Any], str | None]:
     """A page of the case's items; 404 unless the caller sees the case in full (one statement)."""
     stmt = _items_statement(category=category is not None, after=bool(params.cursor))
@@ -68,12 +67,12 @@ async def list_items(
 
 
 async def create_item(tx: Tx, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> dict[str, Any]:
-    """The item (its row) and its seizure, the first event of its chain; on the hot write (app.writes)."""
+    """The item (its row) and its seizure, the first event of its chain; on the hot write (app.core.uow)."""
     seized_by = data.seized_by_agency_id or p.agency_id
     custodian = data.custodian_agency_id or seized_by
     refs = {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian}
-    await require_agencies_hot(tx, refs, known=p.agency_id)
-    await require_location_in_case_hot(tx, data.location_id, case_id)
+    await require_agencies(tx, refs, known=p.agency_id)
+    await require_location_in_case(tx, data.location_id, case_id)
     item = new_row(
         SeizedItem,
         **data.model_dump(exclude={"seized_by_agency_id", "custodian_agency_id"}),
@@ -107,8 +106,8 @@ def update_item(session: Session, p: Principal, item: SeizedItem, data: SeizedIt
         if later and seized_at > min(later):
             raise invalid(["body", "seized_at"], "seized_at must not be after the events that followed it.")
     if "location_id" in changes:
-        require_location_in_case(session, changes["location_id"], item.case_id)
-    update_recorded(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
+        require_location_in_case_sync(session, changes["location_id"], item.case_id)
+    update_recorded_sync(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
     return item
 
 
@@ -129,14 +128,14 @@ def delete_item(session: Session, p: Principal, item: SeizedItem) -> None:
         )
     for event in chain:
         session.delete(event)
-    delete_recorded(session, item, p.actor, resource_type="seized_item", case_id=item.case_id)
+    delete_recorded_sync(session, item, p.actor, resource_type="seized_item", case_id=item.case_id)
 
 
 def custody_chain(
     session: Session, item_id: uuid.UUID, params: PageParams
 ) -> tuple[list[CustodyEvent], str | None]:
     scope = f"custody:{item_id}"
-    return paginate(
+    return paginate_sync(
         session,
         sa.select(CustodyEvent).where(CustodyEvent.seized_item_id == item_id),
         params,
@@ -149,7 +148,7 @@ def add_custody_event(
     session: Session, p: Principal, item: SeizedItem, data: CustodyEventCreate
 ) -> CustodyEvent:
     """Append one event; the caller holds the item's row lock."""
-    require_agencies(session, {"from_agency_id": data.from_agency_id, "to_agency_id": data.to_agency_id})
+    require_agencies_sync(session, {"from_agency_id": data.from_agency_id, "to_agency_id": data.to_agency_id})
     if data.action == CustodyAction.seized:
         raise conflict("An item is seized once: the seizure is the first event of its chain.")
     if item.status in CLOSED_STATUSES:
@@ -181,8 +180,8 @@ def add_custody_event(
         note=data.note,
         recorded_by_agency_id=p.agency_id,
     )
-    add_recorded(session, event, p.actor, resource_type="custody_event", case_id=item.case_id)
-    update_recorded(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
+    add_recorded_sync(session, event, p.actor, resource_type="custody_event", case_id=item.case_id)
+    update_recorded_sync(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
     return event
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from app.agencies.models import Agency, AgencyPublic
-from app.crud import add_recorded, update_recorded
+from app.crud import add_recorded_sync, update_recorded_sync
 from app.db import utcnow
 from app.errors import AppError
 from app.federation import signatures
@@ -185,9 +185,9 @@ def sync_agencies(session: Session, peer: Peer, directory: AgencyDirectory) -> i
         held = session.get(Agency, agency.id, with_for_update=True)
         if held is None:
             held = Agency(id=agency.id, home_instance=peer.instance_id, version=agency.version, **fields)
-            add_recorded(session, held, CLI, resource_type="agency", case_id=None)
+            add_recorded_sync(session, held, CLI, resource_type="agency", case_id=None)
             changed += 1
-        elif update_recorded(session, held, fields, CLI, resource_type="agency", case_id=None):
+        elif update_recorded_sync(session, held, fields, CLI, resource_type="agency", case_id=None):
             changed += 1
         # The home's version and instants: the record is the home's, held here.
         held.version, held.created_at, held.updated_at = agency.version, agency.created_at, agency.updated_at

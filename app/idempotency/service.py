@@ -27,7 +27,7 @@ from app.errors import AppError
 from app.idempotency.models import IdempotencyRecord
 
 if TYPE_CHECKING:
-    from app.writes import Tx
+    from app.core.uow import Tx
 
 # Expired records removed per creating POST. Each such POST adds at most one
 # record, so expired ones cannot pile up, and no request pays for a backlog.
@@ -153,7 +153,7 @@ def _record_row(principal: Principal, idem: IdempotencyKey, response: Response) 
     )
 
 
-def create_once(
+def create_once_sync(
     session: Session,
     principal: Principal,
     idem: IdempotencyKey | None,
@@ -182,14 +182,14 @@ def create_once(
     return response
 
 
-async def create_once_hot(
+async def create_once(
     tx: "Tx",
     principal: Principal,
     idem: IdempotencyKey | None,
     create: Callable[[], Awaitable[Response]],
     replay: Callable[[uuid.UUID], Awaitable[Response]],
 ) -> Response:
-    """create_once() in a transaction of the hot write (app.writes): the same statements and rules."""
+    """create_once() in a transaction of the hot write (app.core.uow): the same statements and rules."""
     await tx.execute(_PURGE, _cutoff())
     if idem is None:
         return await create()

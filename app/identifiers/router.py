@@ -4,14 +4,14 @@ from fastapi import APIRouter, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
+from app.core.deps import DatabaseDep
 from app.db import SessionDep
 from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once_sync
 from app.identifiers import service
 from app.identifiers.models import HitResults, HitSearch, Identifier, IdentifierCreate, IdentifierPublic
 from app.identifiers.normalize import IdentifierKind
 from app.pagination import Page, PageDep
-from app.reads import ReadsDep
 
 router = APIRouter(tags=["identifiers"], route_class=StrictJSONRoute)
 
@@ -23,7 +23,7 @@ router = APIRouter(tags=["identifiers"], route_class=StrictJSONRoute)
     summary="List a case's identifiers",
 )
 async def list_identifiers(
-    reads: ReadsDep, p: Reader, case_id: uuid.UUID, page: PageDep, kind: IdentifierKind | None = None
+    reads: DatabaseDep, p: Reader, case_id: uuid.UUID, page: PageDep, kind: IdentifierKind | None = None
 ) -> Response:
     """Scope `read`; full access to the case. The phone numbers, accounts, cards, wallets, domains...
     recorded in it, filtered by `kind`. A case the caller may not see answers 404, exactly as one that does
@@ -48,7 +48,7 @@ def create_identifier(
     case's lead agency. Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as
     one that does not exist.
     """
-    acc = access.writable_case(session, p, case_id)
+    acc = access.writable_case_sync(session, p, case_id)
 
     def respond(identifier: Identifier) -> Response:
         return created(
@@ -57,12 +57,12 @@ def create_identifier(
             version=identifier.version,
         )
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,
         lambda: respond(service.create_identifier(session, p, acc.case, body)),
-        lambda identifier_id: respond(access.readable_child(session, p, Identifier, identifier_id)),
+        lambda identifier_id: respond(access.readable_child_sync(session, p, Identifier, identifier_id)),
     )
 
 
@@ -76,7 +76,7 @@ def get_identifier(session: SessionDep, p: Reader, identifier_id: uuid.UUID) -> 
     """Scope `read`; full access to its case. An identifier the caller may not see answers 404, exactly as
     one that does not exist.
     """
-    identifier = access.readable_child(session, p, Identifier, identifier_id)
+    identifier = access.readable_child_sync(session, p, Identifier, identifier_id)
     return ok(public(IdentifierPublic, identifier), version=identifier.version)
 
 
@@ -92,7 +92,7 @@ def delete_identifier(
     """Scope `write` and scope `read`; role lead or partner. Removes an identifier recorded by mistake;
     needs `If-Match`. An identifier the caller may not see answers 404, exactly as one that does not exist.
     """
-    identifier, _ = access.writable_child(session, p, Identifier, identifier_id)
+    identifier, _ = access.writable_child_sync(session, p, Identifier, identifier_id)
     check_if_match(request, identifier.version)
     service.delete_identifier(session, p, identifier)
     return Response(status_code=204)

@@ -28,7 +28,8 @@ from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.cases.models import Case
 from app.config import Settings
-from app.crud import add_recorded, delete_recorded
+from app.core.uow import Statements
+from app.crud import add_recorded_sync, delete_recorded_sync
 from app.db import bulk_insert, utcnow
 from app.errors import invalid
 from app.identifiers.limits import HitLimits
@@ -49,7 +50,6 @@ from app.identifiers.models import (
 from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
 from app.journal import record
 from app.pagination import PageParams, keyset, read_page
-from app.reads import Reads
 from app.secrets import search_term_key
 
 Loc = list[str | int]
@@ -85,7 +85,7 @@ def _list_statement(*, kind: bool, after: bool) -> sa.Select[Any]:
 
 
 async def list_identifiers(
-    reads: Reads, p: Principal, case_id: uuid.UUID, params: PageParams, *, kind: IdentifierKind | None
+    reads: Statements, p: Principal, case_id: uuid.UUID, params: PageParams, *, kind: IdentifierKind | None
 ) -> tuple[list[Any], str | None]:
     """A page of the case's identifiers; 404 unless the caller sees the case in full (one statement)."""
     stmt = _list_statement(kind=kind is not None, after=bool(params.cursor))
@@ -100,12 +100,12 @@ def create_identifier(session: Session, p: Principal, case: Case, data: Identifi
     country = agency_country(session, case.lead_agency_id)
     norm = normalized(data.kind, data.value, country=country, loc=["body", "value"])
     identifier = Identifier.model_validate(data, update={"case_id": case.id, "normalized": norm})
-    add_recorded(session, identifier, p.actor, resource_type="identifier", case_id=case.id)
+    add_recorded_sync(session, identifier, p.actor, resource_type="identifier", case_id=case.id)
     return identifier
 
 
 def delete_identifier(session: Session, p: Principal, identifier: Identifier) -> None:
-    delete_recorded(session, identifier, p.actor, resource_type="identifier", case_id=identifier.case_id)
+    delete_recorded_sync(session, identifier, p.actor, resource_type="identifier", case_id=identifier.case_id)
 
 
 # --- bundles --------------------------------------------------------------------------------------------

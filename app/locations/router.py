@@ -6,7 +6,7 @@ from app import access
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
 from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once_sync
 from app.locations import service
 from app.locations.models import Location, LocationCreate, LocationPublic, LocationUpdate
 from app.pagination import Page, PageDep
@@ -23,7 +23,7 @@ def list_locations(session: SessionDep, p: Reader, case_id: uuid.UUID, page: Pag
     """Scope `read`; full access to the case. A case the caller may not see answers 404, exactly as one that
     does not exist.
     """
-    access.readable_case(session, p, case_id)
+    access.readable_case_sync(session, p, case_id)
     items, cursor = service.list_locations(session, case_id, page)
     return Page(items=[LocationPublic.model_validate(x) for x in items], next_cursor=cursor)
 
@@ -40,7 +40,7 @@ def create_location(
     """Scope `write`; role lead or partner. Honours `Idempotency-Key`. A case the caller may not see answers
     404, exactly as one that does not exist.
     """
-    access.writable_case(session, p, case_id)
+    access.writable_case_sync(session, p, case_id)
 
     def respond(location: Location) -> Response:
         return created(
@@ -49,12 +49,12 @@ def create_location(
             version=location.version,
         )
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,
         lambda: respond(service.create_location(session, p, case_id, body)),
-        lambda location_id: respond(access.readable_child(session, p, Location, location_id)),
+        lambda location_id: respond(access.readable_child_sync(session, p, Location, location_id)),
     )
 
 
@@ -65,7 +65,7 @@ def get_location(
     """Scope `read`; full access to its case. A location of a case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    location = access.readable_child(session, p, Location, location_id)
+    location = access.readable_child_sync(session, p, Location, location_id)
     with_etag(response, location.version)
     return LocationPublic.model_validate(location)
 
@@ -82,7 +82,7 @@ def update_location(
     """Scope `write` and scope `read`; role lead or partner. Needs `If-Match`. A location of a case the caller
     may not see answers 404, exactly as one that does not exist.
     """
-    location, _ = access.writable_child(session, p, Location, location_id)
+    location, _ = access.writable_child_sync(session, p, Location, location_id)
     check_if_match(request, location.version)
     location = service.update_location(session, p, location, body)
     with_etag(response, location.version)
@@ -97,7 +97,7 @@ def delete_location(
     (409). Needs `If-Match`. A location of a case the caller may not see answers 404, exactly as one that does
     not exist.
     """
-    location, _ = access.writable_child(session, p, Location, location_id)
+    location, _ = access.writable_child_sync(session, p, Location, location_id)
     check_if_match(request, location.version)
     service.delete_location(session, p, location)
     return Response(status_code=204)

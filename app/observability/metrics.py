@@ -31,8 +31,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from app.audit.models import AuditEntry
+from app.core.uow import Statements
 from app.events.models import Event
-from app.reads import Reads
 
 UNMATCHED = "unmatched"  # the route label of a request no route answered
 # Any other method is one label value, so that clients cannot mint label values.
@@ -64,12 +64,12 @@ class JournalHeads:
     event_seq: int
 
 
-async def _head(reads: Reads, stmt: sa.Select[tuple[int | None]]) -> int:
+async def _head(reads: Statements, stmt: sa.Select[tuple[int | None]]) -> int:
     row = await reads.first(stmt)
     return (row.seq if row else None) or 0  # max() of an empty table is NULL
 
 
-async def read_journal_heads(reads: Reads) -> JournalHeads:
+async def read_journal_heads(reads: Statements) -> JournalHeads:
     """Two index lookups (the highest primary key of each table)."""
     return JournalHeads(await _head(reads, _AUDIT_HEAD), await _head(reads, _FEED_HEAD))
 

@@ -63,7 +63,7 @@ async def metrics(request: Request) -> Response:
     state = request.app.state
     heads: JournalHeads | None
     try:
-        heads = await read_journal_heads(state.reads)
+        heads = await read_journal_heads(state.database)
     except (sa_exc.OperationalError, sa_exc.TimeoutError) as exc:
         log.warning("metrics_without_database", extra={"error": str(exc).splitlines()[0]})
         heads = None

@@ -6,7 +6,7 @@ from app import access
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
 from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once_sync
 from app.pagination import Page, PageDep
 from app.participants import service
 from app.participants.models import ParticipantCreate, ParticipantPublic, ParticipantUpdate
@@ -23,7 +23,7 @@ def list_participants(
     """Scope `read`; full access to the case. A case the caller may not see answers 404, exactly as one that
     does not exist.
     """
-    access.readable_case(session, p, case_id)
+    access.readable_case_sync(session, p, case_id)
     items, cursor = service.list_participants(session, case_id, page)
     return Page(items=items, next_cursor=cursor)
 
@@ -35,7 +35,7 @@ def add_participant(
     """Scope `write`; role lead. The role is `partner` or `observer`. Honours `Idempotency-Key`. A case the
     caller may not see answers 404, exactly as one that does not exist.
     """
-    acc = access.writable_case(session, p, case_id, for_update=True)
+    acc = access.writable_case_sync(session, p, case_id, for_update=True)
     access.require_lead(acc, _LEAD_ONLY)
 
     def respond(public: ParticipantPublic) -> Response:
@@ -45,7 +45,7 @@ def add_participant(
             version=public.version,
         )
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,
@@ -61,7 +61,7 @@ def get_participant(
     """Scope `read`; full access to the case. A case the caller may not see answers 404, exactly as one that
     does not exist.
     """
-    access.readable_case(session, p, case_id)
+    access.readable_case_sync(session, p, case_id)
     public = service.read_participant(session, case_id, agency_id)
     with_etag(response, public.version)
     return public
@@ -80,7 +80,7 @@ def change_role(
     """Scope `write` and scope `read`; role lead. The lead's own role cannot change. Needs `If-Match`. A case
     the caller may not see answers 404, exactly as one that does not exist.
     """
-    acc = access.writable_case(session, p, case_id)
+    acc = access.writable_case_sync(session, p, case_id)
     access.require_lead(acc, _LEAD_ONLY)
     participant = service.get_participant(session, case_id, agency_id, for_update=True)
     check_if_match(request, participant.version)
@@ -96,7 +96,7 @@ def remove_participant(
     """Scope `write` and scope `read`; role lead. The lead cannot be removed. Needs `If-Match`. A case the
     caller may not see answers 404, exactly as one that does not exist.
     """
-    acc = access.writable_case(session, p, case_id)
+    acc = access.writable_case_sync(session, p, case_id)
     access.require_lead(acc, _LEAD_ONLY)
     participant = service.get_participant(session, case_id, agency_id, for_update=True)
     check_if_match(request, participant.version)

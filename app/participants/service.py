@@ -5,9 +5,9 @@ from sqlalchemy.orm import Session
 
 from app.access import CaseAccess
 from app.agencies.models import Agency
-from app.agencies.service import require_agencies
+from app.agencies.service import require_agencies_sync
 from app.auth.service import Principal
-from app.crud import add_recorded, delete_recorded, update_recorded
+from app.crud import add_recorded_sync, delete_recorded_sync, update_recorded_sync
 from app.errors import conflict, invalid, not_found
 from app.pagination import PageParams, keyset, keyset_params, page_of
 from app.participants.models import (
@@ -63,11 +63,11 @@ def add_participant(
 ) -> ParticipantPublic:
     if data.role == Role.lead:
         raise invalid(["body", "role"], "A case has one lead, the agency that opened it.")
-    require_agencies(session, {"agency_id": data.agency_id})
+    require_agencies_sync(session, {"agency_id": data.agency_id})
     if session.get(Participant, (acc.case.id, data.agency_id)) is not None:
         raise conflict("This agency already takes part in the case.")
     participant = Participant(case_id=acc.case.id, agency_id=data.agency_id, role=data.role)
-    add_recorded(
+    add_recorded_sync(
         session,
         participant,
         p.actor,
@@ -86,7 +86,7 @@ def change_role(
         raise conflict("The lead's role cannot change.")
     if changes.get("role") == Role.lead and participant.role != Role.lead:
         raise invalid(["body", "role"], "A case has one lead, the agency that opened it.")
-    update_recorded(
+    update_recorded_sync(
         session,
         participant,
         changes,
@@ -101,7 +101,7 @@ def change_role(
 def remove_participant(session: Session, p: Principal, participant: Participant) -> None:
     if participant.role == Role.lead:
         raise conflict("The lead agency cannot be removed from its case.")
-    delete_recorded(
+    delete_recorded_sync(
         session,
         participant,
         p.actor,

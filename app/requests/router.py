@@ -7,7 +7,7 @@ from app.access import Editor
 from app.auth.deps import Reader, Writer
 from app.db import SessionDep
 from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once_sync
 from app.pagination import Page, PageDep
 from app.requests import service
 from app.requests.models import (
@@ -53,7 +53,7 @@ def create_request(
     def respond(req: InformationRequest) -> Response:
         return created(service.to_public(req), location=api_path("requests", req.id), version=req.version)
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,
@@ -133,7 +133,7 @@ def add_message(
             version=None,
         )
 
-    return create_once(
+    return create_once_sync(
         session,
         p,
         idem,

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app import access
-from app.agencies.service import require_agencies
+from app.agencies.service import require_agencies_sync
 from app.auth.service import Principal
 from app.db import utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.journal import record
-from app.pagination import PageParams, paginate
+from app.pagination import PageParams, paginate_sync
 from app.requests.models import (
     InformationRequest,
     InformationRequestCreate,
@@ -122,7 +122,7 @@ def list_requests(
         stmt = stmt.where(InformationRequest.status == status)
     # The cursor is bound to the list it came from: another box or filter refuses it.
     scope = f"requests:{box or 'all'}:{status.value if status else ''}"
-    return paginate(
+    return paginate_sync(
         session, stmt, params, scope=scope, keys=(InformationRequest.created_at, InformationRequest.id)
     )
 
@@ -132,13 +132,13 @@ def _require_readable_case(session: Session, p: Principal, case_id: uuid.UUID | 
     if case_id is None:
         return
     try:
-        access.readable_case(session, p, case_id)
+        access.readable_case_sync(session, p, case_id)
     except AppError as exc:
         raise invalid(["body", "case_id"], "No case with this id that you can read.") from exc
 
 
 def create_request(session: Session, p: Principal, data: InformationRequestCreate) -> InformationRequest:
-    require_agencies(session, {"to_agency_id": data.to_agency_id})
+    require_agencies_sync(session, {"to_agency_id": data.to_agency_id})
     if data.to_agency_id == p.agency_id:
         raise invalid(["body", "to_agency_id"], "A request goes to another agency than the sender's.")
     _require_readable_case(session, p, data.case_id)
@@ -211,7 +211,7 @@ def list_messages(
     session: Session, request_id: uuid.UUID, params: PageParams
 ) -> tuple[list[RequestMessage], str | None]:
     scope = f"request-messages:{request_id}"
-    return paginate(
+    return paginate_sync(
         session,
         sa.select(RequestMessage).where(RequestMessage.request_id == request_id),
         params,

@@ -25,7 +25,7 @@ def export_stix(session: WriteSessionDep, p: Reader, case_id: uuid.UUID) -> Resp
     marking definition of the case's handling code. Every export is audited. A case the caller may
     not see answers 404, exactly as one that does not exist.
     """
-    case = access.readable_case(session, p, case_id)
+    case = access.readable_case_sync(session, p, case_id)
     body = service.case_bundle(session, case)
     record(
         session,

@@ -8,7 +8,7 @@ from app.auth.deps import Admin
 from app.config import Settings
 from app.db import SessionDep
 from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.service import IdempotencyDep, create_once_sync
 from app.pagination import Page, PageDep
 from app.webhooks import service
 from app.webhooks.models import (
@@ -68,7 +68,7 @@ def create_subscription(
         sub = service.get_subscription(session, p, subscription_id)
         return respond(sub, service.unseal(settings, sub.id, sub.secret_sealed))
 
-    return create_once(
+    return create_once_sync(
         session, p, idem, lambda: respond(*service.create_subscription(session, p, body, settings)), replay
     )
 

@@ -36,7 +36,7 @@ from app.errors import conflict, invalid, not_found
 from app.events.models import Event, EventPublic
 from app.events.service import visible_events
 from app.journal import CLI
-from app.pagination import PageParams, paginate
+from app.pagination import PageParams, paginate_sync
 from app.secrets import webhook_key
 from app.webhooks.lifecycle import (
     FAILURES,
@@ -100,7 +100,7 @@ def to_public(sub: WebhookSubscription) -> SubscriptionPublic:
 def list_subscriptions(
     session: Session, p: Principal, params: PageParams
 ) -> tuple[list[WebhookSubscription], str | None]:
-    return paginate(
+    return paginate_sync(
         session,
         sa.select(WebhookSubscription).where(WebhookSubscription.agency_id == p.agency_id),
         params,
@@ -165,7 +165,7 @@ def delete_subscription(session: Session, p: Principal, sub: WebhookSubscription
 def list_deliveries(
     session: Session, sub: WebhookSubscription, params: PageParams
 ) -> tuple[list[WebhookDelivery], str | None]:
-    return paginate(
+    return paginate_sync(
         session,
         sa.select(WebhookDelivery).where(WebhookDelivery.subscription_id == sub.id),
         params,

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app import cli
+from app.audit.chain import GENESIS
 from app.audit.models import AuditEntry
-from app.audit.service import GENESIS
 from tests.conftest import Caller, new_case, run_verify
 
 API = "/api/v1"

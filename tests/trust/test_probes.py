@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from app.config import Settings
+from app.core.uow import PostgresDatabase
 from app.main import create_app
 from app.probes import ProbeCounter
-from app.reads import PostgresReads
 from tests.conftest import Caller, make_caller, problem_of
 from tests.trust.test_route_walker import FILLABLE, case_routes, fill, send
 from tests.trust.world import World, build_world, minimal_body, minimal_query
@@ -39,8 +39,8 @@ def statements(application: FastAPI) -> Iterator[list[str]]:
         seen.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", on_execute)
-    reads = application.state.reads
-    hot = isinstance(reads, PostgresReads)
+    reads = application.state.database
+    hot = isinstance(reads, PostgresDatabase)
     if hot:
         fetch = reads._fetch
 

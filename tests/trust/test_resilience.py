@@ -115,7 +115,7 @@ def _assert_unavailable(client: TestClient, key: str) -> None:
         assert response.status_code == 503, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["status"] == 503
-    # The hot write (app.writes) too.
+    # The hot write (app.core.uow) too.
     item = client.post(
         f"{API}/cases/{uuid.uuid4()}/seized-items",
         json={"category": "mobile_phone", "description": "D"},

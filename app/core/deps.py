@@ -1,0 +1,62 @@
+"""The database as FastAPI dependencies: how a route gets its unit of work."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.core.uow import Database, Tx
+from app.hot import lean_dependency
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _database(request: Request) -> Database:
+    return request.app.state.database  # type: ignore[no-any-return]
+
+
+async def _unit(request: Request) -> AsyncIterator[Tx]:
+    """The request's unit of work, committed (with its journal) before the
+    response is sent, so that a failed commit is an error response, never a
+    false success. A read that states a purpose may disclose personal data,
+    which is journalled: it runs in a transaction too."""
+    db: Database = request.app.state.database
+    if request.method in SAFE_METHODS and "x-purpose" not in request.headers:
+        yield _ReadOnly(db)
+        return
+    async with db.transaction() as tx:
+        yield tx
+
+
+async def _write_unit(request: Request) -> AsyncIterator[Tx]:
+    """_unit() that is always a transaction: for a read that is audited (an export)."""
+    async with request.app.state.database.transaction() as tx:
+        yield tx
+
+
+# Reads outside a transaction: the hot reads, bound lean (app.hot).
+DatabaseDep = Annotated[Database, Depends(_database)]
+lean_dependency(_database, _database)
+# scope="function": the unit ends (commits) before the response is sent.
+UnitDep = Annotated[Tx, Depends(_unit, scope="function")]
+WriteUnitDep = Annotated[Tx, Depends(_write_unit, scope="function")]
+
+
+class _ReadOnly:
+    """A read's unit: the database's reads, refusing to change anything."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.dialect_name = db.dialect_name
+        self.all = db.all
+        self.first = db.first
+        self.scalar = db.scalar
+
+    @property
+    def changes(self) -> list:  # type: ignore[type-arg]
+        raise RuntimeError("a read recorded a change; it needs UnitDep on a writing method, or WriteUnitDep")
+
+    async def execute(self, *_: object, **__: object) -> int:
+        raise RuntimeError("a read ran a write statement")
+
+    insert = insert_many = execute

@@ -1,0 +1,555 @@
+"""The one way to the database: reads, and units of work committed with their journal.
+
+Every route, command and background task runs its statements here, as
+SQLAlchemy Core statements built from the SQLModel tables (built once per
+shape, their values bind parameters), through one `Database`:
+
+- `db.all()` / `db.first()`: a read outside any transaction, each statement
+  seeing the latest committed data (as in a READ COMMITTED transaction).
+- `async with db.transaction() as tx`: one unit of work. Changes are noted on
+  `tx.changes` (app.journal.Change); their audit entries and feed events are
+  written by app.journal.write() just before COMMIT, under the journal lock.
+  An exception rolls everything back.
+
+PostgreSQL: each statement is compiled once by SQLAlchemy for its asyncpg
+dialect and run on asyncpg as a prepared statement, on one pool per worker.
+Only the public `Compiled` API is used: `string` (the SQL, with `$n`
+placeholders), `positiontup` and `binds`; values and results pass through
+the column types' own processors, so rows hold what SQLAlchemy would give
+(tests/test_uow.py compares them value for value). A driver's error leaves
+as SQLAlchemy's exception for it (translated_errors), so app.errors answers
+every path alike: 409, 422, 503.
+
+SQLite, the embedded default: the same statements on the sync engine, each in
+a worker thread (a local file: there is no round trip to save); a unit of
+work holds the database's write lock from BEGIN IMMEDIATE.
+"""
+
+import asyncio
+import collections
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, cast
+
+import asyncpg
+import sqlalchemy as sa
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from app import journal
+from app.db import Rows, insert_into, insert_statement, writer
+from app.journal import Change
+
+T = TypeVar("T")
+Row = Any  # a named tuple whose fields are the statement's selected column keys
+Statement = sa.Executable
+
+
+class Statements(Protocol):
+    """Where statements run: a database's reads, or a unit of work."""
+
+    async def all(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """The rows of a SELECT (or of a statement with RETURNING)."""
+        ...
+
+    async def first(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> Row | None:
+        rows = await self.all(stmt, params)
+        return rows[0] if rows else None
+
+    async def scalar(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row, or None."""
+        row = await self.first(stmt, params)
+        return None if row is None else row[0]
+
+
+class Tx(Statements, Protocol):
+    """One unit of work (Database.transaction())."""
+
+    dialect_name: str
+    changes: list[Change]  # journalled before COMMIT
+
+    async def execute(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement that returns no rows; how many rows it changed."""
+        ...
+
+    async def insert(self, rows: Rows) -> None:
+        """Insert rows (all columns of each) into several tables: on PostgreSQL in one round trip."""
+        ...
+
+    async def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert many rows of one table (a bundle's thousands), all with every column."""
+        ...
+
+
+Work = Callable[[Tx], Awaitable[T]]
+
+
+class Database(Statements, Protocol):
+    dialect_name: str
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """One unit of work: committed with its journal when the block ends, rolled back if it raises."""
+        ...
+
+    async def run(self, work: Work[T]) -> T:
+        """`await work(tx)` in one transaction()."""
+        async with self.transaction() as tx:
+            return await work(tx)
+
+    async def close(self) -> None: ...
+
+
+# --- PostgreSQL: statements compiled by SQLAlchemy, run on asyncpg ----------
+
+Processor = Callable[[Any], Any]
+_UNSET = object()
+
+# Statements are built once per shape (their values are bind parameters),
+# so a few hundred cover every combination of filters.
+_MAX_STATEMENTS = 1000
+
+
+@dataclass(frozen=True)
+class _Argument:
+    """What fills one `$n` placeholder: a caller's value by name, else the
+    statement's own (a literal compared with, such as a handling code)."""
+
+    name: str
+    value: Any
+    process: Processor | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    sql: str
+    arguments: tuple[_Argument, ...]
+    results: tuple[tuple[int, Processor], ...]  # column index -> the type's result processor
+    row: type[tuple[Any, ...]]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for arg in self.arguments:
+            value = params.get(arg.name, arg.value)
+            if value is _UNSET:
+                raise sa_exc.ArgumentError(f"a value is required for bind parameter {arg.name!r}")
+            out.append(value if arg.process is None or value is None else arg.process(value))
+        return out
+
+    def rows(self, records: Sequence[asyncpg.Record]) -> list[Row]:
+        make = self.row._make  # type: ignore[attr-defined]
+        if not self.results:
+            return [make(r) for r in records]
+        out = []
+        for r in records:
+            cells = list(r)
+            for i, process in self.results:
+                if cells[i] is not None:
+                    cells[i] = process(cells[i])
+            out.append(make(cells))
+        return out
+
+
+def prepare(stmt: Statement, dialect: sa.Dialect) -> Prepared:
+    """`stmt` as SQL for asyncpg, and how to fill its placeholders and read its rows."""
+    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))  # type: ignore[attr-defined]
+    # Expanding IN lists are rendered per execution by SQLAlchemy's
+    # execution context, which this path does not use: compare with a tuple,
+    # or IN a subquery, or = ANY(:array).
+    if "POSTCOMPILE" in compiled.string:
+        raise TypeError("statements compare with =, tuples, subqueries or ANY(array), not IN lists")
+    arguments = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        if bind.callable is not None:
+            raise TypeError(f"statements take values, not callables (bind parameter {name!r})")
+        value = _UNSET if bind.required else bind.value
+        arguments.append(_Argument(name, value, bind.type.bind_processor(dialect)))
+    columns = list(getattr(stmt, "exported_columns", ()))
+    results = tuple(
+        (i, process)
+        for i, col in enumerate(columns)
+        if (process := col.type.result_processor(dialect, None)) is not None
+    )
+    row = collections.namedtuple("Row", [c.key for c in columns], rename=True)  # type: ignore[misc]
+    return Prepared(compiled.string, tuple(arguments), results, row)
+
+
+def _passthrough(value: str) -> str:
+    return value
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # As SQLAlchemy's asyncpg dialect does on connect: JSON is serialised by
+    # the column type's bind processor and arrives decoded.
+    import orjson
+
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=_passthrough, decoder=orjson.loads, schema="pg_catalog")
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """A read, or a committed or rolled back unit of work, leaves nothing
+    behind in its session (no transaction, setting, listener or lock), so a
+    connection goes back to the pool as it is: the default reset would cost
+    a round trip each time."""
+
+
+# A connection that went away with its server (a restart, a terminated
+# backend): a read is retried once on a new connection, as is a BEGIN.
+LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionError)
+# The database or the connection to it, not the request: 503, as psycopg's
+# OperationalError is. InterfaceError and InternalClientError (ProtocolError
+# among them) are the driver's word for a connection in a state it cannot
+# go on from, such as one cut mid-statement; TransactionRollbackError is a
+# deadlock or serialisation failure, worth a retry.
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.TransactionRollbackError,
+)
+_UNDEFINED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
+
+
+def _as_sqlalchemy_error(exc: Exception, sql: str) -> Exception:
+    if isinstance(exc, TimeoutError):
+        return sa_exc.TimeoutError(f"no database connection free: {exc}")
+    if isinstance(exc, asyncpg.DataError):
+        return sa_exc.DataError(sql, None, exc)
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return sa_exc.IntegrityError(sql, None, exc)
+    if isinstance(exc, _UNDEFINED):
+        return sa_exc.ProgrammingError(sql, None, exc)
+    if isinstance(exc, _UNAVAILABLE):
+        return sa_exc.OperationalError(sql, None, exc)
+    return exc
+
+
+@contextlib.contextmanager
+def translated_errors(sql: str) -> Iterator[None]:
+    """The driver's errors in the block leave as SQLAlchemy's exceptions for them."""
+    try:
+        yield
+    except Exception as exc:
+        translated = _as_sqlalchemy_error(exc, sql)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def _rowcount(status: str) -> int:
+    """The count asyncpg's status line ends with ("UPDATE 3", "INSERT 0 1"); 0 for none."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class _AsyncpgTx:
+    dialect_name = "postgresql"
+
+    def __init__(self, db: "PostgresDatabase", conn: asyncpg.Connection) -> None:
+        self._db = db
+        self._conn = conn
+        self.changes: list[Change] = []
+
+    async def all(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> list[Row]:
+        prepared = self._db.prepared(stmt)
+        with translated_errors(prepared.sql):
+            records = await self._conn.fetch(prepared.sql, *prepared.args(params or {}))
+        return prepared.rows(records)
+
+    first = Statements.first
+    scalar = Statements.scalar
+
+    async def execute(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> int:
+        prepared = self._db.prepared(stmt)
+        with translated_errors(prepared.sql):
+            status = await self._conn.execute(prepared.sql, *prepared.args(params or {}))
+        return _rowcount(status)
+
+    async def insert(self, rows: Rows) -> None:
+        if rows := [(table, table_rows) for table, table_rows in rows if table_rows]:
+            await self.execute(*insert_statement(rows))
+
+    async def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        prepared = self._db.prepared(insert_into(table))
+        with translated_errors(prepared.sql):
+            # One prepared statement, its rows pipelined by asyncpg.
+            await self._conn.executemany(prepared.sql, [prepared.args(row) for row in rows])
+
+    async def commit(self) -> None:
+        with translated_errors("COMMIT"):
+            await self._conn.execute("COMMIT")
+
+
+class PostgresDatabase:
+    """asyncpg connections, one pool per event loop, and statements compiled once.
+
+    The pool connects on demand: while the database is down a statement
+    fails at once (503), and work recovers as soon as it is back.
+    """
+
+    dialect_name = "postgresql"
+
+    def __init__(self, url: sa.URL, *, size: int, timeout: float, name: str = "caseapi") -> None:
+        self.dialect = asyncpg_dialect()
+        self._name = name
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._size = size
+        self._timeout = timeout
+        # Async connections belong to the loop that opened them. A served
+        # worker has one loop; tests that drive one app from several threads have one each.
+        self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
+        self._cache: dict[Statement, Prepared] = {}
+
+    first = Statements.first
+    scalar = Statements.scalar
+    run = Database.run
+
+    async def pool(self) -> asyncpg.Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            # With min_size=0 making the pool connects nothing, so it never
+            # suspends: no other caller can find it half-made.
+            pool = self._pools[loop] = await asyncpg.create_pool(
+                self._dsn,
+                min_size=0,  # connect on demand: a pool made while the database is down still works later
+                max_size=self._size,
+                init=_init_connection,
+                reset=_keep_session,
+                timeout=5,  # to connect
+                max_inactive_connection_lifetime=300,
+                statement_cache_size=_MAX_STATEMENTS,
+                # Which pool a connection is, for an operator reading pg_stat_activity.
+                server_settings={"application_name": self._name},
+            )
+        return pool
+
+    async def acquire(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        # Only a wait for a connection is bounded (a statement itself is not
+        # cut short), and only when there is one: a timer per statement costs
+        # as much as the rest of the pool's bookkeeping (acquire(timeout=) a task).
+        if pool.get_idle_size():
+            return await pool.acquire()
+        async with asyncio.timeout(self._timeout):
+            return await pool.acquire()
+
+    def prepared(self, stmt: Statement) -> Prepared:
+        found = self._cache.get(stmt)
+        if found is None:
+            if len(self._cache) >= _MAX_STATEMENTS:
+                self._cache.clear()  # only statements built per request would get here
+            found = self._cache[stmt] = prepare(stmt, self.dialect)
+        return found
+
+    async def all(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> list[Row]:
+        prepared = self.prepared(stmt)
+        records = await self._fetch(prepared.sql, prepared.args(params or {}))
+        return prepared.rows(records)
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+        with translated_errors(sql):
+            pool = await self.pool()
+            try:
+                return await self._read(pool, sql, args)
+            except LOST:
+                # Most likely every other connection in the pool went with it (the
+                # database restarted): drop them all and read again on a new one.
+                # Reads are idempotent, so the retry is safe.
+                await pool.expire_connections()
+                return await self._read(pool, sql, args)
+
+    async def _read(self, pool: asyncpg.Pool, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+        conn = await self.acquire(pool)
+        try:
+            return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+        finally:
+            await pool.release(conn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        pool, conn = await self._begun()
+        try:
+            tx = _AsyncpgTx(self, conn)
+            try:
+                yield tx
+                await journal.write(tx)
+                await tx.commit()
+            except BaseException:
+                await _roll_back(conn)
+                raise
+        finally:
+            await pool.release(conn)
+
+    async def _begun(self) -> tuple[asyncpg.Pool, asyncpg.Connection]:
+        """A connection with its transaction begun."""
+        with translated_errors("BEGIN"):
+            pool = await self.pool()
+            try:
+                return pool, await self._begin(pool)
+            except LOST:
+                # Found dead at BEGIN (the database restarted while this worker
+                # was busy: likely all of the pool's): drop them all and begin
+                # on a new one. Nothing was written, so this retry is safe.
+                await pool.expire_connections()
+                return pool, await self._begin(pool)
+
+    async def _begin(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        conn = await self.acquire(pool)
+        try:
+            await conn.execute("BEGIN")
+        except BaseException:
+            await pool.release(conn)
+            raise
+        return conn
+
+    async def close(self) -> None:
+        """Close this loop's connections; a later statement opens them again (an app can start again)."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is None:
+            return
+        try:
+            # Gracefully, unless the database or the network to it is gone:
+            # then a goodbye it never answers must not hold up the shutdown.
+            await asyncio.wait_for(pool.close(), timeout=self._timeout)
+        except TimeoutError:
+            pool.terminate()
+
+
+async def _roll_back(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:
+        # A connection in a state we cannot know (cut mid-statement) never
+        # goes back to the pool as a usable one; a lost one the pool already dropped.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
+
+
+# --- SQLite: the sync engine, each statement in a worker thread --------------
+
+
+@functools.cache
+def _row_type(keys: tuple[str, ...]) -> Any:
+    return collections.namedtuple("Row", keys, rename=True)  # type: ignore[misc]
+
+
+def _rows(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any] | None) -> list[Row]:
+    """The rows as named tuples, as on PostgreSQL: one kind of row on every backend."""
+    result = conn.execute(stmt, params)  # type: ignore[call-overload]
+    make = _row_type(tuple(result.keys()))._make
+    return [make(row) for row in result]
+
+
+class _EngineTx:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+        self.dialect_name = conn.dialect.name
+        self.changes: list[Change] = []
+
+    first = Statements.first
+    scalar = Statements.scalar
+
+    async def all(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return await run_in_threadpool(_rows, self._conn, stmt, params)
+
+    def _execute(self, stmt: Statement, params: Mapping[str, Any] | None) -> int:
+        return self._conn.execute(stmt, params).rowcount  # type: ignore[call-overload,no-any-return]
+
+    async def execute(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> int:
+        return await run_in_threadpool(self._execute, stmt, params)
+
+    def _insert(self, rows: Rows) -> None:
+        for table, table_rows in rows:
+            if table_rows:
+                self._conn.execute(insert_into(table), table_rows)
+
+    async def insert(self, rows: Rows) -> None:
+        await run_in_threadpool(self._insert, rows)
+
+    async def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        await self.insert([(table, rows)])
+
+
+@dataclass
+class EngineDatabase:
+    """A Database on a sync SQLAlchemy engine (SQLite), statements in worker threads."""
+
+    engine: sa.Engine
+    dialect_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dialect_name = self.engine.dialect.name
+        self._writer = writer(self.engine)  # SQLite: BEGIN IMMEDIATE, the database's write lock up front
+
+    first = Statements.first
+    scalar = Statements.scalar
+    run = Database.run
+
+    def _read(self, stmt: Statement, params: Mapping[str, Any] | None) -> list[Row]:
+        with self.engine.connect() as conn:
+            return _rows(conn, stmt, params)
+
+    async def all(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return await run_in_threadpool(self._read, stmt, params)
+
+    def _begun(self) -> sa.Connection:
+        conn = self._writer.connect()
+        try:
+            conn.begin()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _end(conn: sa.Connection, *, commit: bool) -> None:
+        with conn:
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        conn = await run_in_threadpool(self._begun)
+        tx = _EngineTx(conn)
+        try:
+            yield tx
+            await journal.write(tx)
+        except BaseException:
+            await run_in_threadpool(self._end, conn, commit=False)
+            raise
+        await run_in_threadpool(self._end, conn, commit=True)
+
+    async def close(self) -> None:
+        return None
+
+
+def create_database(engine: sa.Engine, *, size: int, timeout: float) -> Database:
+    """The Database of `engine`'s URL: asyncpg on PostgreSQL, the engine itself on SQLite."""
+    if engine.dialect.name == "postgresql":
+        return PostgresDatabase(engine.url, size=size, timeout=timeout)
+    return EngineDatabase(engine)
+
+
+@functools.cache
+def one_of(column: sa.ColumnElement[Any], name: str, count: int) -> sa.ColumnElement[bool]:
+    """`column IN (:name_0, ..., :name_{count-1})`, one statement shape per count (fill
+    with one_of_params()): an IN list SQLAlchemy would expand per execution
+    cannot be prepared once."""
+    return column.in_([sa.bindparam(f"{name}_{i}") for i in range(count)])
+
+
+def one_of_params(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    return {f"{name}_{i}": value for i, value in enumerate(values)}
