@@ -37,7 +37,7 @@ async def insert_recorded(
 @functools.cache
 def row_type(table: sa.Table) -> Any:
     """The named tuple of `table`'s columns, as a statement selecting the table gives rows."""
-    return collections.namedtuple(table.name, [c.key for c in table.columns])  # type: ignore[misc]
+    return collections.namedtuple(table.name, [c.key for c in table.columns])
 
 
 @functools.cache

@@ -68,7 +68,7 @@ def str_enum(enum_cls: type[Enum], name: str) -> sa.Enum:
         name=name,
         native_enum=False,
         create_constraint=True,
-        length=max(len(str(m.value)) for m in enum_cls),  # type: ignore[attr-defined]
+        length=max(len(str(m.value)) for m in enum_cls),
         values_callable=lambda cls: [m.value for m in cls],
         validate_strings=True,
     )

@@ -34,7 +34,7 @@ def operation_id(route: APIRoute) -> str:
     segments = [s for s in path.split("/") if s]
     literals = [s for s in segments if not s.startswith("{")]
     resource = literals[-1].replace("-", "_")
-    [method] = route.methods
+    [method] = route.methods or ()
     verbs = _ONE_RECORD_VERBS if segments[-1].startswith("{") else _COLLECTION_VERBS
     return f"{resource}.{verbs[method]}"
 
@@ -351,10 +351,10 @@ def _complete_operation(doc: dict[str, Any], method: str, operation: dict[str, A
     for code in list(responses):
         if code[0] in "45" and int(code) not in wanted:
             del responses[code]  # FastAPI's own 422, where nothing can be invalid
-    for code in sorted(wanted):
+    for status in sorted(wanted):
         # A route's own description of a status (the readiness probe's 503) is kept.
-        kept = responses.get(str(code), {}).get("description")
-        responses[str(code)] = _problem(code, operation, kept if code != 422 else None)
+        kept = responses.get(str(status), {}).get("description")
+        responses[str(status)] = _problem(status, operation, kept if status != 422 else None)
 
 
 def complete(doc: dict[str, Any]) -> dict[str, Any]:

@@ -195,4 +195,5 @@ async def read_page(
 
 
 def _key_of(keys: Sequence[sa.ColumnElement[Any]]) -> Callable[[Any], list[Any]]:
-    return lambda row: [getattr(row, k.key) for k in keys]
+    names = [str(k.key) for k in keys]
+    return lambda row: [getattr(row, name) for name in names]

@@ -97,7 +97,8 @@ def _unkeyed_hash(entry: HashedContent) -> str:
     return hashlib.sha256(_canonical(entry)).hexdigest()
 
 
-AUDIT_HEAD = sa.select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1).subquery()
+_ENTRIES: sa.Table = AuditEntry.__table__  # type: ignore[attr-defined]
+AUDIT_HEAD = sa.select(_ENTRIES.c.seq, _ENTRIES.c.hash).order_by(_ENTRIES.c.seq.desc()).limit(1).subquery()
 
 
 def entry_rows(
@@ -124,7 +125,7 @@ def entry_rows(
             "detail": change.detail,
             "prev_hash": prev,
         }
-        row["hash"] = prev = entry_hash(SimpleNamespace(**row), audit_key)  # type: ignore[arg-type]
+        row["hash"] = prev = entry_hash(SimpleNamespace(**row), audit_key)
         rows.append(row)
     return rows
 

@@ -1,12 +1,15 @@
 """The database as FastAPI dependencies: how a route gets its unit of work."""
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 
-from app.core.uow import Database, Tx
+from app.core.uow import Database, Statement, Tx
+from app.db import Rows
 from app.hot import lean_dependency
+from app.journal import Change
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -46,17 +49,20 @@ class _ReadOnly:
     """A read's unit: the database's reads, refusing to change anything."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
         self.dialect_name = db.dialect_name
         self.all = db.all
         self.first = db.first
         self.scalar = db.scalar
 
     @property
-    def changes(self) -> list:  # type: ignore[type-arg]
-        raise RuntimeError("a read recorded a change; it needs UnitDep on a writing method, or WriteUnitDep")
+    def changes(self) -> list[Change]:
+        raise RuntimeError("a read recorded a change: it needs a writing method, or WriteUnitDep")
 
-    async def execute(self, *_: object, **__: object) -> int:
+    async def execute(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> int:
         raise RuntimeError("a read ran a write statement")
 
-    insert = insert_many = execute
+    async def insert(self, rows: Rows) -> None:
+        raise RuntimeError("a read inserted rows")
+
+    async def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        raise RuntimeError("a read inserted rows")

@@ -70,7 +70,11 @@ class Tx(Statements, Protocol):
     """One unit of work (Database.transaction())."""
 
     dialect_name: str
-    changes: list[Change]  # journalled before COMMIT
+
+    @property
+    def changes(self) -> list[Change]:
+        """What this unit changed (app.journal.Change), journalled before COMMIT."""
+        ...
 
     async def execute(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement that returns no rows; how many rows it changed."""
@@ -301,7 +305,7 @@ class PostgresDatabase:
     dialect_name = "postgresql"
 
     def __init__(self, url: sa.URL, *, size: int, timeout: float, name: str = "caseapi") -> None:
-        self.dialect = asyncpg_dialect()
+        self.dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]
         self._name = name
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._size = size
@@ -441,12 +445,12 @@ async def _roll_back(conn: asyncpg.Connection) -> None:
 
 @functools.cache
 def _row_type(keys: tuple[str, ...]) -> Any:
-    return collections.namedtuple("Row", keys, rename=True)  # type: ignore[misc]
+    return collections.namedtuple("Row", keys, rename=True)
 
 
 def _rows(conn: sa.Connection, stmt: Statement, params: Mapping[str, Any] | None) -> list[Row]:
     """The rows as named tuples, as on PostgreSQL: one kind of row on every backend."""
-    result = conn.execute(stmt, params)  # type: ignore[call-overload]
+    result = conn.execute(stmt, params)
     make = _row_type(tuple(result.keys()))._make
     return [make(row) for row in result]
 
@@ -464,7 +468,7 @@ class _EngineTx:
         return await run_in_threadpool(_rows, self._conn, stmt, params)
 
     def _execute(self, stmt: Statement, params: Mapping[str, Any] | None) -> int:
-        return self._conn.execute(stmt, params).rowcount  # type: ignore[call-overload,no-any-return]
+        return self._conn.execute(stmt, params).rowcount
 
     async def execute(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> int:
         return await run_in_threadpool(self._execute, stmt, params)

@@ -13,7 +13,7 @@ then left out: they would describe only the worker that answered.
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 from prometheus_client import (
@@ -64,7 +64,7 @@ class JournalHeads:
     event_seq: int
 
 
-async def _head(reads: Statements, stmt: sa.Select[tuple[int | None]]) -> int:
+async def _head(reads: Statements, stmt: sa.Select[Any]) -> int:
     row = await reads.first(stmt)
     return (row.seq if row else None) or 0  # max() of an empty table is NULL
 
@@ -173,13 +173,13 @@ class Metrics:
         """At a worker's end: its live gauges leave the sum (its counts stay)."""
         directory = multiprocess_dir()
         if directory:
-            mark_process_dead(os.getpid(), directory)
+            mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
     def exposition(self, pool: sa.Pool, heads: JournalHeads | None) -> bytes:
         scrape = CollectorRegistry(auto_describe=False)
         directory = multiprocess_dir()
         if directory:
-            MultiProcessCollector(scrape, path=directory)
+            MultiProcessCollector(scrape, path=directory)  # type: ignore[no-untyped-call]
         else:
             scrape.register(self.registry)
         scrape.register(_StateCollector(pool, heads))

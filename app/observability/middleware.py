@@ -33,7 +33,7 @@ def request_id_of(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
             if _SANE_REQUEST_ID.fullmatch(value):
-                return value.decode("ascii")
+                return bytes(value).decode("ascii")
             break
     return os.urandom(16).hex()  # as unique as a uuid4, at a fraction of its cost
 
