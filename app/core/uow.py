@@ -85,7 +85,8 @@ class Tx(Statements, Protocol):
         ...
 
     async def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """Insert many rows of one table (a bundle's thousands), all with every column."""
+        """Insert many rows of one table (a bundle's thousands); a column a row
+        leaves out gets its default, as an INSERT without it would."""
         ...
 
 
@@ -105,6 +106,21 @@ class Database(Statements, Protocol):
             return await work(tx)
 
     async def close(self) -> None: ...
+
+
+def _default(column: sa.Column[Any]) -> Any:
+    default: Any = column.default
+    if default is None:
+        return None
+    return default.arg(None) if default.is_callable else default.arg
+
+
+def complete(table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` with every column of `table`: the Python-side default (or NULL)
+    where a row leaves one out; keys that are not columns are dropped."""
+    missing = [c for c in table.columns if c.key not in rows[0]] if rows else []
+    keys = [c.key for c in table.columns if c.key in rows[0]] if rows else []
+    return [{**{k: row[k] for k in keys}, **{c.key: _default(c) for c in missing}} for row in rows]
 
 
 # --- PostgreSQL: statements compiled by SQLAlchemy, run on asyncpg ----------
@@ -288,7 +304,7 @@ class _AsyncpgTx:
         prepared = self._db.prepared(insert_into(table))
         with translated_errors(prepared.sql):
             # One prepared statement, its rows pipelined by asyncpg.
-            await self._conn.executemany(prepared.sql, [prepared.args(row) for row in rows])
+            await self._conn.executemany(prepared.sql, [prepared.args(row) for row in complete(table, rows)])
 
     async def commit(self) -> None:
         with translated_errors("COMMIT"):
@@ -482,7 +498,7 @@ class _EngineTx:
         await run_in_threadpool(self._insert, rows)
 
     async def insert_many(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        await self.insert([(table, rows)])
+        await self.insert([(table, complete(table, rows))])
 
 
 @dataclass
