@@ -219,3 +219,35 @@ def test_a_served_worker_writes_one_json_request_line_without_the_query(tmp_path
     assert (request["method"], request["path"], request["route"]) == ("GET", "/api/v1/cases", "/api/v1/cases")
     assert (request["status"], request["client_id"]) == (401, None)
     assert isinstance(request["duration_ms"], float) and len(request["request_id"]) == 32
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize(
+    "value",
+    [None, "plain", 'quote"d and spaced', "a=b", "tab\there", "new\nline", "é", "", 3, 2.5, True, [1]],
+)
+def test_the_short_way_of_a_record_writes_what_structlog_writes(log_format: str, value: Any) -> None:
+    """The formatter's short way for plain records (one per request) writes the
+    line the processor chain and renderer write, whatever a field holds."""
+    import logging
+    import re
+
+    import structlog
+
+    from app.observability.logs import formatter, request_id_var
+
+    lines = []
+    shape = formatter(log_format)  # type: ignore[arg-type]
+    token = request_id_var.set("req-7")
+    try:
+        for fast in (True, False):
+            record = logging.LogRecord("caseapi.request", logging.INFO, __file__, 1, "request", None, None)
+            record.__dict__.update(
+                method="GET", path="/api/v1/cases", status=200, duration_ms=1.5, field=value
+            )
+            write = shape.format if fast else lambda r: structlog.stdlib.ProcessorFormatter.format(shape, r)
+            lines.append(re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "<ts>", write(record)))
+    finally:
+        request_id_var.reset(token)
+    assert lines[0] == lines[1]
+    assert "req-7" in lines[0]
