@@ -2,32 +2,28 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
-from app.core.deps import DatabaseDep
-from app.core.uow import Tx
-from app.db import SessionDep
+from app.core.deps import DatabaseDep, UnitDep
+from app.core.uow import Row, Tx
 from app.evidence import service
 from app.evidence.models import (
     Category,
-    CustodyEvent,
     CustodyEventCreate,
     CustodyEventPublic,
-    SeizedItem,
     SeizedItemCreate,
     SeizedItemPublic,
     SeizedItemUpdate,
 )
 from app.hot import HotRoute, hot
-from app.http import api_path, check_if_match, created, ok, public, public_json, with_etag
-from app.idempotency.service import IdempotencyDep, create_once, create_once_sync
+from app.http import api_path, check_if_match, created, ok, public, public_json
+from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(tags=["seized items"], route_class=HotRoute)
-SEIZED_ITEMS: sa.Table = SeizedItem.__table__  # type: ignore[attr-defined]
+SEIZED_ITEMS = service.SEIZED_ITEMS
 
 
 @router.get(
@@ -83,43 +79,37 @@ async def create_item(
 
 
 @router.get("/seized-items/{item_id}", response_model=SeizedItemPublic, summary="Read a seized item")
-def get_item(session: SessionDep, p: Reader, item_id: uuid.UUID) -> Response:
+async def get_item(tx: UnitDep, p: Reader, item_id: uuid.UUID) -> Response:
     """Scope `read`; full access to its case. An item of a case the caller may not see answers 404, exactly
     as one that does not exist.
     """
-    item = access.readable_child_sync(session, p, SeizedItem, item_id)
+    item = await access.readable_child(tx, p, SEIZED_ITEMS, item_id)
     return ok(public(SeizedItemPublic, item), version=item.version)
 
 
 @router.patch("/seized-items/{item_id}", response_model=SeizedItemPublic, summary="Change a seized item")
-def update_item(
-    request: Request,
-    session: SessionDep,
-    p: access.Editor,
-    item_id: uuid.UUID,
-    body: SeizedItemUpdate,
-    response: Response,
-) -> SeizedItemPublic:
+async def update_item(
+    request: Request, tx: UnitDep, p: access.Editor, item_id: uuid.UUID, body: SeizedItemUpdate
+) -> Response:
     """Scope `write` and scope `read`; role lead or partner. The custodian and status change only through
     custody events. Needs `If-Match`. An item of a case the caller may not see answers 404, exactly as one
     that does not exist.
     """
-    item, _ = access.writable_child_sync(session, p, SeizedItem, item_id)
+    item, _ = await access.writable_child(tx, p, SEIZED_ITEMS, item_id)
     check_if_match(request, item.version)
-    item = service.update_item(session, p, item, body)
-    with_etag(response, item.version)
-    return SeizedItemPublic.model_validate(item)
+    item = await service.update_item(tx, p, item, body)
+    return ok(public(SeizedItemPublic, item), version=item.version)
 
 
 @router.delete("/seized-items/{item_id}", status_code=204, summary="Delete a seized item")
-def delete_item(request: Request, session: SessionDep, p: access.Editor, item_id: uuid.UUID) -> Response:
+async def delete_item(request: Request, tx: UnitDep, p: access.Editor, item_id: uuid.UUID) -> Response:
     """Scope `write` and scope `read`; role lead or partner. Only while its chain of custody holds nothing but
     the seizure (409 otherwise: record `returned` or `destroyed`). Needs `If-Match`. An item of a case the
     caller may not see answers 404, exactly as one that does not exist.
     """
-    item, _ = access.writable_child_sync(session, p, SeizedItem, item_id)
+    item, _ = await access.writable_child(tx, p, SEIZED_ITEMS, item_id)
     check_if_match(request, item.version)
-    service.delete_item(session, p, item)
+    await service.delete_item(tx, p, item)
     return Response(status_code=204)
 
 
@@ -129,15 +119,13 @@ def delete_item(request: Request, session: SessionDep, p: access.Editor, item_id
     tags=["chain of custody"],
     summary="List an item's chain of custody",
 )
-def custody_chain(
-    session: SessionDep, p: Reader, item_id: uuid.UUID, page: PageDep
-) -> Page[CustodyEventPublic]:
+async def custody_chain(tx: UnitDep, p: Reader, item_id: uuid.UUID, page: PageDep) -> Response:
     """Scope `read`; full access to the item's case. The events in order. An item of a case the caller may
     not see answers 404, exactly as one that does not exist.
     """
-    access.readable_child_sync(session, p, SeizedItem, item_id)
-    events, cursor = service.custody_chain(session, item_id, page)
-    return Page(items=[CustodyEventPublic.model_validate(e) for e in events], next_cursor=cursor)
+    await access.readable_child(tx, p, SEIZED_ITEMS, item_id)
+    events, cursor = await service.custody_chain(tx, item_id, page)
+    return ok(page_json([public_json(CustodyEventPublic, e) for e in events], cursor))
 
 
 @router.post(
@@ -147,33 +135,30 @@ def custody_chain(
     tags=["chain of custody"],
     summary="Append a custody event",
 )
-def add_custody_event(
-    session: SessionDep,
-    p: Writer,
-    item_id: uuid.UUID,
-    body: CustodyEventCreate,
-    idem: IdempotencyDep,
+async def add_custody_event(
+    tx: UnitDep, p: Writer, item_id: uuid.UUID, body: CustodyEventCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`; role lead or partner. Events are never changed or deleted; a transfer starts at the
     current custodian and moves the item to the receiving agency. Honours `Idempotency-Key`. An item of a
     case the caller may not see answers 404, exactly as one that does not exist.
     """
-    item, _ = access.writable_child_sync(session, p, SeizedItem, item_id)
+    # Locked until commit: one event at a time is appended to a chain.
+    item, _ = await access.writable_child(tx, p, SEIZED_ITEMS, item_id)
 
-    def respond(event: CustodyEvent) -> Response:
+    def respond(event: Row) -> Response:
         return created(
-            CustodyEventPublic.model_validate(event),
+            public(CustodyEventPublic, event),
             location=api_path("seized-items", item.id, "custody", event.id),
             version=None,
         )
 
-    return create_once_sync(
-        session,
-        p,
-        idem,
-        lambda: respond(service.add_custody_event(session, p, item, body)),
-        lambda event_id: respond(service.get_custody_event(session, item.id, event_id)),
-    )
+    async def create() -> Response:
+        return respond(await service.add_custody_event(tx, p, item, body))
+
+    async def replay(event_id: uuid.UUID) -> Response:
+        return respond(await service.get_custody_event(tx, item.id, event_id))
+
+    return await create_once(tx, p, idem, create, replay)
 
 
 @router.get(
@@ -182,11 +167,9 @@ def add_custody_event(
     tags=["chain of custody"],
     summary="Read one custody event",
 )
-def get_custody_event(
-    session: SessionDep, p: Reader, item_id: uuid.UUID, event_id: uuid.UUID
-) -> CustodyEventPublic:
+async def get_custody_event(tx: UnitDep, p: Reader, item_id: uuid.UUID, event_id: uuid.UUID) -> Response:
     """Scope `read`; full access to the item's case. An item of a case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    access.readable_child_sync(session, p, SeizedItem, item_id)
-    return CustodyEventPublic.model_validate(service.get_custody_event(session, item_id, event_id))
+    await access.readable_child(tx, p, SEIZED_ITEMS, item_id)
+    return ok(public(CustodyEventPublic, await service.get_custody_event(tx, item_id, event_id)))

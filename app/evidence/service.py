@@ -12,13 +12,12 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from app import access
-from app.agencies.service import require_agencies, require_agencies_sync
+from app.agencies.service import require_agencies
 from app.auth.service import Principal
-from app.core.uow import Statements, Tx
-from app.crud import add_recorded_sync, delete_recorded_sync, update_recorded_sync
+from app.core.uow import Row, Statements, Tx
+from app.crud import delete_recorded, insert_recorded, update_recorded
 from app.db import new_row, utcnow
 from app.errors import conflict, invalid, not_found
 from app.evidence.models import (
@@ -32,8 +31,8 @@ from app.evidence.models import (
     SeizedItemUpdate,
 )
 from app.journal import Change
-from app.locations.service import require_location_in_case, require_location_in_case_sync
-from app.pagination import PageParams, keyset, paginate_sync, read_page
+from app.locations.service import require_location_in_case
+from app.pagination import PageParams, keyset, read_page
 
 STATUS_AFTER = {
     CustodyAction.transferred: ItemStatus.transferred,
@@ -44,14 +43,36 @@ STATUS_AFTER = {
 CLOSED_STATUSES = (ItemStatus.returned, ItemStatus.destroyed)
 
 
-ITEM_KEYS = (SeizedItem.created_at, SeizedItem.id)
+SEIZED_ITEMS = access.table_of(SeizedItem)
+CUSTODY_EVENTS = access.table_of(CustodyEvent)
+ITEM_KEYS = (SEIZED_ITEMS.c.created_at, SEIZED_ITEMS.c.id)
+EVENT_KEYS = (CUSTODY_EVENTS.c.seq,)
+
+_OF_ITEM = CUSTODY_EVENTS.c.seized_item_id == sa.bindparam("item_id")
+# The last event of a chain: what the next one must not predate, and its seq + 1.
+_LAST_EVENT = (
+    sa.select(CUSTODY_EVENTS.c.seq, CUSTODY_EVENTS.c.at)
+    .where(_OF_ITEM)
+    .order_by(CUSTODY_EVENTS.c.seq.desc())
+    .limit(1)
+)
+# The earliest event after the seizure (the chain's first, seq 1), which
+# the item's seized_at may not pass.
+_FIRST_LATER_AT = sa.select(sa.func.min(CUSTODY_EVENTS.c.at).label("at")).where(
+    _OF_ITEM, CUSTODY_EVENTS.c.seq > 1
+)
+_AFTER_SEIZURE = (
+    sa.select(CUSTODY_EVENTS.c.id).where(_OF_ITEM, CUSTODY_EVENTS.c.action != CustodyAction.seized).limit(1)
+)
+_DELETE_CHAIN = sa.delete(CUSTODY_EVENTS).where(_OF_ITEM)
+_EVENT = sa.select(CUSTODY_EVENTS).where(_OF_ITEM, CUSTODY_EVENTS.c.id == sa.bindparam("event_id"))
 
 
 @functools.cache
 def _items_statement(*, category: bool, after: bool) -> sa.Select[Any]:
-    stmt = sa.select(SeizedItem).where(SeizedItem.case_id == sa.bindparam("case_id"))
+    stmt = sa.select(SEIZED_ITEMS).where(SEIZED_ITEMS.c.case_id == sa.bindparam("case_id"))
     if category:
-        stmt = stmt.where(SeizedItem.category == sa.bindparam("category"))
+        stmt = stmt.where(SEIZED_ITEMS.c.category == sa.bindparam("category"))
     return access.in_case_seen_in_full(keyset(stmt, keys=ITEM_KEYS, after=after), ITEM_KEYS)
 
 
@@ -70,7 +91,7 @@ async def create_item(tx: Tx, p: Principal, case_id: uuid.UUID, data: SeizedItem
     """The item (its row) and its seizure, the first event of its chain; on the hot write (app.core.uow)."""
     seized_by = data.seized_by_agency_id or p.agency_id
     custodian = data.custodian_agency_id or seized_by
-    refs = {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian}
+    refs: dict[str, uuid.UUID | None] = {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian}
     await require_agencies(tx, refs, known=p.agency_id)
     await require_location_in_case(tx, data.location_id, case_id)
     item = new_row(
@@ -90,7 +111,7 @@ async def create_item(tx: Tx, p: Principal, case_id: uuid.UUID, data: SeizedItem
         at=item["seized_at"] or utcnow(),
         recorded_by_agency_id=p.agency_id,
     )
-    await tx.insert([(SeizedItem.__table__, [item]), (CustodyEvent.__table__, [seizure])])  # type: ignore[attr-defined]
+    await tx.insert([(SEIZED_ITEMS, [item]), (CUSTODY_EVENTS, [seizure])])
     tx.changes += [
         Change.created(p.actor, "seized_item", item["id"], case_id),
         Change.created(p.actor, "custody_event", seizure["id"], case_id),
@@ -98,69 +119,65 @@ async def create_item(tx: Tx, p: Principal, case_id: uuid.UUID, data: SeizedItem
     return item
 
 
-def update_item(session: Session, p: Principal, item: SeizedItem, data: SeizedItemUpdate) -> SeizedItem:
+async def update_item(tx: Tx, p: Principal, item: Row, data: SeizedItemUpdate) -> Row:
+    """Change the item (locked by the caller); the item as it is now."""
     changes = data.changes(item)
     seized_at = changes.get("seized_at")
     if seized_at is not None and seized_at != item.seized_at:
-        later = [event.at for event in _chain(session, item.id)[1:]]
-        if later and seized_at > min(later):
+        first_later = await tx.scalar(_FIRST_LATER_AT, {"item_id": item.id})
+        if first_later is not None and seized_at > first_later:
             raise invalid(["body", "seized_at"], "seized_at must not be after the events that followed it.")
     if "location_id" in changes:
-        require_location_in_case_sync(session, changes["location_id"], item.case_id)
-    update_recorded_sync(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
-    return item
-
-
-def _chain(session: Session, item_id: uuid.UUID) -> list[CustodyEvent]:
-    return list(
-        session.execute(
-            sa.select(CustodyEvent).where(CustodyEvent.seized_item_id == item_id).order_by(CustodyEvent.seq)
-        ).scalars()
+        await require_location_in_case(tx, changes["location_id"], item.case_id)
+    return await update_recorded(
+        tx, SeizedItem, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id
     )
 
 
-def delete_item(session: Session, p: Principal, item: SeizedItem) -> None:
-    chain = _chain(session, item.id)
-    if any(event.action != CustodyAction.seized for event in chain):
+async def delete_item(tx: Tx, p: Principal, item: Row) -> None:
+    """Delete the item (locked by the caller) with its seizure, the only event it may have."""
+    if await tx.first(_AFTER_SEIZURE, {"item_id": item.id}) is not None:
         raise conflict(
             "The chain of custody has events after the seizure; record 'returned' or "
             "'destroyed' instead of deleting."
         )
-    for event in chain:
-        session.delete(event)
-    delete_recorded_sync(session, item, p.actor, resource_type="seized_item", case_id=item.case_id)
+    await tx.execute(_DELETE_CHAIN, {"item_id": item.id})
+    await delete_recorded(tx, SeizedItem, item, p.actor, resource_type="seized_item", case_id=item.case_id)
 
 
-def custody_chain(
-    session: Session, item_id: uuid.UUID, params: PageParams
-) -> tuple[list[CustodyEvent], str | None]:
-    scope = f"custody:{item_id}"
-    return paginate_sync(
-        session,
-        sa.select(CustodyEvent).where(CustodyEvent.seized_item_id == item_id),
-        params,
-        scope=scope,
-        keys=(CustodyEvent.seq,),
+@functools.cache
+def _chain_statement(*, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(CUSTODY_EVENTS).where(CUSTODY_EVENTS.c.seized_item_id == sa.bindparam("item_id"))
+    return keyset(stmt, keys=EVENT_KEYS, after=after)
+
+
+async def custody_chain(
+    db: Statements, item_id: uuid.UUID, params: PageParams
+) -> tuple[list[Row], str | None]:
+    """A page of the item's events in order; the caller checked it may read the item."""
+    stmt = _chain_statement(after=bool(params.cursor))
+    return await read_page(
+        db, stmt, {"item_id": item_id}, params, scope=f"custody:{item_id}", keys=EVENT_KEYS
     )
 
 
-def add_custody_event(
-    session: Session, p: Principal, item: SeizedItem, data: CustodyEventCreate
-) -> CustodyEvent:
-    """Append one event; the caller holds the item's row lock."""
-    require_agencies_sync(session, {"from_agency_id": data.from_agency_id, "to_agency_id": data.to_agency_id})
+async def add_custody_event(tx: Tx, p: Principal, item: Row, data: CustodyEventCreate) -> Row:
+    """Append one event; the caller holds the item's row lock, so the last
+    event read here stays the last until commit."""
+    await require_agencies(tx, {"from_agency_id": data.from_agency_id, "to_agency_id": data.to_agency_id})
     if data.action == CustodyAction.seized:
         raise conflict("An item is seized once: the seizure is the first event of its chain.")
     if item.status in CLOSED_STATUSES:
         raise conflict(f"The item was {item.status.value}; its chain of custody is closed.")
-    last = _chain(session, item.id)[-1]
+    last = await tx.first(_LAST_EVENT, {"item_id": item.id})
+    assert last is not None, "every item's chain begins with its seizure"
     at = data.at or utcnow()
     if at < last.at:
         raise conflict("A custody event cannot predate the previous event of the chain.")
     if item.seized_at is not None and at < item.seized_at:
         raise conflict("A custody event cannot predate the seizure.")
     from_agency = data.from_agency_id
-    changes: dict[str, object] = {"status": STATUS_AFTER[data.action]}
+    changes: dict[str, Any] = {"status": STATUS_AFTER[data.action]}
     if data.action == CustodyAction.transferred:
         if data.to_agency_id is None:
             raise invalid(["body", "to_agency_id"], "A transfer names the receiving agency.")
@@ -170,25 +187,28 @@ def add_custody_event(
         if data.to_agency_id == item.custodian_agency_id:
             raise conflict("The receiving agency already holds the item.")
         changes["custodian_agency_id"] = data.to_agency_id
-    event = CustodyEvent(
-        seized_item_id=item.id,
-        seq=last.seq + 1,
-        action=data.action,
-        from_agency_id=from_agency,
-        to_agency_id=data.to_agency_id,
-        at=at,
-        note=data.note,
-        recorded_by_agency_id=p.agency_id,
+    values = {
+        "seized_item_id": item.id,
+        "seq": last.seq + 1,
+        "action": data.action,
+        "from_agency_id": from_agency,
+        "to_agency_id": data.to_agency_id,
+        "at": at,
+        "note": data.note,
+        "recorded_by_agency_id": p.agency_id,
+    }
+    event = await insert_recorded(
+        tx, CustodyEvent, values, p.actor, resource_type="custody_event", case_id=item.case_id
     )
-    add_recorded_sync(session, event, p.actor, resource_type="custody_event", case_id=item.case_id)
-    update_recorded_sync(session, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id)
+    await update_recorded(
+        tx, SeizedItem, item, changes, p.actor, resource_type="seized_item", case_id=item.case_id
+    )
     return event
 
 
-def get_custody_event(session: Session, item_id: uuid.UUID, event_id: uuid.UUID) -> CustodyEvent:
-    event = session.execute(
-        sa.select(CustodyEvent).where(CustodyEvent.id == event_id, CustodyEvent.seized_item_id == item_id)
-    ).scalar_one_or_none()
+async def get_custody_event(db: Statements, item_id: uuid.UUID, event_id: uuid.UUID) -> Row:
+    """One event of the item's chain; the caller checked it may read the item."""
+    event = await db.first(_EVENT, {"item_id": item_id, "event_id": event_id})
     if event is None:
         raise not_found("custody event")
     return event

@@ -4,14 +4,16 @@ from fastapi import APIRouter, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
-from app.db import SessionDep
-from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once_sync
+from app.core.deps import UnitDep
+from app.core.uow import Row
+from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public, public_json
+from app.idempotency.service import IdempotencyDep, create_once
 from app.locations import service
-from app.locations.models import Location, LocationCreate, LocationPublic, LocationUpdate
-from app.pagination import Page, PageDep
+from app.locations.models import LocationCreate, LocationPublic, LocationUpdate
+from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(tags=["locations"], route_class=StrictJSONRoute)
+LOCATIONS = service.LOCATIONS
 
 
 @router.get(
@@ -19,13 +21,12 @@ router = APIRouter(tags=["locations"], route_class=StrictJSONRoute)
     response_model=Page[LocationPublic],
     summary="List a case's search locations",
 )
-def list_locations(session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep) -> Page[LocationPublic]:
+async def list_locations(tx: UnitDep, p: Reader, case_id: uuid.UUID, page: PageDep) -> Response:
     """Scope `read`; full access to the case. A case the caller may not see answers 404, exactly as one that
     does not exist.
     """
-    access.readable_case_sync(session, p, case_id)
-    items, cursor = service.list_locations(session, case_id, page)
-    return Page(items=[LocationPublic.model_validate(x) for x in items], next_cursor=cursor)
+    items, cursor = await service.list_locations(tx, p, case_id, page)
+    return ok(page_json([public_json(LocationPublic, x) for x in items], cursor))
 
 
 @router.post(
@@ -34,70 +35,61 @@ def list_locations(session: SessionDep, p: Reader, case_id: uuid.UUID, page: Pag
     response_model=LocationPublic,
     summary="Record a search location",
 )
-def create_location(
-    session: SessionDep, p: Writer, case_id: uuid.UUID, body: LocationCreate, idem: IdempotencyDep
+async def create_location(
+    tx: UnitDep, p: Writer, case_id: uuid.UUID, body: LocationCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`; role lead or partner. Honours `Idempotency-Key`. A case the caller may not see answers
     404, exactly as one that does not exist.
     """
-    access.writable_case_sync(session, p, case_id)
+    await access.writable_case(tx, p, case_id)
 
-    def respond(location: Location) -> Response:
+    def respond(location: Row) -> Response:
         return created(
-            LocationPublic.model_validate(location),
+            public(LocationPublic, location),
             location=api_path("locations", location.id),
             version=location.version,
         )
 
-    return create_once_sync(
-        session,
-        p,
-        idem,
-        lambda: respond(service.create_location(session, p, case_id, body)),
-        lambda location_id: respond(access.readable_child_sync(session, p, Location, location_id)),
-    )
+    async def create() -> Response:
+        return respond(await service.create_location(tx, p, case_id, body))
+
+    async def replay(location_id: uuid.UUID) -> Response:
+        return respond(await access.readable_child(tx, p, LOCATIONS, location_id))
+
+    return await create_once(tx, p, idem, create, replay)
 
 
 @router.get("/locations/{location_id}", response_model=LocationPublic, summary="Read a search location")
-def get_location(
-    session: SessionDep, p: Reader, location_id: uuid.UUID, response: Response
-) -> LocationPublic:
+async def get_location(tx: UnitDep, p: Reader, location_id: uuid.UUID) -> Response:
     """Scope `read`; full access to its case. A location of a case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    location = access.readable_child_sync(session, p, Location, location_id)
-    with_etag(response, location.version)
-    return LocationPublic.model_validate(location)
+    location = await access.readable_child(tx, p, LOCATIONS, location_id)
+    return ok(public(LocationPublic, location), version=location.version)
 
 
 @router.patch("/locations/{location_id}", response_model=LocationPublic, summary="Change a search location")
-def update_location(
-    request: Request,
-    session: SessionDep,
-    p: access.Editor,
-    location_id: uuid.UUID,
-    body: LocationUpdate,
-    response: Response,
-) -> LocationPublic:
+async def update_location(
+    request: Request, tx: UnitDep, p: access.Editor, location_id: uuid.UUID, body: LocationUpdate
+) -> Response:
     """Scope `write` and scope `read`; role lead or partner. Needs `If-Match`. A location of a case the caller
     may not see answers 404, exactly as one that does not exist.
     """
-    location, _ = access.writable_child_sync(session, p, Location, location_id)
+    location, _ = await access.writable_child(tx, p, LOCATIONS, location_id)
     check_if_match(request, location.version)
-    location = service.update_location(session, p, location, body)
-    with_etag(response, location.version)
-    return LocationPublic.model_validate(location)
+    location = await service.update_location(tx, p, location, body)
+    return ok(public(LocationPublic, location), version=location.version)
 
 
 @router.delete("/locations/{location_id}", status_code=204, summary="Delete a search location")
-def delete_location(
-    request: Request, session: SessionDep, p: access.Editor, location_id: uuid.UUID
+async def delete_location(
+    request: Request, tx: UnitDep, p: access.Editor, location_id: uuid.UUID
 ) -> Response:
     """Scope `write` and scope `read`; role lead or partner. Not while seized items or detainees refer to it
     (409). Needs `If-Match`. A location of a case the caller may not see answers 404, exactly as one that does
     not exist.
     """
-    location, _ = access.writable_child_sync(session, p, Location, location_id)
+    location, _ = await access.writable_child(tx, p, LOCATIONS, location_id)
     check_if_match(request, location.version)
-    service.delete_location(session, p, location)
+    await service.delete_location(tx, p, location)
     return Response(status_code=204)

@@ -1,74 +1,76 @@
+"""Search locations of a case: where items were seized and people detained."""
+
+import functools
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from app.agencies.service import require_agencies_sync
+from app import access
+from app.agencies.service import require_agencies
 from app.auth.service import Principal
-from app.core.uow import Statements
-from app.crud import add_recorded_sync, delete_recorded_sync, update_recorded_sync
+from app.core.uow import Row, Statements, Tx
+from app.crud import delete_recorded, insert_recorded, update_recorded
 from app.detainees.models import Detainee
 from app.errors import conflict, invalid
 from app.evidence.models import SeizedItem
 from app.locations.models import Location, LocationCreate, LocationUpdate
-from app.pagination import PageParams, paginate_sync
+from app.pagination import PageParams, keyset, read_page
 
-_IN_CASE = sa.select(Location.id).where(
-    Location.id == sa.bindparam("location_id"), Location.case_id == sa.bindparam("case_id")
+LOCATIONS = access.table_of(Location)
+KEYS = (LOCATIONS.c.created_at, LOCATIONS.c.id)
+
+_IN_CASE = sa.select(LOCATIONS.c.id).where(
+    LOCATIONS.c.id == sa.bindparam("location_id"), LOCATIONS.c.case_id == sa.bindparam("case_id")
+)
+# What refers to a location, which may not be deleted while anything does.
+_USED = tuple(
+    sa.select(table.c.id).where(table.c.location_id == sa.bindparam("location_id")).limit(1)
+    for table in (access.table_of(SeizedItem), access.table_of(Detainee))
 )
 
 
-def require_location_in_case_sync(
-    session: Session, location_id: uuid.UUID | None, case_id: uuid.UUID
-) -> None:
-    if location_id is not None:
-        found = session.execute(_IN_CASE, {"location_id": location_id, "case_id": case_id}).first()
-        _require_found(found is not None)
-
-
 async def require_location_in_case(db: Statements, location_id: uuid.UUID | None, case_id: uuid.UUID) -> None:
-    """require_location_in_case() on the hot statements."""
+    """422 naming `location_id` unless it is None or a location of this case."""
     if location_id is not None:
         found = await db.first(_IN_CASE, {"location_id": location_id, "case_id": case_id})
-        _require_found(found is not None)
+        if found is None:
+            raise invalid(["body", "location_id"], "No location with this id in this case.")
 
 
-def _require_found(found: bool) -> None:
-    if not found:
-        raise invalid(["body", "location_id"], "No location with this id in this case.")
+@functools.cache
+def _list_statement(*, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(LOCATIONS).where(LOCATIONS.c.case_id == sa.bindparam("case_id"))
+    return access.in_case_seen_in_full(keyset(stmt, keys=KEYS, after=after), KEYS)
 
 
-def list_locations(
-    session: Session, case_id: uuid.UUID, params: PageParams
-) -> tuple[list[Location], str | None]:
-    return paginate_sync(
-        session,
-        sa.select(Location).where(Location.case_id == case_id),
-        params,
-        scope=f"locations:{case_id}",
-        keys=(Location.created_at, Location.id),
-    )
+async def list_locations(
+    db: Statements, p: Principal, case_id: uuid.UUID, params: PageParams
+) -> tuple[list[Row], str | None]:
+    """A page of the case's locations; 404 unless the caller sees the case in full (one statement)."""
+    stmt = _list_statement(after=bool(params.cursor))
+    values = access.principal_params(p) | {"case_id": case_id}
+    return await read_page(db, stmt, values, params, scope=f"locations:{case_id}", keys=KEYS, in_case=True)
 
 
-def create_location(session: Session, p: Principal, case_id: uuid.UUID, data: LocationCreate) -> Location:
-    require_agencies_sync(session, {"searched_by_agency_id": data.searched_by_agency_id})
-    location = Location.model_validate(data, update={"case_id": case_id})
-    add_recorded_sync(session, location, p.actor, resource_type="location", case_id=case_id)
-    return location
+async def create_location(tx: Tx, p: Principal, case_id: uuid.UUID, data: LocationCreate) -> Row:
+    await require_agencies(tx, {"searched_by_agency_id": data.searched_by_agency_id})
+    values = data.model_dump() | {"case_id": case_id}
+    return await insert_recorded(tx, Location, values, p.actor, resource_type="location", case_id=case_id)
 
 
-def update_location(session: Session, p: Principal, location: Location, data: LocationUpdate) -> Location:
+async def update_location(tx: Tx, p: Principal, location: Row, data: LocationUpdate) -> Row:
+    """Change the location (locked by the caller); the location as it is now."""
     changes = data.changes(location)
-    require_agencies_sync(session, {"searched_by_agency_id": changes.get("searched_by_agency_id")})
-    update_recorded_sync(
-        session, location, changes, p.actor, resource_type="location", case_id=location.case_id
+    await require_agencies(tx, {"searched_by_agency_id": changes.get("searched_by_agency_id")})
+    return await update_recorded(
+        tx, Location, location, changes, p.actor, resource_type="location", case_id=location.case_id
     )
-    return location
 
 
-def delete_location(session: Session, p: Principal, location: Location) -> None:
-    for model in (SeizedItem, Detainee):
-        used = session.execute(sa.select(model.id).where(model.location_id == location.id).limit(1)).first()
-        if used:
+async def delete_location(tx: Tx, p: Principal, location: Row) -> None:
+    """Delete the location (locked by the caller); 409 while seized items or detainees refer to it."""
+    for used in _USED:
+        if await tx.first(used, {"location_id": location.id}) is not None:
             raise conflict("Seized items or detainees refer to this location.")
-    delete_recorded_sync(session, location, p.actor, resource_type="location", case_id=location.case_id)
+    await delete_recorded(tx, Location, location, p.actor, resource_type="location", case_id=location.case_id)

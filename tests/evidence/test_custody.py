@@ -1,9 +1,17 @@
 """Seized items and their append-only chain of custody."""
 
+import asyncio
+import threading
+import time
 import uuid
+from typing import Any
 
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import app.evidence.service
 from tests.conftest import Caller, join, new_case, walk
 
 SHA = "a" * 64
@@ -135,3 +143,93 @@ def test_quantity_is_a_json_number(client: TestClient, lead: Caller) -> None:
             url, json={"category": "computer", "description": "x", "quantity": quantity}, headers=lead.headers
         )
         assert response.status_code == 422, quantity
+
+
+def test_seized_at_and_location_changes_and_repeated_status(client: TestClient, lead: Caller) -> None:
+    case = new_case(client, lead)
+    item = _item(client, lead, case["id"], seized_at="2025-09-23T00:00:00Z")
+    url, custody = f"/api/v1/seized-items/{item['id']}", f"/api/v1/seized-items/{item['id']}/custody"
+    examined = {"action": "examined", "at": "2025-09-24T00:00:00Z"}
+    assert client.post(custody, json=examined, headers=lead.headers).status_code == 201
+    # A second examination is an event, and no change of the item (its status stays).
+    again = client.post(custody, json={**examined, "at": "2025-09-25T00:00:00Z"}, headers=lead.headers)
+    assert again.status_code == 201 and again.json()["seq"] == 3
+    current = client.get(url, headers=lead.headers)
+    assert current.json()["status"] == "under_examination" and current.headers["etag"] == '"2"'
+    # seized_at may move up to the first event after the seizure, not past it.
+    moved = client.patch(url, json={"seized_at": "2025-09-24T00:00:00Z"}, headers=lead.h(if_match='"2"'))
+    assert moved.status_code == 200 and moved.json()["seized_at"] == "2025-09-24T00:00:00Z"
+    assert moved.headers["etag"] == '"3"'
+    past = client.patch(url, json={"seized_at": "2025-09-24T00:00:01Z"}, headers=lead.h(if_match='"3"'))
+    assert past.status_code == 422
+    other_case = new_case(client, lead)
+    elsewhere = client.post(
+        f"/api/v1/cases/{other_case['id']}/locations", json={"label": "L"}, headers=lead.headers
+    ).json()
+    here = client.post(
+        f"/api/v1/cases/{case['id']}/locations", json={"label": "L"}, headers=lead.headers
+    ).json()
+    wrong = client.patch(url, json={"location_id": elsewhere["id"]}, headers=lead.h(if_match='"3"'))
+    assert wrong.status_code == 422
+    placed = client.patch(url, json={"location_id": here["id"]}, headers=lead.h(if_match='"3"'))
+    assert placed.status_code == 200 and placed.json()["location_id"] == here["id"]
+    # An event is read under its own item only.
+    event_id = again.json()["id"]
+    other = _item(client, lead, case["id"])
+    assert client.get(f"{custody}/{event_id}", headers=lead.headers).status_code == 200
+    misplaced = f"/api/v1/seized-items/{other['id']}/custody/{event_id}"
+    assert client.get(misplaced, headers=lead.headers).status_code == 404
+
+
+def test_appends_to_one_chain_take_turns(
+    application: FastAPI,
+    client: TestClient,
+    engine: sa.Engine,
+    backend: str,
+    lead: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The item's row is locked while an event is appended: a second append
+    waits for the first to commit, then reads its event as the last one."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    case = new_case(client, lead)
+    item = _item(client, lead, case["id"])
+    custody = f"/api/v1/seized-items/{item['id']}/custody"
+    original, reached, go = app.evidence.service.add_custody_event, threading.Event(), threading.Event()
+
+    async def first_waits(*args: Any, **kwargs: Any) -> Any:
+        if not reached.is_set():
+            reached.set()
+            await asyncio.to_thread(go.wait, 30)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(app.evidence.service, "add_custody_event", first_waits)
+    answers: list[Any] = []
+
+    def append() -> None:
+        with TestClient(application, raise_server_exceptions=False) as own:
+            answers.append(own.post(custody, json={"action": "examined"}, headers=lead.headers))
+
+    first = threading.Thread(target=append, daemon=True)
+    first.start()
+    assert reached.wait(20)
+    second = threading.Thread(target=append, daemon=True)
+    second.start()
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(waiting).scalar_one():
+                break
+        assert second.is_alive() and time.monotonic() < deadline, "the second append did not wait"
+        time.sleep(0.01)
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
+    assert sorted(a.json()["seq"] for a in answers) == [2, 3]
+    assert [e["seq"] for e in walk(client, custody, lead.headers)] == [1, 2, 3]

@@ -1,3 +1,5 @@
+import uuid
+
 from fastapi.testclient import TestClient
 
 from tests.conftest import Caller, join, new_case, walk
@@ -36,3 +38,28 @@ def test_location_lifecycle(client: TestClient, lead: Caller, partner: Caller, o
     assert item.status_code == 201
     assert client.delete(one, headers=lead.h(if_match='"2"')).status_code == 409
     assert [loc["label"] for loc in walk(client, url, lead.headers)] == ["Office"]
+
+
+def test_location_refused_while_referred_to_then_deleted(client: TestClient, lead: Caller) -> None:
+    case = new_case(client, lead)
+    url = f"/api/v1/cases/{case['id']}/locations"
+    location = client.post(url, json={"label": "Flat"}, headers=lead.headers).json()
+    one = f"/api/v1/locations/{location['id']}"
+    unknown = client.patch(
+        one, json={"searched_by_agency_id": str(uuid.uuid4())}, headers=lead.h(if_match='"1"')
+    )
+    assert unknown.status_code == 422
+    same = client.patch(one, json={"label": "Flat"}, headers=lead.h(if_match='"1"'))
+    assert same.status_code == 200 and same.headers["etag"] == '"1"'  # no change, no new version
+    detainee = client.post(
+        f"/api/v1/cases/{case['id']}/detainees",
+        json={"label": "D1", "location_id": location["id"]},
+        headers=lead.headers,
+    )
+    assert detainee.status_code == 201, detainee.text
+    assert client.delete(one, headers=lead.h(if_match='"1"')).status_code == 409
+    unlinked = client.delete(f"/api/v1/detainees/{detainee.json()['id']}", headers=lead.h(if_match='"1"'))
+    assert unlinked.status_code == 204
+    assert client.delete(one, headers=lead.h(if_match='"1"')).status_code == 204
+    assert client.get(one, headers=lead.headers).status_code == 404
+    assert walk(client, url, lead.headers) == []
