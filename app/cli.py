@@ -285,7 +285,7 @@ def cmd_peer_remove(args: argparse.Namespace) -> None:
 
 
 def cmd_deliver(args: argparse.Namespace) -> None:
-    asyncio.run(delivery.deliver(get_settings(), once=args.once))
+    _read(lambda db: delivery.deliver(db, get_settings(), once=args.once))
 
 
 def cmd_hits_process(_: argparse.Namespace) -> None:

@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         # Every worker delivers webhooks; leases keep them off each other's subscriptions.
         delivering = (
-            asyncio.create_task(deliver(settings, stop=stop, metrics=metrics))
+            asyncio.create_task(deliver(application.state.database, settings, stop=stop, metrics=metrics))
             if settings.webhook_delivery
             else None
         )

@@ -17,7 +17,7 @@ most overdue subscription before any agency's second. Receivers that answer
 slowly hold their own agency's slots, not everyone's.
 
 `caseapi serve` runs a Deliverer in each worker (CASEAPI_WEBHOOK_DELIVERY),
-`caseapi deliver` runs one alone.
+on the worker's Database; `caseapi deliver` runs one alone.
 """
 
 import asyncio
@@ -33,12 +33,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio.to_thread
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from app.config import Settings
-from app.db import create_db_engine, utcnow
+from app.core.uow import Database
+from app.db import utcnow
 from app.errors import database_reason
 from app.events.models import EventPublic
 from app.observability.metrics import Metrics
@@ -67,6 +67,11 @@ JITTER = 0.1
 BATCH = 200  # events read and sent per lease
 LEASE = timedelta(minutes=5)
 USER_AGENT = "caseapi-webhooks/1"
+# Database connections a deliverer uses at once. In `caseapi serve` it shares
+# the worker's pool with the admitted requests, which count on theirs; its
+# statements are short (a claim, then a read and a write a batch), so two
+# serve every subscription it delivers to at once.
+DB_CONNECTIONS = 2
 
 
 def retry_delay(failures: int, rng: random.Random) -> timedelta:
@@ -104,14 +109,14 @@ def _log_failed_attempt(claim: service.Claim, attempt: dict[str, Any]) -> None:
 class Deliverer:
     def __init__(
         self,
-        engine: sa.Engine,
+        database: Database,
         settings: Settings,
         *,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self.engine = engine
+        self.database = database
         self.settings = settings
         # The serving worker's counters; `caseapi deliver` alone has none to show.
         self.metrics = metrics
@@ -122,16 +127,23 @@ class Deliverer:
         # Loading the CA certificates takes longer than many deliveries: once per deliverer.
         self.tls = ssl.create_default_context()
         self.client: Client | None = None
+        self.db_slots: asyncio.Semaphore | None = None
         # Nothing is sent past this point of a lease, so that its last
         # attempt ends before the lease does.
         self.budget = LEASE.total_seconds() - 2 * self.timeout
 
+    @contextlib.asynccontextmanager
+    async def _db(self) -> AsyncIterator[Database]:
+        """The database, for one statement or unit of work at a time within DB_CONNECTIONS."""
+        assert self.db_slots is not None, "delivering outside run() or run_once()"
+        async with self.db_slots:
+            yield self.database
+
     async def _claim(self, limit: int, held: Counter[uuid.UUID] | None = None) -> list[service.Claim]:
-        return await anyio.to_thread.run_sync(
-            lambda: service.claim_due(
-                self.engine, self.settings, now=self.clock(), limit=limit, lease=LEASE, held=held
+        async with self._db() as db:
+            return await service.claim_due(
+                db, self.settings, now=self.clock(), limit=limit, lease=LEASE, held=held
             )
-        )
 
     async def run_once(self) -> int:
         """Deliver until nothing is due (caught up, or waiting for a retry);
@@ -144,13 +156,16 @@ class Deliverer:
 
     @contextlib.asynccontextmanager
     async def _serving(self) -> AsyncIterator[None]:
-        """The HTTP client, for as long as the deliverer runs (it belongs to this event loop)."""
+        """The HTTP client and the database slots, for as long as the deliverer
+        runs (they belong to this event loop)."""
         self.client = Client(self.tls, self.timeout)
+        self.db_slots = asyncio.Semaphore(DB_CONNECTIONS)
         try:
             yield
         finally:
             await self.client.close()
             self.client = None
+            self.db_slots = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; up to CASEAPI_WEBHOOK_CONCURRENCY subscriptions at once."""
@@ -192,9 +207,8 @@ class Deliverer:
 
     async def _deliver(self, claim: service.Claim) -> int:
         started = time.monotonic()
-        events, head = await anyio.to_thread.run_sync(
-            lambda: service.pending_events(self.engine, claim, limit=BATCH)
-        )
+        async with self._db() as db:
+            events, head = await service.pending_events(db, claim, limit=BATCH)
         last_seq = claim.last_seq
         attempts: list[dict[str, Any]] = []
         failure: tuple[EventPublic, dict[str, Any]] | None = None
@@ -228,9 +242,8 @@ class Deliverer:
         else:
             last_seq = max(last_seq, head)
         outcome = self._outcome(claim, last_seq, attempts, failure)
-        stored = await anyio.to_thread.run_sync(
-            lambda: service.complete(self.engine, claim, outcome, now=self.clock())
-        )
+        async with self._db() as db:
+            stored = await db.run(lambda tx: service.complete(tx, claim, outcome, now=self.clock()))
         if not stored:
             log.info("webhook subscription %s went away during delivery", claim.id)
         return len(attempts)
@@ -306,14 +319,8 @@ class Deliverer:
         return status, DeliveryError.http_status
 
 
-def delivery_engine(settings: Settings) -> sa.Engine:
-    """The deliverer's own few connections: in `caseapi serve` it must not take
-    the ones the admitted requests count on. Its statements are short (two a
-    batch), so two serve every subscription it delivers to at once."""
-    return create_db_engine(settings.database_url, pool_size=2, pool_timeout=settings.pool_timeout_seconds)
-
-
 async def deliver(
+    database: Database,
     settings: Settings,
     *,
     once: bool = False,
@@ -321,17 +328,13 @@ async def deliver(
     metrics: Metrics | None = None,
 ) -> None:
     """Deliver until `stop` is set (by default: until SIGINT or SIGTERM), or what is due with `once`."""
-    engine = delivery_engine(settings)
-    try:
-        deliverer = Deliverer(engine, settings, metrics=metrics)
-        if once:
-            await deliverer.run_once()
-            return
-        if stop is None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-        await deliverer.run(stop)
-    finally:
-        engine.dispose()
+    deliverer = Deliverer(database, settings, metrics=metrics)
+    if once:
+        await deliverer.run_once()
+        return
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    await deliverer.run(stop)

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.access import AdminEditor
 from app.auth.deps import Admin
 from app.config import Settings
-from app.db import SessionDep
-from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once_sync
+from app.core.deps import UnitDep
+from app.core.uow import Row
+from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.webhooks import service
 from app.webhooks.models import (
@@ -16,7 +17,6 @@ from app.webhooks.models import (
     SubscriptionCreate,
     SubscriptionCreated,
     SubscriptionPublic,
-    WebhookSubscription,
 )
 
 router = APIRouter(prefix="/subscriptions", tags=["webhooks"], route_class=StrictJSONRoute)
@@ -36,10 +36,10 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
     operation_id="subscriptions.list",
     summary="List the agency's webhook subscriptions",
 )
-def list_subscriptions(session: SessionDep, p: Admin, page: PageDep) -> Page[SubscriptionPublic]:
+async def list_subscriptions(tx: UnitDep, p: Admin, page: PageDep) -> Response:
     """Scope `admin`. The webhook subscriptions of the caller's own agency, never another's."""
-    items, cursor = service.list_subscriptions(session, p, page)
-    return Page(items=[service.to_public(s) for s in items], next_cursor=cursor)
+    items, cursor = await service.list_subscriptions(tx, p, page)
+    return ok(Page(items=[service.to_public(s) for s in items], next_cursor=cursor))
 
 
 @router.post(
@@ -49,28 +49,27 @@ def list_subscriptions(session: SessionDep, p: Admin, page: PageDep) -> Page[Sub
     operation_id="subscriptions.create",
     summary="Subscribe a URL to the agency's events",
 )
-def create_subscription(
-    session: SessionDep, p: Admin, body: SubscriptionCreate, idem: IdempotencyDep, settings: SettingsDep
+async def create_subscription(
+    tx: UnitDep, p: Admin, body: SubscriptionCreate, idem: IdempotencyDep, settings: SettingsDep
 ) -> Response:
     """Scope `admin`. Subscribes a URL to the events the agency may see when each is delivered; the answer
     holds the signing `secret`, shown this once (and again only to a replay of this request with its
     `Idempotency-Key`, whose first answer may have been lost). The URL must be https on a public address.
     """
 
-    def respond(sub: WebhookSubscription, secret: str) -> Response:
+    def respond(sub: Row, secret: str) -> Response:
         return created(
-            SubscriptionCreated(**service.to_public(sub).model_dump(), secret=secret),
-            location=api_path("subscriptions", sub.id),
-            version=sub.version,
+            service.to_created(sub, secret), location=api_path("subscriptions", sub.id), version=sub.version
         )
 
-    def replay(subscription_id: uuid.UUID) -> Response:
-        sub = service.get_subscription(session, p, subscription_id)
+    async def create() -> Response:
+        return respond(*await service.create_subscription(tx, p, body, settings))
+
+    async def replay(subscription_id: uuid.UUID) -> Response:
+        sub = await service.get_subscription(tx, p, subscription_id)
         return respond(sub, service.unseal(settings, sub.id, sub.secret_sealed))
 
-    return create_once_sync(
-        session, p, idem, lambda: respond(*service.create_subscription(session, p, body, settings)), replay
-    )
+    return await create_once(tx, p, idem, create, replay)
 
 
 @router.get(
@@ -79,15 +78,12 @@ def create_subscription(
     operation_id="subscriptions.get",
     summary="Read a webhook subscription",
 )
-def get_subscription(
-    session: SessionDep, p: Admin, subscription_id: uuid.UUID, response: Response
-) -> SubscriptionPublic:
+async def get_subscription(tx: UnitDep, p: Admin, subscription_id: uuid.UUID) -> Response:
     """Scope `admin`. One subscription of the caller's agency: its state, cursor and next attempt (never its
     secret). Another agency's subscription answers 404, exactly as one that does not exist.
     """
-    sub = service.get_subscription(session, p, subscription_id)
-    with_etag(response, sub.version)
-    return service.to_public(sub)
+    sub = await service.get_subscription(tx, p, subscription_id)
+    return ok(service.to_public(sub), version=sub.version)
 
 
 @router.delete(
@@ -96,15 +92,15 @@ def get_subscription(
     operation_id="subscriptions.delete",
     summary="Delete a webhook subscription",
 )
-def delete_subscription(
-    request: Request, session: SessionDep, p: AdminEditor, subscription_id: uuid.UUID
+async def delete_subscription(
+    request: Request, tx: UnitDep, p: AdminEditor, subscription_id: uuid.UUID
 ) -> Response:
     """Scope `admin` and scope `read`. Stops delivering to this subscription; its delivery log goes with
     it. Needs `If-Match`. Another agency's subscription answers 404, exactly as one that does not exist.
     """
-    sub = service.get_subscription(session, p, subscription_id, for_update=True)
+    sub = await service.get_subscription(tx, p, subscription_id, for_update=True)
     check_if_match(request, sub.version)
-    service.delete_subscription(session, p, sub)
+    await service.delete_subscription(tx, p, sub)
     return Response(status_code=204)
 
 
@@ -114,13 +110,11 @@ def delete_subscription(
     operation_id="deliveries.list",
     summary="List a subscription's delivery attempts",
 )
-def list_deliveries(
-    session: SessionDep, p: Admin, subscription_id: uuid.UUID, page: PageDep
-) -> Page[DeliveryPublic]:
+async def list_deliveries(tx: UnitDep, p: Admin, subscription_id: uuid.UUID, page: PageDep) -> Response:
     """Scope `admin`. Every delivery attempt, oldest first: event, status code, error class, next retry
     (never the receiver's answer). Another agency's subscription answers 404, exactly as one that does not
     exist.
     """
-    sub = service.get_subscription(session, p, subscription_id)
-    items, cursor = service.list_deliveries(session, sub, page)
-    return Page(items=[DeliveryPublic.model_validate(d) for d in items], next_cursor=cursor)
+    sub = await service.get_subscription(tx, p, subscription_id)
+    items, cursor = await service.list_deliveries(tx, sub, page)
+    return ok(Page(items=[public(DeliveryPublic, d) for d in items], next_cursor=cursor))

@@ -25,18 +25,20 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy.orm import Session
 
 from app import access
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.config import Settings
-from app.db import bulk_insert, transaction
+from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
+from app.crud import row_type
+from app.db import new_row
 from app.errors import conflict, invalid, not_found
 from app.events.models import Event, EventPublic
 from app.events.service import visible_events
+from app.http import public
 from app.journal import CLI
-from app.pagination import PageParams, paginate_sync
+from app.pagination import PageParams, keyset, read_page
 from app.secrets import webhook_key
 from app.webhooks.lifecycle import (
     FAILURES,
@@ -47,11 +49,12 @@ from app.webhooks.lifecycle import (
 )
 from app.webhooks.models import (
     SubscriptionCreate,
+    SubscriptionCreated,
     SubscriptionPublic,
     WebhookDelivery,
     WebhookSubscription,
 )
-from app.webhooks.targets import RefusedTarget, check_characters, resolve
+from app.webhooks.targets import RefusedTarget, check_characters, resolve_async
 
 log = logging.getLogger("caseapi.webhooks")
 
@@ -61,6 +64,11 @@ DELIVERY_LOG_DAYS = 30
 # Each subscription is a stream of POSTs the server sends on the agency's
 # behalf: a bound keeps one key from turning it into a flood.
 MAX_SUBSCRIPTIONS_PER_AGENCY = 25
+
+SUBSCRIPTIONS = access.table_of(WebhookSubscription)
+DELIVERIES = access.table_of(WebhookDelivery)
+AGENCIES = access.table_of(Agency)
+EVENTS = access.table_of(Event)
 
 
 def new_secret() -> str:
@@ -79,103 +87,128 @@ def unseal(settings: Settings, subscription_id: uuid.UUID, sealed: bytes) -> str
     return AESGCM(webhook_key(settings)).decrypt(nonce, ciphertext, subscription_id.bytes).decode()
 
 
-def to_public(sub: WebhookSubscription) -> SubscriptionPublic:
-    return SubscriptionPublic(
-        id=sub.id,
-        agency_id=sub.agency_id,
-        url=sub.url,
-        event_types=sub.event_types,
-        description=sub.description,
-        status="disabled" if sub.disabled_at else "active",
-        last_delivered_seq=sub.last_seq,
-        consecutive_failures=sub.failures,
-        failing_since=sub.failing_since,
-        next_attempt_at=None if sub.disabled_at else sub.next_attempt_at,
-        disabled_at=sub.disabled_at,
-        created_at=sub.created_at,
-        version=sub.version,
+def _computed(sub: Row) -> dict[str, Any]:
+    return {
+        "status": "disabled" if sub.disabled_at else "active",
+        "last_delivered_seq": sub.last_seq,
+        "consecutive_failures": sub.failures,
+        "next_attempt_at": None if sub.disabled_at else sub.next_attempt_at,
+    }
+
+
+def to_public(sub: Row) -> SubscriptionPublic:
+    return public(SubscriptionPublic, sub, **_computed(sub))
+
+
+def to_created(sub: Row, secret: str) -> SubscriptionCreated:
+    """The answer to a creation: the public view and the secret."""
+    return public(SubscriptionCreated, sub, **_computed(sub), secret=secret)
+
+
+SUBSCRIPTION_KEYS = (SUBSCRIPTIONS.c.created_at, SUBSCRIPTIONS.c.id)
+
+
+@functools.cache
+def _list_statement(*, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.agency_id == sa.bindparam("agency_id"))
+    return keyset(stmt, keys=SUBSCRIPTION_KEYS, after=after)
+
+
+async def list_subscriptions(
+    db: Statements, p: Principal, params: PageParams
+) -> tuple[list[Row], str | None]:
+    stmt = _list_statement(after=bool(params.cursor))
+    return await read_page(
+        db, stmt, {"agency_id": p.agency_id}, params, scope="subscriptions", keys=SUBSCRIPTION_KEYS
     )
 
 
-def list_subscriptions(
-    session: Session, p: Principal, params: PageParams
-) -> tuple[list[WebhookSubscription], str | None]:
-    return paginate_sync(
-        session,
-        sa.select(WebhookSubscription).where(WebhookSubscription.agency_id == p.agency_id),
-        params,
-        scope="subscriptions",
-        keys=(WebhookSubscription.created_at, WebhookSubscription.id),
-    )
+# The agency is in the statement: another agency's subscription is not found, as a missing one.
+_ONE = sa.select(SUBSCRIPTIONS).where(
+    SUBSCRIPTIONS.c.id == sa.bindparam("sub_id"), SUBSCRIPTIONS.c.agency_id == sa.bindparam("agency_id")
+)
+_ONE_LOCKED = _ONE.with_for_update()
 
 
-def get_subscription(
-    session: Session, p: Principal, subscription_id: uuid.UUID, *, for_update: bool = False
-) -> WebhookSubscription:
+async def get_subscription(
+    db: Statements, p: Principal, subscription_id: uuid.UUID, *, for_update: bool = False
+) -> Row:
     """One of the caller's agency's subscriptions; 404 for any other."""
-    sub = session.get(WebhookSubscription, subscription_id, with_for_update=for_update)
-    if sub is None or sub.agency_id != p.agency_id:
+    stmt = _ONE_LOCKED if for_update else _ONE
+    sub = await db.first(stmt, {"sub_id": subscription_id, "agency_id": p.agency_id})
+    if sub is None:
         raise not_found("subscription")
     return sub
 
 
-def create_subscription(
-    session: Session, p: Principal, data: SubscriptionCreate, settings: Settings
-) -> tuple[WebhookSubscription, str]:
+_LOCK_AGENCY = sa.select(AGENCIES.c.id).where(AGENCIES.c.id == sa.bindparam("agency_id")).with_for_update()
+_HELD = sa.select(sa.func.count()).where(SUBSCRIPTIONS.c.agency_id == sa.bindparam("agency_id"))
+_HEAD = sa.select(sa.func.max(EVENTS.c.seq))
+
+
+async def create_subscription(
+    tx: Tx, p: Principal, data: SubscriptionCreate, settings: Settings
+) -> tuple[Row, str]:
     """The new subscription and its secret. It receives the events written from now on."""
     # The agency's row, locked: two creations at once cannot both take the last place.
-    session.get(Agency, p.agency_id, with_for_update=True)
-    held = session.execute(
-        sa.select(sa.func.count()).where(WebhookSubscription.agency_id == p.agency_id)
-    ).scalar_one()
+    await tx.first(_LOCK_AGENCY, {"agency_id": p.agency_id})
+    held = await tx.scalar(_HELD, {"agency_id": p.agency_id})
     if held >= MAX_SUBSCRIPTIONS_PER_AGENCY:
         raise conflict(
             f"An agency has at most {MAX_SUBSCRIPTIONS_PER_AGENCY} subscriptions; delete one first."
         )
     try:
         check_characters(data.url)
-        target = resolve(data.url, allow_private=settings.webhook_allow_private)
+        target = await resolve_async(data.url, allow_private=settings.webhook_allow_private)
     except RefusedTarget as exc:
         raise invalid(["body", "url"], f"Webhook URL refused: {exc}.") from exc
-    head = session.execute(sa.select(sa.func.max(Event.seq))).scalar_one()
-    sub = WebhookSubscription(
+    head = await tx.scalar(_HEAD)
+    sub_id = uuid.uuid4()
+    secret = new_secret()
+    values = new_row(
+        WebhookSubscription,
+        id=sub_id,
         agency_id=p.agency_id,
         # As it is sent: an IDNA host, a percent-encoded path (app.webhooks.targets).
         url=str(target.url),
         event_types=list(dict.fromkeys(data.event_types)),
         description=data.description,
-        secret_sealed=b"",
+        secret_sealed=seal(settings, sub_id, secret),
         last_seq=head or 0,
     )
-    secret = new_secret()
-    sub.secret_sealed = seal(settings, sub.id, secret)
-    session.add(sub)
-    session.flush()
-    record_change(session, p.actor, sub, "created")
+    await tx.insert([(SUBSCRIPTIONS, [values])])
+    sub = row_type(SUBSCRIPTIONS)(**values)
+    await record_change(tx, p.actor, sub, "created")
     return sub, secret
 
 
-def delete_subscription(session: Session, p: Principal, sub: WebhookSubscription) -> None:
-    """Its delivery log goes with it; the audit trail keeps the deletion."""
-    session.delete(sub)
-    session.flush()
-    record_change(session, p.actor, sub, "deleted")
+_DELETE = sa.delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.id == sa.bindparam("sub_id"))
 
 
-def list_deliveries(
-    session: Session, sub: WebhookSubscription, params: PageParams
-) -> tuple[list[WebhookDelivery], str | None]:
-    return paginate_sync(
-        session,
-        sa.select(WebhookDelivery).where(WebhookDelivery.subscription_id == sub.id),
-        params,
-        scope=f"deliveries:{sub.id}",
-        keys=(
-            WebhookDelivery.attempted_at,
-            WebhookDelivery.event_seq,
-            WebhookDelivery.attempt,
-            WebhookDelivery.id,
-        ),
+async def delete_subscription(tx: Tx, p: Principal, sub: Row) -> None:
+    """Its delivery log goes with it (ON DELETE CASCADE); the audit trail keeps the deletion."""
+    await tx.execute(_DELETE, {"sub_id": sub.id})
+    await record_change(tx, p.actor, sub, "deleted")
+
+
+DELIVERY_KEYS = (
+    DELIVERIES.c.attempted_at,
+    DELIVERIES.c.event_seq,
+    DELIVERIES.c.attempt,
+    DELIVERIES.c.id,
+)
+
+
+@functools.cache
+def _deliveries_statement(*, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(DELIVERIES).where(DELIVERIES.c.subscription_id == sa.bindparam("sub_id"))
+    return keyset(stmt, keys=DELIVERY_KEYS, after=after)
+
+
+async def list_deliveries(db: Statements, sub: Row, params: PageParams) -> tuple[list[Row], str | None]:
+    stmt = _deliveries_statement(after=bool(params.cursor))
+    return await read_page(
+        db, stmt, {"sub_id": sub.id}, params, scope=f"deliveries:{sub.id}", keys=DELIVERY_KEYS
     )
 
 
@@ -210,20 +243,20 @@ class Outcome:
     disable: bool
 
 
-def _due(now: datetime) -> sa.ColumnElement[bool]:
-    sub = WebhookSubscription
-    return sa.and_(
+@functools.cache
+def _fairly_due(held: int) -> sa.Select[Any]:
+    """Due subscriptions (with their agency's `parent_id`), at most `per_agency`
+    of an agency less the ones the caller holds (`held` agencies, each
+    `held_agency_<i>` with `held_count_<i>` batches), round-robin: every
+    agency's most overdue one, then every agency's second..."""
+    sub = SUBSCRIPTIONS.c
+    now = sa.bindparam("now", type_=sub.next_attempt_at.type)
+    due = sa.and_(
         sub.disabled_at.is_(None),
         sub.next_attempt_at <= now,
         sa.or_(sub.lease_until.is_(None), sub.lease_until < now),
-        sa.exists().where(Event.seq > sub.last_seq),
+        sa.exists().where(EVENTS.c.seq > sub.last_seq),
     )
-
-
-def _fairly_due(now: datetime, per_agency: int, held: Mapping[uuid.UUID, int]) -> sa.Select[Any]:
-    """Due subscriptions, at most `per_agency` of an agency less the `held` ones,
-    round-robin: every agency's most overdue one, then every agency's second..."""
-    sub = WebhookSubscription
     ranked = (
         sa.select(
             sub.id,
@@ -232,20 +265,60 @@ def _fairly_due(now: datetime, per_agency: int, held: Mapping[uuid.UUID, int]) -
             .over(partition_by=sub.agency_id, order_by=(sub.next_attempt_at, sub.id))
             .label("rank"),
         )
-        .where(_due(now))
+        .where(due)
         .subquery()
     )
-    taken = sa.case(dict(held), value=ranked.c.agency_id, else_=0) if held else sa.literal(0)
+    taken: sa.ColumnElement[int] = (
+        sa.case(
+            *(
+                (
+                    ranked.c.agency_id == sa.bindparam(f"held_agency_{i}", type_=sub.agency_id.type),
+                    sa.bindparam(f"held_count_{i}", type_=sa.Integer),
+                )
+                for i in range(held)
+            ),
+            else_=0,
+        )
+        if held
+        else sa.literal(0)
+    )
     return (
-        sa.select(sub)
+        sa.select(SUBSCRIPTIONS, AGENCIES.c.parent_id)
         .join(ranked, ranked.c.id == sub.id)
-        .where(ranked.c.rank + taken <= per_agency)
+        .join(AGENCIES, AGENCIES.c.id == sub.agency_id)
+        .where(ranked.c.rank + taken <= sa.bindparam("per_agency", type_=sa.Integer))
         .order_by(ranked.c.rank, sub.next_attempt_at)
     )
 
 
-def claim_due(
-    engine: sa.Engine,
+@functools.cache
+def _any_due(held: int) -> sa.Select[Any]:
+    return _fairly_due(held).limit(1)
+
+
+@functools.cache
+def _claim_statement(held: int) -> sa.Select[Any]:
+    return (
+        _fairly_due(held)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+        .with_for_update(skip_locked=True, of=SUBSCRIPTIONS)
+    )
+
+
+@functools.cache
+def _lease_statement(count: int) -> sa.Update:
+    return (
+        sa.update(SUBSCRIPTIONS)
+        .where(one_of(SUBSCRIPTIONS.c.id, "sub", count))
+        .values(
+            lease_token=sa.bindparam("token", type_=SUBSCRIPTIONS.c.lease_token.type),
+            lease_until=sa.bindparam("until", type_=SUBSCRIPTIONS.c.lease_until.type),
+        )
+    )
+
+
+async def claim_due(
+    db: Database,
     settings: Settings,
     *,
     now: datetime,
@@ -262,55 +335,58 @@ def claim_due(
     not a held row lock, covers the batch: no transaction stays open while
     the deliverer waits on the network.
     """
-    due = _fairly_due(now, settings.webhook_agency_concurrency, held or {})
-    with transaction(engine, write=False) as session:
-        # Most polls find nothing: they need not take SQLite's write lock.
-        if session.execute(due.limit(1)).first() is None:
-            return []
+    held = held or {}
+    values: dict[str, Any] = {"now": now, "per_agency": settings.webhook_agency_concurrency, "limit": limit}
+    for i, (agency_id, count) in enumerate(held.items()):
+        values |= {f"held_agency_{i}": agency_id, f"held_count_{i}": count}
+    # Most polls find nothing: they need not take SQLite's write lock.
+    if await db.first(_any_due(len(held)), values) is None:
+        return []
+    async with db.transaction() as tx:
+        return await _lease(tx, settings, await tx.all(_claim_statement(len(held)), values), now + lease, now)
+
+
+async def _lease(tx: Tx, settings: Settings, subs: list[Row], until: datetime, now: datetime) -> list[Claim]:
+    if not subs:
+        return []
     token = uuid.uuid4()
+    keyed = await agencies_with_live_keys(tx, {s.agency_id for s in subs})
+    leased: list[uuid.UUID] = []
     claims = []
-    with transaction(engine, write=True) as session:
-        subs = (
-            session.execute(due.limit(limit).with_for_update(skip_locked=True, of=WebhookSubscription))
-            .scalars()
-            .all()
-        )
-        agencies = {s.agency_id for s in subs}
-        parents = dict(
-            session.execute(sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_(agencies))).all()
-        )
-        keyed = agencies_with_live_keys(session, agencies)
-        for sub in subs:
-            if sub.agency_id not in keyed:
-                # Revoking the last key disabled the others (app.webhooks.lifecycle);
-                # this catches the rest: one made with a revoked key a worker still
-                # trusted for its last second, or a key that ended another way.
-                log.warning("webhook subscription %s disabled: its agency has no live API key", sub.id)
-                disable(session, CLI, sub, now=now, reason=NO_LIVE_KEY)
-                continue
-            sub.lease_token = token
-            sub.lease_until = now + lease
-            try:
-                secret = unseal(settings, sub.id, sub.secret_sealed)
-            except InvalidTag:
-                # Sealed under another audit key: left leased, so that it is
-                # tried (and logged) once a lease, not at every poll.
-                log.error("webhook subscription %s: its secret does not open with this audit key", sub.id)
-                continue
-            claims.append(
-                Claim(
-                    id=sub.id,
-                    agency_id=sub.agency_id,
-                    parent_id=parents.get(sub.agency_id),
-                    url=sub.url,
-                    event_types=sub.event_types,
-                    secret=secret,
-                    last_seq=sub.last_seq,
-                    failures=sub.failures,
-                    failing_since=sub.failing_since,
-                    token=token,
-                )
+    for sub in subs:
+        if sub.agency_id not in keyed:
+            # Revoking the last key disabled the others (app.webhooks.lifecycle);
+            # this catches the rest: one made with a revoked key a worker still
+            # trusted for its last second, or a key that ended another way.
+            log.warning("webhook subscription %s disabled: its agency has no live API key", sub.id)
+            await disable(tx, CLI, sub, now=now, reason=NO_LIVE_KEY)
+            continue
+        leased.append(sub.id)
+        try:
+            secret = unseal(settings, sub.id, sub.secret_sealed)
+        except InvalidTag:
+            # Sealed under another audit key: left leased, so that it is
+            # tried (and logged) once a lease, not at every poll.
+            log.error("webhook subscription %s: its secret does not open with this audit key", sub.id)
+            continue
+        claims.append(
+            Claim(
+                id=sub.id,
+                agency_id=sub.agency_id,
+                parent_id=sub.parent_id,
+                url=sub.url,
+                event_types=sub.event_types,
+                secret=secret,
+                last_seq=sub.last_seq,
+                failures=sub.failures,
+                failing_since=sub.failing_since,
+                token=token,
             )
+        )
+    if leased:
+        await tx.execute(
+            _lease_statement(len(leased)), one_of_params("sub", leased) | {"token": token, "until": until}
+        )
     return claims
 
 
@@ -318,59 +394,74 @@ def claim_due(
 def _pending_statement(*, with_parent: bool) -> sa.Select[Any]:
     return (
         visible_events(with_parent=with_parent)
-        .where(Event.seq > sa.bindparam("since"), Event.seq <= sa.bindparam("head"))
-        .order_by(Event.seq)
+        .where(EVENTS.c.seq > sa.bindparam("since"), EVENTS.c.seq <= sa.bindparam("head"))
+        .order_by(EVENTS.c.seq)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
 
 
-def pending_events(engine: sa.Engine, claim: Claim, *, limit: int) -> tuple[list[EventPublic], int]:
+async def pending_events(db: Statements, claim: Claim, *, limit: int) -> tuple[list[EventPublic], int]:
     """The next events the subscribing agency may see now (the feed's own
     visibility statement), and the cursor to move to once all are delivered.
 
     The head is read first: an event committed after it has a higher seq and
     waits for the next batch, so moving the cursor past invisible events
-    never skips one not yet looked at.
+    never skips one not yet looked at (the journal lock makes a seq visible
+    only after every lower one).
     """
-    with transaction(engine, write=False) as session:
-        head = session.execute(sa.select(sa.func.max(Event.seq))).scalar_one() or 0
-        stmt = _pending_statement(with_parent=claim.parent_id is not None)
-        values = access.agency_params(claim.agency_id, claim.parent_id) | {
-            "since": claim.last_seq,
-            "head": head,
-            "limit": limit,
-        }
-        events = [EventPublic.model_validate(e) for e in session.execute(stmt, values).scalars()]
+    head = await db.scalar(_HEAD) or 0
+    stmt = _pending_statement(with_parent=claim.parent_id is not None)
+    values = access.agency_params(claim.agency_id, claim.parent_id) | {
+        "since": claim.last_seq,
+        "head": head,
+        "limit": limit,
+    }
+    events = [public(EventPublic, e) for e in await db.all(stmt, values)]
     # A full batch: the rest, visible or not, comes with the next one.
     return events, events[-1].seq if len(events) == limit else head
 
 
-def complete(engine: sa.Engine, claim: Claim, outcome: Outcome, *, now: datetime) -> bool:
+# The lease is checked and the row locked by the same statement: a
+# subscription deleted meanwhile, or leased again by another deliverer after
+# this lease expired, returns nothing and keeps its state.
+_STORE = (
+    sa.update(SUBSCRIPTIONS)
+    .where(SUBSCRIPTIONS.c.id == sa.bindparam("sub_id"), SUBSCRIPTIONS.c.lease_token == sa.bindparam("token"))
+    .values(
+        last_seq=sa.bindparam("last_seq", type_=SUBSCRIPTIONS.c.last_seq.type),
+        failures=sa.bindparam("failures", type_=SUBSCRIPTIONS.c.failures.type),
+        failing_since=sa.bindparam("failing_since", type_=SUBSCRIPTIONS.c.failing_since.type),
+        next_attempt_at=sa.bindparam("next_attempt_at", type_=SUBSCRIPTIONS.c.next_attempt_at.type),
+        lease_token=sa.null(),
+        lease_until=sa.null(),
+    )
+    .returning(SUBSCRIPTIONS.c.id, SUBSCRIPTIONS.c.agency_id, SUBSCRIPTIONS.c.disabled_at)
+)
+_FORGET_OLD = sa.delete(DELIVERIES).where(
+    DELIVERIES.c.subscription_id == sa.bindparam("sub_id"),
+    DELIVERIES.c.attempted_at < sa.bindparam("before", type_=DELIVERIES.c.attempted_at.type),
+)
+
+
+async def complete(tx: Tx, claim: Claim, outcome: Outcome, *, now: datetime) -> bool:
     """Store a batch's results and end the lease; False when the lease was
     lost (the subscription was deleted meanwhile) and nothing was stored."""
-    with transaction(engine, write=True) as session:
-        sub = session.execute(
-            sa.select(WebhookSubscription)
-            .where(WebhookSubscription.id == claim.id, WebhookSubscription.lease_token == claim.token)
-            .with_for_update()
-        ).scalar_one_or_none()
-        if sub is None:
-            return False
-        sub.last_seq = outcome.last_seq
-        sub.failures = outcome.failures
-        sub.failing_since = outcome.failing_since
-        sub.next_attempt_at = outcome.next_attempt_at
-        sub.lease_token = None
-        sub.lease_until = None
-        # Disabled meanwhile (its agency's last key was revoked): once is enough.
-        if outcome.disable and sub.disabled_at is None:
-            disable(session, CLI, sub, now=now, reason=FAILURES)
-        session.flush()
-        bulk_insert(session, WebhookDelivery.__table__, outcome.attempts)  # type: ignore[attr-defined]
-        session.execute(
-            sa.delete(WebhookDelivery).where(
-                WebhookDelivery.subscription_id == sub.id,
-                WebhookDelivery.attempted_at < now - timedelta(days=DELIVERY_LOG_DAYS),
-            )
-        )
+    sub = await tx.first(
+        _STORE,
+        {
+            "sub_id": claim.id,
+            "token": claim.token,
+            "last_seq": outcome.last_seq,
+            "failures": outcome.failures,
+            "failing_since": outcome.failing_since,
+            "next_attempt_at": outcome.next_attempt_at,
+        },
+    )
+    if sub is None:
+        return False
+    # Disabled meanwhile (its agency's last key was revoked): once is enough.
+    if outcome.disable and sub.disabled_at is None:
+        await disable(tx, CLI, sub, now=now, reason=FAILURES)
+    await tx.insert_many(DELIVERIES, [new_row(WebhookDelivery, **a) for a in outcome.attempts])
+    await tx.execute(_FORGET_OLD, {"sub_id": sub.id, "before": now - timedelta(days=DELIVERY_LOG_DAYS)})
     return True

@@ -18,6 +18,7 @@ import functools
 import ipaddress
 import socket
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -125,7 +126,7 @@ def _literal(host: str) -> list[str] | None:
         return None
 
 
-def _addresses(infos: list[tuple[object, ...]]) -> list[str]:
+def _addresses(infos: Sequence[tuple[object, ...]]) -> list[str]:
     found: list[str] = []
     for info in infos:
         # An IPv6 sockaddr may carry a scope: "fe80::1%eth0".

@@ -1,9 +1,9 @@
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -12,12 +12,15 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from app.config import Settings
+from app.core.uow import Database, create_database
 from app.db import utcnow
 from app.main import create_app
-from app.webhooks.delivery import Deliverer
+from app.webhooks import service
+from app.webhooks.delivery import LEASE, Deliverer
 from tests.conftest import Caller, make_caller
 
 API = "/api/v1"
+T = TypeVar("T")
 
 
 class Clock:
@@ -63,12 +66,39 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def deliverer(engine: sa.Engine, private_settings: Settings, clock: Clock) -> Deliverer:
-    return Deliverer(engine, private_settings, clock=clock)
+def database(engine: sa.Engine, settings: Settings) -> Database:
+    """The deliverers' database (the served app has its own, app.state.database)."""
+    return create_database(engine, size=4, timeout=settings.pool_timeout_seconds)
+
+
+@pytest.fixture
+def deliverer(database: Database, private_settings: Settings, clock: Clock) -> Deliverer:
+    return Deliverer(database, private_settings, clock=clock)
+
+
+def run(database: Database, work: Coroutine[Any, Any, T]) -> T:
+    """`await work` in an event loop of its own, then close the database's
+    connections of that loop (asyncpg's belong to the loop that opened them)."""
+
+    async def main() -> T:
+        try:
+            return await work
+        finally:
+            await database.close()
+
+    return asyncio.run(main())
 
 
 def deliver(deliverer: Deliverer) -> int:
-    return asyncio.run(deliverer.run_once())
+    return run(deliverer.database, deliverer.run_once())
+
+
+def claim(database: Database, settings: Settings, now: datetime) -> list[service.Claim]:
+    return run(database, service.claim_due(database, settings, now=now, limit=10, lease=LEASE))
+
+
+def complete(database: Database, claimed: service.Claim, outcome: service.Outcome, now: datetime) -> bool:
+    return run(database, database.run(lambda tx: service.complete(tx, claimed, outcome, now=now)))
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Delivery: signed, scoped by what the agency sees when delivering, in order, retried, disabled."""
 
-import asyncio
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ from app import cli
 from app.audit.models import AuditEntry
 from app.auth.models import Scope
 from app.config import Settings, get_settings
+from app.core.uow import Database
 from app.events.models import EventPublic
 from app.main import create_app
 from app.observability.metrics import Metrics
@@ -27,7 +27,7 @@ from app.webhooks import service
 from app.webhooks.delivery import LEASE, RETRY_DELAYS, Deliverer
 from app.webhooks.models import WebhookSubscription
 from tests.conftest import Caller, join, make_caller, new_case, walk
-from tests.webhooks.conftest import API, Clock, deliver, events_of, subscribe
+from tests.webhooks.conftest import API, Clock, claim, complete, deliver, events_of, run, subscribe
 from tests.webhooks.receiver import receiving
 
 
@@ -295,11 +295,11 @@ def test_disabled_after_the_failure_run(
 
 
 def test_address_checked_again_when_delivering(
-    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, private_settings: Settings, clock: Clock
+    hooks: TestClient, database: Database, kz_admin: Caller, private_settings: Settings, clock: Clock
 ) -> None:
     """A subscription whose host now points inside the network gets nothing."""
     strict_settings = private_settings.model_copy(update={"webhook_allow_private": False})
-    strict = Deliverer(engine, strict_settings, clock=clock)
+    strict = Deliverer(database, strict_settings, clock=clock)
     with receiving() as receiver:
         sub = subscribe(hooks, kz_admin, receiver.url())
         assert deliver(strict) == 1
@@ -321,7 +321,7 @@ def test_a_deleted_subscription_gets_nothing_more(
 
 
 def test_two_deliverers_never_send_one_event_twice_at_once(
-    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, lead: Caller, private_settings: Settings
+    hooks: TestClient, database: Database, kz_admin: Caller, lead: Caller, private_settings: Settings
 ) -> None:
     subscriptions = 4
     with receiving(lambda _p, _n: (200, 0.002)) as receiver:
@@ -334,11 +334,11 @@ def test_two_deliverers_never_send_one_event_twice_at_once(
         settings = private_settings.model_copy(update={"webhook_concurrency": 2})
         barrier = threading.Barrier(2)
 
-        def run() -> None:
+        def deliver_alone() -> None:
             barrier.wait()
-            asyncio.run(Deliverer(engine, settings).run_once())
+            run(database, Deliverer(database, settings).run_once())
 
-        threads = [threading.Thread(target=run) for _ in range(2)]
+        threads = [threading.Thread(target=deliver_alone) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
@@ -371,24 +371,24 @@ def test_serve_delivers(settings: Settings, engine: sa.Engine, kz_admin: Caller,
 
 
 def test_a_leased_subscription_is_not_claimed_again(
-    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, private_settings: Settings, clock: Clock
+    hooks: TestClient, database: Database, kz_admin: Caller, private_settings: Settings, clock: Clock
 ) -> None:
     """What keeps two deliverers from sending to one subscription at once."""
     sub = subscribe(hooks, kz_admin, "http://127.0.0.1:9/hook")
     lease = LEASE.total_seconds()
-    first = service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE)
+    first = claim(database, private_settings, clock.now)
     assert [str(c.id) for c in first] == [sub["id"]]
-    assert service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE) == []
+    assert claim(database, private_settings, clock.now) == []
     clock.advance(lease * 0.9)
-    assert service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE) == []
+    assert claim(database, private_settings, clock.now) == []
     # A deliverer that died keeps it only until the lease expires.
     clock.advance(lease * 0.2)
-    again = service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE)
+    again = claim(database, private_settings, clock.now)
     assert [str(c.id) for c in again] == [sub["id"]]
     # The first holder's results are refused: its lease is gone.
     outcome = service.Outcome(10**6, [], 0, None, clock.now, False)
-    assert not service.complete(engine, first[0], outcome, now=clock.now)
-    assert service.complete(engine, again[0], outcome, now=clock.now)
+    assert not complete(database, first[0], outcome, clock.now)
+    assert complete(database, again[0], outcome, clock.now)
 
 
 def test_the_delivery_log_keeps_thirty_days(
@@ -423,7 +423,7 @@ def test_caseapi_deliver_once(
 
 def test_a_secret_sealed_under_another_audit_key_is_not_used(
     hooks: TestClient,
-    engine: sa.Engine,
+    database: Database,
     kz_admin: Caller,
     private_settings: Settings,
     clock: Clock,
@@ -436,14 +436,14 @@ def test_a_secret_sealed_under_another_audit_key_is_not_used(
     )
     with receiving() as receiver:
         sub = subscribe(hooks, kz_admin, receiver.url())
-        assert deliver(Deliverer(engine, other, clock=clock)) == 0
+        assert deliver(Deliverer(database, other, clock=clock)) == 0
         assert receiver.received == []
     assert f"webhook subscription {sub['id']}: its secret does not open" in caplog.text
 
 
 def test_each_failed_attempt_is_one_warning_line(
     hooks: TestClient,
-    engine: sa.Engine,
+    database: Database,
     kz_admin: Caller,
     deliverer: Deliverer,
     private_settings: Settings,
@@ -460,7 +460,7 @@ def test_each_failed_attempt_is_one_warning_line(
         assert deliver(deliverer) == 2
         clock.advance(RETRY_DELAYS[0].total_seconds() * 2)
         strict = private_settings.model_copy(update={"webhook_allow_private": False})
-        assert deliver(Deliverer(engine, strict, clock=clock)) == 2
+        assert deliver(Deliverer(database, strict, clock=clock)) == 2
     lines = [r for r in caplog.records if r.getMessage() == "webhook_attempt_failed"]
     assert {r.name for r in lines} == {"caseapi.webhooks"}
     assert {r.levelname for r in lines} == {"WARNING"}
@@ -520,7 +520,7 @@ def test_a_stored_url_with_a_space_is_delivered_to_encoded(
 
 
 def test_each_attempt_is_counted_by_outcome(
-    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, private_settings: Settings, clock: Clock
+    hooks: TestClient, database: Database, kz_admin: Caller, private_settings: Settings, clock: Clock
 ) -> None:
     """The serving worker's deliverer counts every attempt in
     caseapi_webhook_deliveries_total, by how it ended."""
@@ -528,7 +528,7 @@ def test_each_attempt_is_counted_by_outcome(
     try:
         with receiving(lambda _p, n: (500, 0.0) if n == 0 else (200, 0.0)) as receiver:
             subscribe(hooks, kz_admin, receiver.url("/hook"))
-            counting = Deliverer(engine, private_settings, clock=clock, metrics=metrics)
+            counting = Deliverer(database, private_settings, clock=clock, metrics=metrics)
             assert deliver(counting) == 1
             clock.advance(RETRY_DELAYS[0].total_seconds() * 2)
             assert deliver(counting) >= 1

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from app.config import Settings
+from app.core.uow import Database
 from app.webhooks.delivery import Deliverer
 from tests.conftest import Caller, make_caller, new_case, walk
 from tests.webhooks.conftest import API, Clock, subscribe
@@ -43,7 +44,10 @@ def test_an_attempt_ends_at_its_total_bound(
         async with dribbling(lambda _path: bound * 2.4, drip=bound * 0.4) as receiver:
             sub = await asyncio.to_thread(subscribe, hooks, kz_admin, receiver.url("/slow"))
             started = time.monotonic()
-            attempts = await deliverer.run_once()
+            try:
+                attempts = await deliverer.run_once()
+            finally:
+                await deliverer.database.close()
             return attempts, time.monotonic() - started, sub
 
     attempts, took, sub = asyncio.run(run())
@@ -59,6 +63,7 @@ def test_an_attempt_ends_at_its_total_bound(
 def test_a_slow_agency_does_not_starve_another(
     hooks: TestClient,
     engine: sa.Engine,
+    database: Database,
     kz_admin: Caller,
     lead: Caller,
     partner: Caller,
@@ -76,7 +81,7 @@ def test_a_slow_agency_does_not_starve_another(
             "webhook_poll_seconds": 0.05,
         }
     )
-    deliverer = Deliverer(engine, settings, clock=clock)
+    deliverer = Deliverer(database, settings, clock=clock)
     ua_admin = make_caller(engine, partner.agency_code, Scope.admin)
 
     async def run() -> tuple[float, int, dict[str, int]]:
@@ -101,6 +106,7 @@ def test_a_slow_agency_does_not_starve_another(
             finally:
                 stop.set()
                 await running
+                await database.close()
             return waited, busy, receiver.max_in_flight
 
     waited, busy, max_in_flight = asyncio.run(run())

@@ -12,11 +12,12 @@ from app.audit.models import AuditEntry
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
 from app.config import Settings
+from app.core.uow import Database
 from app.db import transaction, utcnow
 from app.webhooks import service
-from app.webhooks.delivery import LEASE, Deliverer
+from app.webhooks.delivery import Deliverer
 from tests.conftest import Caller, make_caller, new_case
-from tests.webhooks.conftest import API, Clock, deliver, events_of, subscribe
+from tests.webhooks.conftest import API, Clock, claim, complete, deliver, events_of, subscribe
 from tests.webhooks.receiver import receiving
 
 
@@ -107,16 +108,21 @@ def test_a_subscription_of_an_agency_without_a_live_key_is_not_delivered(
 
 
 def test_a_batch_that_ends_after_the_revocation_leaves_it_disabled_once(
-    hooks: TestClient, engine: sa.Engine, kz_admin: Caller, private_settings: Settings, clock: Clock
+    hooks: TestClient,
+    engine: sa.Engine,
+    database: Database,
+    kz_admin: Caller,
+    private_settings: Settings,
+    clock: Clock,
 ) -> None:
     sub = subscribe(hooks, kz_admin, "http://127.0.0.1:9/hook")
-    [claim] = service.claim_due(engine, private_settings, now=clock.now, limit=10, lease=LEASE)
+    [claimed] = claim(database, private_settings, clock.now)
     _revoke(engine, kz_admin)
     # The batch in flight failed for the last time: it would disable the subscription too.
     outcome = service.Outcome(
-        claim.last_seq, [], private_settings.webhook_max_attempts, clock.now, clock.now, True
+        claimed.last_seq, [], private_settings.webhook_max_attempts, clock.now, clock.now, True
     )
-    assert service.complete(engine, claim, outcome, now=clock.now)
+    assert complete(database, claimed, outcome, clock.now)
     again = make_caller(engine, kz_admin.agency_code, Scope.admin)
     state = hooks.get(f"{API}/subscriptions/{sub['id']}", headers=again.headers)
     assert state.json()["status"] == "disabled"
