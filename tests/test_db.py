@@ -68,7 +68,7 @@ def test_a_failed_commit_is_never_a_success(
     def fail(*_: object) -> None:
         raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(app.journal, "append_entries", fail)
+    monkeypatch.setattr(app.journal, "entry_rows", fail)
     response = client.post("/api/v1/cases", json={"reference": "LOST", "title": "T"}, headers=lead.headers)
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"

@@ -99,7 +99,7 @@ class Case(CaseBase, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     lead_agency_id: uuid.UUID = Field(foreign_key="agency.id", ondelete="RESTRICT", index=True)
-    # Kept by the listener below, so that no way of writing a case can forget it.
+    # Kept from the reference (derived_columns()), by the service and by the listener below.
     reference_key: str = Field(default="", sa_type=sa.String(400))
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -136,11 +136,18 @@ def origin_of(case: Any) -> CaseOrigin | None:
     )
 
 
+def derived_columns(reference: str, title: str, summary: str | None) -> dict[str, str]:
+    """The columns kept from a case's reference, title and summary: every
+    statement that writes those writes these too."""
+    return {"reference_key": reference_key(reference), "search_text": search_text(reference, title, summary)}
+
+
 @event.listens_for(Case, "before_insert")
 @event.listens_for(Case, "before_update")
 def _keep_derived_columns(_mapper: object, _connection: object, case: Case) -> None:
-    case.reference_key = reference_key(case.reference)
-    case.search_text = search_text(case.reference, case.title, case.summary)
+    # The ORM's writes of a case (bundle imports, the seed).
+    for name, value in derived_columns(case.reference, case.title, case.summary).items():
+        setattr(case, name, value)
 
 
 class CaseCreate(CaseBase, RequestModel):

@@ -14,11 +14,10 @@ from app.cases.models import (
     CaseUpdate,
     HandlingCode,
 )
-from app.core.deps import DatabaseDep
-from app.db import SessionDep
+from app.core.deps import DatabaseDep, UnitDep
 from app.hot import HotRoute, hot
-from app.http import check_if_match, ok, with_etag
-from app.idempotency.service import IdempotencyDep, create_once_sync
+from app.http import check_if_match, ok
+from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(prefix="/cases", tags=["cases"], route_class=HotRoute)
@@ -46,20 +45,18 @@ async def list_cases(
 
 
 @router.post("", status_code=201, response_model=CasePublic, summary="Open a case")
-def create_case(
-    request: Request, session: SessionDep, p: Writer, body: CaseCreate, idem: IdempotencyDep
-) -> Response:
+async def create_case(tx: UnitDep, p: Writer, body: CaseCreate, idem: IdempotencyDep) -> Response:
     """Scope `write`. The caller's agency becomes the case's lead. `reference` is unique per lead agency.
     Honours `Idempotency-Key`.
     """
 
-    return create_once_sync(
-        session,
-        p,
-        idem,
-        lambda: service.created_case(service.create_case(session, p, body)),
-        lambda case_id: service.replay_created_case(session, p, case_id),
-    )
+    async def create() -> Response:
+        return service.created_case(await service.create_case(tx, p, body))
+
+    async def replay(case_id: uuid.UUID) -> Response:
+        return await service.replay_created_case(tx, p, case_id)
+
+    return await create_once(tx, p, idem, create, replay)
 
 
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case")
@@ -74,34 +71,28 @@ async def get_case(reads: DatabaseDep, p: Reader, case_id: uuid.UUID) -> Respons
 
 
 @router.patch("/{case_id}", response_model=CasePublic, summary="Change a case")
-def update_case(
-    request: Request,
-    session: SessionDep,
-    p: access.Editor,
-    case_id: uuid.UUID,
-    body: CaseUpdate,
-    response: Response,
-) -> CasePublic:
+async def update_case(
+    request: Request, tx: UnitDep, p: access.Editor, case_id: uuid.UUID, body: CaseUpdate
+) -> Response:
     """Scope `write` and scope `read`; role lead or partner. Only the lead changes the handling code. Needs
     `If-Match`. A case the caller may not see answers 404, exactly as one that does not exist.
     """
-    acc = access.writable_case_sync(session, p, case_id, for_update=True)
+    acc = await access.writable_case(tx, p, case_id, for_update=True)
     check_if_match(request, acc.case.version)
-    case = service.update_case(session, p, acc, body)
-    with_etag(response, case.version)
-    return service.to_public(case, "full")
+    case = await service.update_case(tx, p, acc, body)
+    return ok(service.to_public(case, "full"), version=case.version)
 
 
 @router.delete("/{case_id}", status_code=204, summary="Delete an empty case")
-def delete_case(request: Request, session: SessionDep, p: access.Editor, case_id: uuid.UUID) -> Response:
+async def delete_case(request: Request, tx: UnitDep, p: access.Editor, case_id: uuid.UUID) -> Response:
     """Scope `write` and scope `read`; role lead. Only a case that holds no locations, seized items or
     detainees (409 otherwise: close it instead). Needs `If-Match`. A case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    acc = access.writable_case_sync(session, p, case_id, for_update=True)
+    acc = await access.writable_case(tx, p, case_id, for_update=True)
     access.require_lead(acc, "Only the lead agency deletes a case.")
     check_if_match(request, acc.case.version)
-    service.delete_case(session, p, acc)
+    await service.delete_case(tx, p, acc)
     return Response(status_code=204)
 
 
@@ -111,9 +102,9 @@ def delete_case(request: Request, session: SessionDep, p: access.Editor, case_id
     summary="Count what a case holds",
     operation_id="cases.summary",
 )
-def case_summary(session: SessionDep, p: Reader, case_id: uuid.UUID) -> CaseSummary:
+async def case_summary(tx: UnitDep, p: Reader, case_id: uuid.UUID) -> Response:
     """Scope `read`; full access to the case. Locations, seized items by category (sum of known quantities
     and how many are unknown), detainees by custody status. A case the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    return service.summarize(session, access.readable_case_sync(session, p, case_id))
+    return ok(await service.summarize(tx, await access.readable_case(tx, p, case_id)))

@@ -4,7 +4,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Response
-from sqlalchemy.orm import Session
 
 from app import access
 from app.access import CaseAccess, Level
@@ -20,24 +19,31 @@ from app.cases.models import (
     CaseUpdate,
     CategoryCount,
     HandlingCode,
+    derived_columns,
     origin_of,
     reference_key,
 )
-from app.core.uow import Statements
-from app.crud import add_recorded_sync, delete_recorded_sync, update_recorded_sync
-from app.db import utcnow
+from app.core.uow import Row, Statements, Tx
+from app.crud import delete_recorded, row_type, update_recorded
+from app.db import new_row, utcnow
 from app.detainees.models import Detainee
 from app.errors import conflict
 from app.evidence.models import SeizedItem
 from app.http import api_path, created, public, public_json
 from app.identifiers.models import Identifier
+from app.journal import Change
 from app.locations.models import Location
 from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
 from app.types import nfc, require_order
 
+CASES = access.table_of(Case)
+PARTICIPANTS = access.table_of(Participant)
+AGENCIES = access.table_of(Agency)
 
-def to_public(case: Case, level: Level) -> CasePublic:
+
+def to_public(case: Any, level: Level) -> CasePublic:
+    """The public view of a case row (a row of its columns, or a Case)."""
     return public(CasePublic, case, access=level, origin=origin_of(case))
 
 
@@ -46,14 +52,14 @@ def to_public_json(case: Any, level: Level) -> dict[str, Any]:
     return public_json(CasePublic, case, access=level, origin=origin_of(case))
 
 
-def created_case(case: Case) -> Response:
-    """The answer to a case's creation (or import): the caller's agency leads it."""
+def created_case(case: Any) -> Response:
+    """The answer to a case's creation (or import; a row or a Case): the caller's agency leads it."""
     return created(to_public(case, "full"), location=api_path("cases", case.id), version=case.version)
 
 
-def replay_created_case(session: Session, p: Principal, case_id: uuid.UUID) -> Response:
+async def replay_created_case(db: Statements, p: Principal, case_id: uuid.UUID) -> Response:
     """The same answer to an Idempotency-Key replay, for the case as the caller sees it now."""
-    acc = access.case_access_sync(session, p, case_id)
+    acc = await access.case_access(db, p, case_id)
     return created(
         to_public(acc.case, acc.level), location=api_path("cases", case_id), version=acc.case.version
     )
@@ -63,7 +69,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-CASE_KEYS = (Case.created_at, Case.id)
+CASE_KEYS = (CASES.c.created_at, CASES.c.id)
 
 
 @functools.cache
@@ -72,25 +78,25 @@ def _list_statement(
 ) -> sa.Select[Any]:
     """The case list, one statement per combination of filters (values are bind parameters)."""
     stmt, full, visible = access.with_case_access(
-        sa.select(Case), case_id=Case.id, handling_code=Case.handling_code, with_parent=with_parent
+        sa.select(CASES), case_id=CASES.c.id, handling_code=CASES.c.handling_code, with_parent=with_parent
     )
     stmt = stmt.add_columns(full.label("full")).where(visible)
     if status:
-        stmt = stmt.where(Case.status == sa.bindparam("status"))
+        stmt = stmt.where(CASES.c.status == sa.bindparam("status"))
     if handling_code:
-        stmt = stmt.where(Case.handling_code == sa.bindparam("handling_code"))
+        stmt = stmt.where(CASES.c.handling_code == sa.bindparam("handling_code"))
     if q:
         pattern = sa.bindparam("pattern", type_=sa.String)
-        stmt = stmt.where(Case.search_text.like(pattern, escape="\\"))
+        stmt = stmt.where(CASES.c.search_text.like(pattern, escape="\\"))
     if participant:
         # Who takes part is under the case: a summary reader must not rebuild
         # the participants by filtering, so the filter matches full access only.
         stmt = stmt.where(
             full,
             sa.exists().where(
-                Participant.case_id == Case.id,
-                Participant.agency_id == Agency.id,
-                Agency.code == sa.bindparam("participant"),
+                PARTICIPANTS.c.case_id == CASES.c.id,
+                PARTICIPANTS.c.agency_id == AGENCIES.c.id,
+                AGENCIES.c.code == sa.bindparam("participant"),
             ),
         )
     return keyset(stmt, keys=CASE_KEYS, after=after)
@@ -125,39 +131,63 @@ async def list_cases(
     return [to_public_json(row, "full" if row.full else "summary") for row in page], cursor
 
 
-def require_reference_free(
-    session: Session, lead_agency_id: uuid.UUID, reference: str, *, case_id: uuid.UUID | None = None
+def _reference_taken_statement(*, other_than: bool) -> sa.Select[Any]:
+    stmt = sa.select(CASES.c.id).where(
+        CASES.c.lead_agency_id == sa.bindparam("lead_agency_id"),
+        CASES.c.reference_key == sa.bindparam("reference_key"),
+    )
+    if other_than:
+        stmt = stmt.where(CASES.c.id != sa.bindparam("case_id"))
+    return stmt.limit(1)
+
+
+_REFERENCE_TAKEN = {flag: _reference_taken_statement(other_than=flag) for flag in (False, True)}
+
+
+async def require_reference_free(
+    db: Statements, lead_agency_id: uuid.UUID, reference: str, *, case_id: uuid.UUID | None = None
 ) -> None:
     """409 when the lead agency has another case with this reference (up to
     case and Unicode compatibility forms). Only the lead's own cases count:
     another agency's references are never confirmed, whatever their code."""
-    stmt = sa.select(Case.id).where(
-        Case.lead_agency_id == lead_agency_id, Case.reference_key == reference_key(reference)
-    )
+    values = {"lead_agency_id": lead_agency_id, "reference_key": reference_key(reference)}
     if case_id is not None:
-        stmt = stmt.where(Case.id != case_id)
-    if session.execute(stmt).first():
+        values["case_id"] = case_id
+    if await db.first(_REFERENCE_TAKEN[case_id is not None], values):
         raise conflict(f"Your agency already has a case with reference {reference!r}.")
 
 
-def create_case(session: Session, p: Principal, data: CaseCreate) -> Case:
-    require_reference_free(session, p.agency_id, data.reference)
+async def create_case(tx: Tx, p: Principal, data: CaseCreate) -> Row:
+    """The case, led by the caller's agency: the case and its lead's
+    participation inserted in one statement, each change recorded."""
+    await require_reference_free(tx, p.agency_id, data.reference)
     now = utcnow()
-    case = Case.model_validate(data, update={"lead_agency_id": p.agency_id})
-    case.opened_at = case.opened_at or now
+    values = data.model_dump()
+    opened_at = values["opened_at"] or now
+    closed_at = values["closed_at"]
     # Both sent were checked by the schema; a default has to agree as well.
-    require_order(CASE_ORDER, {"opened_at": case.opened_at, "closed_at": case.closed_at}, {"closed_at"})
-    if case.status == CaseStatus.closed and case.closed_at is None:
-        case.closed_at = max(now, case.opened_at)
-    add_recorded_sync(session, case, p.actor, resource_type="case", case_id=case.id)
-    lead = Participant(case_id=case.id, agency_id=p.agency_id, role=Role.lead)
-    add_recorded_sync(
-        session, lead, p.actor, resource_type="participant", case_id=case.id, resource_id=p.agency_id
+    require_order(CASE_ORDER, {"opened_at": opened_at, "closed_at": closed_at}, {"closed_at"})
+    if values["status"] == CaseStatus.closed and closed_at is None:
+        closed_at = max(now, opened_at)
+    values |= {"lead_agency_id": p.agency_id, "opened_at": opened_at, "closed_at": closed_at}
+    case = new_row(Case, **values, **derived_columns(data.reference, data.title, data.summary))
+    lead = new_row(Participant, case_id=case["id"], agency_id=p.agency_id, role=Role.lead)
+    await tx.insert([(CASES, [case]), (PARTICIPANTS, [lead])])
+    tx.changes.extend(
+        [
+            Change.created(p.actor, "case", case["id"], case["id"]),
+            Change.created(p.actor, "participant", p.agency_id, case["id"]),
+        ]
     )
-    return case
+    return row_type(CASES)(**case)
 
 
-def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdate) -> Case:
+_DERIVED_FROM = ("reference", "title", "summary")
+
+
+async def update_case(tx: Tx, p: Principal, acc: CaseAccess, data: CaseUpdate) -> Row:
+    """Apply `data` to the case (acc.case: a row the caller locked and whose
+    If-Match it checked); the case as it is now."""
     changes = data.changes(acc.case)
     case = acc.case
     if "handling_code" in changes and changes["handling_code"] != case.handling_code:
@@ -166,54 +196,78 @@ def update_case(session: Session, p: Principal, acc: CaseAccess, data: CaseUpdat
         # The reference is the lead's numbering, and whether it is free tells
         # of the lead's other cases, which a partner may not see.
         access.require_lead(acc, "Only the lead agency changes the reference.")
-        require_reference_free(session, case.lead_agency_id, changes["reference"], case_id=case.id)
+        await require_reference_free(tx, case.lead_agency_id, changes["reference"], case_id=case.id)
     if changes.get("status") == CaseStatus.closed and case.closed_at is None:
         opened_at = changes.get("opened_at", case.opened_at)
         changes.setdefault("closed_at", max(utcnow(), opened_at) if opened_at else utcnow())
-    update_recorded_sync(session, case, changes, p.actor, resource_type="case", case_id=case.id)
-    return case
+    if any(name in changes and changes[name] != getattr(case, name) for name in _DERIVED_FROM):
+        changes |= derived_columns(*(changes.get(name, getattr(case, name)) for name in _DERIVED_FROM))
+    return await update_recorded(tx, Case, case, changes, p.actor, resource_type="case", case_id=case.id)
 
 
-def delete_case(session: Session, p: Principal, acc: CaseAccess) -> None:
+def _holds_anything_statement() -> sa.Select[Any]:
+    held = [
+        sa.exists().where(access.table_of(model).c.case_id == sa.bindparam("case_id"))
+        for model in (Location, SeizedItem, Detainee, Identifier)
+    ]
+    return sa.select(sa.or_(*held).label("holds"))
+
+
+_HOLDS_ANYTHING = _holds_anything_statement()
+_PARTICIPANTS_OF = (
+    sa.select(PARTICIPANTS.c.agency_id)
+    .where(PARTICIPANTS.c.case_id == sa.bindparam("case_id"))
+    .order_by(PARTICIPANTS.c.created_at, PARTICIPANTS.c.agency_id)
+)
+_DELETE_PARTICIPANTS = sa.delete(PARTICIPANTS).where(PARTICIPANTS.c.case_id == sa.bindparam("case_id"))
+
+
+async def delete_case(tx: Tx, p: Principal, acc: CaseAccess) -> None:
+    """Delete an empty case (acc.case, locked by the caller) and its
+    participants, each participation's end recorded before the case's."""
     case = acc.case
-    for model in (Location, SeizedItem, Detainee, Identifier):
-        if session.execute(sa.select(model.id).where(model.case_id == case.id).limit(1)).first():
-            raise conflict(
-                "The case still holds locations, seized items, detainees or identifiers; "
-                "set its status to 'closed' instead."
-            )
-    participants = session.execute(sa.select(Participant).where(Participant.case_id == case.id)).scalars()
-    for participant in participants.all():
-        delete_recorded_sync(
-            session,
-            participant,
-            p.actor,
-            resource_type="participant",
-            case_id=case.id,
-            resource_id=participant.agency_id,
+    this = {"case_id": case.id}
+    if await tx.scalar(_HOLDS_ANYTHING, this):
+        raise conflict(
+            "The case still holds locations, seized items, detainees or identifiers; "
+            "set its status to 'closed' instead."
         )
-    delete_recorded_sync(session, case, p.actor, resource_type="case", case_id=case.id)
+    agencies = [row.agency_id for row in await tx.all(_PARTICIPANTS_OF, this)]
+    await tx.execute(_DELETE_PARTICIPANTS, this)
+    tx.changes.extend(Change(p.actor, "participant.deleted", "participant", a, case.id) for a in agencies)
+    await delete_recorded(tx, Case, case, p.actor, resource_type="case", case_id=case.id)
 
 
-def summarize(session: Session, case: Case) -> CaseSummary:
-    locations = session.execute(
-        sa.select(sa.func.count()).select_from(Location).where(Location.case_id == case.id)
-    ).scalar_one()
-    items = session.execute(
-        sa.select(
-            SeizedItem.category,
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(SeizedItem.quantity), 0),
-            sa.func.count().filter(SeizedItem.quantity.is_(None)),
-        )
-        .where(SeizedItem.case_id == case.id)
-        .group_by(SeizedItem.category)
-    ).all()
-    detainees = session.execute(
-        sa.select(Detainee.custody_status, sa.func.count())
-        .where(Detainee.case_id == case.id)
-        .group_by(Detainee.custody_status)
-    ).all()
+LOCATIONS = access.table_of(Location)
+SEIZED_ITEMS = access.table_of(SeizedItem)
+DETAINEES = access.table_of(Detainee)
+
+_LOCATIONS_COUNTED = sa.select(sa.func.count().label("n")).where(
+    LOCATIONS.c.case_id == sa.bindparam("case_id")
+)
+_ITEMS_COUNTED = (
+    sa.select(
+        SEIZED_ITEMS.c.category,
+        sa.func.count().label("n"),
+        sa.func.coalesce(sa.func.sum(SEIZED_ITEMS.c.quantity), 0).label("total"),
+        sa.func.count().filter(SEIZED_ITEMS.c.quantity.is_(None)).label("unknown"),
+    )
+    .where(SEIZED_ITEMS.c.case_id == sa.bindparam("case_id"))
+    .group_by(SEIZED_ITEMS.c.category)
+)
+_DETAINEES_COUNTED = (
+    sa.select(DETAINEES.c.custody_status, sa.func.count().label("n"))
+    .where(DETAINEES.c.case_id == sa.bindparam("case_id"))
+    .group_by(DETAINEES.c.custody_status)
+)
+
+
+async def summarize(db: Statements, case: Row) -> CaseSummary:
+    """What a case (a row the caller reads in full) holds, counted."""
+    this = {"case_id": case.id}
+    locations = await db.scalar(_LOCATIONS_COUNTED, this)
+    items = await db.all(_ITEMS_COUNTED, this)
+    detainees = await db.all(_DETAINEES_COUNTED, this)
     return CaseSummary(
         case_id=case.id,
         locations=locations,

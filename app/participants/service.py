@@ -1,15 +1,24 @@
+"""Which agencies take part in a case, and in which role. Only the lead
+changes them (the routers check); a role change or removal works on the
+participant row the router locked FOR UPDATE (get_participant()), so that
+a write already checked against the old role commits first
+(access._holding_participation())."""
+
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from app.access import CaseAccess
+from app.access import CaseAccess, table_of
 from app.agencies.models import Agency
-from app.agencies.service import require_agencies_sync
 from app.auth.service import Principal
-from app.crud import add_recorded_sync, delete_recorded_sync, update_recorded_sync
+from app.core.uow import Row, Statements, Tx
+from app.crud import row_type
+from app.db import new_row, utcnow
 from app.errors import conflict, invalid, not_found
-from app.pagination import PageParams, keyset, keyset_params, page_of
+from app.http import public
+from app.journal import Change
+from app.pagination import PageParams, keyset, read_page
 from app.participants.models import (
     Participant,
     ParticipantCreate,
@@ -18,94 +27,142 @@ from app.participants.models import (
     Role,
 )
 
+PARTICIPANTS = table_of(Participant)
+AGENCIES = table_of(Agency)
+KEYS = (PARTICIPANTS.c.agency_id,)
+# One participant, by the values of _this(). Not named after the columns:
+# an UPDATE keeps those names for the values it sets.
+_THIS = sa.and_(
+    PARTICIPANTS.c.case_id == sa.bindparam("this_case"),
+    PARTICIPANTS.c.agency_id == sa.bindparam("this_agency"),
+)
 
-def to_public(participant: Participant, agency_code: str) -> ParticipantPublic:
-    return ParticipantPublic.model_validate(participant, update={"agency_code": agency_code})
+
+def _this(case_id: uuid.UUID, agency_id: uuid.UUID) -> dict[str, uuid.UUID]:
+    return {"this_case": case_id, "this_agency": agency_id}
 
 
-def agency_code(session: Session, agency_id: uuid.UUID) -> str:
-    return session.execute(sa.select(Agency.code).where(Agency.id == agency_id)).scalar_one()
+def to_public(participant: Row) -> ParticipantPublic:
+    """The public view of a row of _PARTICIPANT (its columns and `agency_code`)."""
+    return public(ParticipantPublic, participant)
 
 
-def list_participants(
-    session: Session, case_id: uuid.UUID, params: PageParams
-) -> tuple[list[ParticipantPublic], str | None]:
-    scope = f"participants:{case_id}"
-    keys = (Participant.agency_id,)
-    stmt = keyset(
-        sa.select(Participant, Agency.code)
-        .join(Agency, Agency.id == Participant.agency_id)
-        .where(Participant.case_id == case_id),
-        keys=keys,
-        after=bool(params.cursor),
+def _with_agency_code(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    return stmt.add_columns(AGENCIES.c.code.label("agency_code")).join(
+        AGENCIES, AGENCIES.c.id == PARTICIPANTS.c.agency_id
     )
-    rows = session.execute(stmt, keyset_params(params, scope=scope, keys=keys)).all()
-    page, cursor = page_of(rows, params, scope=scope, key_of=lambda r: (r[0].agency_id,))
-    return [to_public(part, code) for part, code in page], cursor
 
 
-def get_participant(
-    session: Session, case_id: uuid.UUID, agency_id: uuid.UUID, *, for_update: bool = False
-) -> Participant:
-    participant = session.get(Participant, (case_id, agency_id), with_for_update=for_update)
+_LIST = {
+    after: keyset(
+        _with_agency_code(sa.select(PARTICIPANTS)).where(PARTICIPANTS.c.case_id == sa.bindparam("case_id")),
+        keys=KEYS,
+        after=after,
+    )
+    for after in (False, True)
+}
+
+
+def _participant_statement(*, for_update: bool) -> sa.Select[Any]:
+    stmt = _with_agency_code(sa.select(PARTICIPANTS)).where(_THIS)
+    # The participant row only: the agency's stays free for others.
+    return stmt.with_for_update(of=PARTICIPANTS) if for_update else stmt
+
+
+_PARTICIPANT = {flag: _participant_statement(for_update=flag) for flag in (False, True)}
+
+
+async def list_participants(
+    db: Statements, case_id: uuid.UUID, params: PageParams
+) -> tuple[list[ParticipantPublic], str | None]:
+    """A page of the participants of a case the caller was found to read."""
+    stmt = _LIST[bool(params.cursor)]
+    scope = f"participants:{case_id}"
+    rows, cursor = await read_page(db, stmt, {"case_id": case_id}, params, scope=scope, keys=KEYS)
+    return [to_public(row) for row in rows], cursor
+
+
+async def get_participant(
+    db: Statements, case_id: uuid.UUID, agency_id: uuid.UUID, *, for_update: bool = False
+) -> Row:
+    """A participant (its columns and `agency_code`), with `for_update` locked until commit; 404 if none."""
+    participant = await db.first(_PARTICIPANT[for_update], _this(case_id, agency_id))
     if participant is None:
         raise not_found("participant")
     return participant
 
 
-def read_participant(session: Session, case_id: uuid.UUID, agency_id: uuid.UUID) -> ParticipantPublic:
+async def read_participant(db: Statements, case_id: uuid.UUID, agency_id: uuid.UUID) -> ParticipantPublic:
     """A participant of a case the caller was found to read."""
-    return to_public(get_participant(session, case_id, agency_id), agency_code(session, agency_id))
+    return to_public(await get_participant(db, case_id, agency_id))
 
 
-def add_participant(
-    session: Session, p: Principal, acc: CaseAccess, data: ParticipantCreate
+# The agency's code, and whether it already takes part in the case.
+_JOINING = sa.select(
+    AGENCIES.c.code,
+    sa.exists()
+    .where(PARTICIPANTS.c.case_id == sa.bindparam("this_case"), PARTICIPANTS.c.agency_id == AGENCIES.c.id)
+    .label("takes_part"),
+).where(AGENCIES.c.id == sa.bindparam("this_agency"))
+
+
+async def add_participant(
+    tx: Tx, p: Principal, acc: CaseAccess, data: ParticipantCreate
 ) -> ParticipantPublic:
+    """Add an agency to the case (acc.case, locked by the caller: additions come one at a time)."""
     if data.role == Role.lead:
         raise invalid(["body", "role"], "A case has one lead, the agency that opened it.")
-    require_agencies_sync(session, {"agency_id": data.agency_id})
-    if session.get(Participant, (acc.case.id, data.agency_id)) is not None:
+    joining = await tx.first(_JOINING, _this(acc.case.id, data.agency_id))
+    if joining is None:  # as app.agencies.service.require_agencies() answers
+        raise invalid(["body", "agency_id"], "No agency with this id.")
+    if joining.takes_part:
         raise conflict("This agency already takes part in the case.")
-    participant = Participant(case_id=acc.case.id, agency_id=data.agency_id, role=data.role)
-    add_recorded_sync(
-        session,
-        participant,
-        p.actor,
-        resource_type="participant",
-        case_id=acc.case.id,
-        resource_id=data.agency_id,
+    row = new_row(Participant, case_id=acc.case.id, agency_id=data.agency_id, role=data.role)
+    await tx.insert([(PARTICIPANTS, [row])])
+    tx.changes.append(Change.created(p.actor, "participant", data.agency_id, acc.case.id))
+    return public(ParticipantPublic, row_type(PARTICIPANTS)(**row), agency_code=joining.code)
+
+
+_CHANGE_ROLE = (
+    sa.update(PARTICIPANTS)
+    .where(_THIS)
+    .values(
+        role=sa.bindparam("v_role", type_=PARTICIPANTS.c.role.type),
+        version=PARTICIPANTS.c.version + 1,
+        updated_at=sa.bindparam("v_updated_at", type_=PARTICIPANTS.c.updated_at.type),
     )
-    return to_public(participant, agency_code(session, data.agency_id))
+)
 
 
-def change_role(
-    session: Session, p: Principal, participant: Participant, data: ParticipantUpdate
-) -> ParticipantPublic:
+async def change_role(tx: Tx, p: Principal, participant: Row, data: ParticipantUpdate) -> ParticipantPublic:
+    """Change the role of `participant` (a row of get_participant(for_update=True)
+    whose If-Match the caller checked). The same role again is no change: the
+    row keeps its version and nothing is recorded."""
     changes = data.changes(participant)
     if participant.role == Role.lead and changes.get("role", Role.lead) != Role.lead:
         raise conflict("The lead's role cannot change.")
     if changes.get("role") == Role.lead and participant.role != Role.lead:
         raise invalid(["body", "role"], "A case has one lead, the agency that opened it.")
-    update_recorded_sync(
-        session,
-        participant,
-        changes,
-        p.actor,
-        resource_type="participant",
-        case_id=participant.case_id,
-        resource_id=participant.agency_id,
+    role = changes.get("role", participant.role)
+    if role == participant.role:
+        return to_public(participant)
+    at = utcnow()
+    this = _this(participant.case_id, participant.agency_id)
+    await tx.execute(_CHANGE_ROLE, this | {"v_role": role, "v_updated_at": at})
+    tx.changes.append(
+        Change(p.actor, "participant.updated", "participant", participant.agency_id, participant.case_id)
     )
-    return to_public(participant, agency_code(session, participant.agency_id))
+    return to_public(participant._replace(role=role, version=participant.version + 1, updated_at=at))
 
 
-def remove_participant(session: Session, p: Principal, participant: Participant) -> None:
+_REMOVE = sa.delete(PARTICIPANTS).where(_THIS)
+
+
+async def remove_participant(tx: Tx, p: Principal, participant: Row) -> None:
+    """Remove `participant` (a row of get_participant(for_update=True) whose If-Match the caller checked)."""
     if participant.role == Role.lead:
         raise conflict("The lead agency cannot be removed from its case.")
-    delete_recorded_sync(
-        session,
-        participant,
-        p.actor,
-        resource_type="participant",
-        case_id=participant.case_id,
-        resource_id=participant.agency_id,
+    await tx.execute(_REMOVE, _this(participant.case_id, participant.agency_id))
+    tx.changes.append(
+        Change(p.actor, "participant.deleted", "participant", participant.agency_id, participant.case_id)
     )

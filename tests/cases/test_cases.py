@@ -90,3 +90,24 @@ def test_references_the_same_under_nfkc_are_one_reference(client: TestClient, le
     for spelling in ("KZ-2025", "\uff2bZ-2025", "KZ-\u2082\u2080\u2082\u2085"):
         twin = client.post("/api/v1/cases", json={"reference": spelling, "title": "T"}, headers=lead.headers)
         assert twin.status_code == 409, (spelling, twin.text)
+
+
+def test_the_lead_renumbers_a_case(client: TestClient, lead: Caller) -> None:
+    """A new reference is checked against the lead's other cases only, and
+    the old one is free again, as `q=` finds the new one."""
+    first = new_case(client, lead, reference="KZ-1")
+    second = new_case(client, lead, reference="KZ-2")
+    taken = client.patch(
+        f"/api/v1/cases/{second['id']}", json={"reference": "kz-1"}, headers=lead.h(if_match='"1"')
+    )
+    assert taken.status_code == 409, taken.text
+    url = f"/api/v1/cases/{first['id']}"
+    respelt = client.patch(url, json={"reference": "kz-1"}, headers=lead.h(if_match='"1"'))
+    assert respelt.status_code == 200, respelt.text
+    assert (respelt.json()["reference"], respelt.headers["etag"]) == ("kz-1", '"2"')
+    renumbered = client.patch(url, json={"reference": "KZ-3"}, headers=lead.h(if_match='"2"'))
+    assert renumbered.status_code == 200, renumbered.text
+    found = client.get("/api/v1/cases", params={"q": "kz-3"}, headers=lead.headers).json()["items"]
+    assert [c["id"] for c in found] == [first["id"]]
+    again = client.post("/api/v1/cases", json={"reference": "KZ-1", "title": "T"}, headers=lead.headers)
+    assert again.status_code == 201, again.text

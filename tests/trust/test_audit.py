@@ -184,12 +184,12 @@ def test_a_refused_or_failed_change_writes_nothing(
 
 @pytest.fixture
 def broken_journal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The feed write fails inside the commit hook, after the audit entries were added."""
+    """The feed's rows fail in the journal write before COMMIT, after the audit entries' were made."""
 
     def fail(*_: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(app.journal, "_append_events", fail)
+    monkeypatch.setattr(app.journal, "event_rows", fail)
 
 
 def test_change_and_entry_share_one_transaction(
