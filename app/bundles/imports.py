@@ -43,13 +43,13 @@ import os
 import signal
 import threading
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from sqlalchemy.engine import Engine
 from starlette.responses import Response
 
 import app.models  # noqa: F401  (every table, for a child's statements)
@@ -58,9 +58,10 @@ from app.auth.service import Principal
 from app.bundles import service
 from app.cases.service import created_case, replay_created_case
 from app.config import Settings, get_settings
-from app.db import create_db_engine, transaction
+from app.core.uow import Database, create_database
+from app.db import create_db_engine
 from app.errors import AppError
-from app.idempotency.service import IdempotencyKey, create_once_sync, fingerprint
+from app.idempotency.service import IdempotencyKey, create_once, fingerprint
 from app.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,11 @@ class _InChild(Exception):
 
 
 class _Child:
-    """What a child process holds between imports."""
+    """What a child process holds between imports: one event loop for its
+    life (its database connection belongs to it), the database and storage."""
 
-    engine: Engine
+    loop: asyncio.AbstractEventLoop
+    database: Database
     storage: LocalStorage
 
 
@@ -133,9 +136,9 @@ def _start_child(environ: dict[str, str], settings: Settings) -> None:
     # are collected after it.
     gc.disable()
     configure_logging(settings.log_format, settings.log_level, access_log=False)
-    _Child.engine = create_db_engine(
-        settings.database_url, pool_size=1, pool_timeout=settings.pool_timeout_seconds
-    )
+    _Child.loop = asyncio.new_event_loop()
+    engine = create_db_engine(settings.database_url, pool_size=1, pool_timeout=settings.pool_timeout_seconds)
+    _Child.database = create_database(engine, size=1, timeout=settings.pool_timeout_seconds)
     _Child.storage = LocalStorage(settings.storage_dir)
 
 
@@ -162,12 +165,12 @@ def _serve(tasks: Connection, lifeline: Connection, environ: dict[str, str], set
 
 def _import(task: _Task, raw: bytes) -> Response:
     try:
-        return _import_whole(task, raw)
+        return _Child.loop.run_until_complete(_import_whole(task, raw))
     finally:
         gc.collect()
 
 
-def _import_whole(task: _Task, raw: bytes) -> Response:
+async def _import_whole(task: _Task, raw: bytes) -> Response:
     p, same = task.principal, task.idempotent
     # Raw bytes, hashed here rather than on the worker's event loop: the same
     # document re-serialised (other spacing or key order) is another body.
@@ -175,18 +178,19 @@ def _import_whole(task: _Task, raw: bytes) -> Response:
     body = service.parse_bundle(raw)
     # The storage lock an import with attachments takes (`hold`) is held
     # through the commit: the transaction ends first.
-    with ExitStack() as hold, transaction(_Child.engine, write=True) as session:
-        return create_once_sync(
-            session,
-            p,
-            idem,
-            lambda: created_case(
-                service.import_bundle(
-                    session, p, body, digest=service.digest(raw), storage=_Child.storage, hold=hold
+    with ExitStack() as hold:
+        async with _Child.database.transaction() as tx:
+
+            async def create() -> Response:
+                case = await service.import_bundle(
+                    tx, p, body, digest=service.digest(raw), storage=_Child.storage, hold=hold
                 )
-            ),
-            lambda case_id: replay_created_case(session, p, case_id),
-        )
+                return created_case(case)
+
+            async def replay(case_id: uuid.UUID) -> Response:
+                return await replay_created_case(tx, p, case_id)
+
+            return await create_once(tx, p, idem, create, replay)
 
 
 # --- the worker's side ----------------------------------------------------------------------------------

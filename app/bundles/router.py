@@ -8,9 +8,9 @@ from app.bundles import service
 from app.bundles.imports import BundleImports, Idempotent
 from app.bundles.models import Bundle
 from app.cases.models import CasePublic
-from app.db import SessionDep
+from app.core.deps import UnitDep
 from app.errors import AppError
-from app.http import Purpose, StrictJSONRoute
+from app.http import Purpose, StrictJSONRoute, ok
 from app.idempotency.service import IdempotencyKeyHeader
 from app.observability.metrics import BundleImportOutcome, Metrics
 
@@ -23,15 +23,15 @@ router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)
     summary="Export a case as one document",
     operation_id="cases.bundle",
 )
-def export_bundle(session: SessionDep, p: Reader, case_id: uuid.UUID, purpose: Purpose) -> Bundle:
+async def export_bundle(tx: UnitDep, p: Reader, case_id: uuid.UUID, purpose: Purpose) -> Response:
     """Scope `read`; full access to the case. The case and everything under it, with `bundle_version: 1`.
     `full_name`, `date_of_birth` and `id_document` are returned only to a key with `personal_data` that
     sends `X-Purpose` (the disclosure is audited); otherwise they are null and `personal_data_redacted` is
     true. Attachments are listed by their metadata, without their bytes. A case the caller may not see
     answers 404, exactly as one that does not exist.
     """
-    case = access.readable_case_sync(session, p, case_id)
-    return service.export_case(session, p, case, purpose=purpose)
+    case = await access.readable_case(tx, p, case_id)
+    return ok(await service.export_case(tx, p, case, purpose=purpose))
 
 
 @router.post(

@@ -15,6 +15,7 @@ _attachment_rows); the rest is counted, never a row naming bytes that are
 not here.
 """
 
+import functools
 import hashlib
 import uuid
 from collections import defaultdict
@@ -25,9 +26,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from app import access
+from app.access import table_of
 from app.agencies.models import Agency
 from app.attachments import service as attachments
 from app.attachments.models import Attachment
@@ -48,7 +49,9 @@ from app.bundles.models import (
 )
 from app.cases.models import Case, origin_of
 from app.cases.service import require_reference_free
-from app.db import bulk_insert, utcnow
+from app.core.uow import Row, Statements, Tx, one_of, one_of_params
+from app.crud import row_type
+from app.db import new_row, utcnow
 from app.detainees.models import Detainee
 from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
 from app.errors import (
@@ -74,30 +77,46 @@ Loc = list[str | int]
 # --- export ---------------------------------------------------------------------------------------------
 
 
-def _ordered(session: Session, model: Any, case_id: uuid.UUID) -> list[Any]:
-    return list(
-        session.execute(
-            sa.select(model).where(model.case_id == case_id).order_by(model.created_at, model.id)
-        ).scalars()
+_PARTICIPANTS = table_of(Participant)
+_ITEMS = table_of(SeizedItem)
+_CUSTODY = table_of(CustodyEvent)
+_AGENCIES = table_of(Agency)
+
+
+@functools.cache
+def _ordered(table: sa.Table) -> sa.Select[Any]:
+    """A case's rows of `table` in list order."""
+    return (
+        sa.select(table)
+        .where(table.c.case_id == sa.bindparam("case_id"))
+        .order_by(table.c.created_at, table.c.id)
     )
 
 
-def export_case(session: Session, p: Principal, case: Case, *, purpose: str | None) -> Bundle:
+_CASE_PARTICIPANTS = (
+    sa.select(_PARTICIPANTS)
+    .where(_PARTICIPANTS.c.case_id == sa.bindparam("case_id"))
+    .order_by(_PARTICIPANTS.c.agency_id)
+)
+_CASE_CUSTODY = (
+    sa.select(_CUSTODY)
+    .join(_ITEMS, _ITEMS.c.id == _CUSTODY.c.seized_item_id)
+    .where(_ITEMS.c.case_id == sa.bindparam("case_id"))
+    .order_by(_CUSTODY.c.seized_item_id, _CUSTODY.c.seq)
+)
+
+
+async def export_case(tx: Tx, p: Principal, case: Row, *, purpose: str | None) -> Bundle:
     """The case as a bundle; detainees' personal data only as `present` allows (and audits)."""
-    participants = session.execute(
-        sa.select(Participant).where(Participant.case_id == case.id).order_by(Participant.agency_id)
-    ).scalars()
-    locations = _ordered(session, Location, case.id)
-    items = _ordered(session, SeizedItem, case.id)
-    chains: dict[uuid.UUID, list[CustodyEvent]] = defaultdict(list)
-    for event in session.execute(
-        sa.select(CustodyEvent)
-        .join(SeizedItem, SeizedItem.id == CustodyEvent.seized_item_id)
-        .where(SeizedItem.case_id == case.id)
-        .order_by(CustodyEvent.seized_item_id, CustodyEvent.seq)
-    ).scalars():
+    this = {"case_id": case.id}
+    participants = await tx.all(_CASE_PARTICIPANTS, this)
+    locations = await tx.all(_ordered(table_of(Location)), this)
+    items = await tx.all(_ordered(_ITEMS), this)
+    chains: dict[uuid.UUID, list[Row]] = defaultdict(list)
+    for event in await tx.all(_CASE_CUSTODY, this):
         chains[event.seized_item_id].append(event)
-    detainees = present(session, p, purpose, _ordered(session, Detainee, case.id), case_id=case.id)
+    detainees = present(tx, p, purpose, await tx.all(_ordered(table_of(Detainee)), this), case_id=case.id)
+    files = await tx.all(_ordered(table_of(Attachment)), this)
 
     def fields(model: type[Any], row: Any) -> dict[str, Any]:
         return {name: getattr(row, name) for name in model.model_fields if hasattr(row, name)}
@@ -125,12 +144,9 @@ def export_case(session: Session, p: Principal, case: Case, *, purpose: str | No
         detainees=[BundleDetainee.model_construct(**fields(BundleDetainee, d)) for d in detainees],
         identifiers=[
             BundleIdentifier.model_construct(**fields(BundleIdentifier, x))
-            for x in identifiers.export_for_bundle(session, case.id)
+            for x in await identifiers.export_for_bundle(tx, case.id)
         ],
-        attachments=[
-            BundleAttachment.model_construct(**fields(BundleAttachment, x))
-            for x in _ordered(session, Attachment, case.id)
-        ],
+        attachments=[BundleAttachment.model_construct(**fields(BundleAttachment, x)) for x in files],
     )
 
 
@@ -232,12 +248,19 @@ def _agency_refs(bundle: Bundle) -> Iterator[tuple[Loc, uuid.UUID | None]]:
         yield ["body", "detainees", n, "detained_by_agency_id"], det.detained_by_agency_id
 
 
-def _require_agencies(session: Session, bundle: Bundle) -> None:
+# Agencies looked up per statement: one statement shape, whatever the bundle names.
+_AGENCY_CHUNK = 100
+_AGENCIES_FOUND = sa.select(_AGENCIES.c.id).where(one_of(_AGENCIES.c.id, "agency", _AGENCY_CHUNK))
+
+
+async def _require_agencies(db: Statements, bundle: Bundle) -> None:
     refs = [(loc, agency_id) for loc, agency_id in _agency_refs(bundle) if agency_id is not None]
-    wanted = {agency_id for _, agency_id in refs}
-    found = (
-        set(session.execute(sa.select(Agency.id).where(Agency.id.in_(wanted))).scalars()) if wanted else set()
-    )
+    wanted = sorted({agency_id for _, agency_id in refs})
+    found: set[uuid.UUID] = set()
+    for start in range(0, len(wanted), _AGENCY_CHUNK):
+        chunk = wanted[start : start + _AGENCY_CHUNK]
+        chunk += [chunk[-1]] * (_AGENCY_CHUNK - len(chunk))  # the last chunk padded to the shape
+        found.update(row.id for row in await db.all(_AGENCIES_FOUND, one_of_params("agency", chunk)))
     for loc, agency_id in refs:
         if agency_id not in found:
             raise invalid(loc, "No agency with this id on this instance.")
@@ -286,7 +309,7 @@ def _replay_chain(item: BundleSeizedItem, at: Loc) -> tuple[list[dict[str, Any]]
     return events, status
 
 
-def _require_handling_code(session: Session, p: Principal, bundle: Bundle) -> None:
+async def _require_handling_code(db: Statements, p: Principal, bundle: Bundle) -> None:
     """The bundle's handling code, or a stricter one, never a looser one.
 
     The document's own code is the importer's to raise: an import keeps it.
@@ -300,7 +323,7 @@ def _require_handling_code(session: Session, p: Principal, bundle: Bundle) -> No
     claimed = (bundle.case.id, bundle.exported_from.case_id if bundle.exported_from else None)
     for case_id in {x for x in claimed if x is not None}:
         try:
-            source = access.case_access_sync(session, p, case_id).case
+            source = (await access.case_access(db, p, case_id)).case
         except AppError:  # not there, or not for this caller: the same to it
             continue
         if source.handling_code.strictness > wanted.strictness:
@@ -314,9 +337,9 @@ def _require_handling_code(session: Session, p: Principal, bundle: Bundle) -> No
 # --- import: writing ------------------------------------------------------------------------------------
 
 
-def import_bundle(
-    session: Session, p: Principal, bundle: Bundle, *, digest: str, storage: Storage, hold: ExitStack
-) -> Case:
+async def import_bundle(
+    tx: Tx, p: Principal, bundle: Bundle, *, digest: str, storage: Storage, hold: ExitStack
+) -> Row:
     """Create the bundle's case, led by the caller's agency, with new ids for every row.
 
     The bundle's participants are not carried over: on this instance, who
@@ -342,15 +365,15 @@ def import_bundle(
     for section in ("locations", "seized_items", "detainees"):
         _unique_ids(getattr(bundle, section), section)
     _require_locations(bundle)
-    _require_agencies(session, bundle)
-    _require_handling_code(session, p, bundle)
+    await _require_agencies(tx, bundle)
+    await _require_handling_code(tx, p, bundle)
     chains = [_replay_chain(item, ["body", "seized_items", n]) for n, item in enumerate(bundle.seized_items)]
     for det in bundle.detainees:
         require_personal_scope(p, personal_fields_set(det))
-    identifier_rows = identifiers.rows_for_import(
-        session, bundle.identifiers, lead_agency_id=p.agency_id, loc=["body", "identifiers"]
+    identifier_rows = await identifiers.rows_for_import(
+        tx, bundle.identifiers, lead_agency_id=p.agency_id, loc=["body", "identifiers"]
     )
-    require_reference_free(session, p.agency_id, bundle.case.reference)
+    await require_reference_free(tx, p.agency_id, bundle.case.reference)
 
     now = utcnow()
     # Rows get creation times a microsecond apart in bundle order: lists are
@@ -363,19 +386,18 @@ def import_bundle(
         return {"created_at": at, "updated_at": at}
 
     source = bundle.exported_from or BundleSource()
-    case = Case.model_validate(
-        bundle.case.model_dump(exclude={"id", "origin"}),
-        update={
-            "lead_agency_id": p.agency_id,
-            "origin_bundle_sha256": digest,
-            "origin_case_id": source.case_id or bundle.case.id,
-            "origin_lead_agency_id": source.lead_agency_id,
-            "origin_exported_at": source.exported_at,
+    case = row_type(table_of(Case))(
+        **new_row(
+            Case,
+            **bundle.case.model_dump(exclude={"id", "origin"}),
+            lead_agency_id=p.agency_id,
+            origin_bundle_sha256=digest,
+            origin_case_id=source.case_id or bundle.case.id,
+            origin_lead_agency_id=source.lead_agency_id,
+            origin_exported_at=source.exported_at,
             **stamps(),
-        },
+        )
     )
-    session.add(case)
-    session.flush()
     lead = {"case_id": case.id, "agency_id": p.agency_id, "role": Role.lead, "version": 1, **stamps()}
 
     location_ids = {x.id: uuid.uuid4() for x in bundle.locations}
@@ -431,6 +453,7 @@ def import_bundle(
             }
         )
 
+    await tx.insert([(table_of(Case), [case._asdict()])])
     for model, rows in (
         (Participant, [lead]),
         (Location, locations),
@@ -438,14 +461,14 @@ def import_bundle(
         (CustodyEvent, custody),
         (Detainee, detainees),
     ):
-        bulk_insert(session, model.__table__, rows)  # type: ignore[attr-defined]
+        await tx.insert_many(table_of(model), rows)
 
     identifier_rows = [
         {**row, "case_id": case.id, "created_at": stamps()["created_at"]} for row in identifier_rows
     ]
-    identifiers.insert_imported(session, identifier_rows)
-    attachment_rows, attachments_missing = _attachment_rows(
-        session,
+    await identifiers.insert_imported(tx, identifier_rows)
+    attachment_rows, attachments_missing = await _attachment_rows(
+        tx,
         p,
         bundle.attachments,
         storage,
@@ -453,9 +476,9 @@ def import_bundle(
         case_id=case.id,
         created_at=lambda: stamps()["created_at"],
     )
-    bulk_insert(session, Attachment.__table__, attachment_rows)  # type: ignore[attr-defined]
+    await tx.insert_many(table_of(Attachment), attachment_rows)
     _journal(
-        session,
+        tx,
         p,
         case,
         digest,
@@ -471,8 +494,8 @@ def import_bundle(
     return case
 
 
-def _attachment_rows(
-    session: Session,
+async def _attachment_rows(
+    db: Statements,
     p: Principal,
     entries: list[BundleAttachment],
     storage: Storage,
@@ -498,7 +521,7 @@ def _attachment_rows(
     if not entries:
         return [], 0
     hold.enter_context(storage.lock())
-    sizes = attachments.visible_files(session, p, (x.sha256 for x in entries))
+    sizes = await attachments.visible_files(db, p, (x.sha256 for x in entries))
     rows: list[dict[str, Any]] = []
     for n, entry in enumerate(entries):
         size = sizes.get(entry.sha256)
@@ -522,9 +545,9 @@ def _attachment_rows(
 
 
 def _journal(
-    session: Session,
+    tx: Tx,
     p: Principal,
-    case: Case,
+    case: Row,
     digest: str,
     *,
     attachments_missing: int,
@@ -541,7 +564,7 @@ def _journal(
     and feed readers learn of them from `case.imported`.
     """
     record(
-        session,
+        tx,
         p.actor,
         action="case.imported",
         resource_type="case",
