@@ -100,6 +100,18 @@ def sees_case_in_full() -> sa.ColumnElement[bool]:
     )
 
 
+def sees_request(
+    from_agency_id: sa.ColumnElement[uuid.UUID], to_agency_id: sa.ColumnElement[uuid.UUID]
+) -> sa.ColumnElement[bool]:
+    """The caller (principal_params()) sees an information request, given its
+    two agencies' columns (the request's own, or those copied onto its
+    events): only the sending and the receiving agency see a request, its
+    messages, their attachments and their events; to anyone else, sub-agencies
+    and case partners alike, they do not exist (404), whatever case they name."""
+    agency_id: sa.BindParameter[uuid.UUID] = sa.bindparam("agency_id")
+    return sa.or_(from_agency_id == agency_id, to_agency_id == agency_id)
+
+
 def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Level | None:
     """Access to one case, given the role of the caller's agency and whether its parent takes part."""
     if own_role is not None:

@@ -223,7 +223,7 @@ def _text(value: object) -> str:
 def cmd_storage_sweep(args: argparse.Namespace) -> None:
     """Without --apply it only lists: a sweep pointed at the wrong place costs nothing."""
     storage = LocalStorage(get_settings().storage_dir)
-    report = attachments.sweep(_engine(), storage, older_than=args.older_than, apply=args.apply)
+    report = _read(lambda db: attachments.sweep(db, storage, older_than=args.older_than, apply=args.apply))
     move, remove = ("moved", "removed") if args.apply else ("would move", "would remove")
     for sha256 in report.recovered:
         print(f"{move} into place: {sha256} (a committed upload)")

@@ -1,21 +1,30 @@
+import hashlib
+import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from app.access import Editor
 from app.attachments import service
 from app.attachments.models import AttachmentPublic
-from app.attachments.storage import copy_chunks
+from app.attachments.storage import Staged, copy_chunks
 from app.auth.deps import Reader, Writer
 from app.auth.service import Principal
-from app.db import SessionDep, transaction
-from app.http import check_if_match, with_etag
+from app.core.deps import DatabaseDep, UnitDep
+from app.core.uow import Database, Row
+from app.errors import AppError
+from app.http import api_path, check_if_match, created, ok
+from app.idempotency.service import IdempotencyKey, create_once
 from app.openapi import REQUEST_ID_HEADER
 from app.pagination import Page, PageDep
+
+log = logging.getLogger("caseapi.attachments")
 
 router = APIRouter(tags=["attachments"])
 
@@ -123,31 +132,99 @@ IfRange = Annotated[
 ]
 
 
+async def _body(request: Request, chunk_timeout: float) -> AsyncIterator[bytes]:
+    """The request body's chunks, each awaited at most `chunk_timeout` seconds."""
+    chunks = request.stream()
+    while True:
+        try:
+            with anyio.fail_after(chunk_timeout):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise body_stalled(chunk_timeout) from None
+        except ClientDisconnect:
+            log.info("upload abandoned: the client closed the connection")
+            raise client_gone() from None
+        if chunk is None:
+            return
+        yield chunk
+
+
+def body_stalled(seconds: float) -> AppError:
+    return AppError(
+        408,
+        f"No part of the request body arrived for {seconds:g} seconds.",
+        slug="request-timeout",
+        title="Request Timeout",
+        headers={"Connection": "close"},
+    )
+
+
+def client_gone() -> AppError:
+    """The client closed the connection mid-body: its doing, not the server's.
+    The answer reaches no one; its status (nginx's 499) marks it in metrics."""
+    return AppError(
+        499, "The client closed the connection.", slug="client-closed-request", title="Client Closed Request"
+    )
+
+
+def _upload_meta(request: Request, filename: str, sha256: str | None) -> service.UploadMeta:
+    headers = request.headers
+    return service.upload_meta(
+        filename,
+        sha256,
+        content_type=headers.get("content-type"),
+        repr_digest=headers.get("repr-digest"),
+        idempotency_key=headers.get("idempotency-key"),
+    )
+
+
+def _fingerprint(request: Request, meta: service.UploadMeta, staged: Staged) -> str:
+    # The same key with another file, name or type is another request.
+    parts = (request.url.path, meta.filename, meta.content_type, staged.sha256)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 async def _upload(
-    request: Request, p: Principal, lookup: service.ParentLookup, meta: service.UploadMeta
+    request: Request, db: Database, p: Principal, lookup: service.ParentLookup, meta: service.UploadMeta
 ) -> Response:
     settings = request.app.state.settings
+    storage = request.app.state.storage
+    quota: int | None = settings.storage_quota_bytes_per_agency
     # Refused before a byte of the body is read: who may not add here, and a file declared
     # past the agency's quota (one declared too large never got this far: app.limits
     # answered 413 on its Content-Length).
-    await run_in_threadpool(_check, request, p, lookup)
-    staged = await service.receive_file(
-        request,
-        request.app.state.storage,
-        request.app.state.max_attachment_bytes,
-        settings.body_chunk_timeout_seconds,
-    )
-    return await run_in_threadpool(service.commit_upload, request, p, lookup, staged, meta)
-
-
-def _check(request: Request, p: Principal, lookup: service.ParentLookup) -> None:
     declared = request.headers.get("content-length", "")
-    service.claim_for_upload(request.app.state.engine, request.app.state.storage)
-    with transaction(request.app.state.engine, write=False) as session:
-        lookup(session, p)
-        if declared.isdigit():
-            quota = request.app.state.settings.storage_quota_bytes_per_agency
-            service.check_quota(session, p, int(declared), quota, lock=False)
+    await service.claim_for_upload(db, storage)
+    await lookup(db, p)
+    if declared.isdigit():
+        await service.check_quota(db, p, int(declared), quota, lock=False)
+    chunks = _body(request, settings.body_chunk_timeout_seconds)
+    staged = await service.receive_file(chunks, storage, request.app.state.max_attachment_bytes)
+    idem = (
+        IdempotencyKey(meta.idempotency_key, _fingerprint(request, meta, staged))
+        if meta.idempotency_key
+        else None
+    )
+
+    def respond(attachment: Row) -> Response:
+        return created(
+            service.to_public(attachment),
+            location=api_path("attachments", attachment.id),
+            version=attachment.version,
+        )
+
+    async with service.commit_upload(db, storage, staged, meta) as upload:
+        # Again, now that the upload is over: the caller's access may have changed meanwhile.
+        parent = await lookup(upload.tx, p)
+
+        async def create() -> Response:
+            return respond(await upload.add(p, parent, quota))
+
+        async def replay(attachment_id: uuid.UUID) -> Response:
+            return respond((await service.readable_attachment(upload.tx, p, attachment_id))[0])
+
+        response = await create_once(upload.tx, p, idem, create, replay)
+    return response
 
 
 @router.get(
@@ -156,15 +233,13 @@ def _check(request: Request, p: Principal, lookup: service.ParentLookup) -> None
     operation_id="attachments.list",
     summary="List a case's attachments",
 )
-def list_case_attachments(
-    session: SessionDep, p: Reader, case_id: uuid.UUID, page: PageDep
-) -> Page[AttachmentPublic]:
+async def list_case_attachments(tx: UnitDep, p: Reader, case_id: uuid.UUID, page: PageDep) -> Response:
     """Scope `read`; full access to the case. Metadata of the files attached to it, oldest first. A case
     the caller may not see answers 404, exactly as one that does not exist.
     """
-    parent = service.case_for_reader(case_id)(session, p)
-    items, cursor = service.list_attachments(session, parent, page)
-    return Page(items=[service.to_public(a) for a in items], next_cursor=cursor)
+    parent = await service.case_for_reader(case_id)(tx, p)
+    rows, cursor = await service.list_attachments(tx, parent, page)
+    return ok(Page(items=[service.to_public(a) for a in rows], next_cursor=cursor))
 
 
 @router.post(
@@ -176,15 +251,20 @@ def list_case_attachments(
     openapi_extra=UPLOAD_BODY,
 )
 async def create_case_attachment(
-    request: Request, p: Writer, case_id: uuid.UUID, filename: Filename, sha256: ClientSha256 = None
+    request: Request,
+    db: DatabaseDep,
+    p: Writer,
+    case_id: uuid.UUID,
+    filename: Filename,
+    sha256: ClientSha256 = None,
 ) -> Response:
     """Scope `write`; role lead or partner. The body is the file itself, streamed; `Repr-Digest:
     sha-256=:...:` or `?sha256=` is checked against what arrives (422 and nothing stored when it differs).
     Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as one that does not
     exist.
     """
-    meta = service.upload_meta(request, filename, sha256)
-    return await _upload(request, p, service.case_for_writer(case_id), meta)
+    meta = _upload_meta(request, filename, sha256)
+    return await _upload(request, db, p, service.case_for_writer(case_id), meta)
 
 
 @router.get(
@@ -193,15 +273,15 @@ async def create_case_attachment(
     operation_id="message_attachments.list",
     summary="List a message's attachments",
 )
-def list_message_attachments(
-    session: SessionDep, p: Reader, request_id: uuid.UUID, message_id: uuid.UUID, page: PageDep
-) -> Page[AttachmentPublic]:
+async def list_message_attachments(
+    tx: UnitDep, p: Reader, request_id: uuid.UUID, message_id: uuid.UUID, page: PageDep
+) -> Response:
     """Scope `read`; only the request's two agencies. Metadata of the files attached to a message. A
     request the caller may not see answers 404, exactly as one that does not exist.
     """
-    parent = service.message_for_reader(request_id, message_id)(session, p)
-    items, cursor = service.list_attachments(session, parent, page)
-    return Page(items=[service.to_public(a) for a in items], next_cursor=cursor)
+    parent = await service.message_for_reader(request_id, message_id)(tx, p)
+    rows, cursor = await service.list_attachments(tx, parent, page)
+    return ok(Page(items=[service.to_public(a) for a in rows], next_cursor=cursor))
 
 
 @router.post(
@@ -214,6 +294,7 @@ def list_message_attachments(
 )
 async def create_message_attachment(
     request: Request,
+    db: DatabaseDep,
     p: Writer,
     request_id: uuid.UUID,
     message_id: uuid.UUID,
@@ -224,8 +305,8 @@ async def create_message_attachment(
     the same digest check as a case's. Honours `Idempotency-Key`. A request the caller may not see answers
     404, exactly as one that does not exist.
     """
-    meta = service.upload_meta(request, filename, sha256)
-    return await _upload(request, p, service.message_for_writer(request_id, message_id), meta)
+    meta = _upload_meta(request, filename, sha256)
+    return await _upload(request, db, p, service.message_for_writer(request_id, message_id), meta)
 
 
 @router.get(
@@ -234,16 +315,13 @@ async def create_message_attachment(
     operation_id="attachments.get",
     summary="An attachment's metadata",
 )
-def get_attachment(
-    session: SessionDep, p: Reader, attachment_id: uuid.UUID, response: Response
-) -> AttachmentPublic:
+async def get_attachment(tx: UnitDep, p: Reader, attachment_id: uuid.UUID) -> Response:
     """Scope `read`; who sees its case in full, or the request's two agencies. Name, type, size and
     sha256 of the file; its bytes are at `/content`. An attachment the caller may not see answers 404,
     exactly as one that does not exist.
     """
-    attachment, _ = service.readable_attachment(session, p, attachment_id)
-    with_etag(response, attachment.version)
-    return service.to_public(attachment)
+    attachment, _ = await service.readable_attachment(tx, p, attachment_id)
+    return ok(service.to_public(attachment), version=attachment.version)
 
 
 @router.get(
@@ -257,8 +335,9 @@ def get_attachment(
 @router.head(
     "/attachments/{attachment_id}/content", operation_id="attachments.content_head", include_in_schema=False
 )
-def get_attachment_content(
+async def get_attachment_content(
     request: Request,
+    db: DatabaseDep,
     p: Reader,
     attachment_id: uuid.UUID,
     byte_range: RangeHeader = None,
@@ -271,7 +350,19 @@ def get_attachment_content(
     attachment the caller may not see answers 404, exactly as one that does not exist.
     """
     conditions = service.Conditions(byte_range, if_none_match, if_range)
-    attachment, delivery, source = service.open_content(request, p, attachment_id, conditions)
+    storage = request.app.state.storage
+    source = None
+    try:
+        # The download's audit entry commits before a byte goes out; the file
+        # is closed should the commit fail.
+        async with db.transaction() as tx:
+            attachment, delivery, source = await service.open_content(
+                tx, storage, p, attachment_id, conditions, send=request.method == "GET"
+            )
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     etag = f'"{attachment.sha256}"'
     if delivery.status == 304:
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "private, no-store"})
@@ -301,16 +392,18 @@ def get_attachment_content(
     operation_id="attachments.delete",
     summary="Delete an attachment",
 )
-def delete_attachment(request: Request, p: Editor, attachment_id: uuid.UUID) -> Response:
+async def delete_attachment(
+    request: Request, db: DatabaseDep, p: Editor, attachment_id: uuid.UUID
+) -> Response:
     """Scope `write` and scope `read`; role lead or partner of its case, or the agency that attached it to a
     message.
     Needs the `If-Match` of the metadata. The file goes once no attachment names its content. An
     attachment the caller may not see answers 404, exactly as one that does not exist.
     """
-    engine = request.app.state.engine
-    with transaction(engine, write=True) as session:
-        attachment, parent = service.writable_attachment(session, p, attachment_id)
+    async with db.transaction() as tx:
+        attachment, parent = await service.writable_attachment(tx, p, attachment_id)
         check_if_match(request, attachment.version)
-        service.delete_attachment(session, p, attachment, parent)
-    service.release(engine, request.app.state.storage, attachment.sha256)
+        await service.delete_attachment(tx, p, attachment, parent)
+    # Only once the deletion committed: the file goes when no row names it any more.
+    await service.release(db, request.app.state.storage, attachment.sha256)
     return Response(status_code=204)

@@ -2,10 +2,10 @@
 
 Who sees an attachment is who sees its parent: a case's attachment those
 who read the case in full; a message's attachment the request's two
-agencies. Adding or deleting one is a change of the parent (lead or
-partner with `write` for a case; the message's author agency for a
-message). Every download (200 or 206) writes an audit entry (no feed
-event), like a disclosure of personal data.
+agencies (access.sees_request). Adding or deleting one is a change of the
+parent (lead or partner with `write` for a case; the message's author
+agency for a message). Every download (200 or 206) writes an audit entry
+(no feed event), like a disclosure of personal data.
 
 Order of things for an upload: access (and the agency's storage quota,
 for a declared size) is checked before a byte of the body is read; the
@@ -14,30 +14,33 @@ on the size received, and the row and its journal commit; only then does
 the file move into place (see app.attachments.storage). A deletion
 commits first and removes the file after, when no row names its sha256
 any more.
+
+The storage lock (Storage.lock) is a file lock that may be held for a
+while (a bundle import holds it until its commit): it is waited for in
+threads of its own (storage_locked), never in the threads that run SQLite's
+statements, which its holder may need.
 """
 
 import base64
 import binascii
+import contextlib
 import errno
 import functools
-import hashlib
 import logging
 import re
 import unicodedata
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import anyio
 import anyio.to_thread
 import sqlalchemy as sa
-from fastapi import Request, Response
+from anyio.lowlevel import RunVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
-from starlette.requests import ClientDisconnect
 
 from app import access
 from app.agencies.models import Agency
@@ -45,20 +48,27 @@ from app.attachments.models import Attachment, AttachmentPublic, DatabaseIdentit
 from app.attachments.storage import Staged, Storage, StorageOfAnotherDatabase
 from app.auth.service import Principal
 from app.cases.models import Case
-from app.db import transaction, utcnow
+from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
+from app.crud import row_type
+from app.db import new_row, utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
-from app.http import api_path, created
-from app.idempotency.service import IdempotencyKey, create_once_sync
+from app.http import public
 from app.journal import record
-from app.pagination import PageParams, paginate_sync
+from app.pagination import PageParams, keyset, read_page
 from app.requests import service as requests
-from app.requests.models import InformationRequest, RequestStatus
+from app.requests.models import RequestStatus
 
 log = logging.getLogger("caseapi.attachments")
 
 CASE_RESOURCE = "attachment"
 # Its events reach the request's two agencies only, like the request's own (app.events).
 MESSAGE_RESOURCE = "message_attachment"
+
+ATTACHMENTS = access.table_of(Attachment)
+AGENCIES = access.table_of(Agency)
+CASES = access.table_of(Case)
+IDENTITY = access.table_of(DatabaseIdentity)
+KEYS = (ATTACHMENTS.c.created_at, ATTACHMENTS.c.id)
 
 _WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write to the staging file
 _REPR_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):")
@@ -67,41 +77,46 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 @dataclass(frozen=True)
 class Parent:
-    """What an attachment hangs on: a case, or a message of a request."""
+    """What an attachment hangs on: a case, or a message of a request (with the request's two agencies)."""
 
     case_id: uuid.UUID | None = None
-    request: InformationRequest | None = None
+    request_id: uuid.UUID | None = None
     message_id: uuid.UUID | None = None
+    parties: tuple[uuid.UUID, uuid.UUID] | None = None
 
     @property
     def scope(self) -> str:
         return f"attachments:{self.case_id}" if self.case_id else f"message-attachments:{self.message_id}"
 
 
-ParentLookup = Callable[[Session, Principal], Parent]
+ParentLookup = Callable[[Statements, Principal], Awaitable[Parent]]
 
 
 def case_for_reader(case_id: uuid.UUID) -> ParentLookup:
-    def lookup(session: Session, p: Principal) -> Parent:
-        access.readable_case_sync(session, p, case_id)
+    async def lookup(db: Statements, p: Principal) -> Parent:
+        await access.readable_case(db, p, case_id)
         return Parent(case_id=case_id)
 
     return lookup
 
 
 def case_for_writer(case_id: uuid.UUID) -> ParentLookup:
-    def lookup(session: Session, p: Principal) -> Parent:
-        access.writable_case_sync(session, p, case_id)
+    async def lookup(db: Statements, p: Principal) -> Parent:
+        await access.writable_case(db, p, case_id)
         return Parent(case_id=case_id)
 
     return lookup
 
 
+def _message_parent(req: Row, message_id: uuid.UUID) -> Parent:
+    return Parent(request_id=req.id, message_id=message_id, parties=requests.parties(req))
+
+
 def message_for_reader(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLookup:
-    def lookup(session: Session, p: Principal) -> Parent:
-        req = requests.get_request(session, p, request_id)
-        requests.get_message(session, request_id, message_id)
-        return Parent(request=req, message_id=message_id)
+    async def lookup(db: Statements, p: Principal) -> Parent:
+        req = await requests.get_request(db, p, request_id)
+        await requests.get_message(db, request_id, message_id)
+        return _message_parent(req, message_id)
 
     return lookup
 
@@ -109,14 +124,14 @@ def message_for_reader(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLo
 def message_for_writer(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLookup:
     """Only the agency that wrote the message attaches files to it."""
 
-    def lookup(session: Session, p: Principal) -> Parent:
-        req = requests.get_request(session, p, request_id)
-        message = requests.get_message(session, request_id, message_id)
+    async def lookup(db: Statements, p: Principal) -> Parent:
+        req = await requests.get_request(db, p, request_id)
+        message = await requests.get_message(db, request_id, message_id)
         if message.from_agency_id != p.agency_id:
             raise forbidden("Only the agency that wrote the message attaches files to it.")
         if req.status == RequestStatus.withdrawn:
             raise conflict("The sender withdrew this request; it takes no more files.")
-        return Parent(request=req, message_id=message_id)
+        return _message_parent(req, message_id)
 
     return lookup
 
@@ -124,43 +139,34 @@ def message_for_writer(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLo
 # --- reading and changing rows ------------------------------------------------
 
 
-def list_attachments(
-    session: Session, parent: Parent, params: PageParams
-) -> tuple[list[Attachment], str | None]:
-    column = Attachment.case_id if parent.case_id else Attachment.message_id
-    return paginate_sync(
-        session,
-        sa.select(Attachment).where(column == (parent.case_id or parent.message_id)),
-        params,
-        scope=parent.scope,
-        keys=(Attachment.created_at, Attachment.id),
-    )
+@functools.cache
+def _list_statement(*, of_case: bool, after: bool) -> sa.Select[Any]:
+    column = ATTACHMENTS.c.case_id if of_case else ATTACHMENTS.c.message_id
+    return keyset(sa.select(ATTACHMENTS).where(column == sa.bindparam("parent_id")), keys=KEYS, after=after)
 
 
-def _parent_of(session: Session, p: Principal, attachment: Attachment) -> Parent:
-    if attachment.case_id is not None:
-        return case_for_reader(attachment.case_id)(session, p)
-    assert attachment.request_id is not None and attachment.message_id is not None
-    return Parent(
-        request=requests.get_request(session, p, attachment.request_id), message_id=attachment.message_id
-    )
+async def list_attachments(
+    db: Statements, parent: Parent, params: PageParams
+) -> tuple[list[Row], str | None]:
+    """A page of the attachments of `parent` (which the caller's lookup found)."""
+    stmt = _list_statement(of_case=parent.case_id is not None, after=bool(params.cursor))
+    values = {"parent_id": parent.case_id or parent.message_id}
+    return await read_page(db, stmt, values, params, scope=parent.scope, keys=KEYS)
 
 
 def _seen(stmt: sa.Select[Any]) -> sa.Select[Any]:
     """Only the attachments whose case the caller sees in full, or whose request
     is between the caller's agency and another (bind `access.principal_params`)."""
-    agency = sa.bindparam("agency_id")
+    req = requests.REQUESTS
     return (
-        stmt.outerjoin(Case, Case.id == Attachment.case_id)
-        .outerjoin(InformationRequest, InformationRequest.id == Attachment.request_id)
+        stmt.outerjoin(CASES, CASES.c.id == ATTACHMENTS.c.case_id)
+        .outerjoin(req, req.c.id == ATTACHMENTS.c.request_id)
         .where(
             sa.or_(
-                sa.and_(Attachment.case_id.is_not(None), access.sees_case_in_full()),
+                sa.and_(ATTACHMENTS.c.case_id.is_not(None), access.sees_case_in_full()),
                 sa.and_(
-                    Attachment.request_id.is_not(None),
-                    sa.or_(
-                        InformationRequest.from_agency_id == agency, InformationRequest.to_agency_id == agency
-                    ),
+                    ATTACHMENTS.c.request_id.is_not(None),
+                    access.sees_request(req.c.from_agency_id, req.c.to_agency_id),
                 ),
             )
         )
@@ -169,24 +175,44 @@ def _seen(stmt: sa.Select[Any]) -> sa.Select[Any]:
 
 @functools.cache
 def _visible_statement(*, for_update: bool) -> sa.Select[Any]:
-    """The attachment, only when the caller sees it: one statement, so that a
-    hidden attachment answers as a missing one does, no row, at the same cost."""
-    stmt = _seen(sa.select(Attachment)).where(Attachment.id == sa.bindparam("attachment_id"))
-    return stmt.with_for_update(of=Attachment) if for_update else stmt  # type: ignore[arg-type]
+    """The attachment (and its request's two agencies), only when the caller
+    sees it: one statement, so that a hidden attachment answers as a missing
+    one does, no row, at the same cost."""
+    req = requests.REQUESTS
+    stmt = sa.select(
+        ATTACHMENTS,
+        req.c.from_agency_id.label("request_from_agency_id"),
+        req.c.to_agency_id.label("request_to_agency_id"),
+    )
+    stmt = _seen(stmt).where(ATTACHMENTS.c.id == sa.bindparam("attachment_id"))
+    return stmt.with_for_update(of=ATTACHMENTS) if for_update else stmt
+
+
+# Values per statement of an IN list: far below any driver's limit on parameters.
+_IN_CHUNK = 500
+
+
+def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    """The distinct `values` in lists of one or of _IN_CHUNK, a short list padded
+    with its first value (a repeated value changes nothing in an IN list): two
+    statement shapes in all, each prepared once."""
+    wanted = sorted(set(values))
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        if len(chunk) > 1:
+            chunk += chunk[:1] * (_IN_CHUNK - len(chunk))
+        yield chunk
 
 
 @functools.cache
-def _visible_files_statement() -> sa.Select[Any]:
-    stmt = sa.select(Attachment.sha256, Attachment.size).where(
-        Attachment.sha256.in_(sa.bindparam("shas", expanding=True))
+def _visible_files_statement(count: int) -> sa.Select[Any]:
+    stmt = sa.select(ATTACHMENTS.c.sha256, ATTACHMENTS.c.size).where(
+        one_of(ATTACHMENTS.c.sha256, "sha", count)
     )
     return _seen(stmt).distinct()
 
 
-_IN_CHUNK = 1000  # sha256 values per statement: far below any driver's limit on parameters
-
-
-def visible_files(session: Session, p: Principal, shas: Iterable[str]) -> dict[str, int]:
+async def visible_files(db: Statements, p: Principal, shas: Iterable[str]) -> dict[str, int]:
     """The size of each of these files that the caller can already download
     (an attachment of a case it sees in full or of one of its requests).
 
@@ -194,83 +220,83 @@ def visible_files(session: Session, p: Principal, shas: Iterable[str]) -> dict[s
     reports, requests and custody records. Only what the caller can already
     read is offered again under its sha256.
     """
-    wanted = sorted(set(shas))
     found: dict[str, int] = {}
-    for start in range(0, len(wanted), _IN_CHUNK):
-        params = access.principal_params(p) | {"shas": wanted[start : start + _IN_CHUNK]}
-        found.update((sha, size) for sha, size in session.execute(_visible_files_statement(), params))
+    for chunk in _chunks(shas):
+        values = access.principal_params(p) | one_of_params("sha", chunk)
+        found.update(
+            (row.sha256, row.size) for row in await db.all(_visible_files_statement(len(chunk)), values)
+        )
     return found
 
 
-def _visible(session: Session, p: Principal, attachment_id: uuid.UUID, *, for_update: bool) -> Attachment:
-    params = access.principal_params(p) | {"attachment_id": attachment_id}
-    attachment = session.execute(_visible_statement(for_update=for_update), params).scalar_one_or_none()
+def _parent_of(attachment: Row) -> Parent:
+    """The parent of a row of _visible_statement(), whose access that statement checked."""
+    if attachment.case_id is not None:
+        return Parent(case_id=attachment.case_id)
+    parties = (attachment.request_from_agency_id, attachment.request_to_agency_id)
+    return Parent(request_id=attachment.request_id, message_id=attachment.message_id, parties=parties)
+
+
+async def _visible(db: Statements, p: Principal, attachment_id: uuid.UUID, *, for_update: bool) -> Row:
+    values = access.principal_params(p) | {"attachment_id": attachment_id}
+    attachment = await db.first(_visible_statement(for_update=for_update), values)
     if attachment is None:
         raise not_found("attachment")
     return attachment
 
 
-def readable_attachment(
-    session: Session, p: Principal, attachment_id: uuid.UUID
-) -> tuple[Attachment, Parent]:
+async def readable_attachment(db: Statements, p: Principal, attachment_id: uuid.UUID) -> tuple[Row, Parent]:
     """An attachment whose parent the caller reads; 404 (the same as a missing one) otherwise."""
-    attachment = _visible(session, p, attachment_id, for_update=False)
-    return attachment, _parent_of(session, p, attachment)
+    attachment = await _visible(db, p, attachment_id, for_update=False)
+    return attachment, _parent_of(attachment)
 
 
-def writable_attachment(
-    session: Session, p: Principal, attachment_id: uuid.UUID
-) -> tuple[Attachment, Parent]:
+async def writable_attachment(tx: Tx, p: Principal, attachment_id: uuid.UUID) -> tuple[Row, Parent]:
     """An attachment the caller may delete, locked until commit."""
-    attachment = _visible(session, p, attachment_id, for_update=True)
-    parent = _parent_of(session, p, attachment)
+    attachment = await _visible(tx, p, attachment_id, for_update=True)
+    parent = _parent_of(attachment)
     if parent.case_id is not None:
-        access.require_writer(access.case_access_sync(session, p, parent.case_id), p)
+        await access.writable_case(tx, p, parent.case_id)
     elif attachment.uploaded_by_agency_id != p.agency_id:
         raise forbidden("Only the agency that attached the file deletes it.")
     return attachment, parent
 
 
 def _record(
-    session: Session,
-    p: Principal,
-    attachment: Attachment,
-    parent: Parent,
-    action: str,
-    *,
-    emit_event: bool = True,
+    tx: Tx, p: Principal, attachment_id: uuid.UUID, parent: Parent, action: str, *, emit_event: bool = True
 ) -> None:
     """Journal an attachment's change (or, emit_event=False, its disclosure) as its parent's."""
-    if parent.request is not None:
+    if parent.parties is not None:
         # No case_id: like the request's own records (app.requests.service).
         record(
-            session,
+            tx,
             p.actor,
             action=action,
             resource_type=MESSAGE_RESOURCE,
-            resource_id=attachment.id,
+            resource_id=attachment_id,
             case_id=None,
             emit_event=emit_event,
-            request_parties=(parent.request.from_agency_id, parent.request.to_agency_id),
+            request_parties=parent.parties,
         )
         return
     record(
-        session,
+        tx,
         p.actor,
         action=action,
         resource_type=CASE_RESOURCE,
-        resource_id=attachment.id,
+        resource_id=attachment_id,
         case_id=parent.case_id,
         emit_event=emit_event,
     )
 
 
-def add_attachment(
-    session: Session, p: Principal, parent: Parent, staged: Staged, *, filename: str, content_type: str
-) -> Attachment:
-    attachment = Attachment(
+async def add_attachment(
+    tx: Tx, p: Principal, parent: Parent, staged: Staged, *, filename: str, content_type: str
+) -> Row:
+    row = new_row(
+        Attachment,
         case_id=parent.case_id,
-        request_id=parent.request.id if parent.request else None,
+        request_id=parent.request_id,
         message_id=parent.message_id,
         uploaded_by_agency_id=p.agency_id,
         filename=filename,
@@ -278,23 +304,24 @@ def add_attachment(
         size=staged.size,
         sha256=staged.sha256,
     )
-    session.add(attachment)
-    session.flush()
-    _record(session, p, attachment, parent, "attachment.created")
-    return attachment
+    await tx.insert([(ATTACHMENTS, [row])])
+    _record(tx, p, row["id"], parent, "attachment.created")
+    return row_type(ATTACHMENTS)(**row)
 
 
-def delete_attachment(session: Session, p: Principal, attachment: Attachment, parent: Parent) -> None:
-    session.delete(attachment)
-    session.flush()
-    _record(session, p, attachment, parent, "attachment.deleted")
+_DELETE = sa.delete(ATTACHMENTS).where(ATTACHMENTS.c.id == sa.bindparam("attachment_id"))
 
 
-def to_public(attachment: Attachment) -> AttachmentPublic:
-    return AttachmentPublic.model_validate(attachment)
+async def delete_attachment(tx: Tx, p: Principal, attachment: Row, parent: Parent) -> None:
+    await tx.execute(_DELETE, {"attachment_id": attachment.id})
+    _record(tx, p, attachment.id, parent, "attachment.deleted")
 
 
-# --- the HTTP edges: upload and download ---------------------------------------
+def to_public(attachment: Row) -> AttachmentPublic:
+    return public(AttachmentPublic, attachment)
+
+
+# --- uploads ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -305,26 +332,32 @@ class UploadMeta:
     idempotency_key: str | None
 
 
-def upload_meta(request: Request, filename: str, sha256: str | None) -> UploadMeta:
-    """Validate what comes with the body, before the body is read."""
+def upload_meta(
+    filename: str,
+    sha256: str | None,
+    *,
+    content_type: str | None,
+    repr_digest: str | None,
+    idempotency_key: str | None,
+) -> UploadMeta:
+    """Validate what comes with the body (the query's name and digest, and the
+    Content-Type, Repr-Digest and Idempotency-Key headers), before the body is read."""
     try:
         control_free(filename)
     except ValueError as exc:
         raise invalid(["query", "filename"], str(exc)) from None
     try:
-        content_type = media_type(request.headers.get("content-type", DEFAULT_CONTENT_TYPE))
+        stored_type = media_type(content_type if content_type is not None else DEFAULT_CONTENT_TYPE)
     except ValueError as exc:
         raise invalid(["header", "content-type"], str(exc)) from None
     expected = [sha256] if sha256 else []
-    header = request.headers.get("repr-digest")
-    if header is not None:
-        expected.append(_sha256_of_repr_digest(header))
+    if repr_digest is not None:
+        expected.append(_sha256_of_repr_digest(repr_digest))
     if len(set(expected)) > 1:
         raise invalid(["header", "repr-digest"], "Repr-Digest and ?sha256= name different digests.")
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 1 <= len(key) <= 200:
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise invalid(["header", "idempotency-key"], "Idempotency-Key must be 1 to 200 characters.")
-    return UploadMeta(filename, content_type, expected[0] if expected else None, key)
+    return UploadMeta(filename, stored_type, expected[0] if expected else None, idempotency_key)
 
 
 def _sha256_of_repr_digest(header: str) -> str:
@@ -355,7 +388,7 @@ _INSUFFICIENT_STORAGE = "Insufficient Storage"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-@contextmanager
+@contextlib.contextmanager
 def disk_full_is_507() -> Iterator[None]:
     """A full disk (or the file system's quota) is the server's condition, not a
     fault of the upload: 507, and a line for the operator, never a 500."""
@@ -373,15 +406,18 @@ def disk_full_is_507() -> Iterator[None]:
         ) from None
 
 
-def used_bytes(session: Session, agency_id: uuid.UUID) -> int:
+_USED_BYTES = sa.select(sa.func.coalesce(sa.func.sum(ATTACHMENTS.c.size), 0)).where(
+    ATTACHMENTS.c.uploaded_by_agency_id == sa.bindparam("agency_id")
+)
+_LOCK_AGENCY = sa.select(AGENCIES.c.id).where(AGENCIES.c.id == sa.bindparam("agency_id")).with_for_update()
+
+
+async def used_bytes(db: Statements, agency_id: uuid.UUID) -> int:
     """What an agency's uploads take: the sizes of the attachments it uploaded."""
-    stmt = sa.select(sa.func.coalesce(sa.func.sum(Attachment.size), 0)).where(
-        Attachment.uploaded_by_agency_id == agency_id
-    )
-    return int(session.execute(stmt).scalar_one())
+    return int(await db.scalar(_USED_BYTES, {"agency_id": agency_id}))
 
 
-def check_quota(session: Session, p: Principal, adding: int, quota: int | None, *, lock: bool) -> None:
+async def check_quota(db: Statements, p: Principal, adding: int, quota: int | None, *, lock: bool) -> None:
     """507 when the caller's agency would go past its quota with `adding` more bytes.
 
     With `lock`, the agency's row is locked until commit (SQLite: the write
@@ -391,8 +427,8 @@ def check_quota(session: Session, p: Principal, adding: int, quota: int | None, 
     if quota is None:
         return
     if lock:
-        session.execute(sa.select(Agency.id).where(Agency.id == p.agency_id).with_for_update())
-    used = used_bytes(session, p.agency_id)
+        await db.all(_LOCK_AGENCY, {"agency_id": p.agency_id})
+    used = await used_bytes(db, p.agency_id)
     if used + adding > quota:
         raise AppError(
             507,
@@ -404,50 +440,15 @@ def check_quota(session: Session, p: Principal, adding: int, quota: int | None, 
         )
 
 
-def body_stalled(seconds: float) -> AppError:
-    return AppError(
-        408,
-        f"No part of the request body arrived for {seconds:g} seconds.",
-        slug="request-timeout",
-        title="Request Timeout",
-        headers={"Connection": "close"},
-    )
-
-
-def client_gone() -> AppError:
-    """The client closed the connection mid-body: its doing, not the server's.
-    The answer reaches no one; its status (nginx's 499) marks it in metrics."""
-    return AppError(
-        499, "The client closed the connection.", slug="client-closed-request", title="Client Closed Request"
-    )
-
-
-async def _body(request: Request, chunk_timeout: float) -> AsyncIterator[bytes]:
-    """The request body's chunks, each awaited at most `chunk_timeout` seconds."""
-    chunks = request.stream()
-    while True:
-        try:
-            with anyio.fail_after(chunk_timeout):
-                chunk = await anext(chunks, None)
-        except TimeoutError:
-            raise body_stalled(chunk_timeout) from None
-        except ClientDisconnect:
-            log.info("upload abandoned: the client closed the connection")
-            raise client_gone() from None
-        if chunk is None:
-            return
-        yield chunk
-
-
-async def receive_file(request: Request, storage: Storage, max_bytes: int, chunk_timeout: float) -> Staged:
-    """Stream the body to a staging file, hashing as it goes; never more than
-    about one write chunk of it in memory. Whatever ends it early (too large,
-    stalled, the client gone, a full disk) removes the staging file."""
+async def receive_file(chunks: AsyncIterator[bytes], storage: Storage, max_bytes: int) -> Staged:
+    """Stream the body's `chunks` to a staging file, hashing as it goes; never
+    more than about one write chunk of it in memory. Whatever ends it early
+    (too large, stalled, the client gone, a full disk) removes the staging file."""
     with disk_full_is_507():
         writer = await anyio.to_thread.run_sync(storage.staging.writer)
         pending = bytearray()
         try:
-            async for chunk in _body(request, chunk_timeout):
+            async for chunk in chunks:
                 if writer.size + len(pending) + len(chunk) > max_bytes:
                     raise too_large(max_bytes)
                 pending += chunk
@@ -462,65 +463,46 @@ async def receive_file(request: Request, storage: Storage, max_bytes: int, chunk
             raise
 
 
-def _fingerprint(request: Request, meta: UploadMeta, staged: Staged) -> str:
-    # The same key with another file, name or type is another request.
-    parts = (request.url.path, meta.filename, meta.content_type, staged.sha256)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+@dataclass
+class Upload:
+    """A received file on its way in: the unit of work its row commits in (commit_upload)."""
+
+    tx: Tx
+    staged: Staged
+    meta: UploadMeta
+    added: bool = False
+
+    async def add(self, p: Principal, parent: Parent, quota: int | None) -> Row:
+        """The attachment's row, within the agency's quota (checked again on the size received)."""
+        await check_quota(self.tx, p, self.staged.size, quota, lock=True)
+        attachment = await add_attachment(
+            self.tx, p, parent, self.staged, filename=self.meta.filename, content_type=self.meta.content_type
+        )
+        self.added = True
+        return attachment
 
 
-def commit_upload(
-    request: Request,
-    p: Principal,
-    lookup: ParentLookup,
-    staged: Staged,
-    meta: UploadMeta,
-) -> Response:
-    """The row and its journal in one transaction; after the commit, the file moves into place."""
-    storage: Storage = request.app.state.storage
-    quota: int | None = request.app.state.settings.storage_quota_bytes_per_agency
-    added: list[Attachment] = []
-    idem = (
-        IdempotencyKey(meta.idempotency_key, _fingerprint(request, meta, staged))
-        if meta.idempotency_key
-        else None
-    )
+@contextlib.asynccontextmanager
+async def commit_upload(
+    db: Database, storage: Storage, staged: Staged, meta: UploadMeta
+) -> AsyncIterator[Upload]:
+    """The unit of work of a received file: its row and journal commit when
+    the block ends (Upload.add); only then does the file move into place. A
+    block that adds no row (a replay of an earlier upload) keeps nothing, and
+    one that fails, or a digest other than the one sent, removes the file."""
     try:
         if meta.expected_sha256 is not None and meta.expected_sha256 != staged.sha256:
             raise invalid(["header", "repr-digest"], "The file's sha256 is not the digest that was sent.")
-        with transaction(request.app.state.engine, write=True) as session:
-            # Again, now that the upload is over: the caller's access may have changed meanwhile.
-            parent = lookup(session, p)
-
-            def respond(attachment: Attachment) -> Response:
-                return created(
-                    to_public(attachment),
-                    location=api_path("attachments", attachment.id),
-                    version=attachment.version,
-                )
-
-            def create() -> Response:
-                check_quota(session, p, staged.size, quota, lock=True)
-                attachment = add_attachment(
-                    session, p, parent, staged, filename=meta.filename, content_type=meta.content_type
-                )
-                added.append(attachment)
-                return respond(attachment)
-
-            response = create_once_sync(
-                session,
-                p,
-                idem,
-                create,
-                lambda attachment_id: respond(readable_attachment(session, p, attachment_id)[0]),
-            )
+        async with db.transaction() as tx:
+            upload = Upload(tx, staged, meta)
+            yield upload
     except BaseException:
         staged.path.unlink(missing_ok=True)
         raise
-    if added:
-        place(storage, staged)
-    else:  # a replay of an earlier upload: nothing new to keep
+    if upload.added:
+        await anyio.to_thread.run_sync(place, storage, staged, limiter=_lock_waiters())
+    else:
         staged.path.unlink(missing_ok=True)
-    return response
 
 
 def place(storage: Storage, staged: Staged) -> None:
@@ -538,83 +520,123 @@ def place(storage: Storage, staged: Staged) -> None:
         )
 
 
-def _referenced(conn: sa.Connection, shas: Iterable[str]) -> set[str]:
-    wanted = list(shas)
-    if not wanted:
-        return set()
-    rows = conn.execute(sa.select(Attachment.sha256).where(Attachment.sha256.in_(wanted)).distinct())
-    return set(rows.scalars())
+# --- the storage lock, and which database the files belong to ----------------------
+
+# Threads that wait for the storage lock, per event loop: never those of
+# the default pool, where SQLite's statements run (the holder's among them).
+_LOCK_WAITERS: RunVar[anyio.CapacityLimiter] = RunVar("storage_lock_waiters")
 
 
-def release(engine: sa.Engine, storage: Storage, sha256: str) -> None:
+def _lock_waiters() -> anyio.CapacityLimiter:
+    try:
+        return _LOCK_WAITERS.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(8)
+        _LOCK_WAITERS.set(limiter)
+        return limiter
+
+
+@contextlib.asynccontextmanager
+async def storage_locked(storage: Storage) -> AsyncIterator[None]:
+    """storage.lock(), held across the block's statements."""
+    held = storage.lock()
+    await anyio.to_thread.run_sync(held.__enter__, limiter=_lock_waiters())
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)  # an unlock does not wait
+
+
+@functools.cache
+def _referenced_statement(count: int) -> sa.Select[Any]:
+    return sa.select(ATTACHMENTS.c.sha256).where(one_of(ATTACHMENTS.c.sha256, "sha", count)).distinct()
+
+
+async def _referenced(db: Statements, shas: Iterable[str]) -> set[str]:
+    """Which of these files a row names."""
+    found: set[str] = set()
+    for chunk in _chunks(shas):
+        rows = await db.all(_referenced_statement(len(chunk)), one_of_params("sha", chunk))
+        found.update(row.sha256 for row in rows)
+    return found
+
+
+async def release(db: Database, storage: Storage, sha256: str) -> None:
     """After a deletion committed: remove the file unless another row still names it.
     Under the storage lock, so an upload of the same content cannot commit and
     move its file in between the check and the removal."""
     try:
-        claim_storage(engine, storage)
+        await claim_storage(db, storage)
     except StorageOfAnotherDatabase as exc:
         # Another database's rows may name the file: it stays.
         log.error("file %s kept: %s", sha256, exc)
         return
-    with storage.lock(), engine.connect() as conn:
-        if not _referenced(conn, [sha256]):
+    async with storage_locked(storage):
+        if not await _referenced(db, [sha256]):
             storage.delete(sha256)
 
 
-# --- which database the files belong to ------------------------------------------
+_DATABASE_ID = sa.select(IDENTITY.c.database_id)
 
 
-def _known_database_id(conn: sa.Connection) -> str | None:
-    found = conn.execute(sa.select(DatabaseIdentity.__table__.c.database_id)).scalar_one_or_none()
-    return str(found) if found is not None else None
+@functools.cache
+def _mark_database(dialect_name: str) -> sa.Executable:
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    values = {
+        "slot": 1,
+        "database_id": sa.bindparam("new_id", type_=IDENTITY.c.database_id.type),
+        "created_at": sa.bindparam("at", type_=IDENTITY.c.created_at.type),
+    }
+    return insert(IDENTITY).values(values).on_conflict_do_nothing()
 
 
-def _database_id(conn: sa.Connection) -> str:
+async def _database_id(tx: Tx) -> str:
     """This database's id, made on first use (once, whoever comes first)."""
-    known = _known_database_id(conn)
-    if known is not None:
-        return known
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    row = {"slot": 1, "database_id": uuid.uuid4(), "created_at": utcnow()}
-    conn.execute(insert(DatabaseIdentity.__table__).values(row).on_conflict_do_nothing())
-    return str(conn.execute(sa.select(DatabaseIdentity.__table__.c.database_id)).scalar_one())
+    known = await tx.scalar(_DATABASE_ID)
+    if known is None:
+        await tx.execute(_mark_database(tx.dialect_name), {"new_id": uuid.uuid4(), "at": utcnow()})
+        known = await tx.scalar(_DATABASE_ID)
+    return str(known)
 
 
-def claim_storage(engine: sa.Engine, storage: Storage) -> None:
+async def claim_storage(db: Database, storage: Storage) -> None:
     """Before the first write or deletion of this process: the storage directory is
     this database's (marked now if it carries no mark yet), else StorageOfAnotherDatabase."""
     if storage.claimed_by is not None:
         return
-    with engine.begin() as conn:
-        database_id = _database_id(conn)
-    storage.claim(database_id)
+    database_id = await db.run(_database_id)
+    await anyio.to_thread.run_sync(storage.claim, database_id, limiter=_lock_waiters())
 
 
-def claim_for_upload(engine: sa.Engine, storage: Storage) -> None:
+async def claim_for_upload(db: Database, storage: Storage) -> None:
     """claim_storage() for a request: a directory of another database is the
     operator's mistake, a 503 for the client and an error in the log."""
     try:
         with disk_full_is_507():
-            claim_storage(engine, storage)
+            await claim_storage(db, storage)
     except StorageOfAnotherDatabase as exc:
         log.error("upload refused: %s", exc)
         raise AppError(503, "The file storage is not available.", slug="storage-unavailable") from None
 
 
 def check_storage(engine: sa.Engine, storage: Storage) -> None:
-    """At start-up: StorageOfAnotherDatabase when the directory carries another
-    database's mark. A database that does not answer yet (or is not migrated)
-    cannot say: the first upload or deletion checks again."""
+    """At start-up, before any event loop runs (app.main): StorageOfAnotherDatabase
+    when the directory carries another database's mark. A database that does not
+    answer yet (or is not migrated) cannot say: the first upload or deletion checks again."""
     owner = storage.owner()
     if owner is None:
         return
     try:
         with engine.connect() as conn:
-            database_id = _known_database_id(conn)
+            found = conn.execute(_DATABASE_ID).scalar_one_or_none()
     except sa_exc.DBAPIError:
         return
+    database_id = str(found) if found is not None else None
     if database_id != owner:
         raise StorageOfAnotherDatabase(storage.root, owner, database_id)
+
+
+# --- downloads ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -649,7 +671,7 @@ class Conditions:
     if_range: str | None = None
 
 
-def plan_delivery(conditions: Conditions, attachment: Attachment) -> Delivery:
+def plan_delivery(conditions: Conditions, attachment: Row) -> Delivery:
     """RFC 9110's order: If-None-Match first (304), then a single byte Range (206, or
     416 when none of it lies within the file), honoured only while If-Range still
     names the file. A Range this service does not serve (several ranges, another
@@ -687,34 +709,25 @@ def range_not_satisfiable(size: int) -> AppError:
     )
 
 
-def open_content(
-    request: Request, p: Principal, attachment_id: uuid.UUID, conditions: Conditions
-) -> tuple[Attachment, Delivery, BinaryIO | None]:
-    """The attachment, what to send of it and, when bytes go out (a GET answered
-    200 or 206), its open file, the download audited in the same transaction: a
-    download that cannot be audited does not happen. HEAD and 304 disclose only
-    what the metadata route does (size, type, sha256), so they are not audited."""
-    storage: Storage = request.app.state.storage
-    source: BinaryIO | None = None
+async def open_content(
+    tx: Tx, storage: Storage, p: Principal, attachment_id: uuid.UUID, conditions: Conditions, *, send: bool
+) -> tuple[Row, Delivery, BinaryIO | None]:
+    """The attachment, what to send of it and, when bytes go out (`send`, a GET,
+    answered 200 or 206), its open file, the download audited in `tx`: a
+    download that cannot be audited does not happen (the caller closes the
+    file should the commit fail). HEAD and 304 disclose only what the metadata
+    route does (size, type, sha256), so they are not audited."""
+    attachment, parent = await readable_attachment(tx, p, attachment_id)
+    delivery = plan_delivery(conditions, attachment)
+    if not send or delivery.status == 304:
+        return attachment, delivery, None
+    _record(tx, p, attachment.id, parent, "attachment.downloaded", emit_event=False)
     try:
-        with transaction(request.app.state.engine, write=True) as session:
-            attachment, parent = readable_attachment(session, p, attachment_id)
-            delivery = plan_delivery(conditions, attachment)
-            if request.method == "GET" and delivery.status != 304:
-                try:
-                    source = storage.open(attachment.sha256)
-                except FileNotFoundError as exc:
-                    raise AppError(
-                        503,
-                        "The file is not available right now.",
-                        slug="file-unavailable",
-                        headers={"Retry-After": "5"},
-                    ) from exc
-                _record(session, p, attachment, parent, "attachment.downloaded", emit_event=False)
-    except BaseException:
-        if source is not None:
-            source.close()
-        raise
+        source = await anyio.to_thread.run_sync(storage.open, attachment.sha256)
+    except FileNotFoundError as exc:
+        raise AppError(
+            503, "The file is not available right now.", slug="file-unavailable", headers={"Retry-After": "5"}
+        ) from exc
     return attachment, delivery, source
 
 
@@ -749,7 +762,7 @@ class SweepReport:
     files_removed: list[str] = field(default_factory=list)  # sha256 of files no row names
 
 
-def sweep(engine: sa.Engine, storage: Storage, *, older_than: float, apply: bool) -> SweepReport:
+async def sweep(db: Database, storage: Storage, *, older_than: float, apply: bool) -> SweepReport:
     """Bring the files in line with the rows (only list how, without `apply`).
 
     Staging files untouched for `older_than` seconds: a sealed one whose
@@ -759,15 +772,15 @@ def sweep(engine: sa.Engine, storage: Storage, *, older_than: float, apply: bool
     removed. `older_than` spares uploads in flight in other processes. The
     directory must be this database's (claim_storage), or nothing happens.
     """
-    claim_storage(engine, storage)
+    await claim_storage(db, storage)
     report = SweepReport()
-    with storage.lock(), engine.connect() as conn:
+    async with storage_locked(storage):
         for path, sha256 in storage.staging.stale(older_than):
             if (
                 sha256 is not None
                 and sha256 not in report.recovered
                 and not storage.exists(sha256)
-                and _referenced(conn, [sha256])
+                and await _referenced(db, [sha256])
             ):
                 report.recovered.append(sha256)
                 if apply:
@@ -779,15 +792,15 @@ def sweep(engine: sa.Engine, storage: Storage, *, older_than: float, apply: bool
         batch: list[str] = []
         for name in storage.names():
             batch.append(name)
-            if len(batch) == 500:
-                report.files_removed += _unreferenced(conn, storage, batch, apply=apply)
+            if len(batch) == _IN_CHUNK:
+                report.files_removed += await _unreferenced(db, storage, batch, apply=apply)
                 batch = []
-        report.files_removed += _unreferenced(conn, storage, batch, apply=apply)
+        report.files_removed += await _unreferenced(db, storage, batch, apply=apply)
     return report
 
 
-def _unreferenced(conn: sa.Connection, storage: Storage, names: list[str], *, apply: bool) -> list[str]:
-    orphans = sorted(set(names) - _referenced(conn, names))
+async def _unreferenced(db: Statements, storage: Storage, names: list[str], *, apply: bool) -> list[str]:
+    orphans = sorted(set(names) - await _referenced(db, names))
     if apply:
         for name in orphans:
             storage.delete(name)

@@ -5,17 +5,16 @@ from fastapi import APIRouter, Request, Response
 
 from app.access import Editor
 from app.auth.deps import Reader, Writer
-from app.db import SessionDep
-from app.http import StrictJSONRoute, api_path, check_if_match, created, with_etag
-from app.idempotency.service import IdempotencyDep, create_once_sync
+from app.core.deps import UnitDep
+from app.core.uow import Row
+from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.idempotency.service import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.requests import service
 from app.requests.models import (
-    InformationRequest,
     InformationRequestCreate,
     InformationRequestPublic,
     InformationRequestUpdate,
-    RequestMessage,
     RequestMessageCreate,
     RequestMessagePublic,
     RequestStatus,
@@ -25,89 +24,78 @@ router = APIRouter(prefix="/requests", tags=["information requests"], route_clas
 
 
 @router.get("", response_model=Page[InformationRequestPublic], summary="List information requests")
-def list_requests(
-    session: SessionDep,
+async def list_requests(
+    tx: UnitDep,
     p: Reader,
     page: PageDep,
     box: Literal["inbox", "outbox"] | None = None,
     status: RequestStatus | None = None,
-) -> Page[InformationRequestPublic]:
+) -> Response:
     """Scope `read`. Requests the caller's agency received (`box=inbox`), sent (`box=outbox`), or both.
     Requests between other agencies are never listed.
     """
-    items, cursor = service.list_requests(session, p, page, box=box, status=status)
-    return Page(items=[service.to_public(r) for r in items], next_cursor=cursor)
+    rows, cursor = await service.list_requests(tx, p, page, box=box, status=status)
+    return ok(Page(items=[service.to_public(r) for r in rows], next_cursor=cursor))
 
 
 @router.post(
     "", status_code=201, response_model=InformationRequestPublic, summary="Send an information request"
 )
-def create_request(
-    session: SessionDep, p: Writer, body: InformationRequestCreate, idem: IdempotencyDep
+async def create_request(
+    tx: UnitDep, p: Writer, body: InformationRequestCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`. From the caller's agency to another, optionally about a case the sender can read (else
     422, whether the case is hidden or missing). `due_at` defaults to 8 hours for `urgent` and 7 days for
     `normal`. Honours `Idempotency-Key`.
     """
 
-    def respond(req: InformationRequest) -> Response:
+    def respond(req: Row) -> Response:
         return created(service.to_public(req), location=api_path("requests", req.id), version=req.version)
 
-    return create_once_sync(
-        session,
-        p,
-        idem,
-        lambda: respond(service.create_request(session, p, body)),
-        lambda request_id: respond(service.get_request(session, p, request_id)),
-    )
+    async def create() -> Response:
+        return respond(await service.create_request(tx, p, body))
+
+    async def replay(request_id: uuid.UUID) -> Response:
+        return respond(await service.get_request(tx, p, request_id))
+
+    return await create_once(tx, p, idem, create, replay)
 
 
 @router.get("/{request_id}", response_model=InformationRequestPublic, summary="Read an information request")
-def get_request(
-    session: SessionDep, p: Reader, request_id: uuid.UUID, response: Response
-) -> InformationRequestPublic:
+async def get_request(tx: UnitDep, p: Reader, request_id: uuid.UUID) -> Response:
     """Scope `read`. Only the two agencies see a request: to any other it answers 404, exactly as one that
     does not exist.
     """
-    req = service.get_request(session, p, request_id)
-    with_etag(response, req.version)
-    return service.to_public(req)
+    req = await service.get_request(tx, p, request_id)
+    return ok(service.to_public(req), version=req.version)
 
 
 @router.patch("/{request_id}", response_model=InformationRequestPublic, summary="Move a request's status")
-def update_request(
-    request: Request,
-    session: SessionDep,
-    p: Editor,
-    request_id: uuid.UUID,
-    body: InformationRequestUpdate,
-    response: Response,
-) -> InformationRequestPublic:
+async def update_request(
+    request: Request, tx: UnitDep, p: Editor, request_id: uuid.UUID, body: InformationRequestUpdate
+) -> Response:
     """Scope `write` and scope `read`. The recipient moves `sent -> acknowledged -> answered | declined`;
     the sender moves `sent | acknowledged -> withdrawn`. Another move is 409, the other side's move 403.
     Needs `If-Match`. Only the two agencies see a request: to any other it answers 404, exactly as one that
     does not exist.
     """
-    req = service.get_request(session, p, request_id, for_update=True)
+    req = await service.get_request(tx, p, request_id, for_update=True)
     service.require_side(req, p, body.status)
     check_if_match(request, req.version)
-    req = service.change_status(session, p, req, body.status)
-    with_etag(response, req.version)
-    return service.to_public(req)
+    req = await service.change_status(tx, p, req, body.status)
+    return ok(service.to_public(req), version=req.version)
 
 
 @router.get(
     "/{request_id}/messages", response_model=Page[RequestMessagePublic], summary="List a request's messages"
 )
-def list_messages(
-    session: SessionDep, p: Reader, request_id: uuid.UUID, page: PageDep
-) -> Page[RequestMessagePublic]:
+async def list_messages(tx: UnitDep, p: Reader, request_id: uuid.UUID, page: PageDep) -> Response:
     """Scope `read`. Only the two agencies see a request: to any other it answers 404, exactly as one that
     does not exist.
     """
-    service.get_request(session, p, request_id)
-    items, cursor = service.list_messages(session, request_id, page)
-    return Page(items=[RequestMessagePublic.model_validate(m) for m in items], next_cursor=cursor)
+    await service.get_request(tx, p, request_id)
+    rows, cursor = await service.list_messages(tx, request_id, page)
+    return ok(Page(items=[public(RequestMessagePublic, m) for m in rows], next_cursor=cursor))
 
 
 @router.post(
@@ -116,30 +104,30 @@ def list_messages(
     response_model=RequestMessagePublic,
     summary="Add a message to a request",
 )
-def add_message(
-    session: SessionDep, p: Writer, request_id: uuid.UUID, body: RequestMessageCreate, idem: IdempotencyDep
+async def add_message(
+    tx: UnitDep, p: Writer, request_id: uuid.UUID, body: RequestMessageCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`; either agency of the request. Takes the Europol 4x4 codes; a withdrawn request takes
     no more messages (409). Honours `Idempotency-Key`. Only the two agencies see a request: to any other it
     answers 404, exactly as one that does not exist.
     """
     # Locked so that a message and a withdrawal cannot cross each other.
-    req = service.get_request(session, p, request_id, for_update=True)
+    req = await service.get_request(tx, p, request_id, for_update=True)
 
-    def respond(message: RequestMessage) -> Response:
+    def respond(message: Row) -> Response:
         return created(
-            RequestMessagePublic.model_validate(message),
+            public(RequestMessagePublic, message),
             location=api_path("requests", req.id, "messages", message.id),
             version=None,
         )
 
-    return create_once_sync(
-        session,
-        p,
-        idem,
-        lambda: respond(service.add_message(session, p, req, body)),
-        lambda message_id: respond(service.get_message(session, req.id, message_id)),
-    )
+    async def create() -> Response:
+        return respond(await service.add_message(tx, p, req, body))
+
+    async def replay(message_id: uuid.UUID) -> Response:
+        return respond(await service.get_message(tx, req.id, message_id))
+
+    return await create_once(tx, p, idem, create, replay)
 
 
 @router.get(
@@ -147,11 +135,9 @@ def add_message(
     response_model=RequestMessagePublic,
     summary="Read one message of a request",
 )
-def get_message(
-    session: SessionDep, p: Reader, request_id: uuid.UUID, message_id: uuid.UUID
-) -> RequestMessagePublic:
+async def get_message(tx: UnitDep, p: Reader, request_id: uuid.UUID, message_id: uuid.UUID) -> Response:
     """Scope `read`. Only the two agencies see a request: to any other it answers 404, exactly as one that
     does not exist.
     """
-    service.get_request(session, p, request_id)
-    return RequestMessagePublic.model_validate(service.get_message(session, request_id, message_id))
+    await service.get_request(tx, p, request_id)
+    return ok(public(RequestMessagePublic, await service.get_message(tx, request_id, message_id)))

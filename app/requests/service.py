@@ -1,9 +1,10 @@
 """Information requests between two agencies, and the messages they exchange.
 
 Only the sending and the receiving agency ever see a request, its messages
-and their events; to anyone else they do not exist (404). Status moves:
-the recipient acknowledges, then answers or declines; the sender may
-withdraw while the request is sent or acknowledged. Nothing else moves.
+and their events (access.sees_request); to anyone else they do not exist
+(404). Status moves: the recipient acknowledges, then answers or declines;
+the sender may withdraw while the request is sent or acknowledged. Nothing
+else moves.
 
 Journal records carry `request_parties` (the feed shows the event to the two
 agencies only) and no `case_id`: the audit log shows a case's lead what was
@@ -11,19 +12,23 @@ done to its case, and a request between two other agencies that merely
 mentions the case must not become visible to it that way.
 """
 
+import functools
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from app import access
-from app.agencies.service import require_agencies_sync
+from app.agencies.service import require_agencies
 from app.auth.service import Principal
-from app.db import utcnow
+from app.core.uow import Row, Statements, Tx
+from app.crud import row_type
+from app.db import new_row, utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
+from app.http import public
 from app.journal import record
-from app.pagination import PageParams, paginate_sync
+from app.pagination import PageParams, keyset, read_page
 from app.requests.models import (
     InformationRequest,
     InformationRequestCreate,
@@ -48,104 +53,112 @@ _MOVES: dict[RequestStatus, tuple[str, tuple[RequestStatus, ...]]] = {
     RequestStatus.withdrawn: ("sender", (RequestStatus.sent, RequestStatus.acknowledged)),
 }
 
+REQUESTS = access.table_of(InformationRequest)
+MESSAGES = access.table_of(RequestMessage)
+REQUEST_KEYS = (REQUESTS.c.created_at, REQUESTS.c.id)
+MESSAGE_KEYS = (MESSAGES.c.created_at, MESSAGES.c.id)
 
-def is_overdue(req: InformationRequest, now: datetime | None = None) -> bool:
+
+def is_overdue(req: Row, now: datetime | None = None) -> bool:
     return req.status not in CLOSED and req.due_at < (now or utcnow())
 
 
-def to_public(req: InformationRequest) -> InformationRequestPublic:
-    return InformationRequestPublic.model_validate(req, update={"overdue": is_overdue(req)})
+def to_public(req: Row) -> InformationRequestPublic:
+    return public(InformationRequestPublic, req, overdue=is_overdue(req))
 
 
-def _parties(req: InformationRequest) -> tuple[uuid.UUID, uuid.UUID]:
+def parties(req: Row) -> tuple[uuid.UUID, uuid.UUID]:
+    """The request's two agencies, the only ones its records reach."""
     return (req.from_agency_id, req.to_agency_id)
 
 
-def _party(p: Principal) -> sa.ColumnElement[bool]:
-    """The caller's agency sent or received the request."""
-    return sa.or_(
-        InformationRequest.from_agency_id == p.agency_id,
-        InformationRequest.to_agency_id == p.agency_id,
-    )
-
-
-def _record(
-    session: Session,
-    p: Principal,
-    req: InformationRequest,
-    action: str,
-    resource_type: str,
-    resource_id: uuid.UUID,
-) -> None:
+def _record(tx: Tx, p: Principal, req: Row, action: str, resource_type: str, resource_id: uuid.UUID) -> None:
     """Journal a change that only the request's two agencies may see (no case_id: see above)."""
     record(
-        session,
+        tx,
         p.actor,
         action=action,
         resource_type=resource_type,
         resource_id=resource_id,
         case_id=None,
-        request_parties=_parties(req),
+        request_parties=parties(req),
     )
 
 
-def get_request(
-    session: Session, p: Principal, request_id: uuid.UUID, *, for_update: bool = False
-) -> InformationRequest:
+def _visible() -> sa.ColumnElement[bool]:
+    return access.sees_request(REQUESTS.c.from_agency_id, REQUESTS.c.to_agency_id)
+
+
+@functools.cache
+def _request_statement(*, for_update: bool) -> sa.Select[Any]:
+    stmt = sa.select(REQUESTS).where(REQUESTS.c.id == sa.bindparam("request_id"), _visible())
+    return stmt.with_for_update() if for_update else stmt
+
+
+async def get_request(
+    db: Statements, p: Principal, request_id: uuid.UUID, *, for_update: bool = False
+) -> Row:
     """A request the caller's agency sent or received; 404 for anyone else.
 
     The parties are checked in the query: someone else's request comes back
     as no row, exactly like a missing one.
     """
-    stmt = sa.select(InformationRequest).where(InformationRequest.id == request_id, _party(p))
-    req = session.execute(stmt.with_for_update() if for_update else stmt).scalar_one_or_none()
+    values = access.principal_params(p) | {"request_id": request_id}
+    req = await db.first(_request_statement(for_update=for_update), values)
     if req is None:
         raise not_found("information request")
     return req
 
 
-def list_requests(
-    session: Session,
+@functools.cache
+def _list_statement(*, box: str | None, status: bool, after: bool) -> sa.Select[Any]:
+    agency_id: sa.BindParameter[uuid.UUID] = sa.bindparam("agency_id")
+    if box == "inbox":
+        stmt = sa.select(REQUESTS).where(REQUESTS.c.to_agency_id == agency_id)
+    elif box == "outbox":
+        stmt = sa.select(REQUESTS).where(REQUESTS.c.from_agency_id == agency_id)
+    else:
+        stmt = sa.select(REQUESTS).where(_visible())
+    if status:
+        stmt = stmt.where(REQUESTS.c.status == sa.bindparam("status"))
+    return keyset(stmt, keys=REQUEST_KEYS, after=after)
+
+
+async def list_requests(
+    db: Statements,
     p: Principal,
     params: PageParams,
     *,
     box: str | None,
     status: RequestStatus | None,
-) -> tuple[list[InformationRequest], str | None]:
-    if box == "inbox":
-        stmt = sa.select(InformationRequest).where(InformationRequest.to_agency_id == p.agency_id)
-    elif box == "outbox":
-        stmt = sa.select(InformationRequest).where(InformationRequest.from_agency_id == p.agency_id)
-    else:
-        stmt = sa.select(InformationRequest).where(_party(p))
-    if status is not None:
-        stmt = stmt.where(InformationRequest.status == status)
+) -> tuple[list[Row], str | None]:
+    stmt = _list_statement(box=box, status=status is not None, after=bool(params.cursor))
+    values = access.principal_params(p) | {"status": status}
     # The cursor is bound to the list it came from: another box or filter refuses it.
     scope = f"requests:{box or 'all'}:{status.value if status else ''}"
-    return paginate_sync(
-        session, stmt, params, scope=scope, keys=(InformationRequest.created_at, InformationRequest.id)
-    )
+    return await read_page(db, stmt, values, params, scope=scope, keys=REQUEST_KEYS)
 
 
-def _require_readable_case(session: Session, p: Principal, case_id: uuid.UUID | None) -> None:
+async def _require_readable_case(db: Statements, p: Principal, case_id: uuid.UUID | None) -> None:
     """The same answer for a case that does not exist and one the sender may not read."""
     if case_id is None:
         return
     try:
-        access.readable_case_sync(session, p, case_id)
+        await access.readable_case(db, p, case_id)
     except AppError as exc:
         raise invalid(["body", "case_id"], "No case with this id that you can read.") from exc
 
 
-def create_request(session: Session, p: Principal, data: InformationRequestCreate) -> InformationRequest:
-    require_agencies_sync(session, {"to_agency_id": data.to_agency_id})
+async def create_request(tx: Tx, p: Principal, data: InformationRequestCreate) -> Row:
+    await require_agencies(tx, {"to_agency_id": data.to_agency_id}, known=p.agency_id)
     if data.to_agency_id == p.agency_id:
         raise invalid(["body", "to_agency_id"], "A request goes to another agency than the sender's.")
-    _require_readable_case(session, p, data.case_id)
+    await _require_readable_case(tx, p, data.case_id)
     now = utcnow()
     if data.due_at is not None and data.due_at <= now:
         raise invalid(["body", "due_at"], "due_at must be in the future.")
-    req = InformationRequest(
+    row = new_row(
+        InformationRequest,
         from_agency_id=p.agency_id,
         to_agency_id=data.to_agency_id,
         case_id=data.case_id,
@@ -157,13 +170,13 @@ def create_request(session: Session, p: Principal, data: InformationRequestCreat
         created_at=now,
         updated_at=now,
     )
-    session.add(req)
-    session.flush()
-    _record(session, p, req, "request.created", RESOURCE, req.id)
+    await tx.insert([(REQUESTS, [row])])
+    req = row_type(REQUESTS)(**row)
+    _record(tx, p, req, "request.created", RESOURCE, req.id)
     return req
 
 
-def require_side(req: InformationRequest, p: Principal, target: RequestStatus) -> None:
+def require_side(req: Row, p: Principal, target: RequestStatus) -> None:
     """403 when the caller's side of the request may never make this move."""
     side, _ = _MOVES.get(target, ("nobody", ()))
     if side == "recipient" and p.agency_id != req.to_agency_id:
@@ -172,60 +185,67 @@ def require_side(req: InformationRequest, p: Principal, target: RequestStatus) -
         raise forbidden("Only the sending agency withdraws a request.")
 
 
-def change_status(
-    session: Session, p: Principal, req: InformationRequest, target: RequestStatus
-) -> InformationRequest:
-    """Move the request (locked, If-Match checked by the caller) to `target`."""
+_MOVE = (
+    sa.update(REQUESTS)
+    .where(REQUESTS.c.id == sa.bindparam("request_id"))
+    .values(
+        status=sa.bindparam("new_status", type_=REQUESTS.c.status.type),
+        version=REQUESTS.c.version + 1,
+        updated_at=sa.bindparam("at", type_=REQUESTS.c.updated_at.type),
+    )
+)
+
+
+async def change_status(tx: Tx, p: Principal, req: Row, target: RequestStatus) -> Row:
+    """Move the request (locked, If-Match checked by the caller) to `target`; the request as it is now."""
     require_side(req, p, target)
     _, sources = _MOVES.get(target, ("nobody", ()))
     if req.status not in sources:
         raise conflict(f"A request cannot move from '{req.status.value}' to '{target.value}'.")
-    req.status = target
-    req.version += 1
-    req.updated_at = utcnow()
-    session.add(req)
-    session.flush()
-    _record(session, p, req, "request.updated", RESOURCE, req.id)
-    return req
+    at = utcnow()
+    await tx.execute(_MOVE, {"request_id": req.id, "new_status": target, "at": at})
+    _record(tx, p, req, "request.updated", RESOURCE, req.id)
+    return req._replace(status=target, version=req.version + 1, updated_at=at)
 
 
-def add_message(
-    session: Session, p: Principal, req: InformationRequest, data: RequestMessageCreate
-) -> RequestMessage:
+async def add_message(tx: Tx, p: Principal, req: Row, data: RequestMessageCreate) -> Row:
     if req.status == RequestStatus.withdrawn:
         raise conflict("The sender withdrew this request; it takes no more messages.")
-    message = RequestMessage(
+    row = new_row(
+        RequestMessage,
         request_id=req.id,
         from_agency_id=p.agency_id,
         body=data.body,
         source_evaluation=data.source_evaluation,
         information_evaluation=data.information_evaluation,
     )
-    session.add(message)
-    session.flush()
-    _record(session, p, req, "request_message.created", MESSAGE_RESOURCE, message.id)
-    return message
+    await tx.insert([(MESSAGES, [row])])
+    _record(tx, p, req, "request_message.created", MESSAGE_RESOURCE, row["id"])
+    return row_type(MESSAGES)(**row)
 
 
-def list_messages(
-    session: Session, request_id: uuid.UUID, params: PageParams
-) -> tuple[list[RequestMessage], str | None]:
+@functools.cache
+def _messages_statement(*, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(MESSAGES).where(MESSAGES.c.request_id == sa.bindparam("request_id"))
+    return keyset(stmt, keys=MESSAGE_KEYS, after=after)
+
+
+async def list_messages(
+    db: Statements, request_id: uuid.UUID, params: PageParams
+) -> tuple[list[Row], str | None]:
+    """A page of the request's messages (the caller's sight of the request checked by get_request())."""
+    stmt = _messages_statement(after=bool(params.cursor))
     scope = f"request-messages:{request_id}"
-    return paginate_sync(
-        session,
-        sa.select(RequestMessage).where(RequestMessage.request_id == request_id),
-        params,
-        scope=scope,
-        keys=(RequestMessage.created_at, RequestMessage.id),
-    )
+    return await read_page(db, stmt, {"request_id": request_id}, params, scope=scope, keys=MESSAGE_KEYS)
 
 
-def get_message(session: Session, request_id: uuid.UUID, message_id: uuid.UUID) -> RequestMessage:
-    message = session.execute(
-        sa.select(RequestMessage).where(
-            RequestMessage.id == message_id, RequestMessage.request_id == request_id
-        )
-    ).scalar_one_or_none()
+_MESSAGE = sa.select(MESSAGES).where(
+    MESSAGES.c.id == sa.bindparam("message_id"), MESSAGES.c.request_id == sa.bindparam("request_id")
+)
+
+
+async def get_message(db: Statements, request_id: uuid.UUID, message_id: uuid.UUID) -> Row:
+    message = await db.first(_MESSAGE, {"request_id": request_id, "message_id": message_id})
     if message is None:
         raise not_found("message")
     return message

@@ -1,5 +1,6 @@
 """Helpers and fixtures of the attachment tests."""
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.attachments import service
 from app.attachments.models import Attachment
 from app.attachments.storage import LocalStorage
+from app.core.uow import create_database
 from tests.conftest import Caller, join, new_case
 
 API = "/api/v1"
@@ -49,6 +52,19 @@ def storage_of(application: FastAPI) -> LocalStorage:
 def staging_files(application: FastAPI) -> list[Path]:
     root = storage_of(application).staging.root
     return list(root.iterdir()) if root.is_dir() else []
+
+
+def sweep(engine: sa.Engine, storage: LocalStorage, *, older_than: float, apply: bool) -> service.SweepReport:
+    """service.sweep() on its own connections, as `caseapi storage sweep` runs it."""
+
+    async def run() -> service.SweepReport:
+        db = create_database(engine, size=1, timeout=5)
+        try:
+            return await service.sweep(db, storage, older_than=older_than, apply=apply)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
 
 
 def attachment_rows(engine: sa.Engine) -> int:

@@ -1,6 +1,7 @@
 """Attachments: the round trip, the limits, the digests, the storage's
 commit-then-move order and its sweeper, and who sees what."""
 
+import asyncio
 import base64
 import hashlib
 import uuid
@@ -13,12 +14,13 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
 
+import app.journal
 from app.attachments import service
-from app.attachments.models import Attachment
 from app.auth.models import Scope
+from app.auth.service import Principal
 from app.config import Settings
+from app.core.uow import Tx, create_database
 from app.main import create_app
 from tests.attachments.conftest import (
     API,
@@ -27,6 +29,7 @@ from tests.attachments.conftest import (
     audit_actions,
     staging_files,
     storage_of,
+    sweep,
     unique_bytes,
     upload,
 )
@@ -196,16 +199,16 @@ def test_other_routes_keep_the_usual_body_limit(
 
 
 @pytest.fixture
-def failing_commit() -> Iterator[None]:
-    """Every commit of a transaction that adds an attachment fails, as on a full disk."""
+def failing_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit of a unit of work that adds an attachment fails, as on a full disk."""
+    write = app.journal.write
 
-    def fail(session: Session) -> None:
-        if any(isinstance(obj, Attachment) for obj in session.identity_map.values()):
+    async def fail(tx: Tx) -> None:
+        if any(change.action == "attachment.created" for change in tx.changes):
             raise sa_exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        await write(tx)
 
-    sa.event.listen(Session, "before_commit", fail)
-    yield
-    sa.event.remove(Session, "before_commit", fail)
+    monkeypatch.setattr(app.journal, "write", fail)
 
 
 def test_a_failed_commit_keeps_no_row_and_no_file(
@@ -236,9 +239,9 @@ def test_a_crash_before_the_commit_leaves_only_a_staging_file_which_the_sweeper_
     assert staging_files(application) == [staged.path]
     assert attachment_rows(engine) == 0
     # Nothing names it, so nothing can serve it; a sweep that spares recent files keeps it ...
-    assert service.sweep(engine, storage, older_than=3600, apply=True).staging_removed == []
+    assert sweep(engine, storage, older_than=3600, apply=True).staging_removed == []
     # ... and one past its grace time removes it, without moving it into place.
-    report = service.sweep(engine, storage, older_than=0, apply=True)
+    report = sweep(engine, storage, older_than=0, apply=True)
     assert report.staging_removed == [staged.path.name] and report.recovered == []
     assert staging_files(application) == []
     assert not storage.exists(staged.sha256)
@@ -262,7 +265,7 @@ def test_a_crash_between_commit_and_move_is_finished_by_the_sweeper(
     assert missing.status_code == 503
     assert missing.headers["content-type"] == "application/problem+json"
 
-    report = service.sweep(engine, storage_of(application), older_than=0, apply=True)
+    report = sweep(engine, storage_of(application), older_than=0, apply=True)
     assert report.recovered == [created.json()["sha256"]]
     assert staging_files(application) == []
     assert client.get(url, headers=lead.headers).content == data
@@ -277,7 +280,7 @@ def test_the_sweeper_removes_files_no_row_names(
     orphan.write(unique_bytes())
     sealed = orphan.seal()
     storage.put(sealed.sha256, sealed.path)
-    service.sweep(engine, storage, older_than=3600, apply=True)
+    sweep(engine, storage, older_than=3600, apply=True)
     assert not storage.exists(sealed.sha256)
     assert storage.exists(kept["sha256"])
 
@@ -403,6 +406,43 @@ def test_message_attachments_reach_only_the_two_agencies(
     assert denied.status_code == 403
     removed = client.delete(f"{API}/attachments/{meta['id']}", headers=lead.h(if_match='"1"'))
     assert removed.status_code == 204
+
+
+def test_files_are_offered_again_only_to_who_can_download_them(
+    client: TestClient,
+    engine: sa.Engine,
+    case: dict[str, Any],
+    message: tuple[str, str],
+    lead: Caller,
+    partner: Caller,
+    outsider: Caller,
+) -> None:
+    """visible_files() (a bundle import's check) over more digests than one statement takes."""
+    request_id, message_id = message
+    in_case = upload(client, lead, f"{API}/cases/{case['id']}/attachments", unique_bytes(3000)).json()
+    url = f"{API}/requests/{request_id}/messages/{message_id}/attachments"
+    in_message = upload(client, lead, url, unique_bytes(2000)).json()
+    unknown = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(1200)]
+    wanted = [*unknown, in_case["sha256"], in_message["sha256"], in_case["sha256"]]
+
+    def visible(caller: Caller, shas: list[str]) -> dict[str, int]:
+        principal = Principal(caller.client_id, caller.agency_id, None, frozenset({"read"}))
+
+        async def run() -> dict[str, int]:
+            db = create_database(engine, size=1, timeout=5)
+            try:
+                return await service.visible_files(db, principal, shas)
+            finally:
+                await db.close()
+
+        return asyncio.run(run())
+
+    both = {in_case["sha256"]: 3000, in_message["sha256"]: 2000}
+    assert visible(lead, wanted) == both
+    assert visible(partner, wanted) == both  # a partner in the case, and the request's recipient
+    assert visible(lead, [in_message["sha256"]]) == {in_message["sha256"]: 2000}
+    assert visible(outsider, wanted) == {}
+    assert visible(lead, []) == {}
 
 
 def test_a_hostile_filename_cannot_break_the_header(
