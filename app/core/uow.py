@@ -548,7 +548,7 @@ def one_of(column: sa.ColumnElement[Any], name: str, count: int) -> sa.ColumnEle
     """`column IN (:name_0, ..., :name_{count-1})`, one statement shape per count (fill
     with one_of_params()): an IN list SQLAlchemy would expand per execution
     cannot be prepared once."""
-    return column.in_([sa.bindparam(f"{name}_{i}") for i in range(count)])
+    return column.in_([sa.bindparam(f"{name}_{i}", type_=column.type) for i in range(count)])
 
 
 def one_of_params(name: str, values: Sequence[Any]) -> dict[str, Any]:
