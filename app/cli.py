@@ -289,7 +289,8 @@ def cmd_deliver(args: argparse.Namespace) -> None:
 
 
 def cmd_hits_process(_: argparse.Namespace) -> None:
-    done = notices.process(_engine(), get_settings())
+    settings = get_settings()
+    done = _read(lambda db: notices.process(db, settings))
     print(
         f"hit notices: {done.searches} searches processed, {done.notices} hit.received events written, "
         f"{done.terms_purged} search terms past retention purged"

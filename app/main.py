@@ -131,7 +131,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.webhook_delivery
             else None
         )
-        noticing = asyncio.create_task(notices.run(settings, stop)) if settings.hit_notices else None
+        noticing = (
+            asyncio.create_task(notices.run(application.state.database, settings, stop))
+            if settings.hit_notices
+            else None
+        )
         yield
         stop.set()
         for task in (delivering, noticing):

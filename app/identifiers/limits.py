@@ -7,8 +7,6 @@ the worker or in Redis): a client's budget first, then its agency's, shared
 by all its clients, so that one agency with many keys is no faster.
 """
 
-import anyio.from_thread
-
 from app.auth.service import Principal
 from app.config import ConfigError, Settings
 from app.errors import AppError
@@ -31,15 +29,15 @@ class HitLimits:
         self.per_client = _limiter(settings, "hit_rate_limit", settings.hit_rate_limit)
         self.per_agency = _limiter(settings, "hit_agency_rate_limit", settings.hit_agency_rate_limit)
 
-    def charge(self, p: Principal, items: int) -> None:
-        """Count `items` searched by `p`, or 429 with Retry-After. Called from a worker thread."""
+    async def charge(self, p: Principal, items: int) -> None:
+        """Count `items` searched by `p`, or 429 with Retry-After."""
         for limiter, key, whose in (
             (self.per_client, str(p.client_id), "this API client"),
             (self.per_agency, str(p.agency_id), "this agency"),
         ):
             if limiter is None:
                 continue
-            wait = anyio.from_thread.run(limiter.hit, key, items)
+            wait = await limiter.hit(key, items)
             if wait > 0:
                 seconds = retry_after(wait)
                 raise AppError(

@@ -24,19 +24,19 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-import anyio.to_thread
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
-from sqlalchemy.orm import Session
 
 from app import access
 from app.agencies.models import Agency
 from app.config import Settings
-from app.db import create_db_engine, transaction, utcnow
+from app.core.uow import Database, Row, Tx, one_of, one_of_params
+from app.db import utcnow
 from app.errors import database_reason
 from app.events.models import Event
 from app.identifiers.models import HitSearchTerm, PendingHitNotice
@@ -50,6 +50,11 @@ PURGE_BATCH = 500  # searches whose terms one purge transaction removes
 PURGE_EVERY = 3600.0  # seconds between two purges of a running server
 HIT_RECEIVED = "hit.received"
 
+EVENTS = access.table_of(Event)
+AGENCIES = access.table_of(Agency)
+TERMS = access.table_of(HitSearchTerm)
+PENDING = access.table_of(PendingHitNotice)
+
 
 @dataclass(frozen=True)
 class Processed:
@@ -58,43 +63,48 @@ class Processed:
     terms_purged: int
 
 
-def _notified(
-    session: Session, agency_id: uuid.UUID, case_ids: Collection[uuid.UUID], since: datetime
-) -> set[uuid.UUID]:
-    """The identifiers of these cases already notified as matched by this agency since `since`."""
-    return set(
-        session.execute(
-            sa.select(Event.resource_id).where(
-                Event.type == HIT_RECEIVED,
-                Event.from_agency_id == agency_id,
-                Event.case_id.in_(case_ids),
-                Event.at >= since,
-            )
-        ).scalars()
+@functools.cache
+def _notified_statement(cases: int) -> sa.Select[Any]:
+    """The identifiers of `cases` cases already notified as matched by an agency since a time."""
+    return sa.select(EVENTS.c.resource_id).where(
+        EVENTS.c.type == HIT_RECEIVED,
+        EVENTS.c.from_agency_id == sa.bindparam("agency_id"),
+        one_of(EVENTS.c.case_id, "case", cases),
+        EVENTS.c.at >= sa.bindparam("since"),
     )
 
 
-def _notify(
-    session: Session,
+async def _notified(
+    tx: Tx, agency_id: uuid.UUID, case_ids: Sequence[uuid.UUID], since: datetime
+) -> set[uuid.UUID]:
+    """The identifiers of these cases already notified as matched by this agency since `since`."""
+    values = {"agency_id": agency_id, "since": since} | one_of_params("case", case_ids)
+    return {row.resource_id for row in await tx.all(_notified_statement(len(case_ids)), values)}
+
+
+async def _notify(
+    tx: Tx,
     settings: Settings,
-    search: PendingHitNotice,
-    parent_id: uuid.UUID | None,
+    search: Row,
     since: datetime,
     sent: set[tuple[uuid.UUID, uuid.UUID]] | None,
 ) -> int:
-    """Record the notices of one search; how many. `sent`: (agency, identifier) notified in this
-    batch, None when nothing counts as notified."""
+    """Record the notices of one search (a row of the queue, with its agency's `parent_id`); how many.
+    `sent`: (agency, identifier) notified in this batch, None when nothing counts as notified."""
     try:
         terms = unseal_terms(settings, search.search_id, search.sealed)
     except InvalidTag:
         log.error("hit notices: search %s was sealed under another audit key; dropped", search.search_id)
         return 0
-    values = access.agency_params(search.agency_id, parent_id) | hit_values(terms)
-    rows = session.execute(hits_statement(notify=True), values | {"searched_at": search.searched_at}).all()
+    values = access.agency_params(search.agency_id, search.parent_id) | hit_values(terms)
+    stmt = hits_statement(notify=True, dialect_name=tx.dialect_name)
+    rows = await tx.all(stmt, values | {"searched_at": search.searched_at})
     if not rows:
         return 0
     notified = (
-        set() if sent is None else _notified(session, search.agency_id, {r.case_id for r in rows}, since)
+        set()
+        if sent is None
+        else await _notified(tx, search.agency_id, sorted({r.case_id for r in rows}), since)
     )
     count = 0
     for row in rows:
@@ -103,7 +113,7 @@ def _notify(
                 continue
             sent.add((search.agency_id, row.id))
         record(
-            session,
+            tx,
             Actor(agency_id=search.agency_id, client_id=None),
             action=HIT_RECEIVED,
             resource_type="identifier",
@@ -117,73 +127,79 @@ def _notify(
     return count
 
 
-def notify_batch(
-    engine: sa.Engine, settings: Settings, *, now: datetime, limit: int = BATCH
+_ANY_QUEUED = sa.select(PENDING.c.search_id).limit(1)
+# The oldest queued searches, each with its agency's parent (the searcher's
+# access to AMBER cases); locked, and on PostgreSQL skipped when another
+# worker holds them.
+_QUEUED = (
+    sa.select(PENDING, AGENCIES.c.parent_id)
+    .join(AGENCIES, AGENCIES.c.id == PENDING.c.agency_id)
+    .order_by(PENDING.c.searched_at, PENDING.c.search_id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+    .with_for_update(of=PENDING, skip_locked=True)
+)
+
+
+@functools.cache
+def _dequeue_statement(searches: int) -> sa.Delete:
+    return sa.delete(PENDING).where(one_of(PENDING.c.search_id, "search", searches))
+
+
+async def notify_batch(
+    db: Database, settings: Settings, *, now: datetime, limit: int = BATCH
 ) -> tuple[int, int]:
     """Notify up to `limit` queued searches, oldest first: (searches, notices)."""
-    with transaction(engine, write=False) as session:
-        # Most polls find nothing: they need not take SQLite's write lock.
-        if session.execute(sa.select(PendingHitNotice.search_id).limit(1)).first() is None:
-            return 0, 0
-    with transaction(engine, write=True) as session:
-        searches = (
-            session.execute(
-                sa.select(PendingHitNotice)
-                .order_by(PendingHitNotice.searched_at, PendingHitNotice.search_id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            .scalars()
-            .all()
-        )
+    # Most polls find nothing: they need not take SQLite's write lock.
+    if await db.first(_ANY_QUEUED) is None:
+        return 0, 0
+    async with db.transaction() as tx:
+        searches = await tx.all(_QUEUED, {"limit": limit})
         if not searches:
             return 0, 0
-        parents = dict(
-            session.execute(
-                sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_({s.agency_id for s in searches}))
-            ).all()
-        )
         window = timedelta(hours=settings.hit_notice_window_hours)
         # Without a window every search is notified: nothing counts as notified before.
         sent: set[tuple[uuid.UUID, uuid.UUID]] | None = set() if window else None
-        notices = sum(
-            _notify(session, settings, s, parents[s.agency_id], now - window, sent) for s in searches
-        )
-        session.execute(
-            sa.delete(PendingHitNotice).where(PendingHitNotice.search_id.in_([s.search_id for s in searches]))
-        )
+        notices = 0
+        for search in searches:
+            notices += await _notify(tx, settings, search, now - window, sent)
+        ids = [s.search_id for s in searches]
+        await tx.execute(_dequeue_statement(len(ids)), one_of_params("search", ids))
     return len(searches), notices
 
 
-def purge_terms(engine: sa.Engine, settings: Settings, *, now: datetime) -> int:
-    """Delete the search terms older than the retention, a batch of searches per transaction; how many."""
-    cutoff = now - timedelta(days=settings.hit_search_retention_days)
-    expired = (
-        sa.select(HitSearchTerm.search_id)
-        .where(HitSearchTerm.searched_at < cutoff)
+# The terms of up to PURGE_BATCH searches made before the cutoff.
+_PURGE = sa.delete(TERMS).where(
+    TERMS.c.search_id.in_(
+        sa.select(TERMS.c.search_id)
+        .where(TERMS.c.searched_at < sa.bindparam("cutoff"))
         .distinct()
-        .limit(PURGE_BATCH)
+        .limit(sa.bindparam("batch", type_=sa.Integer))
+        .scalar_subquery()
     )
+)
+
+
+async def purge_terms(db: Database, settings: Settings, *, now: datetime) -> int:
+    """Delete the search terms older than the retention, a batch of searches per transaction; how many."""
+    values = {"cutoff": now - timedelta(days=settings.hit_search_retention_days), "batch": PURGE_BATCH}
     total = 0
     while True:
-        with transaction(engine, write=True) as session:
-            gone = session.execute(
-                sa.delete(HitSearchTerm).where(HitSearchTerm.search_id.in_(expired.scalar_subquery()))
-            ).rowcount
+        async with db.transaction() as tx:
+            gone = await tx.execute(_PURGE, values)
         total += gone
         if not gone:
             return total
 
 
-def process(engine: sa.Engine, settings: Settings, *, purge: bool = True) -> Processed:
+async def process(db: Database, settings: Settings, *, purge: bool = True) -> Processed:
     """Notify every queued search, then (with `purge`) purge expired search terms."""
     searches = notices = 0
     while True:
-        done, sent = notify_batch(engine, settings, now=utcnow())
+        done, sent = await notify_batch(db, settings, now=utcnow())
         searches, notices = searches + done, notices + sent
         if not done:
             break
-    purged = purge_terms(engine, settings, now=utcnow()) if purge else 0
+    purged = await purge_terms(db, settings, now=utcnow()) if purge else 0
     return Processed(searches, notices, purged)
 
 
@@ -195,21 +211,16 @@ def _log_failure(exc: Exception) -> None:
         log.exception("hit notices failed")
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(db: Database, settings: Settings, stop: asyncio.Event) -> None:
     """Notify queued searches until `stop` is set; purge expired search terms at start and hourly."""
-    # Its own connection: the admitted requests count on the pool's.
-    engine = create_db_engine(settings.database_url, pool_size=1, pool_timeout=settings.pool_timeout_seconds)
     next_purge = 0.0
-    try:
-        while not stop.is_set():
-            purge = time.monotonic() >= next_purge
-            try:
-                await anyio.to_thread.run_sync(functools.partial(process, engine, settings, purge=purge))
-                if purge:
-                    next_purge = time.monotonic() + PURGE_EVERY
-            except Exception as exc:
-                _log_failure(exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.hit_notice_poll_seconds)
-    finally:
-        engine.dispose()
+    while not stop.is_set():
+        purge = time.monotonic() >= next_purge
+        try:
+            await process(db, settings, purge=purge)
+            if purge:
+                next_purge = time.monotonic() + PURGE_EVERY
+        except Exception as exc:
+            _log_failure(exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.hit_notice_poll_seconds)

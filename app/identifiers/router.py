@@ -4,10 +4,10 @@ from fastapi import APIRouter, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
-from app.core.deps import DatabaseDep
-from app.db import SessionDep
+from app.core.deps import DatabaseDep, UnitDep
+from app.core.uow import Row
 from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
-from app.idempotency.service import IdempotencyDep, create_once_sync
+from app.idempotency.service import IdempotencyDep, create_once
 from app.identifiers import service
 from app.identifiers.models import HitResults, HitSearch, Identifier, IdentifierCreate, IdentifierPublic
 from app.identifiers.normalize import IdentifierKind
@@ -40,30 +40,30 @@ async def list_identifiers(
     operation_id="identifiers.create",
     summary="Record an identifier",
 )
-def create_identifier(
-    session: SessionDep, p: Writer, case_id: uuid.UUID, body: IdentifierCreate, idem: IdempotencyDep
+async def create_identifier(
+    tx: UnitDep, p: Writer, case_id: uuid.UUID, body: IdentifierCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`; role lead or partner. The value is validated and normalised (`normalized`); an
     invalid value answers 422. A phone number written without country code is read in the country of the
     case's lead agency. Honours `Idempotency-Key`. A case the caller may not see answers 404, exactly as
     one that does not exist.
     """
-    acc = access.writable_case_sync(session, p, case_id)
+    acc = await access.writable_case(tx, p, case_id)
 
-    def respond(identifier: Identifier) -> Response:
+    def respond(identifier: Row) -> Response:
         return created(
             public(IdentifierPublic, identifier),
             location=api_path("identifiers", identifier.id),
             version=identifier.version,
         )
 
-    return create_once_sync(
-        session,
-        p,
-        idem,
-        lambda: respond(service.create_identifier(session, p, acc.case, body)),
-        lambda identifier_id: respond(access.readable_child_sync(session, p, Identifier, identifier_id)),
-    )
+    async def create() -> Response:
+        return respond(await service.create_identifier(tx, p, acc.case, body))
+
+    async def replay(identifier_id: uuid.UUID) -> Response:
+        return respond(await access.readable_child(tx, p, Identifier, identifier_id))
+
+    return await create_once(tx, p, idem, create, replay)
 
 
 @router.get(
@@ -72,11 +72,11 @@ def create_identifier(
     operation_id="identifiers.get",
     summary="Read an identifier",
 )
-def get_identifier(session: SessionDep, p: Reader, identifier_id: uuid.UUID) -> Response:
+async def get_identifier(tx: UnitDep, p: Reader, identifier_id: uuid.UUID) -> Response:
     """Scope `read`; full access to its case. An identifier the caller may not see answers 404, exactly as
     one that does not exist.
     """
-    identifier = access.readable_child_sync(session, p, Identifier, identifier_id)
+    identifier = await access.readable_child(tx, p, Identifier, identifier_id)
     return ok(public(IdentifierPublic, identifier), version=identifier.version)
 
 
@@ -86,15 +86,15 @@ def get_identifier(session: SessionDep, p: Reader, identifier_id: uuid.UUID) -> 
     operation_id="identifiers.delete",
     summary="Remove an identifier",
 )
-def delete_identifier(
-    request: Request, session: SessionDep, p: access.Editor, identifier_id: uuid.UUID
+async def delete_identifier(
+    request: Request, tx: UnitDep, p: access.Editor, identifier_id: uuid.UUID
 ) -> Response:
     """Scope `write` and scope `read`; role lead or partner. Removes an identifier recorded by mistake;
     needs `If-Match`. An identifier the caller may not see answers 404, exactly as one that does not exist.
     """
-    identifier, _ = access.writable_child_sync(session, p, Identifier, identifier_id)
+    identifier, _ = await access.writable_child(tx, p, Identifier, identifier_id)
     check_if_match(request, identifier.version)
-    service.delete_identifier(session, p, identifier)
+    await service.delete_identifier(tx, p, identifier)
     return Response(status_code=204)
 
 
@@ -105,7 +105,7 @@ def delete_identifier(
     tags=["hit/no-hit"],
     summary="Ask whether any case holds these identifiers",
 )
-def search_hits(request: Request, session: SessionDep, p: Reader, body: HitSearch) -> HitResults:
+async def search_hits(request: Request, tx: UnitDep, p: Reader, body: HitSearch) -> Response:
     """Scope `read`. Does any case hold these identifiers (1 to 1 000)? Each item is answered in order.
 
     A match in a case the caller sees in full names the case and the
@@ -121,4 +121,4 @@ def search_hits(request: Request, session: SessionDep, p: Reader, body: HitSearc
     (`CASEAPI_HIT_RATE_LIMIT`, `CASEAPI_HIT_AGENCY_RATE_LIMIT`): past it, 429 with `Retry-After`.
     """
     state = request.app.state
-    return service.search_hits(session, p, body.items, settings=state.settings, limits=state.hit_limits)
+    return ok(await service.search_hits(tx, p, body.items, settings=state.settings, limits=state.hit_limits))

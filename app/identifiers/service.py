@@ -21,16 +21,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy.orm import Session
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.dialects import postgresql
 
 from app import access
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.cases.models import Case
 from app.config import Settings
-from app.core.uow import Statements
-from app.crud import add_recorded_sync, delete_recorded_sync
-from app.db import bulk_insert, utcnow
+from app.core.uow import Row, Statements, Tx
+from app.crud import delete_recorded, insert_recorded
+from app.db import new_row, utcnow
 from app.errors import invalid
 from app.identifiers.limits import HitLimits
 from app.identifiers.models import (
@@ -54,10 +55,23 @@ from app.secrets import search_term_key
 
 Loc = list[str | int]
 _NONCE_BYTES = 12
+# A search of more distinct values than this is normalised in a worker thread:
+# a thousand phone numbers take tens of milliseconds, which the event loop
+# would otherwise spend on nothing else.
+_INLINE_ITEMS = 50
+
+IDENTIFIERS = access.table_of(Identifier)
+CASES = access.table_of(Case)
+AGENCIES = access.table_of(Agency)
+TERMS = access.table_of(HitSearchTerm)
+PENDING = access.table_of(PendingHitNotice)
+
+_AGENCY_COUNTRY = sa.select(AGENCIES.c.country).where(AGENCIES.c.id == sa.bindparam("agency_id"))
 
 
-def agency_country(session: Session, agency_id: uuid.UUID) -> str | None:
-    return session.execute(sa.select(Agency.country).where(Agency.id == agency_id)).scalar_one_or_none()
+async def agency_country(db: Statements, agency_id: uuid.UUID) -> str | None:
+    country: str | None = await db.scalar(_AGENCY_COUNTRY, {"agency_id": agency_id})
+    return country
 
 
 def normalized(kind: IdentifierKind, value: str, *, country: str | None, loc: Loc) -> str:
@@ -73,14 +87,14 @@ def normalized(kind: IdentifierKind, value: str, *, country: str | None, loc: Lo
 
 # --- identifiers under a case ---------------------------------------------------------------------------
 
-IDENTIFIER_KEYS = (Identifier.created_at, Identifier.id)
+IDENTIFIER_KEYS = (IDENTIFIERS.c.created_at, IDENTIFIERS.c.id)
 
 
 @functools.cache
 def _list_statement(*, kind: bool, after: bool) -> sa.Select[Any]:
-    stmt = sa.select(Identifier).where(Identifier.case_id == sa.bindparam("case_id"))
+    stmt = sa.select(IDENTIFIERS).where(IDENTIFIERS.c.case_id == sa.bindparam("case_id"))
     if kind:
-        stmt = stmt.where(Identifier.kind == sa.bindparam("kind"))
+        stmt = stmt.where(IDENTIFIERS.c.kind == sa.bindparam("kind"))
     return access.in_case_seen_in_full(keyset(stmt, keys=IDENTIFIER_KEYS, after=after), IDENTIFIER_KEYS)
 
 
@@ -95,33 +109,34 @@ async def list_identifiers(
     )
 
 
-def create_identifier(session: Session, p: Principal, case: Case, data: IdentifierCreate) -> Identifier:
+async def create_identifier(tx: Tx, p: Principal, case: Row, data: IdentifierCreate) -> Row:
     """A phone number without country code is read in the country of the case's lead agency."""
-    country = agency_country(session, case.lead_agency_id)
+    country = await agency_country(tx, case.lead_agency_id)
     norm = normalized(data.kind, data.value, country=country, loc=["body", "value"])
-    identifier = Identifier.model_validate(data, update={"case_id": case.id, "normalized": norm})
-    add_recorded_sync(session, identifier, p.actor, resource_type="identifier", case_id=case.id)
-    return identifier
+    values = data.model_dump() | {"case_id": case.id, "normalized": norm}
+    return await insert_recorded(tx, Identifier, values, p.actor, resource_type="identifier", case_id=case.id)
 
 
-def delete_identifier(session: Session, p: Principal, identifier: Identifier) -> None:
-    delete_recorded_sync(session, identifier, p.actor, resource_type="identifier", case_id=identifier.case_id)
+async def delete_identifier(tx: Tx, p: Principal, identifier: Row) -> None:
+    await delete_recorded(
+        tx, Identifier, identifier, p.actor, resource_type="identifier", case_id=identifier.case_id
+    )
 
 
 # --- bundles --------------------------------------------------------------------------------------------
 
-
-def export_for_bundle(session: Session, case_id: uuid.UUID) -> list[Identifier]:
-    """The case's identifiers in list order."""
-    return list(
-        session.execute(
-            sa.select(Identifier).where(Identifier.case_id == case_id).order_by(*IDENTIFIER_KEYS)
-        ).scalars()
-    )
+_EXPORT = (
+    sa.select(IDENTIFIERS).where(IDENTIFIERS.c.case_id == sa.bindparam("case_id")).order_by(*IDENTIFIER_KEYS)
+)
 
 
-def rows_for_import(
-    session: Session, items: Sequence[IdentifierTransfer], *, lead_agency_id: uuid.UUID, loc: Loc
+async def export_for_bundle(db: Statements, case_id: uuid.UUID) -> list[Row]:
+    """The case's identifiers (rows of their columns) in list order."""
+    return await db.all(_EXPORT, {"case_id": case_id})
+
+
+async def rows_for_import(
+    db: Statements, items: Sequence[IdentifierTransfer], *, lead_agency_id: uuid.UUID, loc: Loc
 ) -> list[dict[str, Any]]:
     """Rows for a bundle's identifiers, validated and normalised again before anything is
     written (an invalid one is a 422 at loc + [index, ...]); insert_imported() writes them.
@@ -130,7 +145,7 @@ def rows_for_import(
     without country code was read in the exporting lead's country, which the
     importer does not know; without it, the importing lead's country reads it.
     """
-    country = agency_country(session, lead_agency_id) if items else None
+    country = await agency_country(db, lead_agency_id) if items else None
     rows = []
     for n, item in enumerate(items):
         source, field = (item.normalized, "normalized") if item.normalized else (item.value, "value")
@@ -145,17 +160,26 @@ def rows_for_import(
     return rows
 
 
-def insert_imported(session: Session, rows: list[dict[str, Any]]) -> None:
+async def insert_imported(tx: Tx, rows: list[dict[str, Any]]) -> None:
     """Write rows_for_import() (each with its case_id and created_at) under an imported case; the
     import is journalled once, with the rest of the bundle (app.bundles)."""
-    bulk_insert(session, Identifier.__table__, rows)  # type: ignore[attr-defined]
+    await tx.insert_many(IDENTIFIERS, rows)
 
 
 # --- hit/no-hit -----------------------------------------------------------------------------------------
 
 
+def _among(column: sa.ColumnElement[str], name: str, *, postgresql_array: bool) -> sa.ColumnElement[bool]:
+    """`column` is one of the list of values bound as `name`: on PostgreSQL
+    `= ANY(:name)`, an array (one prepared statement for any number of
+    values); elsewhere an IN list the engine expands per execution."""
+    if postgresql_array:
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.String)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
 @functools.cache
-def hits_statement(*, notify: bool) -> sa.Select[Any]:
+def hits_statement(*, notify: bool, dialect_name: str) -> sa.Select[Any]:
     """The identifiers matching the searched values, with the searcher's access to their cases
     (run with access.agency_params() and one list of values per kind, see hit_values()).
 
@@ -165,36 +189,42 @@ def hits_statement(*, notify: bool) -> sa.Select[Any]:
     the search was made (`searched_at`).
     """
     stmt = sa.select(
-        Identifier.id,
-        Identifier.case_id,
-        Identifier.kind,
-        Identifier.normalized,
-        Identifier.note,
-        Case.reference,
-        Case.title,
-        Case.handling_code,
-        Case.lead_agency_id,
-    ).join(Case, Case.id == Identifier.case_id)
+        IDENTIFIERS.c.id,
+        IDENTIFIERS.c.case_id,
+        IDENTIFIERS.c.kind,
+        IDENTIFIERS.c.normalized,
+        IDENTIFIERS.c.note,
+        CASES.c.reference,
+        CASES.c.title,
+        CASES.c.handling_code,
+        CASES.c.lead_agency_id,
+    ).join(CASES, CASES.c.id == IDENTIFIERS.c.case_id)
     stmt, full, visible = access.with_case_access(
-        stmt, case_id=Identifier.case_id, handling_code=Case.handling_code, with_parent=True
+        stmt, case_id=IDENTIFIERS.c.case_id, handling_code=CASES.c.handling_code, with_parent=True
     )
-    # One IN list per kind, not one list of (kind, value) pairs: PostgreSQL plans
+    # One list per kind, not one list of (kind, value) pairs: PostgreSQL plans
     # a thousand pairs as a thousand OR-ed conditions (a second of planning),
     # a list as one index condition (`normalized = ANY(...)`).
     by_kind = sa.or_(
         *(
             sa.and_(
-                Identifier.kind == kind,
-                Identifier.normalized.in_(sa.bindparam(_values_param(kind), expanding=True)),
+                IDENTIFIERS.c.kind == kind,
+                _among(
+                    IDENTIFIERS.c.normalized,
+                    _values_param(kind),
+                    postgresql_array=dialect_name == "postgresql",
+                ),
             )
             for kind in IdentifierKind
         )
     )
     if notify:
-        stmt = stmt.where(sa.not_(full), Identifier.created_at <= sa.bindparam("searched_at"))
+        stmt = stmt.where(sa.not_(full), IDENTIFIERS.c.created_at <= sa.bindparam("searched_at"))
     else:
         stmt = stmt.where(visible)
-    return stmt.add_columns(full.label("full")).where(by_kind).order_by(Identifier.case_id, *IDENTIFIER_KEYS)
+    return (
+        stmt.add_columns(full.label("full")).where(by_kind).order_by(IDENTIFIERS.c.case_id, *IDENTIFIER_KEYS)
+    )
 
 
 def _values_param(kind: IdentifierKind) -> str:
@@ -233,8 +263,18 @@ def unseal_terms(settings: Settings, search_id: uuid.UUID, sealed: bytes) -> lis
     return [(IdentifierKind(kind), norm) for kind, norm in json.loads(plain)]
 
 
-def search_hits(
-    session: Session, p: Principal, items: Sequence[HitItem], *, settings: Settings, limits: HitLimits
+def _normalized_items(items: Sequence[HitItem], country: str | None) -> list[tuple[IdentifierKind, str]]:
+    """Each item's (kind, normalized), in order; a 422 at the first invalid one."""
+    seen: dict[tuple[IdentifierKind, str], tuple[IdentifierKind, str]] = {}
+    for n, item in enumerate(items):
+        if (item.kind, item.value) not in seen:  # a value given again is read once
+            norm = normalized(item.kind, item.value, country=country, loc=["body", "items", n, "value"])
+            seen[(item.kind, item.value)] = (item.kind, norm)
+    return [seen[(item.kind, item.value)] for item in items]
+
+
+async def search_hits(
+    tx: Tx, p: Principal, items: Sequence[HitItem], *, settings: Settings, limits: HitLimits
 ) -> HitResults:
     """Answer each item in order from the matches the caller may see; audit the search with
     keyed hashes of the values; queue it for the notices of the cases' leads.
@@ -242,18 +282,17 @@ def search_hits(
     What the request does depends only on what was asked and what the caller
     may see: the matches in cases hidden from it are found later, by the notices.
     """
-    country = agency_country(session, p.agency_id)
-    seen: dict[tuple[IdentifierKind, str], tuple[IdentifierKind, str]] = {}
-    for n, item in enumerate(items):
-        if (item.kind, item.value) not in seen:  # a value given again is read once
-            norm = normalized(item.kind, item.value, country=country, loc=["body", "items", n, "value"])
-            seen[(item.kind, item.value)] = (item.kind, norm)
-    keys = [seen[(item.kind, item.value)] for item in items]
+    country = await agency_country(tx, p.agency_id)
+    if len(items) > _INLINE_ITEMS:
+        keys = await run_in_threadpool(_normalized_items, items, country)
+    else:
+        keys = _normalized_items(items, country)
     distinct = sorted(set(keys))
-    limits.charge(p, len(distinct))
-    rows = session.execute(
-        hits_statement(notify=False), access.principal_params(p) | hit_values(distinct)
-    ).all()
+    await limits.charge(p, len(distinct))
+    rows = await tx.all(
+        hits_statement(notify=False, dialect_name=tx.dialect_name),
+        access.principal_params(p) | hit_values(distinct),
+    )
     matches: dict[tuple[str, str], list[HitMatch]] = defaultdict(list)
     summarised: set[tuple[str, str, uuid.UUID]] = set()
     for row in rows:
@@ -284,12 +323,12 @@ def search_hits(
         HitResult(kind=kind, normalized=norm, hit=bool(matches[(kind, norm)]), matches=matches[(kind, norm)])
         for kind, norm in keys
     ]
-    _journal_search(session, p, settings, keys, distinct)
+    await _journal_search(tx, p, settings, keys, distinct)
     return HitResults(items=results)
 
 
-def _journal_search(
-    session: Session,
+async def _journal_search(
+    tx: Tx,
     p: Principal,
     settings: Settings,
     keys: list[tuple[IdentifierKind, str]],
@@ -308,16 +347,17 @@ def _journal_search(
         }
         for n, (kind, norm) in enumerate(keys)
     ]
-    bulk_insert(session, HitSearchTerm.__table__, terms)  # type: ignore[attr-defined]
-    pending = {
-        "search_id": search_id,
-        "agency_id": p.agency_id,
-        "searched_at": now,
-        "sealed": seal_terms(settings, search_id, distinct),
-    }
-    bulk_insert(session, PendingHitNotice.__table__, [pending])  # type: ignore[attr-defined]
+    await tx.insert_many(TERMS, terms)
+    pending = new_row(
+        PendingHitNotice,
+        search_id=search_id,
+        agency_id=p.agency_id,
+        searched_at=now,
+        sealed=seal_terms(settings, search_id, distinct),
+    )
+    await tx.insert([(PENDING, [pending])])
     record(
-        session,
+        tx,
         p.actor,
         action="hit.searched",
         resource_type="hit_search",

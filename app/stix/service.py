@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+import sqlalchemy as sa
 
+from app.access import table_of
 from app.agencies.models import Agency
-from app.cases.models import Case, HandlingCode
-from app.identifiers.models import Identifier
+from app.cases.models import HandlingCode
+from app.core.uow import Row, Statements
 from app.identifiers.normalize import IdentifierKind
 from app.identifiers.service import export_for_bundle
 
@@ -159,7 +160,7 @@ def _extension_definition(extension: Extension, marking: str) -> dict[str, Any]:
     }
 
 
-def _observable_type(identifier: Identifier) -> tuple[str, Extension | None]:
+def _observable_type(identifier: Row) -> tuple[str, Extension | None]:
     if identifier.kind == IdentifierKind.ip:
         return ("ipv6-addr" if ":" in identifier.normalized else "ipv4-addr"), None
     if identifier.kind in _STANDARD_SCO:
@@ -167,7 +168,7 @@ def _observable_type(identifier: Identifier) -> tuple[str, Extension | None]:
     return _NEW_SCO[identifier.kind]
 
 
-def _observables(identifiers: list[Identifier], marking: str) -> tuple[list[dict[str, Any]], set[Extension]]:
+def _observables(identifiers: list[Row], marking: str) -> tuple[list[dict[str, Any]], set[Extension]]:
     """One observable per distinct (type, value), with the notes of every identifier it stands for."""
     observables: dict[str, dict[str, Any]] = {}
     notes: dict[str, list[str]] = {}
@@ -197,11 +198,18 @@ def _observables(identifiers: list[Identifier], marking: str) -> tuple[list[dict
     return list(observables.values()), used
 
 
-def case_bundle(session: Session, case: Case) -> str:
-    """The serialised bundle of a case the caller sees in full."""
+AGENCIES = table_of(Agency)
+_LEAD = sa.select(AGENCIES.c.id, AGENCIES.c.name, AGENCIES.c.created_at, AGENCIES.c.updated_at).where(
+    AGENCIES.c.id == sa.bindparam("agency_id")
+)
+
+
+async def case_bundle(db: Statements, case: Row) -> str:
+    """The serialised bundle of a case (a row of its columns) the caller sees in full."""
     marking = tlp_marking(case.handling_code)
     marked = [marking["id"]]
-    lead = session.get_one(Agency, case.lead_agency_id)
+    lead = await db.first(_LEAD, {"agency_id": case.lead_agency_id})
+    assert lead is not None, "a case's lead agency is kept while the case exists (ON DELETE RESTRICT)"
     identity = {
         "type": "identity",
         "spec_version": "2.1",
@@ -212,7 +220,7 @@ def case_bundle(session: Session, case: Case) -> str:
         "identity_class": "organization",
         "object_marking_refs": marked,
     }
-    observables, used = _observables(export_for_bundle(session, case.id), marking["id"])
+    observables, used = _observables(await export_for_bundle(db, case.id), marking["id"])
     definitions = [_extension_definition(e, marking["id"]) for e in sorted(used, key=lambda e: e.id)]
     if definitions:
         definitions.insert(0, _producer(marking["id"]))

@@ -21,7 +21,7 @@ from app.db import utcnow
 from app.identifiers import notices
 from app.identifiers.models import HitSearchTerm
 from tests.conftest import Caller, make_caller, new_case, walk
-from tests.hits.test_hits import PHONE, add, search
+from tests.hits.test_hits import PHONE, add, on_database, search
 
 API = "/api/v1"
 
@@ -60,7 +60,7 @@ def test_a_search_is_notified_after_it_and_once_per_agency_and_identifier(
         assert search(client, searcher, ("phone", PHONE)).status_code == 200
     assert received(client, lead) == []  # the search itself writes no event
     assert count(engine, "hit_notice_pending") == 3
-    assert notices.notify_batch(engine, settings, now=utcnow()) == (3, 1)
+    assert on_database(engine, notices.notify_batch, settings, now=utcnow()) == (3, 1)
     assert count(engine, "hit_notice_pending") == 0
     (event,) = received(client, lead)
     assert (event["resource_id"], event["from_agency_id"]) == (hidden["id"], str(searcher.agency_id))
@@ -68,7 +68,7 @@ def test_a_search_is_notified_after_it_and_once_per_agency_and_identifier(
     other = make_caller(engine, "EU-OTHER", Scope.read)
     search(client, searcher, ("phone", PHONE))
     search(client, other, ("phone", PHONE))
-    assert notices.notify_batch(engine, settings, now=utcnow()) == (2, 1)
+    assert on_database(engine, notices.notify_batch, settings, now=utcnow()) == (2, 1)
     assert [e["from_agency_id"] for e in received(client, lead)] == [
         str(searcher.agency_id),
         str(other.agency_id),
@@ -76,7 +76,7 @@ def test_a_search_is_notified_after_it_and_once_per_agency_and_identifier(
     # Past the window the same search is notified again.
     search(client, searcher, ("phone", PHONE))
     later = utcnow() + timedelta(hours=settings.hit_notice_window_hours, minutes=1)
-    assert notices.notify_batch(engine, settings, now=later) == (1, 1)
+    assert on_database(engine, notices.notify_batch, settings, now=later) == (1, 1)
     assert len(received(client, lead)) == 3
 
 
@@ -86,7 +86,7 @@ def test_without_a_window_every_search_is_notified(
     for _ in range(2):
         search(client, searcher, ("phone", PHONE))
     every = settings.model_copy(update={"hit_notice_window_hours": 0})
-    assert notices.process(engine, every).notices == 2
+    assert on_database(engine, notices.process, every).notices == 2
 
 
 def test_a_notice_names_what_existed_at_the_search(
@@ -95,7 +95,7 @@ def test_a_notice_names_what_existed_at_the_search(
     search(client, searcher, ("phone", PHONE))
     case = new_case(client, lead, handling_code="TLP:RED")
     add(client, lead, case["id"], "phone", PHONE)  # after the search, before its notices
-    assert notices.process(engine, settings).notices == 0
+    assert on_database(engine, notices.process, settings).notices == 0
     assert received(client, lead) == []
 
 
@@ -105,7 +105,7 @@ def test_a_batch_notifies_an_identifier_once(
     """Two searches notified in one transaction: the second sees no event of the first yet."""
     search(client, searcher, ("phone", PHONE))
     search(client, searcher, ("phone", PHONE))
-    assert notices.notify_batch(engine, settings, now=utcnow(), limit=10) == (2, 1)
+    assert on_database(engine, notices.notify_batch, settings, now=utcnow(), limit=10) == (2, 1)
 
 
 def test_summary_matches_notify_the_lead(
@@ -119,7 +119,7 @@ def test_summary_matches_notify_the_lead(
     assert [m["access"] for m in item["matches"]] == ["summary"]
     # The partner searching its own case's value: the GREEN case's lead hears of it, the partner not.
     search(client, partner, ("phone", PHONE))
-    notices.process(engine, settings)
+    on_database(engine, notices.process, settings)
     events = received(client, lead)
     assert [(e["resource_id"], e["from_agency_id"]) for e in events] == [
         (identifier["id"], str(searcher.agency_id)),
@@ -134,7 +134,7 @@ def test_searches_sealed_under_another_key_are_dropped(
 ) -> None:
     search(client, searcher, ("phone", PHONE))
     other = settings.model_copy(update={"audit_key": SecretStr("another-audit-key-" + "1" * 32)})
-    assert notices.process(engine, other).searches == 1
+    assert on_database(engine, notices.process, other).searches == 1
     assert count(engine, "hit_notice_pending") == 0
     assert received(client, lead) == []
 
@@ -155,12 +155,15 @@ def test_search_terms_are_purged_after_the_retention(
 ) -> None:
     search(client, searcher, ("phone", PHONE), ("ip", "10.0.0.1"))
     search(client, searcher, ("ip", "10.0.0.2"))
-    assert notices.purge_terms(engine, settings, now=utcnow()) == 0
+    assert on_database(engine, notices.purge_terms, settings, now=utcnow()) == 0
     retention = timedelta(days=settings.hit_search_retention_days)
     _age_first_search(engine, retention + timedelta(minutes=1))
-    assert notices.purge_terms(engine, settings, now=utcnow()) == 2
+    assert on_database(engine, notices.purge_terms, settings, now=utcnow()) == 2
     assert count(engine, "hit_search_term") == 1  # the later search stays
-    assert notices.purge_terms(engine, settings, now=utcnow() + retention + timedelta(minutes=1)) == 1
+    assert (
+        on_database(engine, notices.purge_terms, settings, now=utcnow() + retention + timedelta(minutes=1))
+        == 1
+    )
     assert count(engine, "hit_search_term") == 0
 
 
@@ -222,7 +225,7 @@ def test_searched_values_reach_no_log(
             time.sleep(0.05)
     search(client, searcher, ("phone", PHONE))
     other = settings.model_copy(update={"audit_key": SecretStr("another-audit-key-" + "1" * 32)})
-    notices.process(engine, other)  # logs the search it cannot read
+    on_database(engine, notices.process, other)  # logs the search it cannot read
     assert "sealed under another audit key" in caplog.text
     for value in ("7010000001", "10.0.0.1", "10.0.3.231"):
         assert value not in caplog.text

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import SQLModel
 
 from app.auth.models import Scope
+from app.core.uow import PostgresDatabase, Prepared, Statement
 from app.db import utcnow
 from tests.conftest import Caller, make_caller, new_case
 
@@ -129,15 +130,40 @@ def test_a_hidden_match_takes_as_long_as_a_miss(
     _compare(quiet_client, searcher.headers, body(HELD), body(NOBODY))
 
 
-def _footprint(
-    client: TestClient, engine: sa.Engine, headers: dict[str, str], payload: dict[str, Any]
-) -> Any:
-    """The statements a search runs (their SQL, parameters left out) and the rows it adds, by table."""
+@contextmanager
+def _recording(client: TestClient) -> Iterator[list[str]]:
+    """The SQL of the statements the app runs in the block (parameters left out): on
+    PostgreSQL each as prepared for asyncpg (app.core.uow), elsewhere as the engine sends it."""
     statements: list[str] = []
+    database = client.app.state.database  # type: ignore[attr-defined]
+    if isinstance(database, PostgresDatabase):
+        prepared = database.prepared
+
+        def prepare(stmt: Statement) -> Prepared:
+            found = prepared(stmt)
+            statements.append(found.sql)
+            return found
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(database, "prepared", prepare)
+            yield statements
+        return
 
     def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
+    app_engine: sa.Engine = client.app.state.engine  # type: ignore[attr-defined]
+    sa.event.listen(app_engine, "before_cursor_execute", note)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(app_engine, "before_cursor_execute", note)
+
+
+def _footprint(
+    client: TestClient, engine: sa.Engine, headers: dict[str, str], payload: dict[str, Any]
+) -> Any:
+    """The statements a search runs (their SQL, parameters left out) and the rows it adds, by table."""
     tables = [t.name for t in SQLModel.metadata.sorted_tables]
 
     def counts() -> Counter[str]:
@@ -147,13 +173,10 @@ def _footprint(
             )
 
     before = counts()
-    app_engine: sa.Engine = client.app.state.engine  # type: ignore[attr-defined]
-    sa.event.listen(app_engine, "before_cursor_execute", note)
-    try:
+    with _recording(client) as statements:
         response = client.post(f"{API}/hits", json=payload, headers=headers)
-    finally:
-        sa.event.remove(app_engine, "before_cursor_execute", note)
     assert response.status_code == 200
+    assert statements, "no statement recorded"
     added = counts()
     added.subtract(before)
     return statements, +added

@@ -2,10 +2,12 @@
 a match it may not see answers exactly as no match. The lead of a case the caller does not see in
 full is notified (app.identifiers.notices, run here by hit_events())."""
 
+import asyncio
 import hashlib
 import hmac
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -13,9 +15,12 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from app.config import get_settings
+from app.core.uow import Database, create_database
 from app.identifiers import notices
 from app.secrets import search_term_key
 from tests.conftest import Caller, join, make_agency, make_caller, new_case, walk
+
+T = TypeVar("T")
 
 API = "/api/v1"
 PHONE = "+7 701 000 00 01"
@@ -35,10 +40,23 @@ def search(client: TestClient, caller: Caller, *items: tuple[str, str]) -> Any:
     return client.post(f"{API}/hits", json=body, headers=caller.headers)
 
 
+def on_database(engine: sa.Engine, step: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """`await step(db, *args, **kwargs)` on a Database of `engine` (a notices step, as a command runs it)."""
+
+    async def run() -> T:
+        db: Database = create_database(engine, size=2, timeout=5)
+        try:
+            return await step(db, *args, **kwargs)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
 def hit_events(client: TestClient, caller: Caller) -> list[dict[str, Any]]:
     """The caller's hit.received events, once the notices of every search so far are written."""
     state = client.app.state  # type: ignore[attr-defined]
-    notices.process(state.engine, state.settings)
+    on_database(state.engine, notices.process, state.settings)
     return [e for e in walk(client, f"{API}/events", caller.headers) if e["type"] == "hit.received"]
 
 
