@@ -47,7 +47,7 @@ from app.bundles.models import (
     BundleSeizedItem,
     BundleSource,
 )
-from app.cases.models import Case, origin_of
+from app.cases.models import Case, derived_columns, origin_of
 from app.cases.service import require_reference_free
 from app.core.uow import Row, Statements, Tx, one_of, one_of_params
 from app.crud import row_type
@@ -395,6 +395,7 @@ async def import_bundle(
             origin_case_id=source.case_id or bundle.case.id,
             origin_lead_agency_id=source.lead_agency_id,
             origin_exported_at=source.exported_at,
+            **derived_columns(bundle.case.reference, bundle.case.title, bundle.case.summary),
             **stamps(),
         )
     )
