@@ -41,9 +41,9 @@ from app.secrets import webhook_key
 from app.webhooks.lifecycle import (
     FAILURES,
     NO_LIVE_KEY,
-    agencies_with_live_keys,
-    disable,
-    record_change,
+    agencies_with_live_keys_sync,
+    disable_sync,
+    record_change_sync,
 )
 from app.webhooks.models import (
     SubscriptionCreate,
@@ -151,7 +151,7 @@ def create_subscription(
     sub.secret_sealed = seal(settings, sub.id, secret)
     session.add(sub)
     session.flush()
-    record_change(session, p.actor, sub, "created")
+    record_change_sync(session, p.actor, sub, "created")
     return sub, secret
 
 
@@ -159,7 +159,7 @@ def delete_subscription(session: Session, p: Principal, sub: WebhookSubscription
     """Its delivery log goes with it; the audit trail keeps the deletion."""
     session.delete(sub)
     session.flush()
-    record_change(session, p.actor, sub, "deleted")
+    record_change_sync(session, p.actor, sub, "deleted")
 
 
 def list_deliveries(
@@ -279,14 +279,14 @@ def claim_due(
         parents = dict(
             session.execute(sa.select(Agency.id, Agency.parent_id).where(Agency.id.in_(agencies))).all()
         )
-        keyed = agencies_with_live_keys(session, agencies)
+        keyed = agencies_with_live_keys_sync(session, agencies)
         for sub in subs:
             if sub.agency_id not in keyed:
                 # Revoking the last key disabled the others (app.webhooks.lifecycle);
                 # this catches the rest: one made with a revoked key a worker still
                 # trusted for its last second, or a key that ended another way.
                 log.warning("webhook subscription %s disabled: its agency has no live API key", sub.id)
-                disable(session, CLI, sub, now=now, reason=NO_LIVE_KEY)
+                disable_sync(session, CLI, sub, now=now, reason=NO_LIVE_KEY)
                 continue
             sub.lease_token = token
             sub.lease_until = now + lease
@@ -364,7 +364,7 @@ def complete(engine: sa.Engine, claim: Claim, outcome: Outcome, *, now: datetime
         sub.lease_until = None
         # Disabled meanwhile (its agency's last key was revoked): once is enough.
         if outcome.disable and sub.disabled_at is None:
-            disable(session, CLI, sub, now=now, reason=FAILURES)
+            disable_sync(session, CLI, sub, now=now, reason=FAILURES)
         session.flush()
         bulk_insert(session, WebhookDelivery.__table__, outcome.attempts)  # type: ignore[attr-defined]
         session.execute(
