@@ -481,8 +481,10 @@ def writable_child_sync(
         require_writer(_child(session, p, model, child_id)[1], p)
 
 
-def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:
-    """The rows of AuditEntry the caller reads in GET /audit.
+@functools.cache
+def audit_entries_visible(*, admin: bool) -> sa.ColumnElement[bool]:
+    """The rows of AuditEntry the caller (principal_params(); `admin`: its key
+    has the `admin` scope) reads in GET /audit.
 
     What its agency did (it knows that already, even in a case it has left or
     deleted), and what was done to cases it leads. An `admin` key adds what
@@ -497,10 +499,11 @@ def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:
     from app.audit.models import AuditEntry
     from app.auth.models import ApiClient
 
-    led = sa.select(Case.id).where(Case.lead_agency_id == p.agency_id)
+    agency_id: sa.BindParameter[uuid.UUID] = sa.bindparam("agency_id")
+    led = sa.select(Case.id).where(Case.lead_agency_id == agency_id)
     shown = [AuditEntry.case_id.in_(led)]
-    if p.has(Scope.admin):
-        tree = sa.select(Agency.id).where(Agency.id == p.agency_id).cte("managed", recursive=True)
+    if admin:
+        tree = sa.select(Agency.id).where(Agency.id == agency_id).cte("managed", recursive=True)
         tree = tree.union(sa.select(Agency.id).where(Agency.parent_id == tree.c.id))
         managed = sa.select(tree.c.id)
         clients = sa.select(ApiClient.id).where(ApiClient.agency_id.in_(managed))
@@ -509,11 +512,6 @@ def audit_entries_visible(p: Principal) -> sa.ColumnElement[bool]:
             sa.and_(AuditEntry.resource_type == "agency", AuditEntry.resource_id.in_(managed)),
             sa.and_(AuditEntry.resource_type == "api_client", AuditEntry.resource_id.in_(clients)),
         ]
-    seen = (
-        sa.select(Case.id)
-        .where(Case.id == AuditEntry.case_id, sees_case_in_full())
-        .params(principal_params(p))
-        .exists()
-    )
+    seen = sa.select(Case.id).where(Case.id == AuditEntry.case_id, sees_case_in_full()).exists()
     others = sa.and_(sa.or_(*shown), sa.or_(AuditEntry.case_id.is_(None), seen))
-    return sa.or_(AuditEntry.agency_id == p.agency_id, others)
+    return sa.or_(AuditEntry.agency_id == agency_id, others)

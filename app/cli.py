@@ -3,7 +3,6 @@
 import argparse
 import asyncio
 import errno
-import itertools
 import json
 import os
 import socket
@@ -20,15 +19,15 @@ from sqlalchemy.engine import make_url
 import app.journal  # noqa: F401  (installs the audit/event hook on every session)
 from app import migrate, seed
 from app.agencies import service as agencies
-from app.agencies.models import Agency, AgencyCreate, AgencyKind
+from app.agencies.models import AgencyCreate, AgencyKind
 from app.attachments import service as attachments
 from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
 from app.audit import service as audit
 from app.audit.models import AuditEntryPublic, AuditVerification
 from app.auth import service as auth
-from app.auth.models import ApiClient, Scope
+from app.auth.models import Scope
 from app.config import ConfigError, get_settings
-from app.core.uow import Database, Tx, create_database
+from app.core.uow import Database, Row, Tx, create_database
 from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
 from app.federation import service as federation
@@ -99,26 +98,23 @@ def cmd_seed(_: argparse.Namespace) -> None:
 
 
 def cmd_client_create(args: argparse.Namespace) -> None:
-    with transaction(_engine(), write=True) as session:
-        client, key = auth.create_client(
-            session, agency_code=args.agency, name=args.name, scopes=[Scope(s) for s in args.scope]
-        )
+    scopes = [Scope(s) for s in args.scope]
+    client, key = _run(
+        lambda tx: auth.create_client(tx, agency_code=args.agency, name=args.name, scopes=scopes)
+    )
     print(f"client {client.id} of {args.agency} with scopes {' '.join(client.scopes)}")
     print("the key is shown once; store it now:")
     print(key)
 
 
 def cmd_client_list(_: argparse.Namespace) -> None:
-    with transaction(_engine(), write=False) as session:
-        rows = auth.list_clients(session)
-    for client, code in rows:
+    for client in _read(auth.list_clients):
         state = "revoked" if client.revoked_at else "active"
-        print(f"{client.id}\t{code}\t{client.name}\t{','.join(client.scopes)}\t{state}")
+        print(f"{client.id}\t{client.agency_code}\t{client.name}\t{','.join(client.scopes)}\t{state}")
 
 
 def cmd_client_revoke(args: argparse.Namespace) -> None:
-    with transaction(_engine(), write=True) as session:
-        client = auth.revoke_client(session, args.id_or_key)
+    client = _run(lambda tx: auth.revoke_client(tx, args.id_or_key))
     print(f"client {client.id} revoked")
 
 
@@ -128,27 +124,30 @@ def cmd_agency_create(args: argparse.Namespace) -> None:
         data = AgencyCreate.model_validate(fields)
     except ValidationError as exc:
         raise CommandError(_one_line(exc, lambda field: f"--{field}")) from None
-    with transaction(_engine(), write=True) as session:
+
+    async def create(tx: Tx) -> Row:
         if args.parent:
-            data.parent_id = agencies.get_agency_by_code(session, args.parent).id
-        agency = agencies.create_agency(session, None, data)
+            data.parent_id = (await agencies.get_agency_by_code(tx, args.parent)).id
+        return await agencies.create_agency(tx, None, data)
+
+    agency = _run(create)
     print(f"agency {agency.code} created; its id:")
     print(agency.id)
 
 
 def cmd_agency_list(_: argparse.Namespace) -> None:
-    with transaction(_engine(), write=False) as session:
-        rows = agencies.agencies_with_parents(session)
-    for agency, parent_code in rows:
-        fields = (agency.id, agency.code, agency.name, agency.kind.value, agency.country, parent_code)
+    for agency in _read(agencies.agencies_with_parents):
+        fields = (agency.id, agency.code, agency.name, agency.kind.value, agency.country, agency.parent_code)
         print("\t".join("-" if value is None else str(value) for value in fields))
 
 
 def cmd_agency_set_parent(args: argparse.Namespace) -> None:
-    with transaction(_engine(), write=True) as session:
-        agency = agencies.get_agency_by_code(session, args.code, for_update=True)
-        parent = None if args.none else agencies.get_agency_by_code(session, args.parent)
-        changed = agencies.set_parent(session, CLI, agency, parent.id if parent else None)
+    async def move(tx: Tx) -> tuple[Row, Row | None, bool]:
+        agency = await agencies.get_agency_by_code(tx, args.code, for_update=True)
+        parent = None if args.none else await agencies.get_agency_by_code(tx, args.parent)
+        return agency, parent, await agencies.set_parent(tx, CLI, agency, parent.id if parent else None)
+
+    agency, parent, changed = _run(move)
     where = f"under {parent.code}" if parent else "at the top of the hierarchy"
     print(f"agency {agency.code} {'now' if changed else 'already'} {where}")
 
@@ -157,9 +156,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
     """The whole chain from genesis; progress on stderr when it is a terminal."""
     expected = args.expect_head
     found = expected is None
-    engine = _engine()
-    with transaction(engine, write=False) as session:
-        total = audit.head_seq(session)
+    total = _read(audit.head_seq)
     show = sys.stderr.isatty() and total > 0
     step = max(total // 100, 1)
 
@@ -171,7 +168,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
                 f"\rverifying the audit chain: {min(entry.seq * 100 // total, 100)}%", end="", file=sys.stderr
             )
 
-    result = audit.check(engine, full=True, on_entry=seen)
+    result = _read(lambda db: audit.check(db, full=True, on_entry=seen))
     if show:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if not result.ok:
@@ -190,7 +187,7 @@ def _finding(result: AuditVerification) -> str:
 
 
 def cmd_audit_reset_checkpoint(args: argparse.Namespace) -> None:
-    result = audit.reset_checkpoint(_engine(), pre_key_head=args.pre_key_head)
+    result = _run(lambda tx: audit.reset_checkpoint(tx, pre_key_head=args.pre_key_head))
     if not result.ok:
         raise CommandError(_finding(result))
     print(f"audit checkpoint recorded: {result.entries} entries, head {result.head}")
@@ -198,16 +195,24 @@ def cmd_audit_reset_checkpoint(args: argparse.Namespace) -> None:
 
 def cmd_audit_list(args: argparse.Namespace) -> None:
     """The whole instance's log, streamed in seq order: one line per entry, tab-separated, or JSON."""
-    with transaction(_engine(), write=False) as session:
-        rows = audit.host_entries(session, after=args.after, case_id=args.case_id, action=args.action)
+
+    async def stream(db: Database) -> None:
+        rows = audit.host_entries(db, after=args.after, case_id=args.case_id, action=args.action)
+        left = args.limit
         # A reader that stops (`| head`) ends it through main()'s BrokenPipeError.
-        for row in itertools.islice(rows, args.limit):
+        async for row in rows:
+            if left == 0:
+                return
             entry = AuditEntryPublic.model_validate(row, from_attributes=True)
             if args.json:
                 print(entry.model_dump_json())
             else:
                 fields = entry.model_dump(mode="json", exclude={"prev_hash"})
                 print("\t".join("-" if v is None else _text(v) for v in fields.values()))
+            if left is not None:
+                left -= 1
+
+    _read(stream)
 
 
 def _count(text: str) -> int:
@@ -351,20 +356,7 @@ def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
     cmd_migrate(args)
     cmd_seed(args)
     settings = get_settings()
-    with transaction(_engine(), write=True) as session:
-        # Only the keys printed now work: earlier demo keys are revoked.
-        for (old,) in session.execute(
-            sa.select(ApiClient.id).where(ApiClient.name == DEMO_CLIENT, ApiClient.revoked_at.is_(None))
-        ):
-            auth.revoke_client(session, str(old))
-        codes = session.execute(sa.select(Agency.code).order_by(Agency.code)).scalars().all()
-        keys = []
-        for code in codes:
-            scopes = [Scope.read, Scope.write, Scope.personal_data]
-            if code == "KZ-MVD":
-                scopes.append(Scope.admin)
-            _, key = auth.create_client(session, agency_code=code, name=DEMO_CLIENT, scopes=scopes)
-            keys.append((code, key))
+    keys = _run(_demo_keys)
     print("demo keys (read, write, personal_data; KZ-MVD also admin):")
     for code, key in keys:
         print(f"  {code:<14} {key}")
@@ -372,6 +364,27 @@ def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"explorer: http://{host}:{sock.getsockname()[1]}/docs", flush=True)
     _serve(args.host, args.port, 1, fd=sock.fileno())
+
+
+_DEMO_KEYS = sa.select(auth.CLIENTS.c.id).where(
+    auth.CLIENTS.c.name == DEMO_CLIENT, auth.CLIENTS.c.revoked_at.is_(None)
+)
+_CODES = sa.select(agencies.AGENCIES.c.code).order_by(agencies.AGENCIES.c.code)
+
+
+async def _demo_keys(tx: Tx) -> list[tuple[str, str]]:
+    """A new demo key for every agency, by code. Only the keys printed now
+    work: earlier demo keys are revoked."""
+    for old in await tx.all(_DEMO_KEYS):
+        await auth.revoke_client(tx, str(old.id))
+    keys = []
+    for agency in await tx.all(_CODES):
+        scopes = [Scope.read, Scope.write, Scope.personal_data]
+        if agency.code == "KZ-MVD":
+            scopes.append(Scope.admin)
+        _, key = await auth.create_client(tx, agency_code=agency.code, name=DEMO_CLIENT, scopes=scopes)
+        keys.append((agency.code, key))
+    return keys
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

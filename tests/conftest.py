@@ -7,17 +7,18 @@ and concurrent writers are part of what is tested), so instead of rolling
 back, every table is emptied after each test.
 """
 
+import asyncio
 import os
 import socket
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import pytest
@@ -36,6 +37,7 @@ from app.agencies.models import Agency, AgencyKind  # noqa: E402
 from app.auth import service as auth  # noqa: E402
 from app.auth.models import Scope  # noqa: E402
 from app.config import Settings, get_settings  # noqa: E402
+from app.core.uow import Tx, create_database  # noqa: E402
 from app.db import create_db_engine, transaction  # noqa: E402
 from app.main import create_app  # noqa: E402
 
@@ -47,6 +49,7 @@ TEST_CURSOR_SECRET = "30d854c0860b46b835da5107f451b813a610b0a55b6830336e531e4484
 os.environ.setdefault("CASEAPI_AUDIT_KEY", TEST_AUDIT_KEY)
 os.environ.setdefault("CASEAPI_CURSOR_SECRET", TEST_CURSOR_SECRET)
 
+T = TypeVar("T")
 POSTGRES_URL = os.environ.get("CASEAPI_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
@@ -196,6 +199,19 @@ class Caller:
         return {**self.headers, **{k.replace("_", "-").title(): v for k, v in extra.items()}}
 
 
+def run_unit(engine: sa.Engine, work: Callable[[Tx], Awaitable[T]]) -> T:
+    """`await work(tx)` in one unit of work (app.core.uow) on the test database, as the CLI runs one."""
+
+    async def main() -> T:
+        db = create_database(engine, size=1, timeout=5)
+        try:
+            return await db.run(work)
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
 def make_agency(
     engine: sa.Engine,
     code: str,
@@ -216,10 +232,12 @@ def make_caller(engine: sa.Engine, code: str, *scopes: Scope, parent_id: uuid.UU
     with transaction(engine, write=False) as session:
         existing = session.execute(sa.select(Agency.id).where(Agency.code == code)).scalar_one_or_none()
     agency_id = existing or make_agency(engine, code, parent_id=parent_id)
-    with transaction(engine, write=True) as session:
-        api_client, key = auth.create_client(
-            session, agency_code=code, name=f"test {code}", scopes=scopes or (Scope.read, Scope.write)
-        )
+    api_client, key = run_unit(
+        engine,
+        lambda tx: auth.create_client(
+            tx, agency_code=code, name=f"test {code}", scopes=scopes or (Scope.read, Scope.write)
+        ),
+    )
     return Caller(agency_id=agency_id, agency_code=code, client_id=api_client.id, key=key)
 
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from tests.conftest import Caller, join, make_caller, new_case, walk
+from tests.conftest import Caller, join, make_caller, new_case, run_unit, walk
 
 PROBLEM = "application/problem+json"
 
@@ -31,10 +31,8 @@ def test_missing_unknown_and_revoked_keys_are_401(
         assert response.headers["www-authenticate"] == "Bearer"
     assert client.get("/api/v1/cases", headers=lead.headers).status_code == 200
     from app.auth import service as auth
-    from app.db import transaction
 
-    with transaction(engine, write=True) as session:
-        auth.revoke_client(session, lead.key)
+    run_unit(engine, lambda tx: auth.revoke_client(tx, lead.key))
     _problem(client.get("/api/v1/cases", headers=lead.headers), 401)
 
 

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -130,8 +130,8 @@ def entry_rows(
     return rows
 
 
-def verify_chain(
-    entries: Iterable[HashedStored],
+async def verify_chain(
+    entries: AsyncIterable[HashedStored],
     audit_key: bytes,
     *,
     start: tuple[int, str] = (0, GENESIS),
@@ -141,7 +141,8 @@ def verify_chain(
 ) -> AuditVerification:
     """Walk the chain in seq order from `start` (the seq and hash of the last
     entry known good, genesis by default); the first entry that does not
-    verify is named.
+    verify is named. `entries` arrive as they are read (a batch at a time):
+    the walk stops at a bad one, and memory stays flat however long the chain.
 
     Every entry must be keyed, but those up to the recorded `pre_key` end,
     which must be unkeyed and end at its hash. The entries at `checkpoint`
@@ -150,7 +151,7 @@ def verify_chain(
     """
     count, prev = start
     expected_seq = count + 1
-    for entry in entries:
+    async for entry in entries:
         good = entry.seq == expected_seq and entry.prev_hash == prev
         if good and pre_key is not None and entry.seq <= pre_key[0]:
             good = entry.hash == _unkeyed_hash(entry) and (entry.seq < pre_key[0] or entry.hash == pre_key[1])

@@ -1,17 +1,16 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query, Response
 
-from app import access
 from app.audit import service
 from app.audit.models import AuditEntryPublic, AuditVerification
 from app.auth.deps import current_principal
 from app.auth.models import Scope
 from app.auth.service import Principal
-from app.db import SessionDep
+from app.core.deps import DatabaseDep, UnitDep
 from app.errors import AppError
+from app.http import ok, public
 from app.pagination import Page, PageDep
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -27,13 +26,13 @@ Auditor = Annotated[Principal, Depends(_auditor)]
 
 
 @router.get("", response_model=Page[AuditEntryPublic], summary="Read the audit trail")
-def list_entries(
-    session: SessionDep,
+async def list_entries(
+    tx: UnitDep,
     p: Auditor,
     page: PageDep,
     case_id: uuid.UUID | None = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
-) -> Page[AuditEntryPublic]:
+) -> Response:
     """Scope `read` or scope `admin`. What the caller's agency did, and what was done to cases it
     leads; an `admin` key adds what the agencies under its own did, and the entries about the agencies
     and API clients it manages. Never another agency's entry of a case the caller's agency does not see
@@ -41,11 +40,9 @@ def list_entries(
     scope only, else null. Filters `case_id` and `action`. The whole instance's log is read on the host:
     `caseapi audit list`.
     """
-    items, cursor = service.list_entries(
-        session, access.audit_entries_visible(p), page, case_id=case_id, action=action
-    )
+    rows, cursor = await service.list_entries(tx, p, page, case_id=case_id, action=action)
     hide = {} if p.has(Scope.personal_data) else {"purpose": None}
-    return Page(items=[AuditEntryPublic.model_validate(e, update=hide) for e in items], next_cursor=cursor)
+    return ok(Page(items=[public(AuditEntryPublic, e, **hide) for e in rows], next_cursor=cursor))
 
 
 async def _admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -57,10 +54,12 @@ async def _admin(principal: Annotated[Principal, Depends(current_principal)]) ->
 @router.get(
     "/verify", response_model=AuditVerification, summary="Verify the audit chain", operation_id="audit.verify"
 )
-async def verify(request: Request, _: Annotated[Principal, Depends(_admin)]) -> AuditVerification:
+async def verify(db: DatabaseDep, _: Annotated[Principal, Depends(_admin)]) -> AuditVerification:
     """Scope `admin`. Verifies the entries written since the last verified checkpoint, then moves it:
     `ok`, the number of entries, and the head hash to record somewhere the database administrators cannot
     write. A missing checkpoint, or one not written with the audit key, is a finding (`ok: false`,
     `reason`) and moves nothing. `caseapi audit verify` checks the whole chain.
     """
-    return await run_in_threadpool(service.check, request.app.state.engine, full=False)
+    # On the database itself, not in a unit of work: the walk reads outside
+    # any transaction, and only a good result's checkpoint is written, briefly.
+    return await service.check(db, full=False)

@@ -6,59 +6,87 @@ finding, never a fresh start, as deleting the row would otherwise hide a cut
 tail.
 """
 
+import functools
 import hmac
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
+from app import access
 from app.audit.chain import CHECKPOINT_ID, GENESIS, PRE_KEY_ID, HashedStored, key, mac, verify_chain
 from app.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
-from app.db import transaction, utcnow
+from app.auth.models import Scope
+from app.auth.service import Principal
+from app.core.uow import Database, Row, Statements, Tx
+from app.db import utcnow
 from app.errors import AppError
-from app.pagination import PageParams, paginate_sync
+from app.pagination import PageParams, keyset, read_page
+
+ENTRIES = access.table_of(AuditEntry)
+CHECKPOINTS = access.table_of(AuditCheckpoint)
+KEYS = (ENTRIES.c.seq,)
+# Entries read per round trip by a walk of the chain: memory stays flat.
+BATCH = 5000
+
+_HEAD_SEQ = sa.select(sa.func.coalesce(sa.func.max(ENTRIES.c.seq), 0))
 
 
-def head_seq(session: Session) -> int:
+async def head_seq(db: Statements) -> int:
     """The newest entry's seq: the chain's length when it is intact."""
-    return session.execute(sa.select(sa.func.coalesce(sa.func.max(AuditEntry.seq), 0))).scalar_one()
+    return int(await db.scalar(_HEAD_SEQ))
 
 
-def _entries(
-    session: Session, after: int, *where: sa.ColumnElement[bool], batch: int = 5000
-) -> Iterator[Any]:
-    """Every entry after seq `after` (and matching `where`), in seq order, a
-    batch at a time (keyset, so memory stays flat and no server-side cursor
-    is needed)."""
-    table = AuditEntry.__table__  # type: ignore[attr-defined]
+@functools.cache
+def _batch_statement(*, case: bool, action: bool) -> sa.Select[Any]:
+    stmt = sa.select(ENTRIES).where(ENTRIES.c.seq > sa.bindparam("after", type_=ENTRIES.c.seq.type))
+    if case:
+        stmt = stmt.where(ENTRIES.c.case_id == sa.bindparam("case_id"))
+    if action:
+        stmt = stmt.where(ENTRIES.c.action == sa.bindparam("action"))
+    return stmt.order_by(ENTRIES.c.seq).limit(sa.bindparam("batch", type_=sa.Integer))
+
+
+async def _entries(
+    db: Statements, after: int, *, case_id: uuid.UUID | None = None, action: str | None = None
+) -> AsyncIterator[Row]:
+    """Every entry after seq `after` (and of the case and action, when given),
+    in seq order, a batch at a time (keyset, so memory stays flat and no
+    server-side cursor is needed)."""
+    stmt = _batch_statement(case=case_id is not None, action=action is not None)
+    values: dict[str, Any] = {"batch": BATCH}
+    if case_id is not None:
+        values["case_id"] = case_id
+    if action is not None:
+        values["action"] = action
     while True:
-        rows = session.execute(
-            sa.select(table).where(table.c.seq > after, *where).order_by(table.c.seq).limit(batch)
-        ).all()
-        yield from rows
-        if len(rows) < batch:
+        rows = await db.all(stmt, values | {"after": after})
+        for row in rows:
+            yield row
+        if len(rows) < BATCH:
             return
         after = rows[-1].seq
 
 
 def host_entries(
-    session: Session, *, after: int, case_id: uuid.UUID | None, action: str | None
-) -> Iterator[Any]:
+    db: Statements, *, after: int, case_id: uuid.UUID | None, action: str | None
+) -> AsyncIterator[Row]:
     """The whole instance's log, for the host (`caseapi audit list`), in seq order."""
-    table = AuditEntry.__table__  # type: ignore[attr-defined]
-    where = [table.c.case_id == case_id] if case_id is not None else []
-    if action is not None:
-        where.append(table.c.action == action)
-    return _entries(session, after, *where)
+    return _entries(db, after, case_id=case_id, action=action)
 
 
-def _recorded(session: Session, audit_key: bytes, row_id: int) -> tuple[int, str] | bool | None:
+_CHECKPOINT = sa.select(CHECKPOINTS).where(CHECKPOINTS.c.id == sa.bindparam("row_id"))
+_CHECKPOINT_LOCKED = _CHECKPOINT.with_for_update()
+
+
+async def _recorded(
+    db: Statements, audit_key: bytes, row_id: int, *, for_update: bool = False
+) -> tuple[int, str] | bool | None:
     """The (seq, hash) of a MAC'ed row of audit_checkpoint; None when there is
     no row, False when its MAC does not hold (written without the key)."""
-    row = session.get(AuditCheckpoint, row_id)
+    row = await db.first(_CHECKPOINT_LOCKED if for_update else _CHECKPOINT, {"row_id": row_id})
     if row is None:
         return None
     if not hmac.compare_digest(row.mac.encode(), mac(audit_key, row_id, row.seq, row.hash).encode()):
@@ -66,25 +94,40 @@ def _recorded(session: Session, audit_key: bytes, row_id: int) -> tuple[int, str
     return row.seq, row.hash
 
 
-def _record(session: Session, audit_key: bytes, row_id: int, seq: int, hash_: str) -> None:
+@functools.cache
+def _upsert_checkpoint(dialect_name: str) -> sa.Executable:
+    """INSERT of a row of audit_checkpoint that replaces the one with its id."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    columns = ("seq", "hash", "mac", "at")
+    stmt = dialect.insert(CHECKPOINTS).values(
+        id=sa.bindparam("row_id", type_=CHECKPOINTS.c.id.type),
+        **{name: sa.bindparam(name, type_=CHECKPOINTS.c[name].type) for name in columns},
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[CHECKPOINTS.c.id], set_={name: stmt.excluded[name] for name in columns}
+    )
+
+
+async def _record(tx: Tx, audit_key: bytes, row_id: int, seq: int, hash_: str) -> None:
     values = {"seq": seq, "hash": hash_, "mac": mac(audit_key, row_id, seq, hash_), "at": utcnow()}
-    table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(id=row_id, **values)
-    session.execute(stmt.on_conflict_do_update(index_elements=[table.c.id], set_=values))
+    await tx.execute(_upsert_checkpoint(tx.dialect_name), {"row_id": row_id, **values})
 
 
-def _save_checkpoint(session: Session, audit_key: bytes, seq: int, hash_: str) -> None:
+async def _save_checkpoint(tx: Tx, audit_key: bytes, seq: int, hash_: str) -> None:
     """Store (seq, hash) unless a valid checkpoint at least as new is there
     (a concurrent verification got further)."""
-    current = _recorded(session, audit_key, CHECKPOINT_ID)
+    current = await _recorded(tx, audit_key, CHECKPOINT_ID, for_update=True)
     if isinstance(current, tuple) and current[0] >= seq:
         return
-    _record(session, audit_key, CHECKPOINT_ID, seq, hash_)
+    await _record(tx, audit_key, CHECKPOINT_ID, seq, hash_)
 
 
-def verify(
-    session: Session,
+_PREV_HASH = sa.select(ENTRIES.c.prev_hash).where(ENTRIES.c.seq == sa.bindparam("seq"))
+_SEQ_OF_HASH = sa.select(ENTRIES.c.seq).where(ENTRIES.c.hash == sa.bindparam("hash"))
+
+
+async def verify(
+    db: Statements,
     *,
     full: bool,
     on_entry: Callable[[HashedStored], None] | None = None,
@@ -102,11 +145,11 @@ def verify(
     """
     audit_key = key()
     if pre_key is None:
-        recorded = _recorded(session, audit_key, PRE_KEY_ID)
+        recorded = await _recorded(db, audit_key, PRE_KEY_ID)
         pre_key = recorded if isinstance(recorded, tuple) else None
-    checkpoint = _recorded(session, audit_key, CHECKPOINT_ID) if trust_checkpoint else None
+    checkpoint = await _recorded(db, audit_key, CHECKPOINT_ID) if trust_checkpoint else None
     if not isinstance(checkpoint, tuple):
-        result = verify_chain(_entries(session, 0), audit_key, pre_key=pre_key, on_entry=on_entry)
+        result = await verify_chain(_entries(db, 0), audit_key, pre_key=pre_key, on_entry=on_entry)
         if result.ok and trust_checkpoint and (checkpoint is False or result.entries):
             missing = "missing" if checkpoint is None else "not written with the audit key"
             return result.model_copy(update={"ok": False, "reason": f"the checkpoint is {missing}"})
@@ -115,14 +158,14 @@ def verify(
     if checkpoint[0] > 0 and not full:
         # From the checkpoint's own entry, which must still be what was verified.
         seq = checkpoint[0]
-        prev = session.execute(sa.select(AuditEntry.prev_hash).where(AuditEntry.seq == seq)).scalar()
+        prev = await db.scalar(_PREV_HASH, {"seq": seq})
         if prev is None:
             return AuditVerification(
                 ok=False, entries=seq - 1, head=GENESIS, first_bad_seq=seq, reason="entries are missing"
             )
         start = (seq - 1, prev)
-    return verify_chain(
-        _entries(session, start[0]),
+    return await verify_chain(
+        _entries(db, start[0]),
         audit_key,
         start=start,
         checkpoint=checkpoint,
@@ -131,57 +174,73 @@ def verify(
     )
 
 
-def check(
-    engine: sa.Engine, *, full: bool, on_entry: Callable[[HashedStored], None] | None = None
+async def check(
+    db: Database, *, full: bool, on_entry: Callable[[HashedStored], None] | None = None
 ) -> AuditVerification:
-    """verify() in a reading transaction, then a good result's head saved as
-    the checkpoint in a short writing one: a long walk never holds writers
-    back (SQLite has one write lock for the whole database)."""
-    with transaction(engine, write=False) as session:
-        result = verify(session, full=full, on_entry=on_entry)
+    """verify() on reads outside any transaction, then a good result's head
+    saved as the checkpoint in a short unit of work: a long walk never holds
+    writers back (SQLite has one write lock for the whole database). The
+    chain is only appended to, so entries committed during the walk are
+    verified as they are read."""
+    result = await verify(db, full=full, on_entry=on_entry)
     if result.ok and result.entries:
-        with transaction(engine, write=True) as session:
-            _save_checkpoint(session, key(), result.entries, result.head)
+        async with db.transaction() as tx:
+            await _save_checkpoint(tx, key(), result.entries, result.head)
     return result
 
 
-def reset_checkpoint(engine: sa.Engine, *, pre_key_head: str | None) -> AuditVerification:
+async def reset_checkpoint(tx: Tx, *, pre_key_head: str | None) -> AuditVerification:
     """An operator's decision, on the host: walk the whole chain ignoring the
     checkpoint and, when it verifies, record its head as the new checkpoint.
 
     `pre_key_head`: the hash of the last entry written before the chain was
     keyed (as recorded then); entries up to it are accepted unkeyed, and
-    where they end is recorded under the key. One transaction, so the chain
+    where they end is recorded under the key. One unit of work, so the chain
     cannot move between the walk and the record.
     """
-    with transaction(engine, write=True) as session:
-        pre_key = None
-        if pre_key_head is not None:
-            seq = session.execute(sa.select(AuditEntry.seq).where(AuditEntry.hash == pre_key_head)).scalar()
-            if seq is None:
-                raise AppError(404, f"no audit entry has the hash {pre_key_head}")
-            pre_key = (seq, pre_key_head)
-        result = verify(session, full=True, pre_key=pre_key, trust_checkpoint=False)
-        if result.ok:
-            audit_key = key()
-            if pre_key is not None:
-                _record(session, audit_key, PRE_KEY_ID, *pre_key)
-            _record(session, audit_key, CHECKPOINT_ID, result.entries, result.head)
+    pre_key = None
+    if pre_key_head is not None:
+        seq = await tx.scalar(_SEQ_OF_HASH, {"hash": pre_key_head})
+        if seq is None:
+            raise AppError(404, f"no audit entry has the hash {pre_key_head}")
+        pre_key = (seq, pre_key_head)
+    result = await verify(tx, full=True, pre_key=pre_key, trust_checkpoint=False)
+    if result.ok:
+        audit_key = key()
+        if pre_key is not None:
+            await _record(tx, audit_key, PRE_KEY_ID, *pre_key)
+        await _record(tx, audit_key, CHECKPOINT_ID, result.entries, result.head)
     return result
 
 
-def list_entries(
-    session: Session,
-    visible: sa.ColumnElement[bool],
+@functools.cache
+def _list_statement(*, admin: bool, case: bool, action: bool, after: bool) -> sa.Select[Any]:
+    stmt = sa.select(ENTRIES).where(access.audit_entries_visible(admin=admin))
+    if case:
+        stmt = stmt.where(ENTRIES.c.case_id == sa.bindparam("case_id"))
+    if action:
+        stmt = stmt.where(ENTRIES.c.action == sa.bindparam("action"))
+    return keyset(stmt, keys=KEYS, after=after)
+
+
+async def list_entries(
+    db: Statements,
+    p: Principal,
     params: PageParams,
     *,
     case_id: uuid.UUID | None,
     action: str | None,
-) -> tuple[list[AuditEntry], str | None]:
-    """One page of the entries `visible` admits (app.access.audit_entries_visible)."""
-    stmt = sa.select(AuditEntry).where(visible)
+) -> tuple[list[Row], str | None]:
+    """One page of the entries the caller reads (app.access.audit_entries_visible)."""
+    stmt = _list_statement(
+        admin=p.has(Scope.admin),
+        case=case_id is not None,
+        action=action is not None,
+        after=bool(params.cursor),
+    )
+    values = access.principal_params(p)
     if case_id is not None:
-        stmt = stmt.where(AuditEntry.case_id == case_id)
+        values["case_id"] = case_id
     if action is not None:
-        stmt = stmt.where(AuditEntry.action == action)
-    return paginate_sync(session, stmt, params, scope="audit", keys=(AuditEntry.seq,))
+        values["action"] = action
+    return await read_page(db, stmt, values, params, scope="audit", keys=KEYS)

@@ -1,26 +1,29 @@
 """API clients: keys are shown once and stored only as a hash."""
 
 import asyncio
+import collections
 import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from app.agencies.models import Agency
 from app.auth.models import ApiClient, Scope
-from app.core.uow import Statements
-from app.db import utcnow
+from app.core.uow import Row, Statements, Tx
+from app.db import new_row, utcnow
 from app.errors import AppError
 from app.journal import CLI, Actor, record
 from app.webhooks.lifecycle import disable_if_keyless
 
 KEY_PREFIX = "cak_"
+# The tables themselves: app.access (whose table_of() other services use) imports this module.
+CLIENTS: sa.Table = ApiClient.__table__  # type: ignore[attr-defined]
+AGENCIES: sa.Table = Agency.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,9 @@ def new_key() -> str:
 
 
 _PRINCIPAL = (
-    sa.select(ApiClient.id, ApiClient.agency_id, ApiClient.scopes, Agency.parent_id)
-    .join(Agency, Agency.id == ApiClient.agency_id)
-    .where(ApiClient.key_hash == sa.bindparam("key_hash"), ApiClient.revoked_at.is_(None))
+    sa.select(CLIENTS.c.id, CLIENTS.c.agency_id, CLIENTS.c.scopes, AGENCIES.c.parent_id)
+    .join(AGENCIES, AGENCIES.c.id == CLIENTS.c.agency_id)
+    .where(CLIENTS.c.key_hash == sa.bindparam("key_hash"), CLIENTS.c.revoked_at.is_(None))
 )
 
 
@@ -116,15 +119,22 @@ class PrincipalCache:
         self._entries[key_hash] = (time.monotonic() + self.ttl, principal)
 
 
-def create_client(
-    session: Session,
+_AGENCY_BY_CODE = sa.select(AGENCIES.c.id, AGENCIES.c.home_instance).where(
+    AGENCIES.c.code == sa.bindparam("code")
+)
+ClientRow = collections.namedtuple("ClientRow", [c.key for c in CLIENTS.columns])  # type: ignore[misc]
+
+
+async def create_client(
+    tx: Tx,
     *,
     agency_code: str,
     name: str,
     scopes: Iterable[Scope],
     actor: Actor = CLI,
-) -> tuple[ApiClient, str]:
-    agency = session.execute(sa.select(Agency).where(Agency.code == agency_code)).scalar_one_or_none()
+) -> tuple[Row, str]:
+    """A new client of the agency (its row) and its key, which is stored only as a hash."""
+    agency = await tx.first(_AGENCY_BY_CODE, {"code": agency_code})
     if agency is None:
         raise AppError(404, f"No agency with code {agency_code!r}.", slug="not-found")
     if agency.home_instance is not None:
@@ -138,48 +148,64 @@ def create_client(
     if not name.strip() or len(name) > 200:
         raise AppError(422, "A client name is 1 to 200 characters.", slug="validation-error")
     key = new_key()
-    client = ApiClient(
+    row = new_row(
+        ApiClient,
         agency_id=agency.id,
         name=name,
         key_hash=hash_key(key),
         scopes=sorted({s.value for s in scopes} or {Scope.read.value}),
     )
-    session.add(client)
-    session.flush()
+    await tx.insert([(CLIENTS, [row])])
     record(
-        session,
+        tx,
         actor,
         action="api_client.created",
         resource_type="api_client",
-        resource_id=client.id,
+        resource_id=row["id"],
         case_id=None,
         emit_event=False,
     )
-    return client, key
+    return ClientRow(**row), key
 
 
-def list_clients(session: Session) -> Sequence[tuple[ApiClient, str]]:
-    rows = session.execute(
-        sa.select(ApiClient, Agency.code)
-        .join(Agency, Agency.id == ApiClient.agency_id)
-        .order_by(ApiClient.created_at, ApiClient.id)
-    ).all()
-    return [(client, code) for client, code in rows]
+_CLIENTS = (
+    sa.select(CLIENTS, AGENCIES.c.code.label("agency_code"))
+    .join(AGENCIES, AGENCIES.c.id == CLIENTS.c.agency_id)
+    .order_by(CLIENTS.c.created_at, CLIENTS.c.id)
+)
 
 
-def revoke_client(session: Session, id_or_key: str, *, actor: Actor = CLI) -> ApiClient:
-    """Revoke a key; revoking an agency's last live key also disables its webhooks."""
+async def list_clients(db: Statements) -> list[Row]:
+    """Every client (its columns) with its agency's code (`agency_code`), oldest first."""
+    return await db.all(_CLIENTS)
+
+
+_CLIENT_BY_ID = sa.select(CLIENTS).where(CLIENTS.c.id == sa.bindparam("client_id")).with_for_update()
+_CLIENT_BY_KEY = sa.select(CLIENTS).where(CLIENTS.c.key_hash == sa.bindparam("key_hash")).with_for_update()
+_REVOKE = (
+    sa.update(CLIENTS)
+    .where(CLIENTS.c.id == sa.bindparam("client_id"))
+    .values(revoked_at=sa.bindparam("now", type_=CLIENTS.c.revoked_at.type))
+)
+
+
+async def revoke_client(tx: Tx, id_or_key: str, *, actor: Actor = CLI) -> Row:
+    """Revoke a key (its client's row, locked: revoking twice is one change);
+    revoking an agency's last live key also disables its webhooks."""
     try:
-        where = ApiClient.id == uuid.UUID(id_or_key)
+        client_id = uuid.UUID(id_or_key)
     except ValueError:
-        where = ApiClient.key_hash == hash_key(id_or_key)
-    client = session.execute(sa.select(ApiClient).where(where)).scalar_one_or_none()
+        client = await tx.first(_CLIENT_BY_KEY, {"key_hash": hash_key(id_or_key)})
+    else:
+        client = await tx.first(_CLIENT_BY_ID, {"client_id": client_id})
     if client is None:
         raise AppError(404, "No such API client.", slug="not-found")
     if client.revoked_at is None:
-        client.revoked_at = utcnow()
+        now = utcnow()
+        await tx.execute(_REVOKE, {"client_id": client.id, "now": now})
+        client = client._replace(revoked_at=now)
         record(
-            session,
+            tx,
             actor,
             action="api_client.revoked",
             resource_type="api_client",
@@ -187,5 +213,5 @@ def revoke_client(session: Session, id_or_key: str, *, actor: Actor = CLI) -> Ap
             case_id=None,
             emit_event=False,
         )
-        disable_if_keyless(session, actor, client.agency_id, now=client.revoked_at)
+        await disable_if_keyless(tx, actor, client.agency_id, now=now)
     return client

@@ -16,11 +16,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from app.agencies.models import Agency
 from app.auth.models import ApiClient
-from app.core.uow import Row, Statements, Tx, one_of, one_of_params
+from app.core.uow import Row, Statements, Tx
 from app.journal import Actor, record
 from app.webhooks.models import WebhookSubscription
 
@@ -29,14 +28,18 @@ RESOURCE = "subscription"
 FAILURES = "failures"
 NO_LIVE_KEY = "no_live_api_key"
 
-
-# The tables themselves (app.access.table_of would import this module's importer, app.auth.service).
+# The tables themselves: app.access imports app.auth.service, which imports this module.
 SUBSCRIPTIONS: sa.Table = WebhookSubscription.__table__  # type: ignore[attr-defined]
-KEYS: sa.Table = ApiClient.__table__  # type: ignore[attr-defined]
+CLIENTS: sa.Table = ApiClient.__table__  # type: ignore[attr-defined]
+AGENCIES: sa.Table = Agency.__table__  # type: ignore[attr-defined]
 
 
-async def record_change(
-    tx: Tx, actor: Actor, sub: Row, action: str, detail: dict[str, Any] | None = None
+def record_change(
+    tx: Tx,
+    actor: Actor,
+    sub: Row,
+    action: str,
+    detail: dict[str, Any] | None = None,
 ) -> None:
     """Audited, and an event that only the subscribing agency's feed shows."""
     record(
@@ -61,85 +64,48 @@ _DISABLE = (
 )
 
 
-async def disable(tx: Tx, actor: Actor, sub: Row, *, now: datetime, reason: str) -> None:
-    """Turn off `sub` (a row the caller has locked)."""
+async def disable(tx: Tx, actor: Actor, sub: Row, *, now: datetime, reason: str) -> Row:
+    """Turn off a subscription (its row, locked by the caller); the row as it is now."""
     await tx.execute(_DISABLE, {"sub_id": sub.id, "now": now})
-    await record_change(tx, actor, sub, "disabled", {"reason": reason})
+    record_change(tx, actor, sub, "disabled", {"reason": reason})
+    return sub._replace(disabled_at=now, version=sub.version + 1)
 
 
 @functools.cache
-def _live_keys(count: int) -> sa.Select[Any]:
-    return (
-        sa.select(KEYS.c.agency_id)
-        .where(one_of(KEYS.c.agency_id, "agency", count), KEYS.c.revoked_at.is_(None))
-        .distinct()
-    )
+def _with_live_keys(count: int) -> sa.Select[Any]:
+    """Which of `count` agencies (bind parameters agency_0, ...) have a live key.
+    One typed parameter each (a UUID is bound as the column binds it)."""
+    agency_id = CLIENTS.c.agency_id
+    wanted = [sa.bindparam(f"agency_{i}", type_=agency_id.type) for i in range(count)]
+    return sa.select(agency_id).where(agency_id.in_(wanted), CLIENTS.c.revoked_at.is_(None)).distinct()
 
 
 async def agencies_with_live_keys(db: Statements, agency_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    agencies = list(set(agency_ids))
-    if not agencies:
+    wanted = sorted(set(agency_ids))
+    if not wanted:
         return set()
-    rows = await db.all(_live_keys(len(agencies)), one_of_params("agency", agencies))
-    return {row.agency_id for row in rows}
+    values = {f"agency_{i}": agency_id for i, agency_id in enumerate(wanted)}
+    return {row.agency_id for row in await db.all(_with_live_keys(len(wanted)), values)}
 
 
-def record_change_sync(
-    session: Session,
-    actor: Actor,
-    sub: WebhookSubscription,
-    action: str,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """Audited, and an event that only the subscribing agency's feed shows."""
-    record(
-        session,
-        actor,
-        action=f"{RESOURCE}.{action}",
-        resource_type=RESOURCE,
-        resource_id=sub.id,
-        case_id=None,
-        request_parties=(sub.agency_id, sub.agency_id),
-        detail=detail,
-    )
+_LOCK_AGENCY = sa.select(AGENCIES.c.id).where(AGENCIES.c.id == sa.bindparam("agency_id")).with_for_update()
+_ACTIVE_SUBSCRIPTIONS = (
+    sa.select(SUBSCRIPTIONS)
+    .where(SUBSCRIPTIONS.c.agency_id == sa.bindparam("agency_id"), SUBSCRIPTIONS.c.disabled_at.is_(None))
+    .order_by(SUBSCRIPTIONS.c.id)
+    .with_for_update()
+)
 
 
-def disable_sync(
-    session: Session, actor: Actor, sub: WebhookSubscription, *, now: datetime, reason: str
-) -> None:
-    sub.disabled_at = now
-    sub.version += 1
-    record_change_sync(session, actor, sub, "disabled", {"reason": reason})
-
-
-def agencies_with_live_keys_sync(session: Session, agency_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    return set(
-        session.execute(
-            sa.select(ApiClient.agency_id)
-            .where(ApiClient.agency_id.in_(set(agency_ids)), ApiClient.revoked_at.is_(None))
-            .distinct()
-        ).scalars()
-    )
-
-
-def disable_if_keyless(session: Session, actor: Actor, agency_id: uuid.UUID, *, now: datetime) -> int:
+async def disable_if_keyless(tx: Tx, actor: Actor, agency_id: uuid.UUID, *, now: datetime) -> int:
     """Disable the agency's active subscriptions when it has no live key left
     (call after revoking one, in the same transaction); how many were."""
-    session.flush()  # the revocation, for the query below to see
     # The agency's row, locked: of two revocations of its last two keys at
     # once, the second one to get here sees the first one's.
-    session.get(Agency, agency_id, with_for_update=True)
-    if agencies_with_live_keys_sync(session, [agency_id]):
+    await tx.first(_LOCK_AGENCY, {"agency_id": agency_id})
+    if await agencies_with_live_keys(tx, [agency_id]):
         return 0
-    subs = (
-        session.execute(
-            sa.select(WebhookSubscription)
-            .where(WebhookSubscription.agency_id == agency_id, WebhookSubscription.disabled_at.is_(None))
-            .with_for_update()
-        )
-        .scalars()
-        .all()
-    )
+    subs = await tx.all(_ACTIVE_SUBSCRIPTIONS, {"agency_id": agency_id})
     for sub in subs:
-        disable_sync(session, actor, sub, now=now, reason=NO_LIVE_KEY)
+        await disable(tx, actor, sub, now=now, reason=NO_LIVE_KEY)
     return len(subs)

@@ -178,7 +178,7 @@ async def create_subscription(
     )
     await tx.insert([(SUBSCRIPTIONS, [values])])
     sub = row_type(SUBSCRIPTIONS)(**values)
-    await record_change(tx, p.actor, sub, "created")
+    record_change(tx, p.actor, sub, "created")
     return sub, secret
 
 
@@ -188,7 +188,7 @@ _DELETE = sa.delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.id == sa.bindparam("sub
 async def delete_subscription(tx: Tx, p: Principal, sub: Row) -> None:
     """Its delivery log goes with it (ON DELETE CASCADE); the audit trail keeps the deletion."""
     await tx.execute(_DELETE, {"sub_id": sub.id})
-    await record_change(tx, p.actor, sub, "deleted")
+    record_change(tx, p.actor, sub, "deleted")
 
 
 DELIVERY_KEYS = (

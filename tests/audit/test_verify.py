@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app import cli
+from app.audit import service as audit_service
 from app.audit.chain import GENESIS
 from app.audit.models import AuditEntry
 from tests.conftest import Caller, new_case, run_verify
@@ -317,6 +318,37 @@ def test_verify_starts_from_the_checkpoint_and_moves_it(
     # ... while the whole chain, from the command line, shows it.
     code, out = run_verify(capsys)
     assert (code, "entry 1 " in out) == (1, True)
+
+
+def test_the_chain_is_read_a_batch_at_a_time(
+    client: TestClient,
+    engine: sa.Engine,
+    lead: Caller,
+    admin: Caller,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chain of several batches (keyset reads, so memory stays flat): verified across
+    their boundaries, from genesis and from the checkpoint, listed whole, and a bad entry
+    in a later batch named."""
+    monkeypatch.setattr(audit_service, "BATCH", 2)
+    for _ in range(3):
+        new_case(client, lead)
+    seq, hash_ = head(engine)
+    assert seq > 4
+    code, out = run_verify(capsys)
+    assert (code, f"intact: {seq} entries, head {hash_}" in out) == (0, True)
+    cli.main(["audit", "list"])
+    assert [int(line.split("\t")[0]) for line in capsys.readouterr().out.splitlines()] == list(
+        range(1, seq + 1)
+    )
+    for _ in range(2):
+        new_case(client, lead)
+    assert http_verify(client, admin)["entries"] == head(engine)[0]
+    tamper(engine, f"UPDATE audit_entry SET purpose = 'quiet' WHERE seq = {seq}")
+    code, out = run_verify(capsys)
+    assert (code, f"broken at entry {seq} " in out) == (1, True)
 
 
 @pytest.mark.parametrize(

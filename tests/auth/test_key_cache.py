@@ -8,9 +8,8 @@ from fastapi.testclient import TestClient
 from app.auth import service as auth
 from app.auth.service import Principal, PrincipalCache
 from app.config import Settings
-from app.db import transaction
 from app.main import create_app
-from tests.conftest import Caller
+from tests.conftest import Caller, run_unit
 
 
 def test_revocation_is_honoured_within_the_cache_ttl(
@@ -19,8 +18,7 @@ def test_revocation_is_honoured_within_the_cache_ttl(
     cached = create_app(Settings(database_url=settings.database_url, auth_cache_seconds=0.5))
     with TestClient(cached) as client:
         assert client.get("/api/v1/cases", headers=lead.headers).status_code == 200
-        with transaction(engine, write=True) as session:
-            auth.revoke_client(session, lead.key)
+        run_unit(engine, lambda tx: auth.revoke_client(tx, lead.key))
         deadline = time.monotonic() + 5
         status = 200
         while status == 200 and time.monotonic() < deadline:

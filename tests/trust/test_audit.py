@@ -24,7 +24,7 @@ from app.audit.models import AuditEntry
 from app.auth import service as auth
 from app.auth.models import Scope
 from app.db import transaction
-from tests.conftest import Caller, join, make_caller, new_case, run_verify, walk
+from tests.conftest import Caller, join, make_caller, new_case, run_unit, run_verify, walk
 
 API = "/api/v1"
 
@@ -135,14 +135,13 @@ def test_every_change_writes_exactly_one_entry(
     assert rec() == [("agency.created", "agency", aid)]
     ok(client.patch(f"{API}/agencies/{aid}", json={"name": "N2"}, headers=admin.h(if_match='"1"')))
     assert rec() == [("agency.updated", "agency", aid)]
-    with transaction(engine, write=True) as session:
-        api_client, _ = auth.create_client(
-            session, agency_code="ADMIN-AGENCY-KG", name="tool", scopes=[Scope.read]
-        )
+    api_client, _ = run_unit(
+        engine,
+        lambda tx: auth.create_client(tx, agency_code="ADMIN-AGENCY-KG", name="tool", scopes=[Scope.read]),
+    )
     assert rec() == [("api_client.created", "api_client", str(api_client.id))]
     for _ in range(2):  # revoking twice is one change
-        with transaction(engine, write=True) as session:
-            auth.revoke_client(session, str(api_client.id))
+        run_unit(engine, lambda tx: auth.revoke_client(tx, str(api_client.id)))
     assert rec() == [("api_client.revoked", "api_client", str(api_client.id))]
 
     # A case without children can be deleted: its lead's participation ends with it.
@@ -323,9 +322,8 @@ PURPOSE = "Identify Ivan Petrenko for warrant 17"
 @pytest.fixture
 def sub(engine: sa.Engine, admin: Caller) -> Caller:
     """An agency under the admin's agency, made on the host (audited as the CLI's change)."""
-    with transaction(engine, write=True) as session:
-        fields = {"code": "ADMIN-SUB", "name": "Sub", "kind": "police", "parent_id": admin.agency_id}
-        agencies.create_agency(session, None, AgencyCreate.model_validate(fields))
+    fields = {"code": "ADMIN-SUB", "name": "Sub", "kind": "police", "parent_id": admin.agency_id}
+    run_unit(engine, lambda tx: agencies.create_agency(tx, None, AgencyCreate.model_validate(fields)))
     return make_caller(engine, "ADMIN-SUB", Scope.read, Scope.write, Scope.personal_data)
 
 

@@ -22,9 +22,9 @@ from app import migrate
 from app.auth import service as auth
 from app.auth.models import Scope
 from app.config import Settings
-from app.db import create_db_engine, transaction
+from app.db import create_db_engine
 from app.main import create_app
-from tests.conftest import make_agency
+from tests.conftest import make_agency, run_unit
 
 API = "/api/v1"
 
@@ -96,10 +96,12 @@ def _free_port() -> int:
 
 def _key(engine: sa.Engine, code: str) -> str:
     make_agency(engine, code)
-    with transaction(engine, write=True) as session:
-        _, key = auth.create_client(
-            session, agency_code=code, name="t", scopes=[Scope.read, Scope.write, Scope.admin]
-        )
+    _, key = run_unit(
+        engine,
+        lambda tx: auth.create_client(
+            tx, agency_code=code, name="t", scopes=[Scope.read, Scope.write, Scope.admin]
+        ),
+    )
     return key
 
 

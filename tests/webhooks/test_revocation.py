@@ -13,7 +13,7 @@ from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
 from app.config import Settings
 from app.core.uow import Database
-from app.db import transaction, utcnow
+from app.db import utcnow
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer
 from tests.conftest import Caller, make_caller, new_case
@@ -22,8 +22,7 @@ from tests.webhooks.receiver import receiving
 
 
 def _revoke(engine: sa.Engine, caller: Caller) -> None:
-    with transaction(engine, write=True) as session:
-        auth.revoke_client(session, caller.key)
+    run_unit(engine, lambda tx: auth.revoke_client(tx, caller.key))
 
 
 def _disabled_reasons(engine: sa.Engine, sub_id: str) -> list[Any]:
