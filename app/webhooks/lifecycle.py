@@ -64,11 +64,10 @@ _DISABLE = (
 )
 
 
-async def disable(tx: Tx, actor: Actor, sub: Row, *, now: datetime, reason: str) -> Row:
-    """Turn off a subscription (its row, locked by the caller); the row as it is now."""
+async def disable(tx: Tx, actor: Actor, sub: Row, *, now: datetime, reason: str) -> None:
+    """Turn off a subscription (a row with its id and agency, locked by the caller)."""
     await tx.execute(_DISABLE, {"sub_id": sub.id, "now": now})
     record_change(tx, actor, sub, "disabled", {"reason": reason})
-    return sub._replace(disabled_at=now, version=sub.version + 1)
 
 
 @functools.cache

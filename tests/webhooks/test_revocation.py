@@ -16,7 +16,7 @@ from app.core.uow import Database
 from app.db import utcnow
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer
-from tests.conftest import Caller, make_caller, new_case
+from tests.conftest import Caller, make_caller, new_case, run_unit
 from tests.webhooks.conftest import API, Clock, claim, complete, deliver, events_of, subscribe
 from tests.webhooks.receiver import receiving
 
