@@ -20,19 +20,20 @@ from sqlalchemy.engine import make_url
 import app.journal  # noqa: F401  (installs the audit/event hook on every session)
 from app import migrate, seed
 from app.agencies import service as agencies
-from app.agencies.models import Agency, AgencyCreate, AgencyKind
+from app.agencies.models import AgencyCreate, AgencyKind
 from app.attachments import service as attachments
 from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
 from app.audit import service as audit
 from app.audit.models import AuditEntryPublic, AuditVerification
 from app.auth import service as auth
-from app.auth.models import ApiClient, Scope
+from app.auth.models import Scope
 from app.config import ConfigError, get_settings
-from app.core.uow import Database, Tx, create_database
+from app.core.uow import Database, Row, Tx, create_database
 from app.db import create_db_engine, transaction
 from app.errors import AppError, database_reason
 from app.federation import service as federation
 from app.federation.identity import identity
+from app.federation.models import AgencyDirectory
 from app.identifiers import notices
 from app.journal import CLI
 from app.secrets import audit_key
@@ -93,8 +94,7 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_seed(_: argparse.Namespace) -> None:
-    with transaction(_engine(), write=True) as session:
-        added = seed.load(session, get_settings().seed_dir)
+    added = _run(lambda tx: seed.load(tx, get_settings().seed_dir))
     print(f"seed loaded: {added} rows added" if added else "seed already loaded: nothing changed")
 
 
@@ -250,16 +250,21 @@ def cmd_instance_show(_: argparse.Namespace) -> None:
 
 def cmd_peer_add(args: argparse.Namespace) -> None:
     me = identity(get_settings())
+
+    async def add(db: Database) -> tuple[Row, AgencyDirectory | None, int | None]:
+        document = await federation.fetch_document(args.url)
+        async with db.transaction() as tx:
+            peer = await federation.add_peer(tx, me, args.url, args.thumbprint, document)
+            directory = await federation.fetch_agencies(me, peer)
+            synced = None if directory is None else await federation.sync_agencies(tx, peer, directory)
+        return peer, directory, synced
+
     try:
-        document = federation.fetch_document(args.url)
-        with transaction(_engine(), write=True) as session:
-            peer = federation.add_peer(session, me, args.url, args.thumbprint, document)
-            directory = federation.fetch_agencies(me, peer)
-            synced = None if directory is None else federation.sync_agencies(session, peer, directory)
+        peer, directory, synced = _read(add)
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
     print(f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}")
-    if synced is None:
+    if directory is None:
         print(f"its agencies follow once it has added {me.instance_id} as a peer: then run this again")
     else:
         print(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")
@@ -268,17 +273,14 @@ def cmd_peer_add(args: argparse.Namespace) -> None:
 
 
 def cmd_peer_list(_: argparse.Namespace) -> None:
-    with transaction(_engine(), write=False) as session:
-        peers = federation.list_peers(session)
-    for peer in peers:
+    for peer in _read(federation.list_peers):
         fields = (peer.instance_id, peer.url, peer.thumbprint, peer.last_success_at, peer.last_error)
         print("\t".join("-" if value is None else str(value) for value in fields))
 
 
 def cmd_peer_remove(args: argparse.Namespace) -> None:
     try:
-        with transaction(_engine(), write=True) as session:
-            federation.remove_peer(session, args.instance_id)
+        _run(lambda tx: federation.remove_peer(tx, args.instance_id))
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
     print(f"peer {args.instance_id} removed: its signed requests are refused from now on")
@@ -350,21 +352,9 @@ def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
     cmd_migrate(args)
     cmd_seed(args)
     settings = get_settings()
-    with transaction(_engine(), write=True) as session:
-        # Only the keys printed now work: earlier demo keys are revoked.
-        for (old,) in session.execute(
-            sa.select(ApiClient.id).where(ApiClient.name == DEMO_CLIENT, ApiClient.revoked_at.is_(None))
-        ):
-            auth.revoke_client(session, str(old))
-        codes = session.execute(sa.select(Agency.code).order_by(Agency.code)).scalars().all()
-        keys = []
-        for code in codes:
-            scopes = [Scope.read, Scope.write, Scope.personal_data]
-            if code == "KZ-MVD":
-                scopes.append(Scope.admin)
-            _, key = auth.create_client(session, agency_code=code, name=DEMO_CLIENT, scopes=scopes)
-            keys.append((code, key))
-    print("demo keys (read, write, personal_data; KZ-MVD also admin):")
+    # Only the keys printed now work: earlier demo keys are revoked.
+    keys = _run(lambda tx: seed.demo_keys(tx, DEMO_CLIENT))
+    print(f"demo keys (read, write, personal_data; {seed.DEMO_ADMIN} also admin):")
     for code, key in keys:
         print(f"  {code:<14} {key}")
     print(f"database: {make_url(settings.database_url).render_as_string(hide_password=True)}")
