@@ -28,10 +28,11 @@ from app.auth import service as auth
 from app.auth.models import Scope
 from app.config import ConfigError, get_settings
 from app.core.uow import Database, Row, Tx, create_database
-from app.db import create_db_engine, transaction
+from app.db import create_db_engine
 from app.errors import AppError, database_reason
 from app.federation import service as federation
 from app.federation.identity import identity
+from app.federation.models import AgencyDirectory
 from app.identifiers import notices
 from app.journal import CLI
 from app.secrets import audit_key
@@ -92,8 +93,7 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_seed(_: argparse.Namespace) -> None:
-    with transaction(_engine(), write=True) as session:
-        added = seed.load(session, get_settings().seed_dir)
+    added = _run(lambda tx: seed.load(tx, get_settings().seed_dir))
     print(f"seed loaded: {added} rows added" if added else "seed already loaded: nothing changed")
 
 
@@ -255,16 +255,21 @@ def cmd_instance_show(_: argparse.Namespace) -> None:
 
 def cmd_peer_add(args: argparse.Namespace) -> None:
     me = identity(get_settings())
+
+    async def add(db: Database) -> tuple[Row, AgencyDirectory | None, int | None]:
+        document = await federation.fetch_document(args.url)
+        async with db.transaction() as tx:
+            peer = await federation.add_peer(tx, me, args.url, args.thumbprint, document)
+            directory = await federation.fetch_agencies(me, peer)
+            synced = None if directory is None else await federation.sync_agencies(tx, peer, directory)
+        return peer, directory, synced
+
     try:
-        document = federation.fetch_document(args.url)
-        with transaction(_engine(), write=True) as session:
-            peer = federation.add_peer(session, me, args.url, args.thumbprint, document)
-            directory = federation.fetch_agencies(me, peer)
-            synced = None if directory is None else federation.sync_agencies(session, peer, directory)
+        peer, directory, synced = _read(add)
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
     print(f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}")
-    if synced is None:
+    if directory is None:
         print(f"its agencies follow once it has added {me.instance_id} as a peer: then run this again")
     else:
         print(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")
@@ -273,17 +278,14 @@ def cmd_peer_add(args: argparse.Namespace) -> None:
 
 
 def cmd_peer_list(_: argparse.Namespace) -> None:
-    with transaction(_engine(), write=False) as session:
-        peers = federation.list_peers(session)
-    for peer in peers:
+    for peer in _read(federation.list_peers):
         fields = (peer.instance_id, peer.url, peer.thumbprint, peer.last_success_at, peer.last_error)
         print("\t".join("-" if value is None else str(value) for value in fields))
 
 
 def cmd_peer_remove(args: argparse.Namespace) -> None:
     try:
-        with transaction(_engine(), write=True) as session:
-            federation.remove_peer(session, args.instance_id)
+        _run(lambda tx: federation.remove_peer(tx, args.instance_id))
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
     print(f"peer {args.instance_id} removed: its signed requests are refused from now on")

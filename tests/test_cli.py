@@ -13,9 +13,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app import cli, secrets
+from app.access import table_of
+from app.agencies.models import Agency
 from app.audit.models import AuditEntry
 from app.config import PROJECT_ROOT, Settings, get_settings
-from app.db import transaction
+from app.db import new_row, transaction
+from app.webhooks.models import WebhookSubscription
 from tests.conftest import Caller, new_case
 
 
@@ -117,6 +120,37 @@ def test_demo_prints_a_working_key_per_agency(run, client: TestClient, monkeypat
     # A demo that does start revokes the keys of earlier ones.
     assert run("demo", "--port", "0")[0] == 0
     assert client.get("/api/v1/cases", headers=kz).status_code == 401
+
+
+def test_demo_revokes_earlier_keys_as_client_revoke_does(run, engine: sa.Engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Audited, and an agency left with no live key has its webhooks turned off (app.webhooks.lifecycle)."""
+    monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: None)
+    assert run("demo", "--port", "0")[0] == 0
+    subscriptions = table_of(WebhookSubscription)
+    with engine.begin() as conn:
+        codes = {row.code: row.id for row in conn.execute(sa.select(Agency.code, Agency.id))}
+        hooks = {
+            code: new_row(
+                WebhookSubscription, agency_id=codes[code], url="https://hooks.example", secret_sealed=b"s"
+            )
+            for code in ("UA-LE", "KZ-MVD")
+        }
+        conn.execute(subscriptions.insert(), list(hooks.values()))
+    assert run("client", "create", "--agency", "KZ-MVD", "--name", "tool")[0] == 0  # KZ keeps a live key
+    assert run("demo", "--port", "0")[0] == 0
+    with engine.connect() as conn:
+        state = {
+            row.id: (row.disabled_at is not None, row.version)
+            for row in conn.execute(sa.select(subscriptions))
+        }
+        entries = conn.execute(sa.select(table_of(AuditEntry)).order_by(AuditEntry.seq)).all()
+    assert state == {hooks["UA-LE"]["id"]: (True, 2), hooks["KZ-MVD"]["id"]: (False, 1)}
+    [disabled] = [e for e in entries if e.action == "subscription.disabled"]
+    assert disabled.resource_id == hooks["UA-LE"]["id"] and disabled.detail == {"reason": "no_live_api_key"}
+    # 18 demo keys made, KZ's tool key, the demo keys revoked, and 18 made again.
+    assert [e.action for e in entries if e.resource_type == "api_client"] == (
+        ["api_client.created"] * 19 + ["api_client.revoked"] * 18 + ["api_client.created"] * 18
+    )
 
 
 def test_demo_on_a_busy_port_leaves_the_database_alone(monkeypatch, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -4,16 +4,16 @@ request of a peer only, the agencies it hosts."""
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from app.agencies.models import AgencyPublic
 from app.config import ConfigError, Settings
-from app.db import WriteSessionDep
+from app.core.deps import WriteUnitDep
 from app.errors import AppError
 from app.federation import service
 from app.federation.identity import Identity, identity
 from app.federation.models import AgencyDirectory, InstanceDocument
-from app.http import StrictJSONRoute
+from app.http import StrictJSONRoute, ok, public
 
 router = APIRouter(prefix="/federation", tags=["federation"], route_class=StrictJSONRoute)
 
@@ -35,8 +35,7 @@ class SignedRequest:
 
 
 async def _signed_request(request: Request) -> SignedRequest:
-    """The parts of the request its signature covers, read before the route's
-    worker thread verifies them."""
+    """The parts of the request its signature covers."""
     return SignedRequest(
         method=request.method,
         url=str(request.url),
@@ -71,13 +70,12 @@ def instance(request: Request) -> InstanceDocument:
     # Between instances only: agency tools and their clients never call it.
     include_in_schema=False,
 )
-def agencies(request: Request, session: WriteSessionDep, signed: Signed) -> AgencyDirectory:
+async def agencies(request: Request, tx: WriteUnitDep, signed: Signed) -> Response:
     """Only for a request signed by a peer (RFC 9421, `ed25519`): 401 otherwise, and the refusal is a
     security event. The agencies whose home is this instance, with their ids and codes.
     """
     me = _identity(request)
-    service.authenticate(session, signed.method, signed.url, signed.headers, signed.body)
-    return AgencyDirectory(
-        instance_id=me.instance_id,
-        items=[AgencyPublic.model_validate(a) for a in service.local_agencies(session)],
-    )
+    # A transaction even for this read: the signature's nonce is recorded against replays.
+    await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+    rows = await service.local_agencies(tx)
+    return ok(AgencyDirectory(instance_id=me.instance_id, items=[public(AgencyPublic, row) for row in rows]))

@@ -1,6 +1,7 @@
 """Peers: adding one after checking its key's thumbprint, and authenticating
 the signed requests peers send."""
 
+import functools
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -9,33 +10,41 @@ import httpx
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
 
+from app.access import table_of
 from app.agencies.models import Agency, AgencyPublic
-from app.crud import add_recorded_sync, update_recorded_sync
-from app.db import utcnow
+from app.core.uow import Row, Statements, Tx, one_of_params
+from app.crud import insert_recorded, row_type
+from app.db import new_row, utcnow
 from app.errors import AppError
 from app.federation import signatures
 from app.federation.identity import Identity, key_of
 from app.federation.models import AgencyDirectory, InstanceDocument, Peer, PeerNonce
-from app.journal import CLI
+from app.journal import CLI, Change
 
 INSTANCE_PATH = "/api/v1/federation/instance"
+AGENCIES_PATH = "/api/v1/federation/agencies"
 # How long fetching a peer's document may take, all told.
 FETCH_TIMEOUT = httpx.Timeout(10.0)
 # A nonce is kept while a signature carrying it could still be accepted.
 NONCE_KEPT = 2 * signatures.CLOCK_SKEW
+
+PEERS = table_of(Peer)
+NONCES = table_of(PeerNonce)
+AGENCIES = table_of(Agency)
 
 
 class PeerError(Exception):
     """Why a peer could not be added, in one line for the operator."""
 
 
-def fetch_document(url: str, *, transport: httpx.BaseTransport | None = None) -> InstanceDocument:
+async def fetch_document(url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> InstanceDocument:
     """The instance document a peer serves at `url` (its base URL)."""
     try:
-        with httpx.Client(timeout=FETCH_TIMEOUT, transport=transport, follow_redirects=False) as http:
-            response = http.get(url.rstrip("/") + INSTANCE_PATH)
+        async with httpx.AsyncClient(
+            timeout=FETCH_TIMEOUT, transport=transport, follow_redirects=False
+        ) as http:
+            response = await http.get(url.rstrip("/") + INSTANCE_PATH)
     except httpx.HTTPError as exc:
         raise PeerError(f"cannot reach {url}: {type(exc).__name__}") from None
     if response.status_code != 200:
@@ -48,12 +57,22 @@ def fetch_document(url: str, *, transport: httpx.BaseTransport | None = None) ->
         raise PeerError(f"{url} sent no valid instance document") from None
 
 
-def add_peer(
-    session: Session, me: Identity, url: str, expected_thumbprint: str, document: InstanceDocument
-) -> Peer:
+_PEER_FOR_UPDATE = (
+    sa.select(PEERS).where(PEERS.c.instance_id == sa.bindparam("instance_id")).with_for_update()
+)
+_SET_PEER_URL = (
+    sa.update(PEERS)
+    .where(PEERS.c.instance_id == sa.bindparam("instance_id"))
+    .values(url=sa.bindparam("url", type_=PEERS.c.url.type))
+)
+
+
+async def add_peer(
+    tx: Tx, me: Identity, url: str, expected_thumbprint: str, document: InstanceDocument
+) -> Row:
     """Trust the instance at `url` whose document the operator confirmed by
-    its thumbprint. The thumbprint is computed here from the key it sent, never
-    taken from the document's own claim."""
+    its thumbprint; the peer's row. The thumbprint is computed here from the
+    key it sent, never taken from the document's own claim."""
     try:
         _, actual = key_of(document.public_key)
     except ValueError:
@@ -64,46 +83,50 @@ def add_peer(
         )
     if document.instance_id == me.instance_id:
         raise PeerError(f"{url} is this instance ({me.instance_id})")
-    peer = session.get(Peer, document.instance_id, with_for_update=True)
+    url = url.rstrip("/")
+    peer = await tx.first(_PEER_FOR_UPDATE, {"instance_id": document.instance_id})
     if peer is not None and peer.thumbprint != actual:
         raise PeerError(
             f"peer {document.instance_id} is known with another key ({peer.thumbprint}): remove it first"
         )
     if peer is None:
-        peer = Peer(
-            instance_id=document.instance_id, url=url, public_key=document.public_key, thumbprint=actual
+        row = new_row(
+            Peer, instance_id=document.instance_id, url=url, public_key=document.public_key, thumbprint=actual
         )
-        session.add(peer)
-    peer.url = url.rstrip("/")
-    session.flush()
-    return peer
+        await tx.insert([(PEERS, [row])])
+        return row_type(PEERS)(**row)
+    if peer.url != url:
+        await tx.execute(_SET_PEER_URL, {"instance_id": peer.instance_id, "url": url})
+    return peer._replace(url=url)
 
 
-def list_peers(session: Session) -> list[Peer]:
-    return list(session.scalars(sa.select(Peer).order_by(Peer.instance_id)))
+_PEERS = sa.select(PEERS).order_by(PEERS.c.instance_id)
 
 
-def remove_peer(session: Session, instance_id: str) -> None:
-    peer = session.get(Peer, instance_id)
-    if peer is None:
+async def list_peers(db: Statements) -> list[Row]:
+    return await db.all(_PEERS)
+
+
+_REMOVE_PEER = sa.delete(PEERS).where(PEERS.c.instance_id == sa.bindparam("instance_id"))
+
+
+async def remove_peer(tx: Tx, instance_id: str) -> None:
+    """Forget a peer; its nonces go with it (ON DELETE CASCADE)."""
+    if not await tx.execute(_REMOVE_PEER, {"instance_id": instance_id}):
         raise PeerError(f"no peer {instance_id}")
-    session.delete(peer)
-    session.flush()
 
 
-def authenticate(
-    session: Session, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes
-) -> Peer:
+async def authenticate(tx: Tx, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes) -> Row:
     """The peer that signed this request, once; else 401, logged as a security event.
 
     The nonce is recorded in the request's transaction: of two workers
     receiving the same signed request, one commits it and the other fails.
     """
-    peers = {peer.instance_id: peer for peer in list_peers(session)}
+    peers = {peer.instance_id: peer for peer in await list_peers(tx)}
     keys = {instance_id: key_of(peer.public_key)[0] for instance_id, peer in peers.items()}
     try:
         signed = signatures.verify(method, url, headers, body, keys)
-        _record_nonce(session, signed)
+        await _record_nonce(tx, signed)
     except signatures.BadSignature as exc:
         # Logged as a security event by the error handler, with the reason.
         raise AppError(
@@ -115,35 +138,39 @@ def authenticate(
     return peers[signed.instance_id]
 
 
-def _record_nonce(session: Session, signed: signatures.Signed) -> None:
+_EXPIRE_NONCES = sa.delete(NONCES).where(NONCES.c.created_at < sa.bindparam("before"))
+
+
+async def _record_nonce(tx: Tx, signed: signatures.Signed) -> None:
     now = utcnow()
-    session.execute(sa.delete(PeerNonce).where(col(PeerNonce.created_at) < now - NONCE_KEPT))
+    await tx.execute(_EXPIRE_NONCES, {"before": now - NONCE_KEPT})
+    row = new_row(PeerNonce, instance_id=signed.instance_id, nonce=signed.nonce, created_at=now)
     try:
-        with session.begin_nested():
-            session.add(PeerNonce(instance_id=signed.instance_id, nonce=signed.nonce, created_at=now))
+        await tx.insert([(NONCES, [row])])
     except IntegrityError:
+        # The refusal ends the request's transaction, which PostgreSQL has aborted.
         raise signatures.BadSignature("replayed: this signature was used before") from None
 
 
-def local_agencies(session: Session) -> list[Agency]:
+_LOCAL_AGENCIES = sa.select(AGENCIES).where(AGENCIES.c.home_instance.is_(None)).order_by(AGENCIES.c.code)
+
+
+async def local_agencies(db: Statements) -> list[Row]:
     """The agencies this instance hosts, as it announces them to its peers."""
-    return list(
-        session.scalars(sa.select(Agency).where(col(Agency.home_instance).is_(None)).order_by(Agency.code))
-    )
+    return await db.all(_LOCAL_AGENCIES)
 
 
-AGENCIES_PATH = "/api/v1/federation/agencies"
-
-
-def fetch_agencies(
-    me: Identity, peer: Peer, *, transport: httpx.BaseTransport | None = None
+async def fetch_agencies(
+    me: Identity, peer: Row, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> AgencyDirectory | None:
     """The agencies `peer` hosts, asked by a signed request; None while the
     peer does not trust this instance yet (it answers 401)."""
     url = peer.url + AGENCIES_PATH
     try:
-        with httpx.Client(timeout=FETCH_TIMEOUT, transport=transport, follow_redirects=False) as http:
-            response = http.get(url, headers=signatures.sign(me, "GET", url, b""))
+        async with httpx.AsyncClient(
+            timeout=FETCH_TIMEOUT, transport=transport, follow_redirects=False
+        ) as http:
+            response = await http.get(url, headers=signatures.sign(me, "GET", url, b""))
     except httpx.HTTPError as exc:
         raise PeerError(f"cannot reach {peer.url}: {type(exc).__name__}") from None
     if response.status_code == 401:
@@ -159,19 +186,53 @@ def fetch_agencies(
     return directory
 
 
-def sync_agencies(session: Session, peer: Peer, directory: AgencyDirectory) -> int:
+@functools.cache
+def _taken(ids: int, codes: int) -> sa.Select[Any]:
+    """The agencies held here with one of `ids` ids or `codes` codes (one_of_params()
+    "id" and "code"), locked. Compared one by one, so that each value is bound
+    as its column's type (a UUID on SQLite)."""
+    return (
+        sa.select(AGENCIES)
+        .where(
+            sa.or_(
+                *(AGENCIES.c.id == sa.bindparam(f"id_{i}") for i in range(ids)),
+                *(AGENCIES.c.code == sa.bindparam(f"code_{i}") for i in range(codes)),
+            )
+        )
+        .with_for_update()
+    )
+
+
+# What a held agency shows is the home's: its fields, version and instants.
+_HELD_FIELDS = ("code", "name", "country", "kind", "parent_id")
+_HOME_FIELDS = ("version", "created_at", "updated_at")
+_HOLD = (
+    sa.update(AGENCIES)
+    .where(AGENCIES.c.id == sa.bindparam("agency_id"))
+    .values(
+        {name: sa.bindparam(f"v_{name}", type_=AGENCIES.c[name].type) for name in _HELD_FIELDS + _HOME_FIELDS}
+    )
+)
+
+
+async def sync_agencies(tx: Tx, peer: Row, directory: AgencyDirectory) -> int:
     """Hold the agencies `peer` hosts, with their ids and codes, as read-only
     records whose home is the peer. An id or a code that is this instance's,
     or another peer's, is refused whole: a peer never takes over an agency.
     Returns how many records were added or changed (each is audited)."""
     announced = {agency.id: agency for agency in directory.items}
-    ids, codes = set(announced), {agency.code for agency in directory.items}
-    for taken in session.scalars(
-        sa.select(Agency).where(sa.or_(col(Agency.id).in_(ids), col(Agency.code).in_(codes)))
-    ):
-        if taken.home_instance != peer.instance_id:
-            home = taken.home_instance or "this instance"
-            raise PeerError(f"peer {peer.instance_id} announces agency {taken.code}, which belongs to {home}")
+    if not announced:
+        return 0
+    ids, codes = sorted(announced), sorted({agency.code for agency in directory.items})
+    taken = await tx.all(
+        _taken(len(ids), len(codes)), one_of_params("id", ids) | one_of_params("code", codes)
+    )
+    for row in taken:
+        if row.home_instance != peer.instance_id:
+            home = row.home_instance or "this instance"
+            raise PeerError(f"peer {peer.instance_id} announces agency {row.code}, which belongs to {home}")
+    # Kept up to date: a directory that names an agency twice holds its last entry.
+    held_rows = {row.id: row for row in taken}
     changed = 0
     # Parents before their sub-agencies: a parent the peer does not announce stays unknown here.
     for agency in sorted(directory.items, key=lambda a: _depth(a, announced)):
@@ -182,16 +243,23 @@ def sync_agencies(session: Session, peer: Peer, directory: AgencyDirectory) -> i
             "kind": agency.kind,
             "parent_id": agency.parent_id if agency.parent_id in announced else None,
         }
-        held = session.get(Agency, agency.id, with_for_update=True)
+        home = {"version": agency.version, "created_at": agency.created_at, "updated_at": agency.updated_at}
+        held = held_rows.get(agency.id)
         if held is None:
-            held = Agency(id=agency.id, home_instance=peer.instance_id, version=agency.version, **fields)
-            add_recorded_sync(session, held, CLI, resource_type="agency", case_id=None)
+            values = {"id": agency.id, "home_instance": peer.instance_id, **fields, **home}
+            held_rows[agency.id] = await insert_recorded(
+                tx, Agency, values, CLI, resource_type="agency", case_id=None
+            )
             changed += 1
-        elif update_recorded_sync(session, held, fields, CLI, resource_type="agency", case_id=None):
+            continue
+        differs = any(getattr(held, name) != value for name, value in fields.items())
+        if differs or any(getattr(held, name) != value for name, value in home.items()):
+            values = {f"v_{name}": value for name, value in (fields | home).items()}
+            await tx.execute(_HOLD, values | {"agency_id": agency.id})
+            held_rows[agency.id] = held._replace(**fields, **home)
+        if differs:
+            tx.changes.append(Change(CLI, "agency.updated", "agency", agency.id, None))
             changed += 1
-        # The home's version and instants: the record is the home's, held here.
-        held.version, held.created_at, held.updated_at = agency.version, agency.created_at, agency.updated_at
-    session.flush()
     return changed
 
 

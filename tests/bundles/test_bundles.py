@@ -11,12 +11,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlmodel import SQLModel
 
-from app import seed
 from app.audit.models import AuditEntry
 from app.auth.models import Scope
 from app.config import Settings
-from app.db import transaction
 from tests.conftest import Caller, join, make_caller, new_case, walk
+from tests.test_seed import load_seed
 
 REFERENCE = "KZ-UA-2025-KYIV-CALL-CENTRE"
 PURPOSE = {"X-Purpose": "Extradition file 2025/17"}
@@ -67,8 +66,7 @@ def comparable(bundle: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def seeded(engine: sa.Engine, settings: Settings) -> str:
-    with transaction(engine, write=True) as session:
-        seed.load(session, settings.seed_dir)
+    load_seed(engine, settings.seed_dir)
     with engine.connect() as conn:
         return str(
             conn.execute(sa.text('SELECT id FROM "case" WHERE reference = :r'), {"r": REFERENCE}).scalar_one()

@@ -11,11 +11,10 @@ import stix2
 from fastapi.testclient import TestClient
 from stix2validator import ValidationOptions, validate_instance
 
-from app import seed
 from app.auth.models import Scope
 from app.config import Settings
-from app.db import transaction
 from tests.conftest import Caller, join, make_caller, new_case, problem_of, walk
+from tests.test_seed import load_seed
 
 API = "/api/v1"
 
@@ -187,8 +186,7 @@ def test_a_case_opened_in_year_one_exports_a_valid_bundle(client: TestClient, le
 def test_the_seeded_case_exports_a_strictly_valid_bundle(
     client: TestClient, engine: sa.Engine, settings: Settings
 ) -> None:
-    with transaction(engine, write=True) as session:
-        seed.load(session, settings.seed_dir)
+    load_seed(engine, settings.seed_dir)
     kz = make_caller(engine, "KZ-MVD", Scope.read)
     [case] = walk(client, f"{API}/cases", kz.headers)
     response = export(client, kz, case["id"])
