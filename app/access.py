@@ -15,34 +15,36 @@ import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import Depends
-from sqlalchemy.orm import Session, aliased
 
 from app.auth.deps import Admin, Writer
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.cases.models import Case, HandlingCode
 from app.core.uow import Row, Statements
+from app.db import table_of
 from app.errors import AppError, forbidden, not_found
 from app.participants.models import Participant, Role
 
 PUBLIC_CODES = (HandlingCode.green, HandlingCode.clear)
+CASES = table_of(Case)
+PARTICIPANTS = table_of(Participant)
 
 Level = Literal["full", "summary"]
 
 
 @dataclass(frozen=True)
 class CaseAccess:
-    case: Any  # the case: a row of its columns (a Case on the sync session path)
+    case: Row  # the case: a row of its columns
     level: Level
     role: Role | None  # the caller's own agency's role, None if not a participant
 
 
 def _is_participant(case_id: sa.ColumnElement[uuid.UUID], agency_id: Any) -> sa.Exists:
-    return sa.exists().where(Participant.case_id == case_id, Participant.agency_id == agency_id)
+    return sa.exists().where(PARTICIPANTS.c.case_id == case_id, PARTICIPANTS.c.agency_id == agency_id)
 
 
 def principal_params(p: Principal) -> dict[str, Any]:
@@ -71,15 +73,17 @@ def with_case_access(
     participant table, so a page costs the same at a thousand cases or a
     million, however many cases the caller takes part in.
     """
-    own = aliased(Participant)
-    stmt = stmt.outerjoin(own, sa.and_(own.case_id == case_id, own.agency_id == sa.bindparam("agency_id")))
-    full: sa.ColumnElement[bool] = own.agency_id.is_not(None)
+    own = PARTICIPANTS.alias()
+    stmt = stmt.outerjoin(
+        own, sa.and_(own.c.case_id == case_id, own.c.agency_id == sa.bindparam("agency_id"))
+    )
+    full: sa.ColumnElement[bool] = own.c.agency_id.is_not(None)
     if with_parent:
-        parent = aliased(Participant)
+        parent = PARTICIPANTS.alias()
         stmt = stmt.outerjoin(
-            parent, sa.and_(parent.case_id == case_id, parent.agency_id == sa.bindparam("parent_id"))
+            parent, sa.and_(parent.c.case_id == case_id, parent.c.agency_id == sa.bindparam("parent_id"))
         )
-        full = sa.or_(full, sa.and_(handling_code == HandlingCode.amber, parent.agency_id.is_not(None)))
+        full = sa.or_(full, sa.and_(handling_code == HandlingCode.amber, parent.c.agency_id.is_not(None)))
     visible = sa.or_(is_public(handling_code), full)
     return stmt, full, visible
 
@@ -93,9 +97,10 @@ def sees_case_in_full() -> sa.ColumnElement[bool]:
     """The caller (principal_params()) sees the joined `Case` and all under it, as a
     condition of a statement's rows: a participant, or under TLP:AMBER a sub-agency of one."""
     return sa.or_(
-        _is_participant(Case.id, sa.bindparam("agency_id")),
+        _is_participant(CASES.c.id, sa.bindparam("agency_id")),
         sa.and_(
-            Case.handling_code == HandlingCode.amber, _is_participant(Case.id, sa.bindparam("parent_id"))
+            CASES.c.handling_code == HandlingCode.amber,
+            _is_participant(CASES.c.id, sa.bindparam("parent_id")),
         ),
     )
 
@@ -112,7 +117,7 @@ def sees_request(
     return sa.or_(from_agency_id == agency_id, to_agency_id == agency_id)
 
 
-def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Level | None:
+def level_of(case: Row, own_role: Role | None, parent_takes_part: bool) -> Level | None:
     """Access to one case, given the role of the caller's agency and whether its parent takes part."""
     if own_role is not None:
         return "full"
@@ -123,15 +128,19 @@ def level_of(case: Case, own_role: Role | None, parent_takes_part: bool) -> Leve
     return None
 
 
-def _case_access_statement() -> sa.Select[Any]:
-    own_role = (
-        sa.select(Participant.role)
-        .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
+def _own_role() -> sa.ScalarSelect[Any]:
+    """The caller's agency's role in the case of the statement's row (None: not a participant)."""
+    return (
+        sa.select(PARTICIPANTS.c.role)
+        .where(PARTICIPANTS.c.case_id == CASES.c.id, PARTICIPANTS.c.agency_id == sa.bindparam("agency_id"))
         .scalar_subquery()
     )
-    parent_takes_part = _is_participant(Case.id, sa.bindparam("parent_id"))
-    return sa.select(Case, own_role.label("role"), parent_takes_part.label("parent_in")).where(
-        Case.id == sa.bindparam("case_id")
+
+
+def _case_access_statement() -> sa.Select[Any]:
+    parent_takes_part = _is_participant(CASES.c.id, sa.bindparam("parent_id"))
+    return sa.select(CASES, _own_role().label("role"), parent_takes_part.label("parent_in")).where(
+        CASES.c.id == sa.bindparam("case_id")
     )
 
 
@@ -140,11 +149,13 @@ def _case_access_statement() -> sa.Select[Any]:
 _CASE_ACCESS = _case_access_statement()
 
 # A case whose contents the caller reads: hidden and missing alike return no
-# row, so neither costs more than the other (no Case object to build).
-_READABLE_CASE = sa.select(Case).where(Case.id == sa.bindparam("case_id"), sees_case_in_full())
+# row, so neither costs more than the other.
+_READABLE_CASE = sa.select(CASES).where(CASES.c.id == sa.bindparam("case_id"), sees_case_in_full())
 
 
-def _holding_participation(stmt: sa.Select[Any], own: Any, *, of: Any | None) -> sa.Select[Any]:
+def _holding_participation(
+    stmt: sa.Select[Any], own: sa.Alias, *, of: sa.FromClause | None
+) -> sa.Select[Any]:
     """`stmt`, holding the caller's participant row (`own`, inner-joined)
     FOR KEY SHARE until commit, and `of` (a row the caller changes) FOR UPDATE.
 
@@ -161,14 +172,13 @@ def _holding_participation(stmt: sa.Select[Any], own: Any, *, of: Any | None) ->
         # The case row too, FOR KEY SHARE as inserting under it takes it
         # anyway: taken now, a lead's deletion of the case waits for this
         # write instead of deadlocking with it.
-        return stmt.with_for_update(of=[Case, own], read=True, key_share=True)
+        return stmt.with_for_update(of=[CASES, own], read=True, key_share=True)
     # Two strengths in one statement; SQLAlchemy renders one locking clause.
-    own_name = sa.inspect(own).name
-    return stmt.with_for_update(of=of).suffix_with(f"FOR KEY SHARE OF {own_name}", dialect="postgresql")
+    return stmt.with_for_update(of=of).suffix_with(f"FOR KEY SHARE OF {own.name}", dialect="postgresql")
 
 
-def _own_participation() -> Any:
-    return aliased(Participant, name="own")
+def _own_participation() -> sa.Alias:
+    return PARTICIPANTS.alias("own")
 
 
 def _writable_case_statement(*, for_update: bool) -> sa.Select[Any]:
@@ -176,12 +186,11 @@ def _writable_case_statement(*, for_update: bool) -> sa.Select[Any]:
     part in it; see _holding_participation() for the locks."""
     own = _own_participation()
     stmt = (
-        sa.select(Case, own.role.label("role"))
-        .join(own, sa.and_(own.case_id == Case.id, own.agency_id == sa.bindparam("agency_id")))
-        .where(Case.id == sa.bindparam("case_id"))
-        .execution_options(populate_existing=True)
+        sa.select(CASES, own.c.role.label("role"))
+        .join(own, sa.and_(own.c.case_id == CASES.c.id, own.c.agency_id == sa.bindparam("agency_id")))
+        .where(CASES.c.id == sa.bindparam("case_id"))
     )
-    return _holding_participation(stmt, own, of=Case if for_update else None)
+    return _holding_participation(stmt, own, of=CASES if for_update else None)
 
 
 _WRITABLE_CASE = {flag: _writable_case_statement(for_update=flag) for flag in (False, True)}
@@ -191,26 +200,15 @@ def _params(p: Principal, case_id: uuid.UUID) -> dict[str, Any]:
     return principal_params(p) | {"case_id": case_id}
 
 
-def _access(row: Any | None, *, entity: bool) -> CaseAccess:
-    """The caller's access from a row of _CASE_ACCESS (none: 404). `entity`:
-    the row holds the Case object (ORM), else the case's own columns."""
+def _access(row: Row | None) -> CaseAccess:
+    """The caller's access from a row of _CASE_ACCESS (none: 404)."""
     if row is None:
         raise not_found("case")
-    case = row.Case if entity else row
     own_role = Role(row.role) if row.role is not None else None
-    level = level_of(case, own_role, bool(row.parent_in))
+    level = level_of(row, own_role, bool(row.parent_in))
     if level is None:
         raise not_found("case")
-    return CaseAccess(case=case, level=level, role=own_role)
-
-
-def case_access_sync(session: Session, p: Principal, case_id: uuid.UUID) -> CaseAccess:
-    """The case and the caller's access to it; 404 when the caller may not see it.
-
-    One round trip: the caller's role and its parent's participation come
-    with the case row.
-    """
-    return _access(session.execute(_CASE_ACCESS, _params(p, case_id)).first(), entity=True)
+    return CaseAccess(case=row, level=level, role=own_role)
 
 
 async def case_access(db: Statements, p: Principal, case_id: uuid.UUID) -> CaseAccess:
@@ -220,20 +218,12 @@ async def case_access(db: Statements, p: Principal, case_id: uuid.UUID) -> CaseA
     One round trip: the caller's role and its parent's participation come
     with the case row.
     """
-    return _access(await db.first(_CASE_ACCESS, _params(p, case_id)), entity=False)
+    return _access(await db.first(_CASE_ACCESS, _params(p, case_id)))
 
 
 async def readable_case(db: Statements, p: Principal, case_id: uuid.UUID) -> Row:
     """A case (a row of its columns) whose contents the caller may read; 404 otherwise."""
     case = await db.first(_READABLE_CASE, _params(p, case_id))
-    if case is None:
-        raise not_found("case")
-    return case
-
-
-def readable_case_sync(session: Session, p: Principal, case_id: uuid.UUID) -> Case:
-    """A case whose contents the caller may read; 404 otherwise."""
-    case = session.execute(_READABLE_CASE, _params(p, case_id)).scalar_one_or_none()
     if case is None:
         raise not_found("case")
     return case
@@ -270,29 +260,11 @@ Editor = Annotated[Principal, Depends(_editor)]
 AdminEditor = Annotated[Principal, Depends(_admin_editor)]
 
 
-def _held(row: Any, case: Any, p: Principal) -> CaseAccess:
+def _held(row: Row, p: Principal) -> CaseAccess:
     """The access of a row of a statement made by _holding_participation(), for a writer."""
-    access = CaseAccess(case=case, level="full", role=Role(row.role))
+    access = CaseAccess(case=row, level="full", role=Role(row.role))
     require_writer(access, p)
     return access
-
-
-def writable_case_sync(
-    session: Session, p: Principal, case_id: uuid.UUID, *, for_update: bool = False
-) -> CaseAccess:
-    """A case the caller may change (lead or partner with `write`); its
-    participation held until commit, and with `for_update` the case row locked.
-
-    No row: the caller's agency does not take part (or no longer does, once
-    a removal it waited for committed), and the caller's access says why
-    (404 or 403). Should that access allow the write after all (the agency
-    was added meanwhile), the held lookup runs again.
-    """
-    while True:
-        row = session.execute(_WRITABLE_CASE[for_update], _params(p, case_id)).first()
-        if row is not None:
-            return _held(row, row.Case, p)
-        require_writer(case_access_sync(session, p, case_id), p)
 
 
 async def writable_case(
@@ -310,21 +282,13 @@ async def writable_case(
     while True:
         row = await db.first(_WRITABLE_CASE[for_update], _params(p, case_id))
         if row is not None:
-            return _held(row, row, p)
+            return _held(row, p)
         require_writer(await case_access(db, p, case_id), p)
 
 
 def require_lead(access: CaseAccess, detail: str) -> None:
     if access.role != Role.lead:
         raise forbidden(detail)
-
-
-class CaseChild(Protocol):
-    id: uuid.UUID
-    case_id: uuid.UUID
-
-
-C = TypeVar("C", bound=CaseChild)
 
 
 def in_case_seen_in_full(rows: sa.Select[Any], keys: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
@@ -335,72 +299,30 @@ def in_case_seen_in_full(rows: sa.Select[Any], keys: Sequence[sa.ColumnElement[A
     principal_params(). The page is a subquery of its own, read in its index's
     order and cut at its limit, joined to the one case row it belongs to."""
     page = rows.subquery("page")
-    seen = sa.select(Case.id).where(Case.id == sa.bindparam("case_id"), sees_case_in_full()).subquery("seen")
+    seen = (
+        sa.select(CASES.c.id)
+        .where(CASES.c.id == sa.bindparam("case_id"), sees_case_in_full())
+        .subquery("seen")
+    )
     return (
         sa.select(page)
         .select_from(seen)
         .outerjoin(page, sa.true())
-        .order_by(*(page.c[key.key] for key in keys))  # type: ignore[attr-defined]
+        .order_by(*(page.c[str(key.key)] for key in keys))
     )
-
-
-@functools.cache
-def _child_statement(model: type[CaseChild]) -> sa.Select[Any]:
-    """The row and its case, only when the caller sees the case in full, with
-    the caller's role: one statement, and a hidden row answers as a missing
-    one does, no row at all. A second query only for rows that exist, or
-    more work for the rows found, would let a prober time one against the other.
-    """
-    own_role = (
-        sa.select(Participant.role)
-        .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
-        .scalar_subquery()
-    )
-    return (
-        sa.select(model, Case, own_role.label("role"))
-        .join(Case, Case.id == model.case_id)
-        .where(model.id == sa.bindparam("child_id"), sees_case_in_full())
-    )
-
-
-@functools.cache
-def _writable_child_statement(model: type[CaseChild]) -> sa.Select[Any]:
-    """The row, locked, and its case, only when the caller's agency takes
-    part in the case; see _holding_participation() for the locks."""
-    own = _own_participation()
-    stmt = (
-        sa.select(model, Case, own.role.label("role"))
-        .join(Case, Case.id == model.case_id)
-        .join(own, sa.and_(own.case_id == Case.id, own.agency_id == sa.bindparam("agency_id")))
-        .where(model.id == sa.bindparam("child_id"))
-        .execution_options(populate_existing=True)
-    )
-    return _holding_participation(stmt, own, of=model)
-
-
-def _child(session: Session, p: Principal, model: type[C], child_id: uuid.UUID) -> tuple[C, CaseAccess]:
-    """The row and full access to its case; 404 (the row's) when missing or not fully visible."""
-    row = session.execute(_child_statement(model), principal_params(p) | {"child_id": child_id}).first()  # type: ignore[arg-type]
-    if row is None:
-        raise not_found(model.__tablename__)  # type: ignore[attr-defined]
-    role = Role(row.role) if row.role is not None else None
-    return row[0], CaseAccess(case=row.Case, level="full", role=role)
 
 
 @functools.cache
 def _child_row_statement(table: sa.Table) -> sa.Select[Any]:
-    """_child_statement()'s rule for the hot statements: the row's own columns
-    only when the caller sees its case in full."""
+    """The row's own columns, only when the caller sees its case in full: one
+    statement, and a hidden row answers as a missing one does, no row at all.
+    A second query only for rows that exist, or more work for the rows found,
+    would let a prober time one against the other."""
     return (
         sa.select(table)
-        .join(Case, Case.id == table.c.case_id)
+        .join(CASES, CASES.c.id == table.c.case_id)
         .where(table.c.id == sa.bindparam("child_id"), sees_case_in_full())
     )
-
-
-def table_of(model: type[Any] | sa.Table) -> sa.Table:
-    """The table of a SQLModel table class (or the table itself)."""
-    return model if isinstance(model, sa.Table) else model.__table__  # type: ignore[no-any-return]
 
 
 async def readable_child(
@@ -418,14 +340,9 @@ async def readable_child(
 @functools.cache
 def _child_role_statement(table: sa.Table) -> sa.Select[Any]:
     """_child_row_statement() with the caller's role in the case (`role`, None if not a participant)."""
-    own_role = (
-        sa.select(Participant.role)
-        .where(Participant.case_id == Case.id, Participant.agency_id == sa.bindparam("agency_id"))
-        .scalar_subquery()
-    )
     return (
-        sa.select(table, own_role.label("role"))
-        .join(Case, Case.id == table.c.case_id)
+        sa.select(table, _own_role().label("role"))
+        .join(CASES, CASES.c.id == table.c.case_id)
         .where(table.c.id == sa.bindparam("child_id"), sees_case_in_full())
     )
 
@@ -436,9 +353,9 @@ def _writable_child_row_statement(table: sa.Table) -> sa.Select[Any]:
     caller's agency takes part in its case; see _holding_participation()."""
     own = _own_participation()
     stmt = (
-        sa.select(table, own.role.label("role"))
-        .join(Case, Case.id == table.c.case_id)
-        .join(own, sa.and_(own.case_id == Case.id, own.agency_id == sa.bindparam("agency_id")))
+        sa.select(table, own.c.role.label("role"))
+        .join(CASES, CASES.c.id == table.c.case_id)
+        .join(own, sa.and_(own.c.case_id == CASES.c.id, own.c.agency_id == sa.bindparam("agency_id")))
         .where(table.c.id == sa.bindparam("child_id"))
     )
     return _holding_participation(stmt, own, of=table)
@@ -455,30 +372,12 @@ async def writable_child(
     while True:
         row = await db.first(_writable_child_row_statement(table), values)
         if row is not None:
-            return row, _held(row, row, p)
+            return row, _held(row, p)
         seen = await db.first(_child_role_statement(table), values)
         if seen is None:
             raise not_found(table.name)
         role = Role(seen.role) if seen.role is not None else None
         require_writer(CaseAccess(case=seen, level="full", role=role), p)
-
-
-def readable_child_sync(session: Session, p: Principal, model: type[C], child_id: uuid.UUID) -> C:
-    """A row under a case (location, seized item, detainee) the caller may read."""
-    return _child(session, p, model, child_id)[0]
-
-
-def writable_child_sync(
-    session: Session, p: Principal, model: type[C], child_id: uuid.UUID
-) -> tuple[C, CaseAccess]:
-    """A row under a case the caller may change, locked until commit, with the
-    caller's participation held (as writable_case())."""
-    stmt = _writable_child_statement(model)  # type: ignore[arg-type]
-    while True:
-        row = session.execute(stmt, principal_params(p) | {"child_id": child_id}).first()
-        if row is not None:
-            return row[0], _held(row, row.Case, p)
-        require_writer(_child(session, p, model, child_id)[1], p)
 
 
 @functools.cache

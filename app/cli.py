@@ -64,7 +64,7 @@ def _engine() -> sa.Engine:
 
 def _database() -> Database:
     settings = get_settings()
-    return create_database(_engine(), size=1, timeout=settings.pool_timeout_seconds)
+    return create_database(settings.database_url, size=1, timeout=settings.pool_timeout_seconds)
 
 
 def _run(work: Callable[[Tx], Awaitable[T]]) -> T:

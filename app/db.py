@@ -1,22 +1,16 @@
-"""Engine, column types and the one transaction every request or command runs in."""
+"""The engine, column types, and rows: what the unit of work (app.core.uow) stands on."""
 
 import functools
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Any
 
-import psycopg
 import sqlalchemy as sa
-from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
-from psycopg import sql as psycopg_sql
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel
+from sqlmodel import SQLModel
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -25,8 +19,6 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def utcnow() -> datetime:
@@ -159,89 +151,10 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(caseapi_write=True)
 
 
-def reader(engine: Engine) -> Engine:
-    """The same engine and pool, for requests that only read.
-
-    On PostgreSQL reads run in autocommit: each statement sees the latest
-    committed data, exactly as in a READ COMMITTED transaction, without the
-    BEGIN and ROLLBACK round trips around it.
-    """
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
-
-
-def new_session(bind: Engine) -> Session:
-    # No connection is taken until the first statement.
-    return Session(bind, expire_on_commit=False, autoflush=False)
-
-
-@contextmanager
-def transaction(engine: Engine, *, write: bool) -> Iterator[Session]:
-    """One unit of work: committed when the block ends, rolled back on error.
-
-    Pending audit entries and events are written by the session's
-    before-commit hook (app.journal), inside this same transaction.
-    """
-    with new_session(writer(engine) if write else engine) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-
-
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """The request's unit of work.
-
-    The session is opened here without touching the database, so that the
-    route function takes, uses and (for reads) gives back its connection
-    in one worker thread; the commit of a write runs before the response.
-    """
-    write = request.method not in SAFE_METHODS or "x-purpose" in request.headers
-    async with _unit_of_work(request, write=write) as session:
-        yield session
-
-
-async def get_write_session(request: Request) -> AsyncIterator[Session]:
-    """get_session() that always commits: for a read that is audited (an export)."""
-    async with _unit_of_work(request, write=True) as session:
-        yield session
-
-
-@asynccontextmanager
-async def _unit_of_work(request: Request, *, write: bool) -> AsyncIterator[Session]:
-    state = request.app.state
-    session = new_session(state.write_engine if write else state.read_engine)
-    try:
-        yield session
-    except BaseException:
-        await run_in_threadpool(_end, session, commit=False)
-        raise
-    if write:
-        await run_in_threadpool(_end, session, commit=True)  # one thread hop for both
-    else:
-        # A reader has no transaction open on PostgreSQL (autocommit) and
-        # a local file on SQLite: giving the connection back does no I/O
-        # worth a thread.
-        session.close()
-
-
-def _end(session: Session, *, commit: bool) -> None:
-    try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
-
-
-# scope="function": the commit happens before the response is sent, so a
-# failed commit becomes an error response, never a false success.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
+def table_of(model: type[Any] | sa.Table) -> sa.Table:
+    """The table of a SQLModel table class (or the table itself): statements
+    on its typed columns (`table.c.name`)."""
+    return model if isinstance(model, sa.Table) else model.__table__  # type: ignore[no-any-return]
 
 
 @functools.cache
@@ -304,52 +217,3 @@ def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
     if values:
         raise TypeError(f"{model.__name__} has no column {next(iter(values))!r}")
     return row
-
-
-# Below this many rows a multi-row INSERT costs about what COPY does.
-_COPY_FROM_ROWS = 100
-
-
-def bulk_insert(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows (all with the same keys) in the session's transaction.
-
-    PostgreSQL through psycopg: COPY, several times faster than SQLAlchemy's multi-row
-    INSERTs for the tens of thousands of rows of a bundle import and its
-    journal; values pass through the bind processors an INSERT would use
-    (the dialect's, JSON included) and missing columns get their Python-side
-    defaults, so COPY stores what an INSERT stores.
-    Elsewhere: one executemany INSERT.
-    """
-    if not rows:
-        return
-    conn = session.connection()
-    if conn.dialect.driver != "psycopg" or len(rows) < _COPY_FROM_ROWS:
-        conn.execute(insert_into(table), rows)
-        return
-    given = [name for name in rows[0] if name in table.c]  # extra keys are ignored, as by INSERT
-    defaulted = [c for c in table.columns if c.key not in rows[0] and c.default is not None]
-    columns = [table.c[name] for name in given] + defaulted
-    # The dialect's own form of each type, as an INSERT binds it: a JSON value becomes
-    # psycopg's Json (the generic type would hand psycopg a list, written as an array literal).
-    procs = [c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
-
-    def default_of(column: sa.Column[Any]) -> Any:
-        default: Any = column.default
-        return default.arg(None) if default.is_callable else default.arg
-
-    copy_sql = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
-        psycopg_sql.Identifier(table.name),
-        psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(c.name) for c in columns),
-    )
-    driver: Any = conn.connection.driver_connection  # psycopg's Connection, in this transaction
-    try:
-        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
-            for row in rows:
-                values = [row[name] for name in given] + [default_of(c) for c in defaulted]
-                copy.write_row([proc(v) if proc else v for proc, v in zip(procs, values, strict=True)])
-    except psycopg.Error as exc:
-        # As SQLAlchemy wraps its own statements' errors, so that app.errors
-        # answers a COPY's as any other (409, 422, 503), never with a 500.
-        raise sa.exc.DBAPIError.instance(
-            f"COPY {table.name}", None, exc, psycopg.Error, connection_invalidated=driver.broken
-        ) from exc

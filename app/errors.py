@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,13 +20,9 @@ security_log = logging.getLogger("caseapi.security")
 
 PROBLEM_JSON = "application/problem+json"
 
-# A table or column the code expects, missing: through the ORM (psycopg) or the hot reads (asyncpg).
-_UNDEFINED = (
-    psycopg.errors.UndefinedTable,
-    psycopg.errors.UndefinedColumn,
-    asyncpg.UndefinedTableError,
-    asyncpg.UndefinedColumnError,
-)
+# A table or column the code expects, missing (asyncpg's word; SQLite's is an
+# OperationalError, answered as a database that cannot serve).
+_UNDEFINED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 

@@ -1,12 +1,11 @@
 """The one place every change is recorded.
 
-Services call `record()` for each change; the session's before-commit hook
-then writes the audit entries and feed events in the same transaction,
-under one lock held until commit (with the chain's first entry, its
-first checkpoint: app.audit.service). The hot write (app.core.uow) notes its
-changes on its transaction and calls `write()` before its COMMIT: the same
-lock, heads and rows. The lock is what keeps the audit hash
-chain linear and makes feed sequence numbers visible in order.
+Services note each change on their unit of work (`record()`); the unit of
+work (app.core.uow) calls `write()` just before its COMMIT, which writes the
+audit entries and feed events in the same transaction, under one lock held
+until commit (with the chain's first entry, its first checkpoint:
+app.audit.chain). The lock is what keeps the audit hash chain linear and makes
+feed sequence numbers visible in order.
 """
 
 import uuid
@@ -15,18 +14,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy import event, text
-from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy import text
 
 from app.audit.chain import AUDIT_HEAD, entry_rows, first_checkpoint
 from app.audit.models import AuditEntry
-from app.db import bulk_insert, utcnow
+from app.db import utcnow
 from app.events.models import Event
 
 if TYPE_CHECKING:
     from app.core.uow import Tx
 
-_JOURNAL = "caseapi_journal"
 # An arbitrary constant naming the journal lock among PostgreSQL's advisory locks.
 _PG_JOURNAL_LOCK = 0x63617365
 
@@ -64,7 +61,7 @@ class Change:
 
 
 def record(
-    target: "OrmSession | Tx",
+    tx: "Tx",
     actor: Actor,
     *,
     action: str,
@@ -87,9 +84,7 @@ def record(
     notifications: an audit entry naming the hidden case would show it to the
     searching agency, which reads what it did.
     """
-    # A unit of work (app.core.uow) carries its changes; a session (the sync path), in its info.
-    changes = target.changes if hasattr(target, "changes") else target.info.setdefault(_JOURNAL, [])
-    changes.append(
+    tx.changes.append(
         Change(
             actor,
             action,
@@ -107,13 +102,6 @@ def record(
 
 
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-
-
-def _lock(session: OrmSession) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_PG_LOCK, {"k": _PG_JOURNAL_LOCK})
-    # SQLite: a writing transaction already holds the database's write lock
-    # (BEGIN IMMEDIATE, see app.db).
 
 
 # Both heads in one round trip: the journal lock is held until commit, so
@@ -149,30 +137,10 @@ def event_rows(changes: list[Change], at: datetime, last: int) -> list[dict[str,
     return rows
 
 
-def _append_events(session: OrmSession, changes: list[Change], at: datetime, last: int) -> None:
-    if changes:
-        bulk_insert(session, Event.__table__, event_rows(changes, at, last))  # type: ignore[attr-defined]
-
-
-@event.listens_for(OrmSession, "before_commit")
-def _write_journal(session: OrmSession) -> None:
-    changes: list[Change] = session.info.pop(_JOURNAL, [])
-    if not changes:
-        return
-    session.flush()
-    _lock(session)
-    heads = session.execute(_HEADS).one()
-    at = utcnow()
-    audited = [c for c in changes if c.audit]
-    if audited and heads.seq is None:
-        session.execute(*first_checkpoint(session.get_bind().dialect.name))
-    bulk_insert(session, AuditEntry.__table__, entry_rows(audited, at, heads.seq, heads.hash))  # type: ignore[attr-defined]
-    _append_events(session, [c for c in changes if c.emit_event], at, heads.event_seq or 0)
-
-
 async def write(tx: "Tx") -> None:
-    """_write_journal() for a transaction of the hot write (app.core.uow), before
-    its COMMIT: the same lock, heads and rows, on the transaction's statements."""
+    """Write the audit entries and feed events of `tx`'s changes, just before its
+    COMMIT: the journal lock (PostgreSQL's advisory lock; SQLite's writer already
+    holds the database's), both heads, then the rows after them."""
     if not tx.changes:
         return
     if tx.dialect_name == "postgresql":
@@ -185,8 +153,3 @@ async def write(tx: "Tx") -> None:
         await tx.execute(*first_checkpoint(tx.dialect_name))
     events = event_rows([c for c in tx.changes if c.emit_event], at, heads.event_seq or 0)
     await tx.insert([(AuditEntry.__table__, entries), (Event.__table__, events)])  # type: ignore[attr-defined]
-
-
-@event.listens_for(OrmSession, "after_rollback")
-def _drop_journal(session: OrmSession) -> None:
-    session.info.pop(_JOURNAL, None)

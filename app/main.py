@@ -12,7 +12,6 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-import app.journal  # noqa: F401  (installs the audit/event hook on every session)
 from app import health, migrate, openapi
 from app.admission import AdmissionLimit
 from app.agencies.router import router as agencies
@@ -27,7 +26,6 @@ from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.config import Settings, get_settings
 from app.core.uow import create_database
-from app.db import create_db_engine, reader, writer
 from app.detainees.router import router as detainees
 from app.errors import install_error_handlers
 from app.events.router import router as events
@@ -156,25 +154,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
     )
-    engine = create_db_engine(
-        settings.database_url,
-        pool_size=settings.pool_size,
-        pool_timeout=settings.pool_timeout_seconds,
-    )
     application.state.settings = settings
-    application.state.engine = engine
     # What /health/ready compares the database with; read once, not per probe.
     application.state.schema_head = migrate.head()
-    application.state.read_engine = reader(engine)
-    application.state.write_engine = writer(engine)
+    # The one way to the database for every route and background task.
     application.state.database = create_database(
-        engine, size=settings.pool_size, timeout=settings.pool_timeout_seconds
+        settings.database_url, size=settings.pool_size, timeout=settings.pool_timeout_seconds
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)
     application.state.storage = LocalStorage(settings.storage_dir)
     # Never serve (nor delete) the files of another database (StorageOfAnotherDatabase).
-    check_storage(engine, application.state.storage)
+    check_storage(settings.database_url, application.state.storage)
     application.state.bundle_imports = BundleImports(settings)
     application.state.max_attachment_bytes = settings.max_attachment_bytes
     application.state.hit_limits = hit_limits

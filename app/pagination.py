@@ -13,7 +13,6 @@ from typing import Annotated, Any, Generic, TypeVar
 import sqlalchemy as sa
 from fastapi import Depends, Query
 from pydantic import BaseModel
-from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.config import get_settings
 from app.core.uow import Statements
@@ -155,21 +154,6 @@ def page_of(
     items = list(rows[: params.limit])
     more = len(rows) > params.limit
     return items, encode_cursor(scope, key_of(items[-1])) if more and items else None
-
-
-def paginate_sync(
-    session: Session,
-    stmt: sa.Select[Any],
-    params: PageParams,
-    *,
-    scope: str,
-    keys: Sequence[InstrumentedAttribute[Any]],
-) -> tuple[list[Any], str | None]:
-    """One page of the entities `stmt` selects, ordered by `keys` (attributes of
-    the entity), and the cursor of the next page."""
-    stmt = keyset(stmt, keys=keys, after=bool(params.cursor))
-    rows = session.execute(stmt, keyset_params(params, scope=scope, keys=keys)).scalars().all()
-    return page_of(rows, params, scope=scope, key_of=_key_of(keys))
 
 
 async def read_page(

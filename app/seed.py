@@ -13,12 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.access import table_of
 from app.agencies.models import Agency, AgencyCreate
 from app.auth.models import ApiClient
 from app.cases.models import Case, CaseCreate, reference_key, search_text
 from app.core.uow import Tx
-from app.db import new_row
+from app.db import new_row, table_of
 from app.detainees.models import Detainee, DetaineeCreate
 from app.detainees.service import one_year_after
 from app.evidence.models import CustodyAction, CustodyEvent, SeizedItem, SeizedItemCreate

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -37,8 +37,8 @@ from app.agencies.models import Agency, AgencyKind  # noqa: E402
 from app.auth import service as auth  # noqa: E402
 from app.auth.models import Scope  # noqa: E402
 from app.config import Settings, get_settings  # noqa: E402
-from app.core.uow import Tx, create_database  # noqa: E402
-from app.db import create_db_engine, transaction  # noqa: E402
+from app.core.uow import PostgresDatabase, Tx, create_database  # noqa: E402
+from app.db import create_db_engine  # noqa: E402
 from app.main import create_app  # noqa: E402
 
 # The server's secrets as an operator sets them (app.secrets); tests that are
@@ -122,7 +122,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 def application(settings: Settings, engine: sa.Engine) -> Iterator[FastAPI]:
     application = create_app(settings)
     yield application
-    application.state.engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -170,7 +169,6 @@ def serve(served: FastAPI) -> Iterator[str]:
     server.should_exit = True
     thread.join(timeout=30)
     sock.close()
-    served.state.engine.dispose()
 
 
 @pytest.fixture
@@ -197,6 +195,49 @@ class Caller:
     def h(self, **extra: str) -> dict[str, str]:
         """Headers with extras: h(if_match='"1"') -> If-Match."""
         return {**self.headers, **{k.replace("_", "-").title(): v for k, v in extra.items()}}
+
+
+@contextmanager
+def transaction(engine: sa.Engine, *, write: bool) -> Iterator[Session]:
+    """An ORM session on the test database, to set up or inspect rows as a test
+    sees fit (the app itself reaches the database through app.core.uow only);
+    committed at the end when `write`."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+        if write:
+            session.commit()
+
+
+@contextmanager
+def recorded_statements(application: FastAPI) -> Iterator[list[str]]:
+    """The SQL of every statement the app runs while the block runs, in order,
+    on either backend (PostgreSQL: as app.core.uow prepares it for asyncpg;
+    SQLite: as the engine sends it)."""
+    seen: list[str] = []
+    database = application.state.database
+    if isinstance(database, PostgresDatabase):
+        prepared = database.prepared
+
+        def noted(stmt: Any) -> Any:
+            found = prepared(stmt)
+            seen.append(found.sql)
+            return found
+
+        database.prepared = noted  # type: ignore[method-assign]
+        try:
+            yield seen
+        finally:
+            del database.prepared
+        return
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(database.engine, "before_cursor_execute", on_execute)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(database.engine, "before_cursor_execute", on_execute)
 
 
 def run_unit(engine: sa.Engine, work: Callable[[Tx], Awaitable[T]]) -> T:
@@ -313,11 +354,8 @@ def app_with(settings: Settings, engine: sa.Engine) -> Callable[..., AbstractCon
     @contextmanager
     def build(**changes: Any) -> Iterator[TestClient]:
         application = create_app(settings.model_copy(update=changes))
-        try:
-            with TestClient(application, raise_server_exceptions=False) as test_client:
-                yield test_client
-        finally:
-            application.state.engine.dispose()
+        with TestClient(application, raise_server_exceptions=False) as test_client:
+            yield test_client
 
     return build
 

@@ -13,13 +13,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app import cli, secrets
-from app.access import table_of
 from app.agencies.models import Agency
 from app.audit.models import AuditEntry
 from app.config import PROJECT_ROOT, Settings, get_settings
-from app.db import new_row, transaction
+from app.db import new_row, table_of
 from app.webhooks.models import WebhookSubscription
-from tests.conftest import Caller, new_case
+from tests.conftest import Caller, new_case, transaction
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.agencies.models import Agency, AgencyKind
-from app.db import bulk_insert, transaction
+from app.core.uow import Tx
+from app.db import new_row, table_of
+from tests.conftest import run_unit
 
 
 def test_sqlite_pragmas(engine: sa.Engine, backend: str) -> None:
@@ -21,41 +23,49 @@ def test_sqlite_pragmas(engine: sa.Engine, backend: str) -> None:
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -256  # KiB, per pooled connection
 
 
+AGENCIES = table_of(Agency)
+
+
+def _agency(**values: object) -> dict[str, object]:
+    return new_row(Agency, **{"name": "Agency", "kind": AgencyKind.other, **values})
+
+
+def _insert(engine: sa.Engine, *rows: dict[str, object]) -> None:
+    async def work(tx: Tx) -> None:
+        await tx.insert([(AGENCIES, list(rows))])
+
+    run_unit(engine, work)
+
+
 def test_aware_utc_round_trip(engine: sa.Engine) -> None:
     kyiv = timezone(timedelta(hours=3))
     moment = datetime(2025, 9, 23, 6, 30, 15, 123456, tzinfo=kyiv)
-    with transaction(engine, write=True) as session:
-        agency = Agency(code="RT", name="Round trip", kind=AgencyKind.other, created_at=moment)
-        session.add(agency)
-        session.flush()
-        agency_id = agency.id
-    with transaction(engine, write=False) as session:
-        stored = session.get(Agency, agency_id)
-        assert stored is not None
-        assert stored.created_at == moment
-        assert stored.created_at.utcoffset() == timedelta(0)
-        assert stored.created_at == datetime(2025, 9, 23, 3, 30, 15, 123456, tzinfo=UTC)
+    row = _agency(code="RT", created_at=moment)
+    _insert(engine, row)
+
+    async def read(tx: Tx) -> tuple[object, int]:
+        stored = await tx.first(sa.select(AGENCIES.c.created_at).where(AGENCIES.c.id == row["id"]))
         # Comparisons in SQL agree with Python's.
-        later = session.execute(
-            sa.select(sa.func.count())
-            .select_from(Agency)
-            .where(Agency.created_at > moment - timedelta(seconds=1))
-        ).scalar_one()
-        assert later == 1
+        later = await tx.scalar(
+            sa.select(sa.func.count()).where(AGENCIES.c.created_at > moment - timedelta(seconds=1))
+        )
+        return stored.created_at, later
+
+    stored, later = run_unit(engine, read)
+    assert stored == moment
+    assert stored.utcoffset() == timedelta(0)  # type: ignore[attr-defined]
+    assert stored == datetime(2025, 9, 23, 3, 30, 15, 123456, tzinfo=UTC)
+    assert later == 1
 
 
 def test_naive_datetimes_are_refused(engine: sa.Engine) -> None:
-    with pytest.raises(sa.exc.StatementError), transaction(engine, write=True) as session:
-        session.add(Agency(code="NV", name="Naive", kind=AgencyKind.other, created_at=datetime(2025, 1, 1)))
-        session.flush()
+    with pytest.raises(sa.exc.StatementError):
+        _insert(engine, _agency(code="NV", created_at=datetime(2025, 1, 1)))
 
 
 def test_foreign_keys_are_enforced(engine: sa.Engine) -> None:
-    import uuid
-
-    with pytest.raises(sa.exc.IntegrityError), transaction(engine, write=True) as session:
-        session.add(Agency(code="FK", name="Orphan", kind=AgencyKind.other, parent_id=uuid.uuid4()))
-        session.flush()
+    with pytest.raises(sa.exc.IntegrityError):
+        _insert(engine, _agency(code="FK", parent_id=uuid.uuid4()))
 
 
 def test_a_failed_commit_is_never_a_success(
@@ -76,8 +86,8 @@ def test_a_failed_commit_is_never_a_success(
     assert client.get("/api/v1/cases", headers=lead.headers).json()["items"] == []
 
 
-@pytest.mark.parametrize("count", [3, 150])  # below and above the size where PostgreSQL switches to COPY
-def test_bulk_insert_stores_what_an_insert_would(engine: sa.Engine, count: int) -> None:
+@pytest.mark.parametrize("count", [3, 150])
+def test_insert_many_stores_what_an_insert_would(engine: sa.Engine, count: int) -> None:
     kyiv = timezone(timedelta(hours=3))
     moment = datetime(2025, 9, 23, 6, 30, tzinfo=kyiv)
     rows = [
@@ -93,10 +103,13 @@ def test_bulk_insert_stores_what_an_insert_would(engine: sa.Engine, count: int) 
         }
         for n in range(count)
     ]
-    with transaction(engine, write=True) as session:
-        bulk_insert(session, Agency.__table__, rows)  # type: ignore[arg-type]
-    with transaction(engine, write=False) as session:
-        stored = session.execute(sa.select(Agency).where(Agency.code.like("BULK-%"))).scalars().all()
+
+    async def work(tx: Tx) -> None:
+        await tx.insert_many(AGENCIES, rows)
+
+    run_unit(engine, work)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(AGENCIES).where(AGENCIES.c.code.like("BULK-%"))).all()
     assert sorted(a.name for a in stored) == sorted(r["name"] for r in rows)
     assert {a.kind for a in stored} == {AgencyKind.police}
     assert {a.created_at for a in stored} == {moment}
@@ -104,14 +117,19 @@ def test_bulk_insert_stores_what_an_insert_would(engine: sa.Engine, count: int) 
     assert len({a.id for a in stored}) == count and all(a.updated_at for a in stored)
 
 
-@pytest.mark.parametrize("count", [3, 150])  # an INSERT, and on PostgreSQL a COPY on the driver itself
-def test_bulk_insert_fails_as_any_statement_does(engine: sa.Engine, count: int) -> None:
-    """SQLAlchemy's exceptions either way, which app.errors answers (409, 422, 503), never a 500."""
+@pytest.mark.parametrize("count", [3, 150])
+def test_insert_many_fails_as_any_statement_does(engine: sa.Engine, count: int) -> None:
+    """SQLAlchemy's exceptions either way, which app.errors answers (409, 422, 503), never a 500;
+    nothing of the unit of work is kept."""
     rows = [
         {"code": f"FK-{n}", "name": "Orphan", "kind": AgencyKind.police, "parent_id": uuid.uuid4()}
         for n in range(count)
     ]
-    with pytest.raises(sa.exc.IntegrityError), transaction(engine, write=True) as session:
-        bulk_insert(session, Agency.__table__, rows)  # type: ignore[arg-type]
-    with transaction(engine, write=False) as session:
-        assert session.execute(sa.select(Agency.id).where(Agency.code.like("FK-%"))).first() is None
+
+    async def work(tx: Tx) -> None:
+        await tx.insert_many(AGENCIES, rows)
+
+    with pytest.raises(sa.exc.IntegrityError):
+        run_unit(engine, work)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(AGENCIES.c.id).where(AGENCIES.c.code.like("FK-%"))).first() is None

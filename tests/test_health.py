@@ -15,12 +15,9 @@ from app.main import create_app
 
 def _ready(database_url: str) -> tuple[int, dict[str, object]]:
     application = create_app(Settings(database_url=database_url))
-    try:
-        with TestClient(application, raise_server_exceptions=False) as client:
-            response = client.get("/health/ready")
-            assert client.get("/api/v1/health/ready").status_code == response.status_code
-    finally:
-        application.state.engine.dispose()
+    with TestClient(application, raise_server_exceptions=False) as client:
+        response = client.get("/health/ready")
+        assert client.get("/api/v1/health/ready").status_code == response.status_code
     return response.status_code, response.json()
 
 
@@ -54,11 +51,8 @@ def test_an_unmigrated_database_answers_503_and_logs_no_sql(
 ) -> None:
     key = "cak_" + "k" * 43
     application = create_app(Settings(database_url=blank_database_url))
-    try:
-        with TestClient(application, raise_server_exceptions=False) as client, caplog.at_level(logging.INFO):
-            response = client.get("/api/v1/cases", headers={"Authorization": f"Bearer {key}"})
-    finally:
-        application.state.engine.dispose()
+    with TestClient(application, raise_server_exceptions=False) as client, caplog.at_level(logging.INFO):
+        response = client.get("/api/v1/cases", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     # The statement and its parameters (here the key's hash) stay out of the log.
     assert "api_client" in caplog.text

@@ -18,14 +18,13 @@ from app import hot
 from app.cases.models import Case, CasePublic, origin_of
 from app.cases.router import router as cases_router
 from app.core.uow import Statements
-from app.db import transaction
 from app.events.models import Event, EventPublic
 from app.events.router import router as events_router
 from app.evidence.models import SeizedItem, SeizedItemPublic
 from app.evidence.router import router as evidence_router
 from app.http import dump_json, public, public_json
 from app.pagination import Page
-from tests.conftest import Caller
+from tests.conftest import Caller, transaction
 from tests.test_reads import _with_reads
 from tests.trust.world import World, build_world
 

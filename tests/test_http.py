@@ -221,4 +221,3 @@ def test_bundles_have_their_own_body_limit(client: TestClient, settings, lead: C
     strict = create_app(Settings(database_url=settings.database_url, max_bundle_bytes=1024 * 1024))
     with TestClient(strict) as strict_client:
         _problem(strict_client.post("/api/v1/bundles", content=two_mib, headers=headers), 413)
-    strict.state.engine.dispose()

@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from sqlmodel import SQLModel
 
 from app import seed
-from app.access import table_of
 from app.agencies.models import Agency
 from app.auth.models import Scope
 from app.cases.models import Case
 from app.config import Settings
 from app.core.uow import create_database
+from app.db import table_of
 from app.detainees.models import Detainee
 from app.evidence.models import SeizedItem
 from app.locations.models import Location

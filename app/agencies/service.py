@@ -3,18 +3,17 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from app import access
 from app.agencies.models import Agency, AgencyCreate, AgencyUpdate
 from app.auth.service import Principal
 from app.core.uow import Row, Statements, Tx
 from app.crud import insert_recorded, update_recorded
+from app.db import table_of
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.journal import CLI, Actor
 from app.pagination import PageParams, keyset, read_page
 
-AGENCIES = access.table_of(Agency)
+AGENCIES = table_of(Agency)
 KEYS = (AGENCIES.c.created_at, AGENCIES.c.id)
 
 
@@ -36,16 +35,6 @@ def _require_found(refs: dict[str, uuid.UUID | None], known: uuid.UUID | None, f
     for field, value in refs.items():
         if value is not None and value != known and value not in found:
             raise invalid(["body", field], "No agency with this id.")
-
-
-def require_agencies_sync(
-    session: Session, refs: dict[str, uuid.UUID | None], *, known: uuid.UUID | None = None
-) -> None:
-    """422 naming the field when a referenced agency does not exist. `known`:
-    an agency that does (the caller's own), which costs no query."""
-    if wanted := _wanted(refs, known):
-        found: set[uuid.UUID] = set(session.execute(_agencies_found(len(wanted)), wanted).scalars())
-        _require_found(refs, known, found)
 
 
 async def require_agencies(

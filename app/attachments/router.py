@@ -20,7 +20,8 @@ from app.core.deps import DatabaseDep, UnitDep
 from app.core.uow import Database, Row
 from app.errors import AppError
 from app.http import api_path, check_if_match, created, ok
-from app.idempotency.service import IdempotencyKey, create_once
+from app.idempotency.http import create_once
+from app.idempotency.service import IdempotencyKey
 from app.openapi import REQUEST_ID_HEADER
 from app.pagination import Page, PageDep
 

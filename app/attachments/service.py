@@ -50,7 +50,7 @@ from app.auth.service import Principal
 from app.cases.models import Case
 from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
 from app.crud import row_type
-from app.db import new_row, utcnow
+from app.db import create_db_engine, new_row, table_of, utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.http import public
 from app.journal import record
@@ -64,10 +64,10 @@ CASE_RESOURCE = "attachment"
 # Its events reach the request's two agencies only, like the request's own (app.events).
 MESSAGE_RESOURCE = "message_attachment"
 
-ATTACHMENTS = access.table_of(Attachment)
-AGENCIES = access.table_of(Agency)
-CASES = access.table_of(Case)
-IDENTITY = access.table_of(DatabaseIdentity)
+ATTACHMENTS = table_of(Attachment)
+AGENCIES = table_of(Agency)
+CASES = table_of(Case)
+IDENTITY = table_of(DatabaseIdentity)
 KEYS = (ATTACHMENTS.c.created_at, ATTACHMENTS.c.id)
 
 _WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write to the staging file
@@ -619,18 +619,23 @@ async def claim_for_upload(db: Database, storage: Storage) -> None:
         raise AppError(503, "The file storage is not available.", slug="storage-unavailable") from None
 
 
-def check_storage(engine: sa.Engine, storage: Storage) -> None:
-    """At start-up, before any event loop runs (app.main): StorageOfAnotherDatabase
-    when the directory carries another database's mark. A database that does not
-    answer yet (or is not migrated) cannot say: the first upload or deletion checks again."""
+def check_storage(database_url: str, storage: Storage) -> None:
+    """At start-up, as the app is made (app.main), which may be before any event
+    loop runs: StorageOfAnotherDatabase when the directory carries another
+    database's mark. A database that does not answer yet (or is not migrated)
+    cannot say: the first upload or deletion checks again. One connection,
+    closed at once, as migrations use."""
     owner = storage.owner()
     if owner is None:
         return
+    engine = create_db_engine(database_url, pool_size=1)
     try:
         with engine.connect() as conn:
             found = conn.execute(_DATABASE_ID).scalar_one_or_none()
     except sa_exc.DBAPIError:
         return
+    finally:
+        engine.dispose()
     database_id = str(found) if found is not None else None
     if database_id != owner:
         raise StorageOfAnotherDatabase(storage.root, owner, database_id)

@@ -21,12 +21,12 @@ from app.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.core.uow import Database, Row, Statements, Tx
-from app.db import utcnow
+from app.db import table_of, utcnow
 from app.errors import AppError
 from app.pagination import PageParams, keyset, read_page
 
-ENTRIES = access.table_of(AuditEntry)
-CHECKPOINTS = access.table_of(AuditCheckpoint)
+ENTRIES = table_of(AuditEntry)
+CHECKPOINTS = table_of(AuditCheckpoint)
 KEYS = (ENTRIES.c.seq,)
 # Entries read per round trip by a walk of the chain: memory stays flat.
 BATCH = 5000

@@ -56,12 +56,12 @@ import app.models  # noqa: F401  (every table, for a child's statements)
 from app.attachments.storage import LocalStorage
 from app.auth.service import Principal
 from app.bundles import service
-from app.cases.service import created_case, replay_created_case
+from app.cases.router import created_case, replay_created_case
 from app.config import Settings, get_settings
 from app.core.uow import Database, create_database
-from app.db import create_db_engine
 from app.errors import AppError
-from app.idempotency.service import IdempotencyKey, create_once, fingerprint
+from app.idempotency.http import create_once
+from app.idempotency.service import IdempotencyKey, fingerprint
 from app.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,7 @@ def _start_child(environ: dict[str, str], settings: Settings) -> None:
     gc.disable()
     configure_logging(settings.log_format, settings.log_level, access_log=False)
     _Child.loop = asyncio.new_event_loop()
-    engine = create_db_engine(settings.database_url, pool_size=1, pool_timeout=settings.pool_timeout_seconds)
-    _Child.database = create_database(engine, size=1, timeout=settings.pool_timeout_seconds)
+    _Child.database = create_database(settings.database_url, size=1, timeout=settings.pool_timeout_seconds)
     _Child.storage = LocalStorage(settings.storage_dir)
 
 

@@ -11,7 +11,7 @@ from app.cases.models import CasePublic
 from app.core.deps import UnitDep
 from app.errors import AppError
 from app.http import Purpose, StrictJSONRoute, ok
-from app.idempotency.service import IdempotencyKeyHeader
+from app.idempotency.http import IdempotencyKeyHeader
 from app.observability.metrics import BundleImportOutcome, Metrics
 
 router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)

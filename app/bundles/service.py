@@ -28,7 +28,6 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from app import access
-from app.access import table_of
 from app.agencies.models import Agency
 from app.attachments import service as attachments
 from app.attachments.models import Attachment
@@ -51,7 +50,7 @@ from app.cases.models import Case, derived_columns, origin_of
 from app.cases.service import require_reference_free
 from app.core.uow import Row, Statements, Tx, one_of, one_of_params
 from app.crud import row_type
-from app.db import new_row, utcnow
+from app.db import new_row, table_of, utcnow
 from app.detainees.models import Detainee
 from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
 from app.errors import (

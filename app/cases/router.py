@@ -1,10 +1,11 @@
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
+from app.auth.service import Principal
 from app.cases import service
 from app.cases.models import (
     CaseCreate,
@@ -15,12 +16,26 @@ from app.cases.models import (
     HandlingCode,
 )
 from app.core.deps import DatabaseDep, UnitDep
+from app.core.uow import Statements
 from app.hot import HotRoute, hot
-from app.http import check_if_match, ok
-from app.idempotency.service import IdempotencyDep, create_once
+from app.http import api_path, check_if_match, created, ok
+from app.idempotency.http import IdempotencyDep, create_once
 from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(prefix="/cases", tags=["cases"], route_class=HotRoute)
+
+
+def created_case(case: Any) -> Response:
+    """The answer to a case's creation (or import; a row or a Case): the caller's agency leads it."""
+    return created(service.to_public(case, "full"), location=api_path("cases", case.id), version=case.version)
+
+
+async def replay_created_case(db: Statements, p: Principal, case_id: uuid.UUID) -> Response:
+    """The same answer to an Idempotency-Key replay, for the case as the caller sees it now."""
+    acc = await access.case_access(db, p, case_id)
+    return created(
+        service.to_public(acc.case, acc.level), location=api_path("cases", case_id), version=acc.case.version
+    )
 
 
 @router.get("", response_model=Page[CasePublic], summary="List the cases the caller sees")
@@ -51,10 +66,10 @@ async def create_case(tx: UnitDep, p: Writer, body: CaseCreate, idem: Idempotenc
     """
 
     async def create() -> Response:
-        return service.created_case(await service.create_case(tx, p, body))
+        return created_case(await service.create_case(tx, p, body))
 
     async def replay(case_id: uuid.UUID) -> Response:
-        return await service.replay_created_case(tx, p, case_id)
+        return await replay_created_case(tx, p, case_id)
 
     return await create_once(tx, p, idem, create, replay)
 

@@ -3,7 +3,6 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import Response
 
 from app import access
 from app.access import CaseAccess, Level
@@ -25,11 +24,11 @@ from app.cases.models import (
 )
 from app.core.uow import Row, Statements, Tx
 from app.crud import delete_recorded, row_type, update_recorded
-from app.db import new_row, utcnow
+from app.db import new_row, table_of, utcnow
 from app.detainees.models import Detainee
 from app.errors import conflict
 from app.evidence.models import SeizedItem
-from app.http import api_path, created, public, public_json
+from app.http import public, public_json
 from app.identifiers.models import Identifier
 from app.journal import Change
 from app.locations.models import Location
@@ -37,9 +36,9 @@ from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
 from app.types import nfc, require_order
 
-CASES = access.table_of(Case)
-PARTICIPANTS = access.table_of(Participant)
-AGENCIES = access.table_of(Agency)
+CASES = table_of(Case)
+PARTICIPANTS = table_of(Participant)
+AGENCIES = table_of(Agency)
 
 
 def to_public(case: Any, level: Level) -> CasePublic:
@@ -50,19 +49,6 @@ def to_public(case: Any, level: Level) -> CasePublic:
 def to_public_json(case: Any, level: Level) -> dict[str, Any]:
     """to_public() of a case row, for the hot reads."""
     return public_json(CasePublic, case, access=level, origin=origin_of(case))
-
-
-def created_case(case: Any) -> Response:
-    """The answer to a case's creation (or import; a row or a Case): the caller's agency leads it."""
-    return created(to_public(case, "full"), location=api_path("cases", case.id), version=case.version)
-
-
-async def replay_created_case(db: Statements, p: Principal, case_id: uuid.UUID) -> Response:
-    """The same answer to an Idempotency-Key replay, for the case as the caller sees it now."""
-    acc = await access.case_access(db, p, case_id)
-    return created(
-        to_public(acc.case, acc.level), location=api_path("cases", case_id), version=acc.case.version
-    )
 
 
 def _escape_like(text: str) -> str:
@@ -207,7 +193,7 @@ async def update_case(tx: Tx, p: Principal, acc: CaseAccess, data: CaseUpdate) -
 
 def _holds_anything_statement() -> sa.Select[Any]:
     held = [
-        sa.exists().where(access.table_of(model).c.case_id == sa.bindparam("case_id"))
+        sa.exists().where(table_of(model).c.case_id == sa.bindparam("case_id"))
         for model in (Location, SeizedItem, Detainee, Identifier)
     ]
     return sa.select(sa.or_(*held).label("holds"))
@@ -238,9 +224,9 @@ async def delete_case(tx: Tx, p: Principal, acc: CaseAccess) -> None:
     await delete_recorded(tx, Case, case, p.actor, resource_type="case", case_id=case.id)
 
 
-LOCATIONS = access.table_of(Location)
-SEIZED_ITEMS = access.table_of(SeizedItem)
-DETAINEES = access.table_of(Detainee)
+LOCATIONS = table_of(Location)
+SEIZED_ITEMS = table_of(SeizedItem)
+DETAINEES = table_of(Detainee)
 
 _LOCATIONS_COUNTED = sa.select(sa.func.count().label("n")).where(
     LOCATIONS.c.case_id == sa.bindparam("case_id")

@@ -41,7 +41,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app import journal
-from app.db import Rows, insert_into, insert_statement, writer
+from app.db import Rows, create_db_engine, insert_into, insert_statement, writer
 from app.journal import Change
 
 T = TypeVar("T")
@@ -93,6 +93,15 @@ class Tx(Statements, Protocol):
 Work = Callable[[Tx], Awaitable[T]]
 
 
+@dataclass(frozen=True)
+class PoolStats:
+    """A worker's connections, for its metrics."""
+
+    size: int  # the most it opens
+    in_use: int
+    idle: int
+
+
 class Database(Statements, Protocol):
     dialect_name: str
 
@@ -104,6 +113,10 @@ class Database(Statements, Protocol):
         """`await work(tx)` in one transaction()."""
         async with self.transaction() as tx:
             return await work(tx)
+
+    def pool_stats(self) -> PoolStats:
+        """This event loop's connections."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -433,6 +446,12 @@ class PostgresDatabase:
             raise
         return conn
 
+    def pool_stats(self) -> PoolStats:
+        pool = self._pools.get(asyncio.get_running_loop())
+        if pool is None:
+            return PoolStats(self._size, 0, 0)
+        return PoolStats(self._size, pool.get_size() - pool.get_idle_size(), pool.get_idle_size())
+
     async def close(self) -> None:
         """Close this loop's connections; a later statement opens them again (an app can start again)."""
         pool = self._pools.pop(asyncio.get_running_loop(), None)
@@ -506,6 +525,7 @@ class EngineDatabase:
     """A Database on a sync SQLAlchemy engine (SQLite), statements in worker threads."""
 
     engine: sa.Engine
+    owned: bool = False  # made for this Database: disposed by close()
     dialect_name: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -552,15 +572,28 @@ class EngineDatabase:
             raise
         await run_in_threadpool(self._end, conn, commit=True)
 
+    def pool_stats(self) -> PoolStats:
+        pool = self.engine.pool
+        if not isinstance(pool, sa.QueuePool):
+            return PoolStats(0, 0, 0)
+        return PoolStats(pool.size(), pool.checkedout(), pool.checkedin())
+
     async def close(self) -> None:
-        return None
+        """Close the connections of an engine made for this Database; a later statement opens them again."""
+        if self.owned:
+            self.engine.dispose()
 
 
-def create_database(engine: sa.Engine, *, size: int, timeout: float) -> Database:
-    """The Database of `engine`'s URL: asyncpg on PostgreSQL, the engine itself on SQLite."""
-    if engine.dialect.name == "postgresql":
-        return PostgresDatabase(engine.url, size=size, timeout=timeout)
-    return EngineDatabase(engine)
+def create_database(target: str | sa.Engine, *, size: int, timeout: float) -> Database:
+    """The Database of a URL (or of an engine's): on PostgreSQL asyncpg, with a
+    pool of `size` connections, and no engine of SQLAlchemy's; on SQLite the
+    engine itself, with a pool of `size` connections."""
+    url = target.url if isinstance(target, sa.Engine) else sa.make_url(target)
+    if url.get_backend_name() == "postgresql":
+        return PostgresDatabase(url, size=size, timeout=timeout)
+    if isinstance(target, sa.Engine):
+        return EngineDatabase(target)
+    return EngineDatabase(create_db_engine(target, pool_size=size, pool_timeout=timeout), owned=True)
 
 
 @functools.cache

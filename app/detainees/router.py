@@ -9,7 +9,7 @@ from app.core.uow import Row
 from app.detainees import service
 from app.detainees.models import Detainee, DetaineeCreate, DetaineePublic, DetaineeUpdate
 from app.http import Purpose, StrictJSONRoute, api_path, check_if_match, created, ok
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.http import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 
 router = APIRouter(tags=["detainees"], route_class=StrictJSONRoute)

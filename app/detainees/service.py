@@ -20,7 +20,7 @@ from app.crud import (
     insert_recorded,
     update_recorded,
 )
-from app.db import utcnow
+from app.db import table_of, utcnow
 from app.detainees.models import (
     PERSONAL_FIELDS,
     Detainee,
@@ -99,7 +99,7 @@ def present(
     return [to_public(d, disclose=disclose) for d in detainees]
 
 
-DETAINEES = access.table_of(Detainee)
+DETAINEES = table_of(Detainee)
 KEYS = (DETAINEES.c.created_at, DETAINEES.c.id)
 
 

@@ -19,7 +19,7 @@ from app.evidence.models import (
 )
 from app.hot import HotRoute, hot
 from app.http import api_path, check_if_match, created, ok, public, public_json
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.http import IdempotencyDep, create_once
 from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(tags=["seized items"], route_class=HotRoute)

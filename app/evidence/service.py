@@ -18,7 +18,7 @@ from app.agencies.service import require_agencies
 from app.auth.service import Principal
 from app.core.uow import Row, Statements, Tx
 from app.crud import delete_recorded, insert_recorded, update_recorded
-from app.db import new_row, utcnow
+from app.db import new_row, table_of, utcnow
 from app.errors import conflict, invalid, not_found
 from app.evidence.models import (
     Category,
@@ -43,8 +43,8 @@ STATUS_AFTER = {
 CLOSED_STATUSES = (ItemStatus.returned, ItemStatus.destroyed)
 
 
-SEIZED_ITEMS = access.table_of(SeizedItem)
-CUSTODY_EVENTS = access.table_of(CustodyEvent)
+SEIZED_ITEMS = table_of(SeizedItem)
+CUSTODY_EVENTS = table_of(CustodyEvent)
 ITEM_KEYS = (SEIZED_ITEMS.c.created_at, SEIZED_ITEMS.c.id)
 EVENT_KEYS = (CUSTODY_EVENTS.c.seq,)
 

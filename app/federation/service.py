@@ -11,11 +11,10 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from app.access import table_of
 from app.agencies.models import Agency, AgencyPublic
 from app.core.uow import Row, Statements, Tx, one_of_params
 from app.crud import insert_recorded, row_type
-from app.db import new_row, utcnow
+from app.db import new_row, table_of, utcnow
 from app.errors import AppError
 from app.federation import signatures
 from app.federation.identity import Identity, key_of

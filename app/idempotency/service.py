@@ -11,39 +11,33 @@ batch at every creating POST.
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
-from fastapi import Depends, Header, Request, Response
-from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.config import get_settings
-from app.db import insert_into, new_row, utcnow
+from app.core.uow import Tx
+from app.db import insert_into, new_row, table_of, utcnow
 from app.errors import AppError
 from app.idempotency.models import IdempotencyRecord
-
-if TYPE_CHECKING:
-    from app.core.uow import Tx
 
 # Expired records removed per creating POST. Each such POST adds at most one
 # record, so expired ones cannot pile up, and no request pays for a backlog.
 PURGE_BATCH = 100
 
+_TABLE = table_of(IdempotencyRecord)
 _EXPIRED = (
-    sa.select(IdempotencyRecord.client_id, IdempotencyRecord.key)  # type: ignore[call-overload]
-    .where(IdempotencyRecord.created_at < sa.bindparam("cutoff"))
-    .order_by(IdempotencyRecord.created_at)
+    sa.select(_TABLE.c.client_id, _TABLE.c.key)
+    .where(_TABLE.c.created_at < sa.bindparam("cutoff", type_=_TABLE.c.created_at.type))
+    .order_by(_TABLE.c.created_at)
     .limit(PURGE_BATCH)
     # Two writers purging at once each take other rows instead of waiting for each other.
     .with_for_update(skip_locked=True)
 )
-_PURGE = sa.delete(IdempotencyRecord).where(
-    sa.tuple_(IdempotencyRecord.client_id, IdempotencyRecord.key).in_(_EXPIRED)  # type: ignore[arg-type]
-)
+_PURGE = sa.delete(_TABLE).where(sa.tuple_(_TABLE.c.client_id, _TABLE.c.key).in_(_EXPIRED))
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,7 @@ class IdempotencyKey:
     fingerprint: str
 
 
-def _canonical(body: bytes) -> bytes:
+def canonical(body: bytes) -> bytes:
     # The same JSON document with other spacing or key order is the same body.
     try:
         return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
@@ -71,28 +65,6 @@ def fingerprint(path: str, purpose: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="Repeat a create safely: the same key and body return the first response",
-    ),
-]
-
-
-async def idempotency_key(request: Request, key: IdempotencyKeyHeader = None) -> IdempotencyKey | None:
-    if key is None:
-        return None
-    body = await request.body()
-    purpose = request.headers.get("x-purpose", "")
-    return IdempotencyKey(key=key, fingerprint=fingerprint(request.url.path, purpose, _canonical(body)))
-
-
-IdempotencyDep = Annotated[IdempotencyKey | None, Depends(idempotency_key)]
-
-
 def _ttl() -> timedelta:
     return timedelta(hours=get_settings().idempotency_ttl_hours)
 
@@ -101,17 +73,6 @@ def _cutoff() -> dict[str, Any]:
     return {"cutoff": utcnow() - _ttl()}
 
 
-def purge_expired(session: Session) -> int:
-    """Delete up to PURGE_BATCH expired records; how many went.
-
-    A Core statement on the session's connection: the ORM's bulk delete
-    costs more in Python than the indexed probe costs the database, and
-    every creating POST runs this.
-    """
-    return session.connection().execute(_PURGE, _cutoff()).rowcount
-
-
-_TABLE: sa.Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 _THIS = sa.and_(_TABLE.c.client_id == sa.bindparam("client_id"), _TABLE.c.key == sa.bindparam("key"))
 _RECORD = sa.select(_TABLE).where(_THIS)
 _FORGET = sa.delete(_TABLE).where(_THIS)
@@ -136,69 +97,45 @@ def _replays(record: Any, idem: IdempotencyKey) -> bool:
     return True
 
 
-def _replayed(response: Response, record: Any) -> Response:
-    response.status_code = record.status_code
-    response.headers["Idempotent-Replayed"] = "true"
-    return response
+async def purge(tx: Tx) -> None:
+    """Delete up to PURGE_BATCH expired records: every creating POST does."""
+    await tx.execute(_PURGE, _cutoff())
 
 
-def _record_row(principal: Principal, idem: IdempotencyKey, response: Response) -> dict[str, Any]:
-    return new_row(
+@dataclass(frozen=True)
+class Earlier:
+    """What an earlier request with the same key created."""
+
+    status_code: int
+    created_id: uuid.UUID
+
+
+async def earlier(tx: Tx, principal: Principal, idem: IdempotencyKey) -> Earlier | None:
+    """What this client created with this key, if it answers this request
+    again; an expired record is forgotten (None); 422 for the key used with
+    another request."""
+    this = {"client_id": principal.client_id, "key": idem.key}
+    record = await tx.first(_RECORD, this)
+    if record is None:
+        return None
+    if _replays(record, idem):
+        return Earlier(record.status_code, _created_id(record.location))
+    await tx.execute(_FORGET, this)
+    return None
+
+
+async def remember(
+    tx: Tx, principal: Principal, idem: IdempotencyKey, status_code: int, location: str
+) -> None:
+    """Record what this key created, in the creating transaction: the
+    resource and its record land together. Two identical requests in flight
+    at once: the second fails on the record's primary key (409)."""
+    row = new_row(
         IdempotencyRecord,
         client_id=principal.client_id,
         key=idem.key,
         fingerprint=idem.fingerprint,
-        status_code=response.status_code,
-        location=response.headers["location"],
+        status_code=status_code,
+        location=location,
     )
-
-
-def create_once_sync(
-    session: Session,
-    principal: Principal,
-    idem: IdempotencyKey | None,
-    create: Callable[[], Response],
-    replay: Callable[[uuid.UUID], Response],
-) -> Response:
-    """Run `create` unless this client already did with this key; then answer
-    `replay(id of what it created)`, the route's read of that resource.
-
-    The record is written in the creating transaction, so the resource and
-    its record land together. Two identical requests in flight at once: the
-    second fails on the record's primary key and answers 409.
-    """
-    purge_expired(session)
-    if idem is None:
-        return create()
-    this = {"client_id": principal.client_id, "key": idem.key}
-    conn = session.connection()
-    record = conn.execute(_RECORD, this).first()
-    if record is not None:
-        if _replays(record, idem):
-            return _replayed(replay(_created_id(record.location)), record)
-        conn.execute(_FORGET, this)
-    response = create()
-    conn.execute(insert_into(_TABLE), _record_row(principal, idem, response))
-    return response
-
-
-async def create_once(
-    tx: "Tx",
-    principal: Principal,
-    idem: IdempotencyKey | None,
-    create: Callable[[], Awaitable[Response]],
-    replay: Callable[[uuid.UUID], Awaitable[Response]],
-) -> Response:
-    """create_once() in a transaction of the hot write (app.core.uow): the same statements and rules."""
-    await tx.execute(_PURGE, _cutoff())
-    if idem is None:
-        return await create()
-    this = {"client_id": principal.client_id, "key": idem.key}
-    record = await tx.first(_RECORD, this)
-    if record is not None:
-        if _replays(record, idem):
-            return _replayed(await replay(_created_id(record.location)), record)
-        await tx.execute(_FORGET, this)
-    response = await create()
-    await tx.execute(insert_into(_TABLE), _record_row(principal, idem, response))
-    return response
+    await tx.execute(insert_into(_TABLE), row)

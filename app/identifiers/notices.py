@@ -36,7 +36,7 @@ from app import access
 from app.agencies.models import Agency
 from app.config import Settings
 from app.core.uow import Database, Row, Tx, one_of, one_of_params
-from app.db import utcnow
+from app.db import table_of, utcnow
 from app.errors import database_reason
 from app.events.models import Event
 from app.identifiers.models import HitSearchTerm, PendingHitNotice
@@ -50,10 +50,10 @@ PURGE_BATCH = 500  # searches whose terms one purge transaction removes
 PURGE_EVERY = 3600.0  # seconds between two purges of a running server
 HIT_RECEIVED = "hit.received"
 
-EVENTS = access.table_of(Event)
-AGENCIES = access.table_of(Agency)
-TERMS = access.table_of(HitSearchTerm)
-PENDING = access.table_of(PendingHitNotice)
+EVENTS = table_of(Event)
+AGENCIES = table_of(Agency)
+TERMS = table_of(HitSearchTerm)
+PENDING = table_of(PendingHitNotice)
 
 
 @dataclass(frozen=True)

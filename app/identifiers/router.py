@@ -7,7 +7,7 @@ from app.auth.deps import Reader, Writer
 from app.core.deps import DatabaseDep, UnitDep
 from app.core.uow import Row
 from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.http import IdempotencyDep, create_once
 from app.identifiers import service
 from app.identifiers.models import HitResults, HitSearch, Identifier, IdentifierCreate, IdentifierPublic
 from app.identifiers.normalize import IdentifierKind

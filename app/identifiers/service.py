@@ -19,9 +19,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import anyio.to_thread
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.dialects import postgresql
 
 from app import access
@@ -31,7 +31,7 @@ from app.cases.models import Case
 from app.config import Settings
 from app.core.uow import Row, Statements, Tx
 from app.crud import delete_recorded, insert_recorded
-from app.db import new_row, utcnow
+from app.db import new_row, table_of, utcnow
 from app.errors import invalid
 from app.identifiers.limits import HitLimits
 from app.identifiers.models import (
@@ -60,11 +60,11 @@ _NONCE_BYTES = 12
 # would otherwise spend on nothing else.
 _INLINE_ITEMS = 50
 
-IDENTIFIERS = access.table_of(Identifier)
-CASES = access.table_of(Case)
-AGENCIES = access.table_of(Agency)
-TERMS = access.table_of(HitSearchTerm)
-PENDING = access.table_of(PendingHitNotice)
+IDENTIFIERS = table_of(Identifier)
+CASES = table_of(Case)
+AGENCIES = table_of(Agency)
+TERMS = table_of(HitSearchTerm)
+PENDING = table_of(PendingHitNotice)
 
 _AGENCY_COUNTRY = sa.select(AGENCIES.c.country).where(AGENCIES.c.id == sa.bindparam("agency_id"))
 
@@ -284,7 +284,7 @@ async def search_hits(
     """
     country = await agency_country(tx, p.agency_id)
     if len(items) > _INLINE_ITEMS:
-        keys = await run_in_threadpool(_normalized_items, items, country)
+        keys = await anyio.to_thread.run_sync(_normalized_items, items, country)
     else:
         keys = _normalized_items(items, country)
     distinct = sorted(set(keys))

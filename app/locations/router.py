@@ -7,7 +7,7 @@ from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
 from app.core.uow import Row
 from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public, public_json
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.http import IdempotencyDep, create_once
 from app.locations import service
 from app.locations.models import LocationCreate, LocationPublic, LocationUpdate
 from app.pagination import Page, PageDep, page_json

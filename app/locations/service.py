@@ -11,13 +11,14 @@ from app.agencies.service import require_agencies
 from app.auth.service import Principal
 from app.core.uow import Row, Statements, Tx
 from app.crud import delete_recorded, insert_recorded, update_recorded
+from app.db import table_of
 from app.detainees.models import Detainee
 from app.errors import conflict, invalid
 from app.evidence.models import SeizedItem
 from app.locations.models import Location, LocationCreate, LocationUpdate
 from app.pagination import PageParams, keyset, read_page
 
-LOCATIONS = access.table_of(Location)
+LOCATIONS = table_of(Location)
 KEYS = (LOCATIONS.c.created_at, LOCATIONS.c.id)
 
 _IN_CASE = sa.select(LOCATIONS.c.id).where(
@@ -26,7 +27,7 @@ _IN_CASE = sa.select(LOCATIONS.c.id).where(
 # What refers to a location, which may not be deleted while anything does.
 _USED = tuple(
     sa.select(table.c.id).where(table.c.location_id == sa.bindparam("location_id")).limit(1)
-    for table in (access.table_of(SeizedItem), access.table_of(Detainee))
+    for table in (table_of(SeizedItem), table_of(Detainee))
 )
 
 

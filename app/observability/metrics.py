@@ -31,7 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from app.audit.models import AuditEntry
-from app.core.uow import Statements
+from app.core.uow import PoolStats, Statements
 from app.events.models import Event
 
 UNMATCHED = "unmatched"  # the route label of a request no route answered
@@ -77,25 +77,18 @@ async def read_journal_heads(reads: Statements) -> JournalHeads:
 class _StateCollector(Collector):
     """Gauges of one scrape: this worker's connection pool and the journal heads."""
 
-    def __init__(self, pool: sa.Pool, heads: JournalHeads | None) -> None:
+    def __init__(self, pool: PoolStats, heads: JournalHeads | None) -> None:
         self.pool = pool
         self.heads = heads
 
     def collect(self) -> Iterator[Metric]:
         heads_known = int(self.heads is not None)
-        if isinstance(self.pool, sa.QueuePool):
-            for name, doc, value in (
-                ("caseapi_db_pool_size", "Connections the pool keeps", self.pool.size()),
-                ("caseapi_db_pool_checked_out", "Connections in use", self.pool.checkedout()),
-                ("caseapi_db_pool_idle", "Open connections waiting in the pool", self.pool.checkedin()),
-                # The pool counts from -size; only what is above its size is overflow.
-                (
-                    "caseapi_db_pool_overflow",
-                    "Connections beyond the pool size",
-                    max(0, self.pool.overflow()),
-                ),
-            ):
-                yield GaugeMetricFamily(name, doc, value=value)
+        for name, doc, value in (
+            ("caseapi_db_pool_size", "Connections the pool opens at most", self.pool.size),
+            ("caseapi_db_pool_checked_out", "Connections in use", self.pool.in_use),
+            ("caseapi_db_pool_idle", "Open connections waiting in the pool", self.pool.idle),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
         # 0 when the database did not answer the scrape: the rest is still worth reporting.
         yield GaugeMetricFamily("caseapi_db_up", "The database answered this scrape", value=heads_known)
         if self.heads is None:
@@ -175,7 +168,7 @@ class Metrics:
         if directory:
             mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
-    def exposition(self, pool: sa.Pool, heads: JournalHeads | None) -> bytes:
+    def exposition(self, pool: PoolStats, heads: JournalHeads | None) -> bytes:
         scrape = CollectorRegistry(auto_describe=False)
         directory = multiprocess_dir()
         if directory:

@@ -67,4 +67,6 @@ async def metrics(request: Request) -> Response:
     except (sa_exc.OperationalError, sa_exc.TimeoutError) as exc:
         log.warning("metrics_without_database", extra={"error": str(exc).splitlines()[0]})
         heads = None
-    return Response(state.metrics.exposition(state.engine.pool, heads), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        state.metrics.exposition(state.database.pool_stats(), heads), media_type=CONTENT_TYPE_LATEST
+    )

@@ -9,12 +9,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.access import CaseAccess, table_of
+from app.access import CaseAccess
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.core.uow import Row, Statements, Tx
 from app.crud import row_type
-from app.db import new_row, utcnow
+from app.db import new_row, table_of, utcnow
 from app.errors import conflict, invalid, not_found
 from app.http import public
 from app.journal import Change

@@ -24,7 +24,7 @@ from app.agencies.service import require_agencies
 from app.auth.service import Principal
 from app.core.uow import Row, Statements, Tx
 from app.crud import row_type
-from app.db import new_row, utcnow
+from app.db import new_row, table_of, utcnow
 from app.errors import AppError, conflict, forbidden, invalid, not_found
 from app.http import public
 from app.journal import record
@@ -53,8 +53,8 @@ _MOVES: dict[RequestStatus, tuple[str, tuple[RequestStatus, ...]]] = {
     RequestStatus.withdrawn: ("sender", (RequestStatus.sent, RequestStatus.acknowledged)),
 }
 
-REQUESTS = access.table_of(InformationRequest)
-MESSAGES = access.table_of(RequestMessage)
+REQUESTS = table_of(InformationRequest)
+MESSAGES = table_of(RequestMessage)
 REQUEST_KEYS = (REQUESTS.c.created_at, REQUESTS.c.id)
 MESSAGE_KEYS = (MESSAGES.c.created_at, MESSAGES.c.id)
 

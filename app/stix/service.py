@@ -23,10 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.access import table_of
 from app.agencies.models import Agency
 from app.cases.models import HandlingCode
 from app.core.uow import Row, Statements
+from app.db import table_of
 from app.identifiers.normalize import IdentifierKind
 from app.identifiers.service import export_for_bundle
 

@@ -9,7 +9,7 @@ from app.config import Settings
 from app.core.deps import UnitDep
 from app.core.uow import Row
 from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
-from app.idempotency.service import IdempotencyDep, create_once
+from app.idempotency.http import IdempotencyDep, create_once
 from app.pagination import Page, PageDep
 from app.webhooks import service
 from app.webhooks.models import (

@@ -32,7 +32,7 @@ from app.auth.service import Principal
 from app.config import Settings
 from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
 from app.crud import row_type
-from app.db import new_row
+from app.db import new_row, table_of
 from app.errors import conflict, invalid, not_found
 from app.events.models import Event, EventPublic
 from app.events.service import visible_events
@@ -65,10 +65,10 @@ DELIVERY_LOG_DAYS = 30
 # behalf: a bound keeps one key from turning it into a flood.
 MAX_SUBSCRIPTIONS_PER_AGENCY = 25
 
-SUBSCRIPTIONS = access.table_of(WebhookSubscription)
-DELIVERIES = access.table_of(WebhookDelivery)
-AGENCIES = access.table_of(Agency)
-EVENTS = access.table_of(Event)
+SUBSCRIPTIONS = table_of(WebhookSubscription)
+DELIVERIES = table_of(WebhookDelivery)
+AGENCIES = table_of(Agency)
+EVENTS = table_of(Event)
 
 
 def new_secret() -> str:

@@ -42,7 +42,6 @@ def small(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
     application = create_app(settings.model_copy(update={"max_attachment_bytes": 4096}))
     with TestClient(application, raise_server_exceptions=False) as test_client:
         yield test_client
-    application.state.engine.dispose()
 
 
 def test_upload_and_download_round_trip(

@@ -28,7 +28,6 @@ def test_revocation_is_honoured_within_the_cache_ttl(
         revoked_after = time.monotonic() - (deadline - 5)
         assert status == 401
         assert revoked_after < 1.0
-    cached.state.engine.dispose()
 
 
 def test_cache_expires_and_is_bounded() -> None:

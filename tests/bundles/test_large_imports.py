@@ -1,5 +1,5 @@
-"""Imports at and around the row count from which PostgreSQL writes with COPY
-(app.db.bulk_insert): every value comes back through the API exactly as it was sent."""
+"""Imports of many rows (Tx.insert_many): every value comes back through the API
+exactly as it was sent."""
 
 import uuid
 from datetime import date
@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.db import _COPY_FROM_ROWS, bulk_insert, insert_into, transaction
+from app.core.uow import Tx
+from app.db import insert_into
 from app.detainees.models import Detainee
 from tests.bundles.test_bundles import PURPOSE, counts, export, import_
-from tests.conftest import Caller, new_case, walk
+from tests.conftest import Caller, new_case, run_unit, walk
 
 # What COPY's text format and an array literal would each read otherwise: quotes,
 # braces and commas, backslashes and COPY's NULL marker, words JSON and SQL give meaning to.
@@ -32,7 +33,8 @@ AWKWARD = [
 CHARGES: list[list[str]] = [[], ["fraud"], AWKWARD, ["fraud", "forgery"]]
 AT = "2025-09-23T06:00:00Z"
 
-AROUND_THE_THRESHOLD = [_COPY_FROM_ROWS - 1, _COPY_FROM_ROWS, _COPY_FROM_ROWS + 1]
+# Sizes around 100, where the import once switched to COPY: kept as sizes a bundle has.
+AROUND_THE_THRESHOLD = [99, 100, 101]
 
 
 def awkward(n: int) -> str:
@@ -140,7 +142,9 @@ def test_null_charges_are_422_and_nothing_is_written(
     assert counts(engine) == before
 
 
-def test_copy_stores_what_an_insert_stores(client: TestClient, engine: sa.Engine, lead: Caller) -> None:
+def test_insert_many_stores_what_an_insert_stores(
+    client: TestClient, engine: sa.Engine, lead: Caller
+) -> None:
     """Every column of a detainee row, JSON null included (a value no request sends, but a
     column's type decides how it is stored), the same whichever way the rows went in."""
     table: sa.Table = Detainee.__table__  # type: ignore[attr-defined]
@@ -156,13 +160,17 @@ def test_copy_stores_what_an_insert_stores(client: TestClient, engine: sa.Engine
                 "full_name": awkward(n + 1),
                 "review_due": date(2026, 9, 23),
             }
-            for n in range(_COPY_FROM_ROWS)
+            for n in range(150)
         ]
 
     copied, inserted = rows(case_ids[0]), rows(case_ids[1])
-    with transaction(engine, write=True) as session:
-        bulk_insert(session, table, copied)
-        session.connection().execute(insert_into(table), inserted)
+
+    async def work(tx: Tx) -> None:
+        await tx.insert_many(table, copied)
+
+    run_unit(engine, work)
+    with engine.begin() as conn:
+        conn.execute(insert_into(table), inserted)
 
     skipped = ("id", "case_id", "created_at", "updated_at")
     text = [sa.cast(c, sa.Text) for c in table.columns if c.key not in skipped]

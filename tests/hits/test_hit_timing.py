@@ -152,7 +152,7 @@ def _recording(client: TestClient) -> Iterator[list[str]]:
     def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    app_engine: sa.Engine = client.app.state.engine  # type: ignore[attr-defined]
+    app_engine: sa.Engine = client.app.state.database.engine  # type: ignore[attr-defined]
     sa.event.listen(app_engine, "before_cursor_execute", note)
     try:
         yield statements

@@ -40,7 +40,7 @@ def search(client: TestClient, caller: Caller, *items: tuple[str, str]) -> Any:
     return client.post(f"{API}/hits", json=body, headers=caller.headers)
 
 
-def on_database(engine: sa.Engine, step: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+def on_database(engine: sa.Engine | str, step: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """`await step(db, *args, **kwargs)` on a Database of `engine` (a notices step, as a command runs it)."""
 
     async def run() -> T:
@@ -56,7 +56,7 @@ def on_database(engine: sa.Engine, step: Callable[..., Awaitable[T]], *args: Any
 def hit_events(client: TestClient, caller: Caller) -> list[dict[str, Any]]:
     """The caller's hit.received events, once the notices of every search so far are written."""
     state = client.app.state  # type: ignore[attr-defined]
-    on_database(state.engine, notices.process, state.settings)
+    on_database(state.settings.database_url, notices.process, state.settings)
     return [e for e in walk(client, f"{API}/events", caller.headers) if e["type"] == "hit.received"]
 
 

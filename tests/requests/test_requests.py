@@ -10,9 +10,8 @@ from fastapi.testclient import TestClient
 
 from app.audit.models import AuditEntry
 from app.auth.models import Scope
-from app.db import transaction
 from app.requests.models import InformationRequest, RequestMessage
-from tests.conftest import Caller, join, make_caller, new_case, problem_of, walk
+from tests.conftest import Caller, join, make_caller, new_case, problem_of, transaction, walk
 
 URL = "/api/v1/requests"
 

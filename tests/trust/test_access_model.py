@@ -19,8 +19,7 @@ import app.evidence.service
 import app.locations.service
 import app.participants.service
 from app.auth.models import Scope
-from app.cases.models import Case
-from tests.conftest import Caller, join, make_caller, new_case, walk
+from tests.conftest import Caller, join, make_caller, new_case, recorded_statements, walk
 from tests.trust.world import World, build_world
 
 API = "/api/v1"
@@ -441,23 +440,10 @@ def test_a_write_checked_during_the_removal_is_refused(
 
 
 @contextmanager
-def _database_work(engine: sa.Engine) -> Iterator[list[str]]:
-    """The SQL statements run, and a "load" for each Case object built from a row, while the block runs."""
-    work: list[str] = []
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        work.append(sql)
-
-    def loaded(_case: Any, _context: Any) -> None:
-        work.append("load")
-
-    sa.event.listen(engine, "before_cursor_execute", statement)
-    sa.event.listen(Case, "load", loaded)
-    try:
+def _database_work(application: FastAPI) -> Iterator[list[str]]:
+    """The SQL statements run while the block runs."""
+    with recorded_statements(application) as work:
         yield work
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", statement)
-        sa.event.remove(Case, "load", loaded)
 
 
 @pytest.mark.parametrize("route", ["bundle", "summary", "participants"])
@@ -471,7 +457,7 @@ def test_a_hidden_case_takes_the_path_of_a_missing_one(
     hidden = new_case(client, lead, handling_code=code)["id"]
 
     def work_of(case_id: Any) -> list[str]:
-        with _database_work(application.state.engine) as work:
+        with _database_work(application) as work:
             response = client.get(f"{API}/cases/{case_id}/{route}", headers=outsider.headers)
         assert response.status_code == 404
         return work

@@ -23,8 +23,7 @@ from app.agencies.models import AgencyCreate
 from app.audit.models import AuditEntry
 from app.auth import service as auth
 from app.auth.models import Scope
-from app.db import transaction
-from tests.conftest import Caller, join, make_caller, new_case, run_unit, run_verify, walk
+from tests.conftest import Caller, join, make_caller, new_case, run_unit, run_verify, transaction, walk
 
 API = "/api/v1"
 

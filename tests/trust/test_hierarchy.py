@@ -124,4 +124,3 @@ def test_a_host_change_of_the_hierarchy_reaches_cached_keys_within_the_ttl(
             assert time.monotonic() - moved < 1.0, "a cached key kept its old parent"
             time.sleep(0.05)
         assert client.get(url, headers=sub.headers).status_code == 404
-    cached.state.engine.dispose()

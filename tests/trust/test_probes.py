@@ -8,7 +8,7 @@ the security log.
 import logging
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -18,43 +18,18 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
 from app.config import Settings
-from app.core.uow import PostgresDatabase
 from app.main import create_app
 from app.probes import ProbeCounter
-from tests.conftest import Caller, make_caller, problem_of
+from tests.conftest import Caller, make_caller, problem_of, recorded_statements
 from tests.trust.test_route_walker import FILLABLE, case_routes, fill, send
 from tests.trust.world import World, build_world, minimal_body, minimal_query
 
 API = "/api/v1"
 
 
-@contextmanager
-def statements(application: FastAPI) -> Iterator[list[str]]:
-    """Every SQL statement the app sends while the block runs: through the
-    engine, and (PostgreSQL) through the hot reads' own driver connections."""
-    seen: list[str] = []
-    engine: sa.Engine = application.state.engine
-
-    def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", on_execute)
-    reads = application.state.database
-    hot = isinstance(reads, PostgresDatabase)
-    if hot:
-        fetch = reads._fetch
-
-        async def counted(sql: str, args: Any) -> Any:
-            seen.append(sql)
-            return await fetch(sql, args)
-
-        reads._fetch = counted  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", on_execute)
-        if hot:
-            del reads._fetch
+def statements(application: FastAPI) -> AbstractContextManager[list[str]]:
+    """Every SQL statement the app sends while the block runs."""
+    return recorded_statements(application)
 
 
 @pytest.fixture
@@ -111,7 +86,6 @@ def probing_app(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
     app = create_app(settings.model_copy(update={"probe_log_threshold": 3, "probe_log_window_seconds": 600}))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
-    app.state.engine.dispose()
 
 
 def test_a_run_of_404s_on_ids_is_a_security_event(

@@ -159,7 +159,6 @@ def test_postgresql_goes_away_and_comes_back(engine: sa.Engine, database_url: st
             # The same app instance, no restart: the pool notices and reconnects.
             _assert_available(client, key, "R-AFTER")
     finally:
-        application.state.engine.dispose()
         proxy.down()
 
 

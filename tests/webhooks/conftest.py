@@ -50,7 +50,6 @@ def private_settings(settings: Settings) -> Settings:
 def private_app(private_settings: Settings, engine: sa.Engine) -> Iterator[FastAPI]:
     application = create_app(private_settings)
     yield application
-    application.state.engine.dispose()
 
 
 @pytest.fixture

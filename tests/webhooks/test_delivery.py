@@ -357,17 +357,14 @@ def test_serve_delivers(settings: Settings, engine: sa.Engine, kz_admin: Caller,
         update={"webhook_delivery": True, "webhook_allow_private": True, "webhook_poll_seconds": 0.05}
     )
     application = create_app(served)
-    try:
-        with receiving() as receiver, TestClient(application) as client:
-            subscribe(client, kz_admin, receiver.url())
-            new_case(client, lead)
-            deadline = time.monotonic() + 20
-            while len(receiver.received) < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            got = [e["type"] for e in events_of(receiver.bodies())]
-            assert got == ["subscription.created", "case.created", "participant.created"]
-    finally:
-        application.state.engine.dispose()
+    with receiving() as receiver, TestClient(application) as client:
+        subscribe(client, kz_admin, receiver.url())
+        new_case(client, lead)
+        deadline = time.monotonic() + 20
+        while len(receiver.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = [e["type"] for e in events_of(receiver.bodies())]
+        assert got == ["subscription.created", "case.created", "participant.created"]
 
 
 def test_a_leased_subscription_is_not_claimed_again(
