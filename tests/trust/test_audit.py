@@ -23,7 +23,8 @@ from app.agencies.models import AgencyCreate
 from app.audit.models import AuditEntry
 from app.auth import service as auth
 from app.auth.models import Scope
-from tests.conftest import Caller, join, make_caller, new_case, run_unit, run_verify, transaction, walk
+from app.core.uow import Tx
+from tests.conftest import Caller, join, make_caller, new_case, run_unit, run_verify, walk
 
 API = "/api/v1"
 
@@ -570,16 +571,19 @@ def test_cli_audit_list_reads_the_whole_instance_s_log(
 
 def test_cli_audit_list_can_be_piped(engine: sa.Engine, database_url: str) -> None:
     """More than a pipe holds, so that the reader's leaving breaks the pipe mid-listing."""
-    with transaction(engine, write=True) as session:
+
+    async def work(tx: Tx) -> None:
         for _ in range(1000):
             app.journal.record(
-                session,
+                tx,
                 app.journal.CLI,
                 action="case.updated",
                 resource_type="case",
                 resource_id=uuid.uuid4(),
                 case_id=None,
             )
+
+    run_unit(engine, work)
     env = {**os.environ, "CASEAPI_DATABASE_URL": database_url}
     command = f"{sys.executable} -c 'from app.cli import main; main()' audit list | head -1"
     done = subprocess.run(
