@@ -2,7 +2,7 @@
 
 `migrations/` and `seed/` stay at the top of the repository, where Alembic
 and the people who read the seed's sources look for them; in the wheel they
-become `app/_migrations` and `app/_seed`, which app.config.shipped() finds
+become `app/_migrations` and `app/_seed`, which app.core.config.shipped() finds
 from any working directory.
 """
 

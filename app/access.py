@@ -24,9 +24,10 @@ from app.auth.deps import Admin, Writer
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.cases.models import Case, HandlingCode
+from app.core.db import table_of
+from app.core.errors import AppError, forbidden, not_found
+from app.core.records import AuditEntry
 from app.core.uow import Row, Statements
-from app.db import table_of
-from app.errors import AppError, forbidden, not_found
 from app.participants.models import Participant, Role
 
 PUBLIC_CODES = (HandlingCode.green, HandlingCode.clear)
@@ -178,7 +179,7 @@ def _holding_participation(
 
 
 def _own_participation() -> sa.Alias:
-    return PARTICIPANTS.alias("own")
+    return PARTICIPANTS.alias("own")  # type: ignore[return-value]
 
 
 def _writable_case_statement(*, for_update: bool) -> sa.Select[Any]:
@@ -395,22 +396,22 @@ def audit_entries_visible(*, admin: bool) -> sa.ColumnElement[bool]:
     """
     # Imported here: this rule is the only one in the module about agencies, clients and the log.
     from app.agencies.models import Agency
-    from app.audit.models import AuditEntry
     from app.auth.models import ApiClient
 
+    entries, agencies, clients = table_of(AuditEntry), table_of(Agency), table_of(ApiClient)
     agency_id: sa.BindParameter[uuid.UUID] = sa.bindparam("agency_id")
-    led = sa.select(Case.id).where(Case.lead_agency_id == agency_id)
-    shown = [AuditEntry.case_id.in_(led)]
+    led = sa.select(CASES.c.id).where(CASES.c.lead_agency_id == agency_id)
+    shown: list[sa.ColumnElement[bool]] = [entries.c.case_id.in_(led)]
     if admin:
-        tree = sa.select(Agency.id).where(Agency.id == agency_id).cte("managed", recursive=True)
-        tree = tree.union(sa.select(Agency.id).where(Agency.parent_id == tree.c.id))
+        tree = sa.select(agencies.c.id).where(agencies.c.id == agency_id).cte("managed", recursive=True)
+        tree = tree.union(sa.select(agencies.c.id).where(agencies.c.parent_id == tree.c.id))
         managed = sa.select(tree.c.id)
-        clients = sa.select(ApiClient.id).where(ApiClient.agency_id.in_(managed))
+        keys = sa.select(clients.c.id).where(clients.c.agency_id.in_(managed))
         shown += [
-            AuditEntry.agency_id.in_(managed),
-            sa.and_(AuditEntry.resource_type == "agency", AuditEntry.resource_id.in_(managed)),
-            sa.and_(AuditEntry.resource_type == "api_client", AuditEntry.resource_id.in_(clients)),
+            entries.c.agency_id.in_(managed),
+            sa.and_(entries.c.resource_type == "agency", entries.c.resource_id.in_(managed)),
+            sa.and_(entries.c.resource_type == "api_client", entries.c.resource_id.in_(keys)),
         ]
-    seen = sa.select(Case.id).where(Case.id == AuditEntry.case_id, sees_case_in_full()).exists()
-    others = sa.and_(sa.or_(*shown), sa.or_(AuditEntry.case_id.is_(None), seen))
-    return sa.or_(AuditEntry.agency_id == agency_id, others)
+    seen = sa.select(CASES.c.id).where(CASES.c.id == entries.c.case_id, sees_case_in_full()).exists()
+    others = sa.and_(sa.or_(*shown), sa.or_(entries.c.case_id.is_(None), seen))
+    return sa.or_(entries.c.agency_id == agency_id, others)

@@ -16,26 +16,29 @@ from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-import app.journal  # noqa: F401  (installs the audit/event hook on every session)
-from app import migrate, seed
+import app.core.journal  # noqa: F401  (installs the audit/event hook on every session)
+from app import seed
 from app.agencies import service as agencies
 from app.agencies.models import AgencyCreate, AgencyKind
 from app.attachments import service as attachments
 from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
 from app.audit import service as audit
-from app.audit.models import AuditEntryPublic, AuditVerification
+from app.audit.models import AuditEntryPublic
 from app.auth import service as auth
 from app.auth.models import Scope
-from app.config import ConfigError, get_settings
+from app.core import migrate
+from app.core.chain import HashedStored
+from app.core.config import ConfigError, get_settings
+from app.core.db import create_db_engine
+from app.core.errors import AppError, database_reason
+from app.core.journal import CLI
+from app.core.records import AuditVerification
+from app.core.secrets import audit_key
 from app.core.uow import Database, Row, Tx, create_database
-from app.db import create_db_engine
-from app.errors import AppError, database_reason
 from app.federation import service as federation
 from app.federation.identity import identity
 from app.federation.models import AgencyDirectory
 from app.identifiers import notices
-from app.journal import CLI
-from app.secrets import audit_key
 from app.version import version
 from app.webhooks import delivery
 
@@ -160,7 +163,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
     show = sys.stderr.isatty() and total > 0
     step = max(total // 100, 1)
 
-    def seen(entry: audit.HashedStored) -> None:
+    def seen(entry: HashedStored) -> None:
         nonlocal found
         found = found or entry.hash == expected
         if show and entry.seq % step == 0:
@@ -308,7 +311,7 @@ def _serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
     """Serve on host:port, or on the listening socket `fd` when one is given."""
     import uvicorn
 
-    from app.observability.serving import metrics_directory, uvicorn_options
+    from app.core.observability.serving import metrics_directory, uvicorn_options
 
     settings = get_settings()
     with metrics_directory(workers):

@@ -2,9 +2,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app import migrate
+from app.core import migrate
+from app.core.errors import problem_response
 from app.core.uow import Database
-from app.errors import problem_response
 
 router = APIRouter(tags=["health"])
 

@@ -12,8 +12,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import health, migrate, openapi
-from app.admission import AdmissionLimit
+from app import health
 from app.agencies.router import router as agencies
 from app.attachments.router import ATTACHMENT_TRANSFERS, ATTACHMENT_UPLOADS
 from app.attachments.router import router as attachments
@@ -24,29 +23,31 @@ from app.auth.service import PrincipalCache
 from app.bundles.imports import BundleImports
 from app.bundles.router import router as bundles
 from app.cases.router import router as cases
-from app.config import Settings, get_settings
+from app.core import migrate, openapi
+from app.core.admission import AdmissionLimit
+from app.core.config import Settings, get_settings
+from app.core.errors import install_error_handlers
+from app.core.limits import BodySizeLimit
+from app.core.observability import router as observability
+from app.core.observability.logs import configure_logging
+from app.core.observability.metrics import Metrics
+from app.core.observability.middleware import RequestObserver
+from app.core.probes import ProbeCounter
+from app.core.ratelimit.middleware import RateLimit
+from app.core.ratelimit.rate import Rate
+from app.core.ratelimit.service import create_limiter
+from app.core.secrets import audit_key
 from app.core.uow import create_database
 from app.detainees.router import router as detainees
-from app.errors import install_error_handlers
 from app.events.router import router as events
 from app.evidence.router import router as evidence
 from app.federation.router import router as federation
 from app.identifiers import notices
 from app.identifiers.limits import HitLimits
 from app.identifiers.router import router as identifiers
-from app.limits import BodySizeLimit
 from app.locations.router import router as locations
-from app.observability import router as observability
-from app.observability.logs import configure_logging
-from app.observability.metrics import Metrics
-from app.observability.middleware import RequestObserver
 from app.participants.router import router as participants
-from app.probes import ProbeCounter
-from app.ratelimit.middleware import RateLimit
-from app.ratelimit.rate import Rate
-from app.ratelimit.service import create_limiter
 from app.requests.router import router as information_requests
-from app.secrets import audit_key
 from app.stix.router import router as stix
 from app.version import version
 from app.webhooks.delivery import deliver

@@ -2,11 +2,10 @@
 
 from app.agencies.models import Agency
 from app.attachments.models import Attachment
-from app.audit.models import AuditCheckpoint, AuditEntry
 from app.auth.models import ApiClient
 from app.cases.models import Case
+from app.core.records import AuditCheckpoint, AuditEntry, Event
 from app.detainees.models import Detainee
-from app.events.models import Event
 from app.evidence.models import CustodyEvent, SeizedItem
 from app.federation.models import Peer, PeerNonce
 from app.idempotency.models import IdempotencyRecord

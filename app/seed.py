@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from app.agencies.models import Agency, AgencyCreate
 from app.auth.models import ApiClient
 from app.cases.models import Case, CaseCreate, reference_key, search_text
+from app.core.db import new_row, table_of
+from app.core.journal import CLI, Change
 from app.core.uow import Tx
-from app.db import new_row, table_of
 from app.detainees.models import Detainee, DetaineeCreate
 from app.detainees.service import one_year_after
 from app.evidence.models import CustodyAction, CustodyEvent, SeizedItem, SeizedItemCreate
-from app.journal import CLI, Change
 from app.locations.models import Location, LocationCreate
 from app.participants.models import Participant, Role
 from app.webhooks.models import WebhookSubscription
@@ -61,7 +61,7 @@ async def _add(
     case_id: uuid.UUID | None,
     resource_id: uuid.UUID | None = None,
 ) -> bool:
-    """Insert `row` (every column: app.db.new_row) and record its creation, unless its key exists."""
+    """Insert `row` (every column: app.core.db.new_row) and record its creation, unless its key exists."""
     table = table_of(model)
     if await tx.first(_exists(table), {c.key: row[c.key] for c in table.primary_key.columns}) is not None:
         return False

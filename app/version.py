@@ -3,7 +3,7 @@
 import tomllib
 from importlib import metadata
 
-from app.config import PROJECT_ROOT
+from app.core.config import PROJECT_ROOT
 
 
 def version() -> str:

@@ -24,11 +24,11 @@ import orjson
 import psutil
 from fastapi import FastAPI, Request, Response
 
-from app.admission import AdmissionLimit
+from app.core.admission import AdmissionLimit
+from app.core.limits import BodySizeLimit
+from app.core.observability.metrics import Metrics
+from app.core.observability.middleware import RequestObserver
 from app.evidence.models import SeizedItemCreate
-from app.limits import BodySizeLimit
-from app.observability.metrics import Metrics
-from app.observability.middleware import RequestObserver
 from bench import reference, use_bench_audit_key
 from bench.generate import SIZES, default_url, generate
 from bench.load import run, wrk_available

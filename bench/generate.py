@@ -36,15 +36,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-import app.journal
+import app.core.journal
 import app.models  # noqa: F401
-from app import migrate, seed
-from app.audit.chain import GENESIS, entry_hash, key
+from app import seed
 from app.auth.models import Scope
 from app.auth.service import create_client
 from app.cases.models import reference_key, search_text
-from app.config import get_settings
-from app.db import create_db_engine, transaction
+from app.core import migrate
+from app.core.chain import GENESIS, entry_hash, key
+from app.core.config import get_settings
+from app.core.db import create_db_engine, transaction
 from bench import use_bench_audit_key
 
 SIZES = {"small": 1_000, "medium": 100_000, "large": 1_000_000}

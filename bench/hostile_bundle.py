@@ -21,11 +21,11 @@ from pathlib import Path
 
 import httpx
 
-from app import migrate
 from app.agencies.models import Agency, AgencyKind
 from app.auth import service as auth
 from app.auth.models import Scope
-from app.db import create_db_engine, transaction
+from app.core import migrate
+from app.core.db import create_db_engine, transaction
 from bench.run import free_port
 
 LIMIT = 32 * 1024 * 1024

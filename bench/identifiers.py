@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from app.auth.models import Scope
 from app.auth.service import create_client
-from app.db import create_db_engine, transaction
+from app.core.db import create_db_engine, transaction
 from app.identifiers.normalize import IdentifierKind, normalize
 from bench import use_bench_audit_key
 from bench.generate import generate

@@ -7,7 +7,7 @@ one bundle of `--items` seized items (each with a chain of two custody
 events) through the API in this process, and reports:
 
 * the journal lock's hold time: from the moment `pg_advisory_xact_lock`
-  returns to the end of the commit that releases it (app.journal),
+  returns to the end of the commit that releases it (app.core.journal),
 * the import's own duration,
 * the slowest single write (`POST /cases`) and read (`GET /cases/{id}`)
   made by two other threads during the import.
@@ -30,13 +30,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-import app.journal
-from app import migrate
+import app.core.journal
 from app.agencies.models import Agency, AgencyKind
 from app.auth import service as auth
 from app.auth.models import Scope
-from app.config import Settings
-from app.db import create_db_engine, transaction
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import create_db_engine, transaction
 from app.main import create_app
 from bench import use_bench_audit_key
 
@@ -49,7 +49,11 @@ class LockClock:
         self.journal_written: list[float] = []  # the import's: from taking the lock to COMMIT
         self._taken: dict[int, float] = {}
         self._imports: set[int] = set()
-        lock, append, events = app.journal._lock, app.journal.append_entries, app.journal._append_events
+        lock, append, events = (
+            app.core.journal._lock,
+            app.core.journal.append_entries,
+            app.core.journal._append_events,
+        )
 
         def timed_lock(session: Session) -> None:
             lock(session)
@@ -65,9 +69,9 @@ class LockClock:
             if id(session) in self._imports:
                 self.journal_written.append(time.perf_counter() - self._taken[id(session)])
 
-        app.journal._lock = timed_lock  # type: ignore[assignment]
-        app.journal.append_entries = noted_append  # type: ignore[assignment]
-        app.journal._append_events = timed_events  # type: ignore[assignment]
+        app.core.journal._lock = timed_lock  # type: ignore[assignment]
+        app.core.journal.append_entries = noted_append  # type: ignore[assignment]
+        app.core.journal._append_events = timed_events  # type: ignore[assignment]
         event.listen(Session, "after_commit", self._released)
         event.listen(Session, "after_rollback", self._released)
 

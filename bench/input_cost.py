@@ -15,7 +15,7 @@ from typing import Any
 
 from app.bundles.models import Bundle
 from app.cases.models import CaseCreate
-from app.http import strict_json
+from app.core.http import strict_json
 
 AGENCY = str(uuid.UUID(int=7))
 CASE = {

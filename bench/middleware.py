@@ -23,12 +23,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.observability.metrics import Metrics
+from app.core.observability.middleware import RequestObserver
+from app.core.ratelimit.middleware import RateLimit
+from app.core.ratelimit.rate import Rate
+from app.core.ratelimit.service import LocalLimiter
 from app.main import create_app
-from app.observability.metrics import Metrics
-from app.observability.middleware import RequestObserver
-from app.ratelimit.middleware import RateLimit
-from app.ratelimit.rate import Rate
-from app.ratelimit.service import LocalLimiter
 from bench import use_bench_audit_key
 from bench.generate import default_url, generate
 from bench.load import HOST, Load

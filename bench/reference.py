@@ -36,8 +36,10 @@ from sqlalchemy.engine import make_url
 from app.cases.models import reference_key, search_text
 
 GENESIS = "0" * 64
-MAX_LIMIT = 200  # app.pagination
-JOURNAL_LOCK = 0x63617365  # the journal's advisory lock (app.journal): caseapi and the reference share data
+MAX_LIMIT = 200  # app.core.pagination
+JOURNAL_LOCK = (
+    0x63617365  # the journal's advisory lock (app.core.journal): caseapi and the reference share data
+)
 PUBLIC = "c.handling_code IN ('TLP:GREEN', 'TLP:CLEAR')"
 # Events addressed to named agencies (app.events.service.ADDRESSED_TYPES).
 ADDRESSED = "('information_request', 'request_message', 'message_attachment', 'subscription')"
@@ -208,7 +210,8 @@ def _page(items: list[dict[str, Any]], limit: int, key: Callable[[dict[str, Any]
 
 
 class Journal:
-    """Audit entries (the HMAC chain continued from its head) and feed events, as app.journal writes them."""
+    """Audit entries (the HMAC chain continued from its head) and feed events, as app.core.journal
+    writes them."""
 
     def __init__(self, audit_key: bytes) -> None:
         self.key = audit_key

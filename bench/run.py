@@ -38,8 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from app.cases.models import Case
-from app.db import create_db_engine
-from app.pagination import encode_cursor
+from app.core.db import create_db_engine
+from app.core.pagination import encode_cursor
 from app.participants.models import Participant
 from bench import reference, use_bench_audit_key
 from bench.generate import DATA_DIR, SIZES, generate

@@ -28,14 +28,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 import app.models  # noqa: F401  (every table, for the journal's writes)
-from app import migrate
 from app.agencies.models import Agency, AgencyKind
 from app.auth.models import Scope
 from app.auth.service import Principal, create_client
 from app.cases.models import Case
-from app.config import Settings
-from app.db import create_db_engine, transaction
-from app.journal import CLI, record
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import create_db_engine, transaction
+from app.core.journal import CLI, record
 from app.participants.models import Participant, Role
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer

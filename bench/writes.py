@@ -48,14 +48,14 @@ async def _in_process(db: str, case_id: str, seconds: float, tasks: int) -> dict
 
     async def worker() -> None:
         while time.perf_counter() < stop:
-            async with app.db.acquire() as conn:
+            async with app.core.db.acquire() as conn:
                 _item, locked_at = await app.write_item(conn, who, uuid.UUID(case_id), body)
                 held.append(time.perf_counter() - locked_at)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(tasks)))
     elapsed = time.perf_counter() - t0
-    await app.db.close()
+    await app.core.db.close()
     held.sort()
     p50 = statistics.median(held)
     return {

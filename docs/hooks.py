@@ -1,10 +1,10 @@
 """MkDocs hooks: the pages that describe the code are filled in from the code at build time.
 
 A page asks for a generated part with a marker line, `<!-- generated: NAME -->`:
-`settings` (the configuration reference, from app.config.Settings), `cli` (every
+`settings` (the configuration reference, from app.core.config.Settings), `cli` (every
 command's help, from app.cli's parser) and `api` (the operations of the OpenAPI
 document that create_app() serves). A setting without a description
-(`Field(description=...)` in app/config.py) fails the build, so the reference
+(`Field(description=...)` in app/core/config.py) fails the build, so the reference
 cannot fall behind the class.
 """
 
@@ -42,13 +42,15 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
 
 
 def settings_table() -> str:
-    from app.config import Settings
+    from app.core.config import Settings
 
     rows = ["| variable | default | value | what it does |", "| --- | --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         description = field.description
         if not description:
-            raise PluginError(f"setting {name} has no description: add Field(description=...) in app/config.py")
+            raise PluginError(
+                f"setting {name} has no description: add Field(description=...) in app/core/config.py"
+            )
         if field.default_factory is not None or field.default is None:
             default = "unset"
         else:
@@ -110,7 +112,7 @@ def _commands(parser: argparse.ArgumentParser, prog: str) -> Iterator[tuple[str,
 
 
 def api_operations() -> str:
-    from app.config import Settings
+    from app.core.config import Settings
     from app.main import create_app
 
     with tempfile.TemporaryDirectory() as scratch:

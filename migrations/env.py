@@ -2,9 +2,9 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (fills SQLModel.metadata)
-from app.config import get_settings
-from app.db import create_db_engine
-from app.migrate import include_in_comparison
+from app.core.config import get_settings
+from app.core.db import create_db_engine
+from app.core.migrate import include_in_comparison
 
 config = context.config
 target_metadata = SQLModel.metadata

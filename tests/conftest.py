@@ -32,18 +32,19 @@ warnings.filterwarnings("ignore", message=".*httpx2.*")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import app.models  # noqa: E402,F401
-from app import cli, migrate  # noqa: E402
+from app import cli  # noqa: E402
 from app.agencies.models import Agency, AgencyKind  # noqa: E402
 from app.auth import service as auth  # noqa: E402
 from app.auth.models import Scope  # noqa: E402
-from app.config import Settings, get_settings  # noqa: E402
+from app.core import migrate  # noqa: E402
+from app.core.config import Settings, get_settings  # noqa: E402
+from app.core.db import create_db_engine  # noqa: E402
 from app.core.uow import PostgresDatabase, Tx, create_database  # noqa: E402
-from app.db import create_db_engine  # noqa: E402
 from app.main import create_app  # noqa: E402
 
-# The server's secrets as an operator sets them (app.secrets); tests that are
+# The server's secrets as an operator sets them (app.core.secrets); tests that are
 # about a missing or wrong key pass their own settings.
-# Keys are 32 random bytes, hex encoded, as app.config requires.
+# Keys are 32 random bytes, hex encoded, as app.core.config requires.
 TEST_AUDIT_KEY = "8193fa9e938911dba679b64e4d91b852475086884818f1244dd6bb6f2e712a5b"
 TEST_CURSOR_SECRET = "30d854c0860b46b835da5107f451b813a610b0a55b6830336e531e4484d74f12"
 os.environ.setdefault("CASEAPI_AUDIT_KEY", TEST_AUDIT_KEY)

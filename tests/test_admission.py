@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.admission import AdmissionLimit
+from app.core.admission import AdmissionLimit
 
 
 def _slow_app(started: list[str], release: asyncio.Event):  # type: ignore[no-untyped-def]

@@ -12,11 +12,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app import cli, secrets
+from app import cli
 from app.agencies.models import Agency
-from app.audit.models import AuditEntry
-from app.config import PROJECT_ROOT, Settings, get_settings
-from app.db import new_row, table_of
+from app.core import secrets
+from app.core.config import PROJECT_ROOT, Settings, get_settings
+from app.core.db import new_row, table_of
+from app.core.records import AuditEntry
 from app.webhooks.models import WebhookSubscription
 from tests.conftest import Caller, new_case, transaction
 

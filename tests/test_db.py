@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.agencies.models import Agency, AgencyKind
+from app.core.db import new_row, table_of
 from app.core.uow import Tx
-from app.db import new_row, table_of
 from tests.conftest import run_unit
 
 
@@ -73,12 +73,12 @@ def test_a_failed_commit_is_never_a_success(
     lead,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    import app.journal
+    import app.core.journal
 
     def fail(*_: object) -> None:
         raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(app.journal, "entry_rows", fail)
+    monkeypatch.setattr(app.core.journal, "entry_rows", fail)
     response = client.post("/api/v1/cases", json={"reference": "LOST", "title": "T"}, headers=lead.headers)
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
@@ -119,7 +119,7 @@ def test_insert_many_stores_what_an_insert_would(engine: sa.Engine, count: int) 
 
 @pytest.mark.parametrize("count", [3, 150])
 def test_insert_many_fails_as_any_statement_does(engine: sa.Engine, count: int) -> None:
-    """SQLAlchemy's exceptions either way, which app.errors answers (409, 422, 503), never a 500;
+    """SQLAlchemy's exceptions either way, which app.core.errors answers (409, 422, 503), never a 500;
     nothing of the unit of work is kept."""
     rows = [
         {"code": f"FK-{n}", "name": "Orphan", "kind": AgencyKind.police, "parent_id": uuid.uuid4()}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PROJECT_ROOT
+from app.core.config import PROJECT_ROOT
 
 DOCS = PROJECT_ROOT / "docs"
 RUNNABLE = "<!-- runnable -->"

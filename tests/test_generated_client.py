@@ -18,8 +18,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app import openapi
 from app.auth.models import Scope
+from app.core import openapi
 from tests.conftest import make_caller
 
 PACKAGE = "caseapi_generated"

@@ -6,10 +6,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app import migrate
 from app.auth.service import hash_key
-from app.config import Settings
-from app.db import create_db_engine
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import create_db_engine
 from app.main import create_app
 
 

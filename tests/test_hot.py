@@ -1,4 +1,4 @@
-"""Hot routes (app.hot): the lean binder answers every request exactly as
+"""Hot routes (app.core.binder): the lean binder answers every request exactly as
 FastAPI's own handler does, takes the well-formed ones, and the JSON the hot
 reads write from rows is the JSON the models write from ORM objects."""
 
@@ -14,16 +14,17 @@ from fastapi import FastAPI, Query
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from app import hot
 from app.cases.models import Case, CasePublic, origin_of
 from app.cases.router import router as cases_router
+from app.core import binder as hot
+from app.core.http import dump_json, public, public_json
+from app.core.pagination import Page
+from app.core.records import Event
 from app.core.uow import Statements
-from app.events.models import Event, EventPublic
+from app.events.models import EventPublic
 from app.events.router import router as events_router
 from app.evidence.models import SeizedItem, SeizedItemPublic
 from app.evidence.router import router as evidence_router
-from app.http import dump_json, public, public_json
-from app.pagination import Page
 from tests.conftest import Caller, transaction
 from tests.test_reads import _with_reads
 from tests.trust.world import World, build_world

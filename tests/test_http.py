@@ -210,7 +210,7 @@ def test_health_and_docs_without_auth(client: TestClient) -> None:
 
 
 def test_bundles_have_their_own_body_limit(client: TestClient, settings, lead: Caller) -> None:  # type: ignore[no-untyped-def]
-    from app.config import Settings
+    from app.core.config import Settings
     from app.main import create_app
 
     two_mib = b'{"bundle_version": 1, "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'

@@ -12,9 +12,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
-import app.db
-from app import migrate
-from app.db import create_db_engine
+import app.core.db
+from app.core import migrate
+from app.core.db import create_db_engine
 
 
 @pytest.fixture
@@ -69,9 +69,9 @@ def _old_case(conn: sa.Connection, agency_id: uuid.UUID, reference: str) -> None
         ).bindparams(
             sa.bindparam("id", type_=sa.Uuid()),
             sa.bindparam("lead", type_=sa.Uuid()),
-            sa.bindparam("now", type_=app.db.UTCDateTime()),
+            sa.bindparam("now", type_=app.core.db.UTCDateTime()),
         ),
-        {"id": uuid.uuid4(), "ref": reference, "lead": agency_id, "now": app.db.utcnow()},
+        {"id": uuid.uuid4(), "ref": reference, "lead": agency_id, "now": app.core.db.utcnow()},
     )
 
 
@@ -81,8 +81,10 @@ def _old_agency(conn: sa.Connection, code: str) -> uuid.UUID:
         sa.text(
             "INSERT INTO agency (id, code, name, kind, version, created_at, updated_at) "
             "VALUES (:id, :code, 'N', 'police', 1, :now, :now)"
-        ).bindparams(sa.bindparam("id", type_=sa.Uuid()), sa.bindparam("now", type_=app.db.UTCDateTime())),
-        {"id": agency_id, "code": code, "now": app.db.utcnow()},
+        ).bindparams(
+            sa.bindparam("id", type_=sa.Uuid()), sa.bindparam("now", type_=app.core.db.UTCDateTime())
+        ),
+        {"id": agency_id, "code": code, "now": app.core.db.utcnow()},
     )
     return agency_id
 

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app import openapi
 from app.auth.models import Scope
-from app.types import RequestModel
+from app.core import openapi
+from app.core.types import RequestModel
 from tests.conftest import Caller, make_caller
 from tests.trust.world import build_world, minimal_body
 

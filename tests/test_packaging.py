@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PROJECT_ROOT
+from app.core.config import PROJECT_ROOT
 
 # What a build needs; the same as the Dockerfile copies.
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "app", "migrations", "seed")

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 
 from app.auth.models import ApiClient
 from app.cases.models import Case
+from app.core.pagination import keyset
+from app.core.records import Event
 from app.core.uow import Statements, create_database
-from app.events.models import Event
 from app.events.service import visible_events
 from app.evidence.models import SeizedItem
-from app.pagination import keyset
 from tests.conftest import Caller
 
 

@@ -13,9 +13,9 @@ from app import seed
 from app.agencies.models import Agency
 from app.auth.models import Scope
 from app.cases.models import Case
-from app.config import Settings
+from app.core.config import Settings
+from app.core.db import table_of
 from app.core.uow import create_database
-from app.db import table_of
 from app.detainees.models import Detainee
 from app.evidence.models import SeizedItem
 from app.locations.models import Location

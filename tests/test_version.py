@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import cli
-from app.config import PROJECT_ROOT
+from app.core.config import PROJECT_ROOT
 from app.version import version
 
 PROJECT_VERSION = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]

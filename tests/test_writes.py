@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+import app.core.journal
 import app.evidence.service
 import app.idempotency.service
-import app.journal
 from app.agencies.models import Agency, AgencyKind
+from app.core.db import insert_into, new_row
+from app.core.records import Event
 from app.core.uow import PostgresDatabase, Tx, create_database
-from app.db import insert_into, new_row
-from app.events.models import Event
 from app.evidence.models import Category, CustodyAction, CustodyEvent, SeizedItem
 from tests.conftest import Caller, join, new_case, problem_of
 
@@ -144,7 +144,7 @@ def test_a_failure_before_commit_keeps_nothing(
     def fail(*_: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(app.journal, "event_rows", fail)
+    monkeypatch.setattr(app.core.journal, "event_rows", fail)
     response = client.post(
         f"{API}/cases/{case_id}/seized-items", json=ITEM, headers=lead.h(idempotency_key="k1")
     )
@@ -342,7 +342,7 @@ def test_the_answer_is_what_a_read_gives_and_references_are_checked(
 
 
 def test_a_table_the_database_lacks_is_the_schemas_fault(engine: sa.Engine) -> None:
-    """As the ORM's errors are, so that app.errors answers 503 schema-not-migrated, not 500."""
+    """As the ORM's errors are, so that app.core.errors answers 503 schema-not-migrated, not 500."""
     missing = sa.table("not_migrated_yet", sa.column("id"))
 
     async def work(tx: Tx) -> None:

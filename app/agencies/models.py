@@ -1,12 +1,13 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, str_enum, utcnow
-from app.types import CountryCode, RequestModel, Text, UpdateModel, UTCInstant
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import CountryCode, RequestModel, Text, UpdateModel, UTCInstant
 
 
 class AgencyKind(StrEnum):
@@ -19,8 +20,8 @@ class AgencyKind(StrEnum):
     other = "other"
 
 
-AgencyCode = Text(40, 2)
-AgencyName = Text(300, 1)
+AgencyCode = Annotated[str, Text(40, 2)]
+AgencyName = Annotated[str, Text(300, 1)]
 
 
 class AgencyBase(SQLModel):

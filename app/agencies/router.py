@@ -7,10 +7,10 @@ from app.agencies import service
 from app.agencies.models import AgencyCreate, AgencyPublic, AgencyUpdate
 from app.auth.deps import Admin, Reader
 from app.core.deps import UnitDep
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.pagination import Page, PageDep
 from app.core.uow import Row
-from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
 from app.idempotency.http import IdempotencyDep, create_once
-from app.pagination import Page, PageDep
 
 router = APIRouter(prefix="/agencies", tags=["agencies"], route_class=StrictJSONRoute)
 

@@ -6,12 +6,12 @@ import sqlalchemy as sa
 
 from app.agencies.models import Agency, AgencyCreate, AgencyUpdate
 from app.auth.service import Principal
+from app.core.crud import insert_recorded, update_recorded
+from app.core.db import table_of
+from app.core.errors import AppError, conflict, forbidden, invalid, not_found
+from app.core.journal import CLI, Actor
+from app.core.pagination import PageParams, keyset, read_page
 from app.core.uow import Row, Statements, Tx
-from app.crud import insert_recorded, update_recorded
-from app.db import table_of
-from app.errors import AppError, conflict, forbidden, invalid, not_found
-from app.journal import CLI, Actor
-from app.pagination import PageParams, keyset, read_page
 
 AGENCIES = table_of(Agency)
 KEYS = (AGENCIES.c.created_at, AGENCIES.c.id)

@@ -17,24 +17,24 @@ from app.attachments.storage import Staged, copy_chunks
 from app.auth.deps import Reader, Writer
 from app.auth.service import Principal
 from app.core.deps import DatabaseDep, UnitDep
+from app.core.errors import AppError
+from app.core.http import api_path, check_if_match, created, ok
+from app.core.openapi import REQUEST_ID_HEADER
+from app.core.pagination import Page, PageDep
 from app.core.uow import Database, Row
-from app.errors import AppError
-from app.http import api_path, check_if_match, created, ok
 from app.idempotency.http import create_once
 from app.idempotency.service import IdempotencyKey
-from app.openapi import REQUEST_ID_HEADER
-from app.pagination import Page, PageDep
 
 log = logging.getLogger("caseapi.attachments")
 
 router = APIRouter(tags=["attachments"])
 
-# Upload paths: their bodies may reach CASEAPI_MAX_ATTACHMENT_BYTES (app.limits).
+# Upload paths: their bodies may reach CASEAPI_MAX_ATTACHMENT_BYTES (app.core.limits).
 ATTACHMENT_UPLOADS = (
     re.compile(r"/api/v1/cases/[^/]+/attachments"),
     re.compile(r"/api/v1/requests/[^/]+/messages/[^/]+/attachments"),
 )
-# Requests that move a file's bytes, for as long as the client's link takes (app.admission).
+# Requests that move a file's bytes, for as long as the client's link takes (app.core.admission).
 ATTACHMENT_TRANSFERS = (
     *(("POST", upload) for upload in ATTACHMENT_UPLOADS),
     ("GET", re.compile(r"/api/v1/attachments/[^/]+/content")),
@@ -192,7 +192,7 @@ async def _upload(
     storage = request.app.state.storage
     quota: int | None = settings.storage_quota_bytes_per_agency
     # Refused before a byte of the body is read: who may not add here, and a file declared
-    # past the agency's quota (one declared too large never got this far: app.limits
+    # past the agency's quota (one declared too large never got this far: app.core.limits
     # answered 413 on its Content-Length).
     declared = request.headers.get("content-length", "")
     await service.claim_for_upload(db, storage)

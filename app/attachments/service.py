@@ -48,13 +48,13 @@ from app.attachments.models import Attachment, AttachmentPublic, DatabaseIdentit
 from app.attachments.storage import Staged, Storage, StorageOfAnotherDatabase
 from app.auth.service import Principal
 from app.cases.models import Case
+from app.core.crud import row_type
+from app.core.db import create_db_engine, new_row, table_of, utcnow
+from app.core.errors import AppError, conflict, forbidden, invalid, not_found
+from app.core.http import public
+from app.core.journal import record
+from app.core.pagination import PageParams, keyset, read_page
 from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
-from app.crud import row_type
-from app.db import create_db_engine, new_row, table_of, utcnow
-from app.errors import AppError, conflict, forbidden, invalid, not_found
-from app.http import public
-from app.journal import record
-from app.pagination import PageParams, keyset, read_page
 from app.requests import service as requests
 from app.requests.models import RequestStatus
 
@@ -638,7 +638,7 @@ def check_storage(database_url: str, storage: Storage) -> None:
         engine.dispose()
     database_id = str(found) if found is not None else None
     if database_id != owner:
-        raise StorageOfAnotherDatabase(storage.root, owner, database_id)
+        raise StorageOfAnotherDatabase(storage.location, owner, database_id)
 
 
 # --- downloads ---------------------------------------------------------------------

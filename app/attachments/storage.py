@@ -38,7 +38,7 @@ _MARK = "caseapi-database-id"  # in the storage root: the id of the database the
 class StorageOfAnotherDatabase(Exception):
     """The storage directory is marked with another database's id; the message is one line."""
 
-    def __init__(self, root: Path, owner: str, database_id: str | None) -> None:
+    def __init__(self, root: object, owner: str, database_id: str | None) -> None:
         this = f"this database is {database_id}" if database_id else "this database has stored no file yet"
         super().__init__(
             f"storage directory {root} belongs to another database ({owner}); {this}: "
@@ -51,6 +51,11 @@ class Storage(Protocol):
     staging stays on the local disk either way."""
 
     staging: "Staging"
+
+    @property
+    def location(self) -> str:
+        """Where the files are, for an operator's message (a directory, a bucket)."""
+        ...
 
     def put(self, sha256: str, staged: Path) -> None:
         """Move (or upload) a sealed staging file into place; the staging file is gone afterwards."""
@@ -153,6 +158,10 @@ class LocalStorage:
         self.objects = root / "objects"
         self.staging = Staging(root / "staging")
         self.claimed_by: str | None = None  # checked once per process
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def _path(self, sha256: str) -> Path:
         if not SHA256.fullmatch(sha256):

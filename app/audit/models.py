@@ -1,54 +1,8 @@
 import uuid
-from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import AwareDatetime
-from sqlmodel import Field, SQLModel
-
-from app.db import UTCDateTime
-
-
-class AuditEntry(SQLModel, table=True):
-    """Append-only and hash-chained: `hash` is an HMAC, under the server's
-    audit key, of the entry's canonical content and `prev_hash`, so an
-    altered, deleted, reordered or inserted row breaks the chain from that
-    point on, and only a holder of the key can write a row that verifies."""
-
-    __tablename__ = "audit_entry"
-
-    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    at: datetime = Field(sa_type=UTCDateTime)
-    agency_id: uuid.UUID | None = Field(default=None, index=True)
-    client_id: uuid.UUID | None = None
-    action: str = Field(sa_type=sa.String(64), index=True)
-    resource_type: str = Field(sa_type=sa.String(40))
-    resource_id: uuid.UUID | None = None
-    case_id: uuid.UUID | None = Field(default=None, index=True)
-    purpose: str | None = Field(default=None, sa_type=sa.String(500))
-    # What a change of many rows did, e.g. a bundle import's counts and digest.
-    detail: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
-    prev_hash: str = Field(sa_type=sa.String(64))
-    hash: str = Field(sa_type=sa.String(64))
-
-
-class AuditCheckpoint(SQLModel, table=True):
-    """The newest entry a verification found intact (row id 1; seq 0 from
-    the chain's first entry until a verification moves it), and where the
-    chain's unkeyed, pre-key beginning ends, when an operator recorded one (id 2).
-
-    `mac` is an HMAC of the row's kind, seq and hash under the audit key: the
-    database alone cannot move either past a forged entry. Verification
-    starts from the checkpoint, and the entry at `seq` must still carry `hash`.
-    """
-
-    __tablename__ = "audit_checkpoint"
-
-    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    seq: int
-    hash: str = Field(sa_type=sa.String(64))
-    mac: str = Field(sa_type=sa.String(64))
-    at: datetime = Field(sa_type=UTCDateTime)
+from sqlmodel import SQLModel
 
 
 class AuditEntryPublic(SQLModel):
@@ -64,12 +18,3 @@ class AuditEntryPublic(SQLModel):
     detail: dict[str, Any] | None
     prev_hash: str
     hash: str
-
-
-class AuditVerification(SQLModel):
-    ok: bool
-    entries: int
-    head: str
-    first_bad_seq: int | None = None
-    # Why the chain does not verify: an entry, missing entries, or the checkpoint.
-    reason: str | None = None

@@ -4,14 +4,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from app.audit import service
-from app.audit.models import AuditEntryPublic, AuditVerification
+from app.audit.models import AuditEntryPublic
 from app.auth.deps import current_principal
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.core.deps import DatabaseDep, UnitDep
-from app.errors import AppError
-from app.http import ok, public
-from app.pagination import Page, PageDep
+from app.core.errors import AppError
+from app.core.http import ok, public
+from app.core.pagination import Page, PageDep
+from app.core.records import AuditVerification
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

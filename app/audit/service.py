@@ -1,4 +1,4 @@
-"""Reading and verifying the audit log (the chain itself: app.audit.chain).
+"""Reading and verifying the audit log (the chain itself: app.core.chain).
 
 The checkpoint row exists from the chain's first entry on (the journal writes
 it with that entry): a chain without a checkpoint whose MAC holds is a
@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app import access
-from app.audit.chain import CHECKPOINT_ID, GENESIS, PRE_KEY_ID, HashedStored, key, mac, verify_chain
-from app.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from app.auth.models import Scope
 from app.auth.service import Principal
+from app.core.chain import CHECKPOINT_ID, GENESIS, PRE_KEY_ID, HashedStored, key, mac, verify_chain
+from app.core.db import table_of, utcnow
+from app.core.errors import AppError
+from app.core.pagination import PageParams, keyset, read_page
+from app.core.records import AuditCheckpoint, AuditEntry, AuditVerification
 from app.core.uow import Database, Row, Statements, Tx
-from app.db import table_of, utcnow
-from app.errors import AppError
-from app.pagination import PageParams, keyset, read_page
 
 ENTRIES = table_of(AuditEntry)
 CHECKPOINTS = table_of(AuditCheckpoint)
@@ -103,9 +103,10 @@ def _upsert_checkpoint(dialect_name: str) -> sa.Executable:
         id=sa.bindparam("row_id", type_=CHECKPOINTS.c.id.type),
         **{name: sa.bindparam(name, type_=CHECKPOINTS.c[name].type) for name in columns},
     )
-    return stmt.on_conflict_do_update(
+    upsert: sa.Executable = stmt.on_conflict_do_update(
         index_elements=[CHECKPOINTS.c.id], set_={name: stmt.excluded[name] for name in columns}
     )
+    return upsert
 
 
 async def _record(tx: Tx, audit_key: bytes, row_id: int, seq: int, hash_: str) -> None:

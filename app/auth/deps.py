@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.models import Scope
-from app.auth.service import Principal, hash_key, read_principal
-from app.errors import AppError
-from app.hot import lean_dependency
+from app.auth.service import Principal, PrincipalCache, hash_key, read_principal
+from app.core.binder import lean_dependency
+from app.core.errors import AppError
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `caseapi client create`")
 
@@ -29,7 +29,8 @@ async def _authenticate(request: Request, credentials: HTTPAuthorizationCredenti
         raise _unauthorized("An API key is required: Authorization: Bearer <key>.")
     key_hash = hash_key(credentials.credentials)
     state = request.app.state
-    principal = await state.principals.load(key_hash, lambda: read_principal(state.database, key_hash))
+    principals: PrincipalCache = state.principals
+    principal = await principals.load(key_hash, lambda: read_principal(state.database, key_hash))
     if principal is None:
         raise _unauthorized("The API key is unknown or revoked.")
     request.state.principal = principal

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from app.agencies.models import Agency
 from app.auth.models import ApiClient, Scope
+from app.core.db import new_row, utcnow
+from app.core.errors import AppError
+from app.core.journal import CLI, Actor, record
 from app.core.uow import Row, Statements, Tx
-from app.db import new_row, utcnow
-from app.errors import AppError
-from app.journal import CLI, Actor, record
 from app.webhooks.lifecycle import disable_if_keyless
 
 KEY_PREFIX = "cak_"

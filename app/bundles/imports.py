@@ -12,7 +12,7 @@ Idempotency-Key fingerprint.
 The child runs what the route ran before, in one transaction on a
 connection of its own: validation, the rows, the journal, the Idempotency-Key
 record and the commit. Errors come back as the exceptions they are (AppError
-and SQLAlchemy's pickle), so app.errors answers them as for any route. A child
+and SQLAlchemy's pickle), so app.core.errors answers them as for any route. A child
 that dies takes its transaction with it (its connection closes, nothing is
 committed, unless it died between its commit and its answer); the import
 answers 503, and a retry with the same Idempotency-Key learns which it was.
@@ -57,12 +57,12 @@ from app.attachments.storage import LocalStorage
 from app.auth.service import Principal
 from app.bundles import service
 from app.cases.router import created_case, replay_created_case
-from app.config import Settings, get_settings
+from app.core.config import Settings, get_settings
+from app.core.errors import AppError
+from app.core.observability.logs import configure_logging
 from app.core.uow import Database, create_database
-from app.errors import AppError
 from app.idempotency.http import create_once
 from app.idempotency.service import IdempotencyKey, fingerprint
-from app.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class BundleImports:
 
         The body is read only once the import is admitted: a refused one costs
         no memory. A waiting import holds one of the worker's admitted requests
-        (app.admission): without this bound, one client sending import after
+        (app.core.admission): without this bound, one client sending import after
         import could take them all, and every other agency would wait."""
         self._admit()
         try:

@@ -16,12 +16,12 @@ from sqlmodel import Field
 
 from app.attachments.models import control_free, media_type
 from app.cases.models import CaseCreate, CaseOrigin
+from app.core.types import PastInstant, RequestModel, UTCInstant
 from app.detainees.models import DetaineeCreate
 from app.evidence.models import CustodyEventBase, ItemStatus, SeizedItemCreate
 from app.identifiers.models import IdentifierTransfer as BundleIdentifier
 from app.locations.models import LocationCreate
 from app.participants.models import Role
-from app.types import PastInstant, RequestModel, UTCInstant
 
 # Far above any real case; a bound keeps a hostile document from pinning the server.
 MAX_ROWS = 200_000

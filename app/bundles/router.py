@@ -9,10 +9,10 @@ from app.bundles.imports import BundleImports, Idempotent
 from app.bundles.models import Bundle
 from app.cases.models import CasePublic
 from app.core.deps import UnitDep
-from app.errors import AppError
-from app.http import Purpose, StrictJSONRoute, ok
+from app.core.errors import AppError
+from app.core.http import Purpose, StrictJSONRoute, ok
+from app.core.observability.metrics import BundleImportOutcome, Metrics
 from app.idempotency.http import IdempotencyKeyHeader
-from app.observability.metrics import BundleImportOutcome, Metrics
 
 router = APIRouter(tags=["case bundles"], route_class=StrictJSONRoute)
 

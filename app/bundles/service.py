@@ -19,7 +19,7 @@ import functools
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +40,6 @@ from app.bundles.models import (
     BundleCase,
     BundleCustodyEvent,
     BundleDetainee,
-    BundleIdentifier,
     BundleLocation,
     BundleParticipant,
     BundleSeizedItem,
@@ -48,12 +47,9 @@ from app.bundles.models import (
 )
 from app.cases.models import Case, derived_columns, origin_of
 from app.cases.service import require_reference_free
-from app.core.uow import Row, Statements, Tx, one_of, one_of_params
-from app.crud import row_type
-from app.db import new_row, table_of, utcnow
-from app.detainees.models import Detainee
-from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
-from app.errors import (
+from app.core.crud import row_type
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import (
     MAX_ERRORS,
     AppError,
     invalid,
@@ -61,14 +57,18 @@ from app.errors import (
     shown_error,
     validation_problem,
 )
+from app.core.http import strict_json
+from app.core.journal import record
+from app.core.types import RequestModel
+from app.core.uow import Row, Statements, Tx, one_of, one_of_params
+from app.detainees.models import Detainee
+from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
 from app.evidence.service import CLOSED_STATUSES, STATUS_AFTER
-from app.http import strict_json
 from app.identifiers import service as identifiers
-from app.journal import record
+from app.identifiers.models import IdentifierTransfer as BundleIdentifier
 from app.locations.models import Location
 from app.participants.models import Participant, Role
-from app.types import RequestModel
 
 Loc = list[str | int]
 
@@ -187,7 +187,7 @@ def parse_bundle(raw: bytes) -> Bundle:
     32 MiB body of unknown keys is millions of them); the rows of each
     section are validated one at a time instead, keeping the first errors
     and counting the rest. An object with more unknown fields than any
-    request model allows is one error (app.types.RequestModel).
+    request model allows is one error (app.core.types.RequestModel).
     """
     try:
         document = strict_json(raw)  # a key given twice is a 400, as on every route with a body
@@ -228,7 +228,11 @@ def _unique_ids(rows: list[Any], section: str) -> None:
 
 def _require_locations(bundle: Bundle) -> None:
     known = {x.id for x in bundle.locations}
-    for section, rows in (("seized_items", bundle.seized_items), ("detainees", bundle.detainees)):
+    sections: tuple[tuple[str, Sequence[BundleSeizedItem | BundleDetainee]], ...] = (
+        ("seized_items", bundle.seized_items),
+        ("detainees", bundle.detainees),
+    )
+    for section, rows in sections:
         for n, row in enumerate(rows):
             if row.location_id is not None and row.location_id not in known:
                 raise invalid(["body", section, n, "location_id"], "No location with this id in the bundle.")

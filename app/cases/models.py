@@ -2,14 +2,23 @@ import unicodedata
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, str_enum, utcnow
-from app.types import LongText, Ordering, PastInstant, RequestModel, ShortText, Text, UpdateModel, UTCInstant
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import (
+    LongText,
+    Ordering,
+    PastInstant,
+    RequestModel,
+    ShortText,
+    Text,
+    UpdateModel,
+    UTCInstant,
+)
 
 
 class CaseStatus(StrEnum):
@@ -34,9 +43,9 @@ class HandlingCode(StrEnum):
         return len(HandlingCode) - 1 - list(HandlingCode).index(self)
 
 
-Reference = Text(100, 1)
-Title = Text(300, 1)
-Tags = list[ShortText]  # type: ignore[valid-type]
+Reference = Annotated[str, Text(100, 1)]
+Title = Annotated[str, Text(300, 1)]
+Tags = list[ShortText]
 CASE_ORDER: Ordering = (("opened_at", "closed_at"),)
 
 

@@ -15,12 +15,12 @@ from app.cases.models import (
     CaseUpdate,
     HandlingCode,
 )
+from app.core.binder import HotRoute, hot
 from app.core.deps import DatabaseDep, UnitDep
+from app.core.http import api_path, check_if_match, created, ok
+from app.core.pagination import Page, PageDep, page_json
 from app.core.uow import Statements
-from app.hot import HotRoute, hot
-from app.http import api_path, check_if_match, created, ok
 from app.idempotency.http import IdempotencyDep, create_once
-from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(prefix="/cases", tags=["cases"], route_class=HotRoute)
 

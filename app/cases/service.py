@@ -22,19 +22,19 @@ from app.cases.models import (
     origin_of,
     reference_key,
 )
+from app.core.crud import delete_recorded, row_type, update_recorded
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import conflict
+from app.core.http import public, public_json
+from app.core.journal import Change
+from app.core.pagination import PageParams, keyset, read_page
+from app.core.types import nfc, require_order
 from app.core.uow import Row, Statements, Tx
-from app.crud import delete_recorded, row_type, update_recorded
-from app.db import new_row, table_of, utcnow
 from app.detainees.models import Detainee
-from app.errors import conflict
 from app.evidence.models import SeizedItem
-from app.http import public, public_json
 from app.identifiers.models import Identifier
-from app.journal import Change
 from app.locations.models import Location
-from app.pagination import PageParams, keyset, read_page
 from app.participants.models import Participant, Role
-from app.types import nfc, require_order
 
 CASES = table_of(Case)
 PARTICIPANTS = table_of(Participant)

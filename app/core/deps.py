@@ -6,10 +6,10 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, Request
 
+from app.core.binder import lean_dependency
+from app.core.db import Rows
+from app.core.journal import Change
 from app.core.uow import Database, Statement, Tx
-from app.db import Rows
-from app.hot import lean_dependency
-from app.journal import Change
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -37,7 +37,7 @@ async def _write_unit(request: Request) -> AsyncIterator[Tx]:
         yield tx
 
 
-# Reads outside a transaction: the hot reads, bound lean (app.hot).
+# Reads outside a transaction: the hot reads, bound lean (app.core.binder).
 DatabaseDep = Annotated[Database, Depends(_database)]
 lean_dependency(_database, _database)
 # scope="function": the unit ends (commits) before the response is sent.

@@ -7,8 +7,8 @@ shape, their values bind parameters), through one `Database`:
 - `db.all()` / `db.first()`: a read outside any transaction, each statement
   seeing the latest committed data (as in a READ COMMITTED transaction).
 - `async with db.transaction() as tx`: one unit of work. Changes are noted on
-  `tx.changes` (app.journal.Change); their audit entries and feed events are
-  written by app.journal.write() just before COMMIT, under the journal lock.
+  `tx.changes` (app.core.journal.Change); their audit entries and feed events are
+  written by app.core.journal.write() just before COMMIT, under the journal lock.
   An exception rolls everything back.
 
 PostgreSQL: each statement is compiled once by SQLAlchemy for its asyncpg
@@ -17,7 +17,7 @@ Only the public `Compiled` API is used: `string` (the SQL, with `$n`
 placeholders), `positiontup` and `binds`; values and results pass through
 the column types' own processors, so rows hold what SQLAlchemy would give
 (tests/test_uow.py compares them value for value). A driver's error leaves
-as SQLAlchemy's exception for it (translated_errors), so app.errors answers
+as SQLAlchemy's exception for it (translated_errors), so app.core.errors answers
 every path alike: 409, 422, 503.
 
 SQLite, the embedded default: the same statements on the sync engine, each in
@@ -40,9 +40,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from app import journal
-from app.db import Rows, create_db_engine, insert_into, insert_statement, writer
-from app.journal import Change
+from app.core import journal
+from app.core.db import Rows, create_db_engine, insert_into, insert_statement, writer
+from app.core.journal import Change
 
 T = TypeVar("T")
 Row = Any  # a named tuple whose fields are the statement's selected column keys
@@ -73,7 +73,7 @@ class Tx(Statements, Protocol):
 
     @property
     def changes(self) -> list[Change]:
-        """What this unit changed (app.journal.Change), journalled before COMMIT."""
+        """What this unit changed (app.core.journal.Change), journalled before COMMIT."""
         ...
 
     async def execute(self, stmt: Statement, params: Mapping[str, Any] | None = None) -> int:

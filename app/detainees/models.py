@@ -5,8 +5,8 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, str_enum, utcnow
-from app.types import (
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import (
     CountryCode,
     Label,
     Ordering,
@@ -31,7 +31,7 @@ class CustodyStatus(StrEnum):
 
 PERSONAL_FIELDS = ("full_name", "date_of_birth", "id_document")
 
-Charges = list[ShortText]  # type: ignore[valid-type]
+Charges = list[ShortText]
 # Born before detained; the review of a detention comes after it.
 DETAINEE_ORDER: Ordering = (("date_of_birth", "detained_at"), ("detained_at", "review_due"))
 
@@ -67,7 +67,7 @@ class Detainee(DetaineeBase, table=True):
     detained_by_agency_id: uuid.UUID | None = Field(
         default=None, foreign_key="agency.id", ondelete="RESTRICT"
     )
-    review_due: date = Field()  # type: ignore[assignment]
+    review_due: date = Field()
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

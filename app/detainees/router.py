@@ -5,12 +5,12 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
+from app.core.http import Purpose, StrictJSONRoute, api_path, check_if_match, created, ok
+from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.detainees import service
 from app.detainees.models import Detainee, DetaineeCreate, DetaineePublic, DetaineeUpdate
-from app.http import Purpose, StrictJSONRoute, api_path, check_if_match, created, ok
 from app.idempotency.http import IdempotencyDep, create_once
-from app.pagination import Page, PageDep
 
 router = APIRouter(tags=["detainees"], route_class=StrictJSONRoute)
 

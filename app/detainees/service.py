@@ -14,13 +14,17 @@ from app import access
 from app.agencies.service import require_agencies
 from app.auth.models import Scope
 from app.auth.service import Principal
-from app.core.uow import Row, Statements, Tx
-from app.crud import (
+from app.core.crud import (
     delete_recorded,
     insert_recorded,
     update_recorded,
 )
-from app.db import table_of, utcnow
+from app.core.db import table_of, utcnow
+from app.core.errors import AppError
+from app.core.http import public
+from app.core.journal import record
+from app.core.pagination import PageParams, keyset, read_page
+from app.core.uow import Row, Statements, Tx
 from app.detainees.models import (
     PERSONAL_FIELDS,
     Detainee,
@@ -28,11 +32,7 @@ from app.detainees.models import (
     DetaineePublic,
     DetaineeUpdate,
 )
-from app.errors import AppError
-from app.http import public
-from app.journal import record
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, keyset, read_page
 
 
 def may_see_personal_data(p: Principal, purpose: str | None) -> bool:

@@ -3,13 +3,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.auth.deps import Reader
+from app.core.binder import HotRoute, hot
 from app.core.deps import DatabaseDep
-from app.errors import invalid
+from app.core.errors import invalid
+from app.core.http import ok, public_json
+from app.core.pagination import Page, PageDep, page_json
 from app.events import service
 from app.events.models import EventPublic
-from app.hot import HotRoute, hot
-from app.http import ok, public_json
-from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(prefix="/events", tags=["events"], route_class=HotRoute)
 

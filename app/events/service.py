@@ -1,4 +1,4 @@
-"""Reading the change feed. Events are written by app.journal."""
+"""Reading the change feed. Events are written by app.core.journal."""
 
 import functools
 from typing import Any
@@ -7,10 +7,10 @@ import sqlalchemy as sa
 
 from app import access
 from app.auth.service import Principal
-from app.cases.models import Case
+from app.core.db import table_of
+from app.core.pagination import PageParams, keyset, read_page
+from app.core.records import Event
 from app.core.uow import Statements
-from app.events.models import Event
-from app.pagination import PageParams, keyset, read_page
 
 REQUEST_TYPES = ("information_request", "request_message", "message_attachment")
 # Events addressed to named agencies (journal.record's request_parties): the
@@ -18,7 +18,8 @@ REQUEST_TYPES = ("information_request", "request_message", "message_attachment")
 ADDRESSED_TYPES = (*REQUEST_TYPES, "subscription")
 
 
-EVENT_KEYS = (Event.seq,)
+EVENTS = table_of(Event)
+EVENT_KEYS = (EVENTS.c.seq,)
 
 
 @functools.cache
@@ -29,27 +30,25 @@ def visible_events(*, with_parent: bool) -> sa.Select[Any]:
     its recipient agency and nobody else, not even the other participants of
     its case.
     Run with access.principal_params()."""
-    stmt = sa.select(Event).outerjoin(Case, Case.id == Event.case_id)
+    cases = access.CASES
+    stmt = sa.select(EVENTS).outerjoin(cases, cases.c.id == EVENTS.c.case_id)
     stmt, full, _ = access.with_case_access(
-        stmt, case_id=Event.case_id, handling_code=Case.handling_code, with_parent=with_parent
+        stmt, case_id=EVENTS.c.case_id, handling_code=cases.c.handling_code, with_parent=with_parent
     )
-    is_request = sa.or_(*(Event.resource_type == t for t in ADDRESSED_TYPES))
-    agency_id = sa.bindparam("agency_id")
+    is_request = sa.or_(*(EVENTS.c.resource_type == t for t in ADDRESSED_TYPES))
     return stmt.where(
         sa.or_(
-            Event.recipient_agency_id == agency_id,
+            EVENTS.c.recipient_agency_id == sa.bindparam("agency_id"),
             sa.and_(
-                Event.recipient_agency_id.is_(None),
+                EVENTS.c.recipient_agency_id.is_(None),
                 sa.or_(
                     sa.and_(
                         is_request,
-                        sa.or_(
-                            Event.request_from_agency_id == agency_id, Event.request_to_agency_id == agency_id
-                        ),
+                        access.sees_request(EVENTS.c.request_from_agency_id, EVENTS.c.request_to_agency_id),
                     ),
-                    sa.and_(~is_request, Event.case_id.is_(None), Event.resource_type == "agency"),
+                    sa.and_(~is_request, EVENTS.c.case_id.is_(None), EVENTS.c.resource_type == "agency"),
                     sa.and_(~is_request, full),
-                    sa.and_(Event.resource_type == "case", access.is_public(Case.handling_code)),
+                    sa.and_(EVENTS.c.resource_type == "case", access.is_public(cases.c.handling_code)),
                 ),
             ),
         )
@@ -60,7 +59,7 @@ def visible_events(*, with_parent: bool) -> sa.Select[Any]:
 def _feed_statement(*, with_parent: bool, since: bool, after: bool) -> sa.Select[Any]:
     stmt = visible_events(with_parent=with_parent)
     if since:
-        stmt = stmt.where(Event.seq > sa.bindparam("since"))
+        stmt = stmt.where(EVENTS.c.seq > sa.bindparam("since"))
     return keyset(stmt, keys=EVENT_KEYS, after=after)
 
 

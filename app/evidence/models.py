@@ -1,13 +1,14 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 import sqlalchemy as sa
 from pydantic import StrictInt
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, str_enum, utcnow
-from app.types import LongText, MultilineText, PastInstant, RequestModel, Sha256, UpdateModel, UTCInstant
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import LongText, MultilineText, PastInstant, RequestModel, Sha256, UpdateModel, UTCInstant
 
 
 class Category(StrEnum):
@@ -39,7 +40,7 @@ class CustodyAction(StrEnum):
     destroyed = "destroyed"
 
 
-Description = MultilineText(2000, 1)
+Description = Annotated[str, MultilineText(2000, 1)]
 # A JSON number, not a string that looks like one; bounded below by the field
 # limits so that it fits every database's integer.
 Quantity = StrictInt

@@ -6,7 +6,10 @@ from fastapi import APIRouter, Request, Response
 
 from app import access
 from app.auth.deps import Reader, Writer
+from app.core.binder import HotRoute, hot
 from app.core.deps import DatabaseDep, UnitDep
+from app.core.http import api_path, check_if_match, created, ok, public, public_json
+from app.core.pagination import Page, PageDep, page_json
 from app.core.uow import Row, Tx
 from app.evidence import service
 from app.evidence.models import (
@@ -17,10 +20,7 @@ from app.evidence.models import (
     SeizedItemPublic,
     SeizedItemUpdate,
 )
-from app.hot import HotRoute, hot
-from app.http import api_path, check_if_match, created, ok, public, public_json
 from app.idempotency.http import IdempotencyDep, create_once
-from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(tags=["seized items"], route_class=HotRoute)
 SEIZED_ITEMS = service.SEIZED_ITEMS

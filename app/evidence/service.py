@@ -16,10 +16,12 @@ import sqlalchemy as sa
 from app import access
 from app.agencies.service import require_agencies
 from app.auth.service import Principal
+from app.core.crud import delete_recorded, insert_recorded, update_recorded
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import conflict, invalid, not_found
+from app.core.journal import Change
+from app.core.pagination import PageParams, keyset, read_page
 from app.core.uow import Row, Statements, Tx
-from app.crud import delete_recorded, insert_recorded, update_recorded
-from app.db import new_row, table_of, utcnow
-from app.errors import conflict, invalid, not_found
 from app.evidence.models import (
     Category,
     CustodyAction,
@@ -30,9 +32,7 @@ from app.evidence.models import (
     SeizedItemCreate,
     SeizedItemUpdate,
 )
-from app.journal import Change
 from app.locations.service import require_location_in_case
-from app.pagination import PageParams, keyset, read_page
 
 STATUS_AFTER = {
     CustodyAction.transferred: ItemStatus.transferred,
@@ -112,10 +112,12 @@ async def create_item(tx: Tx, p: Principal, case_id: uuid.UUID, data: SeizedItem
         recorded_by_agency_id=p.agency_id,
     )
     await tx.insert([(SEIZED_ITEMS, [item]), (CUSTODY_EVENTS, [seizure])])
-    tx.changes += [
-        Change.created(p.actor, "seized_item", item["id"], case_id),
-        Change.created(p.actor, "custody_event", seizure["id"], case_id),
-    ]
+    tx.changes.extend(
+        [
+            Change.created(p.actor, "seized_item", item["id"], case_id),
+            Change.created(p.actor, "custody_event", seizure["id"], case_id),
+        ]
+    )
     return item
 
 

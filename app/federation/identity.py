@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from joserfc.jwk import OKPKey
 
-from app.config import ConfigError, Settings
+from app.core.config import ConfigError, Settings
 
 
 @dataclass(frozen=True)

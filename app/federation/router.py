@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.agencies.models import AgencyPublic
-from app.config import ConfigError, Settings
+from app.core.config import ConfigError, Settings
 from app.core.deps import WriteUnitDep
-from app.errors import AppError
+from app.core.errors import AppError
+from app.core.http import StrictJSONRoute, ok, public
 from app.federation import service
 from app.federation.identity import Identity, identity
 from app.federation.models import AgencyDirectory, InstanceDocument
-from app.http import StrictJSONRoute, ok, public
 
 router = APIRouter(prefix="/federation", tags=["federation"], route_class=StrictJSONRoute)
 

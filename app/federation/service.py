@@ -12,14 +12,14 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from app.agencies.models import Agency, AgencyPublic
+from app.core.crud import insert_recorded, row_type
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import AppError
+from app.core.journal import CLI, Change
 from app.core.uow import Row, Statements, Tx, one_of_params
-from app.crud import insert_recorded, row_type
-from app.db import new_row, table_of, utcnow
-from app.errors import AppError
 from app.federation import signatures
 from app.federation.identity import Identity, key_of
 from app.federation.models import AgencyDirectory, InstanceDocument, Peer, PeerNonce
-from app.journal import CLI, Change
 
 INSTANCE_PATH = "/api/v1/federation/instance"
 AGENCIES_PATH = "/api/v1/federation/agencies"

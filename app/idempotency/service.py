@@ -18,10 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.auth.service import Principal
-from app.config import get_settings
+from app.core.config import get_settings
+from app.core.db import insert_into, new_row, table_of, utcnow
+from app.core.errors import AppError
 from app.core.uow import Tx
-from app.db import insert_into, new_row, table_of, utcnow
-from app.errors import AppError
 from app.idempotency.models import IdempotencyRecord
 
 # Expired records removed per creating POST. Each such POST adds at most one

@@ -1,6 +1,6 @@
 """The rate limit of hit/no-hit searches, in searched items, per API client and per agency.
 
-The request limit (app.ratelimit.middleware) counts requests; a search of
+The request limit (app.core.ratelimit.middleware) counts requests; a search of
 1 000 items is one request, so enumerating identifiers would go at the speed
 of the server. Here each distinct item counts, on the same limiters (in
 the worker or in Redis): a client's budget first, then its agency's, shared
@@ -8,11 +8,11 @@ by all its clients, so that one agency with many keys is no faster.
 """
 
 from app.auth.service import Principal
-from app.config import ConfigError, Settings
-from app.errors import AppError
+from app.core.config import ConfigError, Settings
+from app.core.errors import AppError
+from app.core.ratelimit.rate import Rate, retry_after
+from app.core.ratelimit.service import Limiter, create_limiter
 from app.identifiers.models import MAX_HIT_ITEMS
-from app.ratelimit.rate import Rate, retry_after
-from app.ratelimit.service import Limiter, create_limiter
 
 
 def _limiter(settings: Settings, name: str, setting: str | None) -> Limiter | None:

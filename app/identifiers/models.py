@@ -1,23 +1,23 @@
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from pydantic import ConfigDict
 from sqlmodel import Field, SQLModel
 
 from app.cases.models import HandlingCode
-from app.db import UTCDateTime, str_enum, utcnow
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import RequestModel, Text, UTCInstant
 from app.identifiers.normalize import IdentifierKind
-from app.types import RequestModel, Text, UTCInstant
 
 MAX_VALUE = 500
 # IDNA's ASCII form of a host can be longer than the value as written.
 MAX_NORMALIZED = 1000
 MAX_HIT_ITEMS = 1000
 
-Value = Text(MAX_VALUE, 1)
-Note = Text(2000)
+Value = Annotated[str, Text(MAX_VALUE, 1)]
+Note = Annotated[str, Text(2000)]
 
 
 class IdentifierBase(SQLModel):

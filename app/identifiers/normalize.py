@@ -74,7 +74,7 @@ def _iban(value: str) -> str:
     try:
         return str(iban.validate(value))
     except ValidationError as exc:
-        raise InvalidIdentifier(f"not a valid IBAN ({exc.message})") from exc
+        raise InvalidIdentifier(f"not a valid IBAN ({exc})") from exc
 
 
 _CARD_SEPARATORS = re.compile(r"[\s-]")

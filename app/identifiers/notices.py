@@ -34,14 +34,14 @@ from cryptography.exceptions import InvalidTag
 
 from app import access
 from app.agencies.models import Agency
-from app.config import Settings
+from app.core.config import Settings
+from app.core.db import table_of, utcnow
+from app.core.errors import database_reason
+from app.core.journal import Actor, record
+from app.core.records import Event
 from app.core.uow import Database, Row, Tx, one_of, one_of_params
-from app.db import table_of, utcnow
-from app.errors import database_reason
-from app.events.models import Event
 from app.identifiers.models import HitSearchTerm, PendingHitNotice
 from app.identifiers.service import hit_values, hits_statement, unseal_terms
-from app.journal import Actor, record
 
 log = logging.getLogger("caseapi.hits")
 

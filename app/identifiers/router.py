@@ -5,13 +5,13 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import DatabaseDep, UnitDep
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.pagination import Page, PageDep
 from app.core.uow import Row
-from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
 from app.idempotency.http import IdempotencyDep, create_once
 from app.identifiers import service
 from app.identifiers.models import HitResults, HitSearch, Identifier, IdentifierCreate, IdentifierPublic
 from app.identifiers.normalize import IdentifierKind
-from app.pagination import Page, PageDep
 
 router = APIRouter(tags=["identifiers"], route_class=StrictJSONRoute)
 

@@ -28,11 +28,14 @@ from app import access
 from app.agencies.models import Agency
 from app.auth.service import Principal
 from app.cases.models import Case
-from app.config import Settings
+from app.core.config import Settings
+from app.core.crud import delete_recorded, insert_recorded
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import invalid
+from app.core.journal import record
+from app.core.pagination import PageParams, keyset, read_page
+from app.core.secrets import search_term_key
 from app.core.uow import Row, Statements, Tx
-from app.crud import delete_recorded, insert_recorded
-from app.db import new_row, table_of, utcnow
-from app.errors import invalid
 from app.identifiers.limits import HitLimits
 from app.identifiers.models import (
     MAX_NORMALIZED,
@@ -49,9 +52,6 @@ from app.identifiers.models import (
     PendingHitNotice,
 )
 from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
-from app.journal import record
-from app.pagination import PageParams, keyset, read_page
-from app.secrets import search_term_key
 
 Loc = list[str | int]
 _NONCE_BYTES = 12

@@ -4,8 +4,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, utcnow
-from app.types import CountryCode, Label, PastInstant, RequestModel, ShortText, UpdateModel, UTCInstant
+from app.core.db import UTCDateTime, utcnow
+from app.core.types import CountryCode, Label, PastInstant, RequestModel, ShortText, UpdateModel, UTCInstant
 
 
 class LocationBase(SQLModel):

@@ -5,12 +5,12 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public, public_json
+from app.core.pagination import Page, PageDep, page_json
 from app.core.uow import Row
-from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public, public_json
 from app.idempotency.http import IdempotencyDep, create_once
 from app.locations import service
 from app.locations.models import LocationCreate, LocationPublic, LocationUpdate
-from app.pagination import Page, PageDep, page_json
 
 router = APIRouter(tags=["locations"], route_class=StrictJSONRoute)
 LOCATIONS = service.LOCATIONS

@@ -9,14 +9,14 @@ import sqlalchemy as sa
 from app import access
 from app.agencies.service import require_agencies
 from app.auth.service import Principal
+from app.core.crud import delete_recorded, insert_recorded, update_recorded
+from app.core.db import table_of
+from app.core.errors import conflict, invalid
+from app.core.pagination import PageParams, keyset, read_page
 from app.core.uow import Row, Statements, Tx
-from app.crud import delete_recorded, insert_recorded, update_recorded
-from app.db import table_of
 from app.detainees.models import Detainee
-from app.errors import conflict, invalid
 from app.evidence.models import SeizedItem
 from app.locations.models import Location, LocationCreate, LocationUpdate
-from app.pagination import PageParams, keyset, read_page
 
 LOCATIONS = table_of(Location)
 KEYS = (LOCATIONS.c.created_at, LOCATIONS.c.id)

@@ -5,8 +5,8 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, str_enum, utcnow
-from app.types import RequestModel, UpdateModel, UTCInstant
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import RequestModel, UpdateModel, UTCInstant
 
 
 class Role(StrEnum):

@@ -5,9 +5,9 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
-from app.http import StrictJSONRoute, api_path, check_if_match, created, ok
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok
+from app.core.pagination import Page, PageDep
 from app.idempotency.http import IdempotencyDep, create_once
-from app.pagination import Page, PageDep
 from app.participants import service
 from app.participants.models import ParticipantCreate, ParticipantPublic, ParticipantUpdate
 

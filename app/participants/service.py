@@ -12,13 +12,13 @@ import sqlalchemy as sa
 from app.access import CaseAccess
 from app.agencies.models import Agency
 from app.auth.service import Principal
+from app.core.crud import row_type
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import conflict, invalid, not_found
+from app.core.http import public
+from app.core.journal import Change
+from app.core.pagination import PageParams, keyset, read_page
 from app.core.uow import Row, Statements, Tx
-from app.crud import row_type
-from app.db import new_row, table_of, utcnow
-from app.errors import conflict, invalid, not_found
-from app.http import public
-from app.journal import Change
-from app.pagination import PageParams, keyset, read_page
 from app.participants.models import (
     Participant,
     ParticipantCreate,

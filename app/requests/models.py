@@ -1,12 +1,13 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, str_enum, utcnow
-from app.types import MultilineText, RequestModel, Text, UTCInstant
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import MultilineText, RequestModel, Text, UTCInstant
 
 
 class Priority(StrEnum):
@@ -40,8 +41,8 @@ class InformationEvaluation(StrEnum):
     four = "4"
 
 
-Subject = Text(300, 1)
-Body = MultilineText(20_000, 1)
+Subject = Annotated[str, Text(300, 1)]
+Body = Annotated[str, MultilineText(20_000, 1)]
 
 
 class InformationRequest(SQLModel, table=True):

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request, Response
 from app.access import Editor
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.pagination import Page, PageDep
 from app.core.uow import Row
-from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
 from app.idempotency.http import IdempotencyDep, create_once
-from app.pagination import Page, PageDep
 from app.requests import service
 from app.requests.models import (
     InformationRequestCreate,

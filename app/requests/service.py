@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from app import access
 from app.agencies.service import require_agencies
 from app.auth.service import Principal
+from app.core.crud import row_type
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import AppError, conflict, forbidden, invalid, not_found
+from app.core.http import public
+from app.core.journal import record
+from app.core.pagination import PageParams, keyset, read_page
 from app.core.uow import Row, Statements, Tx
-from app.crud import row_type
-from app.db import new_row, table_of, utcnow
-from app.errors import AppError, conflict, forbidden, invalid, not_found
-from app.http import public
-from app.journal import record
-from app.pagination import PageParams, keyset, read_page
 from app.requests.models import (
     InformationRequest,
     InformationRequestCreate,

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 from app import access
 from app.auth.deps import Reader
 from app.core.deps import WriteUnitDep
-from app.journal import record
+from app.core.journal import record
 from app.stix import service
 
 router = APIRouter(tags=["STIX"])

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 
 from app.agencies.models import Agency
 from app.cases.models import HandlingCode
+from app.core.db import table_of
 from app.core.uow import Row, Statements
-from app.db import table_of
 from app.identifiers.normalize import IdentifierKind
 from app.identifiers.service import export_for_bundle
 

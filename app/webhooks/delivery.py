@@ -36,12 +36,12 @@ from typing import Any
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from app.config import Settings
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.errors import database_reason
+from app.core.observability.metrics import Metrics
 from app.core.uow import Database
-from app.db import utcnow
-from app.errors import database_reason
 from app.events.models import EventPublic
-from app.observability.metrics import Metrics
 from app.webhooks import service
 from app.webhooks.client import Client, ReceiverError
 from app.webhooks.models import DeliveryError, matches
@@ -82,7 +82,7 @@ def retry_delay(failures: int, rng: random.Random) -> timedelta:
 
 def _log_failure(exc: Exception, what: str) -> None:
     """A database error as its one-line reason (its statement and parameters stay out of the
-    log, app.errors.database_reason); anything else with its traceback."""
+    log, app.core.errors.database_reason); anything else with its traceback."""
     if isinstance(exc, sa.exc.SQLAlchemyError):
         log.error("%s: %s", what, database_reason(exc))
     else:

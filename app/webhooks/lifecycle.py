@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from app.agencies.models import Agency
 from app.auth.models import ApiClient
+from app.core.journal import Actor, record
 from app.core.uow import Row, Statements, Tx
-from app.journal import Actor, record
 from app.webhooks.models import WebhookSubscription
 
 RESOURCE = "subscription"

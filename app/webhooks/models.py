@@ -9,8 +9,8 @@ from pydantic import AfterValidator, ConfigDict
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime, str_enum, utcnow
-from app.types import RequestModel, Text, UTCInstant
+from app.core.db import UTCDateTime, str_enum, utcnow
+from app.core.types import RequestModel, Text, UTCInstant
 
 # `case.created`, or every type of a resource: `request.*`.
 _EVENT_TYPE = re.compile(r"^[a-z][a-z_]{0,39}\.(\*|[a-z][a-z_]{0,39})$")
@@ -108,9 +108,9 @@ class SubscriptionCreate(RequestModel):
         max_length=50,
         description="Exact types (`request.created`) or a resource's (`request.*`); empty: every event",
     )
-    description: Text(500) | None = None  # type: ignore[valid-type]
+    description: Annotated[str, Text(500)] | None = None
 
-    model_config = ConfigDict(  # type: ignore[assignment]
+    model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
             "examples": [

@@ -5,12 +5,12 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app.access import AdminEditor
 from app.auth.deps import Admin
-from app.config import Settings
+from app.core.config import Settings
 from app.core.deps import UnitDep
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.pagination import Page, PageDep
 from app.core.uow import Row
-from app.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
 from app.idempotency.http import IdempotencyDep, create_once
-from app.pagination import Page, PageDep
 from app.webhooks import service
 from app.webhooks.models import (
     DeliveryPublic,

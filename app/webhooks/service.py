@@ -6,7 +6,7 @@ as `request_parties`, so its events reach that agency's feed only.
 
 The signing secret must be recoverable (the server signs with it), so it
 is stored sealed with AES-256-GCM under a key derived from the audit key
-(app.secrets.webhook_key), bound to the subscription's id: a database copy
+(app.core.secrets.webhook_key), bound to the subscription's id: a database copy
 alone does not reveal it, and a sealed secret moved to another row does not
 open.
 """
@@ -29,17 +29,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from app import access
 from app.agencies.models import Agency
 from app.auth.service import Principal
-from app.config import Settings
+from app.core.config import Settings
+from app.core.crud import row_type
+from app.core.db import new_row, table_of
+from app.core.errors import conflict, invalid, not_found
+from app.core.http import public
+from app.core.journal import CLI
+from app.core.pagination import PageParams, keyset, read_page
+from app.core.records import Event
+from app.core.secrets import webhook_key
 from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
-from app.crud import row_type
-from app.db import new_row, table_of
-from app.errors import conflict, invalid, not_found
-from app.events.models import Event, EventPublic
+from app.events.models import EventPublic
 from app.events.service import visible_events
-from app.http import public
-from app.journal import CLI
-from app.pagination import PageParams, keyset, read_page
-from app.secrets import webhook_key
 from app.webhooks.lifecycle import (
     FAILURES,
     NO_LIVE_KEY,

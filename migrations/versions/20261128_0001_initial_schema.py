@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -43,8 +43,8 @@ def upgrade() -> None:
         sa.Column("parent_id", sa.Uuid(), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["parent_id"],
             ["agency.id"],
@@ -60,7 +60,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_entry",
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("agency_id", sa.Uuid(), nullable=True),
         sa.Column("client_id", sa.Uuid(), nullable=True),
         sa.Column("action", sa.String(length=64), nullable=False),
@@ -86,7 +86,7 @@ def upgrade() -> None:
         sa.Column("case_id", sa.Uuid(), nullable=True),
         sa.Column("request_from_agency_id", sa.Uuid(), nullable=True),
         sa.Column("request_to_agency_id", sa.Uuid(), nullable=True),
-        sa.Column("at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_event")),
     )
     with op.batch_alter_table("event", schema=None) as batch_op:
@@ -99,8 +99,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("scopes", sa.JSON(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["agency_id"],
             ["agency.id"],
@@ -148,13 +148,13 @@ def upgrade() -> None:
         sa.Column("offence_types", sa.JSON(), nullable=False),
         sa.Column("modus_operandi", sa.JSON(), nullable=False),
         sa.Column("victim_regions", sa.JSON(), nullable=False),
-        sa.Column("opened_at", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("closed_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("opened_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("closed_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("lead_agency_id", sa.Uuid(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_agency_id"],
             ["agency.id"],
@@ -177,7 +177,7 @@ def upgrade() -> None:
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("location", sa.String(length=500), nullable=True),
         sa.Column("etag", sa.String(length=100), nullable=True),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["client_id"],
             ["api_client.id"],
@@ -216,10 +216,10 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("due_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("due_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["case_id"],
             ["case.id"],
@@ -256,13 +256,13 @@ def upgrade() -> None:
         sa.Column("address", sa.String(length=200), nullable=True),
         sa.Column("city", sa.String(length=200), nullable=True),
         sa.Column("country", sa.String(length=2), nullable=True),
-        sa.Column("searched_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("searched_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("searched_by_agency_id", sa.Uuid(), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("case_id", sa.Uuid(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["case_id"], ["case.id"], name=op.f("fk_location_case_id_case"), ondelete="RESTRICT"
         ),
@@ -296,8 +296,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["agency_id"],
             ["agency.id"],
@@ -323,7 +323,7 @@ def upgrade() -> None:
         "detainee",
         sa.Column("label", sa.String(length=200), nullable=False),
         sa.Column("nationality", sa.String(length=2), nullable=True),
-        sa.Column("detained_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("detained_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("location_id", sa.Uuid(), nullable=True),
         sa.Column(
             "custody_status",
@@ -350,8 +350,8 @@ def upgrade() -> None:
         sa.Column("detained_by_agency_id", sa.Uuid(), nullable=True),
         sa.Column("review_due", sa.Date(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["case_id"], ["case.id"], name=op.f("fk_detainee_case_id_case"), ondelete="RESTRICT"
         ),
@@ -407,7 +407,7 @@ def upgrade() -> None:
             ),
             nullable=True,
         ),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["from_agency_id"],
             ["agency.id"],
@@ -451,7 +451,7 @@ def upgrade() -> None:
         sa.Column("description", sa.String(length=2000), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=True),
         sa.Column("location_id", sa.Uuid(), nullable=True),
-        sa.Column("seized_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("seized_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sha256", sa.String(length=64), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("case_id", sa.Uuid(), nullable=False),
@@ -472,8 +472,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
             "quantity IS NULL OR quantity >= 1", name=op.f("ck_seized_item_quantity_positive")
         ),
@@ -523,13 +523,13 @@ def upgrade() -> None:
         ),
         sa.Column("from_agency_id", sa.Uuid(), nullable=True),
         sa.Column("to_agency_id", sa.Uuid(), nullable=True),
-        sa.Column("at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("seized_item_id", sa.Uuid(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("recorded_by_agency_id", sa.Uuid(), nullable=True),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["from_agency_id"],
             ["agency.id"],

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.Column("mac", sa.String(length=64), nullable=False),
-        sa.Column("at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_checkpoint")),
     )
     with op.batch_alter_table("audit_entry", schema=None) as batch_op:
@@ -38,7 +38,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("origin_bundle_sha256", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("origin_case_id", sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column("origin_lead_agency_id", sa.Uuid(), nullable=True))
-        batch_op.add_column(sa.Column("origin_exported_at", app.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("origin_exported_at", app.core.db.UTCDateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -29,13 +29,13 @@ def upgrade() -> None:
         sa.Column("secret_sealed", sa.LargeBinary(), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
         sa.Column("failures", sa.Integer(), nullable=False),
-        sa.Column("failing_since", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("next_attempt_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("disabled_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("failing_since", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("disabled_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("lease_token", sa.Uuid(), nullable=True),
-        sa.Column("lease_until", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_until", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["agency_id"],
             ["agency.id"],
@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.Column("event_seq", sa.BigInteger(), nullable=False),
         sa.Column("event_type", sa.String(length=64), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
-        sa.Column("attempted_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("attempted_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column(
             "error",
@@ -76,7 +76,7 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.Column("duration_ms", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["subscription_id"],
             ["webhook_subscription.id"],

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -23,7 +23,7 @@ def upgrade() -> None:
         "database_identity",
         sa.Column("slot", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("database_id", sa.Uuid(), nullable=False),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("slot = 1", name=op.f("ck_database_identity_one_row")),
         sa.PrimaryKeyConstraint("slot", name=op.f("pk_database_identity")),
     )

@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_AT = app.db.UTCDateTime(timezone=True)
+_AT = app.core.db.UTCDateTime(timezone=True)
 _TERM = sa.table("hit_search_term", sa.column("search_id", sa.Uuid()), sa.column("searched_at", _AT))
 _AUDIT = sa.table(
     "audit_entry", sa.column("action", sa.String()), sa.column("resource_id", sa.Uuid()), sa.column("at", _AT)
@@ -41,7 +41,7 @@ def upgrade() -> None:
         "hit_notice_pending",
         sa.Column("search_id", sa.Uuid(), nullable=False),
         sa.Column("agency_id", sa.Uuid(), nullable=False),
-        sa.Column("searched_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("searched_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["agency_id"],
@@ -55,7 +55,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_hit_notice_pending_searched_at", ["searched_at"], unique=False)
 
     with op.batch_alter_table("hit_search_term", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("searched_at", app.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("searched_at", app.core.db.UTCDateTime(timezone=True), nullable=True))
     _fill_searched_at()
     with op.batch_alter_table("hit_search_term", schema=None) as batch_op:
         batch_op.alter_column("searched_at", existing_type=_AT, nullable=False)

@@ -15,11 +15,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import exc as sa_exc
 
-import app.journal
+import app.core.journal
 from app.attachments import service
 from app.auth.models import Scope
 from app.auth.service import Principal
-from app.config import Settings
+from app.core.config import Settings
 from app.core.uow import Tx, create_database
 from app.main import create_app
 from tests.attachments.conftest import (
@@ -200,14 +200,14 @@ def test_other_routes_keep_the_usual_body_limit(
 @pytest.fixture
 def failing_commit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every commit of a unit of work that adds an attachment fails, as on a full disk."""
-    write = app.journal.write
+    write = app.core.journal.write
 
     async def fail(tx: Tx) -> None:
         if any(change.action == "attachment.created" for change in tx.changes):
             raise sa_exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
         await write(tx)
 
-    monkeypatch.setattr(app.journal, "write", fail)
+    monkeypatch.setattr(app.core.journal, "write", fail)
 
 
 def test_a_failed_commit_keeps_no_row_and_no_file(

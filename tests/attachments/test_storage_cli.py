@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app import cli
 from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
-from app.config import Settings, get_settings
+from app.core.config import Settings, get_settings
 from app.main import create_app
 from tests.attachments.conftest import API, attachment_rows, storage_of, unique_bytes, upload
 from tests.conftest import Caller

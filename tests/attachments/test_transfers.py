@@ -1,5 +1,5 @@
 """A file transfer lasts as long as the client's link: it takes no admission
-slot (app.admission) from the API's other requests."""
+slot (app.core.admission) from the API's other requests."""
 
 import asyncio
 
@@ -7,8 +7,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.admission import AdmissionLimit
 from app.attachments.router import ATTACHMENT_TRANSFERS
+from app.core.admission import AdmissionLimit
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.attachments.storage import StagedWriter, Staging
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.attachments.conftest import (
     API,

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 
 from app import cli
 from app.audit import service as audit_service
-from app.audit.chain import GENESIS
-from app.audit.models import AuditEntry
+from app.core.chain import GENESIS
+from app.core.records import AuditEntry
 from tests.conftest import Caller, new_case, run_verify
 
 API = "/api/v1"
@@ -251,7 +251,7 @@ def test_a_chain_from_before_the_key_verifies_once_its_end_is_recorded(
 def test_the_chain_s_first_entry_writes_its_checkpoint(
     client: TestClient, engine: sa.Engine, lead: Caller, admin: Caller, first: str
 ) -> None:
-    """Both writing paths (app.journal): from the first entry on, a checkpoint exists."""
+    """Both writing paths (app.core.journal): from the first entry on, a checkpoint exists."""
     case = new_case(client, lead)
     tamper(engine, "DELETE FROM audit_entry", "DELETE FROM audit_checkpoint")  # a chain not begun yet
     if first == "session":

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from app.auth import service as auth
 from app.auth.service import Principal, PrincipalCache
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import Caller, run_unit
 

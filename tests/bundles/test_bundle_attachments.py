@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.audit.models import AuditEntry
 from app.bundles.models import MAX_ROWS
+from app.core.records import AuditEntry
 from tests.attachments.test_attachments import attachment_rows, storage_of, unique_bytes, upload
 from tests.bundles.test_bundles import counts, export, import_
 from tests.conftest import Caller

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlmodel import SQLModel
 
-from app.audit.models import AuditEntry
 from app.auth.models import Scope
-from app.config import Settings
+from app.core.config import Settings
+from app.core.records import AuditEntry
 from tests.conftest import Caller, join, make_caller, new_case, walk
 from tests.test_seed import load_seed
 

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.audit.models import AuditEntry
 from app.auth.models import Scope
 from app.bundles.service import parse_bundle
-from app.errors import MAX_ERRORS, AppError
+from app.core.errors import MAX_ERRORS, AppError
+from app.core.records import AuditEntry
 from tests.bundles.test_bundles import build_case, counts, export
 from tests.conftest import Caller, join, make_caller, new_case
 

@@ -27,8 +27,8 @@ from fastapi.testclient import TestClient
 
 from app.attachments.storage import LocalStorage
 from app.bundles.imports import IMPORTS_PER_CHILD
-from app.config import Settings
-from app.errors import AppError
+from app.core.config import Settings
+from app.core.errors import AppError
 from tests.attachments.test_attachments import storage_of, unique_bytes
 from tests.bundles.test_bundle_attachments import attach, entry, imported, listed
 from tests.bundles.test_bundles import counts, export, import_

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from app.core.db import insert_into
 from app.core.uow import Tx
-from app.db import insert_into
 from app.detainees.models import Detainee
 from tests.bundles.test_bundles import PURPOSE, counts, export, import_
 from tests.conftest import Caller, new_case, run_unit, walk

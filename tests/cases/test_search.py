@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from alembic import command
 from fastapi.testclient import TestClient
 
-from app import migrate
+from app.core import migrate
 from tests.conftest import Caller, new_case, walk
 from tests.test_migrations import blank_engine  # noqa: F401  (fixture)
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.events.models import Event
+from app.core.records import Event
 from tests.conftest import Caller, join, make_caller, new_case, walk
 
 URL = "/api/v1/events"

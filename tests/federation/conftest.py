@@ -15,7 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.config import Settings
+from app.core.config import Settings
 from app.federation.identity import Identity, identity
 from tests.conftest import POSTGRES_URL, _fresh_postgres
 

@@ -9,7 +9,7 @@ import httpx
 import sqlalchemy as sa
 
 from app.agencies.models import Agency
-from app.db import create_db_engine
+from app.core.db import create_db_engine
 from tests.federation.conftest import Instance, peer
 
 API = "/api/v1"

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.config import ConfigError, Settings
+from app.core.config import ConfigError, Settings
+from app.core.ratelimit.rate import Rate
+from app.core.ratelimit.service import Limiter, LocalLimiter, RedisLimiter
 from app.main import create_app
-from app.ratelimit.rate import Rate
-from app.ratelimit.service import Limiter, LocalLimiter, RedisLimiter
 from tests.conftest import make_caller
 from tests.hits.test_hits import search
 

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from app import cli
 from app.auth.models import Scope
-from app.config import Settings
-from app.db import utcnow
+from app.core.config import Settings
+from app.core.db import utcnow
 from app.identifiers import notices
 from app.identifiers.models import HitSearchTerm
 from tests.conftest import Caller, make_caller, new_case, walk

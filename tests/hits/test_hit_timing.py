@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import SQLModel
 
 from app.auth.models import Scope
+from app.core.db import utcnow
 from app.core.uow import PostgresDatabase, Prepared, Statement
-from app.db import utcnow
 from tests.conftest import Caller, make_caller, new_case
 
 API = "/api/v1"

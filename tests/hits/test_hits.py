@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.config import get_settings
+from app.core.config import get_settings
+from app.core.secrets import search_term_key
 from app.core.uow import Database, create_database
 from app.identifiers import notices
-from app.secrets import search_term_key
 from tests.conftest import Caller, join, make_agency, make_caller, new_case, walk
 
 T = TypeVar("T")

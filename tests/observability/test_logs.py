@@ -18,8 +18,8 @@ import uvicorn
 from pydantic import ValidationError
 
 from app import cli
-from app.config import Settings, get_settings
-from app.observability.serving import MULTIPROC_ENV
+from app.core.config import Settings, get_settings
+from app.core.observability.serving import MULTIPROC_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = textwrap.dedent(
     """
     import logging, sys
-    from app.observability.logs import configure_logging, request_id_var
+    from app.core.observability.logs import configure_logging, request_id_var
     configure_logging(sys.argv[1], sys.argv[2], False)
     logging.getLogger("uvicorn.error").info("Started server process")
     logging.getLogger("caseapi").debug("below the level")
@@ -234,7 +234,7 @@ def test_the_short_way_of_a_record_writes_what_structlog_writes(log_format: str,
 
     import structlog
 
-    from app.observability.logs import formatter, request_id_var
+    from app.core.observability.logs import formatter, request_id_var
 
     lines = []
     shape = formatter(log_format)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from app.auth.models import Scope
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from app.webhooks.models import DeliveryError
 from tests.conftest import Caller, make_caller, new_case

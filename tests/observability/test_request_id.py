@@ -9,7 +9,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from app.observability.logs import formatter
+from app.core.observability.logs import formatter
 from tests.conftest import Caller, new_case
 
 API = "/api/v1"

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from app.auth.models import Scope
-from app.ratelimit.rate import Rate, retry_after
-from app.ratelimit.service import LocalLimiter, RedisLimiter
+from app.core.ratelimit.rate import Rate, retry_after
+from app.core.ratelimit.service import LocalLimiter, RedisLimiter
 from tests.conftest import Caller, make_caller
 
 API = "/api/v1"

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.audit.models import AuditEntry
 from app.auth.models import Scope
+from app.core.records import AuditEntry
 from app.requests.models import InformationRequest, RequestMessage
 from tests.conftest import Caller, join, make_caller, new_case, problem_of, transaction, walk
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from stix2validator import ValidationOptions, validate_instance
 
 from app.auth.models import Scope
-from app.config import Settings
+from app.core.config import Settings
 from tests.conftest import Caller, join, make_caller, new_case, problem_of, walk
 from tests.test_seed import load_seed
 

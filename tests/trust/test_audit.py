@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-import app.journal
+import app.core.journal
 from app import cli
 from app.agencies import service as agencies
 from app.agencies.models import AgencyCreate
-from app.audit.models import AuditEntry
 from app.auth import service as auth
 from app.auth.models import Scope
+from app.core.records import AuditEntry
 from app.core.uow import Tx
 from tests.conftest import Caller, join, make_caller, new_case, run_unit, run_verify, walk
 
@@ -188,7 +188,7 @@ def broken_journal(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(app.journal, "event_rows", fail)
+    monkeypatch.setattr(app.core.journal, "event_rows", fail)
 
 
 def test_change_and_entry_share_one_transaction(
@@ -574,9 +574,9 @@ def test_cli_audit_list_can_be_piped(engine: sa.Engine, database_url: str) -> No
 
     async def work(tx: Tx) -> None:
         for _ in range(1000):
-            app.journal.record(
+            app.core.journal.record(
                 tx,
-                app.journal.CLI,
+                app.core.journal.CLI,
                 action="case.updated",
                 resource_type="case",
                 resource_id=uuid.uuid4(),
@@ -614,7 +614,7 @@ def test_denied_attempts_leave_one_structured_line(
         assert response.status_code == status
         records = [r for r in caplog.records if r.name == "caseapi.security"]
         assert len(records) == 1, [r.getMessage() for r in records]
-        # Fields as fields (app.observability.logs renders them as JSON or text).
+        # Fields as fields (app.core.observability.logs renders them as JSON or text).
         line = records[0].__dict__
         assert records[0].getMessage() == "access_denied"
         assert line["status"] == status

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.agencies.models import Agency
 from app.auth.models import Scope
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import Caller, make_caller
 from tests.trust.world import World, build_world

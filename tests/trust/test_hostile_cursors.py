@@ -1,7 +1,7 @@
 """Forged cursors: every list answers 400 invalid-cursor, never a 500.
 
 The attacker holds the signing key (tests compute it as the server does,
-through app.secrets.cursor_key): a leaked key must not let a cursor carry
+through app.core.secrets.cursor_key): a leaked key must not let a cursor carry
 into a query what no page of that list could have produced.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import get_settings
-from app.secrets import cursor_key
+from app.core.config import get_settings
+from app.core.secrets import cursor_key
 from tests.conftest import Caller
 from tests.trust.world import World, build_world
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.cases.models import Case
-from app.config import get_settings
+from app.core.config import get_settings
 from app.detainees.models import Detainee
 from app.evidence.models import CustodyEvent
 from tests.conftest import Caller

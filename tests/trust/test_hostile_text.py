@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.errors import AppError
-from app.http import read_purpose
+from app.core.errors import AppError
+from app.core.http import read_purpose
 from tests.conftest import Caller
 from tests.trust.world import World, build_world
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.http import MAX_IF_MATCH_TAGS
+from app.core.http import MAX_IF_MATCH_TAGS
 from tests.conftest import Caller, problem_of
 from tests.trust.world import World, build_world
 

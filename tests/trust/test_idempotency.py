@@ -161,7 +161,7 @@ def _hours_ago(engine: sa.Engine, hours: int) -> Any:
     from datetime import UTC, datetime, timedelta
 
     value = datetime.now(UTC) - timedelta(hours=hours)
-    # SQLite stores naive UTC (app.db.UTCDateTime).
+    # SQLite stores naive UTC (app.core.db.UTCDateTime).
     return value.replace(tzinfo=None) if engine.dialect.name == "sqlite" else value
 
 

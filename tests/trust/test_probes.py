@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.config import Settings
+from app.core.config import Settings
+from app.core.probes import ProbeCounter
 from app.main import create_app
-from app.probes import ProbeCounter
 from tests.conftest import Caller, make_caller, problem_of, recorded_statements
 from tests.trust.test_route_walker import FILLABLE, case_routes, fill, send
 from tests.trust.world import World, build_world, minimal_body, minimal_query

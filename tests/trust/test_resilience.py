@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from app import migrate
 from app.auth import service as auth
 from app.auth.models import Scope
-from app.config import Settings
-from app.db import create_db_engine
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import create_db_engine
 from app.main import create_app
 from tests.conftest import make_agency, run_unit
 

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.config import Settings
+from app.core.config import Settings
+from app.core.db import utcnow
 from app.core.uow import Database, create_database
-from app.db import utcnow
 from app.main import create_app
 from app.webhooks import service
 from app.webhooks.delivery import LEASE, Deliverer

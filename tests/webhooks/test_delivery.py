@@ -16,13 +16,13 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from app import cli
-from app.audit.models import AuditEntry
 from app.auth.models import Scope
-from app.config import Settings, get_settings
+from app.core.config import Settings, get_settings
+from app.core.observability.metrics import Metrics
+from app.core.records import AuditEntry
 from app.core.uow import Database
 from app.events.models import EventPublic
 from app.main import create_app
-from app.observability.metrics import Metrics
 from app.webhooks import service
 from app.webhooks.delivery import LEASE, RETRY_DELAYS, Deliverer
 from app.webhooks.models import WebhookSubscription

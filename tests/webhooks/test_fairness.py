@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.config import Settings
+from app.core.config import Settings
 from app.core.uow import Database
 from app.webhooks.delivery import Deliverer
 from tests.conftest import Caller, make_caller, new_case, walk

@@ -8,12 +8,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.audit.models import AuditEntry
 from app.auth import service as auth
 from app.auth.models import ApiClient, Scope
-from app.config import Settings
+from app.core.config import Settings
+from app.core.db import utcnow
+from app.core.records import AuditEntry
 from app.core.uow import Database
-from app.db import utcnow
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer
 from tests.conftest import Caller, make_caller, new_case, run_unit

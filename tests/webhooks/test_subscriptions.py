@@ -11,10 +11,9 @@ from cryptography.exceptions import InvalidTag
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.audit.models import AuditEntry
 from app.auth.models import Scope
-from app.config import Settings
-from app.events.models import Event
+from app.core.config import Settings
+from app.core.records import AuditEntry, Event
 from app.webhooks import service
 from app.webhooks.models import WebhookSubscription
 from tests.conftest import Caller, make_caller, walk

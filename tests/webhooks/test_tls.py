@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
-from app.db import utcnow
+from app.core.db import utcnow
 from app.webhooks.delivery import Deliverer
 from tests.conftest import Caller
 from tests.webhooks.conftest import API, deliver, subscribe

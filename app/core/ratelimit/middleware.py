@@ -18,10 +18,10 @@ import math
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem_response
-from app.observability.metrics import Metrics
-from app.ratelimit.rate import retry_after
-from app.ratelimit.service import Limiter, Quota
+from app.core.errors import problem_response
+from app.core.observability.metrics import Metrics
+from app.core.ratelimit.rate import retry_after
+from app.core.ratelimit.service import Limiter, Quota
 
 EXEMPT = frozenset({"/api/v1/health", "/api/v1/health/ready"})
 POLICY = "default"  # the one policy's name, as both fields give it

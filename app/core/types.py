@@ -10,9 +10,11 @@ rule existed must stay readable.
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
+import annotated_types
 import pycountry
 from pydantic import (
     AfterValidator,
@@ -26,8 +28,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from sqlmodel import SQLModel
 
-from app.config import get_settings
-from app.errors import invalid
+from app.core.config import get_settings
+from app.core.errors import invalid
 
 
 def _in_request_body(info: ValidationInfo) -> bool:
@@ -74,18 +76,28 @@ def clean_line(value: str) -> str:
     return (value if value.isascii() else unicodedata.normalize("NFKC", value)).strip()
 
 
-def _text(max_length: int, min_length: int, *, multi_line: bool) -> Any:
+@dataclass(frozen=True)
+class _TextRules(annotated_types.GroupedMetadata):
     """A bounded string with the rules of its kind, in one Python call per
     value (every text field of every request pays for it). The bounds hold
     for what is sent (checked first, natively, and documented in the
-    schema) and again for what is stored."""
+    schema) and again for what is stored. Used as `Annotated[str, Text(...)]`."""
 
-    def check(value: str, info: ValidationInfo) -> str:
+    max_length: int
+    min_length: int
+    multi_line: bool
+
+    def __iter__(self) -> Iterator[object]:
+        yield annotated_types.MinLen(self.min_length)
+        yield annotated_types.MaxLen(self.max_length)
+        yield AfterValidator(self.check)
+
+    def check(self, value: str, info: ValidationInfo) -> str:
         if not _in_request_body(info):
             if "\x00" in value:  # never stored, whatever the model
                 raise ValueError("NUL characters are not allowed")
             return value
-        if multi_line:
+        if self.multi_line:
             if "\r" in value:  # text pasted from another system keeps its line breaks, as LF
                 value = _NEWLINES.sub("\n", value)
             found = _MULTI_LINE_FORBIDDEN.search(value)
@@ -94,28 +106,24 @@ def _text(max_length: int, min_length: int, *, multi_line: bool) -> Any:
             value = nfc(value)
         else:
             value = clean_line(value)
-        if min_length and not value.strip():
+        if self.min_length and not value.strip():
             raise ValueError("must not be empty or only whitespace")
-        if not min_length <= len(value) <= max_length:
-            raise ValueError(f"must be {min_length} to {max_length} characters once normalised")
+        if not self.min_length <= len(value) <= self.max_length:
+            raise ValueError(f"must be {self.min_length} to {self.max_length} characters once normalised")
         return value
 
-    return Annotated[
-        str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(check)
-    ]
 
-
-def Text(max_length: int, min_length: int = 0) -> Any:
+def Text(max_length: int, min_length: int = 0) -> _TextRules:
     """One line of text (a reference, title, label, code, name, subject): NFKC,
     trimmed, no control or default-ignorable characters; required (min_length
     >= 1) means not blank."""
-    return _text(max_length, min_length, multi_line=False)
+    return _TextRules(max_length, min_length, multi_line=False)
 
 
-def MultilineText(max_length: int, min_length: int = 0) -> Any:
+def MultilineText(max_length: int, min_length: int = 0) -> _TextRules:
     """Free text (a summary, body, note, description): NFC, line breaks as LF,
     tabs and newlines allowed, no other control characters."""
-    return _text(max_length, min_length, multi_line=True)
+    return _TextRules(max_length, min_length, multi_line=True)
 
 
 # Instants stay within years every backend stores and that date arithmetic
@@ -164,9 +172,9 @@ def _country(value: str) -> str:
 
 
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
-Label = Text(200, 1)
-ShortText = Text(200)
-LongText = MultilineText(10_000)
+Label = Annotated[str, Text(200, 1)]
+ShortText = Annotated[str, Text(200)]
+LongText = Annotated[str, MultilineText(10_000)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 # Pairs of fields (earlier, later) whose values must come in this order.

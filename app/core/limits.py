@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem_response
+from app.core.errors import problem_response
 
 
 class BodyTooLarge(HTTPException):

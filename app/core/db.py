@@ -154,7 +154,7 @@ def writer(engine: Engine) -> Engine:
 def table_of(model: type[Any] | sa.Table) -> sa.Table:
     """The table of a SQLModel table class (or the table itself): statements
     on its typed columns (`table.c.name`)."""
-    return model if isinstance(model, sa.Table) else model.__table__  # type: ignore[no-any-return]
+    return model if isinstance(model, sa.Table) else model.__table__
 
 
 @functools.cache

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from app.config import Settings
-from app.observability.logs import logging_config
+from app.core.config import Settings
+from app.core.observability.logs import logging_config
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

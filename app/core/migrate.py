@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-from app.config import shipped
+from app.core.config import shipped
 
 # What the readiness probe asks on every poll: one indexed row.
 REVISION_QUERY = sa.text("SELECT version_num FROM alembic_version")

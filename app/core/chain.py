@@ -1,7 +1,7 @@
 """The audit hash chain: how entries are hashed, appended and verified.
 
 Each entry's `hash` is an HMAC-SHA256, under the server's audit key
-(app.secrets; never in the database), of its canonical content including
+(app.core.secrets; never in the database), of its canonical content including
 `prev_hash`. Someone who can write to the database but does not hold the
 key can alter, drop or add entries, but cannot make them verify.
 
@@ -11,7 +11,7 @@ operator recorded under the key (`caseapi audit reset-checkpoint
 --pre-key-head`); without that record every entry must be keyed, so a chain
 rewritten in the unkeyed form fails.
 
-The journal (app.journal) appends with entry_rows() and, with the chain's
+The journal (app.core.journal) appends with entry_rows() and, with the chain's
 first entry, first_checkpoint(); app.audit.service reads and verifies.
 """
 
@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
-from app.config import get_settings
-from app.db import utcnow
-from app.secrets import audit_key
+from app.core.config import get_settings
+from app.core.db import utcnow
+from app.core.records import AuditCheckpoint, AuditEntry, AuditVerification
+from app.core.secrets import audit_key
 
 if TYPE_CHECKING:
-    from app.journal import Change
+    from app.core.journal import Change
 
 GENESIS = "0" * 64
 CHECKPOINT_ID = 1
@@ -85,7 +85,7 @@ def _canonical(entry: HashedContent) -> bytes:
 
 
 def key() -> bytes:
-    """The chain's HMAC key, from this process's settings (app.secrets)."""
+    """The chain's HMAC key, from this process's settings (app.core.secrets)."""
     return audit_key(get_settings())
 
 

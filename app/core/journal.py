@@ -4,7 +4,7 @@ Services note each change on their unit of work (`record()`); the unit of
 work (app.core.uow) calls `write()` just before its COMMIT, which writes the
 audit entries and feed events in the same transaction, under one lock held
 until commit (with the chain's first entry, its first checkpoint:
-app.audit.chain). The lock is what keeps the audit hash chain linear and makes
+app.core.chain). The lock is what keeps the audit hash chain linear and makes
 feed sequence numbers visible in order.
 """
 
@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import text
 
-from app.audit.chain import AUDIT_HEAD, entry_rows, first_checkpoint
-from app.audit.models import AuditEntry
-from app.db import utcnow
-from app.events.models import Event
+from app.core.chain import AUDIT_HEAD, entry_rows, first_checkpoint
+from app.core.db import utcnow
+from app.core.records import AuditEntry, Event
 
 if TYPE_CHECKING:
     from app.core.uow import Tx

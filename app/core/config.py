@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from app.ratelimit.rate import Rate
+from app.core.ratelimit.rate import Rate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         ge=1024,
         description="the same for `POST /bundles`, whose body is a whole case",
     )
-    # The audit chain's HMAC key and the cursors' signing key (app.secrets):
+    # The audit chain's HMAC key and the cursors' signing key (app.core.secrets):
     # never in the source, never in the database. Each is at least 32 random
     # bytes, hex or base64 encoded; every other key is derived from the audit key.
     audit_key: SecretStr | None = Field(
@@ -236,7 +236,7 @@ class Settings(BaseSettings):
         description="how long a worker trusts a key it looked up; a revocation takes effect within it",
     )
     # A client with this many 404s on id routes within the window is reported
-    # to the security log (app.probes), and again at each further multiple.
+    # to the security log (app.core.probes), and again at each further multiple.
     probe_log_threshold: int = Field(
         default=20,
         ge=1,
@@ -253,7 +253,7 @@ class Settings(BaseSettings):
     @classmethod
     def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
-            return None  # unset (app.secrets: generated on SQLite, refused on PostgreSQL)
+            return None  # unset (app.core.secrets: generated on SQLite, refused on PostgreSQL)
         require_strong_key(value.get_secret_value().strip())
         return SecretStr(value.get_secret_value().strip())
 
@@ -291,7 +291,7 @@ class Settings(BaseSettings):
             )
         return url
 
-    # app.observability: one JSON object per line, or a readable line.
+    # app.core.observability: one JSON object per line, or a readable line.
     log_format: Literal["text", "json"] = Field(
         default="text", description="`json`: one JSON object per line; `text`: one readable line per event"
     )

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from app.ratelimit.rate import Rate
+from app.core.ratelimit.rate import Rate
 
 log = logging.getLogger("caseapi.ratelimit")
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import exc as sa_exc
 
-from app.errors import AppError
-from app.observability.metrics import JournalHeads, read_journal_heads
+from app.core.errors import AppError
+from app.core.observability.metrics import JournalHeads, read_journal_heads
 
 log = logging.getLogger("caseapi")
 

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.errors import MAX_ERRORS, PROBLEM_JSON
+from app.core.errors import MAX_ERRORS, PROBLEM_JSON
 
 OPERATION_ID = re.compile(r"^[a-z_]+\.[a-z_]+$")
 _API_PREFIX = "/api/v1"
@@ -34,7 +34,7 @@ def operation_id(route: APIRoute) -> str:
     segments = [s for s in path.split("/") if s]
     literals = [s for s in segments if not s.startswith("{")]
     resource = literals[-1].replace("-", "_")
-    [method] = route.methods or ()
+    [method] = sorted(route.methods or ())  # one per route (FastAPI makes one route per method here)
     verbs = _ONE_RECORD_VERBS if segments[-1].startswith("{") else _COLLECTION_VERBS
     return f"{resource}.{verbs[method]}"
 
@@ -279,7 +279,7 @@ def problem_codes(method: str, operation: dict[str, Any]) -> set[int]:
     has_body = "requestBody" in operation
     secured = bool(operation.get("security"))
     codes = {503}  # admission control and the database, on every route
-    # A PATCH or DELETE checks the form of its If-Match (app.http.check_if_match).
+    # A PATCH or DELETE checks the form of its If-Match (app.core.http.check_if_match).
     if has_body or any(p["name"] == "cursor" for p in params) or method in ("patch", "delete"):
         codes.add(400)
     if secured:

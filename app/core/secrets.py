@@ -5,7 +5,7 @@ the database must not be able to forge an audit entry or a cursor.
 
 `CASEAPI_AUDIT_KEY` keys the audit chain; `CASEAPI_CURSOR_SECRET`, when
 set, signs cursors, else a key derived from the audit key does. Either may
-come from a file instead (`..._FILE`, app.config), and each must be at
+come from a file instead (`..._FILE`, app.core.config), and each must be at
 least 32 random bytes, hex or base64 encoded. On
 PostgreSQL (a production database, reached by several hosts) the audit key
 must be set: every worker on every host has to hold the same one. On
@@ -20,7 +20,7 @@ import secrets
 from functools import cache
 from pathlib import Path
 
-from app.config import ConfigError, Settings, require_strong_key
+from app.core.config import ConfigError, Settings, require_strong_key
 
 
 def _key_file(path: Path) -> bytes:

@@ -31,7 +31,7 @@ import annotated_types
 from fastapi import Request, Response
 from fastapi.params import Depends, Param, Query
 
-from app.http import StrictJSONRoute
+from app.core.http import StrictJSONRoute
 
 E = TypeVar("E", bound=Callable[..., Awaitable[Response]])
 Binder = Callable[[Request], Awaitable[dict[str, Any] | None]]

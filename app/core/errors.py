@@ -12,8 +12,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.observability.logs import request_id_var
-from app.probes import note_not_found
+from app.core.observability.logs import request_id_var
+from app.core.probes import note_not_found
 
 log = logging.getLogger("caseapi")
 security_log = logging.getLogger("caseapi.security")
@@ -128,7 +128,7 @@ def problem_response(
         **(extra or {}),
     }
     request_id = request_id_var.get()
-    if request_id is not None:  # set for every request by app.observability
+    if request_id is not None:  # set for every request by app.core.observability
         body["request_id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.core.db import new_row, table_of, utcnow
+from app.core.journal import Actor, Change
 from app.core.uow import Row, Tx
-from app.db import new_row, table_of, utcnow
-from app.journal import Actor, Change
 
 
 async def insert_recorded(

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem_response
-from app.observability.logs import request_id_var
-from app.observability.metrics import UNMATCHED, Metrics
+from app.core.errors import problem_response
+from app.core.observability.logs import request_id_var
+from app.core.observability.metrics import UNMATCHED, Metrics
 
 log = logging.getLogger("caseapi")
 request_log = logging.getLogger("caseapi.request")

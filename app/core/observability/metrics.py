@@ -30,9 +30,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from app.audit.models import AuditEntry
+from app.core.records import AuditEntry, Event
 from app.core.uow import PoolStats, Statements
-from app.events.models import Event
 
 UNMATCHED = "unmatched"  # the route label of a request no route answered
 # Any other method is one label value, so that clients cannot mint label values.

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from fastapi import Depends, Query
 from pydantic import BaseModel
 
-from app.config import get_settings
+from app.core.config import get_settings
+from app.core.errors import AppError, not_found
+from app.core.secrets import cursor_key
+from app.core.types import EARLIEST, LATEST
 from app.core.uow import Statements
-from app.errors import AppError, not_found
-from app.secrets import cursor_key
-from app.types import EARLIEST, LATEST
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ class Page(BaseModel, Generic[T]):
 
 
 def page_json(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
-    """A Page, as the dict its JSON is written from (app.http.public_json)."""
+    """A Page, as the dict its JSON is written from (app.core.http.public_json)."""
     return {"items": items, "next_cursor": next_cursor}
 
 

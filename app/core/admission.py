@@ -22,7 +22,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import problem_response
+from app.core.errors import problem_response
 
 
 class Gauge(Protocol):

@@ -13,8 +13,8 @@ from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.errors import AppError, invalid
-from app.types import clean_line
+from app.core.errors import AppError, invalid
+from app.core.types import clean_line
 
 JSON = "application/json"
 
