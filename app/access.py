@@ -90,7 +90,7 @@ def with_case_access(
 
 
 def is_public(handling_code: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-    # Not IN (...): the hot reads (app.core.uow) run statements without expanding lists.
+    # Not IN (...): app.core.uow prepares each statement once, without expanding lists.
     return sa.or_(*(handling_code == code for code in PUBLIC_CODES))
 
 

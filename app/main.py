@@ -83,12 +83,13 @@ _GIL_SWITCH_SECONDS = 0.0005
 
 
 def _shorten_gil_switch_interval() -> None:
-    """The event loop serves the hot reads while worker threads run the
-    writes; after each wait for I/O a thread asks for the GIL back, and gets
-    it only when the holder lets go. At Python's default 5 ms, a read could
-    wait that long for each of its steps behind a busy write (measured when
-    bundle imports still ran in threads: reads of other cases had a p99 11
-    times their idle one at 5 ms, 6 times at 0.5 ms)."""
+    """The event loop serves requests while worker threads run SQLite's
+    statements, file transfers and the bundle imports' pipes; after each wait
+    for I/O a thread asks for the GIL back, and gets it only when the holder
+    lets go. At Python's default 5 ms, a request could wait that long for
+    each of its steps behind a busy thread (measured when bundle imports
+    still ran in threads: reads of other cases had a p99 11 times their idle
+    one at 5 ms, 6 times at 0.5 ms)."""
     sys.setswitchinterval(_GIL_SWITCH_SECONDS)
 
 

@@ -1,4 +1,5 @@
-"""The hot write (app.core.uow): the rows the ORM would write, one transaction
+"""A unit of work (app.core.uow), through the POST agency tools make most: the rows
+SQLAlchemy would write, one transaction
 whatever fails in it, and a pool that recovers from lost connections."""
 
 import asyncio

@@ -2,8 +2,8 @@
 
 Refusals (401/403) are written to the security log by the error handler.
 Both dependencies run on the event loop; only a key missing from the
-worker's short-lived cache costs a database round trip, a hot read
-(app.core.uow) that does not hold a worker thread.
+worker's short-lived cache costs a database round trip, a read on the
+unit of work (app.core.uow).
 """
 
 from collections.abc import Awaitable, Callable

@@ -47,7 +47,7 @@ def to_public(case: Any, level: Level) -> CasePublic:
 
 
 def to_public_json(case: Any, level: Level) -> dict[str, Any]:
-    """to_public() of a case row, for the hot reads."""
+    """to_public() as the dict a page is written from (app.core.http.public_json)."""
     return public_json(CasePublic, case, access=level, origin=origin_of(case))
 
 

@@ -236,7 +236,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("integrity error: %s", exc.orig)
         return problem_response(409, "The change conflicts with existing data.", slug="conflict")
 
-    # The hot reads (app.core.uow) raise SQLAlchemy's exceptions too, around asyncpg's errors.
+    # The unit of work (app.core.uow) raises SQLAlchemy's exceptions, around asyncpg's errors too.
     @app.exception_handler(sa_exc.DataError)
     async def _data_error(_: Request, exc: sa_exc.DataError) -> JSONResponse:
         # A value the schema let through but the database cannot store or

@@ -166,8 +166,8 @@ async def read_page(
     keys: Sequence[sa.ColumnElement[Any]],
     in_case: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """paginate() for the hot reads: `stmt` is already keyset() for `params`
-    (built once per shape); rows hold the columns it selects. `in_case`: `stmt`
+    """One page of `stmt`'s rows, and the cursor of the next: `stmt` is already
+    keyset() for `params` (built once per shape); rows hold the columns it selects. `in_case`: `stmt`
     is made by access.in_case_seen_in_full(), and no row at all is a 404 (the
     case's), as the caller does not see the case in full."""
     rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))

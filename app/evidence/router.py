@@ -63,7 +63,6 @@ async def create_item(
             version=item.version,
         )
 
-    # The write agency tools make most (every item of a search): on the hot write.
     async def work(tx: Tx) -> Response:
         await access.writable_case(tx, p, case_id)
 

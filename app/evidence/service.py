@@ -88,7 +88,7 @@ async def list_items(
 
 
 async def create_item(tx: Tx, p: Principal, case_id: uuid.UUID, data: SeizedItemCreate) -> dict[str, Any]:
-    """The item (its row) and its seizure, the first event of its chain; on the hot write (app.core.uow)."""
+    """The item (its row) and its seizure, the first event of its chain, in one statement."""
     seized_by = data.seized_by_agency_id or p.agency_id
     custodian = data.custodian_agency_id or seized_by
     refs: dict[str, uuid.UUID | None] = {"seized_by_agency_id": seized_by, "custodian_agency_id": custodian}
