@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError
 
 from app.core.ratelimit.rate import Rate
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # The dialect+driver pairs the service is built and tested on.
 DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")

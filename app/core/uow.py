@@ -154,6 +154,8 @@ class _Argument:
     name: str
     value: Any
     process: Processor | None
+    # A None the type itself writes (JSON's `null`), rather than SQL's NULL.
+    evaluates_none: bool
 
 
 @dataclass(frozen=True)
@@ -164,12 +166,20 @@ class Prepared:
     row: type[tuple[Any, ...]]
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
+        """The placeholders' values, through their types' bind processors, as
+        SQLAlchemy binds them; a value a type refuses is a StatementError, as there."""
         out = []
         for arg in self.arguments:
             value = params.get(arg.name, arg.value)
             if value is _UNSET:
                 raise sa_exc.ArgumentError(f"a value is required for bind parameter {arg.name!r}")
-            out.append(value if arg.process is None or value is None else arg.process(value))
+            if arg.process is None or (value is None and not arg.evaluates_none):
+                out.append(value)
+                continue
+            try:
+                out.append(arg.process(value))
+            except Exception as exc:
+                raise sa_exc.StatementError(f"({type(exc).__name__}) {exc}", self.sql, None, exc) from exc
         return out
 
     def rows(self, records: Sequence[asyncpg.Record]) -> list[Row]:
@@ -200,7 +210,8 @@ def prepare(stmt: Statement, dialect: sa.Dialect) -> Prepared:
         if bind.callable is not None:
             raise TypeError(f"statements take values, not callables (bind parameter {name!r})")
         value = _UNSET if bind.required else bind.value
-        arguments.append(_Argument(name, value, bind.type.bind_processor(dialect)))
+        process = bind.type.bind_processor(dialect)
+        arguments.append(_Argument(name, value, process, bool(bind.type.should_evaluate_none)))
     columns = list(getattr(stmt, "exported_columns", ()))
     results = tuple(
         (i, process)
