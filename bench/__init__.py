@@ -5,6 +5,14 @@ Never part of the test suite. See bench/README.md.
 
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from app.auth.models import Scope
+    from app.core.uow import Tx
+
+T = TypeVar("T")
 
 # 32 bytes, hex, as the service requires of an audit key; fixed, so that a dataset
 # generated once verifies in every later run.
@@ -16,3 +24,35 @@ def use_bench_audit_key() -> None:
     servers, the generator and the reference must all key it alike (and `caseapi serve` on
     PostgreSQL refuses to start without one)."""
     os.environ.setdefault("CASEAPI_AUDIT_KEY", BENCH_AUDIT_KEY)
+
+
+def run_unit(url: str, work: "Callable[[Tx], Awaitable[T]]") -> "T":
+    """`await work(tx)` in one unit of work on the database at `url`, as a command runs one."""
+    import asyncio
+
+    from app.core.uow import create_database
+
+    async def main() -> T:
+        db = create_database(url, size=1, timeout=10)
+        try:
+            return await db.run(work)
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
+def agency_with_key(url: str, code: str, name: str, scopes: "list[Scope]") -> tuple[str, str]:
+    """A police agency `code` and an API key of it, made as `caseapi agency create` and
+    `caseapi client create` make them: (the agency's id, the key)."""
+    from app.agencies.models import AgencyCreate, AgencyKind
+    from app.agencies.service import create_agency
+    from app.auth.service import create_client
+
+    async def work(tx: "Tx") -> tuple[str, str]:
+        data = AgencyCreate(code=code, name=name, country="UA", kind=AgencyKind.police)
+        agency = await create_agency(tx, None, data)
+        _, key = await create_client(tx, agency_code=code, name="bench", scopes=scopes)
+        return str(agency.id), key
+
+    return run_unit(url, work)

@@ -45,8 +45,8 @@ from app.cases.models import reference_key, search_text
 from app.core import migrate
 from app.core.chain import GENESIS, entry_hash, key
 from app.core.config import get_settings
-from app.core.db import create_db_engine, transaction
-from bench import use_bench_audit_key
+from app.core.db import create_db_engine
+from bench import run_unit, use_bench_audit_key
 
 SIZES = {"small": 1_000, "medium": 100_000, "large": 1_000_000}
 DEFAULT_SEED = 20251123
@@ -607,8 +607,7 @@ def generate(url: str, size: str, *, rng_seed: int = DEFAULT_SEED, fresh: bool =
     engine = create_db_engine(url)
     with engine.begin() as conn:
         migrate.upgrade(conn)
-    with transaction(engine, write=True) as session:
-        seed.load(session, get_settings().seed_dir)
+    run_unit(url, lambda tx: seed.load(tx, get_settings().seed_dir))
 
     with engine.connect() as conn:
         agencies = {
@@ -660,10 +659,11 @@ def generate(url: str, size: str, *, rng_seed: int = DEFAULT_SEED, fresh: bool =
     writer.finish()
 
     keys = {}
-    with transaction(engine, write=True) as session:
-        for name, scopes in (("bench-rw", [Scope.read, Scope.write]), ("bench-ro", [Scope.read])):
-            client, key = create_client(session, agency_code=BENCH_AGENCY, name=name, scopes=scopes)
-            keys[name] = {"key": key, "client_id": str(client.id)}
+    for name, scopes in (("bench-rw", [Scope.read, Scope.write]), ("bench-ro", [Scope.read])):
+        client, key = run_unit(
+            url, lambda tx, n=name, s=scopes: create_client(tx, agency_code=BENCH_AGENCY, name=n, scopes=s)
+        )
+        keys[name] = {"key": key, "client_id": str(client.id)}
     counts = _counts(engine)
     engine.dispose()
 

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from app.agencies.models import Agency, AgencyKind
-from app.auth import service as auth
 from app.auth.models import Scope
 from app.core import migrate
-from app.core.db import create_db_engine, transaction
+from app.core.db import create_db_engine
+from bench import agency_with_key
 from bench.run import free_port
 
 LIMIT = 32 * 1024 * 1024
@@ -59,13 +58,8 @@ def main() -> None:
         engine = create_db_engine(url)
         with engine.begin() as conn:
             migrate.upgrade(conn)
-        with transaction(engine, write=True) as session:
-            session.add(Agency(code="HOSTILE", name="Hostile", country="UA", kind=AgencyKind.police))
-            session.flush()
-            _, key = auth.create_client(
-                session, agency_code="HOSTILE", name="h", scopes=[Scope.read, Scope.write]
-            )
         engine.dispose()
+        _, key = agency_with_key(url, "HOSTILE", "Hostile", [Scope.read, Scope.write])
         port = free_port()
         env = {**os.environ, "CASEAPI_DATABASE_URL": url, "CASEAPI_KEY_FILE": f"{tmp}/key"}
         serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

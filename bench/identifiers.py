@@ -33,9 +33,9 @@ import sqlalchemy as sa
 
 from app.auth.models import Scope
 from app.auth.service import create_client
-from app.core.db import create_db_engine, transaction
+from app.core.db import create_db_engine
 from app.identifiers.normalize import IdentifierKind, normalize
-from bench import use_bench_audit_key
+from bench import run_unit, use_bench_audit_key
 from bench.generate import generate
 from bench.run import log, request, start_caseapi
 
@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
 
     generate(args.db, args.size)
     total = load_identifiers(args.db, args.per_case)
+    _, key = run_unit(
+        args.db, lambda tx: create_client(tx, agency_code=SEARCHER, name="bench hits", scopes=(Scope.read,))
+    )
     engine = create_db_engine(args.db)
-    with transaction(engine, write=True) as session:
-        _, key = create_client(session, agency_code=SEARCHER, name="bench hits", scopes=(Scope.read,))
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     rng = random.Random(20251123)
     held = rng.sample(range(total), 100)

@@ -17,70 +17,61 @@ latencies include waiting for the GIL, as in one server worker.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 import app.core.journal
-from app.agencies.models import Agency, AgencyKind
-from app.auth import service as auth
 from app.auth.models import Scope
 from app.core import migrate
 from app.core.config import Settings
-from app.core.db import create_db_engine, transaction
+from app.core.db import create_db_engine
+from app.core.uow import PostgresDatabase, Tx
 from app.main import create_app
-from bench import use_bench_audit_key
+from bench import agency_with_key, use_bench_audit_key
 
 
 class LockClock:
-    """Times every hold of the journal lock in this process: the import's, and the others'."""
+    """Times every hold of the journal lock in this process: the import's, and the others'.
+
+    The unit of work takes the lock in app.core.journal.write(), just before its
+    COMMIT, and holds it until the transaction ends: a hold is timed from the
+    start of write() to the end of the transaction it wrote for."""
 
     def __init__(self) -> None:
         self.holds: dict[str, list[float]] = {"import": [], "other": []}
         self.journal_written: list[float] = []  # the import's: from taking the lock to COMMIT
-        self._taken: dict[int, float] = {}
-        self._imports: set[int] = set()
-        lock, append, events = (
-            app.core.journal._lock,
-            app.core.journal.append_entries,
-            app.core.journal._append_events,
-        )
+        write = app.core.journal.write
+        transaction = PostgresDatabase.transaction
+        clock = self
 
-        def timed_lock(session: Session) -> None:
-            lock(session)
-            self._taken[id(session)] = time.perf_counter()
+        async def timed_write(tx: Tx) -> None:
+            tx.lock_taken = time.perf_counter()  # type: ignore[attr-defined]
+            await write(tx)
 
-        def noted_append(session: Session, changes: Any, *args: Any) -> None:
-            if any(change.action == "case.imported" for change in changes):
-                self._imports.add(id(session))
-            append(session, changes, *args)
+        @contextlib.asynccontextmanager
+        async def timed_transaction(database: PostgresDatabase) -> AsyncIterator[Tx]:
+            async with transaction(database) as tx:
+                yield tx
+            taken = getattr(tx, "lock_taken", None)
+            if taken is not None:
+                held = time.perf_counter() - taken
+                imported = any(change.action == "case.imported" for change in tx.changes)
+                clock.holds["import" if imported else "other"].append(held)
+                if imported:
+                    clock.journal_written.append(held)
 
-        def timed_events(session: Session, *args: Any) -> None:
-            events(session, *args)
-            if id(session) in self._imports:
-                self.journal_written.append(time.perf_counter() - self._taken[id(session)])
-
-        app.core.journal._lock = timed_lock  # type: ignore[assignment]
-        app.core.journal.append_entries = noted_append  # type: ignore[assignment]
-        app.core.journal._append_events = timed_events  # type: ignore[assignment]
-        event.listen(Session, "after_commit", self._released)
-        event.listen(Session, "after_rollback", self._released)
-
-    def _released(self, session: Session) -> None:
-        taken = self._taken.pop(id(session), None)
-        if taken is not None:
-            kind = "import" if id(session) in self._imports else "other"
-            self._imports.discard(id(session))
-            self.holds[kind].append(time.perf_counter() - taken)
+        app.core.journal.write = timed_write  # type: ignore[assignment]
+        PostgresDatabase.transaction = timed_transaction  # type: ignore[assignment,method-assign]
 
 
 def bundle(items: int, agency_id: str) -> dict[str, Any]:
@@ -125,15 +116,8 @@ def main() -> None:
         engine = create_db_engine(url)
         with engine.begin() as conn:
             migrate.upgrade(conn)
-        with transaction(engine, write=True) as session:
-            agency = Agency(code="BENCH", name="Bench", country="UA", kind=AgencyKind.police)
-            session.add(agency)
-            session.flush()
-            agency_id = str(agency.id)
-            _, key = auth.create_client(
-                session, agency_code="BENCH", name="bench", scopes=[Scope.read, Scope.write]
-            )
         engine.dispose()
+        agency_id, key = agency_with_key(url, "BENCH", "Bench", [Scope.read, Scope.write])
         run(url, key, agency_id, args.items)
     finally:
         with admin.connect() as conn:

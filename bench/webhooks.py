@@ -28,19 +28,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 import app.models  # noqa: F401  (every table, for the journal's writes)
-from app.agencies.models import Agency, AgencyKind
+from app.agencies.models import AgencyCreate, AgencyKind
+from app.agencies.service import create_agency
 from app.auth.models import Scope
 from app.auth.service import Principal, create_client
-from app.cases.models import Case
+from app.cases.models import CaseCreate
+from app.cases.service import create_case
 from app.core import migrate
 from app.core.config import Settings
-from app.core.db import create_db_engine, transaction
+from app.core.db import create_db_engine
 from app.core.journal import CLI, record
-from app.participants.models import Participant, Role
+from app.core.uow import Tx, create_database
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer
 from app.webhooks.models import SubscriptionCreate
-from bench import use_bench_audit_key
+from bench import run_unit, use_bench_audit_key
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -105,23 +107,24 @@ def _fresh_database(url: str | None) -> str:
     return url
 
 
-def _seed(engine: sa.Engine, settings: Settings, *, events: int, urls: list[str]) -> None:
-    with transaction(engine, write=True) as session:
-        agency = Agency(code="KZ-MVD", name="Ministry of Interior of Kazakhstan", kind=AgencyKind.ministry)
-        session.add(agency)
-        session.flush()
-        # An agency without a live key gets no webhooks (app.webhooks.lifecycle).
-        client, _ = create_client(session, agency_code=agency.code, name="bench", scopes=[Scope.admin])
+def _seed(settings: Settings, *, events: int, urls: list[str]) -> None:
+    """An agency with a live key (an agency without one gets no webhooks:
+    app.webhooks.lifecycle), its subscriptions, a case and `events` changes to deliver."""
+
+    async def work(tx: Tx) -> None:
+        data = AgencyCreate(
+            code="KZ-MVD", name="Ministry of Interior of Kazakhstan", kind=AgencyKind.ministry
+        )
+        agency = await create_agency(tx, None, data)
+        client, _ = await create_client(tx, agency_code=agency.code, name="bench", scopes=[Scope.admin])
         admin = Principal(client_id=client.id, agency_id=agency.id, parent_agency_id=None, scopes=frozenset())
         for url in urls:
-            service.create_subscription(session, admin, SubscriptionCreate(url=url), settings)
-        case = Case(reference="KZ-2025-KYIV", title="Call centre in Kyiv", lead_agency_id=agency.id)
-        session.add(case)
-        session.flush()
-        session.add(Participant(case_id=case.id, agency_id=agency.id, role=Role.lead))
+            await service.create_subscription(tx, admin, SubscriptionCreate(url=url), settings)
+        title = "Call centre in Kyiv"
+        case = await create_case(tx, admin, CaseCreate(reference="KZ-2025-KYIV", title=title))
         for _ in range(events):
             record(
-                session,
+                tx,
                 CLI,
                 action="seized_item.created",
                 resource_type="seized_item",
@@ -129,13 +132,21 @@ def _seed(engine: sa.Engine, settings: Settings, *, events: int, urls: list[str]
                 case_id=case.id,
             )
 
+    run_unit(settings.database_url, work)
+
 
 def _deliver(settings: Settings, counts: Connection) -> None:
     cpu = time.process_time()
-    engine = create_db_engine(settings.database_url)
-    attempts = asyncio.run(Deliverer(engine, settings).run_once())
+
+    async def deliver() -> int:
+        database = create_database(settings.database_url, size=2, timeout=settings.pool_timeout_seconds)
+        try:
+            return await Deliverer(database, settings).run_once()
+        finally:
+            await database.close()
+
+    attempts = asyncio.run(deliver())
     counts.send((attempts, time.process_time() - cpu))
-    engine.dispose()
 
 
 def main() -> None:
@@ -162,7 +173,7 @@ def main() -> None:
     with engine.begin() as conn:
         migrate.upgrade(conn)
     urls = [f"http://127.0.0.1:{port}/hook/{n}" for n in range(args.subscribers)]
-    _seed(engine, settings, events=args.events, urls=urls)
+    _seed(settings, events=args.events, urls=urls)
 
     engine.dispose()  # the deliverers open their own connections
     counts, counts_remote = multiprocessing.Pipe()
