@@ -374,7 +374,12 @@ def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
 _DEMO_KEYS = sa.select(auth.CLIENTS.c.id).where(
     auth.CLIENTS.c.name == DEMO_CLIENT, auth.CLIENTS.c.revoked_at.is_(None)
 )
-_CODES = sa.select(agencies.AGENCIES.c.code).order_by(agencies.AGENCIES.c.code)
+# The agencies this instance is home of: a peer's agencies get their keys at home.
+_CODES = (
+    sa.select(agencies.AGENCIES.c.code)
+    .where(agencies.AGENCIES.c.home_instance.is_(None))
+    .order_by(agencies.AGENCIES.c.code)
+)
 
 
 async def _demo_keys(tx: Tx) -> list[tuple[str, str]]:

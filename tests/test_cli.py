@@ -421,3 +421,20 @@ def test_a_thumbprint_that_begins_with_a_dash_is_a_value() -> None:
         cli._joined(["peer", "add", "--url", "http://ua", "--thumbprint", "-UoY7zs"])
     )
     assert (args.url, args.thumbprint) == ("http://ua", "-UoY7zs")
+
+
+def test_demo_makes_keys_only_for_the_agencies_it_is_home_of(
+    run, engine: sa.Engine, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """A peer's agency, held here read-only, gets its keys at home: the demo leaves it out."""
+    monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: None)
+    assert run("demo", "--port", "0")[0] == 0
+    remote = new_row(
+        Agency, code="PEER-PD", name="A peer's police", kind="police", home_instance="peer.example"
+    )
+    with engine.begin() as conn:
+        conn.execute(table_of(Agency).insert(), [remote])
+    code, out, _ = run("demo", "--port", "0")
+    assert code == 0
+    keys = dict(line.split() for line in out.splitlines() if line.startswith("  "))
+    assert len(keys) == 18 and "PEER-PD" not in keys
