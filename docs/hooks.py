@@ -126,7 +126,6 @@ def api_operations() -> str:
         )
         application = create_app(settings)
         document = application.openapi()
-        application.state.engine.dispose()
     info = document["info"]
     lines = [f"The document of caseapi {info['version']} (`/openapi.json` of a running instance).\n"]
     by_tag: dict[str, list[str]] = {}
