@@ -16,7 +16,7 @@ dialect and run on asyncpg as a prepared statement, on one pool per worker.
 Only the public `Compiled` API is used: `string` (the SQL, with `$n`
 placeholders), `positiontup` and `binds`; values and results pass through
 the column types' own processors, so rows hold what SQLAlchemy would give
-(tests/test_uow.py compares them value for value). A driver's error leaves
+(tests/test_reads.py and tests/test_writes.py compare them value for value). A driver's error leaves
 as SQLAlchemy's exception for it (translated_errors), so app.core.errors answers
 every path alike: 409, 422, 503.
 
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
 import asyncpg
+import orjson
 import sqlalchemy as sa
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import exc as sa_exc
@@ -229,8 +230,6 @@ def _passthrough(value: str) -> str:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # As SQLAlchemy's asyncpg dialect does on connect: JSON is serialised by
     # the column type's bind processor and arrives decoded.
-    import orjson
-
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=_passthrough, decoder=orjson.loads, schema="pg_catalog")
 
