@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-import app.core.journal  # noqa: F401  (installs the audit/event hook on every session)
 from app import seed
 from app.agencies import service as agencies
 from app.agencies.models import AgencyCreate, AgencyKind

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.agencies.models import Agency, AgencyCreate
 from app.auth.models import ApiClient
-from app.cases.models import Case, CaseCreate, reference_key, search_text
+from app.cases.models import Case, CaseCreate, derived_columns, reference_key
 from app.core.db import new_row, table_of
 from app.core.journal import CLI, Change
 from app.core.uow import Tx
@@ -120,8 +120,7 @@ async def _load_case(tx: Tx, doc: dict[str, Any], codes: dict[str, uuid.UUID]) -
             **data.model_dump(),
             id=case_id,
             lead_agency_id=lead_id,
-            reference_key=reference_key(data.reference),
-            search_text=search_text(data.reference, data.title, data.summary),
+            **derived_columns(data.reference, data.title, data.summary),
         )
         added += await _add(tx, Case, case, "case", case_id)
     members = [{"agency": spec["lead"], "role": Role.lead}, *doc.get("participants", [])]

@@ -5,7 +5,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, str_enum, utcnow
@@ -108,7 +107,7 @@ class Case(CaseBase, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     lead_agency_id: uuid.UUID = Field(foreign_key="agency.id", ondelete="RESTRICT", index=True)
-    # Kept from the reference (derived_columns()), by the service and by the listener below.
+    # Kept from the reference (derived_columns()) by every statement that writes a case.
     reference_key: str = Field(default="", sa_type=sa.String(400))
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -149,14 +148,6 @@ def derived_columns(reference: str, title: str, summary: str | None) -> dict[str
     """The columns kept from a case's reference, title and summary: every
     statement that writes those writes these too."""
     return {"reference_key": reference_key(reference), "search_text": search_text(reference, title, summary)}
-
-
-@event.listens_for(Case, "before_insert")
-@event.listens_for(Case, "before_update")
-def _keep_derived_columns(_mapper: object, _connection: object, case: Case) -> None:
-    # The ORM's writes of a case (bundle imports, the seed).
-    for name, value in derived_columns(case.reference, case.title, case.summary).items():
-        setattr(case, name, value)
 
 
 class CaseCreate(CaseBase, RequestModel):
