@@ -133,7 +133,7 @@ class CaseOrigin(SQLModel):
 
 
 def origin_of(case: Any) -> CaseOrigin | None:
-    """The origin of a case row (an ORM object or a row of its columns); None unless imported."""
+    """The origin of a case row (a row of its columns); None unless imported."""
     if case.origin_bundle_sha256 is None:
         return None
     return CaseOrigin.model_construct(
