@@ -1,7 +1,6 @@
 """The `caseapi` command. Thin: each command calls a service in one transaction."""
 
 import argparse
-import asyncio
 import errno
 import json
 import os
@@ -33,7 +32,7 @@ from app.core.errors import AppError, database_reason
 from app.core.journal import CLI
 from app.core.records import AuditVerification
 from app.core.secrets import audit_key
-from app.core.uow import Database, Row, Tx, create_database
+from app.core.uow import Database, Row, Tx, run_with_database
 from app.federation import service as federation
 from app.federation.identity import identity
 from app.federation.models import AgencyDirectory
@@ -64,11 +63,6 @@ def _engine() -> sa.Engine:
     return create_db_engine(get_settings().database_url)
 
 
-def _database() -> Database:
-    settings = get_settings()
-    return create_database(settings.database_url, size=1, timeout=settings.pool_timeout_seconds)
-
-
 def _run(work: Callable[[Tx], Awaitable[T]]) -> T:
     """`await work(tx)` in one unit of work on the configured database."""
     return _read(lambda db: db.run(work))
@@ -76,15 +70,8 @@ def _run(work: Callable[[Tx], Awaitable[T]]) -> T:
 
 def _read(work: Callable[[Database], Awaitable[T]]) -> T:
     """`await work(db)`: reads outside a transaction, or units of work of its own."""
-
-    async def main() -> T:
-        db = _database()
-        try:
-            return await work(db)
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
+    settings = get_settings()
+    return run_with_database(settings.database_url, work, timeout=settings.pool_timeout_seconds)
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

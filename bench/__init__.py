@@ -28,18 +28,9 @@ def use_bench_audit_key() -> None:
 
 def run_unit(url: str, work: "Callable[[Tx], Awaitable[T]]") -> "T":
     """`await work(tx)` in one unit of work on the database at `url`, as a command runs one."""
-    import asyncio
+    from app.core.uow import run_with_database
 
-    from app.core.uow import create_database
-
-    async def main() -> T:
-        db = create_database(url, size=1, timeout=10)
-        try:
-            return await db.run(work)
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
+    return run_with_database(url, lambda db: db.run(work), timeout=10)
 
 
 def agency_with_key(url: str, code: str, name: str, scopes: "list[Scope]") -> tuple[str, str]:

@@ -38,7 +38,7 @@ from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
 from app.core.journal import CLI, record
-from app.core.uow import Tx, create_database
+from app.core.uow import Tx, run_with_database
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer
 from app.webhooks.models import SubscriptionCreate
@@ -138,14 +138,12 @@ def _seed(settings: Settings, *, events: int, urls: list[str]) -> None:
 def _deliver(settings: Settings, counts: Connection) -> None:
     cpu = time.process_time()
 
-    async def deliver() -> int:
-        database = create_database(settings.database_url, size=2, timeout=settings.pool_timeout_seconds)
-        try:
-            return await Deliverer(database, settings).run_once()
-        finally:
-            await database.close()
-
-    attempts = asyncio.run(deliver())
+    attempts = run_with_database(
+        settings.database_url,
+        lambda database: Deliverer(database, settings).run_once(),
+        size=2,
+        timeout=settings.pool_timeout_seconds,
+    )
     counts.send((attempts, time.process_time() - cpu))
 
 

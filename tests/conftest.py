@@ -7,7 +7,6 @@ and concurrent writers are part of what is tested), so instead of rolling
 back, every table is emptied after each test.
 """
 
-import asyncio
 import os
 import socket
 import threading
@@ -39,7 +38,7 @@ from app.auth.models import Scope  # noqa: E402
 from app.core import migrate  # noqa: E402
 from app.core.config import Settings, get_settings  # noqa: E402
 from app.core.db import create_db_engine  # noqa: E402
-from app.core.uow import PostgresDatabase, Tx, create_database  # noqa: E402
+from app.core.uow import PostgresDatabase, Tx, run_with_database  # noqa: E402
 from app.main import create_app  # noqa: E402
 
 # The server's secrets as an operator sets them (app.core.secrets); tests that are
@@ -243,15 +242,7 @@ def recorded_statements(application: FastAPI) -> Iterator[list[str]]:
 
 def run_unit(engine: sa.Engine, work: Callable[[Tx], Awaitable[T]]) -> T:
     """`await work(tx)` in one unit of work (app.core.uow) on the test database, as the CLI runs one."""
-
-    async def main() -> T:
-        db = create_database(engine, size=1, timeout=5)
-        try:
-            return await db.run(work)
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
+    return run_with_database(engine, lambda db: db.run(work))
 
 
 def make_agency(

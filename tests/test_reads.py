@@ -1,7 +1,6 @@
 """Hot reads (app.core.uow) give exactly the rows the ORM's engine gives, recover
 from a lost connection, and refuse statements they cannot run."""
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,21 +13,14 @@ from app.auth.models import ApiClient
 from app.cases.models import Case
 from app.core.pagination import keyset
 from app.core.records import Event
-from app.core.uow import Statements, create_database
+from app.core.uow import Statements, run_with_database
 from app.events.service import visible_events
 from app.evidence.models import SeizedItem
 from tests.conftest import Caller
 
 
 def _with_reads(engine: sa.Engine, use: Callable[[Statements], Awaitable[Any]], size: int = 2) -> Any:
-    async def scenario() -> Any:
-        reads = create_database(engine, size=size, timeout=2)
-        try:
-            return await use(reads)
-        finally:
-            await reads.close()
-
-    return asyncio.run(scenario())
+    return run_with_database(engine, use, size=size, timeout=2)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The seed tells the article's story, and nothing more."""
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from app.auth.models import Scope
 from app.cases.models import Case
 from app.core.config import Settings
 from app.core.db import table_of
-from app.core.uow import create_database
+from app.core.uow import run_with_database
 from app.detainees.models import Detainee
 from app.evidence.models import SeizedItem
 from app.locations.models import Location
@@ -28,15 +27,7 @@ REFERENCE = "KZ-UA-2025-KYIV-CALL-CENTRE"
 
 def load_seed(engine: sa.Engine, seed_dir: Path) -> int:
     """seed.load() in one unit of work, as `caseapi seed` runs it; how many rows it added."""
-
-    async def main() -> int:
-        db = create_database(engine, size=1, timeout=5)
-        try:
-            return await db.run(lambda tx: seed.load(tx, seed_dir))
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
+    return run_with_database(engine, lambda db: db.run(lambda tx: seed.load(tx, seed_dir)))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 SQLAlchemy would write, one transaction
 whatever fails in it, and a pool that recovers from lost connections."""
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import app.idempotency.service
 from app.agencies.models import Agency, AgencyKind
 from app.core.db import insert_into, new_row
 from app.core.records import Event
-from app.core.uow import PostgresDatabase, Tx, create_database
+from app.core.uow import PostgresDatabase, Tx, run_with_database
 from app.evidence.models import Category, CustodyAction, CustodyEvent, SeizedItem
 from tests.conftest import Caller, join, new_case, problem_of
 
@@ -120,14 +119,7 @@ def test_insert_writes_what_single_inserts_write(engine: sa.Engine) -> None:
 
 
 def _run(engine: sa.Engine, work: Any) -> Any:
-    async def scenario() -> Any:
-        writes = create_database(engine, size=2, timeout=2)
-        try:
-            return await writes.run(work)
-        finally:
-            await writes.close()
-
-    return asyncio.run(scenario())
+    return run_with_database(engine, lambda db: db.run(work), size=2, timeout=2)
 
 
 @pytest.fixture

@@ -616,3 +616,19 @@ def one_of(column: sa.ColumnElement[Any], name: str, count: int) -> sa.ColumnEle
 
 def one_of_params(name: str, values: Sequence[Any]) -> dict[str, Any]:
     return {f"{name}_{i}": value for i, value in enumerate(values)}
+
+
+def run_with_database(
+    target: str | sa.Engine, work: Callable[[Database], Awaitable[T]], *, size: int = 1, timeout: float = 5.0
+) -> T:
+    """`await work(db)` on a Database of its own, from synchronous code (a
+    command, a test, a benchmark); its connections are closed when the work ends."""
+
+    async def main() -> T:
+        db = create_database(target, size=size, timeout=timeout)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(main())

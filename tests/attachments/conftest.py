@@ -1,6 +1,5 @@
 """Helpers and fixtures of the attachment tests."""
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.attachments import service
 from app.attachments.models import Attachment
 from app.attachments.storage import LocalStorage
-from app.core.uow import create_database
+from app.core.uow import run_with_database
 from tests.conftest import Caller, join, new_case
 
 API = "/api/v1"
@@ -56,15 +55,9 @@ def staging_files(application: FastAPI) -> list[Path]:
 
 def sweep(engine: sa.Engine, storage: LocalStorage, *, older_than: float, apply: bool) -> service.SweepReport:
     """service.sweep() on its own connections, as `caseapi storage sweep` runs it."""
-
-    async def run() -> service.SweepReport:
-        db = create_database(engine, size=1, timeout=5)
-        try:
-            return await service.sweep(db, storage, older_than=older_than, apply=apply)
-        finally:
-            await db.close()
-
-    return asyncio.run(run())
+    return run_with_database(
+        engine, lambda db: service.sweep(db, storage, older_than=older_than, apply=apply)
+    )
 
 
 def attachment_rows(engine: sa.Engine) -> int:

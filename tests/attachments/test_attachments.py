@@ -1,7 +1,6 @@
 """Attachments: the round trip, the limits, the digests, the storage's
 commit-then-move order and its sweeper, and who sees what."""
 
-import asyncio
 import base64
 import hashlib
 import uuid
@@ -20,7 +19,7 @@ from app.attachments import service
 from app.auth.models import Scope
 from app.auth.service import Principal
 from app.core.config import Settings
-from app.core.uow import Tx, create_database
+from app.core.uow import Tx, run_with_database
 from app.main import create_app
 from tests.attachments.conftest import (
     API,
@@ -427,14 +426,7 @@ def test_files_are_offered_again_only_to_who_can_download_them(
     def visible(caller: Caller, shas: list[str]) -> dict[str, int]:
         principal = Principal(caller.client_id, caller.agency_id, None, frozenset({"read"}))
 
-        async def run() -> dict[str, int]:
-            db = create_database(engine, size=1, timeout=5)
-            try:
-                return await service.visible_files(db, principal, shas)
-            finally:
-                await db.close()
-
-        return asyncio.run(run())
+        return run_with_database(engine, lambda db: service.visible_files(db, principal, shas))
 
     both = {in_case["sha256"]: 3000, in_message["sha256"]: 2000}
     assert visible(lead, wanted) == both

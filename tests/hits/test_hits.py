@@ -2,7 +2,6 @@
 a match it may not see answers exactly as no match. The lead of a case the caller does not see in
 full is notified (app.identifiers.notices, run here by hit_events())."""
 
-import asyncio
 import hashlib
 import hmac
 import uuid
@@ -16,7 +15,7 @@ from fastapi.testclient import TestClient
 from app.auth.models import Scope
 from app.core.config import get_settings
 from app.core.secrets import search_term_key
-from app.core.uow import Database, create_database
+from app.core.uow import run_with_database
 from app.identifiers import notices
 from tests.conftest import Caller, join, make_agency, make_caller, new_case, walk
 
@@ -42,15 +41,7 @@ def search(client: TestClient, caller: Caller, *items: tuple[str, str]) -> Any:
 
 def on_database(engine: sa.Engine | str, step: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """`await step(db, *args, **kwargs)` on a Database of `engine` (a notices step, as a command runs it)."""
-
-    async def run() -> T:
-        db: Database = create_database(engine, size=2, timeout=5)
-        try:
-            return await step(db, *args, **kwargs)
-        finally:
-            await db.close()
-
-    return asyncio.run(run())
+    return run_with_database(engine, lambda db: step(db, *args, **kwargs), size=2)
 
 
 def hit_events(client: TestClient, caller: Caller) -> list[dict[str, Any]]:
