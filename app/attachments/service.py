@@ -53,7 +53,7 @@ from app.core.db import create_db_engine, new_row, table_of, utcnow
 from app.core.errors import AppError, conflict, forbidden, invalid, not_found
 from app.core.http import public
 from app.core.journal import record
-from app.core.pagination import PageParams, keyset, read_page
+from app.core.pagination import PageParams, rows_under
 from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
 from app.requests import service as requests
 from app.requests.models import RequestStatus
@@ -139,19 +139,16 @@ def message_for_writer(request_id: uuid.UUID, message_id: uuid.UUID) -> ParentLo
 # --- reading and changing rows ------------------------------------------------
 
 
-@functools.cache
-def _list_statement(*, of_case: bool, after: bool) -> sa.Select[Any]:
-    column = ATTACHMENTS.c.case_id if of_case else ATTACHMENTS.c.message_id
-    return keyset(sa.select(ATTACHMENTS).where(column == sa.bindparam("parent_id")), keys=KEYS, after=after)
-
-
 async def list_attachments(
     db: Statements, parent: Parent, params: PageParams
 ) -> tuple[list[Row], str | None]:
     """A page of the attachments of `parent` (which the caller's lookup found)."""
-    stmt = _list_statement(of_case=parent.case_id is not None, after=bool(params.cursor))
-    values = {"parent_id": parent.case_id or parent.message_id}
-    return await read_page(db, stmt, values, params, scope=parent.scope, keys=KEYS)
+    column, parent_id = (
+        (ATTACHMENTS.c.case_id, parent.case_id)
+        if parent.case_id is not None
+        else (ATTACHMENTS.c.message_id, parent.message_id)
+    )
+    return await rows_under(db, column, parent_id, params, scope=parent.scope, keys=KEYS)
 
 
 def _seen(stmt: sa.Select[Any]) -> sa.Select[Any]:

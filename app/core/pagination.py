@@ -1,6 +1,7 @@
 """Keyset pagination: the cursor carries the last row's sort key, signed."""
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -181,3 +182,27 @@ async def read_page(
 def _key_of(keys: Sequence[sa.ColumnElement[Any]]) -> Callable[[Any], list[Any]]:
     names = [str(k.key) for k in keys]
     return lambda row: [getattr(row, name) for name in names]
+
+
+@functools.cache
+def _rows_under(
+    column: sa.Column[Any], keys: tuple[sa.ColumnElement[Any], ...], after: bool
+) -> sa.Select[Any]:
+    parent = sa.bindparam("parent_id", type_=column.type)
+    return keyset(sa.select(column.table).where(column == parent), keys=keys, after=after)
+
+
+async def rows_under(
+    db: Statements,
+    column: sa.Column[Any],
+    parent_id: Any,
+    params: PageParams,
+    *,
+    scope: str,
+    keys: Sequence[sa.ColumnElement[Any]],
+) -> tuple[list[Any], str | None]:
+    """One page of the rows of `column`'s table whose `column` is `parent_id`
+    (an item's custody events, a request's messages), ordered by `keys`; the
+    caller has checked that it may read the parent."""
+    stmt = _rows_under(column, tuple(keys), bool(params.cursor))
+    return await read_page(db, stmt, {"parent_id": parent_id}, params, scope=scope, keys=keys)

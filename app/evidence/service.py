@@ -20,7 +20,7 @@ from app.core.crud import delete_recorded, insert_recorded, update_recorded
 from app.core.db import new_row, table_of, utcnow
 from app.core.errors import conflict, invalid, not_found
 from app.core.journal import Change
-from app.core.pagination import PageParams, keyset, read_page
+from app.core.pagination import PageParams, keyset, read_page, rows_under
 from app.core.uow import Row, Statements, Tx
 from app.evidence.models import (
     Category,
@@ -147,20 +147,12 @@ async def delete_item(tx: Tx, p: Principal, item: Row) -> None:
     await delete_recorded(tx, SeizedItem, item, p.actor, resource_type="seized_item", case_id=item.case_id)
 
 
-@functools.cache
-def _chain_statement(*, after: bool) -> sa.Select[Any]:
-    stmt = sa.select(CUSTODY_EVENTS).where(CUSTODY_EVENTS.c.seized_item_id == sa.bindparam("item_id"))
-    return keyset(stmt, keys=EVENT_KEYS, after=after)
-
-
 async def custody_chain(
     db: Statements, item_id: uuid.UUID, params: PageParams
 ) -> tuple[list[Row], str | None]:
     """A page of the item's events in order; the caller checked it may read the item."""
-    stmt = _chain_statement(after=bool(params.cursor))
-    return await read_page(
-        db, stmt, {"item_id": item_id}, params, scope=f"custody:{item_id}", keys=EVENT_KEYS
-    )
+    column = CUSTODY_EVENTS.c.seized_item_id
+    return await rows_under(db, column, item_id, params, scope=f"custody:{item_id}", keys=EVENT_KEYS)
 
 
 async def add_custody_event(tx: Tx, p: Principal, item: Row, data: CustodyEventCreate) -> Row:

@@ -27,7 +27,7 @@ from app.core.db import new_row, table_of, utcnow
 from app.core.errors import AppError, conflict, forbidden, invalid, not_found
 from app.core.http import public
 from app.core.journal import record
-from app.core.pagination import PageParams, keyset, read_page
+from app.core.pagination import PageParams, keyset, read_page, rows_under
 from app.core.uow import Row, Statements, Tx
 from app.requests.models import (
     InformationRequest,
@@ -224,19 +224,12 @@ async def add_message(tx: Tx, p: Principal, req: Row, data: RequestMessageCreate
     return row_type(MESSAGES)(**row)
 
 
-@functools.cache
-def _messages_statement(*, after: bool) -> sa.Select[Any]:
-    stmt = sa.select(MESSAGES).where(MESSAGES.c.request_id == sa.bindparam("request_id"))
-    return keyset(stmt, keys=MESSAGE_KEYS, after=after)
-
-
 async def list_messages(
     db: Statements, request_id: uuid.UUID, params: PageParams
 ) -> tuple[list[Row], str | None]:
     """A page of the request's messages (the caller's sight of the request checked by get_request())."""
-    stmt = _messages_statement(after=bool(params.cursor))
     scope = f"request-messages:{request_id}"
-    return await read_page(db, stmt, {"request_id": request_id}, params, scope=scope, keys=MESSAGE_KEYS)
+    return await rows_under(db, MESSAGES.c.request_id, request_id, params, scope=scope, keys=MESSAGE_KEYS)
 
 
 _MESSAGE = sa.select(MESSAGES).where(

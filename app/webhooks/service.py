@@ -35,7 +35,7 @@ from app.core.db import new_row, table_of
 from app.core.errors import conflict, invalid, not_found
 from app.core.http import public
 from app.core.journal import CLI
-from app.core.pagination import PageParams, keyset, read_page
+from app.core.pagination import PageParams, rows_under
 from app.core.records import Event
 from app.core.secrets import webhook_key
 from app.core.uow import Database, Row, Statements, Tx, one_of, one_of_params
@@ -109,19 +109,11 @@ def to_created(sub: Row, secret: str) -> SubscriptionCreated:
 SUBSCRIPTION_KEYS = (SUBSCRIPTIONS.c.created_at, SUBSCRIPTIONS.c.id)
 
 
-@functools.cache
-def _list_statement(*, after: bool) -> sa.Select[Any]:
-    stmt = sa.select(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.agency_id == sa.bindparam("agency_id"))
-    return keyset(stmt, keys=SUBSCRIPTION_KEYS, after=after)
-
-
 async def list_subscriptions(
     db: Statements, p: Principal, params: PageParams
 ) -> tuple[list[Row], str | None]:
-    stmt = _list_statement(after=bool(params.cursor))
-    return await read_page(
-        db, stmt, {"agency_id": p.agency_id}, params, scope="subscriptions", keys=SUBSCRIPTION_KEYS
-    )
+    column = SUBSCRIPTIONS.c.agency_id
+    return await rows_under(db, column, p.agency_id, params, scope="subscriptions", keys=SUBSCRIPTION_KEYS)
 
 
 # The agency is in the statement: another agency's subscription is not found, as a missing one.
@@ -200,17 +192,9 @@ DELIVERY_KEYS = (
 )
 
 
-@functools.cache
-def _deliveries_statement(*, after: bool) -> sa.Select[Any]:
-    stmt = sa.select(DELIVERIES).where(DELIVERIES.c.subscription_id == sa.bindparam("sub_id"))
-    return keyset(stmt, keys=DELIVERY_KEYS, after=after)
-
-
 async def list_deliveries(db: Statements, sub: Row, params: PageParams) -> tuple[list[Row], str | None]:
-    stmt = _deliveries_statement(after=bool(params.cursor))
-    return await read_page(
-        db, stmt, {"sub_id": sub.id}, params, scope=f"deliveries:{sub.id}", keys=DELIVERY_KEYS
-    )
+    column = DELIVERIES.c.subscription_id
+    return await rows_under(db, column, sub.id, params, scope=f"deliveries:{sub.id}", keys=DELIVERY_KEYS)
 
 
 # --- delivery: claims, the events to send, results -------------------------
