@@ -25,7 +25,7 @@ from app.auth.models import Scope
 from app.auth.service import Principal
 from app.cases.models import Case, HandlingCode
 from app.core.db import table_of
-from app.core.errors import AppError, forbidden, not_found
+from app.core.errors import AppError, HeldElsewhere, forbidden, not_found
 from app.core.records import AuditEntry
 from app.core.uow import Row, Statements
 from app.participants.models import Participant, Role
@@ -182,12 +182,16 @@ def _own_participation() -> sa.Alias:
     return PARTICIPANTS.alias("own")  # type: ignore[return-value]
 
 
+# What _held() needs to send a write into a mirror home.
+_HOME = (CASES.c.home_instance.label("case_home"), CASES.c.id.label("case_ref"))
+
+
 def _writable_case_statement(*, for_update: bool) -> sa.Select[Any]:
     """The case, with the caller's role, only when the caller's agency takes
     part in it; see _holding_participation() for the locks."""
     own = _own_participation()
     stmt = (
-        sa.select(CASES, own.c.role.label("role"))
+        sa.select(CASES, own.c.role.label("role"), *_HOME)
         .join(own, sa.and_(own.c.case_id == CASES.c.id, own.c.agency_id == sa.bindparam("agency_id")))
         .where(CASES.c.id == sa.bindparam("case_id"))
     )
@@ -262,10 +266,23 @@ AdminEditor = Annotated[Principal, Depends(_admin_editor)]
 
 
 def _held(row: Row, p: Principal) -> CaseAccess:
-    """The access of a row of a statement made by _holding_participation(), for a writer."""
+    """The access of a row of a statement made by _holding_participation(), for a writer.
+    A write into a mirror goes to the case's home (HeldElsewhere), once this
+    instance's rules let the caller write at all."""
     access = CaseAccess(case=row, level="full", role=Role(row.role))
     require_writer(access, p)
+    if row.case_home is not None:
+        raise HeldElsewhere(row.case_home, row.case_ref, p)
     return access
+
+
+_CASE_HOME = sa.select(CASES.c.home_instance).where(CASES.c.id == sa.bindparam("case_id"))
+
+
+async def require_home(db: Statements, p: Principal, case_id: uuid.UUID | None) -> None:
+    """A write that names a mirrored case (an information request in it) goes home."""
+    if case_id is not None and (home := await db.scalar(_CASE_HOME, {"case_id": case_id})) is not None:
+        raise HeldElsewhere(home, case_id, p)
 
 
 async def writable_case(
@@ -354,7 +371,7 @@ def _writable_child_row_statement(table: sa.Table) -> sa.Select[Any]:
     caller's agency takes part in its case; see _holding_participation()."""
     own = _own_participation()
     stmt = (
-        sa.select(table, own.c.role.label("role"))
+        sa.select(table, own.c.role.label("role"), *_HOME)
         .join(CASES, CASES.c.id == table.c.case_id)
         .join(own, sa.and_(own.c.case_id == CASES.c.id, own.c.agency_id == sa.bindparam("agency_id")))
         .where(table.c.id == sa.bindparam("child_id"))

@@ -35,7 +35,7 @@ from app.core.secrets import audit_key
 from app.core.uow import Database, Row, Tx, run_with_database
 from app.federation import service as federation
 from app.federation.identity import identity
-from app.federation.models import AgencyDirectory
+from app.federation.models import AgencyDirectory, PeerStatus
 from app.identifiers import notices
 from app.version import version
 from app.webhooks import delivery
@@ -267,9 +267,11 @@ def cmd_peer_add(args: argparse.Namespace) -> None:
 
 
 def cmd_peer_list(_: argparse.Namespace) -> None:
-    for peer in _read(federation.list_peers):
-        fields = (peer.instance_id, peer.url, peer.thumbprint, peer.last_success_at, peer.last_error)
-        print("\t".join("-" if value is None else str(value) for value in fields))
+    async def statuses(db: Database) -> list[PeerStatus]:
+        return [await federation.peer_status(db, peer) for peer in await federation.list_peers(db)]
+
+    for status in _read(statuses):
+        print("\t".join("-" if value is None else str(value) for value in status.model_dump().values()))
 
 
 def cmd_peer_remove(args: argparse.Namespace) -> None:
@@ -509,7 +511,9 @@ def _parser() -> argparse.ArgumentParser:
         "--thumbprint", required=True, help="the key thumbprint its operator gave you (caseapi instance show)"
     )
     peer_add.set_defaults(func=cmd_peer_add)
-    _command(peer, "list", "one line per peer").set_defaults(func=cmd_peer_list)
+    _command(
+        peer, "list", "one line per peer: id, URL, thumbprint, last success, last error, pending changes"
+    ).set_defaults(func=cmd_peer_list)
     peer_remove = _command(peer, "remove", "stop trusting a peer")
     peer_remove.add_argument("instance_id", help="the peer's instance id (caseapi peer list)")
     peer_remove.set_defaults(func=cmd_peer_remove)

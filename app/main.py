@@ -4,6 +4,7 @@ import asyncio
 import ctypes
 import functools
 import gc
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,9 @@ from app.core.uow import create_database
 from app.detainees.router import router as detainees
 from app.events.router import router as events
 from app.evidence.router import router as evidence
+from app.federation.delivery import DELIVERIES_PATH, Deliverer, pending_gauge
+from app.federation.forward import FORWARD_PATH, forward_write
+from app.federation.identity import identity
 from app.federation.router import router as federation
 from app.identifiers import notices
 from app.identifiers.limits import HitLimits
@@ -136,9 +140,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.hit_notices
             else None
         )
+        # A federating instance delivers its cases to the peers that mirror them.
+        mirroring = (
+            asyncio.create_task(
+                Deliverer(application.state.database, identity(settings), settings, metrics).run(stop)
+            )
+            if settings.instance_id is not None
+            else None
+        )
         yield
         stop.set()
-        for task in (delivering, noticing):
+        for task in (delivering, noticing, mirroring):
             if task is not None:
                 await task
         await application.state.database.close()
@@ -171,21 +183,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.bundle_imports = BundleImports(settings)
     application.state.max_attachment_bytes = settings.max_attachment_bytes
     application.state.hit_limits = hit_limits
+    if settings.instance_id is not None:
+        # Writes into mirrored cases go to their home (app.core.http.StrictJSONRoute).
+        application.state.forward_write = forward_write
     install_error_handlers(application)
     openapi.install(application)
     application.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
-        per_path={"/api/v1/bundles": settings.max_bundle_bytes},
+        per_path={"/api/v1/bundles": settings.max_bundle_bytes, DELIVERIES_PATH: settings.max_delivery_bytes},
         per_pattern=[(pattern, settings.max_attachment_bytes) for pattern in ATTACHMENT_UPLOADS],
     )
     metrics = application.state.metrics = Metrics()
+    if settings.instance_id is not None:
+        metrics.scrape_readers.append(pending_gauge)
     application.add_middleware(
         AdmissionLimit,
         limit=in_flight,
         wait_seconds=settings.pool_timeout_seconds,
         waiting=metrics.waiting,
-        exempt=ATTACHMENT_TRANSFERS,
+        # A forwarded write is admitted as the request it carries, not twice.
+        exempt=(*ATTACHMENT_TRANSFERS, ("POST", re.compile(re.escape(FORWARD_PATH)))),
     )
     limiter = (
         create_limiter(Rate.parse(settings.rate_limit), settings.redis_url, settings.redis_prefix)

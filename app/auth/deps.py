@@ -24,7 +24,16 @@ def _unauthorized(detail: str) -> AppError:
     return AppError(401, detail, slug="unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
+# The scope key under which a federating home answers a write a mirror forwarded
+# (app.federation.forward), as the peer's agency: set only in process, never from the network.
+FORWARDED_PRINCIPAL = "caseapi.forwarded_principal"
+
+
 async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    forwarded: Principal | None = request.scope.get(FORWARDED_PRINCIPAL)
+    if forwarded is not None:
+        request.state.principal = forwarded
+        return forwarded
     if credentials is None:
         raise _unauthorized("An API key is required: Authorization: Bearer <key>.")
     key_hash = hash_key(credentials.credentials)

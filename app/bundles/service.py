@@ -114,7 +114,9 @@ async def export_case(tx: Tx, p: Principal, case: Row, *, purpose: str | None) -
     chains: dict[uuid.UUID, list[Row]] = defaultdict(list)
     for event in await tx.all(_CASE_CUSTODY, this):
         chains[event.seized_item_id].append(event)
-    detainees = present(tx, p, purpose, await tx.all(_ordered(table_of(Detainee)), this), case_id=case.id)
+    detainees = await present(
+        tx, p, purpose, await tx.all(_ordered(table_of(Detainee)), this), case_id=case.id
+    )
     files = await tx.all(_ordered(table_of(Attachment)), this)
 
     def fields(model: type[Any], row: Any) -> dict[str, Any]:

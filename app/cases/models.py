@@ -69,6 +69,13 @@ class CaseBase(SQLModel):
     )
     opened_at: PastInstant | None = Field(default=None, sa_type=UTCDateTime)
     closed_at: PastInstant | None = Field(default=None, sa_type=UTCDateTime)
+    share_personal_data: bool = Field(
+        default=False,
+        description=(
+            "Whether detainees' personal data reaches the mirrors of this case on peer instances "
+            "(§9); otherwise it stays home and mirrors answer it redacted. Set by the lead agency."
+        ),
+    )
 
 
 def reference_key(reference: str) -> str:
@@ -120,6 +127,8 @@ class Case(CaseBase, table=True):
     origin_case_id: uuid.UUID | None = None
     origin_lead_agency_id: uuid.UUID | None = None
     origin_exported_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Set on a mirror (app.federation): the peer instance the case lives on.
+    home_instance: str | None = Field(default=None, sa_type=sa.String(63), index=True)
 
 
 class CaseOrigin(SQLModel):
@@ -157,7 +166,16 @@ class CaseCreate(CaseBase, RequestModel):
 class CaseUpdate(UpdateModel):
     ordering = CASE_ORDER
     not_nullable = frozenset(
-        {"reference", "title", "status", "handling_code", "offence_types", "modus_operandi", "victim_regions"}
+        {
+            "reference",
+            "title",
+            "status",
+            "handling_code",
+            "offence_types",
+            "modus_operandi",
+            "victim_regions",
+            "share_personal_data",
+        }
     )
 
     reference: Reference | None = None
@@ -170,6 +188,7 @@ class CaseUpdate(UpdateModel):
     victim_regions: Tags | None = Field(default=None, max_length=50)
     opened_at: PastInstant | None = None
     closed_at: PastInstant | None = None
+    share_personal_data: bool | None = None
 
 
 class CasePublic(CaseBase):
@@ -183,6 +202,10 @@ class CasePublic(CaseBase):
     updated_at: UTCInstant
     origin: CaseOrigin | None = Field(
         default=None, description="Set on a case imported from a bundle: what the bundle claimed"
+    )
+    home_instance: str | None = Field(
+        default=None,
+        description="The peer instance this case lives on, when this is a mirror of it; null at home",
     )
 
 

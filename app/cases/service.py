@@ -178,6 +178,9 @@ async def update_case(tx: Tx, p: Principal, acc: CaseAccess, data: CaseUpdate) -
     case = acc.case
     if "handling_code" in changes and changes["handling_code"] != case.handling_code:
         access.require_lead(acc, "Only the lead agency changes the handling code.")
+    if "share_personal_data" in changes and changes["share_personal_data"] != case.share_personal_data:
+        # Where personal data goes is the lead's decision, like the handling code.
+        access.require_lead(acc, "Only the lead agency decides whether personal data is shared.")
     if "reference" in changes and changes["reference"] != case.reference:
         # The reference is the lead's numbering, and whether it is free tells
         # of the lead's other cases, which a partner may not see.

@@ -151,6 +151,23 @@ class Settings(BaseSettings):
             "0600); share it between the hosts of one instance, never in the database"
         ),
     )
+    federation_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description=(
+            "how often a worker looks for changes to deliver to its peers (the lag of a change "
+            "to a mirror is about this much plus one request)"
+        ),
+    )
+    max_delivery_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description=(
+            "the largest delivery a peer may send this instance; a delivery holds whole "
+            "cases, so a case whose snapshot is larger cannot be mirrored here"
+        ),
+    )
     seed_dir: Path = Field(
         default_factory=lambda: shipped("seed"),
         description="where `caseapi seed` reads. Unset: the `seed/` shipped in the package",

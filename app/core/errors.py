@@ -1,11 +1,12 @@
 """Every error leaves as application/problem+json (RFC 9457)."""
 
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
@@ -196,6 +197,25 @@ def validation_problem(errors: list[dict[str, Any]], total: int) -> AppError:
     )
 
 
+class HeldElsewhere(AppError):
+    """A write into a case whose home is another instance (this one holds a
+    mirror of it, app.federation). The route class forwards the request home
+    (app.core.http.StrictJSONRoute); a route that cannot (a streamed upload)
+    answers 409."""
+
+    def __init__(self, home: str, case_id: uuid.UUID, caller: Any) -> None:
+        super().__init__(409, f"This case lives on {home}: change it there.", slug="conflict")
+        self.home = home
+        self.case_id = case_id
+        self.caller = caller
+        # The request's body, once a route class that can send it home read it.
+        self.body: bytes | None = None
+
+
+# How a federating instance sends such a write home (app.federation.forward), set on app.state.
+Forward = Callable[[Request, HeldElsewhere], Awaitable[Response]]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -211,6 +231,14 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=exc.headers,
             extra=exc.extra,
         )
+
+    @app.exception_handler(HeldElsewhere)
+    async def _held_elsewhere(request: Request, exc: HeldElsewhere) -> Response:
+        # Here the request's transaction has been rolled back: nothing of it is stored.
+        forward: Forward | None = getattr(request.app.state, "forward_write", None)
+        if forward is None or exc.body is None:
+            return await _app_error(request, exc)
+        return await forward(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

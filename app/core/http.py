@@ -13,7 +13,7 @@ from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.core.errors import AppError, invalid
+from app.core.errors import AppError, HeldElsewhere, invalid
 from app.core.types import clean_line
 
 JSON = "application/json"
@@ -62,7 +62,13 @@ class StrictJSONRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def strict(request: Request) -> Response:
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            strict_request = StrictJSONRequest(request.scope, request.receive)
+            try:
+                return await handler(strict_request)
+            except HeldElsewhere as held:
+                # For its handler to send home, once the request's transaction is rolled back.
+                held.body = await strict_request.body()
+                raise
 
         return strict
 

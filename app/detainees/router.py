@@ -32,7 +32,7 @@ async def list_detainees(
     is true. A case the caller may not see answers 404, exactly as one that does not exist.
     """
     rows, cursor = await service.list_detainees(tx, p, case_id, page, review_overdue=review_overdue)
-    items = service.present(tx, p, purpose, rows, case_id=case_id)
+    items = await service.present(tx, p, purpose, rows, case_id=case_id)
     return ok(Page(items=items, next_cursor=cursor))
 
 
@@ -53,15 +53,15 @@ async def create_detainee(
     """
     await access.writable_case(tx, p, case_id)
 
-    def respond(detainee: Row) -> Response:
-        [public] = service.present(tx, p, purpose, [detainee], case_id=case_id)
+    async def respond(detainee: Row) -> Response:
+        [public] = await service.present(tx, p, purpose, [detainee], case_id=case_id)
         return created(public, location=api_path("detainees", detainee.id), version=detainee.version)
 
     async def create() -> Response:
-        return respond(await service.create_detainee(tx, p, case_id, body))
+        return await respond(await service.create_detainee(tx, p, case_id, body))
 
     async def replay(detainee_id: uuid.UUID) -> Response:
-        return respond(await access.readable_child(tx, p, Detainee, detainee_id))
+        return await respond(await access.readable_child(tx, p, Detainee, detainee_id))
 
     return await create_once(tx, p, idem, create, replay)
 
@@ -74,7 +74,7 @@ async def get_detainee(tx: UnitDep, p: Reader, detainee_id: uuid.UUID, purpose: 
     exactly as one that does not exist.
     """
     detainee = await access.readable_child(tx, p, Detainee, detainee_id)
-    [public] = service.present(tx, p, purpose, [detainee], case_id=detainee.case_id)
+    [public] = await service.present(tx, p, purpose, [detainee], case_id=detainee.case_id)
     return ok(public, version=detainee.version)
 
 
@@ -94,7 +94,7 @@ async def update_detainee(
     detainee, _ = await access.writable_child(tx, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)
     detainee = await service.update_detainee(tx, p, detainee, body)
-    [public] = service.present(tx, p, purpose, [detainee], case_id=detainee.case_id)
+    [public] = await service.present(tx, p, purpose, [detainee], case_id=detainee.case_id)
     return ok(public, version=detainee.version)
 
 

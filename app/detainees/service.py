@@ -14,6 +14,7 @@ from app import access
 from app.agencies.service import require_agencies
 from app.auth.models import Scope
 from app.auth.service import Principal
+from app.cases.models import Case
 from app.core.crud import (
     delete_recorded,
     insert_recorded,
@@ -68,7 +69,14 @@ def to_public(detainee: Row, *, disclose: bool) -> DetaineePublic:
     return public(DetaineePublic, detainee, **redacted, personal_data_redacted=not disclose)
 
 
-def present(
+_CASES = table_of(Case)
+# A mirror holds the personal data of a case only if its lead shares it (§9).
+_HELD_HERE = sa.select(sa.or_(_CASES.c.home_instance.is_(None), _CASES.c.share_personal_data)).where(
+    _CASES.c.id == sa.bindparam("case_id")
+)
+
+
+async def present(
     tx: Tx,
     p: Principal,
     purpose: str | None,
@@ -83,7 +91,7 @@ def present(
     one), so the log answers "whose data did this list or bundle disclose?"
     while a case of many detainees adds one row under the journal lock, not one each.
     """
-    disclose = may_see_personal_data(p, purpose)
+    disclose = may_see_personal_data(p, purpose) and bool(await tx.scalar(_HELD_HERE, {"case_id": case_id}))
     if disclose and detainees:
         record(
             tx,

@@ -1,3 +1,4 @@
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,27 @@ class Peer(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_success_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, sa_type=sa.String(500))
+    # Delivery to the peer (app.federation.delivery): the feed seq up to which
+    # it acknowledged what this instance sent, and the deliverer's lease and backoff.
+    delivered_seq: int = Field(default=0, sa_type=sa.BigInteger)
+    failures: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_token: uuid.UUID | None = None
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Receiving from the peer: the highest seq of its feed applied here, so that
+    # a delivery sent again (its receipt was lost) is acknowledged, not applied twice.
+    received_seq: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class PeerMirror(SQLModel, table=True):
+    """At a case's home: a peer that holds a mirror of the case, so that it is
+    withdrawn there when the peer stops qualifying, and nobody else is told."""
+
+    __tablename__ = "peer_mirror"
+
+    instance_id: str = Field(foreign_key="peer.instance_id", ondelete="CASCADE", primary_key=True)
+    case_id: uuid.UUID = Field(primary_key=True, index=True)
+    delivered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class PeerNonce(SQLModel, table=True):
@@ -48,3 +70,20 @@ class AgencyDirectory(SQLModel):
 
     instance_id: str
     items: list[AgencyPublic]
+
+
+class PeerStatus(SQLModel):
+    """How delivery to a peer stands (`GET /federation/peers`, `caseapi peer list`)."""
+
+    instance_id: str
+    url: str
+    thumbprint: str
+    last_success_at: datetime | None = Field(description="When the peer last acknowledged a delivery")
+    last_error: str | None = Field(description="Why the last delivery to it failed; null after a success")
+    pending: int = Field(
+        description="Changes of cases the peer mirrors, or should, not yet acknowledged by it"
+    )
+
+
+class PeerList(SQLModel):
+    items: list[PeerStatus]

@@ -4,16 +4,20 @@ request of a peer only, the agencies it hosts."""
 from dataclasses import dataclass
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.agencies.models import AgencyPublic
+from app.auth.deps import Admin
 from app.core.config import ConfigError, Settings
-from app.core.deps import WriteUnitDep
+from app.core.deps import DatabaseDep, WriteUnitDep
 from app.core.errors import AppError
 from app.core.http import StrictJSONRoute, ok, public
-from app.federation import service
+from app.federation import forward as forwarding
+from app.federation import service, signatures
 from app.federation.identity import Identity, identity
-from app.federation.models import AgencyDirectory, InstanceDocument
+from app.federation.mirror import MalformedDelivery
+from app.federation.models import AgencyDirectory, InstanceDocument, PeerList
 
 router = APIRouter(prefix="/federation", tags=["federation"], route_class=StrictJSONRoute)
 
@@ -79,3 +83,58 @@ async def agencies(request: Request, tx: WriteUnitDep, signed: Signed) -> Respon
     await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
     rows = await service.local_agencies(tx)
     return ok(AgencyDirectory(instance_id=me.instance_id, items=[public(AgencyPublic, row) for row in rows]))
+
+
+@router.post(
+    "/deliveries",
+    summary="A delivery of mirrored cases from their home (to peers)",
+    operation_id="federation.deliveries",
+    include_in_schema=False,
+)
+async def deliveries(request: Request, tx: WriteUnitDep, signed: Signed) -> Response:
+    """Only for a request signed by a peer: the cases it is the home of, as this instance's agencies may
+    hold them, or their withdrawal. Applied whole or not at all (403 beyond the sender's authority, 422
+    malformed); answered with a receipt signed by this instance's key.
+    """
+    me = _identity(request)
+    sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+    receipt = await service.receive(tx, me, sender, signed.body)
+    return ok({"receipt": signatures.sign_receipt(me, receipt)})
+
+
+@router.get(
+    "/peers",
+    response_model=PeerList,
+    summary="The peers and how delivery to each stands",
+    operation_id="federation.peers",
+)
+async def peers(db: DatabaseDep, _: Admin) -> Response:
+    """Scope `admin`. Every peer this instance trusts: `last_success_at` (its last acknowledged
+    delivery), `last_error` (why the last one failed; null after a success) and `pending` (changes of
+    cases it mirrors, or should, that it has not acknowledged yet).
+    """
+    return ok(PeerList(items=[await service.peer_status(db, peer) for peer in await service.list_peers(db)]))
+
+
+@router.post(
+    "/forward",
+    summary="A write a peer's agency made through its mirror (to peers)",
+    operation_id="federation.forward",
+    include_in_schema=False,
+)
+async def forward(request: Request, db: DatabaseDep, signed: Signed) -> Response:
+    """Only for a request signed by a peer, for an agency it hosts that takes part in the case (403
+    otherwise): the write, answered by this instance's own routes and rules as that agency's.
+    """
+    _identity(request)
+    # The signature's nonce in a transaction of its own: the write opens its own.
+    async with db.transaction() as tx:
+        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+    try:
+        envelope = orjson.loads(signed.body)
+    except orjson.JSONDecodeError:
+        raise MalformedDelivery("not JSON") from None
+    if not isinstance(envelope, dict):
+        raise MalformedDelivery("not an object")
+    principal = await forwarding.principal_of(db, sender, envelope)
+    return await forwarding.answer(request, principal, envelope)

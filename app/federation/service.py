@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+import orjson
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -15,11 +16,12 @@ from app.agencies.models import Agency, AgencyPublic
 from app.core.crud import insert_recorded, row_type
 from app.core.db import new_row, table_of, utcnow
 from app.core.errors import AppError
-from app.core.journal import CLI, Change
+from app.core.journal import CLI, Change, record
 from app.core.uow import Row, Statements, Tx, one_of_params
-from app.federation import signatures
+from app.federation import mirror, signatures
+from app.federation.delivery import content_digest, pending
 from app.federation.identity import Identity, key_of
-from app.federation.models import AgencyDirectory, InstanceDocument, Peer, PeerNonce
+from app.federation.models import AgencyDirectory, InstanceDocument, Peer, PeerNonce, PeerStatus
 
 INSTANCE_PATH = "/api/v1/federation/instance"
 AGENCIES_PATH = "/api/v1/federation/agencies"
@@ -61,7 +63,7 @@ _PEER_FOR_UPDATE = (
 )
 _SET_PEER_URL = (
     sa.update(PEERS)
-    .where(PEERS.c.instance_id == sa.bindparam("instance_id"))
+    .where(PEERS.c.instance_id == sa.bindparam("peer_id"))
     .values(url=sa.bindparam("url", type_=PEERS.c.url.type))
 )
 
@@ -95,7 +97,7 @@ async def add_peer(
         await tx.insert([(PEERS, [row])])
         return row_type(PEERS)(**row)
     if peer.url != url:
-        await tx.execute(_SET_PEER_URL, {"instance_id": peer.instance_id, "url": url})
+        await tx.execute(_SET_PEER_URL, {"peer_id": peer.instance_id, "url": url})
     return peer._replace(url=url)
 
 
@@ -104,6 +106,17 @@ _PEERS = sa.select(PEERS).order_by(PEERS.c.instance_id)
 
 async def list_peers(db: Statements) -> list[Row]:
     return await db.all(_PEERS)
+
+
+async def peer_status(db: Statements, peer: Row) -> PeerStatus:
+    return PeerStatus(
+        instance_id=peer.instance_id,
+        url=peer.url,
+        thumbprint=peer.thumbprint,
+        last_success_at=peer.last_success_at,
+        last_error=peer.last_error,
+        pending=await pending(db, peer),
+    )
 
 
 _REMOVE_PEER = sa.delete(PEERS).where(PEERS.c.instance_id == sa.bindparam("instance_id"))
@@ -269,3 +282,77 @@ def _depth(agency: AgencyPublic, announced: dict[uuid.UUID, AgencyPublic]) -> in
         depth += 1
         parent = announced[parent].parent_id
     return depth
+
+
+_SET_RECEIVED = (
+    sa.update(PEERS)
+    .where(PEERS.c.instance_id == sa.bindparam("peer_id"))
+    .values(received_seq=sa.bindparam("to_seq"))
+)
+
+
+async def receive(tx: Tx, me: Identity, sender: Row, body: bytes) -> dict[str, Any]:
+    """Apply a delivery `sender` signed (authenticate() checked it), once, in
+    `tx`; the content of its receipt. A delivery already applied (the sender
+    did not get the receipt) is acknowledged again without being applied."""
+    try:
+        delivery = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise mirror.MalformedDelivery("not JSON") from None
+    if not isinstance(delivery, dict):
+        raise mirror.MalformedDelivery("not an object")
+    from_seq, to_seq = _seq(delivery.get("from_seq")), _seq(delivery.get("to_seq"))
+    cases = mirror.listed(delivery.get("cases"), "the delivery's cases")
+    if from_seq > to_seq + 1:
+        raise mirror.MalformedDelivery("from_seq lies after to_seq")
+    if delivery.get("instance_id") != sender.instance_id or delivery.get("to") != me.instance_id:
+        raise mirror.beyond_authority("the delivery names other instances than its signer and this one")
+    applied = to_seq > sender.received_seq
+    held, withdrawn = [], []
+    if applied:
+        for case in cases:
+            case_id = _case_id(case)
+            if case.get("withdrawn") is True:
+                if await mirror.held_case(tx, sender.instance_id, case_id):
+                    await mirror.withdraw(tx, case_id)
+                withdrawn.append(str(case_id))
+                continue
+            agencies = mirror.listed(case.get("agencies"), "a case's agencies")
+            await mirror.hold_agencies(tx, me.instance_id, sender.instance_id, agencies)
+            await mirror.hold(tx, sender.instance_id, case_id, case.get("rows"))
+            held.append(str(case_id))
+        await tx.execute(_SET_RECEIVED, {"peer_id": sender.instance_id, "to_seq": to_seq})
+    receipt = {
+        "instance_id": me.instance_id,
+        "home_instance": sender.instance_id,
+        "from_seq": from_seq,
+        "to_seq": to_seq,
+        "content_digest": content_digest(body),
+        "applied": applied,
+        "received_at": utcnow().isoformat(),
+    }
+    if applied:
+        record(
+            tx,
+            CLI,
+            action="federation.received",
+            resource_type="peer",
+            resource_id=None,
+            case_id=None,
+            emit_event=False,
+            detail={"peer": sender.instance_id, "cases": held, "withdrawn": withdrawn, "receipt": receipt},
+        )
+    return receipt
+
+
+def _seq(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise mirror.MalformedDelivery("a delivery needs its from_seq and to_seq")
+    return value
+
+
+def _case_id(case: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(case["id"])
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise mirror.MalformedDelivery("a case without its id") from None

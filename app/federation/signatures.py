@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import httpx
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import (
     HTTPMessageSignaturesException,
@@ -22,6 +23,9 @@ from http_message_signatures import (
     MappingKeyResolver,
     algorithms,
 )
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import OKPKey
 
 from app.federation.identity import Identity
 
@@ -115,3 +119,30 @@ def _reason(exc: HTTPMessageSignaturesException) -> str:
     if text == "Unable to resolve verification key":
         return "unknown key"
     return text[:200] or type(exc).__name__
+
+
+# A receipt is a compact JWS (RFC 7515) signed with the receiver's instance key,
+# algorithm Ed25519 (RFC 9864): anyone holding the peer's public key can check it later.
+RECEIPT_ALGORITHMS = ["Ed25519"]
+
+
+def sign_receipt(identity: Identity, receipt: Mapping[str, object]) -> str:
+    key = OKPKey.import_key(identity.private_key)
+    return jws.serialize_compact(
+        {"alg": "Ed25519", "kid": identity.instance_id},
+        orjson.dumps(receipt, option=orjson.OPT_SORT_KEYS),
+        key,
+        algorithms=RECEIPT_ALGORITHMS,
+    )
+
+
+def open_receipt(token: str, public_key: Ed25519PublicKey) -> dict[str, object]:
+    """The content of a receipt signed by the holder of `public_key`; else BadSignature."""
+    try:
+        opened = jws.deserialize_compact(token, OKPKey.import_key(public_key), algorithms=RECEIPT_ALGORITHMS)
+        content = orjson.loads(opened.payload)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise BadSignature(f"the receipt does not verify ({type(exc).__name__})") from None
+    if not isinstance(content, dict):
+        raise BadSignature("the receipt holds no object")
+    return content

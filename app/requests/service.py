@@ -107,6 +107,9 @@ async def get_request(
     req = await db.first(_request_statement(for_update=for_update), values)
     if req is None:
         raise not_found("information request")
+    if for_update:
+        # Changed where its case lives, before anything is compared with this instance's copy.
+        await access.require_home(db, p, req.case_id)
     return req
 
 
@@ -147,6 +150,7 @@ async def _require_readable_case(db: Statements, p: Principal, case_id: uuid.UUI
         await access.readable_case(db, p, case_id)
     except AppError as exc:
         raise invalid(["body", "case_id"], "No case with this id that you can read.") from exc
+    await access.require_home(db, p, case_id)
 
 
 async def create_request(tx: Tx, p: Principal, data: InformationRequestCreate) -> Row:

@@ -46,14 +46,16 @@ class Instance:
         return done
 
     def serve(self) -> None:
-        port = free_port()
+        """Start it; started again, it keeps its address (its peers know it by it)."""
+        port = int(self.url.rsplit(":", 1)[1]) if self.url else free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [*CLI, "serve", "--port", str(port)],
             env=self.env,
             cwd=self.home,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            # Kept in the instance's directory: what to read when a test fails.
+            stderr=(self.home / "serve.log").open("ab"),
         )
         deadline = time.monotonic() + 60
         while True:
@@ -69,6 +71,7 @@ class Instance:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(30)
+            self.process = None
 
     @property
     def identity(self) -> Identity:

@@ -11,7 +11,7 @@ then left out: they would describe only the worker that answered.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -51,6 +51,7 @@ WebhookOutcome = Literal[
 
 _AUDIT_HEAD = sa.select(sa.func.max(AuditEntry.seq).label("seq"))
 _FEED_HEAD = sa.select(sa.func.max(Event.seq).label("seq"))
+ScrapeReader = Callable[[Statements], Awaitable[list[Metric]]]
 
 
 def multiprocess_dir() -> str | None:
@@ -76,9 +77,10 @@ async def read_journal_heads(reads: Statements) -> JournalHeads:
 class _StateCollector(Collector):
     """Gauges of one scrape: this worker's connection pool and the journal heads."""
 
-    def __init__(self, pool: PoolStats, heads: JournalHeads | None) -> None:
+    def __init__(self, pool: PoolStats, heads: JournalHeads | None, read: list[Metric]) -> None:
         self.pool = pool
         self.heads = heads
+        self.read = read
 
     def collect(self) -> Iterator[Metric]:
         heads_known = int(self.heads is not None)
@@ -98,6 +100,7 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "caseapi_feed_seq", "Seq of the newest event of the feed", value=self.heads.event_seq
         )
+        yield from self.read
 
 
 class Metrics:
@@ -131,6 +134,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.federation_deliveries = Counter(
+            "caseapi_federation_deliveries",
+            "Deliveries to a peer by outcome (acknowledged with a valid receipt, or failed)",
+            ["peer", "outcome"],
+            registry=self.registry,
+        )
         # Every outcome from the start, at 0: a rate over a series that appears
         # only with its first failure misses that failure.
         self._bundle_imports = {o: bundle_imports.labels(o) for o in get_args(BundleImportOutcome)}
@@ -140,6 +149,11 @@ class Metrics:
         # The labelled children, looked up once per label combination: a
         # lookup through .labels() costs more than the observation itself.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Gauges read from the database at each scrape, added by the domains that own them.
+        self.scrape_readers: list[ScrapeReader] = []
+
+    async def read_at_scrape(self, db: Statements) -> list[Metric]:
+        return [metric for reader in self.scrape_readers for metric in await reader(db)]
 
     def bundle_imported(self, outcome: BundleImportOutcome) -> None:
         """Count one bundle import that ended."""
@@ -149,6 +163,10 @@ class Metrics:
         """Count one webhook delivery attempt: `error` None when the receiver
         answered 2xx, else the attempt's DeliveryError."""
         self._webhook_deliveries[error or "delivered"].inc()
+
+    def federation_delivered(self, peer: str, *, ok: bool) -> None:
+        """Count one delivery to `peer` that ended."""
+        self.federation_deliveries.labels(peer, "delivered" if ok else "failed").inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:
@@ -167,12 +185,14 @@ class Metrics:
         if directory:
             mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
-    def exposition(self, pool: PoolStats, heads: JournalHeads | None) -> bytes:
+    def exposition(
+        self, pool: PoolStats, heads: JournalHeads | None, read: list[Metric] | None = None
+    ) -> bytes:
         scrape = CollectorRegistry(auto_describe=False)
         directory = multiprocess_dir()
         if directory:
             MultiProcessCollector(scrape, path=directory)  # type: ignore[no-untyped-call]
         else:
             scrape.register(self.registry)
-        scrape.register(_StateCollector(pool, heads))
+        scrape.register(_StateCollector(pool, heads, read or []))
         return generate_latest(scrape)

@@ -11,6 +11,7 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import Metric
 from sqlalchemy import exc as sa_exc
 
 from app.core.errors import AppError
@@ -62,11 +63,13 @@ async def metrics(request: Request) -> Response:
     _check_access(request)
     state = request.app.state
     heads: JournalHeads | None
+    read: list[Metric] = []
     try:
         heads = await read_journal_heads(state.database)
+        read = await state.metrics.read_at_scrape(state.database)
     except (sa_exc.OperationalError, sa_exc.TimeoutError) as exc:
         log.warning("metrics_without_database", extra={"error": str(exc).splitlines()[0]})
         heads = None
     return Response(
-        state.metrics.exposition(state.database.pool_stats(), heads), media_type=CONTENT_TYPE_LATEST
+        state.metrics.exposition(state.database.pool_stats(), heads, read), media_type=CONTENT_TYPE_LATEST
     )

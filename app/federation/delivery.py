@@ -1,0 +1,406 @@
+"""Delivering cases to the peers that mirror them: from the home's feed, per
+peer, with a durable cursor (`peer.delivered_seq`), in order, at least once.
+
+A deliverer leases a peer that is behind the feed (claim_due), reads the
+events after its cursor, and sends, for each case they name in order of
+first mention, the case as the peer may hold it now (app.federation.mirror)
+or, when the peer held it and no longer qualifies, its withdrawal. The peer
+applies the delivery in one transaction and answers with a receipt signed by
+its key; only then does the cursor move, in the transaction that audits
+`federation.delivered` with the receipt. A crash or a failure before that
+sends the same events again later: the peer applies a snapshot twice to the
+same effect, and acknowledges a delivery it already applied without applying
+it again (`peer.received_seq`). Failures wait longer each time (as webhooks
+do), are kept as the peer's `last_error` and write a log line.
+
+`caseapi serve` runs a Deliverer in each worker of a federating instance;
+leases keep two workers off one peer.
+"""
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from app.core.config import Settings
+from app.core.db import new_row, table_of, utcnow
+from app.core.errors import database_reason
+from app.core.journal import CLI, record
+from app.core.observability.metrics import Metrics
+from app.core.records import Event
+from app.core.uow import Database, Row, Statements, Tx
+from app.federation import mirror, signatures
+from app.federation.identity import Identity, key_of
+from app.federation.models import Peer, PeerMirror
+
+log = logging.getLogger("caseapi.federation")
+
+DELIVERIES_PATH = "/api/v1/federation/deliveries"
+PEERS = table_of(Peer)
+MIRRORS = table_of(PeerMirror)
+EVENTS = table_of(Event)
+CASES = mirror.CASES
+BATCH = 500  # events read per delivery
+# Rows one delivery holds at most, unless its first case alone holds more.
+ROWS_PER_DELIVERY = 20_000
+LEASE = timedelta(minutes=5)
+SEND_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+RETRY_DELAYS = (
+    timedelta(seconds=1),
+    timedelta(seconds=5),
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+)
+
+
+def retry_delay(failures: int) -> timedelta:
+    """The wait after `failures` (>= 1) consecutive failures, within ±10%."""
+    return RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1] * random.uniform(0.9, 1.1)
+
+
+_HEAD = sa.select(sa.func.coalesce(sa.func.max(EVENTS.c.seq), 0)).scalar_subquery()
+_DUE = sa.and_(
+    PEERS.c.delivered_seq < _HEAD,
+    sa.or_(PEERS.c.lease_until.is_(None), PEERS.c.lease_until < sa.bindparam("now")),
+    sa.or_(PEERS.c.next_attempt_at.is_(None), PEERS.c.next_attempt_at <= sa.bindparam("now")),
+)
+_ANY_DUE = sa.select(PEERS.c.instance_id).where(_DUE).limit(1)
+_CLAIM = sa.select(PEERS).where(_DUE).order_by(PEERS.c.instance_id).with_for_update(skip_locked=True)
+_LEASE = (
+    sa.update(PEERS)
+    .where(PEERS.c.instance_id == sa.bindparam("peer"))
+    .values(lease_token=sa.bindparam("token"), lease_until=sa.bindparam("until"))
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    peer: Row
+    token: uuid.UUID
+
+
+async def claim_due(db: Database, now: datetime) -> list[Claim]:
+    """Lease every peer that is behind the feed and due. PostgreSQL: SKIP
+    LOCKED keeps two workers off one peer; SQLite: the write lock does."""
+    if await db.first(_ANY_DUE, {"now": now}) is None:
+        return []
+    token = uuid.uuid4()
+    async with db.transaction() as tx:
+        peers = await tx.all(_CLAIM, {"now": now})
+        for peer in peers:
+            await tx.execute(_LEASE, {"peer": peer.instance_id, "token": token, "until": now + LEASE})
+    return [Claim(peer, token) for peer in peers]
+
+
+@dataclass
+class Delivery:
+    """What one request to a peer carries: the events from `from_seq` (after
+    the cursor) to `to_seq`, as the cases they changed."""
+
+    from_seq: int
+    to_seq: int
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sent(self) -> list[uuid.UUID]:
+        return [case["id"] for case in self.cases if "rows" in case]
+
+    @property
+    def withdrawn(self) -> list[uuid.UUID]:
+        return [case["id"] for case in self.cases if case.get("withdrawn")]
+
+
+_EVENTS_AFTER = (
+    sa.select(EVENTS.c.seq, EVENTS.c.case_id)
+    .where(EVENTS.c.seq > sa.bindparam("after"))
+    .order_by(EVENTS.c.seq)
+    .limit(BATCH)
+)
+_MIRRORED = sa.select(MIRRORS.c.case_id).where(
+    MIRRORS.c.instance_id == sa.bindparam("peer"), MIRRORS.c.case_id == sa.bindparam("case_id")
+)
+_REPEATABLE_READ = sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+async def build(db: Database, me: str, peer: Row) -> Delivery:
+    """The next delivery to `peer`, from the events after its cursor. Its
+    cases are read in one repeatable-read transaction (SQLite's transactions
+    always are): each snapshot is the state after every event it covers."""
+    events = await db.all(_EVENTS_AFTER, {"after": peer.delivered_seq})
+    if not events:
+        return Delivery(peer.delivered_seq + 1, peer.delivered_seq)
+    first_seen: dict[uuid.UUID, int] = {}
+    for event in events:
+        if event.case_id is not None:
+            first_seen.setdefault(event.case_id, event.seq)
+    delivery = Delivery(peer.delivered_seq + 1, events[-1].seq)
+    rows = 0
+    async with db.transaction() as tx:
+        if tx.dialect_name == "postgresql":
+            await tx.execute(_REPEATABLE_READ)
+        for case_id, seq in first_seen.items():
+            if rows >= ROWS_PER_DELIVERY:
+                # The rest next time: every event before this case's first is delivered.
+                delivery.to_seq = seq - 1
+                break
+            case = await mirror.snapshot(tx, me, peer.instance_id, case_id)
+            if case is not None:
+                delivery.cases.append(case)
+                rows += sum(len(table_rows) for table_rows in case["rows"].values())
+            elif await tx.first(_MIRRORED, {"peer": peer.instance_id, "case_id": case_id}) is not None:
+                delivery.cases.append({"id": case_id, "withdrawn": True})
+    return delivery
+
+
+def body_of(me: str, peer: str, delivery: Delivery) -> bytes:
+    return orjson.dumps(
+        {
+            "instance_id": me,
+            "to": peer,
+            "from_seq": delivery.from_seq,
+            "to_seq": delivery.to_seq,
+            "cases": delivery.cases,
+        },
+        # Table and column names are SQLAlchemy's str subclass (quoted_name).
+        option=orjson.OPT_NON_STR_KEYS,
+    )
+
+
+def content_digest(body: bytes) -> str:
+    """The body's RFC 9530 Content-Digest value, as the signature covers it."""
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
+
+
+class DeliveryFailed(Exception):
+    """Why a peer did not acknowledge a delivery, in one line for its `last_error`."""
+
+
+async def send(http: httpx.AsyncClient, me: Identity, peer: Row, delivery: Delivery) -> dict[str, Any]:
+    """POST the delivery, signed; the peer's receipt, once its signature and content are checked."""
+    body = body_of(me.instance_id, peer.instance_id, delivery)
+    url = peer.url + DELIVERIES_PATH
+    headers = signatures.sign(me, "POST", url, body) | {"Content-Type": "application/json"}
+    try:
+        response = await http.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise DeliveryFailed(f"cannot reach {peer.url}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise DeliveryFailed(f"{peer.url} answered {response.status_code}: {_problem(response)}")
+    try:
+        token = response.json()["receipt"]
+        receipt = signatures.open_receipt(token, key_of(peer.public_key)[0])
+    except (ValueError, KeyError, TypeError, signatures.BadSignature) as exc:
+        raise DeliveryFailed(f"{peer.url} sent no valid receipt: {exc}") from None
+    expected = {
+        "instance_id": peer.instance_id,
+        "home_instance": me.instance_id,
+        "from_seq": delivery.from_seq,
+        "to_seq": delivery.to_seq,
+        "content_digest": content_digest(body),
+    }
+    if any(receipt.get(name) != value for name, value in expected.items()):
+        raise DeliveryFailed(f"{peer.url} sent a receipt for another delivery")
+    return receipt | {"token": token}
+
+
+def _problem(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail)[:300] if detail else response.reason_phrase
+
+
+_RELEASE = sa.and_(PEERS.c.instance_id == sa.bindparam("peer"), PEERS.c.lease_token == sa.bindparam("token"))
+_DELIVERED = (
+    sa.update(PEERS)
+    .where(_RELEASE)
+    .values(
+        delivered_seq=sa.bindparam("to_seq"),
+        last_success_at=sa.bindparam("now"),
+        last_error=None,
+        failures=0,
+        next_attempt_at=None,
+        lease_token=None,
+        lease_until=None,
+    )
+)
+_FAILED = (
+    sa.update(PEERS)
+    .where(_RELEASE)
+    .values(
+        last_error=sa.bindparam("error"),
+        failures=PEERS.c.failures + 1,
+        next_attempt_at=sa.bindparam("retry_at"),
+        lease_token=None,
+        lease_until=None,
+    )
+)
+_FORGET_MIRROR = sa.delete(MIRRORS).where(
+    MIRRORS.c.instance_id == sa.bindparam("peer"), MIRRORS.c.case_id == sa.bindparam("case_id")
+)
+
+
+async def delivered(
+    tx: Tx, claim: Claim, delivery: Delivery, receipt: dict[str, Any] | None, now: datetime
+) -> bool:
+    """Move the cursor past `delivery`, note which cases the peer now mirrors,
+    and audit it with the receipt (None: nothing needed sending). False when
+    the lease was lost meanwhile (the peer was removed) and nothing was stored."""
+    peer = claim.peer.instance_id
+    stored = await tx.execute(
+        _DELIVERED, {"peer": peer, "token": claim.token, "to_seq": delivery.to_seq, "now": now}
+    )
+    if not stored:
+        return False
+    for case_id in delivery.withdrawn + delivery.sent:
+        await tx.execute(_FORGET_MIRROR, {"peer": peer, "case_id": case_id})
+    await tx.insert_many(
+        MIRRORS,
+        [
+            new_row(PeerMirror, instance_id=peer, case_id=case_id, delivered_at=now)
+            for case_id in delivery.sent
+        ],
+    )
+    if receipt is not None:
+        record(
+            tx,
+            CLI,
+            action="federation.delivered",
+            resource_type="peer",
+            resource_id=None,
+            case_id=None,
+            emit_event=False,
+            detail={
+                "peer": peer,
+                "cases": [str(case_id) for case_id in delivery.sent],
+                "withdrawn": [str(case_id) for case_id in delivery.withdrawn],
+                "receipt": receipt,
+            },
+        )
+    return True
+
+
+async def failed(db: Database, claim: Claim, error: str, now: datetime) -> None:
+    failures = claim.peer.failures + 1
+    async with db.transaction() as tx:
+        await tx.execute(
+            _FAILED,
+            {
+                "peer": claim.peer.instance_id,
+                "token": claim.token,
+                "error": error[:500],
+                "retry_at": now + retry_delay(failures),
+            },
+        )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, DeliveryFailed):
+        return str(exc)
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return database_reason(exc)
+    log.exception("federation_delivery_error")
+    return f"internal error ({type(exc).__name__}): see this instance's log"
+
+
+class Deliverer:
+    """Delivers to every peer that is behind, each on its own task."""
+
+    def __init__(
+        self, db: Database, me: Identity, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
+        self.db = db
+        self.me = me
+        self.poll = settings.federation_poll_seconds
+        self.metrics = metrics
+
+    async def run_once(self, http: httpx.AsyncClient) -> int:
+        """Deliver once to every due peer; how many deliveries were acknowledged."""
+        claims = await claim_due(self.db, utcnow())
+        done = await asyncio.gather(*(self.deliver(http, claim) for claim in claims))
+        return sum(done)
+
+    async def deliver(self, http: httpx.AsyncClient, claim: Claim) -> bool:
+        peer = claim.peer.instance_id
+        try:
+            delivery = await build(self.db, self.me.instance_id, claim.peer)
+            receipt = await send(http, self.me, claim.peer, delivery) if delivery.cases else None
+        except Exception as exc:
+            reason = _reason(exc)
+            log.warning("federation_delivery_failed", extra={"peer": peer, "reason": reason})
+            if self.metrics is not None:
+                self.metrics.federation_delivered(peer, ok=False)
+            await failed(self.db, claim, reason, utcnow())
+            return False
+        async with self.db.transaction() as tx:
+            stored = await delivered(tx, claim, delivery, receipt, utcnow())
+        if stored and receipt is not None and self.metrics is not None:
+            self.metrics.federation_delivered(peer, ok=True)
+        return stored and receipt is not None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with self._client() as http:
+            while not stop.is_set():
+                try:
+                    await self.run_once(http)
+                except Exception as exc:  # the loop outlives a database restart
+                    reason = database_reason(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else repr(exc)
+                    log.error("federation_deliverer_error: %s", reason)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll)
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(timeout=SEND_TIMEOUT, follow_redirects=False) as http:
+            yield http
+
+
+# ---- watching it --------------------------------------------------------------------------------
+
+_PENDING = (
+    sa.select(sa.func.count())
+    .select_from(EVENTS)
+    .where(
+        EVENTS.c.seq > sa.bindparam("after"),
+        sa.or_(
+            EVENTS.c.case_id.in_(
+                sa.select(MIRRORS.c.case_id).where(MIRRORS.c.instance_id == sa.bindparam("peer"))
+            ),
+            sa.exists().where(CASES.c.id == EVENTS.c.case_id, mirror.qualifies()),
+        ),
+    )
+)
+
+
+async def pending(db: Statements, peer: Row) -> int:
+    """Changes of cases `peer` mirrors, or should, that it has not acknowledged."""
+    return int(await db.scalar(_PENDING, {"after": peer.delivered_seq, "peer": peer.instance_id}) or 0)
+
+
+_ALL_PEERS = sa.select(PEERS).order_by(PEERS.c.instance_id)
+
+
+async def pending_gauge(db: Statements) -> list[Metric]:
+    """`caseapi_federation_pending{peer}`, read at each scrape of /metrics."""
+    gauge = GaugeMetricFamily(
+        "caseapi_federation_pending",
+        "Changes of cases a peer mirrors, or should, that it has not acknowledged",
+        labels=["peer"],
+    )
+    for peer in await db.all(_ALL_PEERS):
+        gauge.add_metric([peer.instance_id], await pending(db, peer))
+    return [gauge]

@@ -1,0 +1,199 @@
+"""Writes through a mirror go home (§9).
+
+On the mirror, a write that reaches a mirrored case is stopped by the access
+rules (HeldElsewhere), its transaction rolled back, and the request sent to
+the case's home, signed, naming the calling agency, its client and scopes:
+method, path, query, body and the headers the home's rules read (If-Match,
+Idempotency-Key, X-Purpose). The home checks that the sender hosts that
+agency and that the agency takes part in the case, then answers the request
+as if the agency had called it there, with its own rules, and its answer is
+the caller's. The change reaches the mirror by delivery. A home that cannot
+be reached: 503 with Retry-After, and nothing is stored on either side.
+"""
+
+import base64
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+from fastapi import Request, Response
+from starlette.types import Message
+
+from app.agencies.models import Agency
+from app.auth.deps import FORWARDED_PRINCIPAL
+from app.auth.models import Scope
+from app.auth.service import Principal
+from app.core.db import table_of
+from app.core.errors import AppError, HeldElsewhere
+from app.core.uow import Row, Statements
+from app.federation import mirror, signatures
+from app.federation.identity import identity
+from app.federation.models import Peer
+from app.participants.models import Participant
+
+FORWARD_PATH = "/api/v1/federation/forward"
+# The request headers the home's rules read; nothing else travels.
+FORWARDED_HEADERS = ("content-type", "if-match", "idempotency-key", "x-purpose")
+# The response headers the caller gets back from the home's answer.
+ANSWERED_HEADERS = ("content-type", "etag", "location", "retry-after")
+WRITES = ("POST", "PATCH", "PUT", "DELETE")
+FORWARD_TIMEOUT = httpx.Timeout(30.0)
+RETRY_AFTER = "5"
+# The namespace of the client ids a home gives a peer's clients: derived, so
+# that a peer can never act as a client of the home, nor use its idempotency keys.
+_REMOTE_CLIENTS = uuid.UUID("6d1f0c1e-8f1e-4d4f-9a56-6a4f2b1e7c10")
+
+PEERS = table_of(Peer)
+AGENCIES = table_of(Agency)
+PARTICIPANTS = table_of(Participant)
+_PEER = sa.select(PEERS).where(PEERS.c.instance_id == sa.bindparam("peer_id"))
+
+
+def _unreachable(home: str, why: str) -> AppError:
+    return AppError(
+        503,
+        f"This case lives on {home}, which could not take the change ({why}); nothing was stored. "
+        "Try again later.",
+        slug="home-unreachable",
+        title="Service Unavailable",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+async def forward_write(request: Request, held: HeldElsewhere) -> Response:
+    """The mirror's side: send the request home; the home's answer."""
+    state = request.app.state
+    caller: Principal = held.caller
+    peer = await state.database.first(_PEER, {"peer_id": held.home})
+    if peer is None:
+        raise _unreachable(held.home, "it is not a peer of this instance any more")
+    envelope = {
+        "case_id": str(held.case_id),
+        "agency_id": str(caller.agency_id),
+        "client_id": str(caller.client_id),
+        "scopes": sorted(caller.scopes),
+        "method": request.method,
+        "path": request.url.path,
+        "query": request.url.query,
+        "headers": {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers},
+        "body": base64.b64encode(held.body or b"").decode(),
+    }
+    body = orjson.dumps(envelope)
+    url = peer.url + FORWARD_PATH
+    me = identity(state.settings)
+    headers = signatures.sign(me, "POST", url, body) | {"Content-Type": "application/json"}
+    try:
+        async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT, follow_redirects=False) as http:
+            answer = await http.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise _unreachable(held.home, type(exc).__name__) from None
+    if answer.status_code == 401 or (answer.status_code >= 500 and "caseapi-answered" not in answer.headers):
+        raise _unreachable(held.home, f"it answered {answer.status_code}")
+    return Response(
+        answer.content,
+        status_code=answer.status_code,
+        headers={name: answer.headers[name] for name in ANSWERED_HEADERS if name in answer.headers},
+    )
+
+
+# ---- the home's side ----------------------------------------------------------------------------
+
+_AGENCY = sa.select(AGENCIES).where(AGENCIES.c.id == sa.bindparam("agency_id"))
+_TAKES_PART = sa.select(PARTICIPANTS.c.role).where(
+    PARTICIPANTS.c.case_id == sa.bindparam("case_id"), PARTICIPANTS.c.agency_id == sa.bindparam("agency_id")
+)
+
+
+def _field(envelope: dict[str, Any], name: str, kind: type) -> Any:
+    value = envelope.get(name)
+    if not isinstance(value, kind):
+        raise mirror.MalformedDelivery(f"the forwarded request has no valid {name}")
+    return value
+
+
+def _uuid(envelope: dict[str, Any], name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(_field(envelope, name, str))
+    except ValueError:
+        raise mirror.MalformedDelivery(f"the forwarded request has no valid {name}") from None
+
+
+async def principal_of(db: Statements, sender: Row, envelope: dict[str, Any]) -> Principal:
+    """Whom a forwarded request acts for, once the sender's authority is checked:
+    an agency the sender hosts, taking part in the case the mirror named (403 otherwise)."""
+    agency = await db.first(_AGENCY, {"agency_id": _uuid(envelope, "agency_id")})
+    if agency is None or agency.home_instance != sender.instance_id:
+        raise mirror.beyond_authority(f"{sender.instance_id} does not host this agency")
+    case_id = _uuid(envelope, "case_id")
+    if await db.first(_TAKES_PART, {"case_id": case_id, "agency_id": agency.id}) is None:
+        raise mirror.beyond_authority(f"agency {agency.code} does not take part in case {case_id}")
+    scopes = _field(envelope, "scopes", list)
+    known = {scope.value for scope in Scope}
+    client = uuid.uuid5(_REMOTE_CLIENTS, f"{sender.instance_id}/{_uuid(envelope, 'client_id')}")
+    return Principal(
+        client_id=client,
+        agency_id=agency.id,
+        parent_agency_id=agency.parent_id,
+        scopes=frozenset(scope for scope in scopes if scope in known),
+    )
+
+
+async def answer(request: Request, principal: Principal, envelope: dict[str, Any]) -> Response:
+    """Answer the forwarded request as this instance's app answers its own
+    callers, as `principal`: the same routes, rules, transaction and journal."""
+    method = _field(envelope, "method", str)
+    path = _field(envelope, "path", str)
+    if method not in WRITES or not path.startswith("/api/v1/") or path.startswith("/api/v1/federation/"):
+        raise mirror.beyond_authority(f"{method} {path} is not a write a mirror forwards")
+    forwarded = _field(envelope, "headers", dict)
+    try:
+        body = base64.b64decode(_field(envelope, "body", str), validate=True)
+    except ValueError:
+        raise mirror.MalformedDelivery("the forwarded body is not base64") from None
+    headers = [
+        (name.encode(), str(value).encode("latin-1", "replace"))
+        for name, value in forwarded.items()
+        if name in FORWARDED_HEADERS and isinstance(value, str)
+    ] + [(b"content-length", str(len(body)).encode())]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": request.url.scheme,
+        "server": request.scope.get("server"),
+        "client": request.scope.get("client"),
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": _field(envelope, "query", str).encode(),
+        "headers": headers,
+        FORWARDED_PRINCIPAL: principal,
+    }
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    status, response_headers, chunks = 500, [], []
+
+    async def send(message: Message) -> None:
+        nonlocal status, response_headers
+        if message["type"] == "http.response.start":
+            status, response_headers = message["status"], message.get("headers", [])
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await request.app(scope, receive, send)
+    kept = [(k, v) for k, v in response_headers if k.decode("latin-1").lower() in ANSWERED_HEADERS]
+    response = Response(b"".join(chunks), status_code=status)
+    response.raw_headers = [*kept, (b"content-length", str(sum(map(len, chunks))).encode())]
+    # Tells the mirror this 5xx is the home's answer, not a failure to reach it.
+    response.raw_headers.append((b"caseapi-answered", b"1"))
+    return response

@@ -1,0 +1,349 @@
+"""A case as its home sends it to a peer (a snapshot), and as the peer holds it (a mirror).
+
+A snapshot is the case and every row under it that the peer's agencies may
+see, with the same ids and versions as at home, read in one repeatable-read
+transaction so that it is consistent. Information requests go only to a
+peer hosting one of their two agencies (only they see a request, §3), and
+detainees' personal data only when the case's `share_personal_data` says so.
+
+The peer replaces its mirror with the snapshot in one transaction: applying
+the same snapshot twice leaves the same mirror, which is what makes delivery
+"at least once" apply once. A peer that stops qualifying gets a withdrawal
+and deletes its mirror.
+"""
+
+import functools
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app.agencies.models import Agency
+from app.attachments.models import Attachment
+from app.cases.models import Case, HandlingCode
+from app.core.db import UTCDateTime, table_of
+from app.core.errors import AppError
+from app.core.uow import Statements, Tx
+from app.detainees.models import PERSONAL_FIELDS, Detainee
+from app.evidence.models import CustodyEvent, SeizedItem
+from app.identifiers.models import Identifier
+from app.locations.models import Location
+from app.participants.models import Participant
+from app.requests.models import InformationRequest, RequestMessage
+
+CASES = table_of(Case)
+AGENCIES = table_of(Agency)
+PARTICIPANTS = table_of(Participant)
+ITEMS = table_of(SeizedItem)
+REQUESTS = table_of(InformationRequest)
+DETAINEES = table_of(Detainee)
+# Parents before children: the order rows are inserted in, reversed to delete them.
+MIRRORED: tuple[sa.Table, ...] = (
+    CASES,
+    PARTICIPANTS,
+    table_of(Location),
+    ITEMS,
+    table_of(CustodyEvent),
+    DETAINEES,
+    table_of(Identifier),
+    REQUESTS,
+    table_of(RequestMessage),
+)
+# Agencies as a snapshot names them: what the peer needs to hold the rows that refer to them.
+AGENCY_FIELDS = ("id", "code", "name", "country", "kind", "parent_id", "version", "created_at", "updated_at")
+ATTACHMENTS = table_of(Attachment)
+
+
+class MalformedDelivery(AppError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(422, f"The delivery is malformed: {detail}.", slug="validation-error")
+
+
+def beyond_authority(detail: str) -> AppError:
+    """A peer sent what it is not the home of: refused whole (403), nothing stored."""
+    return AppError(403, f"Beyond the sending peer's authority: {detail}.", slug="forbidden")
+
+
+def _peer_agencies() -> sa.Select[Any]:
+    return sa.select(AGENCIES.c.id).where(AGENCIES.c.home_instance == sa.bindparam("peer"))
+
+
+@functools.cache
+def _rows_of(table: sa.Table) -> sa.Select[Any]:
+    """The rows of `table` under the case `:case_id` that the peer `:peer` may hold."""
+    stmt = sa.select(table)
+    if table is CASES:
+        return stmt.where(CASES.c.id == sa.bindparam("case_id"))
+    if "case_id" in table.c and table is not REQUESTS:
+        return stmt.where(table.c.case_id == sa.bindparam("case_id"))
+    if table is REQUESTS:
+        return stmt.where(table.c.case_id == sa.bindparam("case_id"), _party_of_peer(table))
+    if "seized_item_id" in table.c:
+        return stmt.where(
+            table.c.seized_item_id.in_(
+                sa.select(ITEMS.c.id).where(ITEMS.c.case_id == sa.bindparam("case_id"))
+            )
+        )
+    assert "request_id" in table.c, table.name
+    requests = sa.select(REQUESTS.c.id).where(
+        REQUESTS.c.case_id == sa.bindparam("case_id"), _party_of_peer(REQUESTS)
+    )
+    return stmt.where(table.c.request_id.in_(requests))
+
+
+def _party_of_peer(requests: sa.Table) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        requests.c.from_agency_id.in_(_peer_agencies()), requests.c.to_agency_id.in_(_peer_agencies())
+    )
+
+
+_AGENCY = sa.select(AGENCIES).where(AGENCIES.c.id == sa.bindparam("agency_id"))
+
+
+def qualifies() -> sa.ColumnElement[bool]:
+    """Whether the peer `:peer` hosts an agency that sees the joined local case
+    in full (§3): a participant, or under TLP:AMBER a sub-agency of one."""
+    participant = PARTICIPANTS.alias()
+    hosted = AGENCIES.alias()
+    takes_part = sa.exists().where(
+        participant.c.case_id == CASES.c.id,
+        participant.c.agency_id == hosted.c.id,
+        hosted.c.home_instance == sa.bindparam("peer"),
+    )
+    sub = AGENCIES.alias()
+    parent_takes_part = sa.exists().where(
+        participant.c.case_id == CASES.c.id,
+        sub.c.parent_id == participant.c.agency_id,
+        sub.c.home_instance == sa.bindparam("peer"),
+    )
+    return sa.and_(
+        CASES.c.home_instance.is_(None),
+        sa.or_(takes_part, sa.and_(CASES.c.handling_code == HandlingCode.amber, parent_takes_part)),
+    )
+
+
+_QUALIFIES = sa.select(CASES.c.id).where(CASES.c.id == sa.bindparam("case_id"), qualifies())
+
+
+async def qualifying(db: Statements, peer: str, case_id: uuid.UUID) -> bool:
+    return await db.first(_QUALIFIES, {"peer": peer, "case_id": case_id}) is not None
+
+
+async def snapshot(tx: Tx, me: str, peer: str, case_id: uuid.UUID) -> dict[str, Any] | None:
+    """The case as `peer` may hold it, None once it does not qualify; read in
+    `tx`, which must see one state of the database (repeatable read)."""
+    if not await qualifying(tx, peer, case_id):
+        return None
+    params = {"case_id": case_id, "peer": peer}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for table in MIRRORED:
+        rows[table.name] = [row._asdict() for row in await tx.all(_rows_of(table), params)]
+    [case] = rows[CASES.name]
+    if not case["share_personal_data"]:
+        for detainee in rows[DETAINEES.name]:
+            detainee.update(dict.fromkeys(PERSONAL_FIELDS))
+    agencies = []
+    for agency_id in sorted(_agencies_named(rows)):
+        agency = await tx.first(_AGENCY, {"agency_id": agency_id})
+        assert agency is not None, "rows refer to agencies held here"
+        agencies.append(
+            {name: getattr(agency, name) for name in AGENCY_FIELDS}
+            | {"home_instance": agency.home_instance or me}
+        )
+    return {"id": case_id, "agencies": agencies, "rows": rows}
+
+
+def _agencies_named(rows: Mapping[str, list[dict[str, Any]]]) -> set[uuid.UUID]:
+    named: set[uuid.UUID] = set()
+    for table in MIRRORED:
+        columns = [fk.parent.name for fk in table.foreign_keys if fk.column.table is AGENCIES]
+        for row in rows[table.name]:
+            named.update(row[name] for name in columns if row[name] is not None)
+    return named
+
+
+# ---- the peer's side ----------------------------------------------------------------------------
+
+
+def _decoder(column: sa.Column[Any]) -> Callable[[Any], Any]:
+    """How a column's JSON value becomes what the column holds; ValueError or
+    TypeError for anything else (a delivery is input from the network)."""
+    kind = column.type
+    if isinstance(kind, sa.Uuid):
+        return lambda v: uuid.UUID(_typed(v, str))
+    if isinstance(kind, UTCDateTime):
+        return lambda v: _aware(datetime.fromisoformat(_typed(v, str)))
+    if isinstance(kind, sa.Date):
+        return lambda v: date.fromisoformat(_typed(v, str))
+    if isinstance(kind, sa.Enum) and kind.enum_class is not None:
+        enum_class: type[Enum] = kind.enum_class
+        return lambda v: enum_class(_typed(v, str))
+    if isinstance(kind, sa.JSON):
+        return lambda v: v
+    if isinstance(kind, sa.Boolean):
+        return lambda v: _typed(v, bool)
+    if isinstance(kind, sa.Integer):
+        return lambda v: v if isinstance(v, int) and not isinstance(v, bool) else _typed(v, int)
+    return lambda v: _typed(v, str)
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"not a {kind.__name__}")
+    return value
+
+
+def _aware(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError("an instant without its offset")
+    return at
+
+
+@functools.cache
+def _decoders(table: sa.Table) -> dict[str, Callable[[Any], Any]]:
+    return {column.name: _decoder(column) for column in table.columns}
+
+
+def decode(table: sa.Table, row: Any) -> dict[str, Any]:
+    """A row of `table` from its JSON form: every column, each of its type."""
+    if not isinstance(row, dict) or row.keys() != _decoders(table).keys():
+        raise MalformedDelivery(f"a {table.name} row does not have the table's columns")
+    decoded: dict[str, Any] = {}
+    for name, decode_value in _decoders(table).items():
+        value = row[name]
+        if value is None:
+            if not table.c[name].nullable:
+                raise MalformedDelivery(f"{table.name}.{name} is null")
+            decoded[name] = None
+            continue
+        try:
+            decoded[name] = decode_value(value)
+        except (TypeError, ValueError):
+            raise MalformedDelivery(f"{table.name}.{name} holds no value of its type") from None
+    return decoded
+
+
+_CASE = sa.select(CASES.c.id, CASES.c.home_instance).where(CASES.c.id == sa.bindparam("case_id"))
+
+
+async def held_case(tx: Tx, sender: str, case_id: uuid.UUID) -> bool:
+    """Whether this instance holds a mirror of the case from `sender`; 403 when
+    it holds the case otherwise (its own case, or another home's mirror)."""
+    case = await tx.first(_CASE, {"case_id": case_id})
+    if case is None:
+        return False
+    if case.home_instance != sender:
+        raise beyond_authority(f"case {case_id} does not live on {sender}")
+    return True
+
+
+@functools.cache
+def _delete_under(table: sa.Table) -> sa.Delete:
+    """Delete the rows of `table` under the case `:case_id` (all, not a peer's share)."""
+    if table is CASES:
+        return sa.delete(CASES).where(CASES.c.id == sa.bindparam("case_id"))
+    if "case_id" in table.c:
+        return sa.delete(table).where(table.c.case_id == sa.bindparam("case_id"))
+    if "seized_item_id" in table.c:
+        items = sa.select(ITEMS.c.id).where(ITEMS.c.case_id == sa.bindparam("case_id"))
+        return sa.delete(table).where(table.c.seized_item_id.in_(items))
+    requests = sa.select(REQUESTS.c.id).where(REQUESTS.c.case_id == sa.bindparam("case_id"))
+    return sa.delete(table).where(table.c.request_id.in_(requests))
+
+
+async def withdraw(tx: Tx, case_id: uuid.UUID) -> None:
+    """Delete a mirror and everything under it, children first."""
+    await tx.execute(_delete_under(ATTACHMENTS), {"case_id": case_id})
+    for table in reversed(MIRRORED):
+        await tx.execute(_delete_under(table), {"case_id": case_id})
+
+
+async def hold_agencies(tx: Tx, me: str, sender: str, agencies: Iterable[Any]) -> None:
+    """Make sure this instance holds each agency a snapshot names, as a read-only
+    record of its home. A sender never takes over an agency: one held here
+    with another home, or a code held by another agency, is refused (403)."""
+    for raw in agencies:
+        if not isinstance(raw, dict) or not isinstance(raw.get("home_instance"), str):
+            raise MalformedDelivery("an agency without its home instance")
+        home = raw["home_instance"]
+        fields = {name: raw.get(name) for name in AGENCY_FIELDS}
+        agency = decode(AGENCIES, fields | {"home_instance": home})
+        held = await tx.first(_AGENCY, {"agency_id": agency["id"]})
+        if held is not None:
+            if (held.home_instance or me) != home:
+                raise beyond_authority(f"agency {held.code} lives on {held.home_instance or me}, not {home}")
+            continue
+        if home == me:
+            raise beyond_authority(f"agency {agency['code']} is said to live here, and does not")
+        if home != sender and raw.get("parent_id") is not None:
+            agency["parent_id"] = None
+        clash = await tx.first(_AGENCY_BY_CODE, {"code": agency["code"]})
+        if clash is not None:
+            raise beyond_authority(f"agency code {agency['code']} belongs to {clash.home_instance or me}")
+        if (
+            agency["parent_id"] is not None
+            and await tx.first(_AGENCY, {"agency_id": agency["parent_id"]}) is None
+        ):
+            agency["parent_id"] = None
+        await tx.insert([(AGENCIES, [agency])])
+
+
+_AGENCY_BY_CODE = sa.select(AGENCIES.c.id, AGENCIES.c.home_instance).where(
+    AGENCIES.c.code == sa.bindparam("code")
+)
+
+
+async def hold(tx: Tx, sender: str, case_id: uuid.UUID, rows: Any) -> int:
+    """Replace the mirror of `case_id` with the snapshot's rows (its agencies
+    already held); how many rows it holds. The rows must all be of this case."""
+    if not isinstance(rows, dict) or set(rows) != {table.name for table in MIRRORED}:
+        raise MalformedDelivery("a snapshot holds every mirrored table, and nothing else")
+    decoded = {
+        table.name: [decode(table, row) for row in listed(rows[table.name], "rows")] for table in MIRRORED
+    }
+    if len(decoded[CASES.name]) != 1:
+        raise MalformedDelivery("a snapshot holds its case, once")
+    _check_scope(case_id, decoded)
+    [case] = decoded[CASES.name]
+    lead = await tx.first(_AGENCY, {"agency_id": case["lead_agency_id"]})
+    if lead is None or lead.home_instance != sender:
+        raise beyond_authority(f"the lead agency of case {case_id} does not live on {sender}")
+    case["home_instance"] = sender
+    if not case["share_personal_data"]:
+        for detainee in decoded[DETAINEES.name]:
+            detainee.update(dict.fromkeys(PERSONAL_FIELDS))
+    if await held_case(tx, sender, case_id):
+        await withdraw(tx, case_id)
+    try:
+        for table in MIRRORED:
+            await tx.insert_many(table, decoded[table.name])
+    except IntegrityError:
+        # An id held here by another record, or an agency the snapshot does not name.
+        raise beyond_authority(f"case {case_id} names records that are not its own") from None
+    return sum(len(table_rows) for table_rows in decoded.values())
+
+
+def listed(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise MalformedDelivery(f"{what} are not a list")
+    return value
+
+
+def _check_scope(case_id: uuid.UUID, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Every row is under `case_id`, and refers only to rows of the snapshot: a
+    snapshot cannot reach, or tie itself to, another case's rows."""
+    if any(case["id"] != case_id for case in rows[CASES.name]):
+        raise beyond_authority("a snapshot names another case")
+    ids = {table.name: {row["id"] for row in rows[table.name]} for table in MIRRORED if "id" in table.c}
+    for table in MIRRORED[1:]:
+        inner = [fk for fk in table.foreign_keys if fk.column.table in MIRRORED[1:]]
+        for row in rows[table.name]:
+            if row.get("case_id", case_id) != case_id or any(
+                row[fk.parent.name] is not None and row[fk.parent.name] not in ids[fk.column.table.name]
+                for fk in inner
+            ):
+                raise beyond_authority(f"a {table.name} row outside case {case_id}")
