@@ -215,6 +215,8 @@ def _taken(ids: int, codes: int) -> sa.Select[Any]:
     )
 
 
+_AGENCY_ID = sa.select(AGENCIES.c.id).where(AGENCIES.c.id == sa.bindparam("agency_id"))
+
 # What a held agency shows is the home's: its fields, version and instants.
 _HELD_FIELDS = ("code", "name", "country", "kind", "parent_id")
 _HOME_FIELDS = ("version", "created_at", "updated_at")
@@ -246,14 +248,18 @@ async def sync_agencies(tx: Tx, peer: Row, directory: AgencyDirectory) -> int:
     # Kept up to date: a directory that names an agency twice holds its last entry.
     held_rows = {row.id: row for row in taken}
     changed = 0
-    # Parents before their sub-agencies: a parent the peer does not announce stays unknown here.
+    # A parent the peer does not announce is kept only if this instance holds it
+    # (a sub-agency of one of its agencies, say); otherwise it stays unknown here.
+    parents = {a.parent_id for a in directory.items if a.parent_id not in announced} - {None}
+    held_parents = {p for p in parents if await tx.first(_AGENCY_ID, {"agency_id": p}) is not None}
+    # Parents before their sub-agencies.
     for agency in sorted(directory.items, key=lambda a: _depth(a, announced)):
         fields: dict[str, Any] = {
             "code": agency.code,
             "name": agency.name,
             "country": agency.country,
             "kind": agency.kind,
-            "parent_id": agency.parent_id if agency.parent_id in announced else None,
+            "parent_id": agency.parent_id if agency.parent_id in announced.keys() | held_parents else None,
         }
         home = {"version": agency.version, "created_at": agency.created_at, "updated_at": agency.updated_at}
         held = held_rows.get(agency.id)

@@ -2,12 +2,14 @@
 see it in full, with the same ids and versions, personal data kept home
 unless the lead shares it, and is withdrawn when they stop qualifying."""
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from app.federation import signatures
 from tests.federation.conftest import Instance, peer
 
 API = "/api/v1"
@@ -47,6 +49,13 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
             return result
         assert time.monotonic() < deadline, "not delivered in time"
         time.sleep(0.1)
+
+
+def audited(instance: Instance, action: str) -> list[dict[str, Any]]:
+    """The instance's own audit entries of `action` (those of the instance itself
+    name no agency: an operator reads them, with the CLI)."""
+    lines = instance.cli("audit", "list", "--action", action, "--json").stdout.splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def status_of(api: Api, path: str) -> int:
@@ -172,8 +181,12 @@ def test_an_instance_that_hosts_no_participant_receives_nothing(
             == {"third.caseapi": 0, "ua.caseapi": 0}
         )
     )
-    entries = xx.ok("GET", "/audit", params={"action": "federation.received"})["items"]
-    assert entries == []
+    assert audited(third, "federation.received") == []
+    delivered = audited(kz_i, "federation.delivered")
+    assert delivered and {entry["detail"]["peer"] for entry in delivered} == {"ua.caseapi"}
+    # Each delivery is audited with the receipt the peer signed.
+    receipt = signatures.open_receipt(delivered[-1]["detail"]["receipt"]["token"], ua_i.identity.public_key)
+    assert receipt["instance_id"] == "ua.caseapi" and receipt["home_instance"] == "kz.caseapi"
 
 
 def shared_case(kz: Api, ua: Api, **fields: Any) -> dict[str, Any]:
