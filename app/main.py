@@ -36,7 +36,7 @@ from app.core.probes import ProbeCounter
 from app.core.ratelimit.middleware import RateLimit
 from app.core.ratelimit.rate import Rate
 from app.core.ratelimit.service import create_limiter
-from app.core.secrets import audit_key
+from app.core.secrets import audit_key, cursor_key
 from app.core.uow import create_database
 from app.detainees.router import router as detainees
 from app.events.router import router as events
@@ -157,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=openapi.operation_id,
     )
     application.state.settings = settings
+    # What signs this app's list cursors (app.core.pagination), derived once.
+    application.state.cursor_key = cursor_key(settings)
     # What /health/ready compares the database with; read once, not per probe.
     application.state.schema_head = migrate.head()
     # The one way to the database for every route and background task.
