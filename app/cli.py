@@ -71,7 +71,9 @@ def _run(work: Callable[[Tx], Awaitable[T]]) -> T:
 def _read(work: Callable[[Database], Awaitable[T]]) -> T:
     """`await work(db)`: reads outside a transaction, or units of work of its own."""
     settings = get_settings()
-    return run_with_database(settings.database_url, work, timeout=settings.pool_timeout_seconds)
+    return run_with_database(
+        settings.database_url, work, audit_key=audit_key(settings), timeout=settings.pool_timeout_seconds
+    )
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -176,7 +178,8 @@ def _finding(result: AuditVerification) -> str:
 
 
 def cmd_audit_reset_checkpoint(args: argparse.Namespace) -> None:
-    result = _run(lambda tx: audit.reset_checkpoint(tx, pre_key_head=args.pre_key_head))
+    key = audit_key(get_settings())
+    result = _run(lambda tx: audit.reset_checkpoint(tx, key, pre_key_head=args.pre_key_head))
     if not result.ok:
         raise CommandError(_finding(result))
     print(f"audit checkpoint recorded: {result.entries} entries, head {result.head}")

@@ -111,7 +111,7 @@ def _tune_garbage_collector() -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # A worker that could not record a change must not start (ConfigError).
-    audit_key(settings)
+    chain_key = audit_key(settings)
     hit_limits = HitLimits(settings)  # ConfigError for a limit below one search
     configure_logging(settings.log_format, settings.log_level, settings.access_log)
     in_flight = settings.pool_size
@@ -163,7 +163,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.schema_head = migrate.head()
     # The one way to the database for every route and background task.
     application.state.database = create_database(
-        settings.database_url, size=settings.pool_size, timeout=settings.pool_timeout_seconds
+        settings.database_url,
+        size=settings.pool_size,
+        timeout=settings.pool_timeout_seconds,
+        audit_key=chain_key,
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)

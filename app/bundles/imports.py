@@ -60,6 +60,7 @@ from app.cases.router import created_case, replay_created_case
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError
 from app.core.observability.logs import configure_logging
+from app.core.secrets import audit_key
 from app.core.uow import Database, create_database
 from app.idempotency.http import create_once
 from app.idempotency.service import IdempotencyKey, fingerprint
@@ -137,7 +138,9 @@ def _start_child(environ: dict[str, str], settings: Settings) -> None:
     gc.disable()
     configure_logging(settings.log_format, settings.log_level, access_log=False)
     _Child.loop = asyncio.new_event_loop()
-    _Child.database = create_database(settings.database_url, size=1, timeout=settings.pool_timeout_seconds)
+    _Child.database = create_database(
+        settings.database_url, size=1, timeout=settings.pool_timeout_seconds, audit_key=audit_key(settings)
+    )
     _Child.storage = LocalStorage(settings.storage_dir)
 
 

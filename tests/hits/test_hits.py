@@ -17,7 +17,7 @@ from app.core.config import get_settings
 from app.core.secrets import search_term_key
 from app.core.uow import run_with_database
 from app.identifiers import notices
-from tests.conftest import Caller, join, make_agency, make_caller, new_case, walk
+from tests.conftest import AUDIT_KEY, Caller, join, make_agency, make_caller, new_case, walk
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def search(client: TestClient, caller: Caller, *items: tuple[str, str]) -> Any:
 
 def on_database(engine: sa.Engine | str, step: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """`await step(db, *args, **kwargs)` on a Database of `engine` (a notices step, as a command runs it)."""
-    return run_with_database(engine, lambda db: step(db, *args, **kwargs), size=2)
+    return run_with_database(engine, lambda db: step(db, *args, **kwargs), audit_key=AUDIT_KEY, size=2)
 
 
 def hit_events(client: TestClient, caller: Caller) -> list[dict[str, Any]]:
