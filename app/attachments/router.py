@@ -23,7 +23,7 @@ from app.core.openapi import REQUEST_ID_HEADER
 from app.core.pagination import Page, PageDep
 from app.core.uow import Database, Row
 from app.idempotency.http import create_once
-from app.idempotency.service import IdempotencyKey
+from app.idempotency.service import Idempotency, IdempotencyKey, ttl
 
 log = logging.getLogger("caseapi.attachments")
 
@@ -201,10 +201,11 @@ async def _upload(
         await service.check_quota(db, p, int(declared), quota, lock=False)
     chunks = _body(request, settings.body_chunk_timeout_seconds)
     staged = await service.receive_file(chunks, storage, request.app.state.max_attachment_bytes)
-    idem = (
+    idem = Idempotency(
         IdempotencyKey(meta.idempotency_key, _fingerprint(request, meta, staged))
         if meta.idempotency_key
-        else None
+        else None,
+        ttl(settings),
     )
 
     def respond(attachment: Row) -> Response:

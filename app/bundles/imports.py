@@ -63,7 +63,7 @@ from app.core.observability.logs import configure_logging
 from app.core.secrets import audit_key
 from app.core.uow import Database, create_database
 from app.idempotency.http import create_once
-from app.idempotency.service import IdempotencyKey, fingerprint
+from app.idempotency.service import Idempotency, IdempotencyKey, fingerprint, ttl
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,13 @@ class _InChild(Exception):
 
 class _Child:
     """What a child process holds between imports: one event loop for its
-    life (its database connection belongs to it), the database and storage."""
+    life (its database connection belongs to it), the database and storage,
+    and the worker's settings."""
 
     loop: asyncio.AbstractEventLoop
     database: Database
     storage: LocalStorage
+    settings: Settings
 
 
 def _end_with_worker(lifeline: Connection) -> None:
@@ -137,6 +139,7 @@ def _start_child(environ: dict[str, str], settings: Settings) -> None:
     # are collected after it.
     gc.disable()
     configure_logging(settings.log_format, settings.log_level, access_log=False)
+    _Child.settings = settings
     _Child.loop = asyncio.new_event_loop()
     _Child.database = create_database(
         settings.database_url, size=1, timeout=settings.pool_timeout_seconds, audit_key=audit_key(settings)
@@ -176,7 +179,8 @@ async def _import_whole(task: _Task, raw: bytes) -> Response:
     p, same = task.principal, task.idempotent
     # Raw bytes, hashed here rather than on the worker's event loop: the same
     # document re-serialised (other spacing or key order) is another body.
-    idem = None if same is None else IdempotencyKey(same.key, fingerprint(same.path, same.purpose, raw))
+    key = None if same is None else IdempotencyKey(same.key, fingerprint(same.path, same.purpose, raw))
+    idem = Idempotency(key, ttl(_Child.settings))
     body = service.parse_bundle(raw)
     # The storage lock an import with attachments takes (`hold`) is held
     # through the commit: the transaction ends first.
