@@ -32,6 +32,7 @@ from app.core.errors import AppError, database_reason
 from app.core.journal import CLI
 from app.core.records import AuditVerification
 from app.core.secrets import audit_key
+from app.core.types import clock_skew
 from app.core.uow import Database, Row, Tx, run_with_database
 from app.federation import service as federation
 from app.federation.identity import identity
@@ -555,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.needs_schema:
             with _engine().connect() as conn:
                 migrate.require_head(conn)
-        func(args)
+        with clock_skew(get_settings().clock_skew_seconds):
+            func(args)
         # Inside the try: a reader that left (`| head -1`) is found here, not
         # by the interpreter's own flush at exit, which would print a traceback.
         sys.stdout.flush()

@@ -61,6 +61,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import AppError
 from app.core.observability.logs import configure_logging
 from app.core.secrets import audit_key
+from app.core.types import clock_skew
 from app.core.uow import Database, create_database
 from app.idempotency.http import create_once
 from app.idempotency.service import Idempotency, IdempotencyKey, fingerprint, ttl
@@ -170,7 +171,9 @@ def _serve(tasks: Connection, lifeline: Connection, environ: dict[str, str], set
 
 def _import(task: _Task, raw: bytes) -> Response:
     try:
-        return _Child.loop.run_until_complete(_import_whole(task, raw))
+        # Set before the task is made: the task runs in a copy of this context.
+        with clock_skew(_Child.settings.clock_skew_seconds):
+            return _Child.loop.run_until_complete(_import_whole(task, raw))
     finally:
         gc.collect()
 

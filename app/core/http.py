@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app.core.errors import AppError, invalid
-from app.core.types import clean_line
+from app.core.types import clean_line, clock_skew
 
 JSON = "application/json"
 
@@ -56,13 +56,15 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
-    """The route class of every router that takes a JSON body."""
+    """The route class of every router that takes a JSON body; its body is
+    validated with the clock skew of the app's settings (app.core.types)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict(request: Request) -> Response:
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            with clock_skew(request.app.state.settings.clock_skew_seconds):
+                return await handler(StrictJSONRequest(request.scope, request.receive))
 
         return strict
 
