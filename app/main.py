@@ -25,7 +25,7 @@ from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.core import migrate, openapi
 from app.core.admission import AdmissionLimit
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.observability import router as observability
@@ -109,7 +109,11 @@ def _tune_garbage_collector() -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    """An app on `settings`, the one source of its settings: whatever needs one
+    gets it from here (app.state.settings and what is made from them), never
+    from a global. None (uvicorn's factory, in a served worker) reads them
+    from the environment."""
+    settings = settings or Settings()
     # A worker that could not record a change must not start (ConfigError).
     chain_key = audit_key(settings)
     hit_limits = HitLimits(settings)  # ConfigError for a limit below one search

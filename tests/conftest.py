@@ -36,7 +36,7 @@ from app.agencies.models import Agency, AgencyKind  # noqa: E402
 from app.auth import service as auth  # noqa: E402
 from app.auth.models import Scope  # noqa: E402
 from app.core import migrate  # noqa: E402
-from app.core.config import Settings, get_settings  # noqa: E402
+from app.core.config import Settings  # noqa: E402
 from app.core.db import create_db_engine  # noqa: E402
 from app.core.secrets import audit_key  # noqa: E402
 from app.core.uow import PostgresDatabase, Tx, run_with_database  # noqa: E402
@@ -361,12 +361,10 @@ def app_with(settings: Settings, engine: sa.Engine) -> Callable[..., AbstractCon
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    """`caseapi` commands run in-process against the test database."""
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    """`caseapi` commands run in-process against the test database (a command
+    reads its settings from the environment)."""
     monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def run_verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -57,7 +57,7 @@ from app.attachments.storage import LocalStorage
 from app.auth.service import Principal
 from app.bundles import service
 from app.cases.router import created_case, replay_created_case
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.observability.logs import configure_logging
 from app.core.secrets import audit_key
@@ -124,11 +124,11 @@ def _end_with_worker(lifeline: Connection) -> None:
 
 
 def _start_child(environ: dict[str, str], settings: Settings) -> None:
-    # The fork server started with the environment of its day; the services
-    # read theirs (get_settings) as the worker does.
+    # The fork server started with the environment of its day; a child runs in
+    # the worker's (its database driver reads PG* variables, for one). Its
+    # settings are the worker's own, passed in.
     os.environ.clear()
     os.environ.update(environ)
-    get_settings.cache_clear()
     # Ctrl-C on `caseapi serve` reaches the whole process group: the worker's
     # shutdown ends this process, after the import it is running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.core.config import get_settings
+from app.core.config import Settings
 from app.core.secrets import search_term_key
 from app.core.uow import run_with_database
 from app.identifiers import notices
@@ -186,7 +186,7 @@ def test_hidden_match_answers_exactly_as_no_match(client: TestClient, lead: Call
 
 
 def test_search_is_audited_without_the_values(
-    client: TestClient, engine: sa.Engine, lead: Caller, searcher: Caller
+    client: TestClient, engine: sa.Engine, settings: Settings, lead: Caller, searcher: Caller
 ) -> None:
     case = new_case(client, lead, handling_code="TLP:RED")
     add(client, lead, case["id"], "phone", PHONE)
@@ -215,7 +215,7 @@ def test_search_is_audited_without_the_values(
         ).all()
     for secret in (E164, "7010000001", "victim@example.com", hashlib.sha256(E164.encode()).hexdigest()):
         assert secret not in dump
-    key = search_term_key(get_settings())
+    key = search_term_key(settings)
     expected = [
         ("phone", hmac.new(key, f"phone\x1f{E164}".encode(), hashlib.sha256).hexdigest()),
         ("email", hmac.new(key, b"email\x1fvictim@example.com", hashlib.sha256).hexdigest()),
