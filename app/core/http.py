@@ -1,11 +1,12 @@
 """HTTP conventions shared by every route: JSON bodies, ETags, If-Match,
-creation responses, the X-Purpose header."""
+one helper per kind of answer (ok() a read, listed() a page of a list,
+created(), deleted()), the X-Purpose header."""
 
 import functools
 import json
 import re
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -107,10 +108,6 @@ def check_if_match(request: Request, version: int) -> None:
         )
 
 
-def with_etag(response: Response, version: int) -> None:
-    response.headers["ETag"] = etag(version)
-
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -153,11 +150,23 @@ def ok(body: BaseModel | dict[str, Any], *, version: int | None = None) -> Respo
     return Response(content, media_type=JSON, headers=headers)
 
 
+def listed(items: Sequence[BaseModel] | Sequence[Mapping[str, Any]], next_cursor: str | None) -> Response:
+    """A 200 with one page of a list (app.core.pagination.Page, which the route's
+    response_model documents): public() models, or public_json() dicts on the hot reads."""
+    return ok({"items": list(items), "next_cursor": next_cursor})
+
+
 def created(body: BaseModel, *, location: str, version: int | None) -> Response:
+    """A 201 with the created resource, where it is, and its ETag when it is versioned."""
     headers = {"Location": location}
     if version is not None:
         headers["ETag"] = etag(version)
     return Response(body.model_dump_json().encode(), status_code=201, headers=headers, media_type=JSON)
+
+
+def deleted() -> Response:
+    """A 204: the resource is gone."""
+    return Response(status_code=204)
 
 
 def api_path(*parts: str | uuid.UUID) -> str:

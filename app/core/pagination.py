@@ -29,11 +29,6 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
-def page_json(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
-    """A Page, as the dict its JSON is written from (app.core.http.public_json)."""
-    return {"items": items, "next_cursor": next_cursor}
-
-
 @dataclass(frozen=True)
 class PageParams:
     limit: int
