@@ -26,12 +26,13 @@ from app.auth import service as auth
 from app.auth.models import Scope
 from app.core import migrate
 from app.core.chain import HashedStored
-from app.core.config import ConfigError, get_settings
+from app.core.config import ConfigError, Settings
 from app.core.db import create_db_engine
 from app.core.errors import AppError, database_reason
 from app.core.journal import CLI
 from app.core.records import AuditVerification
 from app.core.secrets import audit_key
+from app.core.types import clock_skew
 from app.core.uow import Database, Row, Tx, run_with_database
 from app.federation import service as federation
 from app.federation.identity import identity
@@ -59,55 +60,56 @@ def _one_line(exc: ValidationError, name: Callable[[str], str]) -> str:
     return "; ".join(f"{name(str(err['loc'][0]))}: {err['msg']}" for err in exc.errors())
 
 
-def _engine() -> sa.Engine:
-    return create_db_engine(get_settings().database_url)
+def _engine(settings: Settings) -> sa.Engine:
+    return create_db_engine(settings.database_url)
 
 
-def _run(work: Callable[[Tx], Awaitable[T]]) -> T:
-    """`await work(tx)` in one unit of work on the configured database."""
-    return _read(lambda db: db.run(work))
+def _run(settings: Settings, work: Callable[[Tx], Awaitable[T]]) -> T:
+    """`await work(tx)` in one unit of work on the command's database."""
+    return _read(settings, lambda db: db.run(work))
 
 
-def _read(work: Callable[[Database], Awaitable[T]]) -> T:
+def _read(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """`await work(db)`: reads outside a transaction, or units of work of its own."""
-    settings = get_settings()
-    return run_with_database(settings.database_url, work, timeout=settings.pool_timeout_seconds)
+    return run_with_database(
+        settings.database_url, work, audit_key=audit_key(settings), timeout=settings.pool_timeout_seconds
+    )
 
 
-def cmd_migrate(_: argparse.Namespace) -> None:
-    engine = _engine()
+def cmd_migrate(_: argparse.Namespace, settings: Settings) -> None:
+    engine = _engine(settings)
     with engine.begin() as conn:
         migrate.upgrade(conn)
     print("schema at the newest revision")
 
 
-def cmd_seed(_: argparse.Namespace) -> None:
-    added = _run(lambda tx: seed.load(tx, get_settings().seed_dir))
+def cmd_seed(_: argparse.Namespace, settings: Settings) -> None:
+    added = _run(settings, lambda tx: seed.load(tx, settings.seed_dir))
     print(f"seed loaded: {added} rows added" if added else "seed already loaded: nothing changed")
 
 
-def cmd_client_create(args: argparse.Namespace) -> None:
+def cmd_client_create(args: argparse.Namespace, settings: Settings) -> None:
     scopes = [Scope(s) for s in args.scope]
     client, key = _run(
-        lambda tx: auth.create_client(tx, agency_code=args.agency, name=args.name, scopes=scopes)
+        settings, lambda tx: auth.create_client(tx, agency_code=args.agency, name=args.name, scopes=scopes)
     )
     print(f"client {client.id} of {args.agency} with scopes {' '.join(client.scopes)}")
     print("the key is shown once; store it now:")
     print(key)
 
 
-def cmd_client_list(_: argparse.Namespace) -> None:
-    for client in _read(auth.list_clients):
+def cmd_client_list(_: argparse.Namespace, settings: Settings) -> None:
+    for client in _read(settings, auth.list_clients):
         state = "revoked" if client.revoked_at else "active"
         print(f"{client.id}\t{client.agency_code}\t{client.name}\t{','.join(client.scopes)}\t{state}")
 
 
-def cmd_client_revoke(args: argparse.Namespace) -> None:
-    client = _run(lambda tx: auth.revoke_client(tx, args.id_or_key))
+def cmd_client_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    client = _run(settings, lambda tx: auth.revoke_client(tx, args.id_or_key))
     print(f"client {client.id} revoked")
 
 
-def cmd_agency_create(args: argparse.Namespace) -> None:
+def cmd_agency_create(args: argparse.Namespace, settings: Settings) -> None:
     fields = {"code": args.code, "name": args.name, "kind": args.kind, "country": args.country}
     try:
         data = AgencyCreate.model_validate(fields)
@@ -119,33 +121,33 @@ def cmd_agency_create(args: argparse.Namespace) -> None:
             data.parent_id = (await agencies.get_agency_by_code(tx, args.parent)).id
         return await agencies.create_agency(tx, None, data)
 
-    agency = _run(create)
+    agency = _run(settings, create)
     print(f"agency {agency.code} created; its id:")
     print(agency.id)
 
 
-def cmd_agency_list(_: argparse.Namespace) -> None:
-    for agency in _read(agencies.agencies_with_parents):
+def cmd_agency_list(_: argparse.Namespace, settings: Settings) -> None:
+    for agency in _read(settings, agencies.agencies_with_parents):
         fields = (agency.id, agency.code, agency.name, agency.kind.value, agency.country, agency.parent_code)
         print("\t".join("-" if value is None else str(value) for value in fields))
 
 
-def cmd_agency_set_parent(args: argparse.Namespace) -> None:
+def cmd_agency_set_parent(args: argparse.Namespace, settings: Settings) -> None:
     async def move(tx: Tx) -> tuple[Row, Row | None, bool]:
         agency = await agencies.get_agency_by_code(tx, args.code, for_update=True)
         parent = None if args.none else await agencies.get_agency_by_code(tx, args.parent)
         return agency, parent, await agencies.set_parent(tx, CLI, agency, parent.id if parent else None)
 
-    agency, parent, changed = _run(move)
+    agency, parent, changed = _run(settings, move)
     where = f"under {parent.code}" if parent else "at the top of the hierarchy"
     print(f"agency {agency.code} {'now' if changed else 'already'} {where}")
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> None:
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
     """The whole chain from genesis; progress on stderr when it is a terminal."""
     expected = args.expect_head
     found = expected is None
-    total = _read(audit.head_seq)
+    total = _read(settings, audit.head_seq)
     show = sys.stderr.isatty() and total > 0
     step = max(total // 100, 1)
 
@@ -157,7 +159,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
                 f"\rverifying the audit chain: {min(entry.seq * 100 // total, 100)}%", end="", file=sys.stderr
             )
 
-    result = _read(lambda db: audit.check(db, full=True, on_entry=seen))
+    result = _read(settings, lambda db: audit.check(db, full=True, on_entry=seen))
     if show:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if not result.ok:
@@ -175,14 +177,15 @@ def _finding(result: AuditVerification) -> str:
     return f"audit chain not verified: {result.reason} ({result.entries} entries verify, head {result.head})"
 
 
-def cmd_audit_reset_checkpoint(args: argparse.Namespace) -> None:
-    result = _run(lambda tx: audit.reset_checkpoint(tx, pre_key_head=args.pre_key_head))
+def cmd_audit_reset_checkpoint(args: argparse.Namespace, settings: Settings) -> None:
+    key = audit_key(settings)
+    result = _run(settings, lambda tx: audit.reset_checkpoint(tx, key, pre_key_head=args.pre_key_head))
     if not result.ok:
         raise CommandError(_finding(result))
     print(f"audit checkpoint recorded: {result.entries} entries, head {result.head}")
 
 
-def cmd_audit_list(args: argparse.Namespace) -> None:
+def cmd_audit_list(args: argparse.Namespace, settings: Settings) -> None:
     """The whole instance's log, streamed in seq order: one line per entry, tab-separated, or JSON."""
 
     async def stream(db: Database) -> None:
@@ -201,7 +204,7 @@ def cmd_audit_list(args: argparse.Namespace) -> None:
             if left is not None:
                 left -= 1
 
-    _read(stream)
+    _read(settings, stream)
 
 
 def _count(text: str) -> int:
@@ -214,10 +217,12 @@ def _text(value: object) -> str:
     return json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else str(value)
 
 
-def cmd_storage_sweep(args: argparse.Namespace) -> None:
+def cmd_storage_sweep(args: argparse.Namespace, settings: Settings) -> None:
     """Without --apply it only lists: a sweep pointed at the wrong place costs nothing."""
-    storage = LocalStorage(get_settings().storage_dir)
-    report = _read(lambda db: attachments.sweep(db, storage, older_than=args.older_than, apply=args.apply))
+    storage = LocalStorage(settings.storage_dir)
+    report = _read(
+        settings, lambda db: attachments.sweep(db, storage, older_than=args.older_than, apply=args.apply)
+    )
     move, remove = ("moved", "removed") if args.apply else ("would move", "would remove")
     for sha256 in report.recovered:
         print(f"{move} into place: {sha256} (a committed upload)")
@@ -234,16 +239,16 @@ def cmd_storage_sweep(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_instance_show(_: argparse.Namespace) -> None:
-    me = identity(get_settings())
+def cmd_instance_show(_: argparse.Namespace, settings: Settings) -> None:
+    me = identity(settings)
     print(f"instance {me.instance_id}")
     print(f"public key: {json.dumps(me.jwk, sort_keys=True)}")
     print("thumbprint (give it to the operators of your peers):")
     print(me.thumbprint)
 
 
-def cmd_peer_add(args: argparse.Namespace) -> None:
-    me = identity(get_settings())
+def cmd_peer_add(args: argparse.Namespace, settings: Settings) -> None:
+    me = identity(settings)
 
     async def add(db: Database) -> tuple[Row, AgencyDirectory | None, int | None]:
         document = await federation.fetch_document(args.url)
@@ -254,7 +259,7 @@ def cmd_peer_add(args: argparse.Namespace) -> None:
         return peer, directory, synced
 
     try:
-        peer, directory, synced = _read(add)
+        peer, directory, synced = _read(settings, add)
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
     print(f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}")
@@ -266,42 +271,41 @@ def cmd_peer_add(args: argparse.Namespace) -> None:
     print(peer.instance_id)
 
 
-def cmd_peer_list(_: argparse.Namespace) -> None:
+def cmd_peer_list(_: argparse.Namespace, settings: Settings) -> None:
     async def statuses(db: Database) -> list[PeerStatus]:
         return [await federation.peer_status(db, peer) for peer in await federation.list_peers(db)]
 
-    for status in _read(statuses):
+    for status in _read(settings, statuses):
         print("\t".join("-" if value is None else str(value) for value in status.model_dump().values()))
 
 
-def cmd_peer_remove(args: argparse.Namespace) -> None:
+def cmd_peer_remove(args: argparse.Namespace, settings: Settings) -> None:
     try:
-        _run(lambda tx: federation.remove_peer(tx, args.instance_id))
+        _run(settings, lambda tx: federation.remove_peer(tx, args.instance_id))
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
     print(f"peer {args.instance_id} removed: its signed requests are refused from now on")
 
 
-def cmd_deliver(args: argparse.Namespace) -> None:
-    _read(lambda db: delivery.deliver(db, get_settings(), once=args.once))
+def cmd_deliver(args: argparse.Namespace, settings: Settings) -> None:
+    _read(settings, lambda db: delivery.deliver(db, settings, once=args.once))
 
 
-def cmd_hits_process(_: argparse.Namespace) -> None:
-    settings = get_settings()
-    done = _read(lambda db: notices.process(db, settings))
+def cmd_hits_process(_: argparse.Namespace, settings: Settings) -> None:
+    done = _read(settings, lambda db: notices.process(db, settings))
     print(
         f"hit notices: {done.searches} searches processed, {done.notices} hit.received events written, "
         f"{done.terms_purged} search terms past retention purged"
     )
 
 
-def _serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
-    """Serve on host:port, or on the listening socket `fd` when one is given."""
+def _serve(settings: Settings, host: str, port: int, workers: int, fd: int | None = None) -> None:
+    """Serve on host:port, or on the listening socket `fd` when one is given. Each
+    worker's create_app() reads its settings from the same environment as this command."""
     import uvicorn
 
     from app.core.observability.serving import metrics_directory, uvicorn_options
 
-    settings = get_settings()
     with metrics_directory(workers):
         uvicorn.run(
             "app.main:create_app",
@@ -316,8 +320,8 @@ def _serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
         )
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
-    _serve(args.host, args.port, args.workers)
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    _serve(settings, args.host, args.port, args.workers)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -338,25 +342,24 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     # The port first: a demo that cannot serve must not revoke the keys of
     # the one already serving there, nor touch its database.
     with _listen(args.host, args.port) as sock:
-        _demo(args, sock)
+        _demo(args, settings, sock)
 
 
-def _demo(args: argparse.Namespace, sock: socket.socket) -> None:
-    cmd_migrate(args)
-    cmd_seed(args)
-    settings = get_settings()
-    keys = _run(_demo_keys)
+def _demo(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> None:
+    cmd_migrate(args, settings)
+    cmd_seed(args, settings)
+    keys = _run(settings, _demo_keys)
     print("demo keys (read, write, personal_data; KZ-MVD also admin):")
     for code, key in keys:
         print(f"  {code:<14} {key}")
     print(f"database: {make_url(settings.database_url).render_as_string(hide_password=True)}")
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"explorer: http://{host}:{sock.getsockname()[1]}/docs", flush=True)
-    _serve(args.host, args.port, 1, fd=sock.fileno())
+    _serve(settings, args.host, args.port, 1, fd=sock.fileno())
 
 
 _DEMO_KEYS = sa.select(auth.CLIENTS.c.id).where(
@@ -546,17 +549,18 @@ def _joined(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(_joined(sys.argv[1:] if argv is None else argv))
-    func: Callable[[argparse.Namespace], None] = args.func
+    func: Callable[[argparse.Namespace, Settings], None] = args.func
     try:
-        _check_settings()
+        settings = _settings()
         if args.needs_key:
             # Before any database work or port: on PostgreSQL an unset key is one
             # line naming CASEAPI_AUDIT_KEY, not a 500 at the first change.
-            audit_key(get_settings())
+            audit_key(settings)
         if args.needs_schema:
-            with _engine().connect() as conn:
+            with _engine(settings).connect() as conn:
                 migrate.require_head(conn)
-        func(args)
+        with clock_skew(settings.clock_skew_seconds):
+            func(args, settings)
         # Inside the try: a reader that left (`| head -1`) is found here, not
         # by the interpreter's own flush at exit, which would print a traceback.
         sys.stdout.flush()
@@ -582,9 +586,10 @@ def _reader_left() -> NoReturn:
     sys.exit(0)
 
 
-def _check_settings() -> None:
-    """Read the settings once, up front: a bad one is a ConfigError naming it."""
+def _settings() -> Settings:
+    """The command's settings, read from the environment once, up front (every
+    step of the command gets them from here): a bad one is a ConfigError naming it."""
     try:
-        get_settings()
+        return Settings()
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, lambda field: f"CASEAPI_{field.upper()}")) from None

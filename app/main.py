@@ -26,7 +26,7 @@ from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.core import migrate, openapi
 from app.core.admission import AdmissionLimit
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.core.errors import install_error_handlers
 from app.core.limits import BodySizeLimit
 from app.core.observability import router as observability
@@ -37,7 +37,7 @@ from app.core.probes import ProbeCounter
 from app.core.ratelimit.middleware import RateLimit
 from app.core.ratelimit.rate import Rate
 from app.core.ratelimit.service import create_limiter
-from app.core.secrets import audit_key
+from app.core.secrets import audit_key, cursor_key
 from app.core.uow import create_database
 from app.detainees.router import router as detainees
 from app.events.router import router as events
@@ -113,9 +113,13 @@ def _tune_garbage_collector() -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    """An app on `settings`, the one source of its settings: whatever needs one
+    gets it from here (app.state.settings and what is made from them), never
+    from a global. None (uvicorn's factory, in a served worker) reads them
+    from the environment."""
+    settings = settings or Settings()
     # A worker that could not record a change must not start (ConfigError).
-    audit_key(settings)
+    chain_key = audit_key(settings)
     hit_limits = HitLimits(settings)  # ConfigError for a limit below one search
     configure_logging(settings.log_format, settings.log_level, settings.access_log)
     in_flight = settings.pool_size
@@ -169,11 +173,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=openapi.operation_id,
     )
     application.state.settings = settings
+    # What signs this app's list cursors (app.core.pagination), derived once.
+    application.state.cursor_key = cursor_key(settings)
     # What /health/ready compares the database with; read once, not per probe.
     application.state.schema_head = migrate.head()
     # The one way to the database for every route and background task.
     application.state.database = create_database(
-        settings.database_url, size=settings.pool_size, timeout=settings.pool_timeout_seconds
+        settings.database_url,
+        size=settings.pool_size,
+        timeout=settings.pool_timeout_seconds,
+        audit_key=chain_key,
     )
     application.state.principals = PrincipalCache(settings.auth_cache_seconds)
     application.state.probes = ProbeCounter(settings.probe_log_threshold, settings.probe_log_window_seconds)

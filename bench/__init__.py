@@ -27,10 +27,13 @@ def use_bench_audit_key() -> None:
 
 
 def run_unit(url: str, work: "Callable[[Tx], Awaitable[T]]") -> "T":
-    """`await work(tx)` in one unit of work on the database at `url`, as a command runs one."""
+    """`await work(tx)` in one unit of work on the database at `url`, as a command runs
+    one, journalled under the audit key of this environment's settings."""
+    from app.core.config import Settings
+    from app.core.secrets import audit_key
     from app.core.uow import run_with_database
 
-    return run_with_database(url, lambda db: db.run(work), timeout=10)
+    return run_with_database(url, lambda db: db.run(work), audit_key=audit_key(Settings()), timeout=10)
 
 
 def agency_with_key(url: str, code: str, name: str, scopes: "list[Scope]") -> tuple[str, str]:

@@ -43,9 +43,10 @@ from app.auth.models import Scope
 from app.auth.service import create_client
 from app.cases.models import reference_key, search_text
 from app.core import migrate
-from app.core.chain import GENESIS, entry_hash, key
-from app.core.config import get_settings
+from app.core.chain import GENESIS, entry_hash
+from app.core.config import Settings
 from app.core.db import create_db_engine
+from app.core.secrets import audit_key
 from bench import run_unit, use_bench_audit_key
 
 SIZES = {"small": 1_000, "medium": 100_000, "large": 1_000_000}
@@ -200,7 +201,7 @@ class Generator:
         self.agencies = agencies  # code -> id hex
         self.codes = sorted(agencies)
         self.audit_seq, self.prev_hash = audit_head
-        self.audit_key = key()
+        self.audit_key = audit_key(Settings())  # the servers' (use_bench_audit_key)
         self.event_seq = event_seq
         self.step = SPAN / max(n_cases, 1)
         self._weights: dict[int, tuple[list[str], list[int]]] = {}
@@ -607,7 +608,7 @@ def generate(url: str, size: str, *, rng_seed: int = DEFAULT_SEED, fresh: bool =
     engine = create_db_engine(url)
     with engine.begin() as conn:
         migrate.upgrade(conn)
-    run_unit(url, lambda tx: seed.load(tx, get_settings().seed_dir))
+    run_unit(url, lambda tx: seed.load(tx, Settings().seed_dir))
 
     with engine.connect() as conn:
         agencies = {

@@ -54,9 +54,9 @@ class LockClock:
         transaction = PostgresDatabase.transaction
         clock = self
 
-        async def timed_write(tx: Tx) -> None:
+        async def timed_write(tx: Tx, audit_key: bytes) -> None:
             tx.lock_taken = time.perf_counter()  # type: ignore[attr-defined]
-            await write(tx)
+            await write(tx, audit_key)
 
         @contextlib.asynccontextmanager
         async def timed_transaction(database: PostgresDatabase) -> AsyncIterator[Tx]:

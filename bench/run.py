@@ -38,8 +38,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from app.cases.models import Case
+from app.core.config import Settings
 from app.core.db import create_db_engine
 from app.core.pagination import encode_cursor
+from app.core.secrets import cursor_key
 from app.participants.models import Participant
 from bench import reference, use_bench_audit_key
 from bench.generate import DATA_DIR, SIZES, generate
@@ -238,7 +240,8 @@ def bench_targets(db: str, marker: dict[str, Any]) -> dict[str, Any]:
         "case_ids": ids,
         "hidden_id": _plain(hidden),
         "summary_id": _plain(summary),
-        "deep_app": encode_cursor("cases", [deep.created_at, deep.id]),
+        # Signed as the served app signs it: its settings come from this environment.
+        "deep_app": encode_cursor("cases", [deep.created_at, deep.id], cursor_key(Settings())),
         "deep_ref": reference.encode_cursor([deep.created_at.isoformat(), str(deep.id)]),
     }
 

@@ -38,6 +38,7 @@ from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_db_engine
 from app.core.journal import CLI, record
+from app.core.secrets import audit_key
 from app.core.uow import Tx, run_with_database
 from app.webhooks import service
 from app.webhooks.delivery import Deliverer
@@ -141,6 +142,7 @@ def _deliver(settings: Settings, counts: Connection) -> None:
     attempts = run_with_database(
         settings.database_url,
         lambda database: Deliverer(database, settings).run_once(),
+        audit_key=audit_key(settings),
         size=2,
         timeout=settings.pool_timeout_seconds,
     )

@@ -2,7 +2,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (fills SQLModel.metadata)
-from app.core.config import get_settings
+from app.core.config import Settings
 from app.core.db import create_db_engine
 from app.core.migrate import include_in_comparison
 
@@ -12,7 +12,7 @@ target_metadata = SQLModel.metadata
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=get_settings().database_url,
+        url=Settings().database_url,
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
@@ -39,7 +39,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_db_engine(get_settings().database_url)
+    engine = create_db_engine(Settings().database_url)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

@@ -36,8 +36,9 @@ from app.agencies.models import Agency, AgencyKind  # noqa: E402
 from app.auth import service as auth  # noqa: E402
 from app.auth.models import Scope  # noqa: E402
 from app.core import migrate  # noqa: E402
-from app.core.config import Settings, get_settings  # noqa: E402
+from app.core.config import Settings  # noqa: E402
 from app.core.db import create_db_engine  # noqa: E402
+from app.core.secrets import audit_key  # noqa: E402
 from app.core.uow import PostgresDatabase, Tx, run_with_database  # noqa: E402
 from app.main import create_app  # noqa: E402
 
@@ -48,6 +49,10 @@ TEST_AUDIT_KEY = "8193fa9e938911dba679b64e4d91b852475086884818f1244dd6bb6f2e712a
 TEST_CURSOR_SECRET = "30d854c0860b46b835da5107f451b813a610b0a55b6830336e531e4484d74f12"
 os.environ.setdefault("CASEAPI_AUDIT_KEY", TEST_AUDIT_KEY)
 os.environ.setdefault("CASEAPI_CURSOR_SECRET", TEST_CURSOR_SECRET)
+
+# The key the test settings hold (the environment's): what the units of work
+# tests run on databases of their own journal under, as the app's do.
+AUDIT_KEY = audit_key(Settings())
 
 T = TypeVar("T")
 POSTGRES_URL = os.environ.get("CASEAPI_TEST_POSTGRES_URL")
@@ -242,7 +247,7 @@ def recorded_statements(application: FastAPI) -> Iterator[list[str]]:
 
 def run_unit(engine: sa.Engine, work: Callable[[Tx], Awaitable[T]]) -> T:
     """`await work(tx)` in one unit of work (app.core.uow) on the test database, as the CLI runs one."""
-    return run_with_database(engine, lambda db: db.run(work))
+    return run_with_database(engine, lambda db: db.run(work), audit_key=AUDIT_KEY)
 
 
 def make_agency(
@@ -356,12 +361,10 @@ def app_with(settings: Settings, engine: sa.Engine) -> Callable[..., AbstractCon
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    """`caseapi` commands run in-process against the test database."""
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    """`caseapi` commands run in-process against the test database (a command
+    reads its settings from the environment)."""
     monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def run_verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

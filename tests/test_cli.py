@@ -6,7 +6,7 @@ import socket
 import sys
 import tomllib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from app import cli
 from app.agencies.models import Agency
 from app.core import secrets
-from app.core.config import PROJECT_ROOT, Settings, get_settings
+from app.core.config import PROJECT_ROOT, Settings
 from app.core.db import new_row, table_of
 from app.core.records import AuditEntry
 from app.webhooks.models import WebhookSubscription
@@ -25,9 +25,8 @@ from tests.conftest import Caller, new_case, transaction
 @pytest.fixture
 def run(
     database_url: str, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator:  # type: ignore[type-arg]
+) -> Callable[..., tuple[int, str, str]]:
     monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
-    get_settings.cache_clear()
 
     def invoke(*args: str) -> tuple[int, str, str]:
         try:
@@ -41,8 +40,7 @@ def run(
         out, err = capsys.readouterr()
         return code, out, err
 
-    yield invoke
-    get_settings.cache_clear()
+    return invoke
 
 
 def test_migrate_seed_and_clients(run, client: TestClient) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +86,7 @@ def test_demo_prints_a_working_key_per_agency(run, client: TestClient, monkeypat
     served: list[tuple[str, int]] = []
     second_demo: list[tuple[int, str, str]] = []
 
-    def serve(host: str, port: int, workers: int, fd: int | None = None) -> None:
+    def serve(_: Settings, host: str, port: int, workers: int, fd: int | None = None) -> None:
         assert fd is not None and workers == 1
         served.append((host, _bound_port(fd)))
         if len(served) == 1:
@@ -171,12 +169,8 @@ def test_unreachable_database_is_a_one_line_failure(monkeypatch, capsys) -> None
 
 def _exit_of(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """Run a command that must end with SystemExit; its status and stderr."""
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(SystemExit) as exc:
-            cli.main(list(argv))
-    finally:
-        get_settings.cache_clear()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(list(argv))
     if isinstance(exc.value.code, str):  # sys.exit("message"): printed, status 1
         return 1, exc.value.code + "\n"
     return int(exc.value.code or 0), capsys.readouterr().err
@@ -213,7 +207,7 @@ def test_a_bad_setting_is_one_line_naming_it(  # type: ignore[no-untyped-def]
 
 
 def test_a_config_error_is_one_line_exit_2(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    def needs_audit_key(_: object) -> None:
+    def needs_audit_key(*_: object) -> None:
         secrets.audit_key(Settings(database_url="postgresql+psycopg://caseapi@db/caseapi", audit_key=None))
 
     monkeypatch.setattr(cli, "cmd_migrate", needs_audit_key)
@@ -244,7 +238,6 @@ def test_an_unmigrated_database_says_to_migrate(blank_database_url, monkeypatch,
         assert err.endswith("): run `caseapi migrate`\n") and err.count("\n") == 1
     monkeypatch.setattr(cli, "_serve", lambda *args, **kwargs: None)
     for command in (["migrate"], ["agency", "list"], ["serve"]):
-        get_settings.cache_clear()
         cli.main(command)
     assert capsys.readouterr().err == ""
 

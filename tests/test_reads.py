@@ -16,11 +16,11 @@ from app.core.records import Event
 from app.core.uow import Statements, run_with_database
 from app.events.service import visible_events
 from app.evidence.models import SeizedItem
-from tests.conftest import Caller
+from tests.conftest import AUDIT_KEY, Caller
 
 
 def _with_reads(engine: sa.Engine, use: Callable[[Statements], Awaitable[Any]], size: int = 2) -> Any:
-    return run_with_database(engine, use, size=size, timeout=2)
+    return run_with_database(engine, use, audit_key=AUDIT_KEY, size=size, timeout=2)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from app.detainees.models import Detainee
 from app.evidence.models import SeizedItem
 from app.locations.models import Location
 from app.participants.models import Participant
-from tests.conftest import make_caller, walk
+from tests.conftest import AUDIT_KEY, make_caller, walk
 
 ARTICLE = Path(__file__).resolve().parents[2] / "shared" / "source-article.txt"
 REFERENCE = "KZ-UA-2025-KYIV-CALL-CENTRE"
@@ -27,7 +27,9 @@ REFERENCE = "KZ-UA-2025-KYIV-CALL-CENTRE"
 
 def load_seed(engine: sa.Engine, seed_dir: Path) -> int:
     """seed.load() in one unit of work, as `caseapi seed` runs it; how many rows it added."""
-    return run_with_database(engine, lambda db: db.run(lambda tx: seed.load(tx, seed_dir)))
+    return run_with_database(
+        engine, lambda db: db.run(lambda tx: seed.load(tx, seed_dir)), audit_key=AUDIT_KEY
+    )
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from app.core.db import insert_into, new_row
 from app.core.records import Event
 from app.core.uow import PostgresDatabase, Tx, run_with_database
 from app.evidence.models import Category, CustodyAction, CustodyEvent, SeizedItem
-from tests.conftest import Caller, join, new_case, problem_of
+from tests.conftest import AUDIT_KEY, Caller, join, new_case, problem_of
 
 API = "/api/v1"
 ITEM = {"category": "mobile_phone", "description": "Phone"}
@@ -119,7 +119,7 @@ def test_insert_writes_what_single_inserts_write(engine: sa.Engine) -> None:
 
 
 def _run(engine: sa.Engine, work: Any) -> Any:
-    return run_with_database(engine, lambda db: db.run(work), size=2, timeout=2)
+    return run_with_database(engine, lambda db: db.run(work), audit_key=AUDIT_KEY, size=2, timeout=2)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from app.agencies import service
 from app.agencies.models import AgencyCreate, AgencyPublic, AgencyUpdate
 from app.auth.deps import Admin, Reader
 from app.core.deps import UnitDep
-from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, listed, ok, public
 from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.idempotency.http import IdempotencyDep, create_once
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/agencies", tags=["agencies"], route_class=StrictJSON
 async def list_agencies(tx: UnitDep, _: Reader, page: PageDep) -> Response:
     """Scope `read`. The directory of agencies is open to every key, whatever cases they take part in."""
     rows, cursor = await service.list_agencies(tx, page)
-    return ok(Page(items=[public(AgencyPublic, a) for a in rows], next_cursor=cursor))
+    return listed([public(AgencyPublic, a) for a in rows], cursor)
 
 
 @router.post("", status_code=201, response_model=AgencyPublic, summary="Register an agency")

@@ -18,12 +18,12 @@ from app.auth.deps import Reader, Writer
 from app.auth.service import Principal
 from app.core.deps import DatabaseDep, UnitDep
 from app.core.errors import AppError
-from app.core.http import api_path, check_if_match, created, ok
+from app.core.http import api_path, check_if_match, created, deleted, listed, ok
 from app.core.openapi import REQUEST_ID_HEADER
 from app.core.pagination import Page, PageDep
 from app.core.uow import Database, Row
 from app.idempotency.http import create_once
-from app.idempotency.service import IdempotencyKey
+from app.idempotency.service import Idempotency, IdempotencyKey, ttl
 
 log = logging.getLogger("caseapi.attachments")
 
@@ -201,10 +201,11 @@ async def _upload(
         await service.check_quota(db, p, int(declared), quota, lock=False)
     chunks = _body(request, settings.body_chunk_timeout_seconds)
     staged = await service.receive_file(chunks, storage, request.app.state.max_attachment_bytes)
-    idem = (
+    idem = Idempotency(
         IdempotencyKey(meta.idempotency_key, _fingerprint(request, meta, staged))
         if meta.idempotency_key
-        else None
+        else None,
+        ttl(settings),
     )
 
     def respond(attachment: Row) -> Response:
@@ -240,7 +241,7 @@ async def list_case_attachments(tx: UnitDep, p: Reader, case_id: uuid.UUID, page
     """
     parent = await service.case_for_reader(case_id)(tx, p)
     rows, cursor = await service.list_attachments(tx, parent, page)
-    return ok(Page(items=[service.to_public(a) for a in rows], next_cursor=cursor))
+    return listed([service.to_public(a) for a in rows], cursor)
 
 
 @router.post(
@@ -282,7 +283,7 @@ async def list_message_attachments(
     """
     parent = await service.message_for_reader(request_id, message_id)(tx, p)
     rows, cursor = await service.list_attachments(tx, parent, page)
-    return ok(Page(items=[service.to_public(a) for a in rows], next_cursor=cursor))
+    return listed([service.to_public(a) for a in rows], cursor)
 
 
 @router.post(
@@ -407,4 +408,4 @@ async def delete_attachment(
         await service.delete_attachment(tx, p, attachment, parent)
     # Only once the deletion committed: the file goes when no row names it any more.
     await service.release(db, request.app.state.storage, attachment.sha256)
-    return Response(status_code=204)
+    return deleted()

@@ -10,7 +10,7 @@ from app.auth.models import Scope
 from app.auth.service import Principal
 from app.core.deps import DatabaseDep, UnitDep
 from app.core.errors import AppError
-from app.core.http import ok, public
+from app.core.http import listed, public
 from app.core.pagination import Page, PageDep
 from app.core.records import AuditVerification
 
@@ -43,7 +43,7 @@ async def list_entries(
     """
     rows, cursor = await service.list_entries(tx, p, page, case_id=case_id, action=action)
     hide = {} if p.has(Scope.personal_data) else {"purpose": None}
-    return ok(Page(items=[public(AuditEntryPublic, e, **hide) for e in rows], next_cursor=cursor))
+    return listed([public(AuditEntryPublic, e, **hide) for e in rows], cursor)
 
 
 async def _admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

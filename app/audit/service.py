@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app import access
 from app.auth.models import Scope
 from app.auth.service import Principal
-from app.core.chain import CHECKPOINT_ID, GENESIS, PRE_KEY_ID, HashedStored, key, mac, verify_chain
+from app.core.chain import CHECKPOINT_ID, GENESIS, PRE_KEY_ID, HashedStored, mac, verify_chain
 from app.core.db import table_of, utcnow
 from app.core.errors import AppError
 from app.core.pagination import PageParams, keyset, read_page
@@ -129,13 +129,14 @@ _SEQ_OF_HASH = sa.select(ENTRIES.c.seq).where(ENTRIES.c.hash == sa.bindparam("ha
 
 async def verify(
     db: Statements,
+    audit_key: bytes,
     *,
     full: bool,
     on_entry: Callable[[HashedStored], None] | None = None,
     pre_key: tuple[int, str] | None = None,
     trust_checkpoint: bool = True,
 ) -> AuditVerification:
-    """Verify the chain; reads only.
+    """Verify the chain, keyed under `audit_key`; reads only.
 
     Incremental (`full=False`): only the entries after the checkpoint are
     read. `full=True` walks from genesis, and its entry at the checkpoint
@@ -144,7 +145,6 @@ async def verify(
     a bad entry too. `pre_key` and `trust_checkpoint=False` are for an
     operator recording new ones (reset_checkpoint()).
     """
-    audit_key = key()
     if pre_key is None:
         recorded = await _recorded(db, audit_key, PRE_KEY_ID)
         pre_key = recorded if isinstance(recorded, tuple) else None
@@ -183,14 +183,14 @@ async def check(
     writers back (SQLite has one write lock for the whole database). The
     chain is only appended to, so entries committed during the walk are
     verified as they are read."""
-    result = await verify(db, full=full, on_entry=on_entry)
+    result = await verify(db, db.audit_key, full=full, on_entry=on_entry)
     if result.ok and result.entries:
         async with db.transaction() as tx:
-            await _save_checkpoint(tx, key(), result.entries, result.head)
+            await _save_checkpoint(tx, db.audit_key, result.entries, result.head)
     return result
 
 
-async def reset_checkpoint(tx: Tx, *, pre_key_head: str | None) -> AuditVerification:
+async def reset_checkpoint(tx: Tx, audit_key: bytes, *, pre_key_head: str | None) -> AuditVerification:
     """An operator's decision, on the host: walk the whole chain ignoring the
     checkpoint and, when it verifies, record its head as the new checkpoint.
 
@@ -205,9 +205,8 @@ async def reset_checkpoint(tx: Tx, *, pre_key_head: str | None) -> AuditVerifica
         if seq is None:
             raise AppError(404, f"no audit entry has the hash {pre_key_head}")
         pre_key = (seq, pre_key_head)
-    result = await verify(tx, full=True, pre_key=pre_key, trust_checkpoint=False)
+    result = await verify(tx, audit_key, full=True, pre_key=pre_key, trust_checkpoint=False)
     if result.ok:
-        audit_key = key()
         if pre_key is not None:
             await _record(tx, audit_key, PRE_KEY_ID, *pre_key)
         await _record(tx, audit_key, CHECKPOINT_ID, result.entries, result.head)

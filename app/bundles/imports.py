@@ -57,12 +57,14 @@ from app.attachments.storage import LocalStorage
 from app.auth.service import Principal
 from app.bundles import service
 from app.cases.router import created_case, replay_created_case
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.observability.logs import configure_logging
+from app.core.secrets import audit_key
+from app.core.types import clock_skew
 from app.core.uow import Database, create_database
 from app.idempotency.http import create_once
-from app.idempotency.service import IdempotencyKey, fingerprint
+from app.idempotency.service import Idempotency, IdempotencyKey, fingerprint, ttl
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,13 @@ class _InChild(Exception):
 
 class _Child:
     """What a child process holds between imports: one event loop for its
-    life (its database connection belongs to it), the database and storage."""
+    life (its database connection belongs to it), the database and storage,
+    and the worker's settings."""
 
     loop: asyncio.AbstractEventLoop
     database: Database
     storage: LocalStorage
+    settings: Settings
 
 
 def _end_with_worker(lifeline: Connection) -> None:
@@ -120,11 +124,11 @@ def _end_with_worker(lifeline: Connection) -> None:
 
 
 def _start_child(environ: dict[str, str], settings: Settings) -> None:
-    # The fork server started with the environment of its day; the services
-    # read theirs (get_settings) as the worker does.
+    # The fork server started with the environment of its day; a child runs in
+    # the worker's (its database driver reads PG* variables, for one). Its
+    # settings are the worker's own, passed in.
     os.environ.clear()
     os.environ.update(environ)
-    get_settings.cache_clear()
     # Ctrl-C on `caseapi serve` reaches the whole process group: the worker's
     # shutdown ends this process, after the import it is running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -136,8 +140,11 @@ def _start_child(environ: dict[str, str], settings: Settings) -> None:
     # are collected after it.
     gc.disable()
     configure_logging(settings.log_format, settings.log_level, access_log=False)
+    _Child.settings = settings
     _Child.loop = asyncio.new_event_loop()
-    _Child.database = create_database(settings.database_url, size=1, timeout=settings.pool_timeout_seconds)
+    _Child.database = create_database(
+        settings.database_url, size=1, timeout=settings.pool_timeout_seconds, audit_key=audit_key(settings)
+    )
     _Child.storage = LocalStorage(settings.storage_dir)
 
 
@@ -164,7 +171,9 @@ def _serve(tasks: Connection, lifeline: Connection, environ: dict[str, str], set
 
 def _import(task: _Task, raw: bytes) -> Response:
     try:
-        return _Child.loop.run_until_complete(_import_whole(task, raw))
+        # Set before the task is made: the task runs in a copy of this context.
+        with clock_skew(_Child.settings.clock_skew_seconds):
+            return _Child.loop.run_until_complete(_import_whole(task, raw))
     finally:
         gc.collect()
 
@@ -173,7 +182,8 @@ async def _import_whole(task: _Task, raw: bytes) -> Response:
     p, same = task.principal, task.idempotent
     # Raw bytes, hashed here rather than on the worker's event loop: the same
     # document re-serialised (other spacing or key order) is another body.
-    idem = None if same is None else IdempotencyKey(same.key, fingerprint(same.path, same.purpose, raw))
+    key = None if same is None else IdempotencyKey(same.key, fingerprint(same.path, same.purpose, raw))
+    idem = Idempotency(key, ttl(_Child.settings))
     body = service.parse_bundle(raw)
     # The storage lock an import with attachments takes (`hold`) is held
     # through the commit: the transaction ends first.

@@ -17,8 +17,8 @@ from app.cases.models import (
 )
 from app.core.binder import HotRoute, hot
 from app.core.deps import DatabaseDep, UnitDep
-from app.core.http import api_path, check_if_match, created, ok
-from app.core.pagination import Page, PageDep, page_json
+from app.core.http import api_path, check_if_match, created, deleted, listed, ok
+from app.core.pagination import Page, PageDep
 from app.core.uow import Statements
 from app.idempotency.http import IdempotencyDep, create_once
 
@@ -56,7 +56,7 @@ async def list_cases(
     items, cursor = await service.list_cases(
         reads, p, page, status=status, q=q, handling_code=handling_code, participant=participant
     )
-    return ok(page_json(items, cursor))
+    return listed(items, cursor)
 
 
 @router.post("", status_code=201, response_model=CasePublic, summary="Open a case")
@@ -108,7 +108,7 @@ async def delete_case(request: Request, tx: UnitDep, p: access.Editor, case_id: 
     access.require_lead(acc, "Only the lead agency deletes a case.")
     check_if_match(request, acc.case.version)
     await service.delete_case(tx, p, acc)
-    return Response(status_code=204)
+    return deleted()
 
 
 @router.get(

@@ -12,7 +12,9 @@ operator recorded under the key (`caseapi audit reset-checkpoint
 rewritten in the unkeyed form fails.
 
 The journal (app.core.journal) appends with entry_rows() and, with the chain's
-first entry, first_checkpoint(); app.audit.service reads and verifies.
+first entry, first_checkpoint(); app.audit.service reads and verifies. Each
+takes the key as a parameter: it is the one the Database carries (app.core.uow),
+from the settings of the app or command that made it.
 """
 
 import hashlib
@@ -27,10 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.core.config import get_settings
 from app.core.db import utcnow
 from app.core.records import AuditCheckpoint, AuditEntry, AuditVerification
-from app.core.secrets import audit_key
 
 if TYPE_CHECKING:
     from app.core.journal import Change
@@ -84,11 +84,6 @@ def _canonical(entry: HashedContent) -> bytes:
     return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
 
 
-def key() -> bytes:
-    """The chain's HMAC key, from this process's settings (app.core.secrets)."""
-    return audit_key(get_settings())
-
-
 def entry_hash(entry: HashedContent, audit_key: bytes) -> str:
     return hmac.new(audit_key, _canonical(entry), hashlib.sha256).hexdigest()
 
@@ -102,12 +97,12 @@ AUDIT_HEAD = sa.select(_ENTRIES.c.seq, _ENTRIES.c.hash).order_by(_ENTRIES.c.seq.
 
 
 def entry_rows(
-    changes: Sequence["Change"], at: datetime, head_seq: int | None, head_hash: str | None
+    changes: Sequence["Change"], at: datetime, head_seq: int | None, head_hash: str | None, audit_key: bytes
 ) -> list[dict[str, Any]]:
-    """The chain's next entries, hashed: rows of audit_entry after the head
-    (seq and hash; None for an empty chain), which must have been read under
-    the journal lock (AUDIT_HEAD), so that the chain cannot move under us."""
-    audit_key = key()
+    """The chain's next entries, hashed under `audit_key`: rows of audit_entry
+    after the head (seq and hash; None for an empty chain), which must have
+    been read under the journal lock (AUDIT_HEAD), so that the chain cannot
+    move under us."""
     seq, prev = head_seq or 0, head_hash or GENESIS
     rows = []
     for change in changes:
@@ -180,7 +175,7 @@ def mac(audit_key: bytes, row_id: int, seq: int, hash_: str) -> str:
     return hmac.new(audit_key, f"{label} {seq} {hash_}".encode(), hashlib.sha256).hexdigest()
 
 
-def first_checkpoint(dialect_name: str) -> tuple[sa.Insert, dict[str, Any]]:
+def first_checkpoint(dialect_name: str, audit_key: bytes) -> tuple[sa.Insert, dict[str, Any]]:
     """The checkpoint at genesis, written with the chain's first entry, under
     the journal lock: from then on the row must exist. Never replaces one."""
     table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
@@ -190,4 +185,4 @@ def first_checkpoint(dialect_name: str) -> tuple[sa.Insert, dict[str, Any]]:
         .values(id=CHECKPOINT_ID, seq=0, hash=GENESIS, mac=sa.bindparam("mac"), at=sa.bindparam("at"))
         .on_conflict_do_nothing(index_elements=[table.c.id])
     )
-    return stmt, {"mac": mac(key(), CHECKPOINT_ID, 0, GENESIS), "at": utcnow()}
+    return stmt, {"mac": mac(audit_key, CHECKPOINT_ID, 0, GENESIS), "at": utcnow()}

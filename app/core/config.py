@@ -1,6 +1,5 @@
 import base64
 import binascii
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -476,8 +475,3 @@ class Settings(BaseSettings):
             "once; the rest stay free for other agencies"
         ),
     )
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

@@ -3,6 +3,7 @@
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -216,6 +217,36 @@ class HeldElsewhere(AppError):
 Forward = Callable[[Request, HeldElsewhere], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class _Unavailable:
+    """An exception handler for the database, or the way to it, unavailable
+    for now: a 503 the client may retry in a second, and the operator's log
+    line (`note`, %s the driver's one-line reason)."""
+
+    detail: str
+    slug: str
+    note: str
+    level: int = logging.WARNING
+
+    async def __call__(self, _: Request, exc: Exception) -> JSONResponse:
+        log.log(self.level, self.note, database_reason(exc))
+        return problem_response(503, self.detail, slug=self.slug, headers={"Retry-After": "1"})
+
+
+_DATABASE_DOWN = _Unavailable(
+    "The database is unavailable; try again shortly.", "database-unavailable", "database unavailable: %s"
+)
+_POOL_EXHAUSTED = _Unavailable(
+    "The service is busy; try again shortly.", "busy", "no database connection free: %s"
+)
+_SCHEMA_BEHIND = _Unavailable(
+    "The service is not ready; try again shortly.",
+    "schema-not-migrated",
+    "database schema behind the code, run `caseapi migrate`: %s",
+    logging.ERROR,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -279,37 +310,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     # InterfaceError: the driver's word for a connection that went away.
-    @app.exception_handler(sa_exc.InterfaceError)
-    @app.exception_handler(sa_exc.OperationalError)
-    async def _db_down(_: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
-        log.warning("database unavailable: %s", database_reason(exc))
-        return problem_response(
-            503,
-            "The database is unavailable; try again shortly.",
-            slug="database-unavailable",
-            headers={"Retry-After": "1"},
-        )
+    app.add_exception_handler(sa_exc.InterfaceError, _DATABASE_DOWN)
+    app.add_exception_handler(sa_exc.OperationalError, _DATABASE_DOWN)
+    app.add_exception_handler(sa_exc.TimeoutError, _POOL_EXHAUSTED)
 
     # A table or column the code expects is missing: the schema is behind the
     # code (`caseapi migrate` has not run); /health/ready says so too.
     @app.exception_handler(sa_exc.ProgrammingError)
-    async def _schema_behind(_: Request, exc: sa_exc.ProgrammingError) -> JSONResponse:
+    async def _schema_behind(request: Request, exc: sa_exc.ProgrammingError) -> JSONResponse:
         if not isinstance(exc.orig, _UNDEFINED):
             raise exc  # not the schema's fault: a 500, answered by RequestObserver
-        log.error("database schema behind the code, run `caseapi migrate`: %s", database_reason(exc))
-        return problem_response(
-            503,
-            "The service is not ready; try again shortly.",
-            slug="schema-not-migrated",
-            headers={"Retry-After": "1"},
-        )
-
-    @app.exception_handler(sa_exc.TimeoutError)
-    async def _pool_exhausted(_: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
-        log.warning("no database connection free: %s", exc)
-        return problem_response(
-            503,
-            "The service is busy; try again shortly.",
-            slug="busy",
-            headers={"Retry-After": "1"},
-        )
+        return await _SCHEMA_BEHIND(request, exc)

@@ -1,11 +1,12 @@
 """HTTP conventions shared by every route: JSON bodies, ETags, If-Match,
-creation responses, the X-Purpose header."""
+one helper per kind of answer (ok() a read, listed() a page of a list,
+created(), deleted()), the X-Purpose header."""
 
 import functools
 import json
 import re
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -14,7 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app.core.errors import AppError, HeldElsewhere, invalid
-from app.core.types import clean_line
+from app.core.types import clean_line, clock_skew
 
 JSON = "application/json"
 
@@ -56,7 +57,8 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
-    """The route class of every router that takes a JSON body."""
+    """The route class of every router that takes a JSON body; its body is
+    validated with the clock skew of the app's settings (app.core.types)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -64,7 +66,8 @@ class StrictJSONRoute(APIRoute):
         async def strict(request: Request) -> Response:
             strict_request = StrictJSONRequest(request.scope, request.receive)
             try:
-                return await handler(strict_request)
+                with clock_skew(request.app.state.settings.clock_skew_seconds):
+                    return await handler(strict_request)
             except HeldElsewhere as held:
                 # For its handler to send home, once the request's transaction is rolled back.
                 held.body = await strict_request.body()
@@ -111,10 +114,6 @@ def check_if_match(request: Request, version: int) -> None:
         )
 
 
-def with_etag(response: Response, version: int) -> None:
-    response.headers["ETag"] = etag(version)
-
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -157,11 +156,23 @@ def ok(body: BaseModel | dict[str, Any], *, version: int | None = None) -> Respo
     return Response(content, media_type=JSON, headers=headers)
 
 
+def listed(items: Sequence[BaseModel] | Sequence[Mapping[str, Any]], next_cursor: str | None) -> Response:
+    """A 200 with one page of a list (app.core.pagination.Page, which the route's
+    response_model documents): public() models, or public_json() dicts on the hot reads."""
+    return ok({"items": list(items), "next_cursor": next_cursor})
+
+
 def created(body: BaseModel, *, location: str, version: int | None) -> Response:
+    """A 201 with the created resource, where it is, and its ETag when it is versioned."""
     headers = {"Location": location}
     if version is not None:
         headers["ETag"] = etag(version)
     return Response(body.model_dump_json().encode(), status_code=201, headers=headers, media_type=JSON)
+
+
+def deleted() -> Response:
+    """A 204: the resource is gone."""
+    return Response(status_code=204)
 
 
 def api_path(*parts: str | uuid.UUID) -> str:

@@ -136,10 +136,11 @@ def event_rows(changes: list[Change], at: datetime, last: int) -> list[dict[str,
     return rows
 
 
-async def write(tx: "Tx") -> None:
-    """Write the audit entries and feed events of `tx`'s changes, just before its
-    COMMIT: the journal lock (PostgreSQL's advisory lock; SQLite's writer already
-    holds the database's), both heads, then the rows after them."""
+async def write(tx: "Tx", audit_key: bytes) -> None:
+    """Write the audit entries (hashed under `audit_key`) and feed events of
+    `tx`'s changes, just before its COMMIT: the journal lock (PostgreSQL's
+    advisory lock; SQLite's writer already holds the database's), both heads,
+    then the rows after them."""
     if not tx.changes:
         return
     if tx.dialect_name == "postgresql":
@@ -147,8 +148,8 @@ async def write(tx: "Tx") -> None:
     heads = await tx.first(_HEADS)
     assert heads is not None, "_HEADS reads one row, even from empty tables"
     at = utcnow()
-    entries = entry_rows([c for c in tx.changes if c.audit], at, heads.seq, heads.hash)
+    entries = entry_rows([c for c in tx.changes if c.audit], at, heads.seq, heads.hash, audit_key)
     if entries and heads.seq is None:
-        await tx.execute(*first_checkpoint(tx.dialect_name))
+        await tx.execute(*first_checkpoint(tx.dialect_name, audit_key))
     events = event_rows([c for c in tx.changes if c.emit_event], at, heads.event_seq or 0)
     await tx.insert([(AuditEntry.__table__, entries), (Event.__table__, events)])  # type: ignore[attr-defined]

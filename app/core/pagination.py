@@ -12,12 +12,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 from pydantic import BaseModel
 
-from app.core.config import get_settings
 from app.core.errors import AppError, not_found
-from app.core.secrets import cursor_key
 from app.core.types import EARLIEST, LATEST
 from app.core.uow import Statements
 
@@ -31,26 +29,24 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
-def page_json(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
-    """A Page, as the dict its JSON is written from (app.core.http.public_json)."""
-    return {"items": items, "next_cursor": next_cursor}
-
-
 @dataclass(frozen=True)
 class PageParams:
-    limit: int = 50
-    cursor: str | None = None
+    limit: int
+    cursor: str | None
+    # The app's cursor signing key (app.core.secrets.cursor_key of its settings).
+    key: bytes
 
 
 # A coroutine, not the class itself: FastAPI would build a class in a worker thread.
 async def page_params(
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
     cursor: Annotated[
         str | None,
         Query(max_length=512, description="`next_cursor` of the previous page"),
     ] = None,
 ) -> PageParams:
-    return PageParams(limit, cursor)
+    return PageParams(limit, cursor, request.app.state.cursor_key)
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]
@@ -96,25 +92,25 @@ def _int(value: Any) -> int:
 _DECODERS: dict[type, Callable[[Any], Any]] = {datetime: _instant, uuid.UUID: _uuid, int: _int}
 
 
-def _sign(payload: bytes) -> str:
-    key = cursor_key(get_settings())
+def _sign(payload: bytes, key: bytes) -> str:
     return hmac.new(key, payload, hashlib.sha256).hexdigest()[:24]
 
 
-def encode_cursor(scope: str, values: Sequence[Any]) -> str:
+def encode_cursor(scope: str, values: Sequence[Any], key: bytes) -> str:
+    """The cursor after `values` in the list `scope`, signed with `key`."""
     payload = json.dumps(
         [scope, [_encode(v) for v in values]],
         separators=(",", ":"),
     ).encode()
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + _sign(payload)
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + _sign(payload, key)
 
 
-def decode_cursor(cursor: str, scope: str, types: Sequence[type]) -> list[Any]:
+def decode_cursor(cursor: str, scope: str, types: Sequence[type], key: bytes) -> list[Any]:
     bad = AppError(400, "The cursor is not valid for this list.", slug="invalid-cursor")
     try:
         body, sig = cursor.split(".", 1)
         payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        if not hmac.compare_digest(sig, _sign(payload)):
+        if not hmac.compare_digest(sig, _sign(payload, key)):
             raise bad
         got_scope, values = json.loads(payload)
         if got_scope != scope or len(values) != len(types):
@@ -139,7 +135,7 @@ def keyset(stmt: sa.Select[Any], *, keys: Sequence[sa.ColumnElement[Any]], after
 def keyset_params(params: PageParams, *, scope: str, keys: Sequence[sa.ColumnElement[Any]]) -> dict[str, Any]:
     values: dict[str, Any] = {"limit": params.limit + 1}
     if params.cursor:
-        after = decode_cursor(params.cursor, scope, [k.type.python_type for k in keys])
+        after = decode_cursor(params.cursor, scope, [k.type.python_type for k in keys], params.key)
         values.update((f"after_{i}", v) for i, v in enumerate(after))
     return values
 
@@ -154,7 +150,7 @@ def page_of(
     """Trim the extra row and build the cursor for the next page."""
     items = list(rows[: params.limit])
     more = len(rows) > params.limit
-    return items, encode_cursor(scope, key_of(items[-1])) if more and items else None
+    return items, encode_cursor(scope, key_of(items[-1]), params.key) if more and items else None
 
 
 async def read_page(

@@ -10,6 +10,8 @@ rule existed must stay readable.
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, ClassVar
@@ -28,7 +30,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from sqlmodel import SQLModel
 
-from app.core.config import get_settings
+from app.core.config import Settings
 from app.core.errors import invalid
 
 
@@ -138,10 +140,30 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+# The `clock_skew_seconds` of the app or command validating. A validator has no
+# way to that app's settings, so whoever validates input sets it for its own
+# context (clock_skew()): app.core.http.StrictJSONRoute around each request, a
+# bundle import process around each import, the CLI around each command.
+# Anywhere else (a test or script building a model) it is the setting's default.
+_CLOCK_SKEW: ContextVar[timedelta] = ContextVar(
+    "clock_skew", default=timedelta(seconds=Settings.model_fields["clock_skew_seconds"].default)
+)
+
+
+@contextmanager
+def clock_skew(seconds: int) -> Iterator[None]:
+    """Within the block, instants of what happened may lie this far in the future."""
+    token = _CLOCK_SKEW.set(timedelta(seconds=seconds))
+    try:
+        yield
+    finally:
+        _CLOCK_SKEW.reset(token)
+
+
 def latest_past() -> datetime:
     """The latest instant a record of something that happened may name: now,
-    give or take the clocks of the agencies' systems."""
-    return datetime.now(UTC) + timedelta(seconds=get_settings().clock_skew_seconds)
+    give or take the clocks of the agencies' systems (clock_skew())."""
+    return datetime.now(UTC) + _CLOCK_SKEW.get()
 
 
 def _happened(value: datetime, info: ValidationInfo) -> datetime:

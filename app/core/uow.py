@@ -105,6 +105,9 @@ class PoolStats:
 
 class Database(Statements, Protocol):
     dialect_name: str
+    # The audit chain's key (app.core.secrets), from the settings of the app or
+    # command that made this Database: every unit of work journals under it.
+    audit_key: bytes
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """One unit of work: committed with its journal when the block ends, rolled back if it raises."""
@@ -343,8 +346,11 @@ class PostgresDatabase:
 
     dialect_name = "postgresql"
 
-    def __init__(self, url: sa.URL, *, size: int, timeout: float, name: str = "caseapi") -> None:
+    def __init__(
+        self, url: sa.URL, *, size: int, timeout: float, audit_key: bytes, name: str = "caseapi"
+    ) -> None:
         self.dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]
+        self.audit_key = audit_key
         self._name = name
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._size = size
@@ -426,7 +432,7 @@ class PostgresDatabase:
             tx = _AsyncpgTx(self, conn)
             try:
                 yield tx
-                await journal.write(tx)
+                await journal.write(tx, self.audit_key)
                 await tx.commit()
             except BaseException:
                 await _roll_back(conn)
@@ -535,6 +541,7 @@ class EngineDatabase:
     """A Database on a sync SQLAlchemy engine (SQLite), statements in worker threads."""
 
     engine: sa.Engine
+    audit_key: bytes
     owned: bool = False  # made for this Database: disposed by close()
     dialect_name: str = field(init=False)
 
@@ -576,7 +583,7 @@ class EngineDatabase:
         tx = _EngineTx(conn)
         try:
             yield tx
-            await journal.write(tx)
+            await journal.write(tx, self.audit_key)
         except BaseException:
             await run_in_threadpool(self._end, conn, commit=False)
             raise
@@ -594,16 +601,18 @@ class EngineDatabase:
             self.engine.dispose()
 
 
-def create_database(target: str | sa.Engine, *, size: int, timeout: float) -> Database:
+def create_database(target: str | sa.Engine, *, size: int, timeout: float, audit_key: bytes) -> Database:
     """The Database of a URL (or of an engine's): on PostgreSQL asyncpg, with a
     pool of `size` connections, and no engine of SQLAlchemy's; on SQLite the
-    engine itself, with a pool of `size` connections."""
+    engine itself, with a pool of `size` connections. Its units of work
+    journal under `audit_key`."""
     url = target.url if isinstance(target, sa.Engine) else sa.make_url(target)
     if url.get_backend_name() == "postgresql":
-        return PostgresDatabase(url, size=size, timeout=timeout)
+        return PostgresDatabase(url, size=size, timeout=timeout, audit_key=audit_key)
     if isinstance(target, sa.Engine):
-        return EngineDatabase(target)
-    return EngineDatabase(create_db_engine(target, pool_size=size, pool_timeout=timeout), owned=True)
+        return EngineDatabase(target, audit_key)
+    engine = create_db_engine(target, pool_size=size, pool_timeout=timeout)
+    return EngineDatabase(engine, audit_key, owned=True)
 
 
 @functools.cache
@@ -619,13 +628,18 @@ def one_of_params(name: str, values: Sequence[Any]) -> dict[str, Any]:
 
 
 def run_with_database(
-    target: str | sa.Engine, work: Callable[[Database], Awaitable[T]], *, size: int = 1, timeout: float = 5.0
+    target: str | sa.Engine,
+    work: Callable[[Database], Awaitable[T]],
+    *,
+    audit_key: bytes,
+    size: int = 1,
+    timeout: float = 5.0,
 ) -> T:
     """`await work(db)` on a Database of its own, from synchronous code (a
     command, a test, a benchmark); its connections are closed when the work ends."""
 
     async def main() -> T:
-        db = create_database(target, size=size, timeout=timeout)
+        db = create_database(target, size=size, timeout=timeout, audit_key=audit_key)
         try:
             return await work(db)
         finally:

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
-from app.core.http import Purpose, StrictJSONRoute, api_path, check_if_match, created, ok
+from app.core.http import Purpose, StrictJSONRoute, api_path, check_if_match, created, deleted, listed, ok
 from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.detainees import service
@@ -33,7 +33,7 @@ async def list_detainees(
     """
     rows, cursor = await service.list_detainees(tx, p, case_id, page, review_overdue=review_overdue)
     items = await service.present(tx, p, purpose, rows, case_id=case_id)
-    return ok(Page(items=items, next_cursor=cursor))
+    return listed(items, cursor)
 
 
 @router.post(
@@ -109,4 +109,4 @@ async def delete_detainee(
     detainee, _ = await access.writable_child(tx, p, Detainee, detainee_id)
     check_if_match(request, detainee.version)
     await service.delete_detainee(tx, p, detainee)
-    return Response(status_code=204)
+    return deleted()

@@ -6,8 +6,8 @@ from app.auth.deps import Reader
 from app.core.binder import HotRoute, hot
 from app.core.deps import DatabaseDep
 from app.core.errors import invalid
-from app.core.http import ok, public_json
-from app.core.pagination import Page, PageDep, page_json
+from app.core.http import listed, public_json
+from app.core.pagination import Page, PageDep
 from app.events import service
 from app.events.models import EventPublic
 
@@ -35,4 +35,4 @@ async def list_events(
     if after is not None and page.cursor is not None:
         raise invalid(["query", "after"], "Give either after or cursor, not both.")
     items, cursor = await service.list_events(reads, p, page, after=after)
-    return ok(page_json([public_json(EventPublic, e) for e in items], cursor))
+    return listed([public_json(EventPublic, e) for e in items], cursor)

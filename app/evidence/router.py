@@ -8,8 +8,8 @@ from app import access
 from app.auth.deps import Reader, Writer
 from app.core.binder import HotRoute, hot
 from app.core.deps import DatabaseDep, UnitDep
-from app.core.http import api_path, check_if_match, created, ok, public, public_json
-from app.core.pagination import Page, PageDep, page_json
+from app.core.http import api_path, check_if_match, created, deleted, listed, ok, public, public_json
+from app.core.pagination import Page, PageDep
 from app.core.uow import Row, Tx
 from app.evidence import service
 from app.evidence.models import (
@@ -39,7 +39,7 @@ async def list_items(
     404, exactly as one that does not exist.
     """
     items, cursor = await service.list_items(reads, p, case_id, page, category=category)
-    return ok(page_json([public_json(SeizedItemPublic, x) for x in items], cursor))
+    return listed([public_json(SeizedItemPublic, x) for x in items], cursor)
 
 
 @router.post(
@@ -109,7 +109,7 @@ async def delete_item(request: Request, tx: UnitDep, p: access.Editor, item_id: 
     item, _ = await access.writable_child(tx, p, SEIZED_ITEMS, item_id)
     check_if_match(request, item.version)
     await service.delete_item(tx, p, item)
-    return Response(status_code=204)
+    return deleted()
 
 
 @router.get(
@@ -124,7 +124,7 @@ async def custody_chain(tx: UnitDep, p: Reader, item_id: uuid.UUID, page: PageDe
     """
     await access.readable_child(tx, p, SEIZED_ITEMS, item_id)
     events, cursor = await service.custody_chain(tx, item_id, page)
-    return ok(page_json([public_json(CustodyEventPublic, e) for e in events], cursor))
+    return listed([public_json(CustodyEventPublic, e) for e in events], cursor)
 
 
 @router.post(

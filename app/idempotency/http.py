@@ -12,7 +12,16 @@ from fastapi import Depends, Header, Request, Response
 
 from app.auth.service import Principal
 from app.core.uow import Tx
-from app.idempotency.service import IdempotencyKey, canonical, earlier, fingerprint, purge, remember
+from app.idempotency.service import (
+    Idempotency,
+    IdempotencyKey,
+    canonical,
+    earlier,
+    fingerprint,
+    purge,
+    remember,
+    ttl,
+)
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -25,36 +34,38 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-async def idempotency_key(request: Request, key: IdempotencyKeyHeader = None) -> IdempotencyKey | None:
+async def idempotency(request: Request, key: IdempotencyKeyHeader = None) -> Idempotency:
+    remembered = ttl(request.app.state.settings)
     if key is None:
-        return None
+        return Idempotency(None, remembered)
     body = await request.body()
     purpose = request.headers.get("x-purpose", "")
-    return IdempotencyKey(key=key, fingerprint=fingerprint(request.url.path, purpose, canonical(body)))
+    fingerprinted = IdempotencyKey(key, fingerprint(request.url.path, purpose, canonical(body)))
+    return Idempotency(fingerprinted, remembered)
 
 
-IdempotencyDep = Annotated[IdempotencyKey | None, Depends(idempotency_key)]
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
 
 
 async def create_once(
     tx: Tx,
     principal: Principal,
-    idem: IdempotencyKey | None,
+    idem: Idempotency,
     create: Callable[[], Awaitable[Response]],
     replay: Callable[[uuid.UUID], Awaitable[Response]],
 ) -> Response:
     """Run `create` unless this client already did with this key; then answer
     `replay(id of what it created)`, the route's read of that resource, with
     the first answer's status and `Idempotent-Replayed: true`."""
-    await purge(tx)
-    if idem is None:
+    await purge(tx, idem.ttl)
+    if idem.key is None:
         return await create()
-    found = await earlier(tx, principal, idem)
+    found = await earlier(tx, principal, idem.key, idem.ttl)
     if found is not None:
         response = await replay(found.created_id)
         response.status_code = found.status_code
         response.headers["Idempotent-Replayed"] = "true"
         return response
     response = await create()
-    await remember(tx, principal, idem, response.status_code, response.headers["location"])
+    await remember(tx, principal, idem.key, response.status_code, response.headers["location"])
     return response

@@ -4,8 +4,9 @@ Only a reference to the created resource is kept (its Location). A repeat
 re-reads the resource through the route's own read path, for the caller as
 it is now: visibility, redaction, X-Purpose and the disclosure audit apply
 as to any read, and a resource deleted or hidden since answers as a read
-would (404). Records older than the time to live are purged, a bounded
-batch at every creating POST.
+would (404). Records older than the time to live (the app's
+`idempotency_ttl_hours`, carried by Idempotency) are purged, a bounded batch
+at every creating POST.
 """
 
 import hashlib
@@ -18,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.auth.service import Principal
-from app.core.config import get_settings
+from app.core.config import Settings
 from app.core.db import insert_into, new_row, table_of, utcnow
 from app.core.errors import AppError
 from app.core.uow import Tx
@@ -46,6 +47,19 @@ class IdempotencyKey:
     fingerprint: str
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """What a creating request hands create_once(): its Idempotency-Key (None:
+    it sent none), and how long keys are remembered by the app it reached."""
+
+    key: IdempotencyKey | None
+    ttl: timedelta
+
+
+def ttl(settings: Settings) -> timedelta:
+    return timedelta(hours=settings.idempotency_ttl_hours)
+
+
 def canonical(body: bytes) -> bytes:
     # The same JSON document with other spacing or key order is the same body.
     try:
@@ -65,12 +79,8 @@ def fingerprint(path: str, purpose: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def _ttl() -> timedelta:
-    return timedelta(hours=get_settings().idempotency_ttl_hours)
-
-
-def _cutoff() -> dict[str, Any]:
-    return {"cutoff": utcnow() - _ttl()}
+def _cutoff(ttl: timedelta) -> dict[str, Any]:
+    return {"cutoff": utcnow() - ttl}
 
 
 _THIS = sa.and_(_TABLE.c.client_id == sa.bindparam("client_id"), _TABLE.c.key == sa.bindparam("key"))
@@ -83,10 +93,10 @@ def _created_id(location: str) -> uuid.UUID:
     return uuid.UUID(location.rsplit("/", 1)[-1])
 
 
-def _replays(record: Any, idem: IdempotencyKey) -> bool:
+def _replays(record: Any, idem: IdempotencyKey, ttl: timedelta) -> bool:
     """Whether `record` (a row of _RECORD) answers this request again; False
-    when it expired and is to be forgotten. 422 for the key used with another request."""
-    if record.created_at <= utcnow() - _ttl():
+    when it is older than `ttl` and to be forgotten. 422 for the key used with another request."""
+    if record.created_at <= utcnow() - ttl:
         return False
     if record.fingerprint != idem.fingerprint:
         raise AppError(
@@ -97,9 +107,9 @@ def _replays(record: Any, idem: IdempotencyKey) -> bool:
     return True
 
 
-async def purge(tx: Tx) -> None:
-    """Delete up to PURGE_BATCH expired records: every creating POST does."""
-    await tx.execute(_PURGE, _cutoff())
+async def purge(tx: Tx, ttl: timedelta) -> None:
+    """Delete up to PURGE_BATCH records older than `ttl`: every creating POST does."""
+    await tx.execute(_PURGE, _cutoff(ttl))
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,7 @@ class Earlier:
     created_id: uuid.UUID
 
 
-async def earlier(tx: Tx, principal: Principal, idem: IdempotencyKey) -> Earlier | None:
+async def earlier(tx: Tx, principal: Principal, idem: IdempotencyKey, ttl: timedelta) -> Earlier | None:
     """What this client created with this key, if it answers this request
     again; an expired record is forgotten (None); 422 for the key used with
     another request."""
@@ -118,7 +128,7 @@ async def earlier(tx: Tx, principal: Principal, idem: IdempotencyKey) -> Earlier
     record = await tx.first(_RECORD, this)
     if record is None:
         return None
-    if _replays(record, idem):
+    if _replays(record, idem, ttl):
         return Earlier(record.status_code, _created_id(record.location))
     await tx.execute(_FORGET, this)
     return None

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import DatabaseDep, UnitDep
-from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, deleted, listed, ok, public
 from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.idempotency.http import IdempotencyDep, create_once
@@ -30,7 +30,7 @@ async def list_identifiers(
     not exist.
     """
     items, cursor = await service.list_identifiers(reads, p, case_id, page, kind=kind)
-    return ok(Page(items=[public(IdentifierPublic, x) for x in items], next_cursor=cursor))
+    return listed([public(IdentifierPublic, x) for x in items], cursor)
 
 
 @router.post(
@@ -95,7 +95,7 @@ async def delete_identifier(
     identifier, _ = await access.writable_child(tx, p, Identifier, identifier_id)
     check_if_match(request, identifier.version)
     await service.delete_identifier(tx, p, identifier)
-    return Response(status_code=204)
+    return deleted()
 
 
 @router.post(

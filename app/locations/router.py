@@ -5,8 +5,18 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
-from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public, public_json
-from app.core.pagination import Page, PageDep, page_json
+from app.core.http import (
+    StrictJSONRoute,
+    api_path,
+    check_if_match,
+    created,
+    deleted,
+    listed,
+    ok,
+    public,
+    public_json,
+)
+from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.idempotency.http import IdempotencyDep, create_once
 from app.locations import service
@@ -26,7 +36,7 @@ async def list_locations(tx: UnitDep, p: Reader, case_id: uuid.UUID, page: PageD
     does not exist.
     """
     items, cursor = await service.list_locations(tx, p, case_id, page)
-    return ok(page_json([public_json(LocationPublic, x) for x in items], cursor))
+    return listed([public_json(LocationPublic, x) for x in items], cursor)
 
 
 @router.post(
@@ -92,4 +102,4 @@ async def delete_location(
     location, _ = await access.writable_child(tx, p, LOCATIONS, location_id)
     check_if_match(request, location.version)
     await service.delete_location(tx, p, location)
-    return Response(status_code=204)
+    return deleted()

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from app import access
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
-from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, deleted, listed, ok
 from app.core.pagination import Page, PageDep
 from app.idempotency.http import IdempotencyDep, create_once
 from app.participants import service
@@ -23,7 +23,7 @@ async def list_participants(tx: UnitDep, p: Reader, case_id: uuid.UUID, page: Pa
     """
     await access.readable_case(tx, p, case_id)
     items, cursor = await service.list_participants(tx, case_id, page)
-    return ok(Page(items=items, next_cursor=cursor))
+    return listed(items, cursor)
 
 
 @router.post("", status_code=201, response_model=ParticipantPublic, summary="Add an agency to a case")
@@ -94,4 +94,4 @@ async def remove_participant(
     participant = await service.get_participant(tx, case_id, agency_id, for_update=True)
     check_if_match(request, participant.version)
     await service.remove_participant(tx, p, participant)
-    return Response(status_code=204)
+    return deleted()

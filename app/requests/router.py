@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from app.access import Editor
 from app.auth.deps import Reader, Writer
 from app.core.deps import UnitDep
-from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, listed, ok, public
 from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.idempotency.http import IdempotencyDep, create_once
@@ -35,7 +35,7 @@ async def list_requests(
     Requests between other agencies are never listed.
     """
     rows, cursor = await service.list_requests(tx, p, page, box=box, status=status)
-    return ok(Page(items=[service.to_public(r) for r in rows], next_cursor=cursor))
+    return listed([service.to_public(r) for r in rows], cursor)
 
 
 @router.post(
@@ -95,7 +95,7 @@ async def list_messages(tx: UnitDep, p: Reader, request_id: uuid.UUID, page: Pag
     """
     await service.get_request(tx, p, request_id)
     rows, cursor = await service.list_messages(tx, request_id, page)
-    return ok(Page(items=[public(RequestMessagePublic, m) for m in rows], next_cursor=cursor))
+    return listed([public(RequestMessagePublic, m) for m in rows], cursor)
 
 
 @router.post(

@@ -7,7 +7,7 @@ from app.access import AdminEditor
 from app.auth.deps import Admin
 from app.core.config import Settings
 from app.core.deps import UnitDep
-from app.core.http import StrictJSONRoute, api_path, check_if_match, created, ok, public
+from app.core.http import StrictJSONRoute, api_path, check_if_match, created, deleted, listed, ok, public
 from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.idempotency.http import IdempotencyDep, create_once
@@ -39,7 +39,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 async def list_subscriptions(tx: UnitDep, p: Admin, page: PageDep) -> Response:
     """Scope `admin`. The webhook subscriptions of the caller's own agency, never another's."""
     items, cursor = await service.list_subscriptions(tx, p, page)
-    return ok(Page(items=[service.to_public(s) for s in items], next_cursor=cursor))
+    return listed([service.to_public(s) for s in items], cursor)
 
 
 @router.post(
@@ -101,7 +101,7 @@ async def delete_subscription(
     sub = await service.get_subscription(tx, p, subscription_id, for_update=True)
     check_if_match(request, sub.version)
     await service.delete_subscription(tx, p, sub)
-    return Response(status_code=204)
+    return deleted()
 
 
 @router.get(
@@ -117,4 +117,4 @@ async def list_deliveries(tx: UnitDep, p: Admin, subscription_id: uuid.UUID, pag
     """
     sub = await service.get_subscription(tx, p, subscription_id)
     items, cursor = await service.list_deliveries(tx, sub, page)
-    return ok(Page(items=[public(DeliveryPublic, d) for d in items], next_cursor=cursor))
+    return listed([public(DeliveryPublic, d) for d in items], cursor)

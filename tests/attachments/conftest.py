@@ -14,7 +14,7 @@ from app.attachments import service
 from app.attachments.models import Attachment
 from app.attachments.storage import LocalStorage
 from app.core.uow import run_with_database
-from tests.conftest import Caller, join, new_case
+from tests.conftest import AUDIT_KEY, Caller, join, new_case
 
 API = "/api/v1"
 PDF = "application/pdf"
@@ -56,7 +56,7 @@ def staging_files(application: FastAPI) -> list[Path]:
 def sweep(engine: sa.Engine, storage: LocalStorage, *, older_than: float, apply: bool) -> service.SweepReport:
     """service.sweep() on its own connections, as `caseapi storage sweep` runs it."""
     return run_with_database(
-        engine, lambda db: service.sweep(db, storage, older_than=older_than, apply=apply)
+        engine, lambda db: service.sweep(db, storage, older_than=older_than, apply=apply), audit_key=AUDIT_KEY
     )
 
 

@@ -32,7 +32,7 @@ from tests.attachments.conftest import (
     unique_bytes,
     upload,
 )
-from tests.conftest import Caller, join, make_caller, problem_of
+from tests.conftest import AUDIT_KEY, Caller, join, make_caller, problem_of
 
 
 @pytest.fixture
@@ -201,10 +201,10 @@ def failing_commit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every commit of a unit of work that adds an attachment fails, as on a full disk."""
     write = app.core.journal.write
 
-    async def fail(tx: Tx) -> None:
+    async def fail(tx: Tx, audit_key: bytes) -> None:
         if any(change.action == "attachment.created" for change in tx.changes):
             raise sa_exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
-        await write(tx)
+        await write(tx, audit_key)
 
     monkeypatch.setattr(app.core.journal, "write", fail)
 
@@ -426,7 +426,9 @@ def test_files_are_offered_again_only_to_who_can_download_them(
     def visible(caller: Caller, shas: list[str]) -> dict[str, int]:
         principal = Principal(caller.client_id, caller.agency_id, None, frozenset({"read"}))
 
-        return run_with_database(engine, lambda db: service.visible_files(db, principal, shas))
+        return run_with_database(
+            engine, lambda db: service.visible_files(db, principal, shas), audit_key=AUDIT_KEY
+        )
 
     both = {in_case["sha256"]: 3000, in_message["sha256"]: 2000}
     assert visible(lead, wanted) == both

@@ -16,23 +16,21 @@ from fastapi.testclient import TestClient
 
 from app import cli
 from app.attachments.storage import LocalStorage, StorageOfAnotherDatabase
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.attachments.conftest import API, attachment_rows, storage_of, unique_bytes, upload
 from tests.conftest import Caller
 
 
 @pytest.fixture
-def cli_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, Path], None]]:
+def cli_on(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Path], None]:
     """Point the in-process `caseapi` at a database and a storage directory."""
 
     def point(database_url: str, storage_dir: Path) -> None:
         monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
         monkeypatch.setenv("CASEAPI_STORAGE_DIR", str(storage_dir))
-        get_settings.cache_clear()
 
-    yield point
-    get_settings.cache_clear()
+    return point
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.auth.models import Scope
-from app.core.config import get_settings
+from app.core.config import Settings
 from app.core.secrets import search_term_key
 from app.core.uow import run_with_database
 from app.identifiers import notices
-from tests.conftest import Caller, join, make_agency, make_caller, new_case, walk
+from tests.conftest import AUDIT_KEY, Caller, join, make_agency, make_caller, new_case, walk
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def search(client: TestClient, caller: Caller, *items: tuple[str, str]) -> Any:
 
 def on_database(engine: sa.Engine | str, step: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """`await step(db, *args, **kwargs)` on a Database of `engine` (a notices step, as a command runs it)."""
-    return run_with_database(engine, lambda db: step(db, *args, **kwargs), size=2)
+    return run_with_database(engine, lambda db: step(db, *args, **kwargs), audit_key=AUDIT_KEY, size=2)
 
 
 def hit_events(client: TestClient, caller: Caller) -> list[dict[str, Any]]:
@@ -186,7 +186,7 @@ def test_hidden_match_answers_exactly_as_no_match(client: TestClient, lead: Call
 
 
 def test_search_is_audited_without_the_values(
-    client: TestClient, engine: sa.Engine, lead: Caller, searcher: Caller
+    client: TestClient, engine: sa.Engine, settings: Settings, lead: Caller, searcher: Caller
 ) -> None:
     case = new_case(client, lead, handling_code="TLP:RED")
     add(client, lead, case["id"], "phone", PHONE)
@@ -215,7 +215,7 @@ def test_search_is_audited_without_the_values(
         ).all()
     for secret in (E164, "7010000001", "victim@example.com", hashlib.sha256(E164.encode()).hexdigest()):
         assert secret not in dump
-    key = search_term_key(get_settings())
+    key = search_term_key(settings)
     expected = [
         ("phone", hmac.new(key, f"phone\x1f{E164}".encode(), hashlib.sha256).hexdigest()),
         ("email", hmac.new(key, b"email\x1fvictim@example.com", hashlib.sha256).hexdigest()),

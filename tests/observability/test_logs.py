@@ -18,7 +18,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app import cli
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.core.observability.serving import MULTIPROC_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,11 +134,7 @@ def _served(monkeypatch: pytest.MonkeyPatch, workers: int, **env: str) -> dict[s
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    try:
-        cli.main(["serve", "--workers", str(workers)])
-    finally:
-        get_settings.cache_clear()
+    cli.main(["serve", "--workers", str(workers)])
     return seen
 
 

@@ -10,12 +10,13 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import get_settings
+from app.core.config import Settings
 from app.core.secrets import cursor_key
 from tests.conftest import Caller
 from tests.trust.world import World, build_world
@@ -25,10 +26,20 @@ INSTANT = "2025-09-23T06:00:00+00:00"
 A_UUID = str(uuid.UUID(int=1))
 
 
-def forge(scope: str, values: list[Any], key: bytes | None = None) -> str:
-    payload = json.dumps([scope, values], separators=(",", ":")).encode()
-    sig = hmac.new(key or cursor_key(get_settings()), payload, hashlib.sha256).hexdigest()[:24]
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + sig
+Forge = Callable[..., str]
+
+
+@pytest.fixture
+def forge(settings: Settings) -> Forge:
+    """A cursor of `values` in the list `scope`, signed with the key of the
+    app under test (its settings'), or with `key`."""
+
+    def sign(scope: str, values: list[Any], key: bytes | None = None) -> str:
+        payload = json.dumps([scope, values], separators=(",", ":")).encode()
+        sig = hmac.new(key or cursor_key(settings), payload, hashlib.sha256).hexdigest()[:24]
+        return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + sig
+
+    return sign
 
 
 # Values no page of a list keyed by (instant, uuid) produces.
@@ -102,7 +113,9 @@ def assert_invalid_cursor(client: TestClient, caller: Caller, url: str, cursor: 
     assert response.json()["type"].endswith(":invalid-cursor"), response.text
 
 
-def test_a_well_formed_forged_cursor_is_accepted(client: TestClient, world: World, lead: Caller) -> None:
+def test_a_well_formed_forged_cursor_is_accepted(
+    client: TestClient, world: World, lead: Caller, forge: Forge
+) -> None:
     """The forging below is the server's own: a cursor with sane values pages on."""
     for url, scope, _, good in lists(world):
         response = client.get(url, params={"cursor": forge(scope, good)}, headers=lead.headers)
@@ -110,14 +123,16 @@ def test_a_well_formed_forged_cursor_is_accepted(client: TestClient, world: Worl
 
 
 def test_validly_signed_values_of_the_wrong_type_size_or_range(
-    client: TestClient, world: World, lead: Caller
+    client: TestClient, world: World, lead: Caller, forge: Forge
 ) -> None:
     for url, scope, bad_values, _ in lists(world):
         for values in bad_values:
             assert_invalid_cursor(client, lead, url, forge(scope, values))
 
 
-def test_a_cursor_of_another_list(client: TestClient, world: World, lead: Caller, partner: Caller) -> None:
+def test_a_cursor_of_another_list(
+    client: TestClient, world: World, lead: Caller, partner: Caller, forge: Forge
+) -> None:
     every = lists(world)
     for url, scope, _, good in every:
         for _, other_scope, _, other_good in every:
@@ -132,7 +147,9 @@ def test_a_cursor_of_another_list(client: TestClient, world: World, lead: Caller
     assert_invalid_cursor(client, lead, f"{API}/cases/{other.case_id}/locations", page["next_cursor"])
 
 
-def test_garbled_cursors_and_the_old_default_secret(client: TestClient, world: World, lead: Caller) -> None:
+def test_garbled_cursors_and_the_old_default_secret(
+    client: TestClient, world: World, lead: Caller, forge: Forge
+) -> None:
     for url, scope, _, good in lists(world):
         for cursor in [*GARBLED, forge(scope, good, key=b"caseapi-cursor-v1")]:
             assert_invalid_cursor(client, lead, url, cursor)

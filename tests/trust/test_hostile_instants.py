@@ -2,7 +2,8 @@
 in the single routes, on PATCH against the stored values, and in bundle import."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from app.cases.models import Case
-from app.core.config import get_settings
 from app.detainees.models import Detainee
 from app.evidence.models import CustodyEvent
 from tests.conftest import Caller
@@ -124,19 +124,25 @@ def test_deadlines_stay_in_the_future(
     assert response.status_code == 201, response.text
 
 
-@pytest.fixture
-def no_skew(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("CASEAPI_CLOCK_SKEW_SECONDS", "0")
-    get_settings.cache_clear()
-    yield
-    monkeypatch.delenv("CASEAPI_CLOCK_SKEW_SECONDS")
-    get_settings.cache_clear()
-
-
-def test_the_clock_skew_is_a_setting(client: TestClient, world: World, lead: Caller, no_skew: None) -> None:
+def test_the_clock_skew_is_a_setting(
+    client: TestClient,
+    world: World,
+    lead: Caller,
+    app_with: Callable[..., AbstractContextManager[TestClient]],
+) -> None:
+    """Of the app that validates: one without skew, in the same process as one
+    with the default 5 minutes, refuses a minute ahead in a route and in an import."""
     custody = f"{API}/seized-items/{world.ids['item_id']}/custody"
-    response = client.post(custody, json={"action": "examined", "at": in_(60)}, headers=lead.headers)
-    assert_422_at(response, "at")
+    ahead = {"action": "examined", "at": in_(60)}
+    doc = bundle(lead)
+    doc["seized_items"][0]["seized_at"] = in_(60)
+    with app_with(clock_skew_seconds=0) as strict:
+        assert_422_at(strict.post(custody, json=ahead, headers=lead.headers), "at")
+        assert_422_at(
+            strict.post(f"{API}/bundles", json=doc, headers=lead.headers), "seized_items", 0, "seized_at"
+        )
+        assert client.post(custody, json=ahead, headers=lead.headers).status_code == 201
+        assert client.post(f"{API}/bundles", json=doc, headers=lead.headers).status_code == 201
 
 
 # --- order ------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.auth.models import Scope
 from app.core.config import Settings
 from app.core.db import utcnow
+from app.core.secrets import audit_key
 from app.core.uow import Database, create_database
 from app.main import create_app
 from app.webhooks import service
@@ -67,7 +68,9 @@ def clock() -> Clock:
 @pytest.fixture
 def database(engine: sa.Engine, settings: Settings) -> Database:
     """The deliverers' database (the served app has its own, app.state.database)."""
-    return create_database(engine, size=4, timeout=settings.pool_timeout_seconds)
+    return create_database(
+        engine, size=4, timeout=settings.pool_timeout_seconds, audit_key=audit_key(settings)
+    )
 
 
 @pytest.fixture

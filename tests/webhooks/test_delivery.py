@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 
 from app import cli
 from app.auth.models import Scope
-from app.core.config import Settings, get_settings
+from app.core.config import Settings
 from app.core.observability.metrics import Metrics
 from app.core.records import AuditEntry
 from app.core.uow import Database
@@ -406,15 +406,11 @@ def test_caseapi_deliver_once(
 ) -> None:
     monkeypatch.setenv("CASEAPI_DATABASE_URL", database_url)
     monkeypatch.setenv("CASEAPI_WEBHOOK_ALLOW_PRIVATE", "true")
-    get_settings.cache_clear()
-    try:
-        with receiving() as receiver:
-            subscribe(hooks, kz_admin, receiver.url())
-            new_case(hooks, lead)
-            cli.main(["deliver", "--once"])
-            got = [e["type"] for e in events_of(receiver.bodies())]
-    finally:
-        get_settings.cache_clear()
+    with receiving() as receiver:
+        subscribe(hooks, kz_admin, receiver.url())
+        new_case(hooks, lead)
+        cli.main(["deliver", "--once"])
+        got = [e["type"] for e in events_of(receiver.bodies())]
     assert got == ["subscription.created", "case.created", "participant.created"]
 
 
