@@ -30,13 +30,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import orjson
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from app.core.config import Settings
 from app.core.db import new_row, table_of, utcnow
 from app.core.errors import database_reason
+from app.core.http import dump_json
 from app.core.journal import CLI, record
 from app.core.observability.metrics import Metrics
 from app.core.records import Event
@@ -166,16 +166,14 @@ async def build(db: Database, me: str, peer: Row) -> Delivery:
 
 
 def body_of(me: str, peer: str, delivery: Delivery) -> bytes:
-    return orjson.dumps(
+    return dump_json(
         {
             "instance_id": me,
             "to": peer,
             "from_seq": delivery.from_seq,
             "to_seq": delivery.to_seq,
             "cases": delivery.cases,
-        },
-        # Table and column names are SQLAlchemy's str subclass (quoted_name).
-        option=orjson.OPT_NON_STR_KEYS,
+        }
     )
 
 

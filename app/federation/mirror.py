@@ -141,7 +141,7 @@ async def snapshot(tx: Tx, me: str, peer: str, case_id: uuid.UUID) -> dict[str, 
     params = {"case_id": case_id, "peer": peer}
     rows: dict[str, list[dict[str, Any]]] = {}
     for table in MIRRORED:
-        rows[table.name] = [row._asdict() for row in await tx.all(_rows_of(table), params)]
+        rows[str(table.name)] = [row._asdict() for row in await tx.all(_rows_of(table), params)]
     [case] = rows[CASES.name]
     if not case["share_personal_data"]:
         for detainee in rows[DETAINEES.name]:
