@@ -44,6 +44,7 @@ from app.events.router import router as events
 from app.evidence.router import router as evidence
 from app.federation.delivery import DELIVERIES_PATH, Deliverer, pending_gauge
 from app.federation.forward import FORWARD_PATH, forward_write
+from app.federation.hits import PeerSearcher
 from app.federation.identity import identity
 from app.federation.router import router as federation
 from app.identifiers import notices
@@ -195,6 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.instance_id is not None:
         # Writes into mirrored cases go to their home (app.core.http.StrictJSONRoute).
         application.state.forward_write = forward_write
+        # `"federated": true` searches ask the peers too (app.identifiers.router).
+        application.state.ask_peers = PeerSearcher(application.state)
     install_error_handlers(application)
     openapi.install(application)
     application.add_middleware(

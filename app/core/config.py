@@ -159,6 +159,15 @@ class Settings(BaseSettings):
             "to a mirror is about this much plus one request)"
         ),
     )
+    federation_hit_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description=(
+            "how long a federated `POST /hits` waits for each peer; one that has not answered "
+            "by then is named with status `timeout`"
+        ),
+    )
     max_delivery_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024 * 1024,

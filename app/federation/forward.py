@@ -106,7 +106,7 @@ _TAKES_PART = sa.select(PARTICIPANTS.c.role).where(
 )
 
 
-def _field(envelope: dict[str, Any], name: str, kind: type) -> Any:
+def field(envelope: dict[str, Any], name: str, kind: type) -> Any:
     value = envelope.get(name)
     if not isinstance(value, kind):
         raise mirror.MalformedDelivery(f"the forwarded request has no valid {name}")
@@ -115,21 +115,18 @@ def _field(envelope: dict[str, Any], name: str, kind: type) -> Any:
 
 def _uuid(envelope: dict[str, Any], name: str) -> uuid.UUID:
     try:
-        return uuid.UUID(_field(envelope, name, str))
+        return uuid.UUID(field(envelope, name, str))
     except ValueError:
         raise mirror.MalformedDelivery(f"the forwarded request has no valid {name}") from None
 
 
-async def principal_of(db: Statements, sender: Row, envelope: dict[str, Any]) -> Principal:
-    """Whom a forwarded request acts for, once the sender's authority is checked:
-    an agency the sender hosts, taking part in the case the mirror named (403 otherwise)."""
+async def remote_principal(db: Statements, sender: Row, envelope: dict[str, Any]) -> Principal:
+    """Whom a peer's request acts for: the agency it names, which the sender must
+    host (403 otherwise), as the client it names, under an id derived for it here."""
     agency = await db.first(_AGENCY, {"agency_id": _uuid(envelope, "agency_id")})
     if agency is None or agency.home_instance != sender.instance_id:
         raise mirror.beyond_authority(f"{sender.instance_id} does not host this agency")
-    case_id = _uuid(envelope, "case_id")
-    if await db.first(_TAKES_PART, {"case_id": case_id, "agency_id": agency.id}) is None:
-        raise mirror.beyond_authority(f"agency {agency.code} does not take part in case {case_id}")
-    scopes = _field(envelope, "scopes", list)
+    scopes = field(envelope, "scopes", list)
     known = {scope.value for scope in Scope}
     client = uuid.uuid5(_REMOTE_CLIENTS, f"{sender.instance_id}/{_uuid(envelope, 'client_id')}")
     return Principal(
@@ -140,16 +137,26 @@ async def principal_of(db: Statements, sender: Row, envelope: dict[str, Any]) ->
     )
 
 
+async def principal_of(db: Statements, sender: Row, envelope: dict[str, Any]) -> Principal:
+    """Whom a forwarded write acts for: remote_principal(), taking part in the
+    case the mirror named (403 otherwise)."""
+    principal = await remote_principal(db, sender, envelope)
+    case_id = _uuid(envelope, "case_id")
+    if await db.first(_TAKES_PART, {"case_id": case_id, "agency_id": principal.agency_id}) is None:
+        raise mirror.beyond_authority(f"this agency does not take part in case {case_id}")
+    return principal
+
+
 async def answer(request: Request, principal: Principal, envelope: dict[str, Any]) -> Response:
     """Answer the forwarded request as this instance's app answers its own
     callers, as `principal`: the same routes, rules, transaction and journal."""
-    method = _field(envelope, "method", str)
-    path = _field(envelope, "path", str)
+    method = field(envelope, "method", str)
+    path = field(envelope, "path", str)
     if method not in WRITES or not path.startswith("/api/v1/") or path.startswith("/api/v1/federation/"):
         raise mirror.beyond_authority(f"{method} {path} is not a write a mirror forwards")
-    forwarded = _field(envelope, "headers", dict)
+    forwarded = field(envelope, "headers", dict)
     try:
-        body = base64.b64decode(_field(envelope, "body", str), validate=True)
+        body = base64.b64decode(field(envelope, "body", str), validate=True)
     except ValueError:
         raise mirror.MalformedDelivery("the forwarded body is not base64") from None
     headers = [
@@ -168,7 +175,7 @@ async def answer(request: Request, principal: Principal, envelope: dict[str, Any
         "path": path,
         "raw_path": path.encode(),
         "root_path": "",
-        "query_string": _field(envelope, "query", str).encode(),
+        "query_string": field(envelope, "query", str).encode(),
         "headers": headers,
         FORWARDED_PRINCIPAL: principal,
     }

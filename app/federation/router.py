@@ -2,10 +2,12 @@
 request of a peer only, the agencies it hosts."""
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from app.agencies.models import AgencyPublic
 from app.auth.deps import Admin
@@ -18,6 +20,8 @@ from app.federation import service, signatures
 from app.federation.identity import Identity, identity
 from app.federation.mirror import MalformedDelivery
 from app.federation.models import AgencyDirectory, InstanceDocument, PeerList
+from app.identifiers import service as identifiers
+from app.identifiers.models import HitResults, HitSearch
 
 router = APIRouter(prefix="/federation", tags=["federation"], route_class=StrictJSONRoute)
 
@@ -130,11 +134,45 @@ async def forward(request: Request, db: DatabaseDep, signed: Signed) -> Response
     # The signature's nonce in a transaction of its own: the write opens its own.
     async with db.transaction() as tx:
         sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+    envelope = _envelope(signed.body)
+    principal = await forwarding.principal_of(db, sender, envelope)
+    return await forwarding.answer(request, principal, envelope)
+
+
+@router.post(
+    "/hits",
+    response_model=HitResults,
+    summary="A peer's federated hit/no-hit search (to peers)",
+    operation_id="federation.hits",
+    include_in_schema=False,
+)
+async def hits(request: Request, db: DatabaseDep, signed: Signed) -> Response:
+    """Only for a request signed by a peer, for an agency it hosts (403 otherwise): the search answered
+    by this instance's rules for that agency, from the cases this instance is home of.
+    """
+    _identity(request)
+    async with db.transaction() as tx:
+        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+    envelope = _envelope(signed.body)
+    principal = await forwarding.remote_principal(db, sender, envelope)
     try:
-        envelope = orjson.loads(signed.body)
+        search = HitSearch.model_validate({"items": envelope.get("items")})
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    state = request.app.state
+    keys = await identifiers.normalized_items(db, principal, search.items)
+    async with db.transaction() as tx:
+        results = await identifiers.search_hits(
+            tx, principal, keys, settings=state.settings, limits=state.hit_limits, own_cases_only=True
+        )
+    return ok(results)
+
+
+def _envelope(body: bytes) -> dict[str, Any]:
+    try:
+        envelope = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise MalformedDelivery("not JSON") from None
     if not isinstance(envelope, dict):
         raise MalformedDelivery("not an object")
-    principal = await forwarding.principal_of(db, sender, envelope)
-    return await forwarding.answer(request, principal, envelope)
+    return envelope

@@ -1,6 +1,7 @@
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import ConfigDict
@@ -101,6 +102,9 @@ class HitSearch(RequestModel):
     )
 
     items: list[HitItem] = Field(min_length=1, max_length=MAX_HIT_ITEMS)
+    federated: bool = Field(
+        default=False, description="Ask every peer instance too, each by its own rules (federation)"
+    )
 
 
 class HitCase(SQLModel):
@@ -125,6 +129,9 @@ class HitMatch(SQLModel):
     )
     case: HitCase
     identifier: HitIdentifier | None = Field(description="Only with full access to the case")
+    home_instance: str | None = Field(
+        default=None, description="The instance the case lives on (federation); null for this one"
+    )
 
 
 class HitResult(SQLModel):
@@ -134,8 +141,28 @@ class HitResult(SQLModel):
     matches: list[HitMatch]
 
 
+PeerStatus = Literal["answered", "unreachable", "timeout", "refused"]
+
+
+class PeerAnswer(SQLModel):
+    instance_id: str
+    status: PeerStatus
+
+
 class HitResults(SQLModel):
     items: list[HitResult]
+    peers: list[PeerAnswer] | None = Field(
+        default=None,
+        description="With `federated`: every peer asked and how it answered; none is left out",
+    )
+
+
+# How a federating instance asks its peers (app.federation.hits): the searching
+# agency, the normalised items; each item's matches on the peers, and each peer's answer.
+PeerSearch = Callable[
+    [Any, list[tuple[IdentifierKind, str]]],
+    Awaitable[tuple[list[list[HitMatch]], list[PeerAnswer]]],
+]
 
 
 class HitSearchTerm(SQLModel, table=True):

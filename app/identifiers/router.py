@@ -10,7 +10,14 @@ from app.core.pagination import Page, PageDep
 from app.core.uow import Row
 from app.idempotency.http import IdempotencyDep, create_once
 from app.identifiers import service
-from app.identifiers.models import HitResults, HitSearch, Identifier, IdentifierCreate, IdentifierPublic
+from app.identifiers.models import (
+    HitResults,
+    HitSearch,
+    Identifier,
+    IdentifierCreate,
+    IdentifierPublic,
+    PeerSearch,
+)
 from app.identifiers.normalize import IdentifierKind
 
 router = APIRouter(tags=["identifiers"], route_class=StrictJSONRoute)
@@ -105,7 +112,7 @@ async def delete_identifier(
     tags=["hit/no-hit"],
     summary="Ask whether any case holds these identifiers",
 )
-async def search_hits(request: Request, tx: UnitDep, p: Reader, body: HitSearch) -> Response:
+async def search_hits(request: Request, db: DatabaseDep, p: Reader, body: HitSearch) -> Response:
     """Scope `read`. Does any case hold these identifiers (1 to 1 000)? Each item is answered in order.
 
     A match in a case the caller sees in full names the case and the
@@ -119,6 +126,17 @@ async def search_hits(request: Request, tx: UnitDep, p: Reader, body: HitSearch)
     A phone number without country code is read in the caller's agency's country.
     Searches are limited in distinct items per API client and per agency
     (`CASEAPI_HIT_RATE_LIMIT`, `CASEAPI_HIT_AGENCY_RATE_LIMIT`): past it, 429 with `Retry-After`.
+    With `"federated": true` every peer instance is asked too, signed, naming the caller's agency; each
+    answers by its own rules (and tells its own cases' leads). Its matches carry `home_instance`, and
+    `peers` names every peer and how it answered (`answered`, `unreachable`, `timeout`, `refused`).
     """
     state = request.app.state
-    return ok(await service.search_hits(tx, p, body.items, settings=state.settings, limits=state.hit_limits))
+    keys = await service.normalized_items(db, p, body.items)
+    async with db.transaction() as tx:
+        results = await service.search_hits(tx, p, keys, settings=state.settings, limits=state.hit_limits)
+    if body.federated:
+        # Asked once the search is committed: no connection is held while peers answer.
+        ask: PeerSearch | None = getattr(state, "ask_peers", None)
+        remote, answers = await ask(p, keys) if ask is not None else ([[] for _ in keys], [])
+        results = service.with_peers(results, remote, answers)
+    return ok(results.model_dump(mode="json", exclude_unset=True))

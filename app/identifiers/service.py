@@ -49,6 +49,7 @@ from app.identifiers.models import (
     Identifier,
     IdentifierCreate,
     IdentifierTransfer,
+    PeerAnswer,
     PendingHitNotice,
 )
 from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
@@ -198,6 +199,7 @@ def hits_statement(*, notify: bool, dialect_name: str) -> sa.Select[Any]:
         CASES.c.title,
         CASES.c.handling_code,
         CASES.c.lead_agency_id,
+        CASES.c.home_instance,
     ).join(CASES, CASES.c.id == IDENTIFIERS.c.case_id)
     stmt, full, visible = access.with_case_access(
         stmt, case_id=IDENTIFIERS.c.case_id, handling_code=CASES.c.handling_code, with_parent=True
@@ -219,7 +221,12 @@ def hits_statement(*, notify: bool, dialect_name: str) -> sa.Select[Any]:
         )
     )
     if notify:
-        stmt = stmt.where(sa.not_(full), IDENTIFIERS.c.created_at <= sa.bindparam("searched_at"))
+        # A mirror's lead is told by the case's home, when a search is federated.
+        stmt = stmt.where(
+            sa.not_(full),
+            IDENTIFIERS.c.created_at <= sa.bindparam("searched_at"),
+            CASES.c.home_instance.is_(None),
+        )
     else:
         stmt = stmt.where(visible)
     return (
@@ -273,20 +280,32 @@ def _normalized_items(items: Sequence[HitItem], country: str | None) -> list[tup
     return [seen[(item.kind, item.value)] for item in items]
 
 
+async def normalized_items(
+    db: Statements, p: Principal, items: Sequence[HitItem]
+) -> list[tuple[IdentifierKind, str]]:
+    """The items as searched: a phone number without country code in the caller's agency's country."""
+    country = await agency_country(db, p.agency_id)
+    if len(items) > _INLINE_ITEMS:
+        return await anyio.to_thread.run_sync(_normalized_items, items, country)
+    return _normalized_items(items, country)
+
+
 async def search_hits(
-    tx: Tx, p: Principal, items: Sequence[HitItem], *, settings: Settings, limits: HitLimits
+    tx: Tx,
+    p: Principal,
+    keys: list[tuple[IdentifierKind, str]],
+    *,
+    settings: Settings,
+    limits: HitLimits,
+    own_cases_only: bool = False,
 ) -> HitResults:
-    """Answer each item in order from the matches the caller may see; audit the search with
-    keyed hashes of the values; queue it for the notices of the cases' leads.
+    """Answer each item (normalized_items()) in order from the matches the caller may see;
+    audit the search with keyed hashes of the values; queue it for the notices of the cases' leads.
+    `own_cases_only`: leave out this instance's mirrors (a peer's federated search: their homes answer).
 
     What the request does depends only on what was asked and what the caller
     may see: the matches in cases hidden from it are found later, by the notices.
     """
-    country = await agency_country(tx, p.agency_id)
-    if len(items) > _INLINE_ITEMS:
-        keys = await anyio.to_thread.run_sync(_normalized_items, items, country)
-    else:
-        keys = _normalized_items(items, country)
     distinct = sorted(set(keys))
     await limits.charge(p, len(distinct))
     rows = await tx.all(
@@ -297,6 +316,8 @@ async def search_hits(
     summarised: set[tuple[str, str, uuid.UUID]] = set()
     for row in rows:
         key = (row.kind, row.normalized)
+        if own_cases_only and row.home_instance is not None:
+            continue
         if not row.full:
             # A case seen in summary shows once per item, whichever of its identifiers matched.
             if (*key, row.case_id) in summarised:
@@ -317,7 +338,12 @@ async def search_hits(
             else None
         )
         matches[key].append(
-            HitMatch(access="full" if row.full else "summary", case=case, identifier=identifier)
+            HitMatch(
+                access="full" if row.full else "summary",
+                case=case,
+                identifier=identifier,
+                home_instance=row.home_instance,
+            )
         )
     results = [
         HitResult(kind=kind, normalized=norm, hit=bool(matches[(kind, norm)]), matches=matches[(kind, norm)])
@@ -325,6 +351,19 @@ async def search_hits(
     ]
     await _journal_search(tx, p, settings, keys, distinct)
     return HitResults(items=results)
+
+
+def with_peers(results: HitResults, remote: list[list[HitMatch]], answers: list[PeerAnswer]) -> HitResults:
+    """A federated search's answer: each item's matches on the peers added to this
+    instance's (a case this instance mirrors is named once), and every peer's answer."""
+    items = []
+    for result, matches in zip(results.items, remote, strict=True):
+        seen = {match.case.id for match in result.matches}
+        added = [match for match in matches if match.case.id not in seen]
+        items.append(
+            result.model_copy(update={"matches": result.matches + added, "hit": result.hit or bool(added)})
+        )
+    return HitResults(items=items, peers=answers)
 
 
 async def _journal_search(

@@ -1,0 +1,85 @@
+"""Federated hit/no-hit (§9): a search asks every peer too, signed, naming the
+searching agency. Each peer answers by its own rules of §8 for that agency
+(full, summary or nothing; `hit.received` to its own case's lead) from the
+cases it is home of, and every peer is named in the answer with how it
+answered: none is silently left out."""
+
+import asyncio
+
+import httpx
+import orjson
+import sqlalchemy as sa
+from pydantic import ValidationError
+from starlette.datastructures import State
+
+from app.auth.service import Principal
+from app.core.db import table_of
+from app.core.uow import Row
+from app.federation import signatures
+from app.federation.identity import identity
+from app.federation.models import Peer
+from app.identifiers.models import HitMatch, HitResults, PeerAnswer
+from app.identifiers.normalize import IdentifierKind
+
+HITS_PATH = "/api/v1/federation/hits"
+PEERS = table_of(Peer)
+_PEERS = sa.select(PEERS).order_by(PEERS.c.instance_id)
+
+Matches = list[list[HitMatch]]
+
+
+class PeerSearcher:
+    """app.identifiers.models.PeerSearch for an app: asks all its peers at once."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    async def __call__(
+        self, p: Principal, keys: list[tuple[IdentifierKind, str]]
+    ) -> tuple[Matches, list[PeerAnswer]]:
+        peers = await self.state.database.all(_PEERS)
+        body = orjson.dumps(
+            {
+                "agency_id": str(p.agency_id),
+                "client_id": str(p.client_id),
+                "scopes": ["read"],
+                "items": [{"kind": kind.value, "value": value} for kind, value in keys],
+            }
+        )
+        timeout = httpx.Timeout(self.state.settings.federation_hit_timeout_seconds)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+            asked = await asyncio.gather(*(self._ask(http, peer, body, len(keys)) for peer in peers))
+        matches: Matches = [[] for _ in keys]
+        for found, _ in asked:
+            for item, item_matches in zip(matches, found, strict=True):
+                item.extend(item_matches)
+        return matches, [answer for _, answer in asked]
+
+    async def _ask(
+        self, http: httpx.AsyncClient, peer: Row, body: bytes, count: int
+    ) -> tuple[Matches, PeerAnswer]:
+        url = peer.url + HITS_PATH
+        headers = signatures.sign(identity(self.state.settings), "POST", url, body)
+        nothing: Matches = [[] for _ in range(count)]
+        try:
+            response = await http.post(
+                url, content=body, headers=headers | {"Content-Type": "application/json"}
+            )
+        except httpx.TimeoutException:
+            return nothing, PeerAnswer(instance_id=peer.instance_id, status="timeout")
+        except httpx.HTTPError:
+            return nothing, PeerAnswer(instance_id=peer.instance_id, status="unreachable")
+        try:
+            if response.status_code != 200:
+                raise ValueError(response.status_code)
+            results = HitResults.model_validate_json(response.content)
+            if len(results.items) != count:
+                raise ValueError("another number of items")
+        except (ValueError, ValidationError):
+            return nothing, PeerAnswer(instance_id=peer.instance_id, status="refused")
+        # What the peer found is its own: a peer never speaks for another instance's cases.
+        found = [
+            [match.model_copy(update={"home_instance": peer.instance_id}) for match in item.matches]
+            for item in results.items
+        ]
+        return found, PeerAnswer(instance_id=peer.instance_id, status="answered")
