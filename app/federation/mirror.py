@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.agencies.models import Agency
 from app.attachments.models import Attachment
+from app.attachments.storage import SHA256
 from app.cases.models import Case, HandlingCode
 from app.core.db import UTCDateTime, table_of
 from app.core.errors import AppError
@@ -41,6 +42,7 @@ PARTICIPANTS = table_of(Participant)
 ITEMS = table_of(SeizedItem)
 REQUESTS = table_of(InformationRequest)
 DETAINEES = table_of(Detainee)
+ATTACHMENTS = table_of(Attachment)
 # Parents before children: the order rows are inserted in, reversed to delete them.
 MIRRORED: tuple[sa.Table, ...] = (
     CASES,
@@ -52,10 +54,10 @@ MIRRORED: tuple[sa.Table, ...] = (
     table_of(Identifier),
     REQUESTS,
     table_of(RequestMessage),
+    ATTACHMENTS,
 )
 # Agencies as a snapshot names them: what the peer needs to hold the rows that refer to them.
 AGENCY_FIELDS = ("id", "code", "name", "country", "kind", "parent_id", "version", "created_at", "updated_at")
-ATTACHMENTS = table_of(Attachment)
 
 
 class MalformedDelivery(AppError):
@@ -78,10 +80,18 @@ def _rows_of(table: sa.Table) -> sa.Select[Any]:
     stmt = sa.select(table)
     if table is CASES:
         return stmt.where(CASES.c.id == sa.bindparam("case_id"))
+    if table is ATTACHMENTS:
+        # The case's files, and those of the messages of the requests the peer holds.
+        requests = sa.select(REQUESTS.c.id).where(
+            REQUESTS.c.case_id == sa.bindparam("case_id"), party_of_peer(REQUESTS)
+        )
+        return stmt.where(
+            sa.or_(ATTACHMENTS.c.case_id == sa.bindparam("case_id"), ATTACHMENTS.c.request_id.in_(requests))
+        )
     if "case_id" in table.c and table is not REQUESTS:
         return stmt.where(table.c.case_id == sa.bindparam("case_id"))
     if table is REQUESTS:
-        return stmt.where(table.c.case_id == sa.bindparam("case_id"), _party_of_peer(table))
+        return stmt.where(table.c.case_id == sa.bindparam("case_id"), party_of_peer(table))
     if "seized_item_id" in table.c:
         return stmt.where(
             table.c.seized_item_id.in_(
@@ -90,12 +100,12 @@ def _rows_of(table: sa.Table) -> sa.Select[Any]:
         )
     assert "request_id" in table.c, table.name
     requests = sa.select(REQUESTS.c.id).where(
-        REQUESTS.c.case_id == sa.bindparam("case_id"), _party_of_peer(REQUESTS)
+        REQUESTS.c.case_id == sa.bindparam("case_id"), party_of_peer(REQUESTS)
     )
     return stmt.where(table.c.request_id.in_(requests))
 
 
-def _party_of_peer(requests: sa.Table) -> sa.ColumnElement[bool]:
+def party_of_peer(requests: sa.Table) -> sa.ColumnElement[bool]:
     return sa.or_(
         requests.c.from_agency_id.in_(_peer_agencies()), requests.c.to_agency_id.in_(_peer_agencies())
     )
@@ -246,18 +256,22 @@ def _delete_under(table: sa.Table) -> sa.Delete:
     """Delete the rows of `table` under the case `:case_id` (all, not a peer's share)."""
     if table is CASES:
         return sa.delete(CASES).where(CASES.c.id == sa.bindparam("case_id"))
+    requests = sa.select(REQUESTS.c.id).where(REQUESTS.c.case_id == sa.bindparam("case_id"))
+    if table is ATTACHMENTS:
+        return sa.delete(table).where(
+            sa.or_(table.c.case_id == sa.bindparam("case_id"), table.c.request_id.in_(requests))
+        )
     if "case_id" in table.c:
         return sa.delete(table).where(table.c.case_id == sa.bindparam("case_id"))
     if "seized_item_id" in table.c:
         items = sa.select(ITEMS.c.id).where(ITEMS.c.case_id == sa.bindparam("case_id"))
         return sa.delete(table).where(table.c.seized_item_id.in_(items))
-    requests = sa.select(REQUESTS.c.id).where(REQUESTS.c.case_id == sa.bindparam("case_id"))
     return sa.delete(table).where(table.c.request_id.in_(requests))
 
 
 async def withdraw(tx: Tx, case_id: uuid.UUID) -> None:
-    """Delete a mirror and everything under it, children first."""
-    await tx.execute(_delete_under(ATTACHMENTS), {"case_id": case_id})
+    """Delete a mirror and everything under it, children first. The files its
+    attachments named stay until `caseapi storage sweep` finds no row names them."""
     for table in reversed(MIRRORED):
         await tx.execute(_delete_under(table), {"case_id": case_id})
 
@@ -342,8 +356,20 @@ def _check_scope(case_id: uuid.UUID, rows: dict[str, list[dict[str, Any]]]) -> N
     for table in MIRRORED[1:]:
         inner = [fk for fk in table.foreign_keys if fk.column.table in MIRRORED[1:]]
         for row in rows[table.name]:
-            if row.get("case_id", case_id) != case_id or any(
+            # An attachment of a request's message has no case_id; its request is the snapshot's.
+            if row.get("case_id", case_id) not in (case_id, None) or any(
                 row[fk.parent.name] is not None and row[fk.parent.name] not in ids[fk.column.table.name]
                 for fk in inner
             ):
                 raise beyond_authority(f"a {table.name} row outside case {case_id}")
+
+
+def files_named(rows: dict[str, Any]) -> dict[uuid.UUID, tuple[str, int]]:
+    """The files a snapshot's attachments name: attachment id -> (sha256, size), checked."""
+    files = {}
+    for row in listed(rows.get(ATTACHMENTS.name), "attachments") if isinstance(rows, dict) else []:
+        attachment = decode(ATTACHMENTS, row)
+        if not SHA256.fullmatch(attachment["sha256"]) or attachment["size"] < 0:
+            raise MalformedDelivery("an attachment without a valid sha256 and size")
+        files[attachment["id"]] = (attachment["sha256"], attachment["size"])
+    return files

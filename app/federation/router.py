@@ -1,6 +1,7 @@
 """What an instance shows its peers: who it is (open), and, to a signed
 request of a peer only, the agencies it hosts."""
 
+import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -10,13 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.agencies.models import AgencyPublic
+from app.attachments.service import claim_for_upload
 from app.auth.deps import Admin
 from app.core.config import ConfigError, Settings
 from app.core.deps import DatabaseDep, WriteUnitDep
 from app.core.errors import AppError
 from app.core.http import StrictJSONRoute, ok, public
+from app.federation import files, service, signatures
 from app.federation import forward as forwarding
-from app.federation import service, signatures
 from app.federation.identity import Identity, identity
 from app.federation.mirror import MalformedDelivery
 from app.federation.models import AgencyDirectory, InstanceDocument, PeerList
@@ -95,15 +97,47 @@ async def agencies(request: Request, tx: WriteUnitDep, signed: Signed) -> Respon
     operation_id="federation.deliveries",
     include_in_schema=False,
 )
-async def deliveries(request: Request, tx: WriteUnitDep, signed: Signed) -> Response:
+async def deliveries(request: Request, db: DatabaseDep, signed: Signed) -> Response:
     """Only for a request signed by a peer: the cases it is the home of, as this instance's agencies may
     hold them, or their withdrawal. Applied whole or not at all (403 beyond the sender's authority, 422
-    malformed); answered with a receipt signed by this instance's key.
+    malformed, 502 when a file its attachments name cannot be fetched from the home); answered with a
+    receipt signed by this instance's key.
     """
     me = _identity(request)
-    sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
-    receipt = await service.receive(tx, me, sender, signed.body)
+    async with db.transaction() as tx:
+        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+    delivery = service.parse_delivery(me, sender, signed.body)
+    storage = request.app.state.storage
+    staged = []
+    if delivery.new_to(sender):
+        await claim_for_upload(db, storage)
+        staged = await files.fetch(me, sender, storage, delivery.cases)
+    try:
+        async with db.transaction() as tx:
+            receipt = await service.receive(tx, me, sender, delivery)
+    except BaseException:
+        files.discard(staged)
+        raise
+    await files.place_all(storage, staged)
     return ok({"receipt": signatures.sign_receipt(me, receipt)})
+
+
+@router.get(
+    "/attachments/{attachment_id}/content",
+    summary="The file of an attachment of a mirrored case (to peers)",
+    operation_id="federation.attachment_content",
+    include_in_schema=False,
+)
+async def attachment_content(
+    request: Request, db: DatabaseDep, signed: Signed, attachment_id: uuid.UUID
+) -> Response:
+    """Only for a request signed by a peer entitled to the attachment's case (or request): its bytes.
+    404 for anything else, exactly as for an attachment that does not exist.
+    """
+    _identity(request)
+    async with db.transaction() as tx:
+        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+    return await files.serve(db, request.app.state.storage, sender.instance_id, attachment_id)
 
 
 @router.get(

@@ -4,6 +4,7 @@ the signed requests peers send."""
 import functools
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -297,10 +298,21 @@ _SET_RECEIVED = (
 )
 
 
-async def receive(tx: Tx, me: Identity, sender: Row, body: bytes) -> dict[str, Any]:
-    """Apply a delivery `sender` signed (authenticate() checked it), once, in
-    `tx`; the content of its receipt. A delivery already applied (the sender
-    did not get the receipt) is acknowledged again without being applied."""
+@dataclass(frozen=True)
+class Received:
+    """A delivery as its sender signed it, checked for shape and addressing."""
+
+    body: bytes
+    from_seq: int
+    to_seq: int
+    cases: list[Any]
+
+    def new_to(self, sender: Row) -> bool:
+        """Not applied yet, as far as `sender`'s row (read outside the applying transaction) says."""
+        return bool(self.to_seq > sender.received_seq)
+
+
+def parse_delivery(me: Identity, sender: Row, body: bytes) -> Received:
     try:
         delivery = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -313,10 +325,23 @@ async def receive(tx: Tx, me: Identity, sender: Row, body: bytes) -> dict[str, A
         raise mirror.MalformedDelivery("from_seq lies after to_seq")
     if delivery.get("instance_id") != sender.instance_id or delivery.get("to") != me.instance_id:
         raise mirror.beyond_authority("the delivery names other instances than its signer and this one")
-    applied = to_seq > sender.received_seq
+    return Received(body, from_seq, to_seq, cases)
+
+
+_RECEIVED_SEQ = (
+    sa.select(PEERS.c.received_seq).where(PEERS.c.instance_id == sa.bindparam("peer_id")).with_for_update()
+)
+
+
+async def receive(tx: Tx, me: Identity, sender: Row, delivery: Received) -> dict[str, Any]:
+    """Apply a delivery `sender` signed (authenticate() checked it), once, in
+    `tx`; the content of its receipt. A delivery already applied (the sender
+    did not get the receipt) is acknowledged again without being applied."""
+    from_seq, to_seq = delivery.from_seq, delivery.to_seq
+    applied = to_seq > (await tx.scalar(_RECEIVED_SEQ, {"peer_id": sender.instance_id}) or 0)
     held, withdrawn = [], []
     if applied:
-        for case in cases:
+        for case in delivery.cases:
             case_id = _case_id(case)
             if case.get("withdrawn") is True:
                 if await mirror.held_case(tx, sender.instance_id, case_id):
@@ -333,7 +358,7 @@ async def receive(tx: Tx, me: Identity, sender: Row, body: bytes) -> dict[str, A
         "home_instance": sender.instance_id,
         "from_seq": from_seq,
         "to_seq": to_seq,
-        "content_digest": content_digest(body),
+        "content_digest": content_digest(delivery.body),
         "applied": applied,
         "received_at": utcnow().isoformat(),
     }

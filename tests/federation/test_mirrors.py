@@ -271,3 +271,44 @@ def test_a_mirror_reaches_a_peer_that_was_down_and_a_home_that_restarted(
         eventually(lambda location=location: status_of(ua, f"/locations/{location['id']}") == 200, timeout=60)
     assert eventually(lambda: kz.ok("GET", "/federation/peers")["items"][0]["pending"] == 0, timeout=60)
     assert "caseapi_federation_pending" in httpx.get(f"{kz_i.url}/metrics").text
+
+
+def test_attachments_files_travel_with_the_mirror(kz_ua: tuple[Instance, Instance]) -> None:
+    kz_i, ua_i = kz_ua
+    kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
+    case = shared_case(kz, ua)
+    content = b"phone-number database export\n" * 5000
+    uploaded = kz.ok(
+        "POST",
+        f"/cases/{case['id']}/attachments",
+        params={"filename": "numbers.csv"},
+        content=content,
+        headers={"Content-Type": "text/csv"},
+    )
+    eventually(lambda: status_of(ua, f"/attachments/{uploaded['id']}") == 200)
+    assert ua.ok("GET", f"/attachments/{uploaded['id']}") == uploaded
+    download = ua("GET", f"/attachments/{uploaded['id']}/content")
+    assert download.status_code == 200 and download.content == content
+    # A file is added where its case lives: through a mirror, the answer says so.
+    refused = ua(
+        "POST",
+        f"/cases/{case['id']}/attachments",
+        params={"filename": "more.csv"},
+        content=b"x",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert refused.status_code == 409 and "kz.caseapi" in refused.json()["detail"]
+    # A peer is served only the files of cases it may hold.
+    private = a_case(kz, reference="KZ-FILES", handling_code="TLP:RED")
+    hidden = kz.ok(
+        "POST",
+        f"/cases/{private['id']}/attachments",
+        params={"filename": "secret.txt"},
+        content=b"secret",
+        headers={"Content-Type": "text/plain"},
+    )
+    url = f"{kz_i.url}{API}/federation/attachments/{hidden['id']}/content"
+    assert httpx.get(url, headers=signatures.sign(ua_i.identity, "GET", url, b"")).status_code == 404
+    url = f"{kz_i.url}{API}/federation/attachments/{uploaded['id']}/content"
+    shared = httpx.get(url, headers=signatures.sign(ua_i.identity, "GET", url, b""))
+    assert shared.status_code == 200 and shared.content == content
