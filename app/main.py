@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(
                 Deliverer(application.state.database, identity(settings), settings, metrics).run(stop)
             )
-            if settings.instance_id is not None
+            if settings.instance_id is not None and settings.federation_delivery
             else None
         )
         yield

@@ -110,12 +110,14 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     # Keys are looked up on every request, so that a test may revoke one and
     # expect 401 at once; tests/auth covers the cache itself.
-    # Webhook tests drive delivery themselves (tests/webhooks), hit/no-hit tests their notices (tests/hits).
+    # Webhook tests drive delivery themselves (tests/webhooks), hit/no-hit tests their notices (tests/hits);
+    # federation is tested between served instances (tests/federation).
     return Settings(
         database_url=database_url,
         auth_cache_seconds=0,
         webhook_delivery=False,
         hit_notices=False,
+        federation_delivery=False,
         storage_dir=tmp_path_factory.mktemp("files"),
         # An instance that federates, as a production one may (tests/federation peers real ones).
         instance_id="tests.caseapi",

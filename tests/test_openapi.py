@@ -91,6 +91,7 @@ OPERATION_IDS = {
     ("GET", "/health"): "health.live",
     ("GET", "/health/ready"): "health.ready",
     ("GET", "/federation/instance"): "federation.instance",
+    ("GET", "/federation/peers"): "federation.peers",
 }
 
 

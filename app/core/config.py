@@ -150,6 +150,13 @@ class Settings(BaseSettings):
             "0600); share it between the hosts of one instance, never in the database"
         ),
     )
+    federation_delivery: bool = Field(
+        default=True,
+        description=(
+            "`caseapi serve` workers of a federating instance deliver its cases to the peers "
+            "that mirror them; `false` stops delivery (the peers' `pending` grows)"
+        ),
+    )
     federation_poll_seconds: float = Field(
         default=0.25,
         gt=0,

@@ -337,14 +337,10 @@ async def search_hits(
             if row.full
             else None
         )
-        matches[key].append(
-            HitMatch(
-                access="full" if row.full else "summary",
-                case=case,
-                identifier=identifier,
-                home_instance=row.home_instance,
-            )
-        )
+        match = HitMatch(access="full" if row.full else "summary", case=case, identifier=identifier)
+        if row.home_instance is not None:  # a mirror's case (federation); unset, the field is left out
+            match.home_instance = row.home_instance
+        matches[key].append(match)
     results = [
         HitResult(kind=kind, normalized=norm, hit=bool(matches[(kind, norm)]), matches=matches[(kind, norm)])
         for kind, norm in keys
@@ -360,8 +356,10 @@ def with_peers(results: HitResults, remote: list[list[HitMatch]], answers: list[
     for result, matches in zip(results.items, remote, strict=True):
         seen = {match.case.id for match in result.matches}
         added = [match for match in matches if match.case.id not in seen]
+        # In a federated answer every match names its home, null for this instance.
+        local = [match.model_copy(update={"home_instance": match.home_instance}) for match in result.matches]
         items.append(
-            result.model_copy(update={"matches": result.matches + added, "hit": result.hit or bool(added)})
+            result.model_copy(update={"matches": local + added, "hit": result.hit or bool(added)})
         )
     return HitResults(items=items, peers=answers)
 
