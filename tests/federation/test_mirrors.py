@@ -137,6 +137,9 @@ def test_a_case_reaches_the_instance_of_a_participant_with_the_same_ids_and_vers
         )
     )
     assert shared["full_name"] == "Someone Named" and shared["personal_data_redacted"] is False
+    # The disclosure is audited where it happened: on the mirror's instance.
+    disclosed = ua.ok("GET", "/audit", params={"action": "personal_data.disclosed"})["items"]
+    assert disclosed and {entry["agency_id"] for entry in disclosed} == {ua.agency_id("UA-LE")}
 
 
 def test_a_mirror_is_withdrawn_when_its_instance_stops_qualifying(kz_ua: tuple[Instance, Instance]) -> None:
