@@ -28,7 +28,8 @@ from app.attachments.storage import SHA256
 from app.cases.models import Case, HandlingCode
 from app.core.db import UTCDateTime, table_of
 from app.core.errors import AppError
-from app.core.uow import Statements, Tx
+from app.core.journal import CLI, record
+from app.core.uow import Row, Statements, Tx
 from app.detainees.models import PERSONAL_FIELDS, Detainee
 from app.evidence.models import CustodyEvent, SeizedItem
 from app.identifiers.models import Identifier
@@ -252,21 +253,29 @@ async def held_case(tx: Tx, sender: str, case_id: uuid.UUID) -> bool:
 
 
 @functools.cache
+def _under(table: sa.Table) -> sa.Select[Any]:
+    """The rows of `table` under the case `:case_id` held here (all, not a peer's share)."""
+    return sa.select(table).where(_under_case(table))
+
+
+@functools.cache
 def _delete_under(table: sa.Table) -> sa.Delete:
-    """Delete the rows of `table` under the case `:case_id` (all, not a peer's share)."""
+    return sa.delete(table).where(_under_case(table))
+
+
+def _under_case(table: sa.Table) -> sa.ColumnElement[bool]:
+    """Which rows of `table` are under the case `:case_id`."""
+    case_id: sa.BindParameter[uuid.UUID] = sa.bindparam("case_id")
     if table is CASES:
-        return sa.delete(CASES).where(CASES.c.id == sa.bindparam("case_id"))
-    requests = sa.select(REQUESTS.c.id).where(REQUESTS.c.case_id == sa.bindparam("case_id"))
+        return CASES.c.id == case_id
+    requests = sa.select(REQUESTS.c.id).where(REQUESTS.c.case_id == case_id)
     if table is ATTACHMENTS:
-        return sa.delete(table).where(
-            sa.or_(table.c.case_id == sa.bindparam("case_id"), table.c.request_id.in_(requests))
-        )
+        return sa.or_(table.c.case_id == case_id, table.c.request_id.in_(requests))
     if "case_id" in table.c:
-        return sa.delete(table).where(table.c.case_id == sa.bindparam("case_id"))
+        return table.c.case_id == case_id
     if "seized_item_id" in table.c:
-        items = sa.select(ITEMS.c.id).where(ITEMS.c.case_id == sa.bindparam("case_id"))
-        return sa.delete(table).where(table.c.seized_item_id.in_(items))
-    return sa.delete(table).where(table.c.request_id.in_(requests))
+        return table.c.seized_item_id.in_(sa.select(ITEMS.c.id).where(ITEMS.c.case_id == case_id))
+    return table.c.request_id.in_(requests)
 
 
 async def withdraw(tx: Tx, case_id: uuid.UUID) -> None:
@@ -330,7 +339,9 @@ async def hold(tx: Tx, sender: str, case_id: uuid.UUID, rows: Any) -> int:
     if not case["share_personal_data"]:
         for detainee in decoded[DETAINEES.name]:
             detainee.update(dict.fromkeys(PERSONAL_FIELDS))
+    before: dict[str, list[Row]] = {}
     if await held_case(tx, sender, case_id):
+        before = {table.name: await tx.all(_under(table), {"case_id": case_id}) for table in MIRRORED}
         await withdraw(tx, case_id)
     try:
         for table in MIRRORED:
@@ -338,7 +349,61 @@ async def hold(tx: Tx, sender: str, case_id: uuid.UUID, rows: Any) -> int:
     except IntegrityError:
         # An id held here by another record, or an agency the snapshot does not name.
         raise beyond_authority(f"case {case_id} names records that are not its own") from None
+    _record_events(
+        tx, case_id, {name: [row._asdict() for row in rows] for name, rows in before.items()}, decoded
+    )
     return sum(len(table_rows) for table_rows in decoded.values())
+
+
+# How the home's feed names a change of each table's rows: (event type prefix, resource type).
+_EVENT_NAMES = {
+    "information_request": ("request", "information_request"),
+    "attachment": ("attachment", "attachment"),
+}
+
+
+def _record_events(
+    tx: Tx,
+    case_id: uuid.UUID,
+    before: dict[str, list[dict[str, Any]]],
+    after: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The mirror's feed: what the snapshot added, changed (a new version) or
+    removed, as the home's feed said it, so that its agencies follow a mirrored
+    case as a local one (GET /events, webhooks). Not audited one by one: the
+    delivery's `federation.received` entry covers them."""
+    requests = {row["id"]: row for rows in (before, after) for row in rows.get(REQUESTS.name, [])}
+    created, deleted = [], []
+    for table in MIRRORED:
+        old = {_key(row): row for row in before.get(table.name, [])}
+        new = {_key(row): row for row in after[table.name]}
+        for key, row in new.items():
+            if key not in old:
+                created.append((table, "created", key, row))
+            elif row.get("version") != old[key].get("version"):
+                created.append((table, "updated", key, row))
+        deleted += [(table, "deleted", key, row) for key, row in old.items() if key not in new]
+    for table, what, key, row in created + deleted[::-1]:
+        prefix, resource_type = _EVENT_NAMES.get(table.name, (table.name, table.name))
+        request = requests.get(row["id"] if table is REQUESTS else row.get("request_id"))
+        if table is ATTACHMENTS and request is not None:
+            resource_type = "message_attachment"
+        record(
+            tx,
+            CLI,
+            action=f"{prefix}.{what}",
+            resource_type=resource_type,
+            resource_id=key,
+            # A request's records are its two agencies' only, as at home (app.requests.service).
+            case_id=None if request is not None else case_id,
+            request_parties=(request["from_agency_id"], request["to_agency_id"]) if request else None,
+            audit=False,
+        )
+
+
+def _key(row: dict[str, Any]) -> uuid.UUID:
+    """A row's id; a participant is known by its agency."""
+    return row["id"] if "id" in row else row["agency_id"]  # type: ignore[no-any-return]
 
 
 def listed(value: Any, what: str) -> list[Any]:

@@ -358,9 +358,7 @@ def with_peers(results: HitResults, remote: list[list[HitMatch]], answers: list[
         added = [match for match in matches if match.case.id not in seen]
         # In a federated answer every match names its home, null for this instance.
         local = [match.model_copy(update={"home_instance": match.home_instance}) for match in result.matches]
-        items.append(
-            result.model_copy(update={"matches": local + added, "hit": result.hit or bool(added)})
-        )
+        items.append(result.model_copy(update={"matches": local + added, "hit": result.hit or bool(added)}))
     return HitResults(items=items, peers=answers)
 
 

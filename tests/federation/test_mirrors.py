@@ -113,6 +113,9 @@ def test_a_case_reaches_the_instance_of_a_participant_with_the_same_ids_and_vers
         k: v for k, v in home.items() if k != "home_instance"
     }
     assert ua.ok("GET", f"/seized-items/{item['id']}")["version"] == item["version"]
+    # Its agencies follow it in their own instance's feed, as a local case.
+    events = {(e["type"], e["resource_id"]) for e in ua.ok("GET", "/events", params={"limit": 100})["items"]}
+    assert {("case.created", case["id"]), ("seized_item.created", item["id"])} <= events
     assert ua.ok("GET", f"/locations/{location['id']}")["label"] == "Office in Kyiv"
     # Personal data stayed home, even for a personal_data key that states its purpose.
     held = ua.ok("GET", f"/detainees/{detainee['id']}", headers={"X-Purpose": "joint investigation"})
