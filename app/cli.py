@@ -281,10 +281,12 @@ def cmd_peer_list(_: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_peer_remove(args: argparse.Namespace, settings: Settings) -> None:
     try:
-        _run(settings, lambda tx: federation.remove_peer(tx, args.instance_id))
+        withdrawn = _run(settings, lambda tx: federation.remove_peer(tx, args.instance_id))
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
     print(f"peer {args.instance_id} removed: its signed requests are refused from now on")
+    if withdrawn:
+        print(f"mirrors of its cases deleted here: {withdrawn}")
 
 
 def cmd_deliver(args: argparse.Namespace, settings: Settings) -> None:

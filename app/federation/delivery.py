@@ -354,7 +354,9 @@ class Deliverer:
         async with self._client() as http:
             while not stop.is_set():
                 try:
-                    await self.run_once(http)
+                    # A peer catching up takes its next batch at once.
+                    if await self.run_once(http):
+                        continue
                 except Exception as exc:  # the loop outlives a database restart
                     reason = database_reason(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else repr(exc)
                     log.error("federation_deliverer_error: %s", reason)

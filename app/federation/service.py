@@ -123,10 +123,30 @@ async def peer_status(db: Statements, peer: Row) -> PeerStatus:
 _REMOVE_PEER = sa.delete(PEERS).where(PEERS.c.instance_id == sa.bindparam("instance_id"))
 
 
-async def remove_peer(tx: Tx, instance_id: str) -> None:
-    """Forget a peer; its nonces go with it (ON DELETE CASCADE)."""
+_MIRRORS_OF = sa.select(mirror.CASES.c.id).where(mirror.CASES.c.home_instance == sa.bindparam("home"))
+
+
+async def remove_peer(tx: Tx, instance_id: str) -> int:
+    """Forget a peer; its nonces and the record of what it mirrors go with it
+    (ON DELETE CASCADE), and so do the mirrors of its cases held here: they
+    could no longer be kept up to date nor written through. How many went."""
     if not await tx.execute(_REMOVE_PEER, {"instance_id": instance_id}):
         raise PeerError(f"no peer {instance_id}")
+    mirrors = await tx.all(_MIRRORS_OF, {"home": instance_id})
+    for case in mirrors:
+        await mirror.withdraw(tx, case.id)
+    if mirrors:
+        record(
+            tx,
+            CLI,
+            action="federation.withdrawn",
+            resource_type="peer",
+            resource_id=None,
+            case_id=None,
+            emit_event=False,
+            detail={"peer": instance_id, "cases": [str(case.id) for case in mirrors]},
+        )
+    return len(mirrors)
 
 
 async def authenticate(tx: Tx, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes) -> Row:

@@ -318,3 +318,13 @@ def test_attachments_files_travel_with_the_mirror(kz_ua: tuple[Instance, Instanc
     url = f"{kz_i.url}{API}/federation/attachments/{uploaded['id']}/content"
     shared = httpx.get(url, headers=signatures.sign(ua_i.identity, "GET", url, b""))
     assert shared.status_code == 200 and shared.content == content
+
+
+def test_removing_a_home_peer_deletes_the_mirrors_of_its_cases(kz_ua: tuple[Instance, Instance]) -> None:
+    kz_i, ua_i = kz_ua
+    kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
+    case = shared_case(kz, ua)
+    lines = ua_i.cli("peer", "remove", "kz.caseapi").stdout.splitlines()
+    assert lines[-1] == "mirrors of its cases deleted here: 1"
+    assert status_of(ua, f"/cases/{case['id']}") == 404
+    assert [e["detail"]["cases"] for e in audited(ua_i, "federation.withdrawn")] == [[case["id"]]]
