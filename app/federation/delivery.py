@@ -44,6 +44,7 @@ from app.core.uow import Database, Row, Statements, Tx
 from app.federation import mirror, signatures
 from app.federation.identity import Identity, key_of
 from app.federation.models import Peer, PeerMirror
+from app.requests.models import RequestMessage
 
 log = logging.getLogger("caseapi.federation")
 
@@ -52,6 +53,9 @@ PEERS = table_of(Peer)
 MIRRORS = table_of(PeerMirror)
 EVENTS = table_of(Event)
 CASES = mirror.CASES
+AGENCIES = mirror.AGENCIES
+REQUESTS = mirror.REQUESTS
+MESSAGES = table_of(RequestMessage)
 BATCH = 500  # events read per delivery
 # Rows one delivery holds at most, unless its first case alone holds more.
 ROWS_PER_DELIVERY = 20_000
@@ -123,8 +127,30 @@ class Delivery:
         return [case["id"] for case in self.cases if case.get("withdrawn")]
 
 
+_PEER_AGENCIES = sa.select(AGENCIES.c.id).where(AGENCIES.c.home_instance == sa.bindparam("peer"))
+_CASE_OF_REQUEST = (
+    sa.select(REQUESTS.c.case_id).where(REQUESTS.c.id == EVENTS.c.resource_id).scalar_subquery()
+)
+_CASE_OF_MESSAGE = (
+    sa.select(REQUESTS.c.case_id)
+    .join(MESSAGES, MESSAGES.c.request_id == REQUESTS.c.id)
+    .where(MESSAGES.c.id == EVENTS.c.resource_id)
+    .scalar_subquery()
+)
+_PARTY_OF_PEER = sa.or_(
+    EVENTS.c.request_from_agency_id.in_(_PEER_AGENCIES), EVENTS.c.request_to_agency_id.in_(_PEER_AGENCIES)
+)
+# The case an event changes for the peer `:peer`. The events of an information
+# request carry no case_id (only its two agencies see them): its case is the
+# request's, and only for a peer hosting one of the two (no other holds it).
+CASE_OF_EVENT = sa.case(
+    (EVENTS.c.case_id.is_not(None), EVENTS.c.case_id),
+    (sa.and_(EVENTS.c.resource_type == "information_request", _PARTY_OF_PEER), _CASE_OF_REQUEST),
+    (sa.and_(EVENTS.c.resource_type == "request_message", _PARTY_OF_PEER), _CASE_OF_MESSAGE),
+    else_=sa.null(),
+)
 _EVENTS_AFTER = (
-    sa.select(EVENTS.c.seq, EVENTS.c.case_id)
+    sa.select(EVENTS.c.seq, CASE_OF_EVENT.label("case_id"))
     .where(EVENTS.c.seq > sa.bindparam("after"))
     .order_by(EVENTS.c.seq)
     .limit(BATCH)
@@ -139,7 +165,7 @@ async def build(db: Database, me: str, peer: Row) -> Delivery:
     """The next delivery to `peer`, from the events after its cursor. Its
     cases are read in one repeatable-read transaction (SQLite's transactions
     always are): each snapshot is the state after every event it covers."""
-    events = await db.all(_EVENTS_AFTER, {"after": peer.delivered_seq})
+    events = await db.all(_EVENTS_AFTER, {"after": peer.delivered_seq, "peer": peer.instance_id})
     if not events:
         return Delivery(peer.delivered_seq + 1, peer.delivered_seq)
     first_seen: dict[uuid.UUID, int] = {}
@@ -377,10 +403,10 @@ _PENDING = (
     .where(
         EVENTS.c.seq > sa.bindparam("after"),
         sa.or_(
-            EVENTS.c.case_id.in_(
+            CASE_OF_EVENT.in_(
                 sa.select(MIRRORS.c.case_id).where(MIRRORS.c.instance_id == sa.bindparam("peer"))
             ),
-            sa.exists().where(CASES.c.id == EVENTS.c.case_id, mirror.qualifies()),
+            sa.exists().where(CASES.c.id == CASE_OF_EVENT, mirror.qualifies()),
         ),
     )
 )

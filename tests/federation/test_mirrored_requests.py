@@ -1,0 +1,44 @@
+"""Information requests in a mirrored case reach the mirror as they change.
+
+Their events carry no case_id (only the two agencies see them, app.requests
+.service), so the deliverer finds their case through the request itself.
+"""
+
+import httpx
+
+from tests.federation.conftest import Instance
+from tests.federation.test_mirrors import Api, eventually, shared_case, status_of
+
+
+def test_a_request_in_a_mirrored_case_and_its_changes_reach_the_mirror(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    kz_i, ua_i = kz_ua
+    kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
+    case = shared_case(kz, ua)
+    # Ukraine asks through its own instance: the request is made at the case's home...
+    sent = ua.ok(
+        "POST",
+        "/requests",
+        json={
+            "to_agency_id": ua.agency_id("KZ-MVD"),
+            "case_id": case["id"],
+            "subject": "Phone numbers in the seized databases",
+            "body": "Which operators registered them?",
+        },
+    )
+    assert kz.ok("GET", f"/requests/{sent['id']}")["status"] == "sent"
+    # ... and reaches the mirror, though nothing else in the case changed.
+    eventually(lambda: status_of(ua, f"/requests/{sent['id']}") == 200)
+
+    # Kazakhstan acknowledges and answers at home: both reach the mirror.
+    kz.ok("PATCH", f"/requests/{sent['id']}", json={"status": "acknowledged"}, headers={"If-Match": '"1"'})
+    message = kz.ok("POST", f"/requests/{sent['id']}/messages", json={"body": "Looking into it."})
+
+    def answered() -> bool:
+        held: httpx.Response = ua("GET", f"/requests/{sent['id']}/messages")
+        return held.status_code == 200 and [m["id"] for m in held.json()["items"]] == [message["id"]]
+
+    eventually(answered)
+    assert ua.ok("GET", f"/requests/{sent['id']}")["status"] == "acknowledged"
+    assert [p["pending"] for p in kz.ok("GET", "/federation/peers")["items"]] == [0]
