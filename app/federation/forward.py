@@ -5,13 +5,15 @@ rules (HeldElsewhere), its transaction rolled back, and the request sent to
 the case's home, signed, naming the calling agency, its client and scopes:
 method, path, query, body and the headers the home's rules read (If-Match,
 Idempotency-Key, X-Purpose). The home checks that the sender hosts that
-agency and that the agency takes part in the case, then answers the request
+agency and that the agency takes part in the case, and that the request is
+a write a mirror forwards (in a case, never with `admin`), then answers it
 as if the agency had called it there, with its own rules, and its answer is
 the caller's. The change reaches the mirror by delivery. A home that cannot
 be reached: 503 with Retry-After, and nothing is stored on either side.
 """
 
 import base64
+import re
 import uuid
 from typing import Any
 
@@ -41,6 +43,16 @@ ANSWERED_HEADERS = ("content-type", "etag", "location", "retry-after")
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 FORWARD_TIMEOUT = httpx.Timeout(30.0)
 RETRY_AFTER = "5"
+# The scopes a peer's agency acts with here: `admin` manages an instance's own
+# agencies and webhooks, which a peer's agency never does at another's home.
+REMOTE_SCOPES = frozenset({Scope.read.value, Scope.write.value, Scope.personal_data.value})
+# The writes a mirror forwards: on a case or a record that lies under one (the
+# home's rules find which, and whether the agency may write there), or a new
+# information request whose body names its case. Nothing else reaches a mirror.
+_IN_A_CASE = re.compile(
+    r"/api/v1/(?:cases|seized-items|locations|detainees|identifiers|attachments|requests)/[^/]+(?:/.*)?"
+)
+_NEW_REQUEST = ("POST", "/api/v1/requests")
 # The namespace of the client ids a home gives a peer's clients: derived, so
 # that a peer can never act as a client of the home, nor use its idempotency keys.
 _REMOTE_CLIENTS = uuid.UUID("6d1f0c1e-8f1e-4d4f-9a56-6a4f2b1e7c10")
@@ -127,13 +139,12 @@ async def remote_principal(db: Statements, sender: Row, envelope: dict[str, Any]
     if agency is None or agency.home_instance != sender.instance_id:
         raise mirror.beyond_authority(f"{sender.instance_id} does not host this agency")
     scopes = field(envelope, "scopes", list)
-    known = {scope.value for scope in Scope}
     client = uuid.uuid5(_REMOTE_CLIENTS, f"{sender.instance_id}/{_uuid(envelope, 'client_id')}")
     return Principal(
         client_id=client,
         agency_id=agency.id,
         parent_agency_id=agency.parent_id,
-        scopes=frozenset(scope for scope in scopes if scope in known),
+        scopes=frozenset(scope for scope in scopes if scope in REMOTE_SCOPES),
     )
 
 
@@ -145,6 +156,22 @@ async def principal_of(db: Statements, sender: Row, envelope: dict[str, Any]) ->
     if await db.first(_TAKES_PART, {"case_id": case_id, "agency_id": principal.agency_id}) is None:
         raise mirror.beyond_authority(f"this agency does not take part in case {case_id}")
     return principal
+
+
+def _require_in_a_case(method: str, path: str, body: bytes) -> None:
+    """403 unless the request is a write a mirror forwards (_IN_A_CASE): a new
+    case, a bundle, an agency, a subscription or a request outside a case would
+    be a record of this instance's own, made by a peer."""
+    if _IN_A_CASE.fullmatch(path) is not None:
+        return
+    if (method, path) == _NEW_REQUEST:
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            request = None
+        if isinstance(request, dict) and request.get("case_id") is not None:
+            return
+    raise mirror.beyond_authority(f"{method} {path} is not a write in a case")
 
 
 async def answer(request: Request, principal: Principal, envelope: dict[str, Any]) -> Response:
@@ -159,6 +186,7 @@ async def answer(request: Request, principal: Principal, envelope: dict[str, Any
         body = base64.b64decode(field(envelope, "body", str), validate=True)
     except ValueError:
         raise mirror.MalformedDelivery("the forwarded body is not base64") from None
+    _require_in_a_case(method, path, body)
     headers = [
         (name.encode(), str(value).encode("latin-1", "replace"))
         for name, value in forwarded.items()

@@ -1,0 +1,66 @@
+"""A forwarded write is a write in a case, by a peer's agency that takes part in
+it, never with `admin`: a peer cannot make the home's own records (a case, an
+agency, a webhook, a bundle, a request outside any case) through /forward."""
+
+import base64
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.federation.conftest import Instance
+from tests.federation.test_hostile_peers import post_signed, refused
+from tests.federation.test_mirrors import API, Api, shared_case
+
+FORWARD = "/api/v1/federation/forward"
+
+
+def forward(
+    sender: Instance, home: Instance, agency_id: str, case_id: str, path: str, body: Any, scopes: list[str]
+) -> httpx.Response:
+    envelope = {
+        "case_id": case_id,
+        "agency_id": agency_id,
+        "client_id": str(uuid.uuid4()),
+        "scopes": scopes,
+        "method": "POST",
+        "path": path,
+        "query": "",
+        "headers": {"content-type": "application/json"},
+        "body": base64.b64encode(orjson.dumps(body)).decode(),
+    }
+    return post_signed(sender, home.url + FORWARD, envelope)
+
+
+def test_a_peer_cannot_make_the_homes_own_records_through_a_forwarded_write(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    kz_i, ua_i = kz_ua
+    kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
+    case = shared_case(kz, ua)
+    ua_le, kz_mvd = ua.agency_id("UA-LE"), ua.agency_id("KZ-MVD")
+    all_scopes = ["read", "write", "personal_data", "admin"]
+
+    def sent(path: str, body: Any) -> httpx.Response:
+        return forward(ua_i, kz_i, ua_le, case["id"], f"{API}{path}", body, all_scopes)
+
+    agencies = kz.ok("GET", "/agencies")["items"]
+    # `admin` never travels: an agency under Ukraine's, made at Kazakhstan's home, is refused.
+    assert "not a write in a case" in refused(
+        sent("/agencies", {"code": "UA-LE-UNIT", "name": "Unit", "kind": "police"}), 403
+    )
+    refused(sent("/subscriptions", {"url": "https://hooks.example.org/caseapi"}), 403)
+    # Nor a case of its own at the other's home, nor a request outside any case.
+    refused(sent("/cases", {"reference": "UA-OWN", "title": "Made at the wrong home"}), 403)
+    outside = {"to_agency_id": kz_mvd, "subject": "Outside", "body": "Outside any case."}
+    refused(sent("/requests", outside), 403)
+    assert kz.ok("GET", "/agencies")["items"] == agencies
+    assert [c["id"] for c in kz.ok("GET", "/cases")["items"]] == [case["id"]]
+    assert kz.ok("GET", "/requests")["items"] == []
+
+    # Within the case, the same agency's writes are made, without `admin`.
+    made = sent("/requests", outside | {"case_id": case["id"]})
+    assert made.status_code == 201, made.text
+    located = sent(f"/cases/{case['id']}/locations", {"label": "Kyiv"})
+    assert located.status_code == 201, located.text
