@@ -1,13 +1,20 @@
 """The `caseapi` command. Thin: each command calls a service in one transaction."""
 
 import argparse
+import contextlib
 import errno
+import fcntl
+import functools
+import itertools
 import json
 import os
 import socket
 import sys
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import sqlalchemy as sa
@@ -15,7 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from app import seed
+from app import seed, supervisor
 from app.agencies import service as agencies
 from app.agencies.models import AgencyCreate, AgencyKind
 from app.attachments import service as attachments
@@ -77,10 +84,13 @@ def _read(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
 
 
 def cmd_migrate(_: argparse.Namespace, settings: Settings) -> None:
-    engine = _engine(settings)
-    with engine.begin() as conn:
-        migrate.upgrade(conn)
+    _migrate(settings)
     print("schema at the newest revision")
+
+
+def _migrate(settings: Settings) -> None:
+    with _engine(settings).begin() as conn:
+        migrate.upgrade(conn)
 
 
 def cmd_seed(_: argparse.Namespace, settings: Settings) -> None:
@@ -248,34 +258,53 @@ def cmd_instance_show(_: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_peer_add(args: argparse.Namespace, settings: Settings) -> None:
+    peer, directory, synced = _add_peer(settings, args.url, args.thumbprint)
+    for line in _peer_added(settings, peer, directory, synced):
+        print(line)
+    print("its id:")
+    print(peer.instance_id)
+
+
+def _add_peer(
+    settings: Settings, url: str, thumbprint: str
+) -> tuple[Row, AgencyDirectory | None, int | None]:
+    """Trust the instance at `url` if its key has `thumbprint`, and hold its
+    agencies once it trusts this instance too (`directory` None until then)."""
     me = identity(settings)
 
     async def add(db: Database) -> tuple[Row, AgencyDirectory | None, int | None]:
-        document = await federation.fetch_document(args.url)
+        document = await federation.fetch_document(url)
         async with db.transaction() as tx:
-            peer = await federation.add_peer(tx, me, args.url, args.thumbprint, document)
+            peer = await federation.add_peer(tx, me, url, thumbprint, document)
             directory = await federation.fetch_agencies(me, peer)
             synced = None if directory is None else await federation.sync_agencies(tx, peer, directory)
         return peer, directory, synced
 
     try:
-        peer, directory, synced = _read(settings, add)
+        return _read(settings, add)
     except federation.PeerError as exc:
         raise CommandError(str(exc)) from None
-    print(f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}")
+
+
+def _peer_added(
+    settings: Settings, peer: Row, directory: AgencyDirectory | None, synced: int | None
+) -> list[str]:
+    lines = [f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}"]
     if directory is None:
-        print(f"its agencies follow once it has added {me.instance_id} as a peer: then run this again")
+        lines.append(
+            f"its agencies follow once it has added {settings.instance_id} as a peer: then run this again"
+        )
     else:
-        print(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")
-    print("its id:")
-    print(peer.instance_id)
+        lines.append(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")
+    return lines
+
+
+async def _peer_statuses(db: Database) -> list[PeerStatus]:
+    return [await federation.peer_status(db, peer) for peer in await federation.list_peers(db)]
 
 
 def cmd_peer_list(_: argparse.Namespace, settings: Settings) -> None:
-    async def statuses(db: Database) -> list[PeerStatus]:
-        return [await federation.peer_status(db, peer) for peer in await federation.list_peers(db)]
-
-    for status in _read(settings, statuses):
+    for status in _read(settings, _peer_statuses):
         print("\t".join("-" if value is None else str(value) for value in status.model_dump().values()))
 
 
@@ -323,7 +352,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, fd: int | Non
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    _serve(settings, args.host, args.port, args.workers)
+    _serve(settings, args.host, args.port, args.workers, fd=args.fd)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -345,6 +374,12 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    if args.federation:
+        _federated_demo(args, settings)
+        return
+    # Before the port (as for every command that writes): on PostgreSQL an
+    # unset audit key is one line naming it.
+    audit_key(settings)
     # The port first: a demo that cannot serve must not revoke the keys of
     # the one already serving there, nor touch its database.
     with _listen(args.host, args.port) as sock:
@@ -354,16 +389,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 def _demo(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> None:
     cmd_migrate(args, settings)
     cmd_seed(args, settings)
-    keys = _run(settings, _demo_keys)
-    print("demo keys (read, write, personal_data; KZ-MVD also admin):")
-    for code, key in keys:
-        print(f"  {code:<14} {key}")
-    print(f"database: {make_url(settings.database_url).render_as_string(hide_password=True)}")
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"explorer: http://{host}:{sock.getsockname()[1]}/docs", flush=True)
+    keys = _run(settings, lambda tx: _demo_keys(tx, ADMIN_AGENCY))
+    _print_demo(settings, keys, ADMIN_AGENCY, f"{_url_host(args.host)}:{sock.getsockname()[1]}")
     _serve(settings, args.host, args.port, 1, fd=sock.fileno())
 
 
+def _print_demo(settings: Settings, keys: list[tuple[str, str]], admin: str, address: str) -> None:
+    print(f"demo keys (read, write, personal_data; {admin} also admin):")
+    for code, key in keys:
+        print(f"  {code:<14} {key}")
+    print(f"database: {make_url(settings.database_url).render_as_string(hide_password=True)}")
+    print(f"explorer: http://{address}/docs", flush=True)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# The agency whose demo key also has `admin` (on one instance, or on its home in a federation).
+ADMIN_AGENCY = "KZ-MVD"
 _DEMO_KEYS = sa.select(auth.CLIENTS.c.id).where(
     auth.CLIENTS.c.name == DEMO_CLIENT, auth.CLIENTS.c.revoked_at.is_(None)
 )
@@ -375,19 +419,221 @@ _CODES = (
 )
 
 
-async def _demo_keys(tx: Tx) -> list[tuple[str, str]]:
-    """A new demo key for every agency, by code. Only the keys printed now
-    work: earlier demo keys are revoked."""
+async def _demo_keys(tx: Tx, admin: str) -> list[tuple[str, str]]:
+    """A new demo key for every agency, by code (`admin` also gets that scope).
+    Only the keys printed now work: earlier demo keys are revoked."""
     for old in await tx.all(_DEMO_KEYS):
         await auth.revoke_client(tx, str(old.id))
     keys = []
     for agency in await tx.all(_CODES):
         scopes = [Scope.read, Scope.write, Scope.personal_data]
-        if agency.code == "KZ-MVD":
+        if agency.code == admin:
             scopes.append(Scope.admin)
         _, key = await auth.create_client(tx, agency_code=agency.code, name=DEMO_CLIENT, scopes=scopes)
         keys.append((agency.code, key))
     return keys
+
+
+@dataclass(frozen=True)
+class _Country:
+    """One instance of the federation demo: it hosts the seed's agencies of its country."""
+
+    instance_id: str
+    directory: str
+    country: str  # ISO 3166-1 alpha-2, as the seed's agencies name it
+    name: str
+    admin: str
+
+
+# Kazakhstan's Ministry of Interior and Ukraine's law enforcement, each on a server of its own.
+FEDERATION = (
+    _Country("kz.caseapi", "kz", "KZ", "Kazakhstan", "KZ-MVD"),
+    _Country("ua.caseapi", "ua", "UA", "Ukraine", "UA-LE"),
+)
+# How long the demo waits for the first deliveries before it says they are late.
+DELIVERY_WAIT = 30.0
+
+
+@dataclass(frozen=True)
+class _Member:
+    """A country's instance as the demo runs it: its settings (the same as the
+    environment of its `caseapi serve` process) and where it listens."""
+
+    country: _Country
+    shown: str  # its directory, as the operator named it
+    home: Path
+    settings: Settings
+    env: dict[str, str]
+    sock: socket.socket
+    url: str
+
+    @property
+    def instance_id(self) -> str:
+        return self.country.instance_id
+
+    @property
+    def title(self) -> str:
+        country = self.country
+        return f"{country.name}'s instance, the seed's agencies of {country.country}, in {self.shown}"
+
+    def say(self, line: str) -> None:
+        print(f"{self.instance_id}: {line}", flush=True)
+
+
+def _member(args: argparse.Namespace, country: _Country, sock: socket.socket) -> _Member:
+    shown = os.path.join(args.dir, country.directory)
+    home = Path(shown).resolve()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot make {shown}: {exc.strerror}") from None
+    database_url = f"sqlite:///{home / 'caseapi.db'}"
+    settings = Settings(
+        database_url=database_url,
+        key_file=home / "caseapi.key",
+        instance_id=country.instance_id,
+        instance_key_file=home / "caseapi-instance.key",
+        storage_dir=home / "caseapi-files",
+    )
+    env = {
+        "CASEAPI_DATABASE_URL": database_url,
+        "CASEAPI_KEY_FILE": str(settings.key_file),
+        "CASEAPI_INSTANCE_ID": country.instance_id,
+        "CASEAPI_INSTANCE_KEY_FILE": str(settings.instance_key_file),
+        "CASEAPI_STORAGE_DIR": str(settings.storage_dir),
+    }
+    host = args.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"  # the peers' address of a server listening everywhere
+    elif host == "::":
+        host = "::1"
+    url = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
+    return _Member(country, shown, home, settings, env, sock, url)
+
+
+def _federated_demo(args: argparse.Namespace, settings: Settings) -> None:
+    """Kazakhstan's and Ukraine's instances from one command, each with its own
+    directory (database, audit key, instance key, files), peered as operators
+    peer them, the Kyiv case seeded at its lead's home and delivered to the
+    other as a mirror; both served until Ctrl-C."""
+    last_port = args.port + len(FEDERATION) - 1
+    if args.port and not 0 < args.port <= last_port <= 65535:
+        raise CommandError(f"--port {args.port}: the instances need ports {args.port} to {last_port}")
+    try:
+        with contextlib.ExitStack() as held:
+            # The ports first, as for one demo: a demo that cannot serve touches no database.
+            socks = [
+                held.enter_context(_listen(args.host, args.port + n if args.port else 0))
+                for n in range(len(FEDERATION))
+            ]
+            held.enter_context(_demo_lock(args.dir))
+            members = [_member(args, country, sock) for country, sock in zip(FEDERATION, socks, strict=True)]
+            _serve_federation(members, settings.seed_dir)
+    except KeyboardInterrupt:
+        # Serving ends without one (serve_until_stopped): this one came while starting.
+        raise CommandError("interrupted while starting: nothing is served") from None
+    except supervisor.ChildFailed as exc:
+        raise CommandError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _demo_lock(directory: str) -> Iterator[None]:
+    """One federation demo per directory: a second one, on other ports, would
+    re-peer the instances at its own addresses and revoke the keys in use."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        lock = open(os.path.join(directory, "demo.lock"), "w")  # noqa: SIM115 (held until the demo ends)
+    except OSError as exc:
+        raise CommandError(f"cannot use {directory}: {exc.strerror}") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandError(f"another `caseapi demo --federation` serves from {directory}") from None
+        yield
+
+
+def _serve_federation(members: list[_Member], seed_dir: Path) -> None:
+    for member in members:
+        member.say(member.title)
+        _migrate(member.settings)
+        member.say("schema at the newest revision")
+        added = _run(
+            member.settings,
+            functools.partial(seed.load, seed_dir=seed_dir, countries={member.country.country}, cases=False),
+        )
+        member.say(_seeded(added))
+    children: list[supervisor.Child] = []
+    with supervisor.stopping(children):
+        for member in members:
+            argv = [sys.executable, "-m", "app", "serve", "--fd", str(member.sock.fileno())]
+            env = supervisor.child_env(member.env)
+            children.append(
+                supervisor.spawn(member.instance_id, member.url, argv, env, str(member.home), member.sock)
+            )
+            # Served by the child from now on: a child that stops leaves no one listening.
+            member.sock.close()
+        deadline = time.monotonic() + supervisor.START_TIMEOUT
+        for child in children:
+            child.wait_ready(deadline)
+        _peer_federation(members)
+        for member in members:
+            # Each case only at its lead's home: the others receive it by delivery.
+            added = _run(
+                member.settings,
+                functools.partial(seed.load, seed_dir=seed_dir, countries={member.country.country}),
+            )
+            member.say(f"cases: {_seeded(added)}")
+        _await_deliveries(members)
+        for member in members:
+            print(f"\n{member.instance_id}: {member.title}")
+            keys = _run(member.settings, functools.partial(_demo_keys, admin=member.country.admin))
+            _print_demo(member.settings, keys, member.country.admin, member.url.removeprefix("http://"))
+        print(f"\nserving {' and '.join(m.instance_id for m in members)} until Ctrl-C", flush=True)
+        supervisor.serve_until_stopped(children)
+
+
+def _seeded(added: int) -> str:
+    return f"seed loaded: {added} rows added" if added else "seed already loaded: nothing changed"
+
+
+def _peer_federation(members: list[_Member]) -> None:
+    """Each instance adds each other one with `caseapi peer add`'s own steps and the
+    thumbprint the other's operator would give (`caseapi instance show`); an instance
+    added before it trusted the adder is added again, for its agencies."""
+    again = []
+    for member, other in itertools.permutations(members, 2):
+        if _peer_with(member, other) is None:
+            again.append((member, other))
+    for member, other in again:
+        _peer_with(member, other)
+
+
+def _peer_with(member: _Member, other: _Member) -> AgencyDirectory | None:
+    thumbprint = identity(other.settings).thumbprint
+    peer, directory, synced = _add_peer(member.settings, other.url, thumbprint)
+    for line in _peer_added(member.settings, peer, directory, synced):
+        member.say(line)
+    return directory
+
+
+def _await_deliveries(members: list[_Member]) -> None:
+    """Until every instance's peers have acknowledged what they should hold (its
+    mirrors are readable there), or say which peer is late, and why."""
+    deadline = time.monotonic() + DELIVERY_WAIT
+    for member in members:
+        while (late := [s for s in _read(member.settings, _peer_statuses) if s.pending]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        for status in late:
+            reason = f" ({status.last_error})" if status.last_error else ""
+            member.say(
+                f"{status.pending} changes not yet acknowledged by {status.instance_id}{reason}: "
+                "`caseapi peer list` in its directory follows it"
+            )
+        if not late:
+            member.say("its peers have acknowledged every change they should hold")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -464,6 +710,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (each with its own pools)")
+    serve.add_argument(
+        "--fd",
+        type=int,
+        metavar="N",
+        help="serve on the listening socket inherited as file descriptor N (from a supervisor, "
+        "or `caseapi demo --federation`); --host and --port are then not used",
+    )
     serve.set_defaults(func=cmd_serve)
 
     deliver_cmd = _command(sub, "deliver", "deliver webhooks (without serving the API)")
@@ -477,8 +730,26 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = _command(sub, "demo", "migrate, seed, print demo keys, serve (127.0.0.1:8000)")
     demo.add_argument("--host", default="127.0.0.1", help="the address to listen on")
-    demo.add_argument("--port", type=int, default=8000, help="the port to listen on (0: any free one)")
-    demo.set_defaults(func=cmd_demo, needs_schema=False)
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="the port to listen on (0: any free one); with --federation Ukraine's instance takes the next",
+    )
+    demo.add_argument(
+        "--federation",
+        action="store_true",
+        help="two federating instances, Kazakhstan's (kz.caseapi) and Ukraine's (ua.caseapi), each "
+        "with its own database and keys in a directory under --dir, the Kyiv case at its lead's home "
+        "and mirrored on the other; both served until Ctrl-C",
+    )
+    demo.add_argument(
+        "--dir",
+        default="caseapi-demo",
+        help="with --federation: where the instances keep their files (kz/ and ua/ in it)",
+    )
+    # Its audit key is checked by cmd_demo: a federation's instances each have their own.
+    demo.set_defaults(func=cmd_demo, needs_schema=False, needs_key=False)
     audit_cmd = _command(sub, "audit", "the audit trail").add_subparsers(dest="action", required=True)
     verify = _command(audit_cmd, "verify", "check the whole hash chain")
     verify.add_argument(

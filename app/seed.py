@@ -2,11 +2,16 @@
 
 Ids are derived from the data (uuid5), and a row that already exists is
 left alone, so running the seed again changes nothing.
+
+For a federation (`caseapi demo --federation`) each instance loads only the
+agencies of its own country, and a case only at its home: the instance that
+hosts its lead. The other instances receive it as a mirror, by delivery.
 """
 
 import functools
 import json
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,25 +75,37 @@ async def _add(
     return True
 
 
-_CODES = sa.select(AGENCIES.c.code, AGENCIES.c.id)
+_CODES = sa.select(AGENCIES.c.code, AGENCIES.c.id, AGENCIES.c.home_instance)
 
 
-async def load(tx: Tx, seed_dir: Path) -> int:
-    """Insert what is missing; return how many rows were added."""
+async def load(
+    tx: Tx, seed_dir: Path, *, countries: Collection[str] | None = None, cases: bool = True
+) -> int:
+    """Insert what is missing; return how many rows were added.
+
+    `countries`: only the agencies of these countries (None: every agency).
+    `cases`: the cases too, each only where its lead is at home (not held
+    from a peer); every agency a case names must be known here by then.
+    """
     added = 0
     agencies = json.loads((seed_dir / "agencies.json").read_text())["agencies"]
-    codes: dict[str, uuid.UUID] = {row.code: row.id for row in await tx.all(_CODES)}
+    known = await tx.all(_CODES)
+    codes: dict[str, uuid.UUID] = {row.code: row.id for row in known}
+    local = {row.code for row in known if row.home_instance is None}
     for record in agencies:
-        if record["code"] in codes:
+        if record["code"] in codes or (countries is not None and record["country"] not in countries):
             continue
         parent = codes[record["parent"]] if record.get("parent") else None
         data = AgencyCreate.model_validate({**_data(record, "parent"), "parent_id": parent})
         agency = new_row(Agency, **data.model_dump(), id=seed_id("agency", record["code"]))
         added += await _add(tx, Agency, agency, "agency", None)
         codes[data.code] = agency["id"]
+        local.add(data.code)
 
-    for path in sorted(seed_dir.glob("case-*.json")):
-        added += await _load_case(tx, json.loads(path.read_text()), codes)
+    for path in sorted(seed_dir.glob("case-*.json")) if cases else ():
+        doc = json.loads(path.read_text())
+        if doc["case"]["lead"] in local:
+            added += await _load_case(tx, doc, codes)
     return added
 
 

@@ -114,5 +114,8 @@ def test_the_build_context_leaves_out_repositories_environments_data_and_secrets
         assert entry in ignored, entry
     for entry in ("caseapi-files", "caseapi.key", "secrets", "bench/data", "site"):
         assert entry in ignored, entry
+    # A federating instance's private key, and the federation demo's two instances.
+    for entry in ("caseapi-instance.key", "caseapi-demo"):
+        assert entry in ignored, entry
     # The folder the compose file reads the audit key from.
     assert Path(COMPOSE["secrets"]["audit_key"]["file"]).parts[0] in ignored

@@ -172,3 +172,23 @@ def test_another_agencys_case_of_the_same_reference_is_left_alone(
         client.get(f"/api/v1/cases/{created.json()['id']}/summary", headers=other.headers).json()["locations"]
         == 0
     )
+
+
+def test_a_federated_instance_loads_its_own_agencies_and_only_the_cases_it_is_home_of(
+    engine: sa.Engine, settings: Settings
+) -> None:
+    """`caseapi demo --federation`: Ukraine's instance holds the Ukrainian agencies;
+    the Kyiv case, led by KZ-MVD, is not seeded there (it arrives as a mirror)."""
+
+    def load(cases: bool) -> int:
+        return run_with_database(
+            engine,
+            lambda db: db.run(lambda tx: seed.load(tx, settings.seed_dir, countries={"UA"}, cases=cases)),
+            audit_key=AUDIT_KEY,
+        )
+
+    assert load(cases=False) == 1
+    assert load(cases=True) == 0  # its lead is not here: no case
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(table_of(Agency).c.code)).scalars().all() == ["UA-LE"]
+        assert conn.execute(sa.select(sa.func.count()).select_from(table_of(Case))).scalar_one() == 0
