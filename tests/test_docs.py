@@ -7,7 +7,9 @@ directory of a demo started for that page on a free port, as a reader runs them 
 directory where `caseapi demo` runs: `.venv/bin/caseapi` is this environment's,
 `CASEAPI_URL` is the demo's base URL and `DEMO_KEY_<CODE>` the key the demo printed for
 each agency (`KZ-MVD` -> `DEMO_KEY_KZ_MVD`). A page may ask for settings of its demo with
-a line `<!-- demo-env: NAME=value ... -->`, which it also tells its reader.
+a line `<!-- demo-env: NAME=value ... -->`, which it also tells its reader. A page marked
+`<!-- demo: federation -->` runs against `caseapi demo --federation` instead: its blocks
+get `CASEAPI_URL_KZ` and `CASEAPI_URL_UA`, the base URLs of the two instances.
 """
 
 import contextlib
@@ -30,6 +32,9 @@ RUNNABLE = "<!-- runnable -->"
 FENCE = re.compile(r"^```(?:sh|bash)\s*$")
 DEMO_ENV = re.compile(r"^<!-- demo-env: (.+) -->$", re.MULTILINE)
 DEMO_KEY = re.compile(r"^  (\S+)\s+(cak_\S+)$")
+FEDERATION = "<!-- demo: federation -->"
+# The line before each instance's keys and explorer, in `caseapi demo --federation`'s output.
+INSTANCE = re.compile(r"^([a-z]+)\.caseapi: ")
 MAX_README_LINES = 250
 
 
@@ -68,38 +73,51 @@ def test_runnable_blocks_find_ids_through_the_api() -> None:
 
 
 @contextmanager
-def demo_in(directory: Path, extra_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """A demo served from `directory` on a free port; the environment its blocks run with."""
+def demo_in(
+    directory: Path, extra_env: dict[str, str], *, federation: bool = False
+) -> Iterator[dict[str, str]]:
+    """A demo served from `directory` on a free port (a federation: two); the
+    environment its blocks run with."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASEAPI_")} | extra_env
-    demo = subprocess.Popen(
-        [directory / ".venv" / "bin" / "caseapi", "demo", "--port", "0"],
-        cwd=directory,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    keys: dict[str, str] = {}
-    output = []
-    try:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            output.append(line)
-            if key := DEMO_KEY.match(line.rstrip("\n")):
-                keys[f"DEMO_KEY_{re.sub(r'[^A-Z0-9]', '_', key.group(1).upper())}"] = key.group(2)
-            if line.startswith("explorer: "):
-                base_url = line.split()[1].removesuffix("/docs")
-                break
-        else:
-            pytest.fail(f"caseapi demo did not start:\n{''.join(output)}")
-        yield env | keys | {"CASEAPI_URL": base_url}
-    finally:
-        demo.terminate()
+    command = [str(directory / ".venv" / "bin" / "caseapi"), "demo", "--port", "0"]
+    with (directory / "demo.log").open("w") as log:
+        demo = subprocess.Popen(
+            [*command, "--federation"] if federation else command,
+            cwd=directory,
+            env=env,
+            stdout=subprocess.PIPE,
+            # A federation's servers log on stderr: to a file, which never fills up as a pipe would.
+            stderr=log if federation else subprocess.STDOUT,
+            text=True,
+        )
+        keys: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        instance = ""
+        output = []
         try:
-            demo.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.communicate()
+            assert demo.stdout is not None
+            for line in demo.stdout:
+                output.append(line)
+                if key := DEMO_KEY.match(line.rstrip("\n")):
+                    keys[f"DEMO_KEY_{re.sub(r'[^A-Z0-9]', '_', key.group(1).upper())}"] = key.group(2)
+                elif federation and (named := INSTANCE.match(line)):
+                    instance = f"_{named.group(1).upper()}"
+                elif line.startswith("explorer: "):
+                    urls[f"CASEAPI_URL{instance}"] = line.split()[1].removesuffix("/docs")
+                    if not federation:
+                        break
+                elif federation and line.startswith("serving "):
+                    break
+            else:
+                pytest.fail(f"caseapi demo did not start:\n{''.join(output)}")
+            yield env | keys | urls
+        finally:
+            demo.terminate()
+            try:
+                demo.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.communicate()
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(DOCS)) for page in PAGES])
@@ -114,7 +132,7 @@ def test_runnable_blocks_run(page: Path, tmp_path: Path) -> None:
     script = ["set -e -o pipefail"]
     for line, code in runnable_blocks(text):
         script += [f"echo '>>> {page.name}, block at line {line}' >&2", code]
-    with demo_in(tmp_path, extra_env) as env:
+    with demo_in(tmp_path, extra_env, federation=FEDERATION in text.splitlines()) as env:
         # A session of its own, so that what a block leaves running (a receiver) ends with it.
         blocks = subprocess.Popen(
             ["bash", "-c", "\n".join(script)],
