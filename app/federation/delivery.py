@@ -137,16 +137,25 @@ _CASE_OF_MESSAGE = (
     .where(MESSAGES.c.id == EVENTS.c.resource_id)
     .scalar_subquery()
 )
+_CASE_OF_MESSAGE_ATTACHMENT = (
+    sa.select(REQUESTS.c.case_id)
+    .join(mirror.ATTACHMENTS, mirror.ATTACHMENTS.c.request_id == REQUESTS.c.id)
+    .where(mirror.ATTACHMENTS.c.id == EVENTS.c.resource_id)
+    .scalar_subquery()
+)
 _PARTY_OF_PEER = sa.or_(
     EVENTS.c.request_from_agency_id.in_(_PEER_AGENCIES), EVENTS.c.request_to_agency_id.in_(_PEER_AGENCIES)
 )
 # The case an event changes for the peer `:peer`. The events of an information
-# request carry no case_id (only its two agencies see them): its case is the
-# request's, and only for a peer hosting one of the two (no other holds it).
+# request, its messages and their attachments carry no case_id (only its two
+# agencies see them): their case is the request's, and only for a peer hosting
+# one of the two (no other holds it). A message's attachment deleted at home
+# names no request any more: the mirror drops it with the case's next change.
 CASE_OF_EVENT = sa.case(
     (EVENTS.c.case_id.is_not(None), EVENTS.c.case_id),
     (sa.and_(EVENTS.c.resource_type == "information_request", _PARTY_OF_PEER), _CASE_OF_REQUEST),
     (sa.and_(EVENTS.c.resource_type == "request_message", _PARTY_OF_PEER), _CASE_OF_MESSAGE),
+    (sa.and_(EVENTS.c.resource_type == "message_attachment", _PARTY_OF_PEER), _CASE_OF_MESSAGE_ATTACHMENT),
     else_=sa.null(),
 )
 _EVENTS_AFTER = (

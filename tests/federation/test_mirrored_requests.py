@@ -1,4 +1,5 @@
-"""Information requests in a mirrored case reach the mirror as they change.
+"""Information requests in a mirrored case reach the mirror as they change,
+with their messages and the messages' attachments.
 
 Their events carry no case_id (only the two agencies see them, app.requests
 .service), so the deliverer finds their case through the request itself.
@@ -41,4 +42,17 @@ def test_a_request_in_a_mirrored_case_and_its_changes_reach_the_mirror(
 
     eventually(answered)
     assert ua.ok("GET", f"/requests/{sent['id']}")["status"] == "acknowledged"
+
+    # A file attached to the answer at home reaches the mirror, bytes and all.
+    attached = kz(
+        "POST",
+        f"/requests/{sent['id']}/messages/{message['id']}/attachments",
+        params={"filename": "operators.txt"},
+        content=b"The operators, as far as known.",
+        headers={"Content-Type": "text/plain"},
+    )
+    assert attached.status_code == 201, attached.text
+    eventually(lambda: status_of(ua, f"/attachments/{attached.json()['id']}") == 200)
+    content = ua("GET", f"/attachments/{attached.json()['id']}/content")
+    assert content.status_code == 200 and content.content == b"The operators, as far as known."
     assert [p["pending"] for p in kz.ok("GET", "/federation/peers")["items"]] == [0]
