@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.gate import Gate
 from app.core.observability.metrics import Metrics
 from app.core.observability.middleware import RequestObserver
 from app.core.ratelimit.middleware import RateLimit
@@ -37,11 +39,20 @@ from bench.run import Contender, Server, bench_targets, free_port, interleaved, 
 RESULTS = Path(__file__).resolve().parent / "MIDDLEWARE.md"
 
 
+class _Unobserved(Gate):
+    """The app's middleware (app.core.gate) without its observation: admission,
+    limits and the hot routes only."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def create_bare_app() -> FastAPI:
     """The shipped app minus the observability and rate-limit middleware (the baseline)."""
     application = create_app()
     application.user_middleware = [
-        m for m in application.user_middleware if m.cls not in (RequestObserver, RateLimit)
+        Middleware(_Unobserved, *m.args, **{**m.kwargs, "limiter": None}) if m.cls is Gate else m
+        for m in application.user_middleware
     ]
     return application
 

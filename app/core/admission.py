@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.errors import problem_response
@@ -31,20 +32,26 @@ class Gauge(Protocol):
     def dec(self) -> None: ...
 
 
-class AdmissionLimit:
-    """`waiting` counts the requests waiting for a slot (a metric); `exempt` names
+def busy() -> Response:
+    """The answer to a request that found no slot in time."""
+    return problem_response(
+        503, "The service is busy; try again shortly.", slug="busy", headers={"Retry-After": "1"}
+    )
+
+
+class Admission:
+    """The slots (app.core.gate takes them around the rest of a request).
+    `waiting` counts the requests waiting for a slot (a metric); `exempt` names
     the (method, path pattern) pairs that take no slot."""
 
     def __init__(
         self,
-        app: ASGIApp,
         limit: int,
         wait_seconds: float,
         waiting: Gauge,
         prefix: str = "/api/",
         exempt: Sequence[tuple[str, re.Pattern[str]]] = (),
     ) -> None:
-        self.app = app
         self.exempt = exempt
         self.limit = limit
         self.wait_seconds = wait_seconds
@@ -52,15 +59,15 @@ class AdmissionLimit:
         self.prefix = prefix
         self._slots: asyncio.Semaphore | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or not path.startswith(self.prefix)
-            or any(scope["method"] == m and p.fullmatch(path) for m, p in self.exempt)
-        ):
-            await self.app(scope, receive, send)
-            return
+    def needs_slot(self, scope: Scope) -> bool:
+        """Whether an HTTP request takes a slot: under the prefix, and not exempt."""
+        path: str = scope.get("path", "")
+        return path.startswith(self.prefix) and not any(
+            scope["method"] == m and p.fullmatch(path) for m, p in self.exempt
+        )
+
+    async def enter(self) -> bool:
+        """Take a slot, waiting up to `wait_seconds`; False if none freed in time."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limit)
         try:
@@ -73,12 +80,38 @@ class AdmissionLimit:
             else:
                 await self._slots.acquire()  # free: returns at once, without wait_for's timer
         except TimeoutError:
-            response = problem_response(
-                503, "The service is busy; try again shortly.", slug="busy", headers={"Retry-After": "1"}
-            )
-            await response(scope, receive, send)
+            return False
+        return True
+
+    def leave(self) -> None:
+        """Give back the slot enter() took."""
+        assert self._slots is not None
+        self._slots.release()
+
+
+class AdmissionLimit:
+    """Admission on its own, as an ASGI middleware (the app has it in app.core.gate)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        wait_seconds: float,
+        waiting: Gauge,
+        prefix: str = "/api/",
+        exempt: Sequence[tuple[str, re.Pattern[str]]] = (),
+    ) -> None:
+        self.app = app
+        self.admission = Admission(limit, wait_seconds, waiting, prefix, exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.admission.needs_slot(scope):
+            await self.app(scope, receive, send)
+            return
+        if not await self.admission.enter():
+            await busy()(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            self._slots.release()
+            self.admission.leave()
