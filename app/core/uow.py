@@ -184,16 +184,17 @@ class Prepared:
         return out
 
     def rows(self, records: Sequence[asyncpg.Record]) -> list[Row]:
-        make = self.row._make  # type: ignore[attr-defined]
+        # tuple.__new__ rather than the named tuple's _make: a record has the statement's columns.
+        row, new = self.row, tuple.__new__
         if not self.results:
-            return [make(r) for r in records]
+            return [new(row, r) for r in records]
         out = []
         for r in records:
             cells = list(r)
             for i, process in self.results:
                 if cells[i] is not None:
                     cells[i] = process(cells[i])
-            out.append(make(cells))
+            out.append(new(row, cells))
         return out
 
 
