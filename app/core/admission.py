@@ -16,6 +16,7 @@ otherwise keep a slot from every other request for minutes.
 """
 
 import asyncio
+import collections
 import re
 from collections.abc import Sequence
 from typing import Protocol
@@ -57,7 +58,11 @@ class Admission:
         self.wait_seconds = wait_seconds
         self.waiting = waiting
         self.prefix = prefix
-        self._slots: asyncio.Semaphore | None = None
+        # A semaphore of its own, rather than asyncio's: a free slot is taken
+        # without a coroutine (enter_now), and a waiter belongs to no event
+        # loop in particular (tests drive one app from several).
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def needs_slot(self, scope: Scope) -> bool:
         """Whether an HTTP request takes a slot: under the prefix, and not exempt."""
@@ -66,27 +71,45 @@ class Admission:
             scope["method"] == m and p.fullmatch(path) for m, p in self.exempt
         )
 
+    def enter_now(self) -> bool:
+        """Take a slot if one is free and no request waits for one."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
     async def enter(self) -> bool:
-        """Take a slot, waiting up to `wait_seconds`; False if none freed in time."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.limit)
+        """Take a slot, after the requests already waiting, within `wait_seconds`;
+        False if none was given in time."""
+        if self.enter_now():
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.waiting.inc()
         try:
-            if self._slots.locked():
-                self.waiting.inc()
-                try:
-                    await asyncio.wait_for(self._slots.acquire(), timeout=self.wait_seconds)
-                finally:
-                    self.waiting.dec()
-            else:
-                await self._slots.acquire()  # free: returns at once, without wait_for's timer
-        except TimeoutError:
-            return False
+            async with asyncio.timeout(self.wait_seconds):
+                await waiter
+        except BaseException as exc:
+            given = waiter.done() and not waiter.cancelled()  # leave() gave it the slot as the wait ended
+            if not given and waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                return given
+            if given:
+                self.leave()
+            raise
+        finally:
+            self.waiting.dec()
         return True
 
     def leave(self) -> None:
-        """Give back the slot enter() took."""
-        assert self._slots is not None
-        self._slots.release()
+        """Give the slot taken to the first request waiting, or back."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 class AdmissionLimit:

@@ -70,7 +70,7 @@ class Gate(RequestObserver):
             await self.fastapi(scope, receive, send)
             return
         slot = self.admission.needs_slot(scope)
-        if slot and not await self.admission.enter():
+        if slot and not self.admission.enter_now() and not await self.admission.enter():
             await busy()(scope, receive, send)
             return
         try:
