@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from fastapi import Depends, Query
 from pydantic import BaseModel
+from sqlalchemy.sql import visitors
 
 from app.core.config import get_settings
 from app.core.errors import AppError, not_found
@@ -171,12 +172,31 @@ async def read_page(
     keyset() for `params` (built once per shape); rows hold the columns it selects. `in_case`: `stmt`
     is made by access.in_case_seen_in_full(), and no row at all is a 404 (the
     case's), as the caller does not see the case in full."""
-    rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))
+    values = values | keyset_params(params, scope=scope, keys=keys)
+    if params.limit == PageParams.limit:
+        stmt = _default_page(stmt)
+        del values["limit"]
+    rows = await reads.all(stmt, values)
     if in_case:
         if not rows:
             raise not_found("case")
         rows = [row for row in rows if row.id is not None]  # an empty page is one row of nulls
     return page_of(rows, params, scope=scope, key_of=_key_of(keys))
+
+
+@functools.lru_cache(maxsize=1000)
+def _default_page(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    """`stmt` (made by keyset()) for a page of the default size, its limit
+    written into the SQL. A limit that is a bind parameter keeps PostgreSQL
+    planning the statement again at every execution (a generic plan cannot
+    tell a page from the whole table); most requests ask for the default
+    size, whose statement is planned once per connection."""
+    rows = sa.literal_column(str(PageParams.limit + 1), sa.Integer)
+
+    def literal(element: Any, **_: Any) -> Any:
+        return rows if isinstance(element, sa.BindParameter) and element.key == "limit" else None
+
+    return cast(sa.Select[Any], visitors.replacement_traverse(stmt, {}, literal))
 
 
 def _key_of(keys: Sequence[sa.ColumnElement[Any]]) -> Callable[[Any], list[Any]]:
