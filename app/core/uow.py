@@ -28,7 +28,9 @@ work holds the database's write lock from BEGIN IMMEDIATE.
 import asyncio
 import collections
 import contextlib
+import enum
 import functools
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -39,6 +41,7 @@ import sqlalchemy as sa
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.core import journal
@@ -198,9 +201,53 @@ class Prepared:
         return out
 
 
+# A constant written into SQL as it is: a number, or a quoted word.
+_PLAIN_LITERAL = re.compile(r"-?[0-9]{1,18}|'[A-Za-z0-9_.:\- ]{0,100}'")
+
+
+def _constants_written(stmt: Statement, dialect: sa.Dialect) -> Statement:
+    """A query with its own constants (a handling code or a resource type it
+    compares with, a LIMIT 1: bind parameters with a value, not the caller's)
+    written into its SQL as literals, as far as they are plain numbers or
+    words. PostgreSQL plans a prepared statement for its parameters' values
+    each time it runs (a custom plan) unless a plan for any values (a generic
+    plan) promises to cost as little; a constant that is a parameter keeps
+    many of those queries on custom plans, planned again at every execution."""
+    if not isinstance(stmt, sa.Select | sa.CompoundSelect):
+        return stmt
+    written = 0
+
+    def literal(element: Any, **_: Any) -> Any:
+        nonlocal written
+        if not isinstance(element, sa.BindParameter) or element.required or element.callable is not None:
+            return None
+        value = element.value
+        if not (type(value) in (str, int) or isinstance(value, enum.Enum)):
+            return None
+        render = element.type.literal_processor(dialect)
+        text = render(value) if render is not None else None
+        if not isinstance(text, str) or not _PLAIN_LITERAL.fullmatch(text):
+            return None
+        written += 1
+        return sa.literal_column(text, element.type)
+
+    rewritten = visitors.replacement_traverse(stmt, {}, literal)
+    return cast(Statement, rewritten) if written else stmt
+
+
+def _compiled(stmt: Statement, dialect: sa.Dialect) -> SQLCompiler:
+    written = _constants_written(stmt, dialect)
+    if written is not stmt:
+        try:
+            return cast(SQLCompiler, written.compile(dialect=dialect))  # type: ignore[attr-defined]
+        except sa_exc.SQLAlchemyError:
+            pass  # as it is, then
+    return cast(SQLCompiler, stmt.compile(dialect=dialect))  # type: ignore[attr-defined]
+
+
 def prepare(stmt: Statement, dialect: sa.Dialect) -> Prepared:
     """`stmt` as SQL for asyncpg, and how to fill its placeholders and read its rows."""
-    compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))  # type: ignore[attr-defined]
+    compiled = _compiled(stmt, dialect)
     # Expanding IN lists are rendered per execution by SQLAlchemy's
     # execution context, which this path does not use: compare with a tuple,
     # or IN a subquery, or = ANY(:array).
