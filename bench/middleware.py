@@ -3,7 +3,8 @@
     python -m bench.middleware --db postgresql+psycopg://postgres@127.0.0.1:5432/caseapi_bench --rounds 5
 
 Three instances on the same dataset, each one uvicorn worker started the same way:
-`bare` (the app without the request-id/metrics middleware and without a rate limit),
+`bare` (the app without the request id, metrics and log line of its middleware,
+app.core.gate, and without a rate limit),
 `observed` (the app as it ships) and `limited` (as it ships, with a rate limit far above
 the load, so that every request goes through the in-process limiter). GET
 /api/v1/cases/{id} is driven on each in interleaved rounds (bench.run.interleaved);
