@@ -25,16 +25,15 @@ from app.bundles.imports import BundleImports
 from app.bundles.router import router as bundles
 from app.cases.router import router as cases
 from app.core import migrate, openapi
-from app.core.admission import AdmissionLimit
+from app.core.admission import Admission
 from app.core.config import Settings
 from app.core.errors import install_error_handlers
-from app.core.limits import BodySizeLimit
+from app.core.gate import Gate
+from app.core.limits import BodyLimits
 from app.core.observability import router as observability
 from app.core.observability.logs import configure_logging
 from app.core.observability.metrics import Metrics
-from app.core.observability.middleware import RequestObserver
 from app.core.probes import ProbeCounter
-from app.core.ratelimit.middleware import RateLimit
 from app.core.ratelimit.rate import Rate
 from app.core.ratelimit.service import create_limiter
 from app.core.secrets import audit_key, cursor_key
@@ -200,23 +199,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         application.state.ask_peers = PeerSearcher(application.state)
     install_error_handlers(application)
     openapi.install(application)
-    application.add_middleware(
-        BodySizeLimit,
-        max_bytes=settings.max_body_bytes,
-        per_path={"/api/v1/bundles": settings.max_bundle_bytes, DELIVERIES_PATH: settings.max_delivery_bytes},
-        per_pattern=[(pattern, settings.max_attachment_bytes) for pattern in ATTACHMENT_UPLOADS],
-    )
     metrics = application.state.metrics = Metrics()
     if settings.instance_id is not None:
         metrics.scrape_readers.append(pending_gauge)
-    application.add_middleware(
-        AdmissionLimit,
-        limit=in_flight,
-        wait_seconds=settings.pool_timeout_seconds,
-        waiting=metrics.waiting,
-        # A forwarded write is admitted as the request it carries, not twice.
-        exempt=(*ATTACHMENT_TRANSFERS, ("POST", re.compile(re.escape(FORWARD_PATH)))),
-    )
     limiter = (
         create_limiter(Rate.parse(settings.rate_limit), settings.redis_url, settings.redis_prefix)
         if settings.rate_limit
@@ -251,15 +236,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(health.router, include_in_schema=False)
     application.include_router(observability.router)
 
-    # Added last, so run first: a refused request costs nothing further, and
-    # every answer, refusals included, carries a request id and is counted.
-    if limiter is not None:
-        application.add_middleware(RateLimit, limiter=limiter, metrics=metrics)
+    # One middleware (app.core.gate): every answer, refusals included,
+    # carries a request id and is counted; a refused request costs nothing further.
     application.add_middleware(
-        RequestObserver,
+        Gate,
         metrics=metrics,
         api_prefix=API_PREFIX,
         api_routes=[route for router in api_routers for route in router.routes],
+        admission=Admission(
+            limit=in_flight,
+            wait_seconds=settings.pool_timeout_seconds,
+            waiting=metrics.waiting,
+            # A forwarded write is admitted as the request it carries, not twice.
+            exempt=(*ATTACHMENT_TRANSFERS, ("POST", re.compile(re.escape(FORWARD_PATH)))),
+        ),
+        body_limits=BodyLimits(
+            max_bytes=settings.max_body_bytes,
+            per_path={
+                "/api/v1/bundles": settings.max_bundle_bytes,
+                DELIVERIES_PATH: settings.max_delivery_bytes,
+            },
+            per_pattern=[(pattern, settings.max_attachment_bytes) for pattern in ATTACHMENT_UPLOADS],
+        ),
+        router=application.router,
+        limiter=limiter,
         log_requests=settings.request_log,
     )
     return application

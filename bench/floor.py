@@ -24,10 +24,10 @@ import orjson
 import psutil
 from fastapi import FastAPI, Request, Response
 
-from app.core.admission import AdmissionLimit
-from app.core.limits import BodySizeLimit
+from app.core.admission import Admission
+from app.core.gate import Gate
+from app.core.limits import BodyLimits
 from app.core.observability.metrics import Metrics
-from app.core.observability.middleware import RequestObserver
 from app.evidence.models import SeizedItemCreate
 from bench import reference, use_bench_audit_key
 from bench.generate import SIZES, default_url, generate
@@ -62,12 +62,17 @@ def create_app() -> FastAPI:
         headers = {"location": f"/api/v1/seized-items/{item['id']}", "etag": '"1"'}
         return Response(orjson.dumps(item), status_code=201, media_type="application/json", headers=headers)
 
-    # As app.main adds them (the last added runs first); no rate limit, as in the benchmark.
+    # As app.main adds it; no rate limit, as in the benchmark.
     metrics = Metrics()
-    app.add_middleware(BodySizeLimit, max_bytes=1024 * 1024, per_path={}, per_pattern=[])
-    app.add_middleware(AdmissionLimit, limit=20, wait_seconds=5.0, waiting=metrics.waiting, exempt=[])
-    api_routes = [route for route in app.routes if getattr(route, "path", "") == PATH]
-    app.add_middleware(RequestObserver, metrics=metrics, api_prefix="/api/v1", api_routes=api_routes)
+    app.add_middleware(
+        Gate,
+        metrics=metrics,
+        api_prefix="/api/v1",
+        api_routes=[route for route in app.routes if getattr(route, "path", "") == PATH],
+        admission=Admission(limit=20, wait_seconds=5.0, waiting=metrics.waiting),
+        body_limits=BodyLimits(max_bytes=1024 * 1024),
+        router=app.router,
+    )
     return app
 
 

@@ -3,7 +3,8 @@
     python -m bench.middleware --db postgresql+psycopg://postgres@127.0.0.1:5432/caseapi_bench --rounds 5
 
 Three instances on the same dataset, each one uvicorn worker started the same way:
-`bare` (the app without the request-id/metrics middleware and without a rate limit),
+`bare` (the app without the request id, metrics and log line of its middleware,
+app.core.gate, and without a rate limit),
 `observed` (the app as it ships) and `limited` (as it ships, with a rate limit far above
 the load, so that every request goes through the in-process limiter). GET
 /api/v1/cases/{id} is driven on each in interleaved rounds (bench.run.interleaved);
@@ -21,8 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.gate import Gate
 from app.core.observability.metrics import Metrics
 from app.core.observability.middleware import RequestObserver
 from app.core.ratelimit.middleware import RateLimit
@@ -37,11 +40,20 @@ from bench.run import Contender, Server, bench_targets, free_port, interleaved, 
 RESULTS = Path(__file__).resolve().parent / "MIDDLEWARE.md"
 
 
+class _Unobserved(Gate):
+    """The app's middleware (app.core.gate) without its observation: admission,
+    limits and the hot routes only."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def create_bare_app() -> FastAPI:
     """The shipped app minus the observability and rate-limit middleware (the baseline)."""
     application = create_app()
     application.user_middleware = [
-        m for m in application.user_middleware if m.cls not in (RequestObserver, RateLimit)
+        Middleware(_Unobserved, *m.args, **{**m.kwargs, "limiter": None}) if m.cls is Gate else m
+        for m in application.user_middleware
     ]
     return application
 

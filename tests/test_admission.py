@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.core.admission import AdmissionLimit
+from app.core.admission import Admission, AdmissionLimit
 
 
 def _slow_app(started: list[str], release: asyncio.Event):  # type: ignore[no-untyped-def]
@@ -53,3 +53,37 @@ async def test_excess_requests_wait_then_get_503() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_slots_go_to_waiters_in_order_and_none_is_lost() -> None:
+    waiting = Gauge("waiting", "requests waiting", registry=CollectorRegistry())
+    slots = Admission(limit=1, wait_seconds=0.2, waiting=waiting)
+    assert slots.enter_now()
+    assert not slots.enter_now()  # taken
+    order: list[str] = []
+
+    async def wait(name: str) -> bool:
+        taken = await slots.enter()
+        order.append(name)
+        return taken
+
+    first, second = asyncio.create_task(wait("first")), asyncio.create_task(wait("second"))
+    await asyncio.sleep(0.01)
+    slots.leave()  # to the first waiter, not to a newcomer
+    assert not slots.enter_now()
+    assert await first and order == ["first"]
+    slots.leave()
+    assert await second and order == ["first", "second"]
+    # A waiter that goes away (its client left) gives back a slot it was just given.
+    third = asyncio.create_task(slots.enter())
+    await asyncio.sleep(0.01)
+    slots.leave()
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    assert slots.enter_now()  # the slot came back
+    # One that waits in vain leaves the queue: the next slot freed is free again.
+    assert not await slots.enter()
+    slots.leave()
+    assert slots.enter_now()

@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query, Response
 from fastapi.testclient import TestClient
+from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.routing import Mount, Route
 
 from app.cases.models import Case, CasePublic, origin_of
 from app.cases.router import router as cases_router
 from app.core import binder as hot
+from app.core.gate import Gate
 from app.core.http import dump_json, public, public_json
 from app.core.pagination import Page
 from app.core.records import Event
@@ -110,6 +113,88 @@ def test_the_lean_binder_answers_exactly_as_fastapi(
         assert got == expected, url
     statuses = {status for status, _, _ in full}
     assert {200, 400, 401, 404, 422} <= statuses  # the list above reaches every kind of answer
+
+
+def _gate(application: FastAPI) -> Gate:
+    layer: Any = application.middleware_stack
+    while not isinstance(layer, Gate):
+        layer = layer.app
+    return layer
+
+
+def test_the_gate_answers_hot_reads_as_fastapi_routes_them(
+    client: TestClient,
+    application: FastAPI,
+    lead: Caller,
+    partner: Caller,
+    outsider: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gate (app.core.gate) answers the hot GETs itself; FastAPI's routing answers
+    them the same, through the lean binder and without it."""
+    world = build_world(client, lead, partner, handling_code="TLP:AMBER")
+    requests = _requests(world, outsider, lead)
+    gate = _gate(application)
+    taken: list[str] = []
+    answer = gate._hot
+
+    async def noted(route: hot.HotRoute, *args: Any) -> bool:
+        answered = await answer(route, *args)
+        taken.append(route.path)
+        return answered
+
+    monkeypatch.setattr(gate, "_hot", noted)
+    by_gate = [_answer(client.get(url, headers=headers)) for url, headers in requests]
+    assert len(taken) >= 12  # each well-formed one, and the malformed ids the binder left
+    assert set(taken) == {r.path for r in _hot_routes()}
+    monkeypatch.setattr(gate, "hot", None)
+    by_router = [_answer(client.get(url, headers=headers)) for url, headers in requests]
+    for route in _hot_routes():
+        monkeypatch.setattr(route, "lean", None)
+    full = [_answer(client.get(url, headers=headers)) for url, headers in requests]
+    for (url, _), got, routed, expected in zip(requests, by_gate, by_router, full, strict=True):
+        assert got == routed == expected, url
+
+
+def test_a_hot_path_is_left_to_the_router_where_an_earlier_route_may_take_it() -> None:
+    def hot_router(path: str) -> APIRouter:
+        router = APIRouter(route_class=hot.HotRoute)
+
+        @router.get(path)
+        @hot.hot
+        async def read(thing_id: uuid.UUID) -> Response:
+            return Response(str(thing_id))
+
+        return router
+
+    async def other() -> Response:
+        return Response("other")
+
+    def served(*earlier: Any) -> list[str]:
+        application = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        for route in earlier:
+            if isinstance(route, APIRouter):
+                application.include_router(route, prefix="/v1")
+            else:
+                application.router.routes.append(route)
+        application.include_router(hot_router("/things/{thing_id}"), prefix="/v1")
+        application.include_router(hot_router("/things/{thing_id}/parts"), prefix="/v1")
+        return [path.route.path for path in hot.HotPaths(application.router.routes).paths]
+
+    both = ["/things/{thing_id}", "/things/{thing_id}/parts"]
+    literal, param, posted = APIRouter(), APIRouter(), APIRouter()
+    literal.get("/things/special")(other)
+    param.get("/things/{name}")(other)
+    posted.post("/things/{thing_id}")(other)
+    assert served() == both
+    assert served(literal, posted) == both  # no id is "special"; a POST never takes a GET
+    assert served(param) == ["/things/{thing_id}/parts"]  # the earlier route takes every id
+    assert served(Route("/v1/{rest:path}", other)) == []
+    assert served(Mount("/v1", app=Starlette())) == []
+    assert served(Mount("/static", app=Starlette())) == both
+    uuid_literal = APIRouter()
+    uuid_literal.get(f"/things/{uuid.UUID(int=0)}")(other)
+    assert served(uuid_literal) == ["/things/{thing_id}/parts"]
 
 
 def _bind(route: hot.HotRoute, application: FastAPI, url: str, headers: dict[str, str]) -> Any:

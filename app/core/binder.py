@@ -16,6 +16,11 @@ parameter, a missing or odd Authorization header) goes to FastAPI's own
 handler, which answers it exactly as it always did. So the lean path never
 answers differently, only sooner (tests/test_hot.py drives both). Errors the
 endpoint raises (401, 403, 404) leave by the same exception handlers either way.
+
+HotPaths goes one step further for the GETs: it finds, once, the paths
+FastAPI's router could only ever give to a hot route, so that the app's
+middleware (app.core.gate) answers those requests through the lean binder
+without FastAPI's routing and per-request wrapping.
 """
 
 import enum
@@ -24,12 +29,16 @@ import re
 import types
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import annotated_types
 from fastapi import Request, Response
 from fastapi.params import Depends, Param, Query
+from fastapi.routing import iter_route_contexts
+from starlette.convertors import Convertor
+from starlette.routing import BaseRoute, Mount
 
 from app.core.http import StrictJSONRoute
 
@@ -201,9 +210,103 @@ class HotRoute(StrictJSONRoute):
             self.lean = binder(endpoint, set(self.param_convertors))
 
         async def handler(request: Request) -> Response:
-            kwargs = await self.lean(request) if self.lean is not None else None
-            if kwargs is None:
-                return await full(request)
-            return await endpoint(**kwargs)  # type: ignore[no-any-return]
+            response = await self.answer(request)
+            return await full(request) if response is None else response
 
         return handler
+
+    async def answer(self, request: Request) -> Response | None:
+        """The endpoint's answer through the lean binder; None when the binder
+        leaves the request to FastAPI (an endpoint that is not hot: always)."""
+        kwargs = await self.lean(request) if self.lean is not None else None
+        if kwargs is None:
+            return None
+        return await self.endpoint(**kwargs)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class _HotPath:
+    route: HotRoute
+    regex: re.Pattern[str]  # the path as the app serves it, its routers' prefixes included
+    convertors: dict[str, Convertor[Any]]
+
+
+_WHOLE_PARAMETER = re.compile(r"\{\w+\}")
+
+
+def _segments(path: str) -> list[str | None]:
+    """A path template's segments, None for one that holds a parameter."""
+    return [None if "{" in part else part for part in path.split("/")]
+
+
+def _may_take(earlier: str, hot: str, *, mount: bool) -> bool:
+    """Whether a route of path template `earlier` (a Mount's prefix with
+    `mount`) could match a request for the template `hot` whose parameters are
+    canonical UUIDs: True unless some segment rules it out."""
+    if ":path}" in earlier:
+        return True  # matches across segments: not worth reasoning about
+    theirs, ours = _segments(earlier), _segments(hot)
+    if mount:
+        ours = ours[: len(theirs)]
+    if len(theirs) != len(ours):
+        return False
+    for their, our in zip(theirs, ours, strict=True):
+        if their is None:
+            continue  # a parameter of theirs takes anything
+        if our is None:
+            if not _CANONICAL_UUID.fullmatch(their):
+                return False  # a literal of theirs is never one of our ids
+        elif their != our:
+            return False
+    return True
+
+
+class HotPaths:
+    """The requests FastAPI's router could only give to a hot GET route.
+
+    Found once among the app's `routes` (the routes of routers included in it
+    as the router sees them: their prefixes added, in their order): a hot
+    route's path is taken when no route before it could match a GET of that
+    path whose parameters are canonical UUIDs, as the router gives a request
+    to the first route that matches it in full. A route whose path cannot be
+    read counts as one that may match anything.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.paths: list[_HotPath] = []
+        earlier: list[tuple[str, bool]] = []  # (path template, is a Mount) of the GET routes before
+        for context in iter_route_contexts(routes):
+            route = context.original_route
+            path = context.path
+            methods = context.methods
+            regex = getattr(context, "path_regex", None)
+            if path is None or regex is None:
+                earlier.append(("/{path:path}", True))
+                continue
+            if (
+                isinstance(route, HotRoute)
+                and route.lean is not None
+                and methods is not None
+                and "GET" in methods
+                and getattr(context, "max_body_size", None) is None
+                and all(_WHOLE_PARAMETER.fullmatch(part) for part in path.split("/") if "{" in part)
+                and not any(_may_take(template, path, mount=mount) for template, mount in earlier)
+            ):
+                self.paths.append(_HotPath(route, regex, dict(context.param_convertors)))
+            if methods is None or "GET" in methods:
+                earlier.append((path, isinstance(route, Mount)))
+
+    def match(self, path: str) -> tuple[HotRoute, dict[str, Any]] | None:
+        """The hot route of a GET of `path` (a route path: without the root path)
+        and its path parameters, or None: FastAPI's router decides."""
+        for hot in self.paths:
+            found = hot.regex.match(path)
+            if found is None:
+                continue
+            params = found.groupdict()
+            for name, value in params.items():
+                if not _CANONICAL_UUID.fullmatch(value):
+                    return None
+                params[name] = hot.convertors[name].convert(value)
+            return hot.route, params
+        return None

@@ -6,6 +6,7 @@ import re
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import problem_response
@@ -25,18 +26,17 @@ def _nul_query_names(query_string: bytes) -> list[str]:
     return [name.replace("\x00", "") for name, value in pairs if "\x00" in name or "\x00" in value]
 
 
-class BodySizeLimit:
-    """Pure ASGI: checks Content-Length up front and counts streamed bytes;
-    refuses a query string that carries a NUL character with a 422."""
+class BodyLimits:
+    """What a request may send (app.core.gate checks it before anything reads
+    the request): a body within `max_bytes` (or its path's own limit), by its
+    Content-Length and by the bytes it streams; a query string without NUL."""
 
     def __init__(
         self,
-        app: ASGIApp,
         max_bytes: int,
         per_path: dict[str, int] | None = None,
         per_pattern: list[tuple[re.Pattern[str], int]] | None = None,
     ) -> None:
-        self.app = app
         self.max_bytes = max_bytes
         self.per_path = per_path or {}
         self.per_pattern = per_pattern or []
@@ -46,13 +46,12 @@ class BodySizeLimit:
             return self.per_path[path]
         return next((limit for pattern, limit in self.per_pattern if pattern.fullmatch(path)), self.max_bytes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def check(self, scope: Scope) -> tuple[Response | None, int | None]:
+        """An HTTP request's refusal (422, 413) or None, and the limit its
+        streamed body is held to (None: it has no body)."""
         nul_names = _nul_query_names(scope.get("query_string", b""))
         if nul_names:
-            response = problem_response(
+            return problem_response(
                 422,
                 "NUL characters are not allowed in the query string.",
                 slug="validation-error",
@@ -61,10 +60,8 @@ class BodySizeLimit:
                         {"loc": ["query", n], "msg": "NUL characters are not allowed"} for n in nul_names
                     ]
                 },
-            )
-            await response(scope, receive, send)
-            return
-        limit = self._limit(scope["path"])
+            ), None
+        limit: int | None = None
         has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -72,16 +69,20 @@ class BodySizeLimit:
                     length = int(value)
                 except ValueError:
                     length = 1  # let the server's parser and the route refuse it
+                if limit is None:
+                    limit = self._limit(scope["path"])
                 if length > limit:
-                    await self._refuse(scope, receive, send, limit)
-                    return
+                    return too_large(limit), None
                 has_body = has_body or length > 0
             elif name == b"transfer-encoding":
                 has_body = True
         if not has_body:
             # HTTP/1.1 frames a body by Content-Length or Transfer-Encoding: without either there is none.
-            await self.app(scope, receive, send)
-            return
+            return None, None
+        return None, self._limit(scope["path"]) if limit is None else limit
+
+    async def counted(self, app: ASGIApp, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        """`app` with the body's bytes counted as they arrive: a 413 once they exceed `limit`."""
         received = 0
         started = False
 
@@ -101,16 +102,42 @@ class BodySizeLimit:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(scope, receive, send, limit)
+                await too_large(limit)(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = problem_response(
-            413,
-            f"The request body is larger than {limit} bytes.",
-            slug="content-too-large",
-            headers={"Connection": "close"},
-        )
-        await response(scope, receive, send)
+
+def too_large(limit: int) -> Response:
+    return problem_response(
+        413,
+        f"The request body is larger than {limit} bytes.",
+        slug="content-too-large",
+        headers={"Connection": "close"},
+    )
+
+
+class BodySizeLimit:
+    """BodyLimits on their own, as an ASGI middleware (the app has them in app.core.gate)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        per_path: dict[str, int] | None = None,
+        per_pattern: list[tuple[re.Pattern[str], int]] | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = BodyLimits(max_bytes, per_path, per_pattern)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal, limit = self.limits.check(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+        elif limit is None:
+            await self.app(scope, receive, send)
+        else:
+            await self.limits.counted(self.app, limit, scope, receive, send)

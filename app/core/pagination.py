@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel
+from sqlalchemy.sql import visitors
 
 from app.core.errors import AppError, not_found
 from app.core.types import EARLIEST, LATEST
@@ -22,6 +23,7 @@ from app.core.uow import Statements
 T = TypeVar("T")
 
 MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
 
 
 class Page(BaseModel, Generic[T]):
@@ -40,7 +42,7 @@ class PageParams:
 # A coroutine, not the class itself: FastAPI would build a class in a worker thread.
 async def page_params(
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None,
         Query(max_length=512, description="`next_cursor` of the previous page"),
@@ -167,12 +169,31 @@ async def read_page(
     keyset() for `params` (built once per shape); rows hold the columns it selects. `in_case`: `stmt`
     is made by access.in_case_seen_in_full(), and no row at all is a 404 (the
     case's), as the caller does not see the case in full."""
-    rows = await reads.all(stmt, values | keyset_params(params, scope=scope, keys=keys))
+    values = values | keyset_params(params, scope=scope, keys=keys)
+    if params.limit == DEFAULT_LIMIT:
+        stmt = _default_page(stmt)
+        del values["limit"]
+    rows = await reads.all(stmt, values)
     if in_case:
         if not rows:
             raise not_found("case")
         rows = [row for row in rows if row.id is not None]  # an empty page is one row of nulls
     return page_of(rows, params, scope=scope, key_of=_key_of(keys))
+
+
+@functools.lru_cache(maxsize=1000)
+def _default_page(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    """`stmt` (made by keyset()) for a page of the default size, its limit
+    written into the SQL. A limit that is a bind parameter keeps PostgreSQL
+    planning the statement again at every execution (a generic plan cannot
+    tell a page from the whole table); most requests ask for the default
+    size, whose statement is planned once per connection."""
+    rows = sa.literal_column(str(DEFAULT_LIMIT + 1), sa.Integer)
+
+    def literal(element: Any, **_: Any) -> Any:
+        return rows if isinstance(element, sa.BindParameter) and element.key == "limit" else None
+
+    return cast(sa.Select[Any], visitors.replacement_traverse(stmt, {}, literal))
 
 
 def _key_of(keys: Sequence[sa.ColumnElement[Any]]) -> Callable[[Any], list[Any]]:

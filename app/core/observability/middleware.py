@@ -1,5 +1,6 @@
-"""The outermost middleware: a request id for every request, its metrics, its
-log line, and the last word on an exception nothing else handled.
+"""The outermost part of the app's middleware (app.core.gate is one): a
+request id for every request, its metrics, its log line, and the last word
+on an exception nothing else handled.
 
 Pure ASGI and cheap, as every request pays for it: one header scan, one
 closure, one list copy of the response headers, two metric updates, one
