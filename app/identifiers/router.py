@@ -1,3 +1,4 @@
+import asyncio
 import uuid
 
 from fastapi import APIRouter, Request, Response
@@ -132,11 +133,17 @@ async def search_hits(request: Request, db: DatabaseDep, p: Reader, body: HitSea
     """
     state = request.app.state
     keys = await service.normalized_items(db, p, body.items)
-    async with db.transaction() as tx:
-        results = await service.search_hits(tx, p, keys, settings=state.settings, limits=state.hit_limits)
+    ask: PeerSearch | None = getattr(state, "ask_peers", None) if body.federated else None
+    # The peers search while this instance does; no connection is held while they answer.
+    asking = asyncio.ensure_future(ask(p, keys)) if ask is not None else None
+    try:
+        async with db.transaction() as tx:
+            results = await service.search_hits(tx, p, keys, settings=state.settings, limits=state.hit_limits)
+    except BaseException:
+        if asking is not None:
+            asking.cancel()
+        raise
     if body.federated:
-        # Asked once the search is committed: no connection is held while peers answer.
-        ask: PeerSearch | None = getattr(state, "ask_peers", None)
-        remote, answers = await ask(p, keys) if ask is not None else ([[] for _ in keys], [])
+        remote, answers = await asking if asking is not None else ([[] for _ in keys], [])
         results = service.with_peers(results, remote, answers)
     return ok(results.model_dump(mode="json", exclude_unset=True))
