@@ -64,7 +64,14 @@ def downgrade() -> None:
         batch.drop_index(batch.f("ix_peer_mirror_case_id"))
     op.drop_table("peer_mirror")
     with op.batch_alter_table("peer") as batch:
-        for name in ("received_seq", "lease_until", "lease_token", "next_attempt_at", "failures", "delivered_seq"):
+        for name in (
+            "received_seq",
+            "lease_until",
+            "lease_token",
+            "next_attempt_at",
+            "failures",
+            "delivered_seq",
+        ):
             batch.drop_column(name)
     with op.batch_alter_table("case") as batch:
         batch.drop_index(batch.f("ix_case_home_instance"))
