@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import Depends
 
+from app.agencies.models import Agency
 from app.auth.deps import Admin, Writer
 from app.auth.models import Scope
 from app.auth.service import Principal
@@ -33,6 +34,7 @@ from app.participants.models import Participant, Role
 PUBLIC_CODES = (HandlingCode.green, HandlingCode.clear)
 CASES = table_of(Case)
 PARTICIPANTS = table_of(Participant)
+AGENCIES = table_of(Agency)
 
 Level = Literal["full", "summary"]
 
@@ -432,3 +434,37 @@ def audit_entries_visible(*, admin: bool) -> sa.ColumnElement[bool]:
     seen = sa.select(CASES.c.id).where(CASES.c.id == entries.c.case_id, sees_case_in_full()).exists()
     others = sa.and_(sa.or_(*shown), sa.or_(entries.c.case_id.is_(None), seen))
     return sa.or_(entries.c.agency_id == agency_id, others)
+
+
+# ---- peers (app.federation): which instances may hold what of a case --------------------------
+
+
+def peer_sees_case_in_full() -> sa.ColumnElement[bool]:
+    """The peer instance `:peer` hosts an agency that sees the joined case (a
+    local one: never a mirror) in full, as sees_case_in_full() says for an
+    agency: a participant, or under TLP:AMBER a sub-agency of one. Exactly
+    these peers hold a mirror of the case."""
+    participant = PARTICIPANTS.alias()
+    hosted = AGENCIES.alias()
+    takes_part = sa.exists().where(
+        participant.c.case_id == CASES.c.id,
+        participant.c.agency_id == hosted.c.id,
+        hosted.c.home_instance == sa.bindparam("peer"),
+    )
+    sub = AGENCIES.alias()
+    parent_takes_part = sa.exists().where(
+        participant.c.case_id == CASES.c.id,
+        sub.c.parent_id == participant.c.agency_id,
+        sub.c.home_instance == sa.bindparam("peer"),
+    )
+    return sa.and_(
+        CASES.c.home_instance.is_(None),
+        sa.or_(takes_part, sa.and_(CASES.c.handling_code == HandlingCode.amber, parent_takes_part)),
+    )
+
+
+def peer_is_party(requests: sa.Table) -> sa.ColumnElement[bool]:
+    """The peer `:peer` hosts one of the two agencies of the request rows: as
+    sees_request() says for an agency, only they hold a request and its records."""
+    hosted = sa.select(AGENCIES.c.id).where(AGENCIES.c.home_instance == sa.bindparam("peer"))
+    return sa.or_(requests.c.from_agency_id.in_(hosted), requests.c.to_agency_id.in_(hosted))

@@ -33,6 +33,7 @@ import httpx
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from app import access
 from app.core.config import Settings
 from app.core.db import new_row, table_of, utcnow
 from app.core.errors import database_reason
@@ -415,7 +416,7 @@ _PENDING = (
             CASE_OF_EVENT.in_(
                 sa.select(MIRRORS.c.case_id).where(MIRRORS.c.instance_id == sa.bindparam("peer"))
             ),
-            sa.exists().where(CASES.c.id == CASE_OF_EVENT, mirror.qualifies()),
+            sa.exists().where(CASES.c.id == CASE_OF_EVENT, access.peer_sees_case_in_full()),
         ),
     )
 )

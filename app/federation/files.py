@@ -13,6 +13,7 @@ import httpx
 import sqlalchemy as sa
 from fastapi.responses import StreamingResponse
 
+from app import access
 from app.attachments.service import place, receive_file
 from app.attachments.storage import Staged, Storage, copy_chunks
 from app.core.errors import AppError
@@ -28,7 +29,7 @@ ATTACHMENTS, CASES, REQUESTS = mirror.ATTACHMENTS, mirror.CASES, mirror.REQUESTS
 
 
 def _case_qualifies(case_id: sa.ColumnElement[uuid.UUID]) -> sa.Exists:
-    return sa.exists().where(CASES.c.id == case_id, mirror.qualifies())
+    return sa.exists().where(CASES.c.id == case_id, access.peer_sees_case_in_full())
 
 
 # An attachment the peer `:peer` may hold: one of a case it qualifies for, or of a
@@ -39,7 +40,7 @@ _SHARED = sa.select(ATTACHMENTS.c.sha256, ATTACHMENTS.c.size).where(
         _case_qualifies(ATTACHMENTS.c.case_id),
         sa.exists().where(
             REQUESTS.c.id == ATTACHMENTS.c.request_id,
-            mirror.party_of_peer(REQUESTS),
+            access.peer_is_party(REQUESTS),
             _case_qualifies(REQUESTS.c.case_id),
         ),
     ),

@@ -22,10 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from app import access
 from app.agencies.models import Agency
 from app.attachments.models import Attachment
 from app.attachments.storage import SHA256
-from app.cases.models import Case, HandlingCode
+from app.cases.models import Case
 from app.core.db import UTCDateTime, table_of
 from app.core.errors import AppError
 from app.core.journal import CLI, record
@@ -71,10 +72,6 @@ def beyond_authority(detail: str) -> AppError:
     return AppError(403, f"Beyond the sending peer's authority: {detail}.", slug="forbidden")
 
 
-def _peer_agencies() -> sa.Select[Any]:
-    return sa.select(AGENCIES.c.id).where(AGENCIES.c.home_instance == sa.bindparam("peer"))
-
-
 @functools.cache
 def _rows_of(table: sa.Table) -> sa.Select[Any]:
     """The rows of `table` under the case `:case_id` that the peer `:peer` may hold."""
@@ -84,7 +81,7 @@ def _rows_of(table: sa.Table) -> sa.Select[Any]:
     if table is ATTACHMENTS:
         # The case's files, and those of the messages of the requests the peer holds.
         requests = sa.select(REQUESTS.c.id).where(
-            REQUESTS.c.case_id == sa.bindparam("case_id"), party_of_peer(REQUESTS)
+            REQUESTS.c.case_id == sa.bindparam("case_id"), access.peer_is_party(REQUESTS)
         )
         return stmt.where(
             sa.or_(ATTACHMENTS.c.case_id == sa.bindparam("case_id"), ATTACHMENTS.c.request_id.in_(requests))
@@ -92,7 +89,7 @@ def _rows_of(table: sa.Table) -> sa.Select[Any]:
     if "case_id" in table.c and table is not REQUESTS:
         return stmt.where(table.c.case_id == sa.bindparam("case_id"))
     if table is REQUESTS:
-        return stmt.where(table.c.case_id == sa.bindparam("case_id"), party_of_peer(table))
+        return stmt.where(table.c.case_id == sa.bindparam("case_id"), access.peer_is_party(table))
     if "seized_item_id" in table.c:
         return stmt.where(
             table.c.seized_item_id.in_(
@@ -101,43 +98,15 @@ def _rows_of(table: sa.Table) -> sa.Select[Any]:
         )
     assert "request_id" in table.c, table.name
     requests = sa.select(REQUESTS.c.id).where(
-        REQUESTS.c.case_id == sa.bindparam("case_id"), party_of_peer(REQUESTS)
+        REQUESTS.c.case_id == sa.bindparam("case_id"), access.peer_is_party(REQUESTS)
     )
     return stmt.where(table.c.request_id.in_(requests))
 
 
-def party_of_peer(requests: sa.Table) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        requests.c.from_agency_id.in_(_peer_agencies()), requests.c.to_agency_id.in_(_peer_agencies())
-    )
-
-
 _AGENCY = sa.select(AGENCIES).where(AGENCIES.c.id == sa.bindparam("agency_id"))
-
-
-def qualifies() -> sa.ColumnElement[bool]:
-    """Whether the peer `:peer` hosts an agency that sees the joined local case
-    in full (§3): a participant, or under TLP:AMBER a sub-agency of one."""
-    participant = PARTICIPANTS.alias()
-    hosted = AGENCIES.alias()
-    takes_part = sa.exists().where(
-        participant.c.case_id == CASES.c.id,
-        participant.c.agency_id == hosted.c.id,
-        hosted.c.home_instance == sa.bindparam("peer"),
-    )
-    sub = AGENCIES.alias()
-    parent_takes_part = sa.exists().where(
-        participant.c.case_id == CASES.c.id,
-        sub.c.parent_id == participant.c.agency_id,
-        sub.c.home_instance == sa.bindparam("peer"),
-    )
-    return sa.and_(
-        CASES.c.home_instance.is_(None),
-        sa.or_(takes_part, sa.and_(CASES.c.handling_code == HandlingCode.amber, parent_takes_part)),
-    )
-
-
-_QUALIFIES = sa.select(CASES.c.id).where(CASES.c.id == sa.bindparam("case_id"), qualifies())
+_QUALIFIES = sa.select(CASES.c.id).where(
+    CASES.c.id == sa.bindparam("case_id"), access.peer_sees_case_in_full()
+)
 
 
 async def qualifying(db: Statements, peer: str, case_id: uuid.UUID) -> bool:
