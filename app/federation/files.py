@@ -62,16 +62,29 @@ async def serve(db: Statements, storage: Storage, peer: str, attachment_id: uuid
     return StreamingResponse(copy_chunks(source, _READ_CHUNK, 0, shared.size), headers=headers)
 
 
-async def fetch(me: Identity, home: Row, storage: Storage, cases: list[Any]) -> list[Staged]:
-    """The peer's side: stage every file the delivery's snapshots name that this
-    instance lacks, each checked against its row; all or none (a failure removes
-    what was staged). 502 when the home does not serve one."""
+async def fetch(
+    db: Statements, me: Identity, home: Row, storage: Storage, cases: list[Any], max_bytes: int
+) -> list[Staged]:
+    """The peer's side: stage the files the delivery's snapshots name, each
+    checked against its row; all or none (a failure removes what was staged).
+    Only for cases `home` may send (mirror.may_send: 403 before any byte is
+    fetched), no file over `max_bytes`, and every file a case's mirror does not
+    name yet, even one this instance holds for another case: a home cannot
+    name a file it does not have and have it served here. 502 when the home
+    does not serve one."""
     wanted: dict[str, tuple[uuid.UUID, int]] = {}
     for case in cases:
-        if isinstance(case, dict) and "rows" in case:
-            for attachment_id, (sha256, size) in mirror.files_named(case["rows"]).items():
-                if sha256 not in wanted and not await anyio.to_thread.run_sync(storage.exists, sha256):
-                    wanted[sha256] = (attachment_id, size)
+        if not (isinstance(case, dict) and "rows" in case):
+            continue
+        case_id = await mirror.may_send(db, home.instance_id, case)
+        named = {row.sha256 for row in await db.all(mirror.held_files(), {"case_id": case_id})}
+        for attachment_id, (sha256, size) in mirror.files_named(case["rows"]).items():
+            if size > max_bytes:
+                raise mirror.MalformedDelivery(
+                    f"attachment {attachment_id} is larger than this instance takes"
+                )
+            if sha256 not in named:
+                wanted.setdefault(sha256, (attachment_id, size))
     staged: list[Staged] = []
     try:
         async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as http:

@@ -210,7 +210,7 @@ def decode(table: sa.Table, row: Any) -> dict[str, Any]:
 _CASE = sa.select(CASES.c.id, CASES.c.home_instance).where(CASES.c.id == sa.bindparam("case_id"))
 
 
-async def held_case(tx: Tx, sender: str, case_id: uuid.UUID) -> bool:
+async def held_case(tx: Statements, sender: str, case_id: uuid.UUID) -> bool:
     """Whether this instance holds a mirror of the case from `sender`; 403 when
     it holds the case otherwise (its own case, or another home's mirror)."""
     case = await tx.first(_CASE, {"case_id": case_id})
@@ -407,3 +407,35 @@ def files_named(rows: dict[str, Any]) -> dict[uuid.UUID, tuple[str, int]]:
             raise MalformedDelivery("an attachment without a valid sha256 and size")
         files[attachment["id"]] = (attachment["sha256"], attachment["size"])
     return files
+
+
+def held_files() -> sa.Select[Any]:
+    """The files the attachments under the case `:case_id` held here name."""
+    return _HELD_FILES
+
+
+_HELD_FILES = sa.select(ATTACHMENTS.c.sha256).where(_under_case(ATTACHMENTS))
+
+
+async def may_send(db: Statements, sender: str, case: dict[str, Any]) -> uuid.UUID:
+    """The id of a case of a delivery, once it is clear that `sender` may send it:
+    not a case held here otherwise, and led by an agency the sender hosts (held
+    here as the sender's, or named by the delivery as its own and unknown here).
+    hold() checks the same in the applying transaction; this is for what comes
+    before it (fetching files). 403 otherwise."""
+    try:
+        case_id = uuid.UUID(case["id"])
+        [row] = listed(case["rows"][CASES.name], "cases")
+        lead_id = uuid.UUID(row["lead_agency_id"])
+    except (KeyError, TypeError, ValueError):
+        raise MalformedDelivery("a case without its id, its row or its lead") from None
+    await held_case(db, sender, case_id)
+    lead = await db.first(_AGENCY, {"agency_id": lead_id})
+    if lead is not None:
+        if lead.home_instance != sender:
+            raise beyond_authority(f"the lead agency of case {case_id} does not live on {sender}")
+        return case_id
+    named = [a for a in listed(case.get("agencies"), "a case's agencies") if isinstance(a, dict)]
+    if not any(a.get("id") == str(lead_id) and a.get("home_instance") == sender for a in named):
+        raise beyond_authority(f"the lead agency of case {case_id} does not live on {sender}")
+    return case_id

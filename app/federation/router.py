@@ -111,7 +111,9 @@ async def deliveries(request: Request, db: DatabaseDep, signed: Signed) -> Respo
     staged = []
     if delivery.new_to(sender):
         await claim_for_upload(db, storage)
-        staged = await files.fetch(me, sender, storage, delivery.cases)
+        staged = await files.fetch(
+            db, me, sender, storage, delivery.cases, request.app.state.max_attachment_bytes
+        )
     try:
         async with db.transaction() as tx:
             receipt = await service.receive(tx, me, sender, delivery)

@@ -5,6 +5,8 @@ not in. Each is refused whole (401/403) and nothing is stored."""
 
 import base64
 import copy
+import hashlib
+import time
 import uuid
 from typing import Any
 
@@ -26,7 +28,7 @@ def post_signed(sender: Instance, url: str, document: dict[str, Any]) -> httpx.R
 
 
 def deliver(sender: Instance, receiver: Instance, cases: list[dict[str, Any]]) -> httpx.Response:
-    seq = 10**6 + uuid.uuid4().int % 10**6
+    seq = time.time_ns() // 1000  # each delivery after the last, as a home's are
     document = {
         "instance_id": sender.instance_id,
         "to": receiver.instance_id,
@@ -119,6 +121,34 @@ def test_a_peer_pushing_what_it_is_not_the_home_of_is_refused(kz_ua: tuple[Insta
     assert receipt["instance_id"] == "kz.caseapi" and receipt["applied"] is True
     mirrored = kz.ok("GET", f"/cases/{new_id}")
     assert mirrored["home_instance"] == "ua.caseapi" and mirrored["reference"] == "UA-OWN-1"
+
+    # Its mirror naming a file Kazakhstan holds for a case of its own: the file is asked of the
+    # sender, which does not have it, and nothing is stored.
+    secret = b"Kazakhstan's own file"
+    private = a_case(kz, reference="KZ-SECRET", handling_code="TLP:RED")
+    kz.ok(
+        "POST",
+        f"/cases/{private['id']}/attachments",
+        params={"filename": "secret.txt"},
+        content=secret,
+        headers={"Content-Type": "text/plain"},
+    )
+    borrowed = {
+        "id": str(uuid.uuid4()),
+        "case_id": new_id,
+        "request_id": None,
+        "message_id": None,
+        "uploaded_by_agency_id": ua.agency_id("UA-LE"),
+        "filename": "secret.txt",
+        "content_type": "text/plain",
+        "size": len(secret),
+        "sha256": hashlib.sha256(secret).hexdigest(),
+        "version": 1,
+        "created_at": own["case"][0]["created_at"],
+    }
+    rows = copy.deepcopy(own) | {"attachment": [borrowed]}
+    refused(deliver(ua_i, kz_i, [{"id": new_id, "agencies": agencies, "rows": rows}]), 502)
+    assert status_of(kz, f"/attachments/{borrowed['id']}") == 404
 
 
 def test_unsigned_and_replayed_deliveries_are_refused(kz_ua: tuple[Instance, Instance]) -> None:
