@@ -309,6 +309,23 @@ class InstanceDocument(BaseModel):
     thumbprint: str
 
 
+class PeerStatus(BaseModel):
+    """How delivery to a peer instance stands (admin)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    instance_id: str
+    url: str
+    thumbprint: str
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    pending: int
+
+
+class PeerList(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    items: list[PeerStatus]
+
+
 class Health(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     status: str

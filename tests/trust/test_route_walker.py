@@ -57,8 +57,8 @@ SKIPPED: dict[tuple[str, str], str] = {}
 # Lists an admin key reads in full by contract: "GET /audit (admin: everything)".
 ADMIN_READS_ALL = {f"{API}/audit"}
 
-# Lists only an admin key reads at all (contract §7: webhooks); others get 403.
-ADMIN_LISTS = {f"{API}/subscriptions"}
+# Lists only an admin key reads at all (contract §7: webhooks; §9: the peers); others get 403.
+ADMIN_LISTS = {f"{API}/subscriptions", f"{API}/federation/peers"}
 
 PARAM = re.compile(r"{(\w+)}")
 

@@ -47,6 +47,8 @@ from caseapi_client.models import (
     Location,
     Message,
     Participant,
+    PeerList,
+    PeerStatus,
     SeizedItem,
     Subscription,
 )
@@ -328,6 +330,13 @@ class AsyncFederation:
         needed): compare it before trusting the instance as a peer."""
         path = API + "/federation/instance"
         return await self._runner.run(Call("GET", path, document(InstanceDocument), replayable=True))
+
+    async def peers(self) -> list[PeerStatus]:
+        """Scope `admin`: the peers this instance trusts and how delivery to each
+        stands (`last_success_at`, `last_error`, `pending`)."""
+        path = API + "/federation/peers"
+        found = await self._runner.run(Call("GET", path, document(PeerList), replayable=True))
+        return list(found.items)
 
 
 class AsyncHealthChecks:

@@ -47,6 +47,8 @@ from caseapi_client.models import (
     Location,
     Message,
     Participant,
+    PeerList,
+    PeerStatus,
     SeizedItem,
     Subscription,
 )
@@ -319,6 +321,13 @@ class Federation:
         needed): compare it before trusting the instance as a peer."""
         path = API + "/federation/instance"
         return self._runner.run(Call("GET", path, document(InstanceDocument), replayable=True))
+
+    def peers(self) -> list[PeerStatus]:
+        """Scope `admin`: the peers this instance trusts and how delivery to each
+        stands (`last_success_at`, `last_error`, `pending`)."""
+        path = API + "/federation/peers"
+        found = self._runner.run(Call("GET", path, document(PeerList), replayable=True))
+        return list(found.items)
 
 
 class HealthChecks:
