@@ -309,7 +309,7 @@ class InstanceDocument(BaseModel):
     thumbprint: str
 
 
-class PeerStatus(BaseModel):
+class PeerState(BaseModel):
     """How delivery to a peer instance stands (admin)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -323,7 +323,7 @@ class PeerStatus(BaseModel):
 
 class PeerList(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
-    items: list[PeerStatus]
+    items: list[PeerState]
 
 
 class Health(BaseModel):

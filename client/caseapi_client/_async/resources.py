@@ -48,7 +48,7 @@ from caseapi_client.models import (
     Message,
     Participant,
     PeerList,
-    PeerStatus,
+    PeerState,
     SeizedItem,
     Subscription,
 )
@@ -331,7 +331,7 @@ class AsyncFederation:
         path = API + "/federation/instance"
         return await self._runner.run(Call("GET", path, document(InstanceDocument), replayable=True))
 
-    async def peers(self) -> list[PeerStatus]:
+    async def peers(self) -> list[PeerState]:
         """Scope `admin`: the peers this instance trusts and how delivery to each
         stands (`last_success_at`, `last_error`, `pending`)."""
         path = API + "/federation/peers"

@@ -48,7 +48,7 @@ from caseapi_client.models import (
     Message,
     Participant,
     PeerList,
-    PeerStatus,
+    PeerState,
     SeizedItem,
     Subscription,
 )
@@ -322,7 +322,7 @@ class Federation:
         path = API + "/federation/instance"
         return self._runner.run(Call("GET", path, document(InstanceDocument), replayable=True))
 
-    def peers(self) -> list[PeerStatus]:
+    def peers(self) -> list[PeerState]:
         """Scope `admin`: the peers this instance trusts and how delivery to each
         stands (`last_success_at`, `last_error`, `pending`)."""
         path = API + "/federation/peers"
