@@ -17,6 +17,7 @@ from app.core.config import ConfigError, Settings
 from app.core.deps import DatabaseDep, WriteUnitDep
 from app.core.errors import AppError
 from app.core.http import StrictJSONRoute, ok, public
+from app.core.uow import Row
 from app.federation import files, service, signatures
 from app.federation import forward as forwarding
 from app.federation.identity import Identity, identity
@@ -55,6 +56,18 @@ async def _signed_request(request: Request) -> SignedRequest:
 
 
 Signed = Annotated[SignedRequest, Depends(_signed_request)]
+
+
+async def _sender(request: Request, db: DatabaseDep, signed: Signed) -> Row:
+    """The peer that signed the request (401 otherwise), its signature's nonce
+    recorded in a transaction of its own: the route's work opens its own."""
+    _identity(request)
+    async with db.transaction() as tx:
+        return await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
+
+
+# The peer a request between instances comes from; 404 when this instance does not federate.
+Sender = Annotated[Row, Depends(_sender)]
 
 
 @router.get(
@@ -97,15 +110,13 @@ async def agencies(request: Request, tx: WriteUnitDep, signed: Signed) -> Respon
     operation_id="federation.deliveries",
     include_in_schema=False,
 )
-async def deliveries(request: Request, db: DatabaseDep, signed: Signed) -> Response:
+async def deliveries(request: Request, db: DatabaseDep, signed: Signed, sender: Sender) -> Response:
     """Only for a request signed by a peer: the cases it is the home of, as this instance's agencies may
     hold them, or their withdrawal. Applied whole or not at all (403 beyond the sender's authority, 422
     malformed, 502 when a file its attachments name cannot be fetched from the home); answered with a
     receipt signed by this instance's key.
     """
     me = _identity(request)
-    async with db.transaction() as tx:
-        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
     delivery = service.parse_delivery(me, sender, signed.body)
     storage = request.app.state.storage
     staged = []
@@ -131,14 +142,11 @@ async def deliveries(request: Request, db: DatabaseDep, signed: Signed) -> Respo
     include_in_schema=False,
 )
 async def attachment_content(
-    request: Request, db: DatabaseDep, signed: Signed, attachment_id: uuid.UUID
+    request: Request, db: DatabaseDep, sender: Sender, attachment_id: uuid.UUID
 ) -> Response:
     """Only for a request signed by a peer entitled to the attachment's case (or request): its bytes.
     404 for anything else, exactly as for an attachment that does not exist.
     """
-    _identity(request)
-    async with db.transaction() as tx:
-        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
     return await files.serve(db, request.app.state.storage, sender.instance_id, attachment_id)
 
 
@@ -162,14 +170,10 @@ async def peers(db: DatabaseDep, _: Admin) -> Response:
     operation_id="federation.forward",
     include_in_schema=False,
 )
-async def forward(request: Request, db: DatabaseDep, signed: Signed) -> Response:
+async def forward(request: Request, db: DatabaseDep, signed: Signed, sender: Sender) -> Response:
     """Only for a request signed by a peer, for an agency it hosts that takes part in the case (403
     otherwise): the write, answered by this instance's own routes and rules as that agency's.
     """
-    _identity(request)
-    # The signature's nonce in a transaction of its own: the write opens its own.
-    async with db.transaction() as tx:
-        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
     envelope = _envelope(signed.body)
     principal = await forwarding.principal_of(db, sender, envelope)
     return await forwarding.answer(request, principal, envelope)
@@ -182,13 +186,10 @@ async def forward(request: Request, db: DatabaseDep, signed: Signed) -> Response
     operation_id="federation.hits",
     include_in_schema=False,
 )
-async def hits(request: Request, db: DatabaseDep, signed: Signed) -> Response:
+async def hits(request: Request, db: DatabaseDep, signed: Signed, sender: Sender) -> Response:
     """Only for a request signed by a peer, for an agency it hosts (403 otherwise): the search answered
     by this instance's rules for that agency, from the cases this instance is home of.
     """
-    _identity(request)
-    async with db.transaction() as tx:
-        sender = await service.authenticate(tx, signed.method, signed.url, signed.headers, signed.body)
     envelope = _envelope(signed.body)
     principal = await forwarding.remote_principal(db, sender, envelope)
     try:
