@@ -60,7 +60,7 @@ from app.core.errors import (
 from app.core.http import strict_json
 from app.core.journal import record
 from app.core.types import RequestModel
-from app.core.uow import Row, Statements, Tx, one_of, one_of_params
+from app.core.uow import Row, Statements, Tx, all_of, one_of
 from app.detainees.models import Detainee
 from app.detainees.service import one_year_after, personal_fields_set, present, require_personal_scope
 from app.evidence.models import CustodyAction, CustodyEvent, ItemStatus, SeizedItem
@@ -261,11 +261,7 @@ _AGENCIES_FOUND = sa.select(_AGENCIES.c.id).where(one_of(_AGENCIES.c.id, "agency
 async def _require_agencies(db: Statements, bundle: Bundle) -> None:
     refs = [(loc, agency_id) for loc, agency_id in _agency_refs(bundle) if agency_id is not None]
     wanted = sorted({agency_id for _, agency_id in refs})
-    found: set[uuid.UUID] = set()
-    for start in range(0, len(wanted), _AGENCY_CHUNK):
-        chunk = wanted[start : start + _AGENCY_CHUNK]
-        chunk += [chunk[-1]] * (_AGENCY_CHUNK - len(chunk))  # the last chunk padded to the shape
-        found.update(row.id for row in await db.all(_AGENCIES_FOUND, one_of_params("agency", chunk)))
+    found = {row.id for row in await all_of(db, _AGENCIES_FOUND, "agency", wanted, _AGENCY_CHUNK, {})}
     for loc, agency_id in refs:
         if agency_id not in found:
             raise invalid(loc, "No agency with this id on this instance.")

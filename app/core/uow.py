@@ -31,7 +31,7 @@ import contextlib
 import enum
 import functools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Protocol, TypeVar, cast
@@ -112,6 +112,9 @@ class Database(Statements, Protocol):
     # The audit chain's key (app.core.secrets), from the settings of the app or
     # command that made this Database: every unit of work journals under it.
     audit_key: bytes
+    # Called after each commit that wrote events to the feed, in this process
+    # only: a deliverer of this worker wakes at once instead of at its next poll.
+    on_feed: list[Callable[[], None]]
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """One unit of work: committed with its journal when the block ends, rolled back if it raises."""
@@ -432,6 +435,7 @@ class PostgresDatabase:
         # worker has one loop; tests that drive one app from several threads have one each.
         self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
         self._cache: dict[Statement, Prepared] = {}
+        self.on_feed: list[Callable[[], None]] = []
 
     first = Statements.first
     scalar = Statements.scalar
@@ -512,6 +516,7 @@ class PostgresDatabase:
                 raise
         finally:
             await pool.release(conn)
+        fed(self, tx)
 
     async def _begun(self) -> tuple[asyncpg.Pool, asyncpg.Connection]:
         """A connection with its transaction begun."""
@@ -617,6 +622,7 @@ class EngineDatabase:
     audit_key: bytes
     owned: bool = False  # made for this Database: disposed by close()
     dialect_name: str = field(init=False)
+    on_feed: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.dialect_name = self.engine.dialect.name
@@ -661,6 +667,7 @@ class EngineDatabase:
             await run_in_threadpool(self._end, conn, commit=False)
             raise
         await run_in_threadpool(self._end, conn, commit=True)
+        fed(self, tx)
 
     def pool_stats(self) -> PoolStats:
         pool = self.engine.pool
@@ -698,6 +705,32 @@ def one_of(column: sa.ColumnElement[Any], name: str, count: int) -> sa.ColumnEle
 
 def one_of_params(name: str, values: Sequence[Any]) -> dict[str, Any]:
     return {f"{name}_{i}": value for i, value in enumerate(values)}
+
+
+def one_of_chunks(name: str, values: Iterable[Any], count: int) -> Iterator[dict[str, Any]]:
+    """one_of_params() for `values` in chunks of `count`, the last one padded
+    with its last value: one statement shape, however many values."""
+    listed = list(values)
+    for start in range(0, len(listed), count):
+        chunk = listed[start : start + count]
+        yield one_of_params(name, chunk + [chunk[-1]] * (count - len(chunk)))
+
+
+async def all_of(
+    db: Statements, stmt: Statement, name: str, values: Iterable[Any], count: int, params: Mapping[str, Any]
+) -> list[Row]:
+    """The rows of `stmt`, which filters with one_of(column, name, count), for all of `values`."""
+    rows: list[Row] = []
+    for chunk in one_of_chunks(name, values, count):
+        rows += await db.all(stmt, {**params, **chunk})
+    return rows
+
+
+def fed(db: Database, tx: Tx) -> None:
+    """After `tx` committed: wake what follows the feed in this process, if it wrote to it."""
+    if db.on_feed and any(change.emit_event for change in tx.changes):
+        for wake in db.on_feed:
+            wake()
 
 
 def run_with_database(

@@ -3,8 +3,10 @@ peer, with a durable cursor (`peer.delivered_seq`), in order, at least once.
 
 A deliverer leases a peer that is behind the feed (claim_due), reads the
 events after its cursor, and sends, for each case they name in order of
-first mention, the case as the peer may hold it now (app.federation.mirror)
-or, when the peer held it and no longer qualifies, its withdrawal. The peer
+first mention, what the peer may hold of it now (app.federation.mirror): the
+records those events changed when the peer mirrors the case already and
+they are all amendable, else the case whole; or, when the peer held it and
+no longer qualifies, its withdrawal. The peer
 applies the delivery in one transaction and answers with a receipt signed by
 its key; only then does the cursor move, in the transaction that audits
 `federation.delivered` with the receipt. A crash or a failure before that
@@ -14,7 +16,9 @@ it again (`peer.received_seq`). Failures wait longer each time (as webhooks
 do), are kept as the peer's `last_error` and write a log line.
 
 `caseapi serve` runs a Deliverer in each worker of a federating instance;
-leases keep two workers off one peer.
+leases keep two workers off one peer. A commit that writes to the feed wakes
+the Deliverer of its worker (Database.on_feed); one that delivered looks
+again at once, so a change waits for at most the delivery in flight.
 """
 
 import asyncio
@@ -121,7 +125,12 @@ class Delivery:
 
     @property
     def sent(self) -> list[uuid.UUID]:
-        return [case["id"] for case in self.cases if "rows" in case]
+        """The cases the peer mirrors once it applied the delivery."""
+        return [case["id"] for case in self.cases if "rows" in case or "changes" in case]
+
+    @property
+    def amended(self) -> list[uuid.UUID]:
+        return [case["id"] for case in self.cases if "changes" in case]
 
     @property
     def withdrawn(self) -> list[uuid.UUID]:
@@ -160,7 +169,7 @@ CASE_OF_EVENT = sa.case(
     else_=sa.null(),
 )
 _EVENTS_AFTER = (
-    sa.select(EVENTS.c.seq, CASE_OF_EVENT.label("case_id"))
+    sa.select(EVENTS.c.seq, CASE_OF_EVENT.label("case_id"), EVENTS.c.resource_type, EVENTS.c.resource_id)
     .where(EVENTS.c.seq > sa.bindparam("after"))
     .order_by(EVENTS.c.seq)
     .limit(BATCH)
@@ -179,9 +188,11 @@ async def build(db: Database, me: str, peer: Row) -> Delivery:
     if not events:
         return Delivery(peer.delivered_seq + 1, peer.delivered_seq)
     first_seen: dict[uuid.UUID, int] = {}
+    named: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {}
     for event in events:
         if event.case_id is not None:
             first_seen.setdefault(event.case_id, event.seq)
+            named.setdefault(event.case_id, []).append((event.resource_type, event.resource_id))
     delivery = Delivery(peer.delivered_seq + 1, events[-1].seq)
     rows = 0
     async with db.transaction() as tx:
@@ -192,11 +203,18 @@ async def build(db: Database, me: str, peer: Row) -> Delivery:
                 # The rest next time: every event before this case's first is delivered.
                 delivery.to_seq = seq - 1
                 break
-            case = await mirror.snapshot(tx, me, peer.instance_id, case_id)
+            mirrored = await tx.first(_MIRRORED, {"peer": peer.instance_id, "case_id": case_id}) is not None
+            changes = named[case_id]
+            if mirrored and mirror.amendable(resource_type for resource_type, _ in changes):
+                case = await mirror.amendment(tx, me, peer.instance_id, case_id, changes)
+            else:
+                case = await mirror.snapshot(tx, me, peer.instance_id, case_id)
             if case is not None:
                 delivery.cases.append(case)
-                rows += sum(len(table_rows) for table_rows in case["rows"].values())
-            elif await tx.first(_MIRRORED, {"peer": peer.instance_id, "case_id": case_id}) is not None:
+                rows += sum(
+                    len(table_rows) for table_rows in case.get("rows", case.get("changes", {})).values()
+                )
+            elif mirrored:
                 delivery.cases.append({"id": case_id, "withdrawn": True})
     return delivery
 
@@ -222,6 +240,14 @@ class DeliveryFailed(Exception):
     """Why a peer did not acknowledge a delivery, in one line for its `last_error`."""
 
 
+class MirrorLost(Exception):
+    """The peer holds no mirror of a case the delivery amends: it gets the case whole next."""
+
+    def __init__(self, case_id: uuid.UUID) -> None:
+        super().__init__(f"no mirror of case {case_id}")
+        self.case_id = case_id
+
+
 async def send(http: httpx.AsyncClient, me: Identity, peer: Row, delivery: Delivery) -> dict[str, Any]:
     """POST the delivery, signed; the peer's receipt, once its signature and content are checked."""
     body = body_of(me.instance_id, peer.instance_id, delivery)
@@ -231,6 +257,8 @@ async def send(http: httpx.AsyncClient, me: Identity, peer: Row, delivery: Deliv
         response = await http.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         raise DeliveryFailed(f"cannot reach {peer.url}: {type(exc).__name__}") from None
+    if response.status_code == 409 and (lost := _lost_mirror(response, delivery)) is not None:
+        raise MirrorLost(lost)
     if response.status_code != 200:
         raise DeliveryFailed(f"{peer.url} answered {response.status_code}: {_problem(response)}")
     try:
@@ -248,6 +276,18 @@ async def send(http: httpx.AsyncClient, me: Identity, peer: Row, delivery: Deliv
     if any(receipt.get(name) != value for name, value in expected.items()):
         raise DeliveryFailed(f"{peer.url} sent a receipt for another delivery")
     return receipt | {"token": token}
+
+
+def _lost_mirror(response: httpx.Response, delivery: Delivery) -> uuid.UUID | None:
+    """The case of the delivery's amendments that the peer says it holds no mirror of, if it says so."""
+    try:
+        problem = response.json()
+        if problem["type"] == f"urn:caseapi:problem:{mirror.NOT_HELD}":
+            case_id = uuid.UUID(problem["case_id"])
+            return case_id if case_id in delivery.amended else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
 
 
 def _problem(response: httpx.Response) -> str:
@@ -320,12 +360,33 @@ async def delivered(
             emit_event=False,
             detail={
                 "peer": peer,
-                "cases": [str(case_id) for case_id in delivery.sent],
+                "cases": [str(case_id) for case_id in delivery.sent if case_id not in delivery.amended],
+                "amended": [str(case_id) for case_id in delivery.amended],
                 "withdrawn": [str(case_id) for case_id in delivery.withdrawn],
                 "receipt": receipt,
             },
         )
     return True
+
+
+_RELEASED = (
+    sa.update(PEERS)
+    .where(_RELEASE)
+    .values(next_attempt_at=sa.bindparam("retry_at"), lease_token=None, lease_until=None)
+)
+
+
+async def release(
+    db: Database, claim: Claim, retry_at: datetime | None, lost: uuid.UUID | None = None
+) -> None:
+    """Give the lease back without counting a failure against the peer; with
+    `lost`, forget that the peer mirrors that case (it gets it whole next)."""
+    async with db.transaction() as tx:
+        if lost is not None:
+            await tx.execute(_FORGET_MIRROR, {"peer": claim.peer.instance_id, "case_id": lost})
+        await tx.execute(
+            _RELEASED, {"peer": claim.peer.instance_id, "token": claim.token, "retry_at": retry_at}
+        )
 
 
 async def failed(db: Database, claim: Claim, error: str, now: datetime) -> None:
@@ -342,15 +403,6 @@ async def failed(db: Database, claim: Claim, error: str, now: datetime) -> None:
         )
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, DeliveryFailed):
-        return str(exc)
-    if isinstance(exc, sa.exc.SQLAlchemyError):
-        return database_reason(exc)
-    log.exception("federation_delivery_error")
-    return f"internal error ({type(exc).__name__}): see this instance's log"
-
-
 class Deliverer:
     """Delivers to every peer that is behind, each on its own task."""
 
@@ -363,46 +415,76 @@ class Deliverer:
         self.metrics = metrics
 
     async def run_once(self, http: httpx.AsyncClient) -> int:
-        """Deliver once to every due peer; how many deliveries were acknowledged."""
+        """Deliver once to every due peer; how many moved their cursor."""
         claims = await claim_due(self.db, utcnow())
         done = await asyncio.gather(*(self.deliver(http, claim) for claim in claims))
         return sum(done)
 
     async def deliver(self, http: httpx.AsyncClient, claim: Claim) -> bool:
+        """One delivery to the claimed peer; whether its cursor moved, or it
+        should be tried again at once (a mirror it lost, sent whole next)."""
         peer = claim.peer.instance_id
         try:
             delivery = await build(self.db, self.me.instance_id, claim.peer)
             receipt = await send(http, self.me, claim.peer, delivery) if delivery.cases else None
-        except Exception as exc:
-            reason = _reason(exc)
-            log.warning("federation_delivery_failed", extra={"peer": peer, "reason": reason})
+        except MirrorLost as exc:
+            log.warning("federation_mirror_lost", extra={"peer": peer, "case_id": str(exc.case_id)})
+            await release(self.db, claim, None, lost=exc.case_id)
+            return True
+        except DeliveryFailed as exc:
+            log.warning("federation_delivery_failed", extra={"peer": peer, "reason": str(exc)})
             if self.metrics is not None:
                 self.metrics.federation_delivered(peer, ok=False)
-            await failed(self.db, claim, reason, utcnow())
+            await failed(self.db, claim, str(exc), utcnow())
+            return False
+        except Exception as exc:  # this instance's trouble (its database), not the peer's
+            log.error("federation_delivery_unbuilt", extra={"peer": peer, "reason": _local_reason(exc)})
+            await release(self.db, claim, utcnow() + timedelta(seconds=self.poll))
             return False
         async with self.db.transaction() as tx:
             stored = await delivered(tx, claim, delivery, receipt, utcnow())
         if stored and receipt is not None and self.metrics is not None:
             self.metrics.federation_delivered(peer, ok=True)
-        return stored and receipt is not None
+        return stored
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with self._client() as http:
-            while not stop.is_set():
-                try:
-                    # A peer catching up takes its next batch at once.
-                    if await self.run_once(http):
-                        continue
-                except Exception as exc:  # the loop outlives a database restart
-                    reason = database_reason(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else repr(exc)
-                    log.error("federation_deliverer_error: %s", reason)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll)
+        wake = asyncio.Event()
+        self.db.on_feed.append(wake.set)
+        try:
+            async with self._client() as http:
+                while not stop.is_set():
+                    wake.clear()
+                    try:
+                        # A peer catching up takes its next batch at once.
+                        if await self.run_once(http):
+                            continue
+                    except Exception as exc:  # the loop outlives a database restart
+                        log.error("federation_deliverer_error: %s", _local_reason(exc))
+                    await _first_of(stop, wake, self.poll)
+        finally:
+            self.db.on_feed.remove(wake.set)
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(timeout=SEND_TIMEOUT, follow_redirects=False) as http:
             yield http
+
+
+def _local_reason(exc: Exception) -> str:
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return database_reason(exc)
+    log.exception("federation_delivery_error")
+    return f"internal error ({type(exc).__name__})"
+
+
+async def _first_of(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    """Wait until `stop` or `wake` is set, for at most `seconds`."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 # ---- watching it --------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ async def serve(db: Statements, storage: Storage, peer: str, attachment_id: uuid
 async def fetch(
     db: Statements, me: Identity, home: Row, storage: Storage, cases: list[Any], max_bytes: int
 ) -> list[Staged]:
-    """The peer's side: stage the files the delivery's snapshots name, each
+    """The peer's side: stage the files the delivery's snapshots and amendments name, each
     checked against its row; all or none (a failure removes what was staged).
     Only for cases `home` may send (mirror.may_send: 403 before any byte is
     fetched), no file over `max_bytes`, and every file a case's mirror does not
@@ -74,11 +74,15 @@ async def fetch(
     does not serve one."""
     wanted: dict[str, tuple[uuid.UUID, int]] = {}
     for case in cases:
-        if not (isinstance(case, dict) and "rows" in case):
+        # As service.receive() reads it: an amendment's changes, or a snapshot's rows.
+        rows = (
+            (case["changes"] if "changes" in case else case.get("rows")) if isinstance(case, dict) else None
+        )
+        if rows is None:
             continue
         case_id = await mirror.may_send(db, home.instance_id, case)
         named = {row.sha256 for row in await db.all(mirror.held_files(), {"case_id": case_id})}
-        for attachment_id, (sha256, size) in mirror.files_named(case["rows"]).items():
+        for attachment_id, (sha256, size) in mirror.files_named(rows).items():
             if size > max_bytes:
                 raise mirror.MalformedDelivery(
                     f"attachment {attachment_id} is larger than this instance takes"

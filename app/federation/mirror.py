@@ -1,15 +1,21 @@
-"""A case as its home sends it to a peer (a snapshot), and as the peer holds it (a mirror).
+"""A case as its home sends it to a peer (a snapshot, or an amendment), and as the peer holds it (a mirror).
 
 A snapshot is the case and every row under it that the peer's agencies may
 see, with the same ids and versions as at home, read in one repeatable-read
 transaction so that it is consistent. Information requests go only to a
 peer hosting one of their two agencies (only they see a request, §3), and
 detainees' personal data only when the case's `share_personal_data` says so.
+An amendment is the same for the rows a few changes named: those rows as
+the peer may hold them now, and the ids of those it may hold no more. A
+case goes whole when a peer starts holding it and whenever the case itself
+or its participants change (that decides who holds what); every other
+change goes as an amendment, so a delivery costs what changed, not what the
+case holds.
 
-The peer replaces its mirror with the snapshot in one transaction: applying
-the same snapshot twice leaves the same mirror, which is what makes delivery
-"at least once" apply once. A peer that stops qualifying gets a withdrawal
-and deletes its mirror.
+The peer replaces its mirror with a snapshot, or applies an amendment to
+it, in one transaction: applying either twice leaves the same mirror, which
+is what makes delivery "at least once" apply once. A peer that stops
+qualifying gets a withdrawal and deletes its mirror.
 """
 
 import functools
@@ -30,7 +36,7 @@ from app.cases.models import Case
 from app.core.db import UTCDateTime, table_of
 from app.core.errors import AppError
 from app.core.journal import CLI, record
-from app.core.uow import Row, Statements, Tx
+from app.core.uow import Row, Statements, Tx, all_of, one_of, one_of_chunks
 from app.detainees.models import PERSONAL_FIELDS, Detainee
 from app.evidence.models import CustodyEvent, SeizedItem
 from app.identifiers.models import Identifier
@@ -45,19 +51,40 @@ ITEMS = table_of(SeizedItem)
 REQUESTS = table_of(InformationRequest)
 DETAINEES = table_of(Detainee)
 ATTACHMENTS = table_of(Attachment)
+LOCATIONS = table_of(Location)
+CUSTODY = table_of(CustodyEvent)
+IDENTIFIERS = table_of(Identifier)
+MESSAGES = table_of(RequestMessage)
 # Parents before children: the order rows are inserted in, reversed to delete them.
 MIRRORED: tuple[sa.Table, ...] = (
     CASES,
     PARTICIPANTS,
-    table_of(Location),
+    LOCATIONS,
     ITEMS,
-    table_of(CustodyEvent),
+    CUSTODY,
     DETAINEES,
-    table_of(Identifier),
+    IDENTIFIERS,
     REQUESTS,
-    table_of(RequestMessage),
+    MESSAGES,
     ATTACHMENTS,
 )
+# The table of the record a change of each resource type names, for the
+# changes that reach a mirror as an amendment. Any other change (of the case,
+# of its participants, or of a kind not named here) sends the case whole.
+AMENDED_BY: dict[str, sa.Table] = {
+    "location": LOCATIONS,
+    "seized_item": ITEMS,
+    "custody_event": CUSTODY,
+    "detainee": DETAINEES,
+    "identifier": IDENTIFIERS,
+    "information_request": REQUESTS,
+    "request_message": MESSAGES,
+    "attachment": ATTACHMENTS,
+    "message_attachment": ATTACHMENTS,
+}
+# The tables an amendment touches, parents first.
+AMENDABLE = tuple(table for table in MIRRORED if table in AMENDED_BY.values())
+CHUNK = 64  # ids per statement (app.core.uow.one_of)
 # Agencies as a snapshot names them: what the peer needs to hold the rows that refer to them.
 AGENCY_FIELDS = ("id", "code", "name", "country", "kind", "parent_id", "version", "created_at", "updated_at")
 
@@ -65,6 +92,23 @@ AGENCY_FIELDS = ("id", "code", "name", "country", "kind", "parent_id", "version"
 class MalformedDelivery(AppError):
     def __init__(self, detail: str) -> None:
         super().__init__(422, f"The delivery is malformed: {detail}.", slug="validation-error")
+
+
+NOT_HELD = "mirror-not-held"
+
+
+class NotHeld(AppError):
+    """An amendment of a case this instance holds no mirror of (it was lost
+    with a restore, or with the home removed and added again as a peer):
+    the home forgets that it sent it, and sends it whole next."""
+
+    def __init__(self, case_id: uuid.UUID) -> None:
+        super().__init__(
+            409,
+            f"No mirror of case {case_id} is held here: send it whole.",
+            slug=NOT_HELD,
+            extra={"case_id": str(case_id)},
+        )
 
 
 def beyond_authority(detail: str) -> AppError:
@@ -103,8 +147,14 @@ def _rows_of(table: sa.Table) -> sa.Select[Any]:
     return stmt.where(table.c.request_id.in_(requests))
 
 
+@functools.cache
+def _rows_by_id(table: sa.Table) -> sa.Select[Any]:
+    """The rows of `table` among `:id_*` that the peer `:peer` may hold under the case `:case_id`."""
+    return _rows_of(table).where(one_of(table.c.id, "id", CHUNK))
+
+
 _AGENCY = sa.select(AGENCIES).where(AGENCIES.c.id == sa.bindparam("agency_id"))
-_QUALIFIES = sa.select(CASES.c.id).where(
+_QUALIFIES = sa.select(CASES.c.share_personal_data).where(
     CASES.c.id == sa.bindparam("case_id"), access.peer_sees_case_in_full()
 )
 
@@ -116,16 +166,62 @@ async def qualifying(db: Statements, peer: str, case_id: uuid.UUID) -> bool:
 async def snapshot(tx: Tx, me: str, peer: str, case_id: uuid.UUID) -> dict[str, Any] | None:
     """The case as `peer` may hold it, None once it does not qualify; read in
     `tx`, which must see one state of the database (repeatable read)."""
-    if not await qualifying(tx, peer, case_id):
+    case = await tx.first(_QUALIFIES, {"peer": peer, "case_id": case_id})
+    if case is None:
         return None
     params = {"case_id": case_id, "peer": peer}
     rows: dict[str, list[dict[str, Any]]] = {}
     for table in MIRRORED:
         rows[str(table.name)] = [row._asdict() for row in await tx.all(_rows_of(table), params)]
-    [case] = rows[CASES.name]
-    if not case["share_personal_data"]:
-        for detainee in rows[DETAINEES.name]:
-            detainee.update(dict.fromkeys(PERSONAL_FIELDS))
+    if not case.share_personal_data:
+        _redact(rows)
+    return {"id": case_id, "agencies": await _agencies(tx, me, rows), "rows": rows}
+
+
+def amendable(resource_types: Iterable[str]) -> bool:
+    """Whether changes of these kinds reach a mirror as an amendment (not the case whole)."""
+    return all(resource_type in AMENDED_BY for resource_type in resource_types)
+
+
+async def amendment(
+    tx: Tx, me: str, peer: str, case_id: uuid.UUID, named: Iterable[tuple[str, uuid.UUID]]
+) -> dict[str, Any] | None:
+    """The records `named` (resource type, id: changes of the case, all
+    amendable()) as `peer` may hold them now, and the ids of those it may hold
+    no more (deleted, or never its to hold); None once the case does not
+    qualify. Read in `tx`, as snapshot()."""
+    case = await tx.first(_QUALIFIES, {"peer": peer, "case_id": case_id})
+    if case is None:
+        return None
+    wanted: dict[sa.Table, set[uuid.UUID]] = {}
+    for resource_type, resource_id in named:
+        if resource_id is not None:
+            wanted.setdefault(AMENDED_BY[resource_type], set()).add(resource_id)
+    changes: dict[str, list[dict[str, Any]]] = {}
+    removed: dict[str, list[uuid.UUID]] = {}
+    params = {"case_id": case_id, "peer": peer}
+    for table in AMENDABLE:
+        if table in wanted:
+            found = await all_of(tx, _rows_by_id(table), "id", sorted(wanted[table]), CHUNK, params)
+            changes[str(table.name)] = [row._asdict() for row in found]
+            removed[str(table.name)] = sorted(wanted[table] - {row.id for row in found})
+    if not case.share_personal_data:
+        _redact(changes)
+    return {
+        "id": case_id,
+        "agencies": await _agencies(tx, me, changes),
+        "changes": changes,
+        "removed": removed,
+    }
+
+
+def _redact(rows: Mapping[str, list[dict[str, Any]]]) -> None:
+    for detainee in rows.get(DETAINEES.name, ()):
+        detainee.update(dict.fromkeys(PERSONAL_FIELDS))
+
+
+async def _agencies(tx: Tx, me: str, rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The agencies `rows` refer to, as the peer needs them to hold the rows."""
     agencies = []
     for agency_id in sorted(_agencies_named(rows)):
         agency = await tx.first(_AGENCY, {"agency_id": agency_id})
@@ -134,14 +230,14 @@ async def snapshot(tx: Tx, me: str, peer: str, case_id: uuid.UUID) -> dict[str, 
             {name: getattr(agency, name) for name in AGENCY_FIELDS}
             | {"home_instance": agency.home_instance or me}
         )
-    return {"id": case_id, "agencies": agencies, "rows": rows}
+    return agencies
 
 
 def _agencies_named(rows: Mapping[str, list[dict[str, Any]]]) -> set[uuid.UUID]:
     named: set[uuid.UUID] = set()
     for table in MIRRORED:
         columns = [fk.parent.name for fk in table.foreign_keys if fk.column.table is AGENCIES]
-        for row in rows[table.name]:
+        for row in rows.get(table.name, ()):
             named.update(row[name] for name in columns if row[name] is not None)
     return named
 
@@ -318,10 +414,177 @@ async def hold(tx: Tx, sender: str, case_id: uuid.UUID, rows: Any) -> int:
     except IntegrityError:
         # An id held here by another record, or an agency the snapshot does not name.
         raise beyond_authority(f"case {case_id} names records that are not its own") from None
-    _record_events(
-        tx, case_id, {name: [row._asdict() for row in rows] for name, rows in before.items()}, decoded
-    )
+    held = {name: [row._asdict() for row in rows] for name, rows in before.items()}
+    _record_events(tx, case_id, held, decoded, _requests_of(held, decoded))
     return sum(len(table_rows) for table_rows in decoded.values())
+
+
+@functools.cache
+def _held_by_id(table: sa.Table) -> sa.Select[Any]:
+    """The rows of `table` among `:id_*` held here under the case `:case_id`."""
+    return sa.select(table).where(one_of(table.c.id, "id", CHUNK), _under_case(table))
+
+
+@functools.cache
+def _any_by_id(table: sa.Table) -> sa.Select[Any]:
+    """The ids of the rows of `table` among `:id_*`, under whatever case."""
+    return sa.select(table.c.id).where(one_of(table.c.id, "id", CHUNK))
+
+
+@functools.cache
+def _children(table: sa.Table, column: str) -> sa.Select[Any]:
+    """The ids of the rows of `table` whose `column` is among `:id_*`, under the case `:case_id`."""
+    return sa.select(table.c.id).where(one_of(table.c[column], "id", CHUNK), _under_case(table))
+
+
+@functools.cache
+def _delete_by_id(table: sa.Table) -> sa.Delete:
+    return sa.delete(table).where(one_of(table.c.id, "id", CHUNK), _under_case(table))
+
+
+@functools.cache
+def _update(table: sa.Table) -> sa.Update:
+    """Every column of the row `:row_id` of `table`, from `:set_<column>`."""
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("row_id", type_=table.c.id.type))
+        .values(
+            {c.name: sa.bindparam(f"set_{c.name}", type_=c.type) for c in table.columns if c.name != "id"}
+        )
+    )
+
+
+_SHARES = sa.select(CASES.c.share_personal_data).where(CASES.c.id == sa.bindparam("case_id"))
+
+
+async def amend(tx: Tx, sender: str, case_id: uuid.UUID, changes: Any, removed: Any) -> int:
+    """Apply an amendment to the mirror of `case_id` (its agencies already
+    held): its rows inserted or updated, the rows it names as removed deleted
+    with the rows under them (their home deleted those too, or could not have
+    deleted them); how many rows it named. Every row must be of this case and
+    refer only to rows of it (403 otherwise); 409 NotHeld when there is no
+    mirror to amend."""
+    if not await held_case(tx, sender, case_id):
+        raise NotHeld(case_id)
+    tables = {table.name: table for table in AMENDABLE}
+    if not (
+        isinstance(changes, dict)
+        and isinstance(removed, dict)
+        and changes.keys() | removed.keys() <= tables.keys()
+    ):
+        raise MalformedDelivery("an amendment names rows of the tables under a case, and nothing else")
+    decoded = {
+        name: [decode(tables[name], row) for row in listed(rows, "rows")] for name, rows in changes.items()
+    }
+    gone = {name: _ids(listed(ids, "removed ids")) for name, ids in removed.items()}
+    if not await tx.scalar(_SHARES, {"case_id": case_id}):
+        _redact(decoded)
+    held = await _held_rows(tx, case_id, decoded, gone)
+    after = {table.name: decoded.get(table.name, []) for table in MIRRORED}
+    _check_scope(case_id, after, await _held_parents(tx, case_id, decoded))
+    try:
+        for table in AMENDABLE:
+            ids = {row["id"] for row in held.get(table.name, [])}
+            rows = decoded.get(table.name, [])
+            for row in (row for row in rows if row["id"] in ids):
+                params = {f"set_{name}": value for name, value in row.items()}
+                await tx.execute(_update(table), params | {"row_id": row["id"]})
+            await tx.insert_many(table, [row for row in rows if row["id"] not in ids])
+        for table in reversed(AMENDABLE):
+            await _remove(tx, case_id, table, gone.get(table.name, set()))
+    except IntegrityError:
+        raise beyond_authority(f"case {case_id} names records that are not its own") from None
+    _record_events(
+        tx,
+        case_id,
+        held,
+        decoded,
+        _requests_of(held, decoded) | await _requests_named(tx, case_id, held, decoded),
+    )
+    return sum(len(rows) for rows in decoded.values()) + sum(len(ids) for ids in gone.values())
+
+
+def _ids(values: list[Any]) -> set[uuid.UUID]:
+    try:
+        return {uuid.UUID(_typed(value, str)) for value in values}
+    except (TypeError, ValueError):
+        raise MalformedDelivery("a removed id is not a UUID") from None
+
+
+async def _held_rows(
+    tx: Tx, case_id: uuid.UUID, decoded: dict[str, list[dict[str, Any]]], gone: dict[str, set[uuid.UUID]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows held here under the case that an amendment updates or removes,
+    as they were; 403 when one of its ids is held here under another case."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    for table in AMENDABLE:
+        changed = [row["id"] for row in decoded.get(table.name, [])]
+        ids = set(changed) | gone.get(table.name, set())
+        if len(ids) != len(changed) + len(gone.get(table.name, ())):
+            raise MalformedDelivery(f"an amendment names a {table.name} row twice")
+        if not ids:
+            continue
+        params = {"case_id": case_id}
+        rows = await all_of(tx, _held_by_id(table), "id", sorted(ids), CHUNK, params)
+        anywhere = await all_of(tx, _any_by_id(table), "id", sorted(ids), CHUNK, params)
+        if len(anywhere) != len(rows):
+            raise beyond_authority(f"case {case_id} names records that are not its own")
+        held[table.name] = [row._asdict() for row in rows]
+    return held
+
+
+async def _held_parents(
+    tx: Tx, case_id: uuid.UUID, decoded: dict[str, list[dict[str, Any]]]
+) -> dict[str, set[uuid.UUID]]:
+    """Of the rows an amendment's rows refer to outside it, those held here under the case."""
+    wanted: dict[sa.Table, set[uuid.UUID]] = {}
+    for table in AMENDABLE:
+        rows = decoded.get(table.name, [])
+        inner = [fk for fk in table.foreign_keys if fk.column.table in AMENDABLE]
+        for fk in inner:
+            parent = fk.column.table
+            sent = {row["id"] for row in decoded.get(parent.name, [])}
+            refs = {row[fk.parent.name] for row in rows} - sent - {None}
+            wanted.setdefault(parent, set()).update(refs)
+    found: dict[str, set[uuid.UUID]] = {}
+    for parent, ids in wanted.items():
+        held = await all_of(tx, _held_by_id(parent), "id", sorted(ids), CHUNK, {"case_id": case_id})
+        found[parent.name] = {row.id for row in held}
+    return found
+
+
+async def _remove(tx: Tx, case_id: uuid.UUID, table: sa.Table, ids: set[uuid.UUID]) -> None:
+    """Delete the rows `ids` of `table` under the case, and the rows under them first."""
+    if not ids:
+        return
+    for child in AMENDABLE:
+        for fk in child.foreign_keys:
+            if fk.column.table is table:
+                rows = await all_of(
+                    tx, _children(child, fk.parent.name), "id", sorted(ids), CHUNK, {"case_id": case_id}
+                )
+                await _remove(tx, case_id, child, {row.id for row in rows})
+    for chunk in one_of_chunks("id", sorted(ids), CHUNK):
+        await tx.execute(_delete_by_id(table), chunk | {"case_id": case_id})
+
+
+def _requests_of(*rows: Mapping[str, list[dict[str, Any]]]) -> dict[uuid.UUID, dict[str, Any]]:
+    return {row["id"]: row for table_rows in rows for row in table_rows.get(REQUESTS.name, [])}
+
+
+async def _requests_named(
+    tx: Tx, case_id: uuid.UUID, *rows: Mapping[str, list[dict[str, Any]]]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The requests held here that the messages and attachments among `rows` belong to."""
+    ids = {
+        row["request_id"]
+        for table in (MESSAGES, ATTACHMENTS)
+        for table_rows in rows
+        for row in table_rows.get(table.name, [])
+        if row["request_id"] is not None
+    }
+    found = await all_of(tx, _held_by_id(REQUESTS), "id", sorted(ids), CHUNK, {"case_id": case_id})
+    return {row.id: row._asdict() for row in found}
 
 
 # How the home's feed names a change of each table's rows: (event type prefix, resource type).
@@ -336,16 +599,18 @@ def _record_events(
     case_id: uuid.UUID,
     before: dict[str, list[dict[str, Any]]],
     after: dict[str, list[dict[str, Any]]],
+    requests: Mapping[uuid.UUID, dict[str, Any]],
 ) -> None:
-    """The mirror's feed: what the snapshot added, changed (a new version) or
-    removed, as the home's feed said it, so that its agencies follow a mirrored
-    case as a local one (GET /events, webhooks). Not audited one by one: the
-    delivery's `federation.received` entry covers them."""
-    requests = {row["id"]: row for rows in (before, after) for row in rows.get(REQUESTS.name, [])}
+    """The mirror's feed: what a snapshot or an amendment added, changed (a new
+    version) or removed of the rows `before` and `after` hold, as the home's
+    feed said it, so that its agencies follow a mirrored case as a local one
+    (GET /events, webhooks). `requests` names the requests of the messages and
+    attachments among them: only their two agencies see those records. Not
+    audited one by one: the delivery's `federation.received` entry covers them."""
     created, deleted = [], []
     for table in MIRRORED:
         old = {_key(row): row for row in before.get(table.name, [])}
-        new = {_key(row): row for row in after[table.name]}
+        new = {_key(row): row for row in after.get(table.name, [])}
         for key, row in new.items():
             if key not in old:
                 created.append((table, "created", key, row))
@@ -354,7 +619,8 @@ def _record_events(
         deleted += [(table, "deleted", key, row) for key, row in old.items() if key not in new]
     for table, what, key, row in created + deleted[::-1]:
         prefix, resource_type = _EVENT_NAMES.get(table.name, (table.name, table.name))
-        request = requests.get(row["id"] if table is REQUESTS else row.get("request_id"))
+        request_id: uuid.UUID | None = row["id"] if table is REQUESTS else row.get("request_id")
+        request = requests.get(request_id) if request_id is not None else None
         if table is ATTACHMENTS and request is not None:
             resource_type = "message_attachment"
         record(
@@ -381,27 +647,48 @@ def listed(value: Any, what: str) -> list[Any]:
     return value
 
 
-def _check_scope(case_id: uuid.UUID, rows: dict[str, list[dict[str, Any]]]) -> None:
-    """Every row is under `case_id`, and refers only to rows of the snapshot: a
-    snapshot cannot reach, or tie itself to, another case's rows."""
+def _check_scope(
+    case_id: uuid.UUID,
+    rows: dict[str, list[dict[str, Any]]],
+    held: Mapping[str, set[uuid.UUID]] | None = None,
+) -> None:
+    """Every row is under `case_id`, and refers only to rows of the delivery,
+    or (`held`, for an amendment) to rows held here under the case: a delivery
+    cannot reach, or tie itself to, another case's rows."""
+    held = held or {}
     if any(case["id"] != case_id for case in rows[CASES.name]):
         raise beyond_authority("a snapshot names another case")
-    ids = {table.name: {row["id"] for row in rows[table.name]} for table in MIRRORED if "id" in table.c}
+    ids = {
+        table.name: {row["id"] for row in rows[table.name]} | held.get(table.name, set())
+        for table in MIRRORED
+        if "id" in table.c
+    }
     for table in MIRRORED[1:]:
         inner = [fk for fk in table.foreign_keys if fk.column.table in MIRRORED[1:]]
         for row in rows[table.name]:
-            # An attachment of a request's message has no case_id; its request is the snapshot's.
-            if row.get("case_id", case_id) not in (case_id, None) or any(
+            if not _of_case(table, row, case_id) or any(
                 row[fk.parent.name] is not None and row[fk.parent.name] not in ids[fk.column.table.name]
                 for fk in inner
             ):
                 raise beyond_authority(f"a {table.name} row outside case {case_id}")
 
 
-def files_named(rows: dict[str, Any]) -> dict[uuid.UUID, tuple[str, int]]:
-    """The files a snapshot's attachments name: attachment id -> (sha256, size), checked."""
+def _of_case(table: sa.Table, row: dict[str, Any], case_id: uuid.UUID) -> bool:
+    """Whether a row names the case as its own, where its table has a case_id.
+    An attachment of a request's message names none: its request (checked
+    among the rows it refers to) must be the case's."""
+    if "case_id" not in table.c:
+        return True
+    if table is ATTACHMENTS and row["case_id"] is None:
+        return row["request_id"] is not None
+    return bool(row["case_id"] == case_id)
+
+
+def files_named(rows: Any) -> dict[uuid.UUID, tuple[str, int]]:
+    """The files the attachments of a snapshot's or an amendment's rows name:
+    attachment id -> (sha256, size), checked."""
     files = {}
-    for row in listed(rows.get(ATTACHMENTS.name), "attachments") if isinstance(rows, dict) else []:
+    for row in listed(rows.get(ATTACHMENTS.name, []), "attachments") if isinstance(rows, dict) else []:
         attachment = decode(ATTACHMENTS, row)
         if not SHA256.fullmatch(attachment["sha256"]) or attachment["size"] < 0:
             raise MalformedDelivery("an attachment without a valid sha256 and size")
@@ -420,9 +707,18 @@ _HELD_FILES = sa.select(ATTACHMENTS.c.sha256).where(_under_case(ATTACHMENTS))
 async def may_send(db: Statements, sender: str, case: dict[str, Any]) -> uuid.UUID:
     """The id of a case of a delivery, once it is clear that `sender` may send it:
     not a case held here otherwise, and led by an agency the sender hosts (held
-    here as the sender's, or named by the delivery as its own and unknown here).
-    hold() checks the same in the applying transaction; this is for what comes
-    before it (fetching files). 403 otherwise."""
+    here as the sender's, or named by the delivery as its own and unknown here);
+    an amendment only to a mirror held here from the sender. hold() and amend()
+    check the same in the applying transaction; this is for what comes before
+    it (fetching files). 403 (409 for an amendment of no mirror) otherwise."""
+    if "changes" in case:
+        try:
+            case_id = uuid.UUID(case["id"])
+        except (KeyError, TypeError, ValueError):
+            raise MalformedDelivery("a case without its id") from None
+        if not await held_case(db, sender, case_id):
+            raise NotHeld(case_id)
+        return case_id
     try:
         case_id = uuid.UUID(case["id"])
         [row] = listed(case["rows"][CASES.name], "cases")

@@ -359,7 +359,7 @@ async def receive(tx: Tx, me: Identity, sender: Row, delivery: Received) -> dict
     did not get the receipt) is acknowledged again without being applied."""
     from_seq, to_seq = delivery.from_seq, delivery.to_seq
     applied = to_seq > (await tx.scalar(_RECEIVED_SEQ, {"peer_id": sender.instance_id}) or 0)
-    held, withdrawn = [], []
+    held, amended, withdrawn = [], [], []
     if applied:
         for case in delivery.cases:
             case_id = _case_id(case)
@@ -370,8 +370,12 @@ async def receive(tx: Tx, me: Identity, sender: Row, delivery: Received) -> dict
                 continue
             agencies = mirror.listed(case.get("agencies"), "a case's agencies")
             await mirror.hold_agencies(tx, me.instance_id, sender.instance_id, agencies)
-            await mirror.hold(tx, sender.instance_id, case_id, case.get("rows"))
-            held.append(str(case_id))
+            if "changes" in case:
+                await mirror.amend(tx, sender.instance_id, case_id, case["changes"], case.get("removed", {}))
+                amended.append(str(case_id))
+            else:
+                await mirror.hold(tx, sender.instance_id, case_id, case.get("rows"))
+                held.append(str(case_id))
         await tx.execute(_SET_RECEIVED, {"peer_id": sender.instance_id, "to_seq": to_seq})
     receipt = {
         "instance_id": me.instance_id,
@@ -391,7 +395,13 @@ async def receive(tx: Tx, me: Identity, sender: Row, delivery: Received) -> dict
             resource_id=None,
             case_id=None,
             emit_event=False,
-            detail={"peer": sender.instance_id, "cases": held, "withdrawn": withdrawn, "receipt": receipt},
+            detail={
+                "peer": sender.instance_id,
+                "cases": held,
+                "amended": amended,
+                "withdrawn": withdrawn,
+                "receipt": receipt,
+            },
         )
     return receipt
 
