@@ -28,6 +28,10 @@ _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 # "uvicorn.access" is named too: dictConfig resets the children of the loggers it
 # configures (propagating again), which would undo uvicorn's own switching it off.
 _ACCESS = "uvicorn.access"
+# httpx and httpcore say each outgoing request at INFO (webhooks, deliveries to
+# peers, federated searches): those have log lines of their own where they
+# matter (a failure, with the peer and the reason), so theirs only from WARNING.
+_CLIENTS = ("httpx", "httpcore")
 
 
 def _add_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -153,6 +157,7 @@ def logging_config(log_format: LogFormat, level: str, access_log: bool) -> dict[
         "loggers": {
             **{name: {"handlers": [], "propagate": True, "level": level} for name in _UVICORN},
             _ACCESS: {"handlers": [], "propagate": access_log, "level": level},
+            **{name: {"handlers": [], "propagate": True, "level": "WARNING"} for name in _CLIENTS},
         },
     }
 
