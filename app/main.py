@@ -112,6 +112,13 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
+# Connections of a worker's pool beyond its admitted requests' (CASEAPI_POOL_SIZE),
+# one for each of its background tasks (webhook delivery, hit notices, federation
+# delivery): under a full load of requests they would otherwise wait for a
+# connection with every request, and time out with the slowest.
+BACKGROUND_CONNECTIONS = 3
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """An app on `settings`, the one source of its settings: whatever needs one
     gets it from here (app.state.settings and what is made from them), never
@@ -180,7 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The one way to the database for every route and background task.
     application.state.database = create_database(
         settings.database_url,
-        size=settings.pool_size,
+        size=settings.pool_size + BACKGROUND_CONNECTIONS,
         timeout=settings.pool_timeout_seconds,
         audit_key=chain_key,
     )

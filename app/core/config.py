@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         ge=1,
         le=500,
         description=(
-            "database connections per worker, and requests a worker works on at once; more wait their turn"
+            "requests a worker works on at once, each with a database connection of its own (the "
+            "pool holds 3 more, for the worker's background tasks); more wait their turn"
         ),
     )
     pool_timeout_seconds: float = Field(

@@ -81,9 +81,15 @@ def retry_delay(failures: int) -> timedelta:
 
 
 _HEAD = sa.select(sa.func.coalesce(sa.func.max(EVENTS.c.seq), 0)).scalar_subquery()
+# A peer behind the feed whose lease is free, or held by the asking deliverer
+# (one that could not give it back, its database gone for a moment).
 _DUE = sa.and_(
     PEERS.c.delivered_seq < _HEAD,
-    sa.or_(PEERS.c.lease_until.is_(None), PEERS.c.lease_until < sa.bindparam("now")),
+    sa.or_(
+        PEERS.c.lease_until.is_(None),
+        PEERS.c.lease_until < sa.bindparam("now"),
+        PEERS.c.lease_token == sa.bindparam("token"),
+    ),
     sa.or_(PEERS.c.next_attempt_at.is_(None), PEERS.c.next_attempt_at <= sa.bindparam("now")),
 )
 _ANY_DUE = sa.select(PEERS.c.instance_id).where(_DUE).limit(1)
@@ -101,14 +107,14 @@ class Claim:
     token: uuid.UUID
 
 
-async def claim_due(db: Database, now: datetime) -> list[Claim]:
-    """Lease every peer that is behind the feed and due. PostgreSQL: SKIP
-    LOCKED keeps two workers off one peer; SQLite: the write lock does."""
-    if await db.first(_ANY_DUE, {"now": now}) is None:
+async def claim_due(db: Database, now: datetime, token: uuid.UUID) -> list[Claim]:
+    """Lease to the deliverer `token` every peer that is behind the feed and
+    due. PostgreSQL: SKIP LOCKED keeps two workers off one peer; SQLite: the
+    write lock does."""
+    if await db.first(_ANY_DUE, {"now": now, "token": token}) is None:
         return []
-    token = uuid.uuid4()
     async with db.transaction() as tx:
-        peers = await tx.all(_CLAIM, {"now": now})
+        peers = await tx.all(_CLAIM, {"now": now, "token": token})
         for peer in peers:
             await tx.execute(_LEASE, {"peer": peer.instance_id, "token": token, "until": now + LEASE})
     return [Claim(peer, token) for peer in peers]
@@ -413,10 +419,11 @@ class Deliverer:
         self.me = me
         self.poll = settings.federation_poll_seconds
         self.metrics = metrics
+        self.token = uuid.uuid4()  # its leases'
 
     async def run_once(self, http: httpx.AsyncClient) -> int:
         """Deliver once to every due peer; how many moved their cursor."""
-        claims = await claim_due(self.db, utcnow())
+        claims = await claim_due(self.db, utcnow(), self.token)
         done = await asyncio.gather(*(self.deliver(http, claim) for claim in claims))
         return sum(done)
 

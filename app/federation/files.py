@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from fastapi.responses import StreamingResponse
 
 from app import access
-from app.attachments.service import place, receive_file
+from app.attachments.service import claim_for_upload, place, receive_file
 from app.attachments.storage import Staged, Storage, copy_chunks
 from app.core.errors import AppError
-from app.core.uow import Row, Statements
+from app.core.uow import Database, Row, Statements
 from app.federation import mirror, signatures
 from app.federation.identity import Identity
 
@@ -63,7 +63,7 @@ async def serve(db: Statements, storage: Storage, peer: str, attachment_id: uuid
 
 
 async def fetch(
-    db: Statements, me: Identity, home: Row, storage: Storage, cases: list[Any], max_bytes: int
+    db: Database, me: Identity, home: Row, storage: Storage, cases: list[Any], max_bytes: int
 ) -> list[Staged]:
     """The peer's side: stage the files the delivery's snapshots and amendments name, each
     checked against its row; all or none (a failure removes what was staged).
@@ -90,6 +90,9 @@ async def fetch(
             if sha256 not in named:
                 wanted.setdefault(sha256, (attachment_id, size))
     staged: list[Staged] = []
+    if not wanted:
+        return staged
+    await claim_for_upload(db, storage)
     try:
         async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as http:
             for sha256, (attachment_id, size) in wanted.items():

@@ -11,7 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.agencies.models import AgencyPublic
-from app.attachments.service import claim_for_upload
 from app.auth.deps import Admin
 from app.core.config import ConfigError, Settings
 from app.core.deps import DatabaseDep, WriteUnitDep
@@ -121,7 +120,6 @@ async def deliveries(request: Request, db: DatabaseDep, signed: Signed, sender: 
     storage = request.app.state.storage
     staged = []
     if delivery.new_to(sender):
-        await claim_for_upload(db, storage)
         staged = await files.fetch(
             db, me, sender, storage, delivery.cases, request.app.state.max_attachment_bytes
         )

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from app.auth.models import Scope
 from app.core.config import Settings
-from app.main import create_app
+from app.main import BACKGROUND_CONNECTIONS, create_app
 from app.webhooks.models import DeliveryError
 from tests.conftest import Caller, make_caller, new_case
 
@@ -118,7 +118,8 @@ def test_gauges_read_the_pool_and_the_journal_when_scraped(
     assert samples["caseapi_audit_entries"][0].value == audit_head
     assert samples["caseapi_feed_seq"][0].value == feed_head
     assert samples["caseapi_db_up"][0].value == 1
-    assert samples["caseapi_db_pool_size"][0].value == 7
+    # The admitted requests' connections, and the background tasks'.
+    assert samples["caseapi_db_pool_size"][0].value == 7 + BACKGROUND_CONNECTIONS
     assert samples["caseapi_db_pool_checked_out"][0].value == 0  # nothing in flight while scraping
     assert samples["caseapi_requests_waiting"][0].value == 0
 
