@@ -131,8 +131,8 @@ class Delivery:
 
     @property
     def sent(self) -> list[uuid.UUID]:
-        """The cases the peer mirrors once it applied the delivery."""
-        return [case["id"] for case in self.cases if "rows" in case or "changes" in case]
+        """The cases sent whole (the peer mirrors them from now on)."""
+        return [case["id"] for case in self.cases if "rows" in case]
 
     @property
     def amended(self) -> list[uuid.UUID]:
@@ -366,7 +366,7 @@ async def delivered(
             emit_event=False,
             detail={
                 "peer": peer,
-                "cases": [str(case_id) for case_id in delivery.sent if case_id not in delivery.amended],
+                "cases": [str(case_id) for case_id in delivery.sent],
                 "amended": [str(case_id) for case_id in delivery.amended],
                 "withdrawn": [str(case_id) for case_id in delivery.withdrawn],
                 "receipt": receipt,

@@ -120,31 +120,19 @@ def beyond_authority(detail: str) -> AppError:
 def _rows_of(table: sa.Table) -> sa.Select[Any]:
     """The rows of `table` under the case `:case_id` that the peer `:peer` may hold."""
     stmt = sa.select(table)
-    if table is CASES:
-        return stmt.where(CASES.c.id == sa.bindparam("case_id"))
-    if table is ATTACHMENTS:
-        # The case's files, and those of the messages of the requests the peer holds.
-        requests = sa.select(REQUESTS.c.id).where(
-            REQUESTS.c.case_id == sa.bindparam("case_id"), access.peer_is_party(REQUESTS)
-        )
-        return stmt.where(
-            sa.or_(ATTACHMENTS.c.case_id == sa.bindparam("case_id"), ATTACHMENTS.c.request_id.in_(requests))
-        )
-    if "case_id" in table.c and table is not REQUESTS:
-        return stmt.where(table.c.case_id == sa.bindparam("case_id"))
     if table is REQUESTS:
         return stmt.where(table.c.case_id == sa.bindparam("case_id"), access.peer_is_party(table))
-    if "seized_item_id" in table.c:
+    if table is ATTACHMENTS:
+        # The case's files, and those of the messages of the requests the peer holds.
         return stmt.where(
-            table.c.seized_item_id.in_(
-                sa.select(ITEMS.c.id).where(ITEMS.c.case_id == sa.bindparam("case_id"))
+            sa.or_(
+                ATTACHMENTS.c.case_id == sa.bindparam("case_id"),
+                _request_of_case(ATTACHMENTS, access.peer_is_party(REQUESTS)),
             )
         )
-    assert "request_id" in table.c, table.name
-    requests = sa.select(REQUESTS.c.id).where(
-        REQUESTS.c.case_id == sa.bindparam("case_id"), access.peer_is_party(REQUESTS)
-    )
-    return stmt.where(table.c.request_id.in_(requests))
+    if "request_id" in table.c:
+        return stmt.where(_request_of_case(table, access.peer_is_party(REQUESTS)))
+    return stmt.where(_under_case(table))
 
 
 @functools.cache
@@ -329,18 +317,27 @@ def _delete_under(table: sa.Table) -> sa.Delete:
 
 
 def _under_case(table: sa.Table) -> sa.ColumnElement[bool]:
-    """Which rows of `table` are under the case `:case_id`."""
+    """Which rows of `table` are under the case `:case_id`. Rows under a seized
+    item or a request are found through it row by row (EXISTS), not through
+    the list of all of the case's: a few rows looked up by id cost what they
+    are, not what the case holds."""
     case_id: sa.BindParameter[uuid.UUID] = sa.bindparam("case_id")
     if table is CASES:
         return CASES.c.id == case_id
-    requests = sa.select(REQUESTS.c.id).where(REQUESTS.c.case_id == case_id)
     if table is ATTACHMENTS:
-        return sa.or_(table.c.case_id == case_id, table.c.request_id.in_(requests))
+        return sa.or_(table.c.case_id == case_id, _request_of_case(table))
     if "case_id" in table.c:
         return table.c.case_id == case_id
     if "seized_item_id" in table.c:
-        return table.c.seized_item_id.in_(sa.select(ITEMS.c.id).where(ITEMS.c.case_id == case_id))
-    return table.c.request_id.in_(requests)
+        return sa.exists().where(ITEMS.c.id == table.c.seized_item_id, ITEMS.c.case_id == case_id)
+    return _request_of_case(table)
+
+
+def _request_of_case(table: sa.Table, *also: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """The row's request is under the case `:case_id` (and meets `also`)."""
+    return sa.exists().where(
+        REQUESTS.c.id == table.c.request_id, REQUESTS.c.case_id == sa.bindparam("case_id"), *also
+    )
 
 
 async def withdraw(tx: Tx, case_id: uuid.UUID) -> None:
@@ -427,8 +424,10 @@ def _held_by_id(table: sa.Table) -> sa.Select[Any]:
 
 @functools.cache
 def _any_by_id(table: sa.Table) -> sa.Select[Any]:
-    """The ids of the rows of `table` among `:id_*`, under whatever case."""
-    return sa.select(table.c.id).where(one_of(table.c.id, "id", CHUNK))
+    """The rows of `table` among `:id_*`, under whatever case, each with
+    whether it is under the case `:case_id` (`of_case`)."""
+    of_case = sa.case((_under_case(table), True), else_=False).label("of_case")
+    return sa.select(table, of_case).where(one_of(table.c.id, "id", CHUNK))
 
 
 @functools.cache
@@ -504,6 +503,11 @@ async def amend(tx: Tx, sender: str, case_id: uuid.UUID, changes: Any, removed: 
     return sum(len(rows) for rows in decoded.values()) + sum(len(ids) for ids in gone.values())
 
 
+def _without(row: dict[str, Any], name: str) -> dict[str, Any]:
+    del row[name]
+    return row
+
+
 def _ids(values: list[Any]) -> set[uuid.UUID]:
     try:
         return {uuid.UUID(_typed(value, str)) for value in values}
@@ -524,12 +528,10 @@ async def _held_rows(
             raise MalformedDelivery(f"an amendment names a {table.name} row twice")
         if not ids:
             continue
-        params = {"case_id": case_id}
-        rows = await all_of(tx, _held_by_id(table), "id", sorted(ids), CHUNK, params)
-        anywhere = await all_of(tx, _any_by_id(table), "id", sorted(ids), CHUNK, params)
-        if len(anywhere) != len(rows):
+        rows = await all_of(tx, _any_by_id(table), "id", sorted(ids), CHUNK, {"case_id": case_id})
+        if not all(row.of_case for row in rows):
             raise beyond_authority(f"case {case_id} names records that are not its own")
-        held[table.name] = [row._asdict() for row in rows]
+        held[table.name] = [_without(row._asdict(), "of_case") for row in rows]
     return held
 
 

@@ -43,6 +43,7 @@ class PeerMirror(SQLModel, table=True):
 
     instance_id: str = Field(foreign_key="peer.instance_id", ondelete="CASCADE", primary_key=True)
     case_id: uuid.UUID = Field(primary_key=True, index=True)
+    # When the case was last sent whole; amendments follow it (app.federation.mirror).
     delivered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
