@@ -152,4 +152,16 @@ async def write(tx: "Tx", audit_key: bytes) -> None:
     if entries and heads.seq is None:
         await tx.execute(*first_checkpoint(tx.dialect_name, audit_key))
     events = event_rows([c for c in tx.changes if c.emit_event], at, heads.event_seq or 0)
-    await tx.insert([(AuditEntry.__table__, entries), (Event.__table__, events)])  # type: ignore[attr-defined]
+    rows = [(AuditEntry.__table__, entries), (Event.__table__, events)]  # type: ignore[attr-defined]
+    if len(entries) + len(events) <= _ONE_STATEMENT_ROWS:
+        await tx.insert(rows)
+    else:
+        for table, table_rows in rows:
+            await tx.insert_many(table, table_rows)
+
+
+# A request's few rows go in one statement (on PostgreSQL one round trip),
+# which is built once per number of rows; a unit of work with many (a
+# mirror's feed after a delivery: one event per record it changed) goes one
+# prepared statement per table instead, rather than one built per count.
+_ONE_STATEMENT_ROWS = 8
