@@ -5,8 +5,26 @@ import asyncio
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
+from starlette.routing import Router
+from starlette.types import ASGIApp
 
-from app.core.admission import Admission, AdmissionLimit
+from app.core.admission import Admission
+from app.core.gate import Gate
+from app.core.limits import BodyLimits
+from app.core.observability.metrics import Metrics
+
+
+def admitted(app: ASGIApp, admission: Admission) -> Gate:
+    """`app` behind the app's one middleware, with `admission`'s slots."""
+    return Gate(
+        app,
+        metrics=Metrics(),
+        api_prefix="/api/v1",
+        api_routes=[],
+        admission=admission,
+        body_limits=BodyLimits(max_bytes=1024 * 1024),
+        router=Router(),
+    )
 
 
 def _slow_app(started: list[str], release: asyncio.Event):  # type: ignore[no-untyped-def]
@@ -25,7 +43,7 @@ async def test_excess_requests_wait_then_get_503() -> None:
     release = asyncio.Event()
     registry = CollectorRegistry()
     waiting = Gauge("waiting", "requests waiting", registry=registry)
-    limited = AdmissionLimit(_slow_app(started, release), limit=2, wait_seconds=0.2, waiting=waiting)
+    limited = admitted(_slow_app(started, release), Admission(limit=2, wait_seconds=0.2, waiting=waiting))
     transport = httpx.ASGITransport(app=limited)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         first = asyncio.create_task(client.get("/api/v1/a"))

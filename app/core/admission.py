@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.core.errors import problem_response
 
@@ -110,31 +110,3 @@ class Admission:
                 waiter.set_result(None)
                 return
         self._free += 1
-
-
-class AdmissionLimit:
-    """Admission on its own, as an ASGI middleware (the app has it in app.core.gate)."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limit: int,
-        wait_seconds: float,
-        waiting: Gauge,
-        prefix: str = "/api/",
-        exempt: Sequence[tuple[str, re.Pattern[str]]] = (),
-    ) -> None:
-        self.app = app
-        self.admission = Admission(limit, wait_seconds, waiting, prefix, exempt)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.admission.needs_slot(scope):
-            await self.app(scope, receive, send)
-            return
-        if not await self.admission.enter():
-            await busy()(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.admission.leave()

@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from app.attachments.router import ATTACHMENT_TRANSFERS
-from app.core.admission import AdmissionLimit
+from app.core.admission import Admission
+from tests.test_admission import admitted
 
 
 @pytest.fixture
@@ -29,7 +30,8 @@ async def test_slow_transfers_do_not_hold_the_api_back() -> None:
         await send({"type": "http.response.body", "body": b"ok"})
 
     waiting = Gauge("waiting", "requests waiting", registry=CollectorRegistry())
-    limited = AdmissionLimit(slow, limit=1, wait_seconds=0.2, waiting=waiting, exempt=ATTACHMENT_TRANSFERS)
+    admission = Admission(limit=1, wait_seconds=0.2, waiting=waiting, exempt=ATTACHMENT_TRANSFERS)
+    limited = admitted(slow, admission)
     transport = httpx.ASGITransport(app=limited)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         transfers = [
