@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from app.cases.models import HandlingCode
@@ -107,7 +107,10 @@ class HitSearch(RequestModel):
     )
 
 
-class HitCase(SQLModel):
+# The answer of a search is plain pydantic, not SQLModel: no table stands behind it,
+# and SQLModel's __init__ would run for every object of it, in every search and for
+# every peer's answer a federated search reads (app.federation.hits).
+class HitCase(BaseModel):
     id: uuid.UUID
     reference: str
     title: str
@@ -115,7 +118,7 @@ class HitCase(SQLModel):
     lead_agency_id: uuid.UUID
 
 
-class HitIdentifier(SQLModel):
+class HitIdentifier(BaseModel):
     id: uuid.UUID
     case_id: uuid.UUID
     kind: IdentifierKind
@@ -123,7 +126,7 @@ class HitIdentifier(SQLModel):
     note: str | None
 
 
-class HitMatch(SQLModel):
+class HitMatch(BaseModel):
     access: Literal["full", "summary"] = Field(
         description="`summary`: a TLP:GREEN/CLEAR case the caller takes no part in; ask its lead to join"
     )
@@ -134,7 +137,7 @@ class HitMatch(SQLModel):
     )
 
 
-class HitResult(SQLModel):
+class HitResult(BaseModel):
     kind: IdentifierKind
     normalized: str
     hit: bool
@@ -144,12 +147,12 @@ class HitResult(SQLModel):
 PeerStatus = Literal["answered", "unreachable", "timeout", "refused"]
 
 
-class PeerAnswer(SQLModel):
+class PeerAnswer(BaseModel):
     instance_id: str
     status: PeerStatus
 
 
-class HitResults(SQLModel):
+class HitResults(BaseModel):
     items: list[HitResult]
     peers: list[PeerAnswer] | None = Field(
         default=None,
