@@ -354,6 +354,9 @@ def with_peers(results: HitResults, remote: list[list[HitMatch]], answers: list[
     instance's (a case this instance mirrors is named once), and every peer's answer."""
     items = []
     for result, matches in zip(results.items, remote, strict=True):
+        if not result.matches and not matches:  # most items: nothing found anywhere, nothing to copy
+            items.append(result)
+            continue
         seen = {match.case.id for match in result.matches}
         added = [match for match in matches if match.case.id not in seen]
         # In a federated answer every match names its home, null for this instance.
