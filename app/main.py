@@ -170,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if limiter is not None:
             await limiter.close()
         await application.state.hit_limits.close()
+        if settings.instance_id is not None:
+            await application.state.ask_peers.close()
 
     application = FastAPIOffline(
         title="caseapi",

@@ -28,11 +28,31 @@ _PEERS = sa.select(PEERS).order_by(PEERS.c.instance_id)
 Matches = list[list[HitMatch]]
 
 
+# Idle connections to the peers are dropped before uvicorn's default keep-alive (5 s) closes
+# them at the other end: a search is not sent on a connection the peer is about to close.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4)
+
+
 class PeerSearcher:
     """app.identifiers.models.PeerSearch for an app: asks all its peers at once."""
 
     def __init__(self, state: State) -> None:
         self.state = state
+        self._http: httpx.AsyncClient | None = None
+
+    def http(self) -> httpx.AsyncClient:
+        """One client from the first search until close(): its connections to the peers stay open
+        between searches, and its TLS context (the CA store read from disk) is made once, not per search."""
+        if self._http is None:
+            timeout = httpx.Timeout(self.state.settings.federation_hit_timeout_seconds)
+            self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, limits=_LIMITS)
+        return self._http
+
+    async def close(self) -> None:
+        """At the app's shutdown: a next start (tests start an app many times) makes a new client."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     async def __call__(
         self, p: Principal, keys: list[tuple[IdentifierKind, str]]
@@ -46,9 +66,8 @@ class PeerSearcher:
                 "items": [{"kind": kind.value, "value": value} for kind, value in keys],
             }
         )
-        timeout = httpx.Timeout(self.state.settings.federation_hit_timeout_seconds)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
-            asked = await asyncio.gather(*(self._ask(http, peer, body, len(keys)) for peer in peers))
+        http = self.http()
+        asked = await asyncio.gather(*(self._ask(http, peer, body, len(keys)) for peer in peers))
         matches: Matches = [[] for _ in keys]
         for found, _ in asked:
             for item, item_matches in zip(matches, found, strict=True):

@@ -5,6 +5,9 @@ peer is named in the answer with how it answered."""
 import uuid
 from collections.abc import Callable
 
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
 from tests.federation.conftest import Instance, peer
 from tests.federation.test_hostile_peers import post_signed, refused
 from tests.federation.test_mirrors import Api, a_case, eventually
@@ -79,3 +82,14 @@ def test_a_peer_searching_for_an_agency_it_does_not_host_is_refused(kz_ua: tuple
         "items": [{"kind": "phone", "value": "+77011234567"}],
     }
     assert "does not host" in refused(post_signed(ua_i, kz_i.url + "/api/v1/federation/hits", document), 403)
+
+
+def test_the_peers_are_asked_on_one_client_until_the_app_stops(application: FastAPI) -> None:
+    """Its connections to the peers stay open from one search to the next; a stopped app closes it, and
+    started again makes another."""
+    with TestClient(application):
+        http = application.state.ask_peers.http()
+        assert application.state.ask_peers.http() is http and not http.is_closed
+    assert http.is_closed
+    with TestClient(application):
+        assert application.state.ask_peers.http() is not http
