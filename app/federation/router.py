@@ -195,7 +195,7 @@ async def hits(request: Request, db: DatabaseDep, signed: Signed, sender: Sender
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     state = request.app.state
-    keys = await identifiers.normalized_items(db, principal, search.items)
+    keys = await identifiers.normalized_items(db, principal, search.items, sent_normalized=True)
     async with db.transaction() as tx:
         results = await identifiers.search_hits(
             tx, principal, keys, settings=state.settings, limits=state.hit_limits, own_cases_only=True

@@ -6,6 +6,7 @@ on search, with the libraries made for each format. A value that is not
 valid for its kind raises InvalidIdentifier (the caller answers 422).
 """
 
+import functools
 import ipaddress
 import re
 import string
@@ -48,6 +49,46 @@ def _phone(value: str, country: str | None) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidIdentifier("not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# E.164 as _phone() writes it: a plus and up to 15 ASCII digits, the first not 0
+# (other digits, such as full-width ones, are what normalising turns into these).
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)
+
+
+@functools.cache
+def _national_prefix(country_code: int) -> re.Pattern[str] | None:
+    """The national prefix phonenumbers.parse() strips after this country code (as in +7 8...)."""
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    prefix = metadata.national_prefix_for_parsing if metadata is not None else None
+    return re.compile(prefix) if prefix else None
+
+
+def _e164_is_normalized(value: str) -> bool | None:
+    """Whether _phone() gives `value` back, in any country, for the common shape of E.164; None
+    when unsure. The number is built from its digits where phonenumbers.parse() would build the
+    same one, and only checked for validity: parse() is most of the cost. Unsure (parse decides):
+    no known country code in the first 3 digits, a national number starting with 0 (leading
+    zeros are kept apart) or with what parse() would take for a national prefix. Otherwise the
+    number's E.164 form is `value` itself: its digits are ASCII and its national number has no
+    leading zero."""
+    if not _E164.fullmatch(value):
+        return None
+    digits = value[1:]
+    for length in (1, 2, 3):
+        country_code = int(digits[:length])
+        if country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[length:]
+            break
+    else:
+        return None
+    prefix = _national_prefix(country_code)
+    if len(national) < 2 or national[0] == "0" or (prefix is not None and prefix.match(national)):
+        return None
+    return phonenumbers.is_valid_number(
+        phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+    )
 
 
 def _domain(value: str) -> str:
@@ -182,6 +223,21 @@ _NORMALIZERS: dict[IdentifierKind, Callable[[str], str]] = {
     IdentifierKind.document_number: _document_number,
     IdentifierKind.other: _other,
 }
+
+
+def is_normalized(kind: IdentifierKind, value: str) -> bool:
+    """Whether normalize() gives `value` back whatever the country: a value sent as normalised
+    (a peer's search) is checked, never trusted. A phone number in E.164 is mostly checked
+    without phonenumbers' parse, most of what normalising one costs; anything else is
+    normalised and compared."""
+    if kind == IdentifierKind.phone:
+        known = _e164_is_normalized(value)
+        if known is not None:
+            return known
+    try:
+        return normalize(kind, value, country=None) == value
+    except InvalidIdentifier:
+        return False
 
 
 def normalize(kind: IdentifierKind, value: str, *, country: str | None) -> str:

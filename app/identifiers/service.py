@@ -52,7 +52,7 @@ from app.identifiers.models import (
     PeerAnswer,
     PendingHitNotice,
 )
-from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
+from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, is_normalized, normalize
 
 Loc = list[str | int]
 _NONCE_BYTES = 12
@@ -270,24 +270,31 @@ def unseal_terms(settings: Settings, search_id: uuid.UUID, sealed: bytes) -> lis
     return [(IdentifierKind(kind), norm) for kind, norm in json.loads(plain)]
 
 
-def _normalized_items(items: Sequence[HitItem], country: str | None) -> list[tuple[IdentifierKind, str]]:
+def _normalized_items(
+    items: Sequence[HitItem], country: str | None, sent_normalized: bool
+) -> list[tuple[IdentifierKind, str]]:
     """Each item's (kind, normalized), in order; a 422 at the first invalid one."""
     seen: dict[tuple[IdentifierKind, str], tuple[IdentifierKind, str]] = {}
     for n, item in enumerate(items):
         if (item.kind, item.value) not in seen:  # a value given again is read once
-            norm = normalized(item.kind, item.value, country=country, loc=["body", "items", n, "value"])
+            if sent_normalized and is_normalized(item.kind, item.value):
+                norm = item.value
+            else:
+                norm = normalized(item.kind, item.value, country=country, loc=["body", "items", n, "value"])
             seen[(item.kind, item.value)] = (item.kind, norm)
     return [seen[(item.kind, item.value)] for item in items]
 
 
 async def normalized_items(
-    db: Statements, p: Principal, items: Sequence[HitItem]
+    db: Statements, p: Principal, items: Sequence[HitItem], *, sent_normalized: bool = False
 ) -> list[tuple[IdentifierKind, str]]:
-    """The items as searched: a phone number without country code in the caller's agency's country."""
+    """The items as searched: a phone number without country code in the caller's agency's country.
+    `sent_normalized`: the values were sent normalised (a peer's search); each is checked, and one
+    that is not is normalised as any other, so that what is searched never depends on the sender."""
     country = await agency_country(db, p.agency_id)
     if len(items) > _INLINE_ITEMS:
-        return await anyio.to_thread.run_sync(_normalized_items, items, country)
-    return _normalized_items(items, country)
+        return await anyio.to_thread.run_sync(_normalized_items, items, country, sent_normalized)
+    return _normalized_items(items, country, sent_normalized)
 
 
 async def search_hits(

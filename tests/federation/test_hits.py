@@ -5,6 +5,7 @@ peer is named in the answer with how it answered."""
 import uuid
 from collections.abc import Callable
 
+import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -82,6 +83,47 @@ def test_a_peer_searching_for_an_agency_it_does_not_host_is_refused(kz_ua: tuple
         "items": [{"kind": "phone", "value": "+77011234567"}],
     }
     assert "does not host" in refused(post_signed(ua_i, kz_i.url + "/api/v1/federation/hits", document), 403)
+
+
+def test_a_peer_searches_the_normal_form_of_what_it_is_sent_never_the_form_it_is_sent_in(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    """A searcher sends its values normalised, and the peer takes one as it is only when normalising it
+    gives it back: a peer sending other forms, or values that only look normalised, gets the answer of
+    their normal form, and an invalid value is a 422 as in any search."""
+    kz_i, ua_i = kz_ua
+    kz = Api(kz_i, "KZ-MVD")
+    green = a_case(kz, reference="KZ-GREEN", handling_code="TLP:GREEN")
+    kz.ok("POST", f"/cases/{green['id']}/identifiers", json={"kind": "phone", "value": GREEN_PHONE})
+    url = kz_i.url + "/api/v1/federation/hits"
+
+    def search_as_ua(*values: str) -> httpx.Response:
+        document = {
+            "agency_id": kz.agency_id("UA-LE"),
+            "client_id": str(uuid.uuid4()),
+            "scopes": ["read"],
+            "items": [{"kind": "phone", "value": value} for value in values],
+        }
+        return post_signed(ua_i, url, document)
+
+    forms = [
+        "+77017654321",  # as a searcher sends it
+        GREEN_PHONE,
+        "+787017654321",  # shaped as E.164, but the 8 is the national prefix
+        "+７７０１７６５４３２１",  # noqa: RUF001  (full-width digits)
+        "+77017654322",  # another number: no match
+    ]
+    answer = search_as_ua(*forms)
+    assert answer.status_code == 200, answer.text
+    *same, other = answer.json()["items"]
+    assert [item["normalized"] for item in same] == ["+77017654321"] * 4
+    assert all(item == same[0] for item in same)
+    [match] = same[0]["matches"]
+    assert same[0]["hit"] and match["access"] == "summary" and match["case"]["id"] == green["id"]
+    assert other == {"kind": "phone", "normalized": "+77017654322", "hit": False, "matches": []}
+
+    # Looking normalised is not enough: a digit short is not a valid number.
+    assert "Invalid phone" in refused(search_as_ua("+77017654321", "+7701765432"), 422)
 
 
 def test_the_peers_are_asked_on_one_client_until_the_app_stops(application: FastAPI) -> None:

@@ -1,8 +1,13 @@
 """Each kind: valid values in their written forms reach one canonical form; invalid ones are refused."""
 
-import pytest
+import random
 
-from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, normalize
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.identifiers.normalize import IdentifierKind, InvalidIdentifier, is_normalized, normalize
 
 K = IdentifierKind
 
@@ -95,3 +100,117 @@ def test_valid_values_are_normalised(kind: K, value: str, country: str | None, e
 def test_invalid_values_are_refused(kind: K, value: str, country: str | None) -> None:
     with pytest.raises(InvalidIdentifier):
         normalize(kind, value, country=country)
+
+
+# --- is_normalized: what a peer checks of the values a searcher sends normalised -----------------------
+
+
+def _phone_corpus() -> list[str]:
+    """E.164 numbers of every region and number type phonenumbers knows, each also a digit short,
+    a digit long, and behind 0, 1, 8 and its country's national prefix (which parse() strips);
+    and numbers of random digits behind every country code."""
+    rng = random.Random(20261207)
+    numbers: set[str] = set()
+    examples = [
+        phonenumbers.example_number_for_type(region, kind)
+        for region in phonenumbers.SUPPORTED_REGIONS
+        for kind in phonenumbers.PhoneNumberType.values()
+    ]
+    examples += [
+        phonenumbers.example_number_for_non_geo_entity(code)
+        for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS
+    ]
+    for example in filter(None, examples):
+        country_code = example.country_code or 0
+        national = phonenumbers.national_significant_number(example)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            country_code, phonenumbers.region_code_for_country_code(country_code)
+        )
+        prefixes = {"0", "1", "8", metadata.national_prefix if metadata else None}
+        numbers.update(
+            f"+{country_code}{digits}"
+            for digits in (national, national[:-1], national + "5", *(p + national for p in prefixes if p))
+        )
+    for country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        for length in [*range(2, 14)] * 3:
+            numbers.add(f"+{country_code}" + "".join(rng.choice("0123456789") for _ in range(length)))
+    return sorted(numbers)
+
+
+def _gives_back(value: str, country: str | None) -> bool:
+    try:
+        return normalize(K.phone, value, country=country) == value
+    except InvalidIdentifier:
+        return False
+
+
+def test_a_phone_number_is_normalized_exactly_when_normalising_gives_it_back() -> None:
+    corpus = _phone_corpus()
+    normal = {x for x in corpus if _gives_back(x, None)}
+    assert len(normal) > 1000 and len(corpus) - len(normal) > 10_000
+    assert [x for x in corpus if is_normalized(K.phone, x) != (x in normal)] == []
+    # Written with its plus and country code, a number is read the same in any country.
+    sample = corpus[::50]
+    for country in ("KZ", "UA", "IT", "US"):
+        assert [x for x in sample if is_normalized(K.phone, x) != _gives_back(x, country)] == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(r"\+[0-9]{1,17}", fullmatch=True)
+    | st.text(alphabet="+0123456789 -()８", min_size=1, max_size=20)  # noqa: RUF001  (full-width 8)
+)
+def test_any_text_is_normalized_exactly_when_normalising_gives_it_back(value: str) -> None:
+    assert is_normalized(K.phone, value) == _gives_back(value, None) == _gives_back(value, "KZ")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("+77011234567", True),
+        ("+380441234567", True),
+        ("+12015550123", True),
+        ("+447400123456", True),
+        ("+4915123456789", True),
+        ("+7701123456", False),  # a digit short: not a valid number
+        ("+77011234567890", False),
+    ],
+)
+def test_a_phone_number_in_e164_is_checked_without_parsing_it(
+    value: str, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing is most of what normalising costs: the check a peer makes of each number skips it."""
+
+    def parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(phonenumbers, "parse", parse)
+    assert is_normalized(K.phone, value) is expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "+7 701 123 45 67",
+        "+787011234567",  # the 8 is Kazakhstan's national prefix: +77011234567
+        "+3800441234567",  # the 0 is Ukraine's: +380441234567
+        "+3758102450921",  # valid as +375 810..., but the 8 is Belarus's national prefix: invalid
+        "+７７０１１２３４５６７",  # noqa: RUF001  (full-width digits)
+        "87011234567",
+    ],
+)
+def test_a_phone_number_not_in_its_normal_form_is_not_normalized(value: str) -> None:
+    assert not is_normalized(K.phone, value)
+
+
+@pytest.mark.parametrize(("kind", "value", "country", "expected"), VALID)
+def test_other_kinds_are_normalized_when_in_their_normal_form(
+    kind: K, value: str, country: str | None, expected: str
+) -> None:
+    assert is_normalized(kind, expected)
+    assert is_normalized(kind, value) == (value == expected and country is None)
+
+
+@pytest.mark.parametrize(("kind", "value", "country"), INVALID)
+def test_an_invalid_value_is_not_normalized(kind: K, value: str, country: str | None) -> None:
+    assert not is_normalized(kind, value)
