@@ -5,7 +5,7 @@ peer is named in the answer with how it answered."""
 import uuid
 from collections.abc import Callable
 
-from tests.federation.conftest import Instance, peer
+from tests.federation.conftest import Instance, peered
 from tests.federation.test_hostile_peers import post_signed, refused
 from tests.federation.test_mirrors import Api, a_case, eventually
 
@@ -63,7 +63,7 @@ def test_a_federated_search_asks_every_peer_and_names_each(
     # A peer that is down is named, never left out.
     ghost = instances("ghost.caseapi")
     ghost.serve()
-    peer(ua_i, ghost)
+    peered(ua_i, ghost)
     ghost.stop()
     statuses = {p["instance_id"]: p["status"] for p in search(ua, KZ_PHONE)["peers"]}
     assert statuses == {"kz.caseapi": "answered", "ghost.caseapi": "unreachable"}

@@ -17,7 +17,7 @@ from app.core.db import create_db_engine
 from app.federation import mirror, signatures
 from app.federation.delivery import DELIVERIES_PATH
 from app.federation.forward import FORWARD_PATH
-from tests.federation.conftest import Instance
+from tests.federation.conftest import Instance, peered
 from tests.federation.test_mirrors import API, Api, a_case, audited, eventually, shared_case, status_of
 
 
@@ -228,7 +228,7 @@ def test_a_mirror_follows_a_handling_code_lowered_and_raised_again(kz_ua: tuple[
     kz_i, ua_i = kz_ua
     kz = Api(kz_i, "KZ-MVD")
     # Ukraine's instance hosts a unit under Kazakhstan's ministry: it sees its cases only under AMBER.
-    ua_i.cli(
+    ua_i.command(
         "agency",
         "create",
         "--code",
@@ -240,7 +240,7 @@ def test_a_mirror_follows_a_handling_code_lowered_and_raised_again(kz_ua: tuple[
         "--parent",
         "KZ-MVD",
     )
-    kz_i.cli("peer", "add", "--url", ua_i.url, "--thumbprint", ua_i.thumbprint)
+    peered(kz_i, ua_i)
     unit = Api(ua_i, "UA-KZ-UNIT")
     case = a_case(kz, reference="KZ-CODES", handling_code="TLP:RED")
     path = f"/cases/{case['id']}"

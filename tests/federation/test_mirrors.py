@@ -10,14 +10,14 @@ from typing import Any
 import httpx
 
 from app.federation import signatures
-from tests.federation.conftest import Instance, peer
+from tests.federation.conftest import Instance, peered
 
 API = "/api/v1"
 KEYS = ("--scope", "read", "--scope", "write", "--scope", "personal_data", "--scope", "admin")
 
 
 def key(instance: Instance, code: str) -> str:
-    return instance.cli("client", "create", "--agency", code, "--name", "tool", *KEYS).stdout.splitlines()[-1]
+    return instance.command("client", "create", "--agency", code, "--name", "tool", *KEYS)[-1]
 
 
 class Api:
@@ -54,8 +54,7 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
 def audited(instance: Instance, action: str) -> list[dict[str, Any]]:
     """The instance's own audit entries of `action` (those of the instance itself
     name no agency: an operator reads them, with the CLI)."""
-    lines = instance.cli("audit", "list", "--action", action, "--json").stdout.splitlines()
-    return [json.loads(line) for line in lines]
+    return [json.loads(line) for line in instance.command("audit", "list", "--action", action, "--json")]
 
 
 def status_of(api: Api, path: str) -> int:
@@ -166,10 +165,10 @@ def test_an_instance_that_hosts_no_participant_receives_nothing(
 ) -> None:
     kz_i, ua_i = kz_ua
     third = instances("third.caseapi")
-    third.cli("agency", "create", "--code", "XX-POL", "--name", "Another police", "--kind", "police")
+    third.command("agency", "create", "--code", "XX-POL", "--name", "Another police", "--kind", "police")
     third.serve()
-    peer(third, kz_i)
-    peer(kz_i, third)
+    peered(third, kz_i)
+    peered(kz_i, third)
     kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
     xx = Api(third, "XX-POL")
     case = a_case(kz, handling_code="TLP:AMBER")
