@@ -1,6 +1,16 @@
 """Real instances for federation tests: each a `caseapi serve` process with a
 database and a working directory of its own (where its instance key is
-made), run and peered through the CLI as an operator would."""
+made), run and peered through the CLI as an operator would.
+
+The pair most tests use, Kazakhstan's and Ukraine's (`kz_ua`), is made once
+per backend and shared by the tests of this package: each test makes cases
+of its own in it. A test that changes what the others stand on (stops or
+restarts an instance, adds or removes a peer, adds or changes an agency,
+signs deliveries as a home itself) is marked `fresh_instances` and gets a
+pair of its own. After each test the shared pair is checked: a test that
+changed its processes, peers or agencies fails, and the pair is made again
+for the next one.
+"""
 
 import contextlib
 import io
@@ -25,6 +35,14 @@ from tests.conftest import POSTGRES_URL, _fresh_postgres
 
 ROOT = Path(__file__).parents[2]
 CLI = [sys.executable, "-c", "import sys; from app.cli import main; main(sys.argv[1:])"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "fresh_instances: the test gets a `kz_ua` pair of its own (it stops, restarts or re-peers "
+        "the instances, or changes their agencies), not the one the package shares",
+    )
 
 
 def free_port() -> int:
@@ -170,12 +188,18 @@ def stop(instances: list[Instance]) -> None:
         instance.process = None
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def instances(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Instance]]:
-    """A factory of migrated instances on one backend, all stopped at the end."""
+@pytest.fixture(scope="package", params=["sqlite", "postgresql"])
+def federation_backend(request: pytest.FixtureRequest) -> str:
+    """The database the instances run on; the tests of each run together."""
     if request.param == "postgresql" and not POSTGRES_URL:
         pytest.skip("CASEAPI_TEST_POSTGRES_URL not set")
-    made = Instances(request.param, tmp_path)
+    return str(request.param)
+
+
+@pytest.fixture
+def instances(federation_backend: str, tmp_path: Path) -> Iterator[Callable[[str], Instance]]:
+    """A factory of migrated instances on one backend, all stopped at the end."""
+    made = Instances(federation_backend, tmp_path)
     yield made
     made.close()
 
@@ -217,7 +241,66 @@ def make_kz_ua(instances: Callable[[str], Instance]) -> tuple[Instance, Instance
     return kz, ua
 
 
+@dataclass
+class Shared:
+    """The package's KZ/UA pair on one backend, made when first asked for."""
+
+    backend: str
+    directory: Path
+    instances: Instances | None = None
+    pair: tuple[Instance, Instance] | None = None
+    made: int = 0
+    last: list[object] | None = None  # its state() after the last test
+
+    def get(self) -> tuple[Instance, Instance]:
+        if self.pair is None:
+            self.made += 1
+            self.instances = Instances(self.backend, self.directory / f"pair-{self.made}")
+            self.instances.directory.mkdir()
+            self.pair = make_kz_ua(self.instances)
+            self.last = self.state()
+        return self.pair
+
+    def state(self) -> list[object]:
+        """What the tests sharing the pair stand on: its processes, peers and agencies."""
+        assert self.pair is not None
+        return [
+            (
+                instance.process and instance.process.pid,
+                instance.process and instance.process.poll(),
+                [line.split("\t")[:3] for line in instance.command("peer", "list")],
+                instance.command("agency", "list"),
+            )
+            for instance in self.pair
+        ]
+
+    def close(self) -> None:
+        if self.instances is not None:
+            self.instances.close()
+        self.instances = self.pair = self.last = None
+
+
+@pytest.fixture(scope="package")
+def _shared_kz_ua(federation_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    shared = Shared(federation_backend, tmp_path_factory.mktemp("kz_ua"))
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
-def kz_ua(instances: Callable[[str], Instance]) -> tuple[Instance, Instance]:
+def kz_ua(federation_backend: str, request: pytest.FixtureRequest) -> Iterator[tuple[Instance, Instance]]:
     """Kazakhstan's and Ukraine's instances, each hosting one agency, peered both ways."""
-    return make_kz_ua(instances)
+    if request.node.get_closest_marker("fresh_instances"):
+        yield make_kz_ua(request.getfixturevalue("instances"))
+        return
+    shared: Shared = request.getfixturevalue("_shared_kz_ua")
+    pair = shared.get()
+    before = shared.last
+    yield pair
+    after = shared.last = shared.state()
+    if after != before:
+        shared.close()  # the next test gets a pair made again
+        pytest.fail(
+            "the test changed the shared kz_ua pair (its processes, peers or agencies): "
+            f"mark it fresh_instances\nbefore: {before}\nafter:  {after}"
+        )

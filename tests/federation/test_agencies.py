@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from app.agencies.models import Agency
@@ -39,6 +40,7 @@ def test_each_instance_lists_its_peers_agencies_with_the_same_ids(kz_ua: tuple[I
         }
 
 
+@pytest.mark.fresh_instances
 def test_a_peers_agency_changes_only_at_home(kz_ua: tuple[Instance, Instance]) -> None:
     kz, ua = kz_ua
     kz_key = admin_key(kz, "KZ-MVD")
@@ -69,6 +71,7 @@ def test_a_peers_agency_changes_only_at_home(kz_ua: tuple[Instance, Instance]) -
     assert held["name"] == "National Police of Ukraine" and held["version"] == renamed.json()["version"]
 
 
+@pytest.mark.fresh_instances
 def test_a_peer_announcing_another_instances_agency_is_refused(
     kz_ua: tuple[Instance, Instance], instances: Callable[[str], Instance]
 ) -> None:

@@ -5,6 +5,8 @@ peer is named in the answer with how it answered."""
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from tests.federation.conftest import Instance, peered
 from tests.federation.test_hostile_peers import post_signed, refused
 from tests.federation.test_mirrors import Api, a_case, eventually
@@ -18,6 +20,7 @@ def search(api: Api, *phones: str, federated: bool = True) -> dict:
     return api.ok("POST", "/hits", json=body)
 
 
+@pytest.mark.fresh_instances
 def test_a_federated_search_asks_every_peer_and_names_each(
     kz_ua: tuple[Instance, Instance], instances: Callable[[str], Instance]
 ) -> None:

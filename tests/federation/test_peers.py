@@ -7,6 +7,7 @@ import datetime
 from collections.abc import Callable
 
 import httpx
+import pytest
 from caseapi_client import Client
 
 from app.federation import signatures
@@ -143,6 +144,7 @@ def test_the_clock_window_is_300_seconds_either_way(kz_ua: tuple[Instance, Insta
         refusal(httpx.get(url, headers=signed_get(kz, url, now=now + datetime.timedelta(seconds=skew))))
 
 
+@pytest.mark.fresh_instances
 def test_a_removed_peer_is_refused(kz_ua: tuple[Instance, Instance]) -> None:
     kz, ua = kz_ua
     url = ua.url + AGENCIES
