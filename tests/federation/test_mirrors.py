@@ -291,8 +291,12 @@ def test_a_mirror_reaches_a_peer_that_was_down_and_a_home_that_restarted(
     peers = eventually(lambda: (p := kz.ok("GET", "/federation/peers")["items"]) and p[0]["last_error"] and p)
     assert peers[0]["pending"] == 5 and "cannot reach" in peers[0]["last_error"]
     kz_i.stop()
-    kz_i.serve()
-    ua_i.serve()
+    # The home restarts, then the peer comes back: both are started before either is waited for
+    # (the home's next attempt is a few seconds after its last failure, its backoff longer after that).
+    kz_i.start()
+    ua_i.start()
+    kz_i.ready()
+    ua_i.ready()
     for location in made:
         eventually(lambda location=location: status_of(ua, f"/locations/{location['id']}") == 200, timeout=60)
     assert eventually(lambda: kz.ok("GET", "/federation/peers")["items"][0]["pending"] == 0, timeout=60)
