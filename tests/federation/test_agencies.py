@@ -6,19 +6,20 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from app.agencies.models import Agency
 from app.core.db import create_db_engine
-from tests.federation.conftest import Instance, peer
+from tests.federation.conftest import Instance, peer, peered
 
 API = "/api/v1"
 
 
 def admin_key(instance: Instance, code: str) -> str:
-    return instance.cli(
+    return instance.command(
         "client", "create", "--agency", code, "--name", "admin", "--scope", "admin", "--scope", "read"
-    ).stdout.splitlines()[-1]
+    )[-1]
 
 
 def agencies(instance: Instance, key: str) -> dict[str, dict[str, object]]:
@@ -39,6 +40,7 @@ def test_each_instance_lists_its_peers_agencies_with_the_same_ids(kz_ua: tuple[I
         }
 
 
+@pytest.mark.fresh_instances
 def test_a_peers_agency_changes_only_at_home(kz_ua: tuple[Instance, Instance]) -> None:
     kz, ua = kz_ua
     kz_key = admin_key(kz, "KZ-MVD")
@@ -69,6 +71,7 @@ def test_a_peers_agency_changes_only_at_home(kz_ua: tuple[Instance, Instance]) -
     assert held["name"] == "National Police of Ukraine" and held["version"] == renamed.json()["version"]
 
 
+@pytest.mark.fresh_instances
 def test_a_peer_announcing_another_instances_agency_is_refused(
     kz_ua: tuple[Instance, Instance], instances: Callable[[str], Instance]
 ) -> None:
@@ -78,26 +81,28 @@ def test_a_peer_announcing_another_instances_agency_is_refused(
 
     # An instance hosting an agency with Kazakhstan's own code.
     squatter = instances("squatter.caseapi")
-    squatter.cli("agency", "create", "--code", "KZ-MVD", "--name", "Not the ministry", "--kind", "ministry")
+    squatter.command(
+        "agency", "create", "--code", "KZ-MVD", "--name", "Not the ministry", "--kind", "ministry"
+    )
     squatter.serve()
-    peer(squatter, kz)
+    peered(squatter, kz)
     refused = kz.cli("peer", "add", "--url", squatter.url, "--thumbprint", squatter.thumbprint, check=False)
     assert refused.returncode == 1
     assert (
         refused.stderr.strip()
         == "caseapi: peer squatter.caseapi announces agency KZ-MVD, which belongs to this instance"
     )
-    assert [line.split("\t")[0] for line in kz.cli("peer", "list").stdout.splitlines()] == ["ua.caseapi"]
+    assert [line.split("\t")[0] for line in kz.command("peer", "list")] == ["ua.caseapi"]
 
     # An instance announcing Ukraine's agency by its id, under another code.
     usurper = instances("usurper.caseapi")
-    usurper.cli("agency", "create", "--code", "UA-LE-2", "--name", "Not Ukraine", "--kind", "police")
+    usurper.command("agency", "create", "--code", "UA-LE-2", "--name", "Not Ukraine", "--kind", "police")
     engine = create_db_engine(usurper.env["CASEAPI_DATABASE_URL"])
     with engine.begin() as conn:
         conn.execute(sa.update(Agency).values(id=uuid.UUID(str(ua_le_id))))
     engine.dispose()
     usurper.serve()
-    peer(usurper, kz)
+    peered(usurper, kz)
     refused = kz.cli("peer", "add", "--url", usurper.url, "--thumbprint", usurper.thumbprint, check=False)
     assert refused.returncode == 1 and "which belongs to ua.caseapi" in refused.stderr
     assert agencies(kz, kz_key)["UA-LE"]["home_instance"] == "ua.caseapi" and "UA-LE-2" not in agencies(

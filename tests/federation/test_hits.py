@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.federation.conftest import Instance, peer
+from tests.federation.conftest import Instance, peered
 from tests.federation.test_hostile_peers import post_signed, refused
 from tests.federation.test_mirrors import Api, a_case, eventually
 
@@ -22,6 +23,7 @@ def search(api: Api, *phones: str, federated: bool = True) -> dict:
     return api.ok("POST", "/hits", json=body)
 
 
+@pytest.mark.fresh_instances
 def test_a_federated_search_asks_every_peer_and_names_each(
     kz_ua: tuple[Instance, Instance], instances: Callable[[str], Instance]
 ) -> None:
@@ -67,7 +69,7 @@ def test_a_federated_search_asks_every_peer_and_names_each(
     # A peer that is down is named, never left out.
     ghost = instances("ghost.caseapi")
     ghost.serve()
-    peer(ua_i, ghost)
+    peered(ua_i, ghost)
     ghost.stop()
     statuses = {p["instance_id"]: p["status"] for p in search(ua, KZ_PHONE)["peers"]}
     assert statuses == {"kz.caseapi": "answered", "ghost.caseapi": "unreachable"}

@@ -12,12 +12,13 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from app.core.db import create_db_engine
 from app.federation import mirror, signatures
 from app.federation.delivery import DELIVERIES_PATH
 from app.federation.forward import FORWARD_PATH
-from tests.federation.conftest import Instance
+from tests.federation.conftest import Instance, peered
 from tests.federation.test_mirrors import API, Api, a_case, audited, eventually, shared_case, status_of
 
 
@@ -71,6 +72,7 @@ def refused(response: httpx.Response, status: int) -> str:
     return str(response.json()["detail"])
 
 
+@pytest.mark.fresh_instances
 def test_a_peer_pushing_what_it_is_not_the_home_of_is_refused(kz_ua: tuple[Instance, Instance]) -> None:
     kz_i, ua_i = kz_ua
     kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
@@ -151,6 +153,7 @@ def test_a_peer_pushing_what_it_is_not_the_home_of_is_refused(kz_ua: tuple[Insta
     assert status_of(kz, f"/attachments/{borrowed['id']}") == 404
 
 
+@pytest.mark.fresh_instances
 def test_unsigned_and_replayed_deliveries_are_refused(kz_ua: tuple[Instance, Instance]) -> None:
     kz_i, ua_i = kz_ua
     url = kz_i.url + DELIVERIES_PATH
@@ -224,11 +227,12 @@ def test_a_mirror_never_holds_a_red_case_its_agencies_are_not_in(kz_ua: tuple[In
     assert received and all(red["id"] not in str(entry["detail"]) for entry in received)
 
 
+@pytest.mark.fresh_instances
 def test_a_mirror_follows_a_handling_code_lowered_and_raised_again(kz_ua: tuple[Instance, Instance]) -> None:
     kz_i, ua_i = kz_ua
     kz = Api(kz_i, "KZ-MVD")
     # Ukraine's instance hosts a unit under Kazakhstan's ministry: it sees its cases only under AMBER.
-    ua_i.cli(
+    ua_i.command(
         "agency",
         "create",
         "--code",
@@ -240,7 +244,7 @@ def test_a_mirror_follows_a_handling_code_lowered_and_raised_again(kz_ua: tuple[
         "--parent",
         "KZ-MVD",
     )
-    kz_i.cli("peer", "add", "--url", ua_i.url, "--thumbprint", ua_i.thumbprint)
+    peered(kz_i, ua_i)
     unit = Api(ua_i, "UA-KZ-UNIT")
     case = a_case(kz, reference="KZ-CODES", handling_code="TLP:RED")
     path = f"/cases/{case['id']}"

@@ -4,20 +4,22 @@ unless the lead shares it, and is withdrawn when they stop qualifying."""
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from app.federation import signatures
-from tests.federation.conftest import Instance, peer
+from tests.federation.conftest import Instance, peered
 
 API = "/api/v1"
 KEYS = ("--scope", "read", "--scope", "write", "--scope", "personal_data", "--scope", "admin")
 
 
 def key(instance: Instance, code: str) -> str:
-    return instance.cli("client", "create", "--agency", code, "--name", "tool", *KEYS).stdout.splitlines()[-1]
+    return instance.command("client", "create", "--agency", code, "--name", "tool", *KEYS)[-1]
 
 
 class Api:
@@ -54,19 +56,32 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
 def audited(instance: Instance, action: str) -> list[dict[str, Any]]:
     """The instance's own audit entries of `action` (those of the instance itself
     name no agency: an operator reads them, with the CLI)."""
-    lines = instance.cli("audit", "list", "--action", action, "--json").stdout.splitlines()
-    return [json.loads(line) for line in lines]
+    return [json.loads(line) for line in instance.command("audit", "list", "--action", action, "--json")]
 
 
 def status_of(api: Api, path: str) -> int:
     return api("GET", path).status_code
 
 
-def a_case(kz: Api, **fields: Any) -> dict[str, Any]:
+def feed(api: Api) -> list[dict[str, Any]]:
+    """The agency's whole event feed on its instance, page after page."""
+    events: list[dict[str, Any]] = []
+    while page := api.ok("GET", "/events", params={"limit": 200, "after": seq(events)})["items"]:
+        events += page
+    return events
+
+
+def seq(events: list[dict[str, Any]]) -> int:
+    return events[-1]["seq"] if events else 0
+
+
+def a_case(kz: Api, reference: str = "KZ-2025-CALL-CENTRE", **fields: Any) -> dict[str, Any]:
+    """A new case of KZ-MVD; its reference made unique (the tests share their instances)."""
     return kz.ok(
         "POST",
         "/cases",
-        json={"reference": "KZ-2025-CALL-CENTRE", "title": "Fraudulent call centre in Kyiv"} | fields,
+        json={"reference": f"{reference}-{uuid.uuid4().hex[:8]}", "title": "Fraudulent call centre in Kyiv"}
+        | fields,
     )
 
 
@@ -114,7 +129,7 @@ def test_a_case_reaches_the_instance_of_a_participant_with_the_same_ids_and_vers
     }
     assert ua.ok("GET", f"/seized-items/{item['id']}")["version"] == item["version"]
     # Its agencies follow it in their own instance's feed, as a local case.
-    events = {(e["type"], e["resource_id"]) for e in ua.ok("GET", "/events", params={"limit": 100})["items"]}
+    events = {(e["type"], e["resource_id"]) for e in feed(ua)}
     assert {("case.created", case["id"]), ("seized_item.created", item["id"])} <= events
     assert ua.ok("GET", f"/locations/{location['id']}")["label"] == "Office in Kyiv"
     # Personal data stayed home, even for a personal_data key that states its purpose.
@@ -141,7 +156,9 @@ def test_a_case_reaches_the_instance_of_a_participant_with_the_same_ids_and_vers
     )
     assert shared["full_name"] == "Someone Named" and shared["personal_data_redacted"] is False
     # The disclosure is audited where it happened: on the mirror's instance.
-    disclosed = ua.ok("GET", "/audit", params={"action": "personal_data.disclosed"})["items"]
+    disclosed = ua.ok("GET", "/audit", params={"action": "personal_data.disclosed", "case_id": case["id"]})[
+        "items"
+    ]
     assert disclosed and {entry["agency_id"] for entry in disclosed} == {ua.agency_id("UA-LE")}
 
 
@@ -161,15 +178,16 @@ def test_a_mirror_is_withdrawn_when_its_instance_stops_qualifying(kz_ua: tuple[I
     assert peers[0]["last_success_at"] is not None
 
 
+@pytest.mark.fresh_instances
 def test_an_instance_that_hosts_no_participant_receives_nothing(
     kz_ua: tuple[Instance, Instance], instances: Callable[[str], Instance]
 ) -> None:
     kz_i, ua_i = kz_ua
     third = instances("third.caseapi")
-    third.cli("agency", "create", "--code", "XX-POL", "--name", "Another police", "--kind", "police")
+    third.command("agency", "create", "--code", "XX-POL", "--name", "Another police", "--kind", "police")
     third.serve()
-    peer(third, kz_i)
-    peer(kz_i, third)
+    peered(third, kz_i)
+    peered(kz_i, third)
     kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
     xx = Api(third, "XX-POL")
     case = a_case(kz, handling_code="TLP:AMBER")
@@ -242,10 +260,11 @@ def test_a_write_through_a_mirror_is_made_at_home_with_its_rules(kz_ua: tuple[In
     )
     assert refused.status_code == 403, refused.text
     # The home acted for Ukraine's agency: its audit log names it.
-    entries = kz.ok("GET", "/audit", params={"action": "location.created"})["items"]
+    entries = kz.ok("GET", "/audit", params={"action": "location.created", "case_id": case["id"]})["items"]
     assert [e["agency_id"] for e in entries] == [kz.agency_id("UA-LE")]
 
 
+@pytest.mark.fresh_instances
 def test_a_write_while_the_home_is_down_is_refused_and_stored_nowhere(
     kz_ua: tuple[Instance, Instance],
 ) -> None:
@@ -260,6 +279,7 @@ def test_a_write_while_the_home_is_down_is_refused_and_stored_nowhere(
     assert kz.ok("GET", f"/cases/{case['id']}/locations")["items"] == []
 
 
+@pytest.mark.fresh_instances
 def test_a_mirror_reaches_a_peer_that_was_down_and_a_home_that_restarted(
     kz_ua: tuple[Instance, Instance],
 ) -> None:
@@ -271,8 +291,12 @@ def test_a_mirror_reaches_a_peer_that_was_down_and_a_home_that_restarted(
     peers = eventually(lambda: (p := kz.ok("GET", "/federation/peers")["items"]) and p[0]["last_error"] and p)
     assert peers[0]["pending"] == 5 and "cannot reach" in peers[0]["last_error"]
     kz_i.stop()
-    kz_i.serve()
-    ua_i.serve()
+    # The home restarts, then the peer comes back: both are started before either is waited for
+    # (the home's next attempt is a few seconds after its last failure, its backoff longer after that).
+    kz_i.start()
+    ua_i.start()
+    kz_i.ready()
+    ua_i.ready()
     for location in made:
         eventually(lambda location=location: status_of(ua, f"/locations/{location['id']}") == 200, timeout=60)
     assert eventually(lambda: kz.ok("GET", "/federation/peers")["items"][0]["pending"] == 0, timeout=60)
@@ -320,6 +344,7 @@ def test_attachments_files_travel_with_the_mirror(kz_ua: tuple[Instance, Instanc
     assert shared.status_code == 200 and shared.content == content
 
 
+@pytest.mark.fresh_instances
 def test_removing_a_home_peer_deletes_the_mirrors_of_its_cases(kz_ua: tuple[Instance, Instance]) -> None:
     kz_i, ua_i = kz_ua
     kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")

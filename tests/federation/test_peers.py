@@ -7,10 +7,11 @@ import datetime
 from collections.abc import Callable
 
 import httpx
+import pytest
 from caseapi_client import Client
 
 from app.federation import signatures
-from tests.federation.conftest import Instance
+from tests.federation.conftest import Instance, peer
 
 AGENCIES = "/api/v1/federation/agencies"
 
@@ -44,6 +45,29 @@ def test_an_instance_that_does_not_federate_has_no_document(instances: Callable[
     assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
 
 
+def test_two_operators_peer_their_instances_with_the_cli(instances: Callable[[str], Instance]) -> None:
+    """The pair the other tests use (kz_ua), made as its operators make it: every
+    step a `caseapi` command of its own, each thumbprint as `instance show` prints it."""
+    kz, ua = instances("kz.caseapi"), instances("ua.caseapi")
+    kz.cli(
+        "agency", "create", "--code", "KZ-MVD", "--name", "Ministry of Internal Affairs", "--kind", "ministry"
+    )
+    ua.cli("agency", "create", "--code", "UA-LE", "--name", "Law enforcement of Ukraine", "--kind", "police")
+    kz.serve()
+    ua.serve()
+    shown = {i.instance_id: i.cli("instance", "show").stdout.splitlines()[-1] for i in (kz, ua)}
+    assert shown == {i.instance_id: i.thumbprint for i in (kz, ua)}
+    # Nothing flows before both have added each other: KZ learns UA's agencies when it adds UA again.
+    assert "follow once it has added kz.caseapi" in peer(kz, ua)[1]
+    assert "agencies held here: 1" in peer(ua, kz)[1]
+    assert "agencies held here: 1" in peer(kz, ua)[1]
+    for this, other in ((kz, ua), (ua, kz)):
+        [line] = this.cli("peer", "list").stdout.splitlines()
+        assert line.split("\t")[:3] == [other.instance_id, other.url, shown[other.instance_id]]
+    for this in (kz, ua):
+        assert {line.split("\t")[1] for line in this.command("agency", "list")} == {"KZ-MVD", "UA-LE"}
+
+
 def test_a_wrong_thumbprint_is_refused_and_nothing_is_stored(instances: Callable[[str], Instance]) -> None:
     kz, ua = instances("kz.caseapi"), instances("ua.caseapi")
     ua.serve()
@@ -54,7 +78,7 @@ def test_a_wrong_thumbprint_is_refused_and_nothing_is_stored(instances: Callable
         refused.stderr.strip().startswith("caseapi: thumbprint mismatch")
         and len(refused.stderr.splitlines()) == 1
     )
-    assert kz.cli("peer", "list").stdout == ""
+    assert kz.command("peer", "list") == []
     unreachable = kz.cli("peer", "add", "--url", "http://127.0.0.1:9", "--thumbprint", impostor, check=False)
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
 
@@ -68,7 +92,7 @@ def test_a_peer_reads_the_agencies_another_hosts_by_a_signed_request(
     assert answer.status_code == 200, answer.text
     assert answer.json()["instance_id"] == "ua.caseapi"
     assert [a["code"] for a in answer.json()["items"]] == ["UA-LE"]
-    [line] = kz.cli("peer", "list").stdout.splitlines()
+    [line] = kz.command("peer", "list")
     assert line.split("\t")[:3] == [ua.instance_id, ua.url, ua.thumbprint]
 
 
@@ -88,7 +112,7 @@ def test_hostile_requests_are_refused(
     assert "Signature-Input" in refusal(httpx.get(url))
     # Signed by an instance UA-LE's operator never added.
     stranger = instances("stranger.caseapi")
-    stranger.cli("instance", "show")
+    stranger.command("instance", "show")
     assert "unknown key" in refusal(httpx.get(url, headers=signed_get(stranger, url)))
     # Forged: KZ's key id, another key's signature.
     forged = signed_get(stranger, url)
@@ -120,11 +144,12 @@ def test_the_clock_window_is_300_seconds_either_way(kz_ua: tuple[Instance, Insta
         refusal(httpx.get(url, headers=signed_get(kz, url, now=now + datetime.timedelta(seconds=skew))))
 
 
+@pytest.mark.fresh_instances
 def test_a_removed_peer_is_refused(kz_ua: tuple[Instance, Instance]) -> None:
     kz, ua = kz_ua
     url = ua.url + AGENCIES
     ua.cli("peer", "remove", "kz.caseapi")
     assert "unknown key" in refusal(httpx.get(url, headers=signed_get(kz, url)))
-    assert ua.cli("peer", "list").stdout == ""
+    assert ua.command("peer", "list") == []
     gone = ua.cli("peer", "remove", "kz.caseapi", check=False)
     assert gone.returncode == 1 and gone.stderr.strip() == "caseapi: no peer kz.caseapi"
