@@ -18,7 +18,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from app import cli
+from app.core import migrate
 from app.core.config import Settings
+from app.core.db import create_db_engine
 from app.core.observability.serving import MULTIPROC_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,8 +174,11 @@ def _serve_and_search(tmp_path: Path, **env: str) -> str:
         "CASEAPI_KEY_FILE": str(tmp_path / "keys"),
         **env,
     }
+    engine = create_db_engine(database)  # migrated here: the served worker's log is what is read
+    with engine.begin() as conn:
+        migrate.upgrade(conn)
+    engine.dispose()
     run = [sys.executable, "-c", "import sys; from app.cli import main; main(sys.argv[1:])"]
-    subprocess.run([*run, "migrate"], env=full_env, cwd=ROOT, check=True, capture_output=True, timeout=120)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
