@@ -13,8 +13,10 @@ from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
 import app.core.db
+from app.attachments.models import Attachment
 from app.core import migrate
-from app.core.db import create_db_engine
+from app.core.db import create_db_engine, table_of
+from app.requests.models import InformationRequest, RequestMessage
 
 
 @pytest.fixture
@@ -112,3 +114,83 @@ def test_0002_refuses_twins_it_cannot_tell_apart(blank_engine: sa.Engine) -> Non
         _old_case(conn, kz, "ref-1")
     with pytest.raises(RuntimeError, match="REF-1"), blank_engine.begin() as conn:
         migrate.upgrade(conn)
+
+
+def test_0012_names_the_request_of_existing_request_events(blank_engine: sa.Engine) -> None:
+    """The request of each request's, message's and message attachment's
+    event, found through the records still there; none for a record gone."""
+    requests, messages, attachments = (
+        table_of(model) for model in (InformationRequest, RequestMessage, Attachment)
+    )
+    event = sa.table(
+        "event",
+        sa.column("seq", sa.BigInteger()),
+        sa.column("type", sa.String()),
+        sa.column("resource_type", sa.String()),
+        sa.column("resource_id", sa.Uuid()),
+        sa.column("at", app.core.db.UTCDateTime()),
+    )
+    request_id, message_id, attachment_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = app.core.db.utcnow()
+    with blank_engine.begin() as conn:
+        migrate.upgrade(conn, "0011")
+        kz, ua = _old_agency(conn, "KZ"), _old_agency(conn, "UA")
+        conn.execute(
+            requests.insert().values(
+                id=request_id,
+                from_agency_id=kz,
+                to_agency_id=ua,
+                subject="S",
+                body="B",
+                priority="normal",
+                status="sent",
+                due_at=now,
+                version=1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            messages.insert().values(
+                id=message_id, request_id=request_id, from_agency_id=ua, body="B", created_at=now
+            )
+        )
+        conn.execute(
+            attachments.insert().values(
+                id=attachment_id,
+                request_id=request_id,
+                message_id=message_id,
+                uploaded_by_agency_id=ua,
+                filename="a.txt",
+                content_type="text/plain",
+                size=1,
+                sha256="0" * 64,
+                version=1,
+                created_at=now,
+            )
+        )
+        named = [
+            ("request.created", "information_request", request_id),
+            ("request_message.created", "request_message", message_id),
+            ("attachment.created", "message_attachment", attachment_id),
+            ("attachment.deleted", "message_attachment", uuid.uuid4()),
+            ("location.created", "location", uuid.uuid4()),
+        ]
+        conn.execute(
+            event.insert(),
+            [
+                {"seq": seq, "type": type_, "resource_type": kind, "resource_id": resource_id, "at": now}
+                for seq, (type_, kind, resource_id) in enumerate(named, start=1)
+            ],
+        )
+    with blank_engine.begin() as conn:
+        migrate.upgrade(conn)
+    with blank_engine.connect() as conn:
+        found = conn.execute(sa.text("SELECT request_id FROM event ORDER BY seq")).scalars().all()
+    assert [None if value is None else uuid.UUID(str(value)) for value in found] == [
+        request_id,
+        request_id,
+        request_id,
+        None,
+        None,
+    ]

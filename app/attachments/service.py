@@ -274,6 +274,7 @@ def _record(
             case_id=None,
             emit_event=emit_event,
             request_parties=parent.parties,
+            request_id=parent.request_id,
         )
         return
     record(

@@ -51,6 +51,7 @@ class Change:
     detail: dict[str, Any] | None = None
     notify: tuple[uuid.UUID, uuid.UUID] | None = None
     audit: bool = True
+    request_id: uuid.UUID | None = None
 
     @classmethod
     def created(
@@ -73,6 +74,7 @@ def record(
     detail: dict[str, Any] | None = None,
     notify: tuple[uuid.UUID, uuid.UUID] | None = None,
     audit: bool = True,
+    request_id: uuid.UUID | None = None,
 ) -> None:
     """Note a change (or a disclosure, with emit_event=False) for this transaction.
 
@@ -81,7 +83,8 @@ def record(
     recipient agency): an event only the recipient sees (app.events.service),
     such as a hit in a case hidden from the searcher. `audit=False` for such
     notifications: an audit entry naming the hidden case would show it to the
-    searching agency, which reads what it did.
+    searching agency, which reads what it did. `request_id`: the information
+    request whose record changed (with its two agencies as request_parties).
     """
     tx.changes.append(
         Change(
@@ -96,6 +99,7 @@ def record(
             detail,
             notify,
             audit,
+            request_id,
         )
     )
 
@@ -128,6 +132,7 @@ def event_rows(changes: list[Change], at: datetime, last: int) -> list[dict[str,
                 "case_id": change.case_id,
                 "request_from_agency_id": parties[0],
                 "request_to_agency_id": parties[1],
+                "request_id": change.request_id,
                 "from_agency_id": notify[0],
                 "recipient_agency_id": notify[1],
                 "at": at,

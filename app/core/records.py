@@ -69,6 +69,10 @@ class Event(SQLModel, table=True):
     # its agency twice): only they see its events.
     request_from_agency_id: uuid.UUID | None = None
     request_to_agency_id: uuid.UUID | None = None
+    # The information request of a request's, message's or message
+    # attachment's event: its case, once the record itself is deleted, is the
+    # case of the mirrors it must leave (app.federation.delivery).
+    request_id: uuid.UUID | None = None
     # A notification (hit.received) goes to one agency only; from_agency_id
     # names the agency whose action caused it.
     recipient_agency_id: uuid.UUID | None = None

@@ -49,7 +49,6 @@ from app.core.uow import Database, Row, Statements, Tx
 from app.federation import mirror, signatures
 from app.federation.identity import Identity, key_of
 from app.federation.models import Peer, PeerMirror
-from app.requests.models import RequestMessage
 
 log = logging.getLogger("caseapi.federation")
 
@@ -60,7 +59,6 @@ EVENTS = table_of(Event)
 CASES = mirror.CASES
 AGENCIES = mirror.AGENCIES
 REQUESTS = mirror.REQUESTS
-MESSAGES = table_of(RequestMessage)
 BATCH = 500  # events read per delivery
 # Rows one delivery holds at most, unless its first case alone holds more.
 ROWS_PER_DELIVERY = 20_000
@@ -144,34 +142,18 @@ class Delivery:
 
 
 _PEER_AGENCIES = sa.select(AGENCIES.c.id).where(AGENCIES.c.home_instance == sa.bindparam("peer"))
-_CASE_OF_REQUEST = (
-    sa.select(REQUESTS.c.case_id).where(REQUESTS.c.id == EVENTS.c.resource_id).scalar_subquery()
-)
-_CASE_OF_MESSAGE = (
-    sa.select(REQUESTS.c.case_id)
-    .join(MESSAGES, MESSAGES.c.request_id == REQUESTS.c.id)
-    .where(MESSAGES.c.id == EVENTS.c.resource_id)
-    .scalar_subquery()
-)
-_CASE_OF_MESSAGE_ATTACHMENT = (
-    sa.select(REQUESTS.c.case_id)
-    .join(mirror.ATTACHMENTS, mirror.ATTACHMENTS.c.request_id == REQUESTS.c.id)
-    .where(mirror.ATTACHMENTS.c.id == EVENTS.c.resource_id)
-    .scalar_subquery()
-)
+_CASE_OF_REQUEST = sa.select(REQUESTS.c.case_id).where(REQUESTS.c.id == EVENTS.c.request_id).scalar_subquery()
 _PARTY_OF_PEER = sa.or_(
     EVENTS.c.request_from_agency_id.in_(_PEER_AGENCIES), EVENTS.c.request_to_agency_id.in_(_PEER_AGENCIES)
 )
 # The case an event changes for the peer `:peer`. The events of an information
 # request, its messages and their attachments carry no case_id (only its two
-# agencies see them): their case is the request's, and only for a peer hosting
-# one of the two (no other holds it). A message's attachment deleted at home
-# names no request any more: the mirror drops it with the case's next change.
+# agencies see them) but their request's id: their case is the request's (a
+# request is never deleted, so a deleted message's attachment still finds it),
+# and only for a peer hosting one of the two (no other holds it).
 CASE_OF_EVENT = sa.case(
     (EVENTS.c.case_id.is_not(None), EVENTS.c.case_id),
-    (sa.and_(EVENTS.c.resource_type == "information_request", _PARTY_OF_PEER), _CASE_OF_REQUEST),
-    (sa.and_(EVENTS.c.resource_type == "request_message", _PARTY_OF_PEER), _CASE_OF_MESSAGE),
-    (sa.and_(EVENTS.c.resource_type == "message_attachment", _PARTY_OF_PEER), _CASE_OF_MESSAGE_ATTACHMENT),
+    (sa.and_(EVENTS.c.request_id.is_not(None), _PARTY_OF_PEER), _CASE_OF_REQUEST),
     else_=sa.null(),
 )
 _EVENTS_AFTER = (

@@ -634,6 +634,7 @@ def _record_events(
             # A request's records are its two agencies' only, as at home (app.requests.service).
             case_id=None if request is not None else case_id,
             request_parties=(request["from_agency_id"], request["to_agency_id"]) if request else None,
+            request_id=request_id if request else None,
             audit=False,
         )
 

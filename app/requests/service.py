@@ -82,6 +82,7 @@ def _record(tx: Tx, p: Principal, req: Row, action: str, resource_type: str, res
         resource_id=resource_id,
         case_id=None,
         request_parties=parties(req),
+        request_id=req.id,
     )
 
 

@@ -2,13 +2,15 @@
 with their messages and the messages' attachments.
 
 Their events carry no case_id (only the two agencies see them, app.requests
-.service), so the deliverer finds their case through the request itself.
+.service), so the deliverer finds their case through the request the event
+names, even once the record it changed is deleted.
 """
 
 import httpx
 
 from tests.federation.conftest import Instance
-from tests.federation.test_mirrors import Api, eventually, shared_case, status_of
+from tests.federation.test_amendments import delivered
+from tests.federation.test_mirrors import Api, audited, eventually, shared_case, status_of
 
 
 def test_a_request_in_a_mirrored_case_and_its_changes_reach_the_mirror(
@@ -56,3 +58,17 @@ def test_a_request_in_a_mirrored_case_and_its_changes_reach_the_mirror(
     content = ua("GET", f"/attachments/{attached.json()['id']}/content")
     assert content.status_code == 200 and content.content == b"The operators, as far as known."
     assert [p["pending"] for p in kz.ok("GET", "/federation/peers")["items"]] == [0]
+
+    # Deleted at home, the file leaves the mirror with the next delivery (an amendment),
+    # though nothing at home names its request any more but the event.
+    since = len(audited(kz_i, "federation.delivered"))
+    gone = kz(
+        "DELETE",
+        f"/attachments/{attached.json()['id']}",
+        headers={"If-Match": f'"{attached.json()["version"]}"'},
+    )
+    assert gone.status_code == 204, gone.text
+    eventually(lambda: status_of(ua, f"/attachments/{attached.json()['id']}") == 404)
+    held: httpx.Response = ua("GET", f"/requests/{sent['id']}/messages/{message['id']}/attachments")
+    assert held.status_code == 200 and held.json()["items"] == []
+    assert delivered(kz_i, case["id"], since) == ([], [case["id"]])
