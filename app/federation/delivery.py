@@ -478,17 +478,20 @@ async def _first_of(stop: asyncio.Event, wake: asyncio.Event, seconds: float) ->
 
 # ---- watching it --------------------------------------------------------------------------------
 
-_PENDING = (
-    sa.select(sa.func.count())
-    .select_from(EVENTS)
-    .where(
-        EVENTS.c.seq > sa.bindparam("after"),
-        sa.or_(
-            CASE_OF_EVENT.in_(
-                sa.select(MIRRORS.c.case_id).where(MIRRORS.c.instance_id == sa.bindparam("peer"))
-            ),
-            sa.exists().where(CASES.c.id == CASE_OF_EVENT, access.peer_sees_case_in_full()),
+# Counted per case first, then summed over the cases the peer mirrors or
+# should: the peer's share is checked once a case, not once an event.
+_PENDING_PER_CASE = (
+    sa.select(CASE_OF_EVENT.label("case_id"), sa.func.count().label("events"))
+    .where(EVENTS.c.seq > sa.bindparam("after"))
+    .group_by(CASE_OF_EVENT)
+    .subquery()
+)
+_PENDING = sa.select(sa.func.coalesce(sa.func.sum(_PENDING_PER_CASE.c.events), 0)).where(
+    sa.or_(
+        _PENDING_PER_CASE.c.case_id.in_(
+            sa.select(MIRRORS.c.case_id).where(MIRRORS.c.instance_id == sa.bindparam("peer"))
         ),
+        sa.exists().where(CASES.c.id == _PENDING_PER_CASE.c.case_id, access.peer_sees_case_in_full()),
     )
 )
 
