@@ -45,8 +45,9 @@ async def create_request(
     tx: UnitDep, p: Writer, body: InformationRequestCreate, idem: IdempotencyDep
 ) -> Response:
     """Scope `write`. From the caller's agency to another, optionally about a case the sender can read (else
-    422, whether the case is hidden or missing). `due_at` defaults to 8 hours for `urgent` and 7 days for
-    `normal`. Honours `Idempotency-Key`.
+    422, whether the case is hidden or missing). An agency of a peer instance only in a case that instance
+    mirrors (else 422: it would never see the request). `due_at` defaults to 8 hours for `urgent` and 7
+    days for `normal`. Honours `Idempotency-Key`.
     """
 
     def respond(req: Row) -> Response:

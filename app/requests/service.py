@@ -154,11 +154,35 @@ async def _require_readable_case(db: Statements, p: Principal, case_id: uuid.UUI
     await access.require_home(db, p, case_id)
 
 
+_HOME_OF = sa.select(access.AGENCIES.c.home_instance).where(access.AGENCIES.c.id == sa.bindparam("agency_id"))
+_MIRRORED_ON = sa.select(access.CASES.c.id).where(
+    access.CASES.c.id == sa.bindparam("case_id"), access.peer_sees_case_in_full()
+)
+
+
+async def _require_reachable(db: Statements, data: InformationRequestCreate) -> None:
+    """422 for a request its recipient would never see: one to an agency of a
+    peer instance, outside a case or in one that instance holds no mirror of
+    (a request reaches a peer only with the mirror of its case)."""
+    home = await db.scalar(_HOME_OF, {"agency_id": data.to_agency_id})
+    if home is None:
+        return
+    if data.case_id is not None and await db.first(_MIRRORED_ON, {"case_id": data.case_id, "peer": home}):
+        return
+    where = "outside a case" if data.case_id is None else "in a case it holds no mirror of"
+    raise invalid(
+        ["body", "to_agency_id"],
+        f"This agency lives on the instance {home}, which would never receive a request {where}: "
+        "send it in a case the agency takes part in.",
+    )
+
+
 async def create_request(tx: Tx, p: Principal, data: InformationRequestCreate) -> Row:
     await require_agencies(tx, {"to_agency_id": data.to_agency_id}, known=p.agency_id)
     if data.to_agency_id == p.agency_id:
         raise invalid(["body", "to_agency_id"], "A request goes to another agency than the sender's.")
     await _require_readable_case(tx, p, data.case_id)
+    await _require_reachable(tx, data)
     now = utcnow()
     if data.due_at is not None and data.due_at <= now:
         raise invalid(["body", "due_at"], "due_at must be in the future.")

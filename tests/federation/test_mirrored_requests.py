@@ -10,7 +10,7 @@ import httpx
 
 from tests.federation.conftest import Instance
 from tests.federation.test_amendments import delivered
-from tests.federation.test_mirrors import Api, audited, eventually, shared_case, status_of
+from tests.federation.test_mirrors import Api, a_case, audited, eventually, shared_case, status_of
 
 
 def test_a_request_in_a_mirrored_case_and_its_changes_reach_the_mirror(
@@ -72,3 +72,39 @@ def test_a_request_in_a_mirrored_case_and_its_changes_reach_the_mirror(
     held: httpx.Response = ua("GET", f"/requests/{sent['id']}/messages/{message['id']}/attachments")
     assert held.status_code == 200 and held.json()["items"] == []
     assert delivered(kz_i, case["id"], since) == ([], [case["id"]])
+
+
+def test_a_request_its_recipients_instance_would_never_receive_is_refused(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    """A request reaches a peer only with the mirror of its case: one outside a
+    case, or in a case the recipient's instance does not mirror, is a 422 on
+    the sender's instance, not a 201 that the recipient never sees."""
+    kz_i, ua_i = kz_ua
+    kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
+    kz_only = a_case(kz, handling_code="TLP:AMBER")
+    before = ua.ok("GET", "/requests")["items"]
+    for api, to, case_id in (
+        (ua, ua.agency_id("KZ-MVD"), None),
+        (kz, kz.agency_id("UA-LE"), None),
+        (kz, kz.agency_id("UA-LE"), kz_only["id"]),
+    ):
+        body = {"to_agency_id": to, "subject": "Operators", "body": "Which operators registered them?"}
+        refused = api("POST", "/requests", json=body | ({"case_id": case_id} if case_id else {}))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["body", "to_agency_id"], refused.text
+    assert ua.ok("GET", "/requests")["items"] == before
+    assert all(r["case_id"] != kz_only["id"] for r in kz.ok("GET", "/requests")["items"])
+    # Once Ukraine's agency takes part, the case is mirrored there and the request goes.
+    kz.ok(
+        "POST",
+        f"/cases/{kz_only['id']}/participants",
+        json={"agency_id": kz.agency_id("UA-LE"), "role": "partner"},
+    )
+    eventually(lambda: status_of(ua, f"/cases/{kz_only['id']}") == 200)
+    sent = kz.ok(
+        "POST",
+        "/requests",
+        json={"to_agency_id": kz.agency_id("UA-LE"), "case_id": kz_only["id"], "subject": "S", "body": "B"},
+    )
+    eventually(lambda: status_of(ua, f"/requests/{sent['id']}") == 200)
