@@ -79,8 +79,11 @@ def _trimmed_mean(values: list[float], share: float = 0.2) -> float:
     return sum(kept) / len(kept)
 
 
-def _compare(client: TestClient, headers: dict[str, str], hit: dict[str, Any], miss: dict[str, Any]) -> None:
-    """Time searches of both kinds, interleaved, and compare their cost.
+def _compare(
+    client: TestClient, headers: dict[str, str], hit: dict[str, Any], miss: dict[str, Any]
+) -> str | None:
+    """Time searches of both kinds, interleaved, and compare their cost: None
+    when they cost the same, else what differs.
 
     The CPU time of this process is the request's whole work on SQLite (in
     process) and nearly all of it on PostgreSQL; unlike the time on the wall
@@ -117,9 +120,8 @@ def _compare(client: TestClient, headers: dict[str, str], hit: dict[str, Any], m
     wall_median = statistics.median(m[1] for m in misses)
     above = sum(h[1] > wall_median for h in hits) / PAIRS
     report = f"CPU hit/miss: trimmed {paired:.3f}, median {medians:.3f}; wall: above miss median {above:.2f}"
-    assert abs(paired - 1) < TOLERANCE, report
-    assert abs(medians - 1) < TOLERANCE, report
-    assert 0.25 <= above <= 0.75, report
+    same = abs(paired - 1) < TOLERANCE and abs(medians - 1) < TOLERANCE and 0.25 <= above <= 0.75
+    return None if same else report
 
 
 def test_a_hidden_match_takes_as_long_as_a_miss(
@@ -127,7 +129,12 @@ def test_a_hidden_match_takes_as_long_as_a_miss(
 ) -> None:
     """1 000 copies of a value a hidden case holds against 1 000 copies of one nobody holds."""
     searcher = make_caller(engine, "EU-SEARCH", Scope.read)
-    _compare(quiet_client, searcher.headers, body(HELD), body(NOBODY))
+    # A shared machine's stall can tip one measurement past the tolerance; a
+    # difference in the work itself shows in every one. Measured again once.
+    first = _compare(quiet_client, searcher.headers, body(HELD), body(NOBODY))
+    if first is not None:
+        again = _compare(quiet_client, searcher.headers, body(HELD), body(NOBODY))
+        assert again is None, f"{first}; measured again: {again}"
 
 
 @contextmanager
