@@ -145,6 +145,7 @@ async def remote_principal(db: Statements, sender: Row, envelope: dict[str, Any]
         agency_id=agency.id,
         parent_agency_id=agency.parent_id,
         scopes=frozenset(scope for scope in scopes if scope in REMOTE_SCOPES),
+        remote=True,
     )
 
 
