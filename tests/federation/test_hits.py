@@ -138,3 +138,45 @@ def test_the_peers_are_asked_on_one_client_until_the_app_stops(application: Fast
     assert http.is_closed
     with TestClient(application):
         assert application.state.ask_peers.http() is not http
+
+
+@pytest.mark.fresh_instances
+def test_a_mirrored_case_seen_in_summary_is_matched_only_by_its_home_which_tells_its_lead(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    kz_i, ua_i = kz_ua
+    # A second agency of Ukraine's instance, which takes part in no case.
+    ua_i.command("agency", "create", "--code", "UA-OTHER", "--name", "Another body", "--kind", "police")
+    peered(kz_i, ua_i)
+    kz, ua, other = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE"), Api(ua_i, "UA-OTHER")
+    green = a_case(kz, reference="KZ-GREEN-MIRROR", handling_code="TLP:GREEN")
+    identifier = kz.ok(
+        "POST", f"/cases/{green['id']}/identifiers", json={"kind": "phone", "value": GREEN_PHONE}
+    )
+    kz.ok(
+        "POST",
+        f"/cases/{green['id']}/participants",
+        json={"agency_id": kz.agency_id("UA-LE"), "role": "partner"},
+    )
+    eventually(lambda: ua("GET", f"/identifiers/{identifier['id']}").status_code == 200)
+
+    # Searched on Ukraine's instance alone, the mirror names nothing: its lead would never know.
+    local = search(other, GREEN_PHONE, federated=False)
+    assert local["items"] == [{"kind": "phone", "normalized": "+77017654321", "hit": False, "matches": []}]
+
+    # Federated, the case's home answers, by its rules, and tells its lead who searched.
+    [found] = search(other, GREEN_PHONE)["items"]
+    [match] = found["matches"]
+    assert match["access"] == "summary" and match["identifier"] is None
+    assert match["case"]["id"] == green["id"] and match["home_instance"] == "kz.caseapi"
+    searcher = kz.agency_id("UA-OTHER")
+
+    def noticed() -> list[dict]:
+        events = kz.ok("GET", "/events", params={"limit": 200})["items"]
+        return [e for e in events if e["type"] == "hit.received" and e["case_id"] == green["id"]]
+
+    [event] = eventually(noticed, timeout=30)
+    assert event["from_agency_id"] == searcher
+    # The partner sees the case in full on its own instance, and searches it there as before.
+    [mine] = search(ua, GREEN_PHONE, federated=False)["items"]
+    assert [m["access"] for m in mine["matches"]] == ["full"]
