@@ -46,7 +46,7 @@ from app.core.journal import CLI, record
 from app.core.observability.metrics import Metrics
 from app.core.records import Event
 from app.core.uow import Database, Row, Statements, Tx
-from app.federation import mirror, signatures
+from app.federation import answers, mirror, signatures
 from app.federation.identity import Identity, key_of
 from app.federation.models import Peer, PeerMirror
 
@@ -242,7 +242,9 @@ async def send(http: httpx.AsyncClient, me: Identity, peer: Row, delivery: Deliv
     url = peer.url + DELIVERIES_PATH
     headers = signatures.sign(me, "POST", url, body) | {"Content-Type": "application/json"}
     try:
-        response = await http.post(url, content=body, headers=headers)
+        response = await answers.request(
+            http, "POST", url, limit=answers.RECEIPT_BYTES, content=body, headers=headers
+        )
     except httpx.HTTPError as exc:
         raise DeliveryFailed(f"cannot reach {peer.url}: {type(exc).__name__}") from None
     if response.status_code == 409 and (lost := _lost_mirror(response, delivery)) is not None:

@@ -30,7 +30,7 @@ from app.auth.service import Principal
 from app.core.db import table_of
 from app.core.errors import AppError, HeldElsewhere
 from app.core.uow import Row, Statements
-from app.federation import mirror, signatures
+from app.federation import answers, mirror, signatures
 from app.federation.identity import identity
 from app.federation.models import Peer
 from app.participants.models import Participant
@@ -98,7 +98,9 @@ async def forward_write(request: Request, held: HeldElsewhere) -> Response:
     headers = signatures.sign(me, "POST", url, body) | {"Content-Type": "application/json"}
     try:
         async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT, follow_redirects=False) as http:
-            answer = await http.post(url, content=body, headers=headers)
+            answer = await answers.request(
+                http, "POST", url, limit=state.settings.max_delivery_bytes, content=body, headers=headers
+            )
     except httpx.HTTPError as exc:
         raise _unreachable(held.home, type(exc).__name__) from None
     if answer.status_code == 401 or (answer.status_code >= 500 and "caseapi-answered" not in answer.headers):
