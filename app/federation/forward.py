@@ -141,6 +141,8 @@ async def remote_principal(db: Statements, sender: Row, envelope: dict[str, Any]
     if agency is None or agency.home_instance != sender.instance_id:
         raise mirror.beyond_authority(f"{sender.instance_id} does not host this agency")
     scopes = field(envelope, "scopes", list)
+    if not all(isinstance(scope, str) for scope in scopes):
+        raise mirror.MalformedDelivery("the forwarded request's scopes are not names")
     client = uuid.uuid5(_REMOTE_CLIENTS, f"{sender.instance_id}/{_uuid(envelope, 'client_id')}")
     return Principal(
         client_id=client,
