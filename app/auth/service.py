@@ -34,6 +34,9 @@ class Principal:
     agency_id: uuid.UUID
     parent_agency_id: uuid.UUID | None
     scopes: frozenset[str]
+    # A peer's agency, acting here through a write its instance forwarded
+    # (app.federation.forward): it holds of a case only what its instance may.
+    remote: bool = False
 
     @property
     def actor(self) -> Actor:

@@ -181,7 +181,8 @@ class Settings(BaseSettings):
         ge=1024 * 1024,
         description=(
             "the largest delivery a peer may send this instance; a delivery holds whole "
-            "cases, so a case whose snapshot is larger cannot be mirrored here"
+            "cases, so a case whose snapshot is larger cannot be mirrored here; also the most "
+            "this instance reads of a peer's answer to a forwarded write or a search"
         ),
     )
     seed_dir: Path = Field(

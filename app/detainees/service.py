@@ -70,10 +70,18 @@ def to_public(detainee: Row, *, disclose: bool) -> DetaineePublic:
 
 
 _CASES = table_of(Case)
-# A mirror holds the personal data of a case only if its lead shares it (§9).
-_HELD_HERE = sa.select(sa.or_(_CASES.c.home_instance.is_(None), _CASES.c.share_personal_data)).where(
+# Personal data leaves a case's home only if its lead shares it (§9): a mirror
+# holds it only then, and the home answers it to a peer's agency (a write
+# forwarded through its mirror) only then.
+_SHARED = sa.select(_CASES.c.home_instance.is_(None).label("at_home"), _CASES.c.share_personal_data).where(
     _CASES.c.id == sa.bindparam("case_id")
 )
+
+
+async def _held_for(tx: Tx, p: Principal, case_id: uuid.UUID) -> bool:
+    """Whether the case's personal data may be answered to `p` here at all."""
+    case = await tx.first(_SHARED, {"case_id": case_id})
+    return case is not None and bool(case.share_personal_data or (case.at_home and not p.remote))
 
 
 async def present(
@@ -91,7 +99,7 @@ async def present(
     one), so the log answers "whose data did this list or bundle disclose?"
     while a case of many detainees adds one row under the journal lock, not one each.
     """
-    disclose = may_see_personal_data(p, purpose) and bool(await tx.scalar(_HELD_HERE, {"case_id": case_id}))
+    disclose = may_see_personal_data(p, purpose) and await _held_for(tx, p, case_id)
     if disclose and detainees:
         record(
             tx,

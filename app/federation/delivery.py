@@ -24,11 +24,12 @@ again at once, so a change waits for at most the delivery in flight.
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,7 +47,7 @@ from app.core.journal import CLI, record
 from app.core.observability.metrics import Metrics
 from app.core.records import Event
 from app.core.uow import Database, Row, Statements, Tx
-from app.federation import mirror, signatures
+from app.federation import answers, mirror, signatures
 from app.federation.identity import Identity, key_of
 from app.federation.models import Peer, PeerMirror
 
@@ -242,7 +243,9 @@ async def send(http: httpx.AsyncClient, me: Identity, peer: Row, delivery: Deliv
     url = peer.url + DELIVERIES_PATH
     headers = signatures.sign(me, "POST", url, body) | {"Content-Type": "application/json"}
     try:
-        response = await http.post(url, content=body, headers=headers)
+        response = await answers.request(
+            http, "POST", url, limit=answers.RECEIPT_BYTES, content=body, headers=headers
+        )
     except httpx.HTTPError as exc:
         raise DeliveryFailed(f"cannot reach {peer.url}: {type(exc).__name__}") from None
     if response.status_code == 409 and (lost := _lost_mirror(response, delivery)) is not None:
@@ -403,11 +406,20 @@ class Deliverer:
         self.metrics = metrics
         self.token = uuid.uuid4()  # its leases'
 
-    async def run_once(self, http: httpx.AsyncClient) -> int:
-        """Deliver once to every due peer; how many moved their cursor."""
-        claims = await claim_due(self.db, utcnow(), self.token)
-        done = await asyncio.gather(*(self.deliver(http, claim) for claim in claims))
-        return sum(done)
+    async def start_due(
+        self,
+        http: httpx.AsyncClient,
+        sending: dict[str, asyncio.Task[bool]],
+        done: Callable[[str, asyncio.Task[bool]], None],
+    ) -> None:
+        """Start a delivery to every due peer that has none under way (`sending`, by peer): each
+        on a task of its own, so that a peer slow to answer, or that never does, holds back
+        only its own mirrors, never another peer's. `done` is called with each as it ends."""
+        for claim in await claim_due(self.db, utcnow(), self.token):
+            peer = claim.peer.instance_id
+            if peer not in sending:
+                sending[peer] = asyncio.create_task(self.deliver(http, claim))
+                sending[peer].add_done_callback(functools.partial(done, peer))
 
     async def deliver(self, http: httpx.AsyncClient, claim: Claim) -> bool:
         """One delivery to the claimed peer; whether its cursor moved, or it
@@ -439,19 +451,31 @@ class Deliverer:
     async def run(self, stop: asyncio.Event) -> None:
         wake = asyncio.Event()
         self.db.on_feed.append(wake.set)
+        sending: dict[str, asyncio.Task[bool]] = {}
+
+        def done(peer: str, task: asyncio.Task[bool]) -> None:
+            del sending[peer]
+            if task.cancelled():
+                return
+            if (exc := task.exception()) is not None:
+                log.error("federation_deliverer_error: %s", type(exc).__name__, exc_info=exc)
+            elif task.result():
+                wake.set()  # A peer catching up takes its next batch at once.
+
         try:
             async with self._client() as http:
                 while not stop.is_set():
                     wake.clear()
                     try:
-                        # A peer catching up takes its next batch at once.
-                        if await self.run_once(http):
-                            continue
+                        await self.start_due(http, sending, done)
                     except Exception as exc:  # the loop outlives a database restart
                         log.error("federation_deliverer_error: %s", _local_reason(exc))
                     await _first_of(stop, wake, self.poll)
         finally:
             self.db.on_feed.remove(wake.set)
+            for task in list(sending.values()):
+                task.cancel()
+            await asyncio.gather(*sending.values(), return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:

@@ -30,7 +30,7 @@ from app.auth.service import Principal
 from app.core.db import table_of
 from app.core.errors import AppError, HeldElsewhere
 from app.core.uow import Row, Statements
-from app.federation import mirror, signatures
+from app.federation import answers, mirror, signatures
 from app.federation.identity import identity
 from app.federation.models import Peer
 from app.participants.models import Participant
@@ -98,7 +98,9 @@ async def forward_write(request: Request, held: HeldElsewhere) -> Response:
     headers = signatures.sign(me, "POST", url, body) | {"Content-Type": "application/json"}
     try:
         async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT, follow_redirects=False) as http:
-            answer = await http.post(url, content=body, headers=headers)
+            answer = await answers.request(
+                http, "POST", url, limit=state.settings.max_delivery_bytes, content=body, headers=headers
+            )
     except httpx.HTTPError as exc:
         raise _unreachable(held.home, type(exc).__name__) from None
     if answer.status_code == 401 or (answer.status_code >= 500 and "caseapi-answered" not in answer.headers):
@@ -139,12 +141,15 @@ async def remote_principal(db: Statements, sender: Row, envelope: dict[str, Any]
     if agency is None or agency.home_instance != sender.instance_id:
         raise mirror.beyond_authority(f"{sender.instance_id} does not host this agency")
     scopes = field(envelope, "scopes", list)
+    if not all(isinstance(scope, str) for scope in scopes):
+        raise mirror.MalformedDelivery("the forwarded request's scopes are not names")
     client = uuid.uuid5(_REMOTE_CLIENTS, f"{sender.instance_id}/{_uuid(envelope, 'client_id')}")
     return Principal(
         client_id=client,
         agency_id=agency.id,
         parent_agency_id=agency.parent_id,
         scopes=frozenset(scope for scope in scopes if scope in REMOTE_SCOPES),
+        remote=True,
     )
 
 

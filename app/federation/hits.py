@@ -15,7 +15,7 @@ from starlette.datastructures import State
 from app.auth.service import Principal
 from app.core.db import table_of
 from app.core.uow import Row
-from app.federation import signatures
+from app.federation import answers, signatures
 from app.federation.identity import identity
 from app.federation.models import Peer
 from app.identifiers.models import HitMatch, HitResults, PeerAnswer
@@ -80,12 +80,22 @@ class PeerSearcher:
         url = peer.url + HITS_PATH
         headers = signatures.sign(identity(self.state.settings), "POST", url, body)
         nothing: Matches = [[] for _ in range(count)]
+        settings = self.state.settings
         try:
-            response = await http.post(
-                url, content=body, headers=headers | {"Content-Type": "application/json"}
-            )
-        except httpx.TimeoutException:
+            # The whole exchange, not each read: a peer that answers a byte now and then is cut off too.
+            async with asyncio.timeout(settings.federation_hit_timeout_seconds):
+                response = await answers.request(
+                    http,
+                    "POST",
+                    url,
+                    limit=settings.max_delivery_bytes,
+                    content=body,
+                    headers=headers | {"Content-Type": "application/json"},
+                )
+        except (httpx.TimeoutException, TimeoutError):
             return nothing, PeerAnswer(instance_id=peer.instance_id, status="timeout")
+        except answers.AnswerTooLarge:
+            return nothing, PeerAnswer(instance_id=peer.instance_id, status="refused")
         except httpx.HTTPError:
             return nothing, PeerAnswer(instance_id=peer.instance_id, status="unreachable")
         try:

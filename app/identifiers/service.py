@@ -308,7 +308,8 @@ async def search_hits(
 ) -> HitResults:
     """Answer each item (normalized_items()) in order from the matches the caller may see;
     audit the search with keyed hashes of the values; queue it for the notices of the cases' leads.
-    `own_cases_only`: leave out this instance's mirrors (a peer's federated search: their homes answer).
+    `own_cases_only`: leave out this instance's mirrors (a peer's federated search: their homes answer);
+    without it, only those the caller sees in full.
 
     What the request does depends only on what was asked and what the caller
     may see: the matches in cases hidden from it are found later, by the notices.
@@ -323,7 +324,9 @@ async def search_hits(
     summarised: set[tuple[str, str, uuid.UUID]] = set()
     for row in rows:
         key = (row.kind, row.normalized)
-        if own_cases_only and row.home_instance is not None:
+        # A mirror's case is matched here only where the caller sees it in full. Seen in summary,
+        # its home answers a federated search, and tells the case's lead (§8): a mirror cannot.
+        if row.home_instance is not None and (own_cases_only or not row.full):
             continue
         if not row.full:
             # A case seen in summary shows once per item, whichever of its identifiers matched.

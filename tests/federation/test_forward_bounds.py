@@ -78,3 +78,21 @@ def test_a_peer_cannot_make_the_homes_own_records_through_a_forwarded_write(
     assert made.status_code == 201, made.text
     located = sent(f"/cases/{case['id']}/locations", {"label": "Kyiv"})
     assert located.status_code == 201, located.text
+
+
+def test_a_forwarded_write_or_search_with_scopes_that_are_not_names_is_malformed(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    kz_i, ua_i = kz_ua
+    kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
+    case = shared_case(kz, ua)
+    ua_le = ua.agency_id("UA-LE")
+    before = everything(kz, f"/cases/{case['id']}/locations")
+    for scopes in ([["write"]], [{"write": True}]):
+        sent = forward(
+            ua_i, kz_i, ua_le, case["id"], f"{API}/cases/{case['id']}/locations", {"label": "x"}, scopes
+        )
+        refused(sent, 422)
+        search = {"agency_id": ua_le, "client_id": str(uuid.uuid4()), "scopes": scopes, "items": []}
+        refused(post_signed(ua_i, kz_i.url + "/api/v1/federation/hits", search), 422)
+    assert everything(kz, f"/cases/{case['id']}/locations") == before

@@ -2,14 +2,20 @@
 searching agency; each answers by its own rules for that agency, and every
 peer is named in the answer with how it answered."""
 
+import asyncio
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.datastructures import State
 
+from app.core.config import Settings
+from app.federation.hits import PeerSearcher
 from tests.federation.conftest import Instance, peered
 from tests.federation.test_hostile_peers import post_signed, refused
 from tests.federation.test_mirrors import Api, a_case, eventually
@@ -138,3 +144,88 @@ def test_the_peers_are_asked_on_one_client_until_the_app_stops(application: Fast
     assert http.is_closed
     with TestClient(application):
         assert application.state.ask_peers.http() is not http
+
+
+@pytest.mark.fresh_instances
+def test_a_mirrored_case_seen_in_summary_is_matched_only_by_its_home_which_tells_its_lead(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    kz_i, ua_i = kz_ua
+    # A second agency of Ukraine's instance, which takes part in no case.
+    ua_i.command("agency", "create", "--code", "UA-OTHER", "--name", "Another body", "--kind", "police")
+    peered(kz_i, ua_i)
+    kz, ua, other = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE"), Api(ua_i, "UA-OTHER")
+    green = a_case(kz, reference="KZ-GREEN-MIRROR", handling_code="TLP:GREEN")
+    identifier = kz.ok(
+        "POST", f"/cases/{green['id']}/identifiers", json={"kind": "phone", "value": GREEN_PHONE}
+    )
+    kz.ok(
+        "POST",
+        f"/cases/{green['id']}/participants",
+        json={"agency_id": kz.agency_id("UA-LE"), "role": "partner"},
+    )
+    eventually(lambda: ua("GET", f"/identifiers/{identifier['id']}").status_code == 200)
+
+    # Searched on Ukraine's instance alone, the mirror names nothing: its lead would never know.
+    local = search(other, GREEN_PHONE, federated=False)
+    assert local["items"] == [{"kind": "phone", "normalized": "+77017654321", "hit": False, "matches": []}]
+
+    # Federated, the case's home answers, by its rules, and tells its lead who searched.
+    [found] = search(other, GREEN_PHONE)["items"]
+    [match] = found["matches"]
+    assert match["access"] == "summary" and match["identifier"] is None
+    assert match["case"]["id"] == green["id"] and match["home_instance"] == "kz.caseapi"
+    searcher = kz.agency_id("UA-OTHER")
+
+    def noticed() -> list[dict]:
+        events = kz.ok("GET", "/events", params={"limit": 200})["items"]
+        return [e for e in events if e["type"] == "hit.received" and e["case_id"] == green["id"]]
+
+    [event] = eventually(noticed, timeout=30)
+    assert event["from_agency_id"] == searcher
+    # The partner sees the case in full on its own instance, and searches it there as before.
+    [mine] = search(ua, GREEN_PHONE, federated=False)["items"]
+    assert [m["access"] for m in mine["matches"]] == ["full"]
+
+
+class _Endless(httpx.AsyncByteStream):
+    """A hostile peer's answer: `chunk` after `chunk`, `pause` seconds apart, never ending."""
+
+    def __init__(self, chunk: bytes, pause: float) -> None:
+        self.chunk, self.pause = chunk, pause
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            await asyncio.sleep(self.pause)
+            yield self.chunk
+
+
+def _ask_hostile(settings: Settings, stream: httpx.AsyncByteStream) -> tuple[str, float]:
+    """How a search names a peer that answers with `stream`, and how long it took to."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": "application/json"}, stream=stream)
+
+    async def ask() -> tuple[str, float]:
+        searcher = PeerSearcher(State({"settings": settings}))
+        peer = SimpleNamespace(instance_id="hostile.caseapi", url="http://hostile.invalid")
+        started = time.monotonic()
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            # Bounded here too: before the fix the search never ended.
+            _, answered = await asyncio.wait_for(searcher._ask(http, peer, b"{}", 1), timeout=30)
+        return answered.status, time.monotonic() - started
+
+    return asyncio.run(ask())
+
+
+def test_a_peer_answering_a_search_endlessly_is_cut_off(settings: Settings) -> None:
+    small = settings.model_copy(
+        update={"max_delivery_bytes": 1024 * 1024, "federation_hit_timeout_seconds": 20}
+    )
+    # Megabytes as fast as it can: refused once past the bound, never held whole in memory.
+    status, took = _ask_hostile(small, _Endless(b" " * 65536, 0))
+    assert status == "refused" and took < 10
+    # A byte now and then, each well within a read timeout: cut off at the search's timeout.
+    brief = settings.model_copy(update={"federation_hit_timeout_seconds": 1})
+    status, took = _ask_hostile(brief, _Endless(b" ", 0.05))
+    assert status == "timeout" and took < 5
