@@ -258,8 +258,8 @@ def cmd_instance_show(_: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_peer_add(args: argparse.Namespace, settings: Settings) -> None:
-    peer, directory, synced = _add_peer(settings, args.url, args.thumbprint)
-    for line in _peer_added(settings, peer, directory, synced):
+    peer, directory, synced, placed = _add_peer(settings, args.url, args.thumbprint)
+    for line in _peer_added(settings, peer, directory, synced, placed):
         print(line)
     print("its id:")
     print(peer.instance_id)
@@ -267,18 +267,20 @@ def cmd_peer_add(args: argparse.Namespace, settings: Settings) -> None:
 
 def _add_peer(
     settings: Settings, url: str, thumbprint: str
-) -> tuple[Row, AgencyDirectory | None, int | None]:
+) -> tuple[Row, AgencyDirectory | None, int | None, list[Row]]:
     """Trust the instance at `url` if its key has `thumbprint`, and hold its
-    agencies once it trusts this instance too (`directory` None until then)."""
+    agencies once it trusts this instance too (`directory` None until then);
+    also those of them held under another instance's agencies."""
     me = identity(settings)
 
-    async def add(db: Database) -> tuple[Row, AgencyDirectory | None, int | None]:
+    async def add(db: Database) -> tuple[Row, AgencyDirectory | None, int | None, list[Row]]:
         document = await federation.fetch_document(url)
         async with db.transaction() as tx:
             peer = await federation.add_peer(tx, me, url, thumbprint, document)
             directory = await federation.fetch_agencies(me, peer)
             synced = None if directory is None else await federation.sync_agencies(tx, peer, directory)
-        return peer, directory, synced
+            placed = await federation.placed_elsewhere(tx, peer.instance_id)
+        return peer, directory, synced, placed
 
     try:
         return _read(settings, add)
@@ -287,7 +289,7 @@ def _add_peer(
 
 
 def _peer_added(
-    settings: Settings, peer: Row, directory: AgencyDirectory | None, synced: int | None
+    settings: Settings, peer: Row, directory: AgencyDirectory | None, synced: int | None, placed: list[Row]
 ) -> list[str]:
     lines = [f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}"]
     if directory is None:
@@ -296,6 +298,11 @@ def _peer_added(
         )
     else:
         lines.append(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")
+    lines += [
+        f"{agency.code} is held under {agency.parent_code} of {agency.parent_home or 'this instance'}: "
+        f"under TLP:AMBER it sees that agency's cases, and {peer.instance_id} mirrors them"
+        for agency in placed
+    ]
     return lines
 
 
@@ -611,8 +618,8 @@ def _peer_federation(members: list[_Member]) -> None:
 
 def _peer_with(member: _Member, other: _Member) -> AgencyDirectory | None:
     thumbprint = identity(other.settings).thumbprint
-    peer, directory, synced = _add_peer(member.settings, other.url, thumbprint)
-    for line in _peer_added(member.settings, peer, directory, synced):
+    peer, directory, synced, placed = _add_peer(member.settings, other.url, thumbprint)
+    for line in _peer_added(member.settings, peer, directory, synced, placed):
         member.say(line)
     return directory
 

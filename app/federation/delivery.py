@@ -29,7 +29,7 @@ import hashlib
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,7 +91,7 @@ _DUE = sa.and_(
     ),
     sa.or_(PEERS.c.next_attempt_at.is_(None), PEERS.c.next_attempt_at <= sa.bindparam("now")),
 )
-_ANY_DUE = sa.select(PEERS.c.instance_id).where(_DUE).limit(1)
+_ALL_DUE = sa.select(PEERS.c.instance_id).where(_DUE)
 _CLAIM = sa.select(PEERS).where(_DUE).order_by(PEERS.c.instance_id).with_for_update(skip_locked=True)
 _LEASE = (
     sa.update(PEERS)
@@ -106,14 +106,19 @@ class Claim:
     token: uuid.UUID
 
 
-async def claim_due(db: Database, now: datetime, token: uuid.UUID) -> list[Claim]:
+async def claim_due(db: Database, now: datetime, token: uuid.UUID, busy: Collection[str] = ()) -> list[Claim]:
     """Lease to the deliverer `token` every peer that is behind the feed and
-    due. PostgreSQL: SKIP LOCKED keeps two workers off one peer; SQLite: the
+    due, but those it is delivering to already (`busy`): their leases are its
+    own. PostgreSQL: SKIP LOCKED keeps two workers off one peer; SQLite: the
     write lock does."""
-    if await db.first(_ANY_DUE, {"now": now, "token": token}) is None:
+    if not {row.instance_id for row in await db.all(_ALL_DUE, {"now": now, "token": token})} - set(busy):
         return []
     async with db.transaction() as tx:
-        peers = await tx.all(_CLAIM, {"now": now, "token": token})
+        peers = [
+            peer
+            for peer in await tx.all(_CLAIM, {"now": now, "token": token})
+            if peer.instance_id not in busy
+        ]
         for peer in peers:
             await tx.execute(_LEASE, {"peer": peer.instance_id, "token": token, "until": now + LEASE})
     return [Claim(peer, token) for peer in peers]
@@ -415,11 +420,10 @@ class Deliverer:
         """Start a delivery to every due peer that has none under way (`sending`, by peer): each
         on a task of its own, so that a peer slow to answer, or that never does, holds back
         only its own mirrors, never another peer's. `done` is called with each as it ends."""
-        for claim in await claim_due(self.db, utcnow(), self.token):
+        for claim in await claim_due(self.db, utcnow(), self.token, busy=sending.keys()):
             peer = claim.peer.instance_id
-            if peer not in sending:
-                sending[peer] = asyncio.create_task(self.deliver(http, claim))
-                sending[peer].add_done_callback(functools.partial(done, peer))
+            sending[peer] = asyncio.create_task(self.deliver(http, claim))
+            sending[peer].add_done_callback(functools.partial(done, peer))
 
     async def deliver(self, http: httpx.AsyncClient, claim: Claim) -> bool:
         """One delivery to the claimed peer; whether its cursor moved, or it

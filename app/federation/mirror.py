@@ -364,16 +364,16 @@ async def hold_agencies(tx: Tx, me: str, sender: str, agencies: Iterable[Any]) -
             continue
         if home == me:
             raise beyond_authority(f"agency {agency['code']} is said to live here, and does not")
-        if home != sender and raw.get("parent_id") is not None:
-            agency["parent_id"] = None
         clash = await tx.first(_AGENCY_BY_CODE, {"code": agency["code"]})
         if clash is not None:
             raise beyond_authority(f"agency code {agency['code']} belongs to {clash.home_instance or me}")
-        if (
-            agency["parent_id"] is not None
-            and await tx.first(_AGENCY, {"agency_id": agency["parent_id"]}) is None
-        ):
-            agency["parent_id"] = None
+        # Held under a parent of the same home only: under TLP:AMBER a sub-agency
+        # sees its parent's cases, and only this instance's operator (`caseapi
+        # peer add`) places a peer's agency under another instance's.
+        if agency["parent_id"] is not None:
+            parent = await tx.first(_AGENCY, {"agency_id": agency["parent_id"]})
+            if parent is None or parent.home_instance != home or home != sender:
+                agency["parent_id"] = None
         await tx.insert([(AGENCIES, [agency])])
 
 

@@ -302,6 +302,27 @@ async def sync_agencies(tx: Tx, peer: Row, directory: AgencyDirectory) -> int:
     return changed
 
 
+_PARENT = AGENCIES.alias("parent")
+_PLACED_ELSEWHERE = (
+    sa.select(
+        AGENCIES.c.code, _PARENT.c.code.label("parent_code"), _PARENT.c.home_instance.label("parent_home")
+    )
+    .join(_PARENT, _PARENT.c.id == AGENCIES.c.parent_id)
+    .where(
+        AGENCIES.c.home_instance == sa.bindparam("peer"),
+        sa.or_(_PARENT.c.home_instance.is_(None), _PARENT.c.home_instance != sa.bindparam("peer")),
+    )
+    .order_by(AGENCIES.c.code)
+)
+
+
+async def placed_elsewhere(db: Statements, peer_id: str) -> list[Row]:
+    """The peer's agencies held under an agency of another instance (this
+    one's or a third's): under TLP:AMBER each sees that agency's cases in
+    full, so the peer mirrors them. `peer add` names them to the operator."""
+    return await db.all(_PLACED_ELSEWHERE, {"peer": peer_id})
+
+
 def _depth(agency: AgencyPublic, announced: dict[uuid.UUID, AgencyPublic]) -> int:
     depth, parent, seen = 0, agency.parent_id, set()
     while parent in announced and parent not in seen:

@@ -244,7 +244,11 @@ def test_a_mirror_follows_a_handling_code_lowered_and_raised_again(kz_ua: tuple[
         "--parent",
         "KZ-MVD",
     )
-    peered(kz_i, ua_i)
+    # Kazakhstan's operator, adding Ukraine's instance again, is told what it places where.
+    assert (
+        "UA-KZ-UNIT is held under KZ-MVD of this instance: under TLP:AMBER it sees that agency's cases, "
+        "and ua.caseapi mirrors them"
+    ) in peered(kz_i, ua_i)
     unit = Api(ua_i, "UA-KZ-UNIT")
     case = a_case(kz, reference="KZ-CODES", handling_code="TLP:RED")
     path = f"/cases/{case['id']}"
@@ -258,3 +262,48 @@ def test_a_mirror_follows_a_handling_code_lowered_and_raised_again(kz_ua: tuple[
     code("TLP:RED")
     eventually(lambda: status_of(unit, path) == 404)
     assert eventually(lambda: kz.ok("GET", "/federation/peers")["items"][0]["pending"] == 0)
+
+
+@pytest.mark.fresh_instances  # Ukraine's instance signs a delivery of its own making
+def test_a_delivery_cannot_place_a_peers_agency_under_this_instances(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    """Under TLP:AMBER the sub-agencies of a participant see its cases in full:
+    an agency a delivery announces under KZ-MVD would bring Kazakhstan's
+    AMBER cases to its instance. Only `caseapi peer add`, run by this
+    instance's operator, places a peer's agency under another instance's."""
+    kz_i, ua_i = kz_ua
+    kz, ua = Api(kz_i, "KZ-MVD"), Api(ua_i, "UA-LE")
+    # A case of Ukraine's with Kazakhstan's ministry in it: Kazakhstan's instance mirrors it.
+    case = a_case(ua, reference="UA-2025-SEARCHES", handling_code="TLP:AMBER")
+    ua.ok(
+        "POST",
+        f"/cases/{case['id']}/participants",
+        json={"agency_id": ua.agency_id("KZ-MVD"), "role": "partner"},
+    )
+    eventually(lambda: status_of(kz, f"/cases/{case['id']}") == 200)
+    kz_case = a_case(kz, reference="KZ-AMBER-ONLY", handling_code="TLP:AMBER")
+
+    planted = agency_record(ua, "UA-LE", "ua.caseapi") | {
+        "id": str(uuid.uuid4()),
+        "code": "UA-KZ-PLANT",
+        "name": "A unit under Kazakhstan's ministry",
+        "parent_id": ua.agency_id("KZ-MVD"),
+    }
+    agencies = [agency_record(ua, "UA-LE", "ua.caseapi"), agency_record(ua, "KZ-MVD", "kz.caseapi"), planted]
+    answer = deliver(
+        ua_i, kz_i, [{"id": case["id"], "agencies": agencies, "rows": rows_held(ua_i, case["id"])}]
+    )
+    assert answer.status_code == 200, answer.text
+    held = next(a for a in kz.ok("GET", "/agencies")["items"] if a["code"] == "UA-KZ-PLANT")
+    assert (held["home_instance"], held["parent_id"]) == ("ua.caseapi", None)
+    # So Kazakhstan's AMBER case stays home: Ukraine's instance does not qualify for it.
+    engine = create_db_engine(kz_i.env["CASEAPI_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            qualifies = conn.execute(
+                mirror._QUALIFIES, {"peer": "ua.caseapi", "case_id": uuid.UUID(kz_case["id"])}
+            )
+            assert qualifies.first() is None
+    finally:
+        engine.dispose()
