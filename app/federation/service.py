@@ -262,10 +262,17 @@ async def sync_agencies(tx: Tx, peer: Row, directory: AgencyDirectory) -> int:
     taken = await tx.all(
         _taken(len(ids), len(codes)), one_of_params("id", ids) | one_of_params("code", codes)
     )
+    by_code = {agency.code: agency.id for agency in directory.items}
     for row in taken:
         if row.home_instance != peer.instance_id:
             home = row.home_instance or "this instance"
             raise PeerError(f"peer {peer.instance_id} announces agency {row.code}, which belongs to {home}")
+        if by_code.get(row.code, row.id) != row.id:
+            # Held as the peer's before it was added: named so by another home's mirrored case.
+            raise PeerError(
+                f"peer {peer.instance_id} announces agency {row.code} under another id than the one "
+                f"held here for it (named by a case another peer mirrors here)"
+            )
     # Kept up to date: a directory that names an agency twice holds its last entry.
     held_rows = {row.id: row for row in taken}
     changed = 0
