@@ -163,10 +163,12 @@ async def principal_of(db: Statements, sender: Row, envelope: dict[str, Any]) ->
     return principal
 
 
-def _require_in_a_case(method: str, path: str, body: bytes) -> None:
+def _require_in_a_case(method: str, path: str, body: bytes, case_id: uuid.UUID) -> None:
     """403 unless the request is a write a mirror forwards (_IN_A_CASE): a new
     case, a bundle, an agency, a subscription or a request outside a case would
-    be a record of this instance's own, made by a peer."""
+    be a record of this instance's own, made by a peer. A new request must be in
+    the case the agency was found to take part in (`case_id`): the home's own
+    rules would let a sub-agency that reads another case under AMBER make one."""
     if _IN_A_CASE.fullmatch(path) is not None:
         return
     if (method, path) == _NEW_REQUEST:
@@ -174,9 +176,19 @@ def _require_in_a_case(method: str, path: str, body: bytes) -> None:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             request = None
-        if isinstance(request, dict) and request.get("case_id") is not None:
+        named = request.get("case_id") if isinstance(request, dict) else None
+        if named is not None:
+            if _as_uuid(named) not in (case_id, None):  # None: not an id, which the home's rules refuse
+                raise mirror.beyond_authority(f"this agency does not take part in case {named}")
             return
     raise mirror.beyond_authority(f"{method} {path} is not a write in a case")
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 async def answer(request: Request, principal: Principal, envelope: dict[str, Any]) -> Response:
@@ -191,7 +203,7 @@ async def answer(request: Request, principal: Principal, envelope: dict[str, Any
         body = base64.b64decode(field(envelope, "body", str), validate=True)
     except ValueError:
         raise mirror.MalformedDelivery("the forwarded body is not base64") from None
-    _require_in_a_case(method, path, body)
+    _require_in_a_case(method, path, body, _uuid(envelope, "case_id"))
     headers = [
         (name.encode(), str(value).encode("latin-1", "replace"))
         for name, value in forwarded.items()

@@ -11,7 +11,7 @@ import orjson
 
 from tests.federation.conftest import Instance
 from tests.federation.test_hostile_peers import post_signed, refused
-from tests.federation.test_mirrors import API, Api, shared_case
+from tests.federation.test_mirrors import API, Api, a_case, shared_case
 
 FORWARD = "/api/v1/federation/forward"
 
@@ -71,6 +71,13 @@ def test_a_peer_cannot_make_the_homes_own_records_through_a_forwarded_write(
     refused(sent("/requests", outside), 403)
     assert everything(kz, "/agencies") == agencies
     assert everything(kz, "/cases") == cases
+    assert everything(kz, "/requests") == requests
+
+    # Nor a request in another case than the one its agency was found to take part in.
+    other = a_case(kz, reference="KZ-NOT-UA")
+    assert f"does not take part in case {other['id']}" in refused(
+        sent("/requests", outside | {"case_id": other["id"]}), 403
+    )
     assert everything(kz, "/requests") == requests
 
     # Within the case, the same agency's writes are made, without `admin`.
