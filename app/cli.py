@@ -294,7 +294,8 @@ def _peer_added(
     lines = [f"peer {peer.instance_id} at {peer.url} trusted with key {peer.thumbprint}"]
     if directory is None:
         lines.append(
-            f"its agencies follow once it has added {settings.instance_id} as a peer: then run this again"
+            f"its agencies follow once it has added {settings.instance_id} as a peer: a serving "
+            "instance then holds them within CASEAPI_FEDERATION_DIRECTORY_SECONDS, or run this again"
         )
     else:
         lines.append(f"its agencies held here: {len(directory.items)} ({synced} added or changed)")

@@ -41,6 +41,7 @@ from app.core.uow import create_database
 from app.detainees.router import router as detainees
 from app.events.router import router as events
 from app.evidence.router import router as evidence
+from app.federation import directory as federation_directory
 from app.federation.delivery import DELIVERIES_PATH, Deliverer, pending_gauge
 from app.federation.forward import FORWARD_PATH, forward_write
 from app.federation.hits import PeerSearcher
@@ -159,9 +160,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.instance_id is not None and settings.federation_delivery
             else None
         )
+        # ... and holds its peers' agencies as they change at their homes.
+        directory = (
+            asyncio.create_task(
+                federation_directory.run(application.state.database, identity(settings), settings, stop)
+            )
+            if settings.instance_id is not None
+            else None
+        )
         yield
         stop.set()
-        for task in (delivering, noticing, mirroring):
+        for task in (delivering, noticing, mirroring, directory):
             if task is not None:
                 await task
         await application.state.database.close()

@@ -158,6 +158,16 @@ class Settings(BaseSettings):
             "that mirror them; `false` stops delivery (the peers' `pending` grows)"
         ),
     )
+    federation_directory_seconds: float = Field(
+        default=60,
+        gt=0,
+        le=86_400,
+        description=(
+            "how often a worker asks each peer for the agencies it hosts and holds them (those "
+            "made or changed at their home since); a place under another instance's agency is "
+            "taken only at `caseapi peer add`"
+        ),
+    )
     federation_poll_seconds: float = Field(
         default=0.25,
         gt=0,

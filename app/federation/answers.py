@@ -8,6 +8,8 @@ import httpx
 
 # A receipt, or a problem document: a few hundred bytes.
 RECEIPT_BYTES = 1024 * 1024
+# A peer's directory of agencies: tens of thousands of them.
+DIRECTORY_BYTES = 16 * 1024 * 1024
 # Headers that describe the body as it travelled, not as it was read.
 _TRANSFER_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 

@@ -19,7 +19,7 @@ from app.core.db import new_row, table_of, utcnow
 from app.core.errors import AppError
 from app.core.journal import CLI, Change, record
 from app.core.uow import Row, Statements, Tx, one_of_params
-from app.federation import mirror, signatures
+from app.federation import answers, mirror, signatures
 from app.federation.delivery import content_digest, pending
 from app.federation.identity import Identity, key_of
 from app.federation.models import AgencyDirectory, InstanceDocument, Peer, PeerNonce, PeerStatus
@@ -203,7 +203,9 @@ async def fetch_agencies(
         async with httpx.AsyncClient(
             timeout=FETCH_TIMEOUT, transport=transport, follow_redirects=False
         ) as http:
-            response = await http.get(url, headers=signatures.sign(me, "GET", url, b""))
+            response = await answers.request(
+                http, "GET", url, limit=answers.DIRECTORY_BYTES, headers=signatures.sign(me, "GET", url, b"")
+            )
     except httpx.HTTPError as exc:
         raise PeerError(f"cannot reach {peer.url}: {type(exc).__name__}") from None
     if response.status_code == 401:
@@ -250,10 +252,13 @@ _HOLD = (
 )
 
 
-async def sync_agencies(tx: Tx, peer: Row, directory: AgencyDirectory) -> int:
+async def sync_agencies(tx: Tx, peer: Row, directory: AgencyDirectory, *, place: bool = True) -> int:
     """Hold the agencies `peer` hosts, with their ids and codes, as read-only
     records whose home is the peer. An id or a code that is this instance's,
     or another peer's, is refused whole: a peer never takes over an agency.
+    `place`: an agency goes under another instance's agency as announced (at
+    `caseapi peer add`, which names each); without it (the periodic refresh,
+    app.federation.directory) only under the parent held for it already.
     Returns how many records were added or changed (each is audited)."""
     announced = {agency.id: agency for agency in directory.items}
     if not announced:
@@ -282,15 +287,18 @@ async def sync_agencies(tx: Tx, peer: Row, directory: AgencyDirectory) -> int:
     held_parents = {p for p in parents if await tx.first(_AGENCY_ID, {"agency_id": p}) is not None}
     # Parents before their sub-agencies.
     for agency in sorted(directory.items, key=lambda a: _depth(a, announced)):
+        held = held_rows.get(agency.id)
+        parent = agency.parent_id if agency.parent_id in announced.keys() | held_parents else None
+        if not place and parent not in announced and parent != (held.parent_id if held else None):
+            parent = None
         fields: dict[str, Any] = {
             "code": agency.code,
             "name": agency.name,
             "country": agency.country,
             "kind": agency.kind,
-            "parent_id": agency.parent_id if agency.parent_id in announced.keys() | held_parents else None,
+            "parent_id": parent,
         }
         home = {"version": agency.version, "created_at": agency.created_at, "updated_at": agency.updated_at}
-        held = held_rows.get(agency.id)
         if held is None:
             values = {"id": agency.id, "home_instance": peer.instance_id, **fields, **home}
             held_rows[agency.id] = await insert_recorded(

@@ -161,6 +161,9 @@ class Instances:
             "CASEAPI_INSTANCE_ID": instance_id,
             "CASEAPI_STORAGE_DIR": str(home / "files"),
             "CASEAPI_WEBHOOK_DELIVERY": "false",
+            # Tests of the periodic refresh of peers' agencies set their own period; the others
+            # add peers again to refresh them, and would race it.
+            "CASEAPI_FEDERATION_DIRECTORY_SECONDS": "3600",
         }
         instance = Instance(instance_id, home, env)
         instance.command("migrate")

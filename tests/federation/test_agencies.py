@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from app.agencies.models import Agency
 from app.core.db import create_db_engine
 from tests.federation.conftest import Instance, peer, peered
+from tests.federation.test_mirrors import eventually
 
 API = "/api/v1"
 
@@ -108,3 +109,65 @@ def test_a_peer_announcing_another_instances_agency_is_refused(
     assert agencies(kz, kz_key)["UA-LE"]["home_instance"] == "ua.caseapi" and "UA-LE-2" not in agencies(
         kz, kz_key
     )
+
+
+@pytest.mark.fresh_instances  # Kazakhstan's instance restarted with a short directory period
+def test_agencies_made_or_changed_at_home_reach_a_peer_without_adding_it_again(
+    kz_ua: tuple[Instance, Instance],
+) -> None:
+    kz, ua = kz_ua
+    kz.stop()
+    kz.env["CASEAPI_FEDERATION_DIRECTORY_SECONDS"] = "0.5"
+    kz.serve()
+    kz_key, ua_key = admin_key(kz, "KZ-MVD"), admin_key(ua, "UA-LE")
+    # Ukraine's operator makes a unit under its police, and one under Kazakhstan's ministry.
+    ua.command(
+        "agency",
+        "create",
+        "--code",
+        "UA-LE-CYBER",
+        "--name",
+        "Cyber police",
+        "--kind",
+        "police",
+        "--parent",
+        "UA-LE",
+    )
+    ua.command(
+        "agency",
+        "create",
+        "--code",
+        "UA-KZ-LIAISON",
+        "--name",
+        "Liaison",
+        "--kind",
+        "police",
+        "--parent",
+        "KZ-MVD",
+    )
+
+    def held(code: str) -> dict[str, object] | None:
+        return agencies(kz, kz_key).get(code)
+
+    cyber = eventually(lambda: held("UA-LE-CYBER"))
+    liaison = eventually(lambda: held("UA-KZ-LIAISON"))
+    on_kz = agencies(kz, kz_key)
+    assert (cyber["home_instance"], cyber["parent_id"]) == ("ua.caseapi", on_kz["UA-LE"]["id"])
+    # Under Kazakhstan's ministry it would read the ministry's AMBER cases: only Kazakhstan's
+    # operator places it there, by adding the peer again, which names it.
+    assert (liaison["home_instance"], liaison["parent_id"]) == ("ua.caseapi", None)
+    assert any(
+        line.startswith("UA-KZ-LIAISON is held under KZ-MVD of this instance") for line in peered(kz, ua)
+    )
+    assert held("UA-KZ-LIAISON")["parent_id"] == on_kz["KZ-MVD"]["id"]  # type: ignore[index]
+
+    # A change at home reaches the peer too; the place its operator agreed to stays.
+    unit = agencies(ua, ua_key)["UA-LE-CYBER"]
+    renamed = httpx.patch(
+        f"{ua.url}{API}/agencies/{unit['id']}",
+        json={"name": "Cyber Police Department"},
+        headers={"Authorization": f"Bearer {ua_key}", "If-Match": f'"{unit["version"]}"'},
+    )
+    assert renamed.status_code == 200, renamed.text
+    eventually(lambda: held("UA-LE-CYBER")["name"] == "Cyber Police Department")  # type: ignore[index]
+    assert held("UA-KZ-LIAISON")["parent_id"] == on_kz["KZ-MVD"]["id"]  # type: ignore[index]
