@@ -116,7 +116,8 @@ def _tune_garbage_collector() -> None:
 # Connections of a worker's pool beyond its admitted requests' (CASEAPI_POOL_SIZE),
 # one for each of its background tasks (webhook delivery, hit notices, federation
 # delivery): under a full load of requests they would otherwise wait for a
-# connection with every request, and time out with the slowest.
+# connection with every request, and time out with the slowest. The refresh of
+# peers' agencies, once a period, takes one for a moment from the same reserve.
 BACKGROUND_CONNECTIONS = 3
 
 
