@@ -463,6 +463,16 @@ def peer_sees_case_in_full() -> sa.ColumnElement[bool]:
     )
 
 
+# The case `:case_id` (its personal-data sharing) when the peer `:peer` holds a mirror of it.
+PEER_HOLDS_CASE = sa.select(CASES.c.share_personal_data).where(
+    CASES.c.id == sa.bindparam("case_id"), peer_sees_case_in_full()
+)
+
+
+async def peer_holds_case(db: Statements, peer: str, case_id: uuid.UUID) -> bool:
+    return await db.first(PEER_HOLDS_CASE, {"peer": peer, "case_id": case_id}) is not None
+
+
 def peer_is_party(requests: sa.Table) -> sa.ColumnElement[bool]:
     """The peer `:peer` hosts one of the two agencies of the request rows: as
     sees_request() says for an agency, only they hold a request and its records."""

@@ -142,19 +142,12 @@ def _rows_by_id(table: sa.Table) -> sa.Select[Any]:
 
 
 _AGENCY = sa.select(AGENCIES).where(AGENCIES.c.id == sa.bindparam("agency_id"))
-_QUALIFIES = sa.select(CASES.c.share_personal_data).where(
-    CASES.c.id == sa.bindparam("case_id"), access.peer_sees_case_in_full()
-)
-
-
-async def qualifying(db: Statements, peer: str, case_id: uuid.UUID) -> bool:
-    return await db.first(_QUALIFIES, {"peer": peer, "case_id": case_id}) is not None
 
 
 async def snapshot(tx: Tx, me: str, peer: str, case_id: uuid.UUID) -> dict[str, Any] | None:
     """The case as `peer` may hold it, None once it does not qualify; read in
     `tx`, which must see one state of the database (repeatable read)."""
-    case = await tx.first(_QUALIFIES, {"peer": peer, "case_id": case_id})
+    case = await tx.first(access.PEER_HOLDS_CASE, {"peer": peer, "case_id": case_id})
     if case is None:
         return None
     params = {"case_id": case_id, "peer": peer}
@@ -178,7 +171,7 @@ async def amendment(
     amendable()) as `peer` may hold them now, and the ids of those it may hold
     no more (deleted, or never its to hold); None once the case does not
     qualify. Read in `tx`, as snapshot()."""
-    case = await tx.first(_QUALIFIES, {"peer": peer, "case_id": case_id})
+    case = await tx.first(access.PEER_HOLDS_CASE, {"peer": peer, "case_id": case_id})
     if case is None:
         return None
     wanted: dict[sa.Table, set[uuid.UUID]] = {}

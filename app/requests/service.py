@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app import access
-from app.agencies.service import require_agencies
+from app.agencies.service import get_agency, require_agencies
 from app.auth.service import Principal
 from app.core.crud import row_type
 from app.core.db import new_row, table_of, utcnow
@@ -154,20 +154,14 @@ async def _require_readable_case(db: Statements, p: Principal, case_id: uuid.UUI
     await access.require_home(db, p, case_id)
 
 
-_HOME_OF = sa.select(access.AGENCIES.c.home_instance).where(access.AGENCIES.c.id == sa.bindparam("agency_id"))
-_MIRRORED_ON = sa.select(access.CASES.c.id).where(
-    access.CASES.c.id == sa.bindparam("case_id"), access.peer_sees_case_in_full()
-)
-
-
 async def _require_reachable(db: Statements, data: InformationRequestCreate) -> None:
     """422 for a request its recipient would never see: one to an agency of a
     peer instance, outside a case or in one that instance holds no mirror of
     (a request reaches a peer only with the mirror of its case)."""
-    home = await db.scalar(_HOME_OF, {"agency_id": data.to_agency_id})
+    home = (await get_agency(db, data.to_agency_id)).home_instance
     if home is None:
         return
-    if data.case_id is not None and await db.first(_MIRRORED_ON, {"case_id": data.case_id, "peer": home}):
+    if data.case_id is not None and await access.peer_holds_case(db, home, data.case_id):
         return
     where = "outside a case" if data.case_id is None else "in a case it holds no mirror of"
     raise invalid(

@@ -29,6 +29,18 @@ def agencies(instance: Instance, key: str) -> dict[str, dict[str, object]]:
     return {a["code"]: a for a in answer.json()["items"]}
 
 
+def rename(instance: Instance, key: str, code: str, name: str) -> dict[str, object]:
+    """PATCH the agency's name at its home with an admin key; the agency as answered."""
+    agency = agencies(instance, key)[code]
+    renamed = httpx.patch(
+        f"{instance.url}{API}/agencies/{agency['id']}",
+        json={"name": name},
+        headers={"Authorization": f"Bearer {key}", "If-Match": f'"{agency["version"]}"'},
+    )
+    assert renamed.status_code == 200, renamed.text
+    return renamed.json()  # type: ignore[no-any-return]
+
+
 def test_each_instance_lists_its_peers_agencies_with_the_same_ids(kz_ua: tuple[Instance, Instance]) -> None:
     kz, ua = kz_ua
     kz_key, ua_key = admin_key(kz, "KZ-MVD"), admin_key(ua, "UA-LE")
@@ -59,17 +71,10 @@ def test_a_peers_agency_changes_only_at_home(kz_ua: tuple[Instance, Instance]) -
     assert moved.returncode == 1 and "changes there only" in moved.stderr
 
     # At home it changes, and the peer holds the change (same version) once it asks again.
-    ua_key = admin_key(ua, "UA-LE")
-    home = agencies(ua, ua_key)["UA-LE"]
-    renamed = httpx.patch(
-        f"{ua.url}{API}/agencies/{home['id']}",
-        json={"name": "National Police of Ukraine"},
-        headers={"Authorization": f"Bearer {ua_key}", "If-Match": f'"{home["version"]}"'},
-    )
-    assert renamed.status_code == 200, renamed.text
+    renamed = rename(ua, admin_key(ua, "UA-LE"), "UA-LE", "National Police of Ukraine")
     assert "1 added or changed" in peer(kz, ua)[1]
     held = agencies(kz, kz_key)["UA-LE"]
-    assert held["name"] == "National Police of Ukraine" and held["version"] == renamed.json()["version"]
+    assert held["name"] == "National Police of Ukraine" and held["version"] == renamed["version"]
 
 
 @pytest.mark.fresh_instances
@@ -162,12 +167,6 @@ def test_agencies_made_or_changed_at_home_reach_a_peer_without_adding_it_again(
     assert held("UA-KZ-LIAISON")["parent_id"] == on_kz["KZ-MVD"]["id"]  # type: ignore[index]
 
     # A change at home reaches the peer too; the place its operator agreed to stays.
-    unit = agencies(ua, ua_key)["UA-LE-CYBER"]
-    renamed = httpx.patch(
-        f"{ua.url}{API}/agencies/{unit['id']}",
-        json={"name": "Cyber Police Department"},
-        headers={"Authorization": f"Bearer {ua_key}", "If-Match": f'"{unit["version"]}"'},
-    )
-    assert renamed.status_code == 200, renamed.text
+    rename(ua, ua_key, "UA-LE-CYBER", "Cyber Police Department")
     eventually(lambda: held("UA-LE-CYBER")["name"] == "Cyber Police Department")  # type: ignore[index]
     assert held("UA-KZ-LIAISON")["parent_id"] == on_kz["KZ-MVD"]["id"]  # type: ignore[index]

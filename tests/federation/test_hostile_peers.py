@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from app import access
 from app.core.db import create_db_engine
 from app.federation import mirror, signatures
 from app.federation.delivery import DELIVERIES_PATH
@@ -302,7 +303,7 @@ def test_a_delivery_cannot_place_a_peers_agency_under_this_instances(
     try:
         with engine.connect() as conn:
             qualifies = conn.execute(
-                mirror._QUALIFIES, {"peer": "ua.caseapi", "case_id": uuid.UUID(kz_case["id"])}
+                access.PEER_HOLDS_CASE, {"peer": "ua.caseapi", "case_id": uuid.UUID(kz_case["id"])}
             )
             assert qualifies.first() is None
     finally:
